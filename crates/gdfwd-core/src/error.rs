@@ -1,0 +1,48 @@
+//! Errors crossing the ports. Adapters wrap their own errors in these so the pipeline can decide
+//! (retry, fail the batch) without knowing which backend is behind the trait.
+
+use thiserror::Error;
+
+type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A state store operation failed. The pipeline never sends without dedup: any of these fails
+/// the affected findings as retryable.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The backend could not be reached or kept failing (throttling, timeouts, locked file).
+    #[error("state store {backend} unavailable during {operation}: {source}")]
+    Unavailable {
+        backend: String,
+        operation: &'static str,
+        #[source]
+        source: Source,
+    },
+    /// The backend answered but the data or request was not usable (schema, corrupt item).
+    #[error("state store {backend} failed {operation}: {message}")]
+    Invalid {
+        backend: String,
+        operation: &'static str,
+        message: String,
+    },
+    /// Configuration (a path, a table name) is wrong.
+    #[error("state store configuration: {0}")]
+    Config(String),
+}
+
+/// The sink could not even attempt delivery (misconfiguration); per-event delivery failures are
+/// reported as outcomes, not errors.
+#[derive(Debug, Error)]
+pub enum SinkError {
+    #[error("sink configuration: {0}")]
+    Config(String),
+    #[error("sink I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// An account lookup failed (role missing, access denied, timeout). Never fails forwarding.
+#[derive(Debug, Error)]
+#[error("account {account_id}: {message}")]
+pub struct LookupError {
+    pub account_id: String,
+    pub message: String,
+}

@@ -1,0 +1,18 @@
+//! The forwarder's core: the ports every adapter implements, and the pipeline that drives them.
+//!
+//! Adapters (SQLite and DynamoDB stores, the HTTP sink, AWS enrichment, the GuardDuty API) live in
+//! crates above this one and implement these traits; the binaries only wire them together. Nothing
+//! here performs network I/O or links an AWS SDK, so the pipeline is tested with in-memory fakes and
+//! compiles in seconds.
+
+pub mod clock;
+pub mod enrich;
+pub mod error;
+pub mod pipeline;
+pub mod sink;
+pub mod store;
+pub mod timespec;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{SinkError, StoreError};
+pub use gdfwd_model as model;

@@ -1,0 +1,363 @@
+//! The forwarding pipeline: claim → enrich → map → send → commit/release, for one batch.
+//!
+//! Every caller (the Lambda per invocation, `gdfwd forward` per chunk of input, backfill per page)
+//! hands a batch of parsed findings to [`Pipeline::process`] and gets one [`Outcome`] per finding
+//! back, in order, so it can report SQS item failures, advance checkpoints or print summaries.
+//!
+//! Invariants:
+//! - with a store, nothing is sent that was not claimed first; a store that cannot be reached fails
+//!   the batch as retryable, it never degrades to sending without dedup;
+//! - a finding version is committed only when every one of its events was accepted; otherwise its
+//!   claim is released so a retry can send it again (events carry deterministic ids, so a partial
+//!   resend is recognisable downstream);
+//! - enrichment is best-effort and cannot fail a finding.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gdfwd_model::{Enrichment, Finding, Format, Timestamp, map_finding};
+use serde::{Deserialize, Serialize};
+
+use crate::enrich::AccountResolver;
+use crate::sink::{EventOutcome, OutEvent, SendStats, Sink};
+use crate::store::{ClaimOutcome, ClaimRequest, Delivery, StateStore, VersionKey};
+
+/// Default claim lease: long enough for a slow send with retries, short enough that a crashed
+/// sender's findings are picked up again soon (must stay below the SQS visibility timeout).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(300);
+
+/// What happened to one finding version.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Every event of the version was accepted (and committed, with a store).
+    Forwarded { events: usize },
+    /// Already sent, or being sent under another live claim.
+    Duplicate,
+    /// A newer version was already claimed or sent.
+    Stale { newest: Timestamp },
+    /// Not delivered. `retryable`: a later attempt may succeed (the claim was released).
+    Failed { retryable: bool, reason: String },
+}
+
+/// Counts for summaries (`--summary` JSON), log lines and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Input records read (findings, skipped and invalid ones).
+    pub received: u64,
+    /// Finding versions delivered.
+    pub forwarded: u64,
+    /// Well-formed records that are not GuardDuty findings.
+    pub skipped: u64,
+    /// Records that could not be parsed as findings.
+    pub invalid: u64,
+    /// Payload events delivered (one finding can yield several).
+    pub events: u64,
+    pub duplicates: u64,
+    pub stale: u64,
+    pub failed: u64,
+    /// HTTP requests made, including retries.
+    pub requests: u64,
+    pub retries: u64,
+    pub throttled: u64,
+}
+
+impl Summary {
+    pub fn merge(&mut self, o: &Summary) {
+        self.received += o.received;
+        self.forwarded += o.forwarded;
+        self.skipped += o.skipped;
+        self.invalid += o.invalid;
+        self.events += o.events;
+        self.duplicates += o.duplicates;
+        self.stale += o.stale;
+        self.failed += o.failed;
+        self.requests += o.requests;
+        self.retries += o.retries;
+        self.throttled += o.throttled;
+    }
+
+    fn count(&mut self, o: &Outcome) {
+        match o {
+            Outcome::Forwarded { events } => {
+                self.forwarded += 1;
+                self.events += *events as u64;
+            }
+            Outcome::Duplicate => self.duplicates += 1,
+            Outcome::Stale { .. } => self.stale += 1,
+            Outcome::Failed { .. } => self.failed += 1,
+        }
+    }
+
+    fn add_send(&mut self, s: &SendStats) {
+        self.requests += s.requests;
+        self.retries += s.retries;
+        self.throttled += s.throttled;
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BatchReport {
+    /// One per input finding, in input order.
+    pub outcomes: Vec<Outcome>,
+    pub summary: Summary,
+}
+
+/// The wired pipeline. Cheap to share: hold it in an `Arc` or clone the parts.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    store: Option<Arc<dyn StateStore>>,
+    sink: Arc<dyn Sink>,
+    resolver: Option<Arc<dyn AccountResolver>>,
+    format: Format,
+    lease: Duration,
+}
+
+impl Pipeline {
+    /// `store: None` sends without dedup (`--dry-run`, `--no-dedup`).
+    pub fn new(store: Option<Arc<dyn StateStore>>, sink: Arc<dyn Sink>, format: Format) -> Self {
+        Self {
+            store,
+            sink,
+            resolver: None,
+            format,
+            lease: DEFAULT_LEASE,
+        }
+    }
+
+    #[must_use]
+    pub fn with_resolver(mut self, resolver: Option<Arc<dyn AccountResolver>>) -> Self {
+        self.resolver = resolver;
+        self
+    }
+
+    #[must_use]
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    pub fn store(&self) -> Option<&Arc<dyn StateStore>> {
+        self.store.as_ref()
+    }
+
+    /// Processes one batch. `deadline` bounds sending and retries; what is not sent by then is
+    /// released and reported as retryable.
+    pub async fn process(&self, findings: &[Finding], deadline: Option<Instant>) -> BatchReport {
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; findings.len()];
+
+        // 1. Claim. Without a store every finding is "new".
+        let claims: Vec<ClaimOutcome> = match &self.store {
+            None => vec![ClaimOutcome::New; findings.len()],
+            Some(store) => {
+                let reqs: Vec<ClaimRequest> = findings.iter().map(claim_request).collect();
+                match store.claim_many(&reqs, self.lease).await {
+                    Ok(c) if c.len() == findings.len() => c,
+                    Ok(c) => {
+                        return self.fail_all(
+                            findings,
+                            format!(
+                                "state store returned {} claim results for {} findings",
+                                c.len(),
+                                findings.len()
+                            ),
+                        );
+                    }
+                    Err(e) => {
+                        tracing::error!(store = %store.describe(), error = %e, "claiming failed; batch will be retried");
+                        return self.fail_all(
+                            findings,
+                            format!("claiming in the state store failed: {e}"),
+                        );
+                    }
+                }
+            }
+        };
+        let mut to_send = Vec::new();
+        for (i, c) in claims.into_iter().enumerate() {
+            match c {
+                ClaimOutcome::New => to_send.push(i),
+                ClaimOutcome::Duplicate => outcomes[i] = Some(Outcome::Duplicate),
+                ClaimOutcome::Stale { newest } => outcomes[i] = Some(Outcome::Stale { newest }),
+            }
+        }
+
+        // 2. Enrich, once per distinct account, concurrently.
+        let enrichments = self.enrich(findings, &to_send).await;
+
+        // 3. Map and serialise; remember which events belong to which finding.
+        let mut events: Vec<OutEvent> = Vec::new();
+        let mut ranges: Vec<(usize, std::ops::Range<usize>)> = Vec::with_capacity(to_send.len());
+        for &i in &to_send {
+            let f = &findings[i];
+            let enrichment = enrichments
+                .get(f.account_id.as_str())
+                .cloned()
+                .unwrap_or_default();
+            let start = events.len();
+            let mut bad = None;
+            for ev in map_finding(f, self.format, &enrichment) {
+                match serde_json::to_string(&ev.body) {
+                    Ok(json) => events.push(OutEvent { id: ev.id, json }),
+                    Err(e) => bad = Some(format!("serialising event {}: {e}", ev.id)),
+                }
+            }
+            if let Some(reason) = bad {
+                events.truncate(start);
+                outcomes[i] = Some(Outcome::Failed {
+                    retryable: false,
+                    reason,
+                });
+                continue;
+            }
+            ranges.push((i, start..events.len()));
+        }
+
+        // 4. Send.
+        let mut summary = Summary {
+            received: findings.len() as u64,
+            ..Summary::default()
+        };
+        let report = if events.is_empty() {
+            Default::default()
+        } else {
+            self.sink.send(&events, deadline).await
+        };
+        summary.add_send(&report.stats);
+
+        // 5. Commit or release each finding's claim.
+        for (i, range) in ranges {
+            let f = &findings[i];
+            let key = version_key(f);
+            let results = report.outcomes.get(range.clone()).unwrap_or(&[]);
+            let outcome = if results.len() != range.len() {
+                Outcome::Failed {
+                    retryable: true,
+                    reason: format!(
+                        "sink reported {} outcomes for {} events",
+                        results.len(),
+                        range.len()
+                    ),
+                }
+            } else if results.iter().all(EventOutcome::is_sent) {
+                Outcome::Forwarded {
+                    events: range.len(),
+                }
+            } else {
+                let definitive = results.iter().find_map(|o| match o {
+                    EventOutcome::Definitive { reason } => Some(reason.clone()),
+                    _ => None,
+                });
+                match definitive {
+                    Some(reason) => Outcome::Failed {
+                        retryable: false,
+                        reason,
+                    },
+                    None => Outcome::Failed {
+                        retryable: true,
+                        reason: results
+                            .iter()
+                            .find_map(|o| match o {
+                                EventOutcome::Retryable { reason } => Some(reason.clone()),
+                                _ => None,
+                            })
+                            .unwrap_or_else(|| "not delivered".to_owned()),
+                    },
+                }
+            };
+            if let Some(store) = &self.store {
+                match &outcome {
+                    Outcome::Forwarded { .. } => {
+                        let request_id = results.iter().find_map(|o| match o {
+                            EventOutcome::Sent { request_id } => request_id.clone(),
+                            _ => None,
+                        });
+                        let delivery = Delivery {
+                            event_ids: events[range].iter().map(|e| e.id.clone()).collect(),
+                            request_id,
+                        };
+                        if let Err(e) = store.commit(&key, &delivery).await {
+                            // Delivered but not recorded: after the lease a retry may resend it,
+                            // with the same event ids. Losing it would be worse.
+                            tracing::warn!(finding = %f.id, version = %f.updated_at, error = %e, "delivered, but committing to the state store failed");
+                        }
+                    }
+                    Outcome::Failed { reason, .. } => {
+                        if let Err(e) = store.release(&key, reason).await {
+                            tracing::warn!(finding = %f.id, version = %f.updated_at, error = %e, "releasing the claim failed; it frees itself when the lease ends");
+                        }
+                    }
+                    Outcome::Duplicate | Outcome::Stale { .. } => {}
+                }
+            }
+            outcomes[i] = Some(outcome);
+        }
+
+        let outcomes: Vec<Outcome> = outcomes
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or(Outcome::Failed {
+                    retryable: true,
+                    reason: "internal: no outcome".to_owned(),
+                })
+            })
+            .collect();
+        for o in &outcomes {
+            summary.count(o);
+        }
+        BatchReport { outcomes, summary }
+    }
+
+    async fn enrich(&self, findings: &[Finding], which: &[usize]) -> HashMap<String, Enrichment> {
+        let Some(resolver) = &self.resolver else {
+            return HashMap::new();
+        };
+        let accounts: BTreeMap<&str, ()> = which
+            .iter()
+            .map(|&i| (findings[i].account_id.as_str(), ()))
+            .collect();
+        let lookups = accounts
+            .keys()
+            .map(|a| async move { ((*a).to_owned(), resolver.resolve(a).await) });
+        futures::future::join_all(lookups)
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    fn fail_all(&self, findings: &[Finding], reason: String) -> BatchReport {
+        let outcomes: Vec<Outcome> = findings
+            .iter()
+            .map(|_| Outcome::Failed {
+                retryable: true,
+                reason: reason.clone(),
+            })
+            .collect();
+        let mut summary = Summary {
+            received: findings.len() as u64,
+            ..Summary::default()
+        };
+        for o in &outcomes {
+            summary.count(o);
+        }
+        BatchReport { outcomes, summary }
+    }
+}
+
+pub fn version_key(f: &Finding) -> VersionKey {
+    VersionKey {
+        finding_id: f.id.clone(),
+        version: f.updated_at,
+    }
+}
+
+pub fn claim_request(f: &Finding) -> ClaimRequest {
+    ClaimRequest {
+        key: version_key(f),
+        meta: f.meta(),
+    }
+}

@@ -1,0 +1,242 @@
+//! The dedup state store port: decides, atomically, whether a version of a finding must be sent.
+//!
+//! Contract (both backends pass the same suite, `gdfwd_core::store::contract` in the SQLite crate's
+//! and DynamoDB crate's tests):
+//! - key: the finding id; version: normalised `updatedAt` (ms);
+//! - `claim` → [`ClaimOutcome::New`] when never seen, or newer than the newest claimed/sent
+//!   version, or when this version's earlier claim was released or its lease expired;
+//!   [`ClaimOutcome::Duplicate`] when this exact version was sent or is under a live lease;
+//!   [`ClaimOutcome::Stale`] when a newer version was already claimed or sent;
+//! - `commit` marks a claimed version sent; `release` frees it at once and records why;
+//! - records expire `retention` after their last update; expired records read as absent;
+//! - a small key/value space (alias cache, backfill checkpoints) lives beside the findings.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use gdfwd_model::{FindingMeta, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+
+/// One version of one finding.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VersionKey {
+    pub finding_id: String,
+    pub version: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimRequest {
+    pub key: VersionKey,
+    pub meta: FindingMeta,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// The caller holds a lease on this version and must send it, then commit or release.
+    New,
+    /// This exact version was sent, or is being sent under a live lease.
+    Duplicate,
+    /// A newer version (`newest`) was already claimed or sent.
+    Stale { newest: Timestamp },
+}
+
+/// What Dynatrace accepted for a committed version.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Delivery {
+    pub event_ids: Vec<String>,
+    /// The request id(s) Dynatrace answered with, when any.
+    pub request_id: Option<String>,
+}
+
+/// Status of a finding's latest version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Claimed under a lease, not yet committed or released.
+    Pending,
+    Sent,
+    /// Released after a failure; claimable again.
+    Failed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Sent => "sent",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// One line of a finding's audit history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum HistoryKind {
+    Claimed,
+    Sent {
+        event_ids: Vec<String>,
+        request_id: Option<String>,
+    },
+    Duplicate,
+    Stale {
+        newest: Timestamp,
+    },
+    Failed {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// When it happened (store clock).
+    pub at: Timestamp,
+    /// Which version of the finding it concerned.
+    pub version: Timestamp,
+    #[serde(flatten)]
+    pub kind: HistoryKind,
+}
+
+/// The per-finding record audit queries return.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FindingRecord {
+    pub finding_id: String,
+    /// Account, region, type, severity, title of the latest version seen.
+    pub meta: FindingMeta,
+    /// Newest version claimed (or sent).
+    pub latest_version: Timestamp,
+    pub status: Status,
+    /// For `Pending`: when the lease runs out.
+    pub lease_until: Option<Timestamp>,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+    pub versions_sent: u64,
+    pub duplicates: u64,
+    pub stale: u64,
+    pub failures: u64,
+    pub last_error: Option<String>,
+    /// When the record expires (TTL).
+    pub expires_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FindingHistory {
+    pub record: FindingRecord,
+    /// Oldest first.
+    pub entries: Vec<HistoryEntry>,
+}
+
+/// `audit list --status`: `duplicate` and `stale` select findings with that counter above zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFilter {
+    Sent,
+    Duplicate,
+    Stale,
+    Failed,
+    Pending,
+}
+
+impl std::str::FromStr for StatusFilter {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "sent" => Self::Sent,
+            "duplicate" => Self::Duplicate,
+            "stale" => Self::Stale,
+            "failed" => Self::Failed,
+            "pending" => Self::Pending,
+            other => {
+                return Err(format!(
+                    "unknown status {other:?}: expected sent, duplicate, stale, failed or pending"
+                ));
+            }
+        })
+    }
+}
+
+/// Filters of `audit list` (all optional; `since`/`until` apply to `last_seen`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListQuery {
+    pub account: Option<String>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    pub status: Option<StatusFilter>,
+    /// Finding type prefix, e.g. `Recon:EC2`.
+    pub finding_type: Option<String>,
+    pub limit: Option<usize>,
+}
+
+impl ListQuery {
+    /// Whether a record passes every filter; backends may pre-filter with indexes, then apply this.
+    pub fn matches(&self, r: &FindingRecord) -> bool {
+        self.account
+            .as_ref()
+            .is_none_or(|a| &r.meta.account_id == a)
+            && self.since.is_none_or(|t| r.last_seen >= t)
+            && self.until.is_none_or(|t| r.last_seen < t)
+            && self.finding_type.as_ref().is_none_or(|p| {
+                r.meta
+                    .finding_type
+                    .as_deref()
+                    .is_some_and(|t| t.starts_with(p.as_str()))
+            })
+            && self.status.is_none_or(|s| match s {
+                StatusFilter::Sent => r.versions_sent > 0,
+                StatusFilter::Duplicate => r.duplicates > 0,
+                StatusFilter::Stale => r.stale > 0,
+                StatusFilter::Failed => r.failures > 0 && r.status == Status::Failed,
+                StatusFilter::Pending => r.status == Status::Pending,
+            })
+    }
+}
+
+#[async_trait]
+pub trait StateStore: Send + Sync + std::fmt::Debug {
+    /// Human-readable description for logs and errors, e.g. `sqlite:/path/state.db`.
+    fn describe(&self) -> String;
+
+    /// Claims one version under a lease of `lease`. Counts duplicates and stale suppressions.
+    async fn claim(&self, req: &ClaimRequest, lease: Duration) -> Result<ClaimOutcome, StoreError>;
+
+    /// Claims several versions; outcomes in input order. Backends may batch the writes, but the
+    /// result must equal claiming them one by one in order.
+    async fn claim_many(
+        &self,
+        reqs: &[ClaimRequest],
+        lease: Duration,
+    ) -> Result<Vec<ClaimOutcome>, StoreError> {
+        let mut out = Vec::with_capacity(reqs.len());
+        for r in reqs {
+            out.push(self.claim(r, lease).await?);
+        }
+        Ok(out)
+    }
+
+    /// Marks a claimed version sent. Committing a version that is no longer the latest (a newer
+    /// one was claimed meanwhile) records the delivery without moving `latest_version` back.
+    async fn commit(&self, key: &VersionKey, delivery: &Delivery) -> Result<(), StoreError>;
+
+    /// Frees a claimed version at once (a retry may claim it again) and records `reason`.
+    async fn release(&self, key: &VersionKey, reason: &str) -> Result<(), StoreError>;
+
+    /// The finding's record and full history; `None` when unknown or expired.
+    async fn history(&self, finding_id: &str) -> Result<Option<FindingHistory>, StoreError>;
+
+    /// Records passing `query`, most recently seen first.
+    async fn list(&self, query: &ListQuery) -> Result<Vec<FindingRecord>, StoreError>;
+
+    /// Reads a key of the auxiliary key/value space (`namespace` e.g. `alias`, `checkpoint`);
+    /// expired values read as `None`.
+    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<String>, StoreError>;
+
+    /// Writes a key of the auxiliary space, expiring after `ttl`.
+    async fn kv_put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
+}

@@ -1,0 +1,21 @@
+//! Errors of the model crate: what was wrong with one input record.
+
+use thiserror::Error;
+
+/// Why one record could not be turned into a [`crate::Finding`].
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum ModelError {
+    #[error("not valid JSON: {0}")]
+    Json(String),
+    #[error("finding has no `{0}` field")]
+    MissingField(&'static str),
+    #[error("field `{field}` is not a valid timestamp: {value}")]
+    BadTimestamp { field: &'static str, value: String },
+    #[error("field `{field}` has the wrong type: expected {expected}")]
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+    },
+    #[error("not a GuardDuty finding: {0}")]
+    NotAFinding(String),
+}

@@ -1,0 +1,24 @@
+//! The GuardDuty finding model and its mappings to Dynatrace security events.
+//!
+//! This crate is deliberately pure: no I/O, no async, no AWS SDK. Everything above it (the
+//! pipeline, the Lambda, the CLI, backfill) turns bytes into [`Finding`]s with [`parse`], splits
+//! them per affected object with [`split`] and maps them with [`map`]. Keeping it free of heavy
+//! dependencies means its tests and benchmarks compile in seconds.
+//!
+//! Findings are kept as `serde_json` maps rather than typed structs: GuardDuty adds fields every
+//! few months and the `raw` payload must carry the finding JSON-equal to what GuardDuty sent, so
+//! only the handful of fields we interpret are extracted.
+
+pub mod error;
+pub mod finding;
+pub mod map;
+pub mod parse;
+pub mod split;
+pub mod time;
+
+pub use error::ModelError;
+pub use finding::{Finding, FindingMeta};
+pub use map::{Enrichment, Event, Format, event_id, map_finding};
+pub use parse::{Item, RecordError, parse_document, parse_value};
+pub use split::{AffectedObject, split};
+pub use time::Timestamp;
