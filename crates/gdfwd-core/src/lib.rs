@@ -5,7 +5,10 @@
 //! here performs network I/O or links an AWS SDK, so the pipeline is tested with in-memory fakes and
 //! compiles in seconds.
 
+pub mod audit;
 pub mod clock;
+#[cfg(feature = "contract")]
+pub mod contract;
 pub mod enrich;
 pub mod error;
 pub mod pipeline;
