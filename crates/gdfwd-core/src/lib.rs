@@ -12,6 +12,7 @@ pub mod contract;
 pub mod enrich;
 pub mod error;
 pub mod pipeline;
+pub mod preview;
 pub mod sink;
 pub mod store;
 pub mod timespec;

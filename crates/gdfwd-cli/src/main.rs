@@ -1,0 +1,79 @@
+//! `gdfwd`: the command-line binary. Thin by design: it parses arguments, reads configuration,
+//! wires adapters into the core pipeline and reports. Logic lives in the library crates.
+
+mod forward;
+mod input;
+mod interrupt;
+mod store;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Forward Amazon GuardDuty findings to Dynatrace (OpenPipeline security events), once each.
+#[derive(Debug, Parser)]
+#[command(name = "gdfwd", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// Log filter (tracing syntax, e.g. `info`, `gdfwd=debug`); RUST_LOG takes precedence.
+    #[arg(long, global = true, env = "LOG_LEVEL", default_value = "warn")]
+    log_level: String,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Read findings from files or stdin and forward them (or, with --dry-run, print the events).
+    Forward(forward::ForwardArgs),
+}
+
+fn init_logging(cli: &Cli) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log_level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Forward(args) => forward::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

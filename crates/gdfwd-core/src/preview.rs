@@ -1,0 +1,118 @@
+//! A read-only view of a state store for `--dry-run`: answers claims as the real store would,
+//! without writing anything.
+//!
+//! A preview must show what a real run would send, including suppression of versions the store
+//! has already seen and of duplicates within the same input, yet "`--dry-run` claims nothing".
+//! So it reads the real store's records and keeps this run's would-be claims in memory.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use gdfwd_model::Timestamp;
+
+use crate::error::StoreError;
+use crate::store::{
+    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, ListQuery, StateStore,
+    Status, VersionKey,
+};
+
+#[derive(Debug)]
+pub struct PreviewStore {
+    inner: Arc<dyn StateStore>,
+    /// finding id → newest version this run would have claimed.
+    claimed: Mutex<HashMap<String, Timestamp>>,
+}
+
+impl PreviewStore {
+    pub fn new(inner: Arc<dyn StateStore>) -> Self {
+        Self {
+            inner,
+            claimed: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// What the real store's record says about claiming `version` (lease expiry is not modelled: a
+/// pending claim is treated as live, the conservative answer for a preview).
+fn judge(record: Option<&FindingRecord>, version: Timestamp) -> ClaimOutcome {
+    match record {
+        None => ClaimOutcome::New,
+        Some(r) if version > r.latest_version => ClaimOutcome::New,
+        Some(r) if version < r.latest_version => ClaimOutcome::Stale {
+            newest: r.latest_version,
+        },
+        Some(r) if r.status == Status::Failed => ClaimOutcome::New,
+        Some(_) => ClaimOutcome::Duplicate,
+    }
+}
+
+#[async_trait]
+impl StateStore for PreviewStore {
+    fn describe(&self) -> String {
+        format!("preview of {}", self.inner.describe())
+    }
+
+    async fn claim(
+        &self,
+        req: &ClaimRequest,
+        _lease: Duration,
+    ) -> Result<ClaimOutcome, StoreError> {
+        let v = req.key.version;
+        let earlier = self
+            .claimed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&req.key.finding_id)
+            .copied();
+        let outcome = match earlier {
+            Some(seen) if v == seen => ClaimOutcome::Duplicate,
+            Some(seen) if v < seen => ClaimOutcome::Stale { newest: seen },
+            _ => {
+                let history = self.inner.history(&req.key.finding_id).await?;
+                judge(history.as_ref().map(|h| &h.record), v)
+            }
+        };
+        if outcome == ClaimOutcome::New {
+            self.claimed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(req.key.finding_id.clone(), v);
+        }
+        Ok(outcome)
+    }
+
+    async fn commit(&self, _key: &VersionKey, _delivery: &Delivery) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn release(&self, key: &VersionKey, _reason: &str) -> Result<(), StoreError> {
+        let mut claimed = self
+            .claimed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if claimed.get(&key.finding_id) == Some(&key.version) {
+            claimed.remove(&key.finding_id);
+        }
+        Ok(())
+    }
+
+    async fn history(&self, finding_id: &str) -> Result<Option<FindingHistory>, StoreError> {
+        self.inner.history(finding_id).await
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<FindingRecord>, StoreError> {
+        self.inner.list(query).await
+    }
+
+    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<String>, StoreError> {
+        self.inner.kv_get(namespace, key).await
+    }
+
+    /// Caches (account names) are not state a preview must protect, but "claims nothing" is
+    /// simplest to trust when a preview writes nothing at all.
+    async fn kv_put(&self, _: &str, _: &str, _: &str, _: Duration) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
