@@ -1,0 +1,1 @@
+//! The OpenPipeline sender (work in progress).

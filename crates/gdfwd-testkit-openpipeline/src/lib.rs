@@ -1,0 +1,617 @@
+//! A fake Dynatrace OpenPipeline ingest endpoint for tests and benchmarks.
+//!
+//! [`FakeOpenPipeline::start`] listens on `127.0.0.1` port 0 twice: once with TLS (a CA and a leaf
+//! certificate for `127.0.0.1`/`localhost` generated per instance, the CA handed to the client as a
+//! PEM file, as a real TLS-intercepting proxy's CA would be) and once in plain HTTP. It behaves like
+//! the real endpoint where the sender can observe it: it checks the `Authorization` header, accepts
+//! one event object or an array of events (optionally gzip-compressed), answers 202, and answers 413
+//! for bodies over a configurable size.
+//!
+//! Faults are injected on demand, either scripted ([`FakeOpenPipeline::push_faults`]: the next
+//! requests get these answers, in order) or at random with a seeded RNG
+//! ([`FakeOpenPipeline::set_random_faults`]), so a test run is reproducible. An injected fault never
+//! records the request's events: "delivered exactly once" then measures the sender alone.
+//!
+//! Everything the fake sees is recorded with its own monotonic timestamps ([`RequestRecord`],
+//! [`RecordedEvent`]), so tests assert on what the server observed (ordering, rates) rather than
+//! on timings measured by the client.
+//!
+//! It is written against hyper directly (not an axum router) because one fault, the dropped
+//! connection, needs the service to fail the connection without answering, which hyper does when the
+//! service returns an error.
+
+use std::collections::VecDeque;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// Setting up the fake failed (certificate generation, binding a port, writing the CA file).
+#[derive(Debug, thiserror::Error)]
+pub enum FakeError {
+    #[error("generating the fake's TLS certificates: {0}")]
+    Certificate(String),
+    #[error("configuring TLS for the fake: {0}")]
+    Tls(String),
+    #[error("binding 127.0.0.1 port 0: {0}")]
+    Bind(std::io::Error),
+    #[error("writing the CA PEM to {path}: {source}")]
+    WriteCa {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How `Retry-After` is stated in an injected 429.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryAfter {
+    /// `Retry-After: <seconds>`.
+    Seconds(u64),
+    /// `Retry-After: <HTTP date>`, this far in the future (rounded up to whole seconds by the format).
+    HttpDateIn(Duration),
+}
+
+/// One injected answer instead of the normal processing of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer this status with a short body (500, 503, 400, ...).
+    Status(u16),
+    /// Answer 429, with or without `Retry-After`.
+    TooManyRequests(Option<RetryAfter>),
+    /// Close the connection without answering.
+    Drop,
+    /// Wait this long, then answer 504 (a client with a shorter timeout has given up by then).
+    Slow(Duration),
+}
+
+/// What the fake did with one request, in arrival order.
+#[derive(Debug, Clone)]
+pub struct RequestRecord {
+    /// When the request's body had been read.
+    pub received: Instant,
+    /// When the answer was handed to the connection (for `Drop`: when it was dropped).
+    pub answered: Instant,
+    /// The status answered; `None` for a dropped connection.
+    pub status: Option<u16>,
+    /// The injected fault, if any.
+    pub fault: Option<Fault>,
+    /// The `Retry-After` the fake stated, as a duration from `answered`.
+    pub retry_after: Option<Duration>,
+    /// Body bytes as sent (compressed if gzip).
+    pub body_bytes: usize,
+    pub gzip: bool,
+    /// Events in the body when it parsed (also counted for rejected requests).
+    pub events: usize,
+    /// The request path.
+    pub path: String,
+}
+
+/// One accepted event.
+#[derive(Debug, Clone)]
+pub struct RecordedEvent {
+    /// `uuid` (raw format) or `event.id` (semantic format), when present.
+    pub id: Option<String>,
+    pub body: Value,
+    pub received: Instant,
+}
+
+/// Totals so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub requests: u64,
+    pub accepted_requests: u64,
+    pub events: u64,
+    pub faults: u64,
+    pub unauthorized: u64,
+    pub too_large: u64,
+}
+
+#[derive(Debug)]
+struct RandomFaults {
+    rate: f64,
+    kinds: Vec<Fault>,
+    rng: StdRng,
+}
+
+#[derive(Debug)]
+struct State {
+    expected_auth: Option<String>,
+    max_body_bytes: Option<usize>,
+    scripted: VecDeque<Fault>,
+    random: Option<RandomFaults>,
+    requests: Vec<RequestRecord>,
+    events: Vec<RecordedEvent>,
+    counters: Counters,
+    next_request_id: u64,
+}
+
+type Shared = Arc<Mutex<State>>;
+
+fn lock(s: &Shared) -> MutexGuard<'_, State> {
+    s.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The running fake. Dropping it stops both listeners.
+#[derive(Debug)]
+pub struct FakeOpenPipeline {
+    https: SocketAddr,
+    http: SocketAddr,
+    ca_pem: String,
+    state: Shared,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// The path of the built-in security events endpoint.
+pub const SECURITY_EVENTS_PATH: &str = "/platform/ingest/v1/security.events";
+
+impl FakeOpenPipeline {
+    /// Starts the fake expecting `Authorization: Api-Token <token>`.
+    pub async fn start(token: &str) -> Result<Self, FakeError> {
+        Self::start_with_auth(Some(format!("Api-Token {token}"))).await
+    }
+
+    /// Starts the fake; `expected_authorization` is the exact `Authorization` value it accepts
+    /// (`None`: accept anything).
+    pub async fn start_with_auth(expected_authorization: Option<String>) -> Result<Self, FakeError> {
+        let (ca_pem, tls) = tls_config()?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let state: Shared = Arc::new(Mutex::new(State {
+            expected_auth: expected_authorization,
+            max_body_bytes: None,
+            scripted: VecDeque::new(),
+            random: None,
+            requests: Vec::new(),
+            events: Vec::new(),
+            counters: Counters::default(),
+            next_request_id: 1,
+        }));
+        let https_l = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(FakeError::Bind)?;
+        let http_l = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(FakeError::Bind)?;
+        let https = https_l.local_addr().map_err(FakeError::Bind)?;
+        let http = http_l.local_addr().map_err(FakeError::Bind)?;
+        let tasks = vec![
+            tokio::spawn(accept_loop(https_l, Some(acceptor), state.clone())),
+            tokio::spawn(accept_loop(http_l, None, state.clone())),
+        ];
+        Ok(Self {
+            https,
+            http,
+            ca_pem,
+            state,
+            tasks,
+        })
+    }
+
+    /// `https://localhost:<port><path>` (the certificate also covers `127.0.0.1`).
+    pub fn https_url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.https.port())
+    }
+
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http.port())
+    }
+
+    /// The HTTPS endpoint of the built-in security events API.
+    pub fn endpoint(&self) -> String {
+        self.https_url(SECURITY_EVENTS_PATH)
+    }
+
+    pub fn https_addr(&self) -> SocketAddr {
+        self.https
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+    }
+
+    /// The CA certificate (PEM) that signed the fake's TLS certificate.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// Writes the CA PEM to `dir/fake-openpipeline-ca.pem` and returns the path.
+    pub fn write_ca_file(&self, dir: &Path) -> Result<PathBuf, FakeError> {
+        let path = dir.join("fake-openpipeline-ca.pem");
+        std::fs::write(&path, &self.ca_pem).map_err(|source| FakeError::WriteCa {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(path)
+    }
+
+    /// Changes the accepted `Authorization` value (`None`: accept anything). A sender still using
+    /// the old token gets 401 from now on.
+    pub fn set_expected_authorization(&self, value: Option<String>) {
+        lock(&self.state).expected_auth = value;
+    }
+
+    /// Bodies larger than this (after gzip decoding) are answered 413.
+    pub fn set_max_body_bytes(&self, max: Option<usize>) {
+        lock(&self.state).max_body_bytes = max;
+    }
+
+    /// The next requests get these faults, in order, before any random fault.
+    pub fn push_faults(&self, faults: impl IntoIterator<Item = Fault>) {
+        lock(&self.state).scripted.extend(faults);
+    }
+
+    /// Each request (after the scripted ones) fails with probability `rate` with a fault drawn
+    /// uniformly from `kinds`, using an RNG seeded with `seed`.
+    pub fn set_random_faults(&self, rate: f64, seed: u64, kinds: Vec<Fault>) {
+        lock(&self.state).random = Some(RandomFaults {
+            rate,
+            kinds,
+            rng: StdRng::seed_from_u64(seed),
+        });
+    }
+
+    pub fn clear_faults(&self) {
+        let mut s = lock(&self.state);
+        s.scripted.clear();
+        s.random = None;
+    }
+
+    pub fn counters(&self) -> Counters {
+        lock(&self.state).counters
+    }
+
+    /// Every request seen, in arrival order.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        lock(&self.state).requests.clone()
+    }
+
+    /// Every accepted event, in arrival order.
+    pub fn events(&self) -> Vec<RecordedEvent> {
+        lock(&self.state).events.clone()
+    }
+
+    /// The ids of every accepted event (events without an id are left out), in arrival order.
+    pub fn event_ids(&self) -> Vec<String> {
+        lock(&self.state)
+            .events
+            .iter()
+            .filter_map(|e| e.id.clone())
+            .collect()
+    }
+
+    /// Accepted events per whole second since the first accepted event.
+    pub fn accepted_per_second(&self) -> Vec<u64> {
+        let s = lock(&self.state);
+        let Some(first) = s.events.first().map(|e| e.received) else {
+            return Vec::new();
+        };
+        let mut buckets: Vec<u64> = Vec::new();
+        for e in &s.events {
+            let i = usize::try_from(e.received.duration_since(first).as_secs()).unwrap_or(0);
+            if buckets.len() <= i {
+                buckets.resize(i + 1, 0);
+            }
+            buckets[i] += 1;
+        }
+        buckets
+    }
+
+    /// The largest number of events accepted within any window of length `window` (sliding over
+    /// the recorded arrival times).
+    pub fn max_accepted_in_window(&self, window: Duration) -> u64 {
+        let s = lock(&self.state);
+        let times: Vec<Instant> = s.events.iter().map(|e| e.received).collect();
+        let mut best = 0usize;
+        let mut start = 0usize;
+        for end in 0..times.len() {
+            while times[end].duration_since(times[start]) >= window {
+                start += 1;
+            }
+            best = best.max(end - start + 1);
+        }
+        best as u64
+    }
+
+    /// Time between the first and the last accepted event.
+    pub fn accepted_span(&self) -> Duration {
+        let s = lock(&self.state);
+        match (s.events.first(), s.events.last()) {
+            (Some(a), Some(b)) => b.received.duration_since(a.received),
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Stops accepting connections (ports are released; open connections are dropped).
+    pub fn stop(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for FakeOpenPipeline {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Generates a CA and a leaf for 127.0.0.1/localhost; returns the CA PEM and the server config.
+fn tls_config() -> Result<(String, rustls::ServerConfig), FakeError> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    let cert_err = |e: rcgen::Error| FakeError::Certificate(e.to_string());
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(cert_err)?;
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "gdfwd fake OpenPipeline test CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_key = KeyPair::generate().map_err(cert_err)?;
+    let ca_cert = ca_params.self_signed(&ca_key).map_err(cert_err)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let mut leaf_params =
+        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .map_err(cert_err)?;
+    leaf_params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let leaf_key = KeyPair::generate().map_err(cert_err)?;
+    let leaf = leaf_params
+        .signed_by(&leaf_key, &issuer)
+        .map_err(cert_err)?;
+
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| FakeError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone(), ca_cert.der().clone()], key)
+        .map_err(|e| FakeError::Tls(e.to_string()))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok((ca_cert.pem(), cfg))
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    state: Shared,
+) {
+    loop {
+        let Ok((tcp, _peer)) = listener.accept().await else {
+            continue;
+        };
+        let state = state.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| handle(req, state.clone()));
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            match tls {
+                Some(acceptor) => {
+                    let Ok(stream) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                }
+                None => {
+                    let _ = builder.serve_connection(TokioIo::new(tcp), svc).await;
+                }
+            }
+        });
+    }
+}
+
+/// Returned by the service to make hyper drop the connection (the `Drop` fault).
+#[derive(Debug, thiserror::Error)]
+#[error("fault injected: connection dropped")]
+struct DroppedByFault;
+
+fn answer(status: u16, body: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_owned())));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    state: Shared,
+) -> Result<Response<Full<Bytes>>, DroppedByFault> {
+    let path = req.uri().path().to_owned();
+    let auth = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let gzip = req
+        .headers()
+        .get(hyper::header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return Err(DroppedByFault),
+    };
+    let received = Instant::now();
+
+    let fault = {
+        let mut s = lock(&state);
+        s.counters.requests += 1;
+        match s.scripted.pop_front() {
+            Some(f) => Some(f),
+            None => match &mut s.random {
+                Some(r) if !r.kinds.is_empty() => {
+                    let hit = r.rng.random_bool(r.rate.clamp(0.0, 1.0));
+                    let i = r.rng.random_range(0..r.kinds.len());
+                    hit.then(|| r.kinds[i].clone())
+                }
+                _ => None,
+            },
+        }
+    };
+
+    let mut rec = RequestRecord {
+        received,
+        answered: received,
+        status: None,
+        fault: fault.clone(),
+        retry_after: None,
+        body_bytes: body.len(),
+        gzip,
+        events: 0,
+        path,
+    };
+
+    if let Some(f) = fault {
+        let result = match f {
+            Fault::Status(code) => {
+                rec.status = Some(code);
+                Ok(answer(code, "{\"error\":\"fault injected\"}"))
+            }
+            Fault::TooManyRequests(ra) => {
+                rec.status = Some(429);
+                let mut r = answer(429, "{\"error\":\"too many requests\"}");
+                let value = match ra {
+                    None => None,
+                    Some(RetryAfter::Seconds(s)) => {
+                        rec.retry_after = Some(Duration::from_secs(s));
+                        Some(s.to_string())
+                    }
+                    Some(RetryAfter::HttpDateIn(d)) => {
+                        // HTTP dates have whole seconds: state the time rounded up, and record
+                        // what the client is entitled to read from it.
+                        let now = SystemTime::now();
+                        let at = now + d + Duration::from_secs(1);
+                        let formatted = httpdate::fmt_http_date(at);
+                        let parsed = httpdate::parse_http_date(&formatted).unwrap_or(at);
+                        rec.retry_after =
+                            Some(parsed.duration_since(now).unwrap_or(Duration::ZERO));
+                        Some(formatted)
+                    }
+                };
+                if let Some(v) = value
+                    && let Ok(hv) = hyper::header::HeaderValue::from_str(&v)
+                {
+                    r.headers_mut().insert(hyper::header::RETRY_AFTER, hv);
+                }
+                Ok(r)
+            }
+            Fault::Drop => Err(DroppedByFault),
+            Fault::Slow(d) => {
+                tokio::time::sleep(d).await;
+                rec.status = Some(504);
+                Ok(answer(504, "{\"error\":\"slow answer\"}"))
+            }
+        };
+        rec.answered = Instant::now();
+        let mut s = lock(&state);
+        s.counters.faults += 1;
+        s.requests.push(rec);
+        return result;
+    }
+
+    let mut s = lock(&state);
+    let status;
+    let mut resp_body = String::new();
+    let mut request_id = None;
+    if s.expected_auth.as_ref().is_some_and(|e| auth.as_ref() != Some(e)) {
+        status = 401;
+        s.counters.unauthorized += 1;
+        resp_body.push_str("{\"error\":{\"code\":401,\"message\":\"Missing or invalid authorization\"}}");
+    } else {
+        match decode(&body, gzip) {
+            Err(msg) => {
+                status = 400;
+                resp_body = format!("{{\"error\":{{\"code\":400,\"message\":{msg:?}}}}}");
+            }
+            Ok(plain) if s.max_body_bytes.is_some_and(|m| plain.len() > m) => {
+                status = 413;
+                s.counters.too_large += 1;
+                rec.events = count_events(&plain);
+                resp_body.push_str("{\"error\":{\"code\":413,\"message\":\"Payload too large\"}}");
+            }
+            Ok(plain) => match serde_json::from_slice::<Value>(&plain) {
+                Ok(v) => {
+                    let events: Vec<Value> = match v {
+                        Value::Array(a) => a,
+                        other => vec![other],
+                    };
+                    rec.events = events.len();
+                    for e in events {
+                        let id = event_id(&e);
+                        s.events.push(RecordedEvent {
+                            id,
+                            body: e,
+                            received,
+                        });
+                    }
+                    s.counters.events += rec.events as u64;
+                    s.counters.accepted_requests += 1;
+                    status = 202;
+                    let id = s.next_request_id;
+                    s.next_request_id += 1;
+                    request_id = Some(format!("fake-{id}"));
+                }
+                Err(e) => {
+                    status = 400;
+                    resp_body = format!("{{\"error\":{{\"code\":400,\"message\":{:?}}}}}", e.to_string());
+                }
+            },
+        }
+    }
+    let mut r = answer(status, &resp_body);
+    if let Some(id) = request_id
+        && let Ok(hv) = hyper::header::HeaderValue::from_str(&id)
+    {
+        r.headers_mut().insert("dt-request-id", hv);
+    }
+    rec.status = Some(status);
+    rec.answered = Instant::now();
+    s.requests.push(rec);
+    Ok(r)
+}
+
+fn decode(body: &[u8], gzip: bool) -> Result<Vec<u8>, String> {
+    if !gzip {
+        return Ok(body.to_vec());
+    }
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("invalid gzip body: {e}"))?;
+    Ok(out)
+}
+
+fn count_events(plain: &[u8]) -> usize {
+    match serde_json::from_slice::<Value>(plain) {
+        Ok(Value::Array(a)) => a.len(),
+        Ok(_) => 1,
+        Err(_) => 0,
+    }
+}
+
+/// `uuid` for raw events, `event.id` (flat key, or nested) for semantic ones.
+fn event_id(e: &Value) -> Option<String> {
+    let s = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+    s(e.get("uuid"))
+        .or_else(|| s(e.get("event.id")))
+        .or_else(|| s(e.get("event").and_then(|ev| ev.get("id"))))
+}
