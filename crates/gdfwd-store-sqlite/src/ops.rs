@@ -1,0 +1,485 @@
+//! The store's operations as synchronous functions over an open transaction.
+//!
+//! The claim decision is made in Rust after reading the row inside a `BEGIN IMMEDIATE`
+//! transaction (the write lock is already held, so nobody can change the row between the read
+//! and the write). The rules are the port's contract, spelled out in `docs/state-store.md`.
+
+use gdfwd_core::store::{
+    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, HistoryEntry,
+    HistoryKind, ListQuery, Status, StatusFilter, VersionKey,
+};
+use gdfwd_model::{FindingMeta, Timestamp};
+use rusqlite::types::Value;
+use rusqlite::{OptionalExtension, Row, Transaction, params};
+
+use crate::error::SqliteStoreError;
+use crate::{Inner, PurgeStats};
+
+type Result<T> = std::result::Result<T, SqliteStoreError>;
+
+const RECORD_COLUMNS: &str = "finding_id, account_id, region, finding_type, severity, title, \
+     latest_version, status, lease_until, first_seen, last_seen, versions_sent, duplicates, \
+     stale, failures, last_error, expires_at";
+
+fn status_from(s: &str) -> Option<Status> {
+    match s {
+        "pending" => Some(Status::Pending),
+        "sent" => Some(Status::Sent),
+        "failed" => Some(Status::Failed),
+        _ => None,
+    }
+}
+
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// Decodes a row selected with [`RECORD_COLUMNS`]; `Err(message)` for an unknown status.
+fn record_from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<FindingRecord, String>> {
+    let status: String = row.get(7)?;
+    let Some(status) = status_from(&status) else {
+        return Ok(Err(format!("unknown status {status:?}")));
+    };
+    Ok(Ok(FindingRecord {
+        finding_id: row.get(0)?,
+        meta: FindingMeta {
+            account_id: row.get(1)?,
+            region: row.get(2)?,
+            finding_type: row.get(3)?,
+            severity: row.get(4)?,
+            title: row.get(5)?,
+        },
+        latest_version: Timestamp::from_millis(row.get(6)?),
+        status,
+        lease_until: row.get::<_, Option<i64>>(8)?.map(Timestamp::from_millis),
+        first_seen: Timestamp::from_millis(row.get(9)?),
+        last_seen: Timestamp::from_millis(row.get(10)?),
+        versions_sent: count(row.get(11)?),
+        duplicates: count(row.get(12)?),
+        stale: count(row.get(13)?),
+        failures: count(row.get(14)?),
+        last_error: row.get(15)?,
+        expires_at: Timestamp::from_millis(row.get(16)?),
+    }))
+}
+
+fn corrupt(inner: &Inner, operation: &'static str, message: String) -> SqliteStoreError {
+    SqliteStoreError::Corrupt {
+        path: inner.path.clone(),
+        operation,
+        message,
+    }
+}
+
+/// The live (unexpired) record of `id`.
+fn read_record(
+    inner: &Inner,
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    id: &str,
+    operation: &'static str,
+) -> Result<Option<FindingRecord>> {
+    let sql =
+        format!("SELECT {RECORD_COLUMNS} FROM findings WHERE finding_id = ?1 AND expires_at > ?2");
+    let row = tx
+        .query_row(&sql, params![id, now.millis()], record_from_row)
+        .optional()
+        .map_err(|e| inner.sql_err(operation, e))?;
+    match row {
+        None => Ok(None),
+        Some(Ok(r)) => Ok(Some(r)),
+        Some(Err(m)) => Err(corrupt(inner, operation, format!("finding {id:?}: {m}"))),
+    }
+}
+
+/// Deletes `id`'s record and history if expired, so a new claim starts from nothing.
+fn drop_if_expired(
+    inner: &Inner,
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    id: &str,
+    operation: &'static str,
+) -> Result<()> {
+    let n = tx
+        .execute(
+            "DELETE FROM findings WHERE finding_id = ?1 AND expires_at <= ?2",
+            params![id, now.millis()],
+        )
+        .map_err(|e| inner.sql_err(operation, e))?;
+    if n > 0 {
+        tx.execute("DELETE FROM history WHERE finding_id = ?1", params![id])
+            .map_err(|e| inner.sql_err(operation, e))?;
+    }
+    Ok(())
+}
+
+fn add_history(
+    inner: &Inner,
+    tx: &Transaction<'_>,
+    operation: &'static str,
+    id: &str,
+    at: Timestamp,
+    version: Timestamp,
+    kind: &HistoryKind,
+) -> Result<()> {
+    let data = serde_json::to_string(kind)
+        .map_err(|e| corrupt(inner, operation, format!("encoding history: {e}")))?;
+    let tag = match kind {
+        HistoryKind::Claimed => "claimed",
+        HistoryKind::Sent { .. } => "sent",
+        HistoryKind::Duplicate => "duplicate",
+        HistoryKind::Stale { .. } => "stale",
+        HistoryKind::Failed { .. } => "failed",
+    };
+    tx.execute(
+        "INSERT INTO history (finding_id, at, version, kind, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![id, at.millis(), version.millis(), tag, data],
+    )
+    .map_err(|e| inner.sql_err(operation, e))?;
+    Ok(())
+}
+
+/// One claim; see the module doc and `docs/state-store.md` for the rules.
+pub(crate) fn claim(
+    inner: &Inner,
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    req: &ClaimRequest,
+    lease_ms: i64,
+) -> Result<ClaimOutcome> {
+    const OP: &str = "claim";
+    let id = req.key.finding_id.as_str();
+    let v = req.key.version;
+    let m = &req.meta;
+    let expires = now.saturating_add_millis(inner.retention_ms).millis();
+    let lease_until = now.saturating_add_millis(lease_ms).millis();
+    drop_if_expired(inner, tx, now, id, OP)?;
+    let existing = read_record(inner, tx, now, id, OP)?;
+
+    let outcome = match &existing {
+        None => ClaimOutcome::New,
+        Some(r) if v > r.latest_version => ClaimOutcome::New,
+        Some(r) if v == r.latest_version => {
+            let lease_live = r.lease_until.is_some_and(|t| t > now);
+            match r.status {
+                Status::Sent => ClaimOutcome::Duplicate,
+                Status::Pending if lease_live => ClaimOutcome::Duplicate,
+                // Lease ran out (the sender died) or the claim was released: claim it again.
+                Status::Pending | Status::Failed => ClaimOutcome::New,
+            }
+        }
+        Some(r) => ClaimOutcome::Stale {
+            newest: r.latest_version,
+        },
+    };
+
+    let w = |e| inner.sql_err(OP, e);
+    match (&existing, outcome) {
+        (None, _) => {
+            tx.execute(
+                "INSERT INTO findings (finding_id, account_id, region, finding_type, severity, \
+                 title, latest_version, status, lease_until, first_seen, last_seen, updated_at, \
+                 expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?9, ?9, ?10)",
+                params![
+                    id,
+                    m.account_id,
+                    m.region,
+                    m.finding_type,
+                    m.severity,
+                    m.title,
+                    v.millis(),
+                    lease_until,
+                    now.millis(),
+                    expires
+                ],
+            )
+            .map_err(w)?;
+            add_history(inner, tx, OP, id, now, v, &HistoryKind::Claimed)?;
+        }
+        (Some(_), ClaimOutcome::New) => {
+            // The claimed version is now the latest: its meta describes the finding.
+            tx.execute(
+                "UPDATE findings SET account_id = ?2, region = ?3, finding_type = ?4, \
+                 severity = ?5, title = ?6, latest_version = ?7, status = 'pending', \
+                 lease_until = ?8, last_seen = ?9, updated_at = ?9, expires_at = ?10 \
+                 WHERE finding_id = ?1",
+                params![
+                    id,
+                    m.account_id,
+                    m.region,
+                    m.finding_type,
+                    m.severity,
+                    m.title,
+                    v.millis(),
+                    lease_until,
+                    now.millis(),
+                    expires
+                ],
+            )
+            .map_err(w)?;
+            add_history(inner, tx, OP, id, now, v, &HistoryKind::Claimed)?;
+        }
+        (Some(_), ClaimOutcome::Duplicate) => {
+            tx.execute(
+                "UPDATE findings SET duplicates = duplicates + 1, last_seen = ?2, \
+                 updated_at = ?2, expires_at = ?3 WHERE finding_id = ?1",
+                params![id, now.millis(), expires],
+            )
+            .map_err(w)?;
+            add_history(inner, tx, OP, id, now, v, &HistoryKind::Duplicate)?;
+        }
+        (Some(_), ClaimOutcome::Stale { newest }) => {
+            tx.execute(
+                "UPDATE findings SET stale = stale + 1, last_seen = ?2, \
+                 updated_at = ?2, expires_at = ?3 WHERE finding_id = ?1",
+                params![id, now.millis(), expires],
+            )
+            .map_err(w)?;
+            add_history(inner, tx, OP, id, now, v, &HistoryKind::Stale { newest })?;
+        }
+    }
+    Ok(outcome)
+}
+
+/// The record a `commit`/`release` of `key` applies to, or the reason it is refused.
+fn claimed_record(
+    inner: &Inner,
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    key: &VersionKey,
+    operation: &'static str,
+) -> Result<FindingRecord> {
+    let refuse = |message| SqliteStoreError::NotClaimed {
+        path: inner.path.clone(),
+        operation,
+        finding_id: key.finding_id.clone(),
+        version: key.version,
+        message,
+    };
+    match read_record(inner, tx, now, &key.finding_id, operation)? {
+        None => Err(refuse("the finding was never claimed (or its record expired)")),
+        Some(r) if key.version > r.latest_version => Err(refuse(
+            "this version is newer than every claimed version, so it was never claimed",
+        )),
+        Some(r) => Ok(r),
+    }
+}
+
+pub(crate) fn commit(
+    inner: &Inner,
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    key: &VersionKey,
+    delivery: &Delivery,
+) -> Result<()> {
+    const OP: &str = "commit";
+    let r = claimed_record(inner, tx, now, key, OP)?;
+    let expires = now.saturating_add_millis(inner.retention_ms).millis();
+    // Only the latest version changes the status: a late commit of an older version (a newer
+    // one was claimed meanwhile) is counted and recorded but never moves the finding back.
+    let sql = if key.version == r.latest_version {
+        "UPDATE findings SET versions_sent = versions_sent + 1, status = 'sent', \
+         lease_until = NULL, updated_at = ?2, expires_at = ?3 WHERE finding_id = ?1"
+    } else {
+        "UPDATE findings SET versions_sent = versions_sent + 1, updated_at = ?2, \
+         expires_at = ?3 WHERE finding_id = ?1"
+    };
+    tx.execute(sql, params![key.finding_id, now.millis(), expires])
+        .map_err(|e| inner.sql_err(OP, e))?;
+    let kind = HistoryKind::Sent {
+        event_ids: delivery.event_ids.clone(),
+        request_id: delivery.request_id.clone(),
+    };
+    add_history(inner, tx, OP, &key.finding_id, now, key.version, &kind)
+}
+
+pub(crate) fn release(
+    inner: &Inner,
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    key: &VersionKey,
+    reason: &str,
+) -> Result<()> {
+    const OP: &str = "release";
+    let r = claimed_record(inner, tx, now, key, OP)?;
+    let expires = now.saturating_add_millis(inner.retention_ms).millis();
+    // Only a pending latest version is freed. A release of an older version, or of a version
+    // another sender already committed, only records the failure: flipping a sent version to
+    // failed would make it claimable and send it twice.
+    let frees = key.version == r.latest_version && r.status == Status::Pending;
+    let sql = if frees {
+        "UPDATE findings SET failures = failures + 1, last_error = ?4, status = 'failed', \
+         lease_until = NULL, updated_at = ?2, expires_at = ?3 WHERE finding_id = ?1"
+    } else {
+        "UPDATE findings SET failures = failures + 1, last_error = ?4, updated_at = ?2, \
+         expires_at = ?3 WHERE finding_id = ?1"
+    };
+    tx.execute(sql, params![key.finding_id, now.millis(), expires, reason])
+        .map_err(|e| inner.sql_err(OP, e))?;
+    let kind = HistoryKind::Failed {
+        reason: reason.to_owned(),
+    };
+    add_history(inner, tx, OP, &key.finding_id, now, key.version, &kind)
+}
+
+pub(crate) fn history(
+    inner: &Inner,
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    id: &str,
+) -> Result<Option<FindingHistory>> {
+    const OP: &str = "history";
+    let Some(record) = read_record(inner, tx, now, id, OP)? else {
+        return Ok(None);
+    };
+    let mut stmt = tx
+        .prepare_cached(
+            "SELECT at, version, data FROM history WHERE finding_id = ?1 ORDER BY id ASC",
+        )
+        .map_err(|e| inner.sql_err(OP, e))?;
+    let rows = stmt
+        .query_map(params![id], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })
+        .map_err(|e| inner.sql_err(OP, e))?;
+    let mut entries = Vec::new();
+    for row in rows {
+        let (at, version, data) = row.map_err(|e| inner.sql_err(OP, e))?;
+        let kind: HistoryKind = serde_json::from_str(&data).map_err(|e| {
+            corrupt(
+                inner,
+                OP,
+                format!("finding {id:?}: history entry {data:?}: {e}"),
+            )
+        })?;
+        entries.push(HistoryEntry {
+            at: Timestamp::from_millis(at),
+            version: Timestamp::from_millis(version),
+            kind,
+        });
+    }
+    Ok(Some(FindingHistory { record, entries }))
+}
+
+pub(crate) fn list(
+    inner: &Inner,
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    q: &ListQuery,
+) -> Result<Vec<FindingRecord>> {
+    const OP: &str = "list";
+    // Every filter is pushed into SQL so that LIMIT counts matching rows; `ListQuery::matches`
+    // is applied again below as a guard against the two drifting apart.
+    let mut sql = format!("SELECT {RECORD_COLUMNS} FROM findings WHERE expires_at > ?");
+    let mut args: Vec<Value> = vec![Value::Integer(now.millis())];
+    if let Some(a) = &q.account {
+        sql.push_str(" AND account_id = ?");
+        args.push(Value::Text(a.clone()));
+    }
+    if let Some(t) = q.since {
+        sql.push_str(" AND last_seen >= ?");
+        args.push(Value::Integer(t.millis()));
+    }
+    if let Some(t) = q.until {
+        sql.push_str(" AND last_seen < ?");
+        args.push(Value::Integer(t.millis()));
+    }
+    if let Some(p) = &q.finding_type {
+        // Not LIKE: LIKE is case-insensitive and treats `_` and `%` as wildcards.
+        sql.push_str(" AND substr(finding_type, 1, ?) = ?");
+        args.push(Value::Integer(
+            i64::try_from(p.chars().count()).unwrap_or(i64::MAX),
+        ));
+        args.push(Value::Text(p.clone()));
+    }
+    match q.status {
+        None => {}
+        Some(StatusFilter::Sent) => sql.push_str(" AND versions_sent > 0"),
+        Some(StatusFilter::Duplicate) => sql.push_str(" AND duplicates > 0"),
+        Some(StatusFilter::Stale) => sql.push_str(" AND stale > 0"),
+        Some(StatusFilter::Failed) => sql.push_str(" AND failures > 0 AND status = 'failed'"),
+        Some(StatusFilter::Pending) => sql.push_str(" AND status = 'pending'"),
+    }
+    sql.push_str(" ORDER BY last_seen DESC, finding_id ASC");
+    if let Some(n) = q.limit {
+        sql.push_str(" LIMIT ?");
+        args.push(Value::Integer(i64::try_from(n).unwrap_or(i64::MAX)));
+    }
+    let mut stmt = tx.prepare(&sql).map_err(|e| inner.sql_err(OP, e))?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(args), record_from_row)
+        .map_err(|e| inner.sql_err(OP, e))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let r = row
+            .map_err(|e| inner.sql_err(OP, e))?
+            .map_err(|m| corrupt(inner, OP, m))?;
+        if q.matches(&r) {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn kv_get(
+    inner: &Inner,
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    ns: &str,
+    key: &str,
+) -> Result<Option<String>> {
+    tx.query_row(
+        "SELECT value FROM kv WHERE namespace = ?1 AND key = ?2 AND expires_at > ?3",
+        params![ns, key, now.millis()],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(|e| inner.sql_err("kv_get", e))
+}
+
+pub(crate) fn kv_put(
+    inner: &Inner,
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    ns: &str,
+    key: &str,
+    value: &str,
+    ttl_ms: i64,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO kv (namespace, key, value, expires_at) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, \
+         expires_at = excluded.expires_at",
+        params![ns, key, value, now.saturating_add_millis(ttl_ms).millis()],
+    )
+    .map_err(|e| inner.sql_err("kv_put", e))?;
+    Ok(())
+}
+
+pub(crate) fn purge_all(inner: &Inner, tx: &Transaction<'_>, now: Timestamp) -> Result<PurgeStats> {
+    const OP: &str = "purge";
+    let w = |e| inner.sql_err(OP, e);
+    let t = now.millis();
+    let history = tx
+        .execute(
+            "DELETE FROM history WHERE finding_id IN \
+             (SELECT finding_id FROM findings WHERE expires_at <= ?1)",
+            params![t],
+        )
+        .map_err(w)?;
+    let findings = tx
+        .execute("DELETE FROM findings WHERE expires_at <= ?1", params![t])
+        .map_err(w)?;
+    let kv = tx
+        .execute("DELETE FROM kv WHERE expires_at <= ?1", params![t])
+        .map_err(w)?;
+    Ok(PurgeStats {
+        findings: findings as u64,
+        history: history as u64,
+        kv: kv as u64,
+    })
+}

@@ -1,0 +1,114 @@
+//! The database schema and its migrations, versioned with `PRAGMA user_version`.
+//!
+//! Migrations are append-only: entry `i` of [`MIGRATIONS`] takes the file from version `i` to
+//! `i + 1`. Each runs in its own `BEGIN IMMEDIATE` transaction that re-reads `user_version`
+//! first, so two processes opening a fresh file at once migrate it exactly once. A file with a
+//! version above [`CURRENT_VERSION`] (written by a newer gdfwd) is refused rather than guessed at.
+//!
+//! Times are epoch milliseconds (`INTEGER`), the same unit as [`gdfwd_model::Timestamp`], so
+//! comparisons happen in SQL without parsing.
+
+use std::path::Path;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::error::SqliteStoreError;
+
+const V1: &str = r#"
+CREATE TABLE findings (
+    finding_id     TEXT PRIMARY KEY NOT NULL,
+    account_id     TEXT NOT NULL,
+    region         TEXT NOT NULL,
+    finding_type   TEXT,
+    severity       REAL,
+    title          TEXT,
+    latest_version INTEGER NOT NULL,
+    status         TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'failed')),
+    lease_until    INTEGER,
+    first_seen     INTEGER NOT NULL,
+    last_seen      INTEGER NOT NULL,
+    versions_sent  INTEGER NOT NULL DEFAULT 0,
+    duplicates     INTEGER NOT NULL DEFAULT 0,
+    stale          INTEGER NOT NULL DEFAULT 0,
+    failures       INTEGER NOT NULL DEFAULT 0,
+    last_error     TEXT,
+    updated_at     INTEGER NOT NULL,
+    expires_at     INTEGER NOT NULL
+) STRICT;
+-- `audit list --account A --since T`: per-account, most recently seen first.
+CREATE INDEX findings_account_seen ON findings (account_id, last_seen DESC);
+CREATE INDEX findings_seen ON findings (last_seen DESC);
+CREATE INDEX findings_expires ON findings (expires_at);
+
+CREATE TABLE history (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    finding_id TEXT NOT NULL,
+    at         INTEGER NOT NULL,
+    version    INTEGER NOT NULL,
+    kind       TEXT NOT NULL,
+    -- The whole `HistoryKind` as JSON (tagged by `kind`), so new kinds need no migration.
+    data       TEXT NOT NULL
+) STRICT;
+CREATE INDEX history_finding ON history (finding_id, id);
+
+CREATE TABLE kv (
+    namespace  TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    value      TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (namespace, key)
+) STRICT, WITHOUT ROWID;
+"#;
+
+/// Migration `i` upgrades from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[V1];
+
+/// The schema version this build writes.
+pub const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
+
+fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.pragma_query_value(None, "user_version", |r| r.get(0))
+}
+
+/// Brings the file to [`CURRENT_VERSION`].
+pub(crate) fn migrate(
+    conn: &mut Connection,
+    path: &Path,
+    busy: std::time::Duration,
+) -> Result<(), SqliteStoreError> {
+    let found =
+        user_version(conn).map_err(|e| SqliteStoreError::sql(path, "read schema version", busy, e))?;
+    if found > CURRENT_VERSION {
+        return Err(SqliteStoreError::SchemaTooNew {
+            path: path.to_path_buf(),
+            found,
+            supported: CURRENT_VERSION,
+        });
+    }
+    for (from, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(found).unwrap_or(0)) {
+        let version = from as i64 + 1;
+        let fail = |source: rusqlite::Error| {
+            if crate::error::is_busy(&source) {
+                SqliteStoreError::sql(path, "migrate schema", busy, source)
+            } else {
+                SqliteStoreError::Migrate {
+                    path: path.to_path_buf(),
+                    version,
+                    source,
+                }
+            }
+        };
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(fail)?;
+        // Another process may have migrated while we waited for the lock.
+        if user_version(&tx).map_err(fail)? >= version {
+            continue;
+        }
+        tx.execute_batch(sql).map_err(fail)?;
+        tx.pragma_update(None, "user_version", version)
+            .map_err(fail)?;
+        tx.commit().map_err(fail)?;
+    }
+    Ok(())
+}
