@@ -1,0 +1,95 @@
+//! Test support for every crate that talks to AWS: a moto_server to talk to, an SDK config
+//! pointed at it, per-test unique names, and a fault-injecting proxy.
+//!
+//! Why shaped so:
+//! - one moto_server per test *process* (not per test): starting moto costs seconds, and tests
+//!   isolate themselves by using their own table/role/secret names ([`unique_name`]), never by
+//!   resetting moto (other tests, and in CI other test binaries, share it);
+//! - CI starts a single moto_server for the whole run and exports [`ENDPOINT_ENV`]; when it is set
+//!   we use it and start nothing;
+//! - when moto cannot be started or does not answer, we panic loudly naming the command and what
+//!   to install: a test that silently skips would pass while testing nothing;
+//! - [`FaultProxy`] is a real HTTP server in front of moto, so retry and throttling behaviour is
+//!   exercised through the real SDK stack (signing, retry classifiers, backoff) rather than mocks.
+//!
+//! This crate is a dev-dependency only; it panics (with clear messages) instead of returning
+//! errors, because every caller is a test that would `expect` anyway.
+
+mod proxy;
+mod server;
+
+pub use proxy::{Fault, FaultProxy};
+pub use server::{ENDPOINT_ENV, endpoint};
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+pub use aws_credential_types::Credentials;
+
+/// The region every test uses.
+pub const REGION: &str = "us-east-1";
+
+/// The account moto answers for with the static test credentials (moto's default).
+pub const DEFAULT_ACCOUNT_ID: &str = "123456789012";
+
+/// Static test credentials (`testing`/`testing`, as moto's documentation suggests).
+pub fn test_credentials() -> Credentials {
+    Credentials::new("testing", "testing", None, None, "gdfwd-testkit-moto")
+}
+
+/// An SDK config pointed at the moto endpoint ([`endpoint`]) with static test credentials and
+/// region `us-east-1`.
+pub async fn sdk_config() -> SdkConfig {
+    sdk_config_at(&endpoint()).await
+}
+
+/// Like [`sdk_config`] but pointed at `endpoint_url`, e.g. a [`FaultProxy::endpoint`].
+pub async fn sdk_config_at(endpoint_url: &str) -> SdkConfig {
+    sdk_config_with_credentials(endpoint_url, test_credentials()).await
+}
+
+/// Like [`sdk_config_at`] with the given credentials, e.g. ones an STS `AssumeRole` at moto
+/// returned (moto maps those to the assumed role's account).
+pub async fn sdk_config_with_credentials(
+    endpoint_url: &str,
+    credentials: Credentials,
+) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint_url)
+        .region(Region::new(REGION))
+        .credentials_provider(credentials)
+        .load()
+        .await
+}
+
+static NAME_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A name no other test (in this process or another one sharing moto) uses:
+/// `<prefix>-<pid>-<counter>-<random hex>`. Short enough for IAM role names (64 chars) when the
+/// prefix is under ~35 characters; only `[A-Za-z0-9-]` besides the prefix, valid for DynamoDB
+/// tables, IAM roles and Secrets Manager secrets.
+pub fn unique_name(prefix: &str) -> String {
+    let n = NAME_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let r: u32 = rand::random();
+    format!(
+        "{prefix}-{}-{n}-{:06x}",
+        std::process::id(),
+        r & 0x00ff_ffff
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_names_differ_and_keep_the_prefix() {
+        let a = unique_name("tbl");
+        let b = unique_name("tbl");
+        assert_ne!(a, b);
+        assert!(
+            a.starts_with(&format!("tbl-{}-", std::process::id())),
+            "{a}"
+        );
+    }
+}
