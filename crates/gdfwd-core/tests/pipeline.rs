@@ -1,0 +1,389 @@
+//! Pipeline behaviour with in-test fakes: what is claimed, sent, committed and released.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use gdfwd_core::StoreError;
+use gdfwd_core::enrich::{AccountResolver, EnrichStats};
+use gdfwd_core::pipeline::{Outcome, Pipeline};
+use gdfwd_core::sink::{EventOutcome, OutEvent, SendReport, SendStats, Sink};
+use gdfwd_core::store::{
+    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, ListQuery, StateStore,
+    VersionKey,
+};
+use gdfwd_model::{Enrichment, Finding, Format, Item, Timestamp, parse_document};
+
+/// Just enough of the store contract for pipeline tests (the real contract suite runs against the
+/// real backends): newest version wins, a sent or pending version is a duplicate.
+#[derive(Debug, Default)]
+struct MemStore {
+    /// finding id → (version, state)
+    items: Mutex<HashMap<String, (Timestamp, &'static str)>>,
+    committed: Mutex<Vec<(VersionKey, Delivery)>>,
+    released: Mutex<Vec<(VersionKey, String)>>,
+    fail_claims: bool,
+}
+
+#[async_trait]
+impl StateStore for MemStore {
+    fn describe(&self) -> String {
+        "memory".into()
+    }
+    async fn claim(
+        &self,
+        req: &ClaimRequest,
+        _lease: Duration,
+    ) -> Result<ClaimOutcome, StoreError> {
+        if self.fail_claims {
+            return Err(StoreError::Unavailable {
+                backend: "memory".into(),
+                operation: "claim",
+                source: "injected outage".into(),
+            });
+        }
+        let mut items = self.items.lock().expect("lock");
+        let v = req.key.version;
+        match items.get(&req.key.finding_id) {
+            Some((cur, _)) if v < *cur => Ok(ClaimOutcome::Stale { newest: *cur }),
+            Some((cur, state)) if v == *cur && *state != "failed" => Ok(ClaimOutcome::Duplicate),
+            _ => {
+                items.insert(req.key.finding_id.clone(), (v, "pending"));
+                Ok(ClaimOutcome::New)
+            }
+        }
+    }
+    async fn commit(&self, key: &VersionKey, d: &Delivery) -> Result<(), StoreError> {
+        self.items
+            .lock()
+            .expect("lock")
+            .insert(key.finding_id.clone(), (key.version, "sent"));
+        self.committed
+            .lock()
+            .expect("lock")
+            .push((key.clone(), d.clone()));
+        Ok(())
+    }
+    async fn release(&self, key: &VersionKey, reason: &str) -> Result<(), StoreError> {
+        self.items
+            .lock()
+            .expect("lock")
+            .insert(key.finding_id.clone(), (key.version, "failed"));
+        self.released
+            .lock()
+            .expect("lock")
+            .push((key.clone(), reason.to_owned()));
+        Ok(())
+    }
+    async fn history(&self, _: &str) -> Result<Option<FindingHistory>, StoreError> {
+        Ok(None)
+    }
+    async fn list(&self, _: &ListQuery) -> Result<Vec<FindingRecord>, StoreError> {
+        Ok(vec![])
+    }
+    async fn kv_get(&self, _: &str, _: &str) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
+    async fn kv_put(&self, _: &str, _: &str, _: &str, _: Duration) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// Records what it was given; answers with `script` (one entry per call, then all sent).
+type Rule = Box<dyn Fn(usize) -> EventOutcome + Send>;
+
+#[derive(Default)]
+struct FakeSink {
+    received: Mutex<Vec<OutEvent>>,
+    script: Mutex<Vec<Rule>>,
+}
+
+impl std::fmt::Debug for FakeSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FakeSink")
+    }
+}
+
+#[async_trait]
+impl Sink for FakeSink {
+    async fn send(&self, events: &[OutEvent], _deadline: Option<Instant>) -> SendReport {
+        let rule = {
+            let mut s = self.script.lock().expect("lock");
+            if s.is_empty() {
+                None
+            } else {
+                Some(s.remove(0))
+            }
+        };
+        let outcomes: Vec<EventOutcome> = (0..events.len())
+            .map(|i| {
+                rule.as_ref().map_or(
+                    EventOutcome::Sent {
+                        request_id: Some("req-1".into()),
+                    },
+                    |r| r(i),
+                )
+            })
+            .collect();
+        let sent = outcomes.iter().filter(|o| o.is_sent()).count() as u64;
+        self.received.lock().expect("lock").extend(
+            outcomes
+                .iter()
+                .zip(events)
+                .filter(|(o, _)| o.is_sent())
+                .map(|(_, e)| e.clone()),
+        );
+        SendReport {
+            outcomes,
+            stats: SendStats {
+                requests: 1,
+                events_sent: sent,
+                ..SendStats::default()
+            },
+        }
+    }
+}
+
+fn findings(text: &str) -> Vec<Finding> {
+    parse_document(text)
+        .into_iter()
+        .filter_map(|r| match r {
+            Ok(Item::Finding(f)) => Some(*f),
+            _ => None,
+        })
+        .collect()
+}
+
+fn finding(id: &str, account: &str, updated: &str) -> String {
+    format!(
+        r#"{{"id":"{id}","accountId":"{account}","region":"eu-west-1","updatedAt":"{updated}","createdAt":"2025-01-01T00:00:00Z","type":"Recon:EC2/Portscan","severity":5,"title":"t","resource":{{"resourceType":"Instance","instanceDetails":{{"instanceId":"i-1"}}}}}}"#
+    )
+}
+
+fn s3_two_buckets(id: &str) -> String {
+    format!(
+        r#"{{"id":"{id}","accountId":"111111111111","region":"eu-west-1","updatedAt":"2025-01-02T00:00:00Z","type":"Policy:S3/BucketBlockPublicAccessDisabled","severity":2,"resource":{{"resourceType":"S3Bucket","s3BucketDetails":[{{"name":"a","arn":"arn:aws:s3:::a"}},{{"name":"b","arn":"arn:aws:s3:::b"}}]}}}}"#
+    )
+}
+
+fn pipeline(store: Arc<MemStore>, sink: Arc<FakeSink>) -> Pipeline {
+    Pipeline::new(Some(store), sink, Format::Raw)
+}
+
+#[tokio::test]
+async fn sends_once_and_suppresses_redelivery() {
+    let store = Arc::new(MemStore::default());
+    let sink = Arc::new(FakeSink::default());
+    let p = pipeline(store.clone(), sink.clone());
+    let batch = findings(&format!(
+        "{}\n{}",
+        finding("f1", "111111111111", "2025-01-01T00:00:01Z"),
+        finding("f2", "111111111111", "2025-01-01T00:00:01Z")
+    ));
+    let r = p.process(&batch, None).await;
+    assert_eq!(
+        r.outcomes,
+        vec![
+            Outcome::Forwarded { events: 1 },
+            Outcome::Forwarded { events: 1 }
+        ]
+    );
+    assert_eq!(
+        (r.summary.forwarded, r.summary.events, r.summary.requests),
+        (2, 2, 1)
+    );
+    let committed = store.committed.lock().expect("lock").clone();
+    assert_eq!(committed.len(), 2);
+    assert_eq!(
+        committed[0].1.event_ids,
+        vec![sink.received.lock().expect("lock")[0].id.clone()]
+    );
+    assert_eq!(committed[0].1.request_id.as_deref(), Some("req-1"));
+
+    let again = p.process(&batch, None).await;
+    assert_eq!(again.outcomes, vec![Outcome::Duplicate, Outcome::Duplicate]);
+    assert_eq!(again.summary.duplicates, 2);
+    assert_eq!(
+        sink.received.lock().expect("lock").len(),
+        2,
+        "nothing sent the second time"
+    );
+}
+
+#[tokio::test]
+async fn older_version_after_newer_is_stale_and_not_sent() {
+    let store = Arc::new(MemStore::default());
+    let sink = Arc::new(FakeSink::default());
+    let p = pipeline(store, sink.clone());
+    let batch = findings(&format!(
+        "{}\n{}",
+        finding("f1", "1", "2025-01-01T00:00:02Z"),
+        finding("f1", "1", "2025-01-01T00:00:01Z")
+    ));
+    let r = p.process(&batch, None).await;
+    assert_eq!(r.outcomes[0], Outcome::Forwarded { events: 1 });
+    assert_eq!(
+        r.outcomes[1],
+        Outcome::Stale {
+            newest: Timestamp::parse("2025-01-01T00:00:02Z").expect("ts")
+        }
+    );
+    assert_eq!(sink.received.lock().expect("lock").len(), 1);
+}
+
+#[tokio::test]
+async fn retryable_failure_releases_and_a_retry_delivers() {
+    let store = Arc::new(MemStore::default());
+    let sink = Arc::new(FakeSink::default());
+    sink.script
+        .lock()
+        .expect("lock")
+        .push(Box::new(|_| EventOutcome::Retryable {
+            reason: "HTTP 503".into(),
+        }));
+    let p = pipeline(store.clone(), sink.clone());
+    let batch = findings(&finding("f1", "1", "2025-01-01T00:00:01Z"));
+    let r = p.process(&batch, None).await;
+    assert_eq!(
+        r.outcomes,
+        vec![Outcome::Failed {
+            retryable: true,
+            reason: "HTTP 503".into()
+        }]
+    );
+    assert_eq!(r.summary.failed, 1);
+    assert_eq!(store.released.lock().expect("lock").len(), 1);
+    assert!(store.committed.lock().expect("lock").is_empty());
+
+    let r = p.process(&batch, None).await;
+    assert_eq!(r.outcomes, vec![Outcome::Forwarded { events: 1 }]);
+    assert_eq!(sink.received.lock().expect("lock").len(), 1);
+}
+
+#[tokio::test]
+async fn one_definitive_event_fails_the_whole_version_without_commit() {
+    let store = Arc::new(MemStore::default());
+    let sink = Arc::new(FakeSink::default());
+    sink.script.lock().expect("lock").push(Box::new(|i| {
+        if i == 1 {
+            EventOutcome::Definitive {
+                reason: "HTTP 413 for one event".into(),
+            }
+        } else {
+            EventOutcome::Sent { request_id: None }
+        }
+    }));
+    let p = pipeline(store.clone(), sink.clone());
+    let batch = findings(&s3_two_buckets("s3f"));
+    let r = p.process(&batch, None).await;
+    assert_eq!(
+        r.outcomes,
+        vec![Outcome::Failed {
+            retryable: false,
+            reason: "HTTP 413 for one event".into()
+        }]
+    );
+    let released = store.released.lock().expect("lock").clone();
+    assert_eq!(released.len(), 1);
+    assert_eq!(released[0].1, "HTTP 413 for one event");
+    assert!(store.committed.lock().expect("lock").is_empty());
+}
+
+#[tokio::test]
+async fn split_finding_commits_all_event_ids() {
+    let store = Arc::new(MemStore::default());
+    let sink = Arc::new(FakeSink::default());
+    let p = pipeline(store.clone(), sink.clone());
+    let r = p.process(&findings(&s3_two_buckets("s3f")), None).await;
+    assert_eq!(r.outcomes, vec![Outcome::Forwarded { events: 2 }]);
+    let committed = store.committed.lock().expect("lock").clone();
+    let sent: Vec<String> = sink
+        .received
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|e| e.id.clone())
+        .collect();
+    assert_eq!(committed[0].1.event_ids, sent);
+    assert_ne!(sent[0], sent[1]);
+}
+
+#[tokio::test]
+async fn store_outage_sends_nothing_and_fails_retryably() {
+    let store = Arc::new(MemStore {
+        fail_claims: true,
+        ..MemStore::default()
+    });
+    let sink = Arc::new(FakeSink::default());
+    let p = pipeline(store, sink.clone());
+    let r = p
+        .process(&findings(&finding("f1", "1", "2025-01-01T00:00:01Z")), None)
+        .await;
+    match &r.outcomes[0] {
+        Outcome::Failed {
+            retryable: true,
+            reason,
+        } => assert!(reason.contains("injected outage"), "{reason}"),
+        other => panic!("expected retryable failure, got {other:?}"),
+    }
+    assert!(
+        sink.received.lock().expect("lock").is_empty(),
+        "never send without dedup"
+    );
+}
+
+#[tokio::test]
+async fn without_a_store_everything_is_sent() {
+    let sink = Arc::new(FakeSink::default());
+    let p = Pipeline::new(None, sink.clone(), Format::Semantic);
+    let line = finding("f1", "1", "2025-01-01T00:00:01Z");
+    let r = p.process(&findings(&format!("{line}\n{line}")), None).await;
+    assert_eq!(r.summary.forwarded, 2);
+    assert_eq!(sink.received.lock().expect("lock").len(), 2);
+}
+
+#[derive(Debug, Default)]
+struct CountingResolver(AtomicUsize);
+
+#[async_trait]
+impl AccountResolver for CountingResolver {
+    async fn resolve(&self, account_id: &str) -> Enrichment {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Enrichment {
+            account_name: Some(format!("name-{account_id}")),
+            account_alias: None,
+        }
+    }
+    fn stats(&self) -> EnrichStats {
+        EnrichStats::default()
+    }
+}
+
+#[tokio::test]
+async fn enrichment_is_resolved_once_per_account_and_lands_in_the_payload() {
+    let sink = Arc::new(FakeSink::default());
+    let resolver = Arc::new(CountingResolver::default());
+    let p =
+        Pipeline::new(None, sink.clone(), Format::Semantic).with_resolver(Some(resolver.clone()));
+    let text = [
+        finding("a", "111", "2025-01-01T00:00:01Z"),
+        finding("b", "111", "2025-01-01T00:00:01Z"),
+        finding("c", "222", "2025-01-01T00:00:01Z"),
+    ]
+    .join("\n");
+    p.process(&findings(&text), None).await;
+    assert_eq!(resolver.0.load(Ordering::SeqCst), 2);
+    let sent = sink.received.lock().expect("lock").clone();
+    let names: Vec<String> = sent
+        .iter()
+        .map(|e| {
+            serde_json::from_str::<serde_json::Value>(&e.json).expect("json")["aws.account.name"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(names, vec!["name-111", "name-111", "name-222"]);
+}
