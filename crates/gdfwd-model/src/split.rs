@@ -1,4 +1,14 @@
 //! Per-object split: Dynatrace stores one detection per affected object.
+//!
+//! A GuardDuty finding can name several affected objects: an S3 finding lists buckets
+//! (`resource.s3BucketDetails[]`), a Malware Protection for S3 finding lists objects
+//! (`s3ObjectDetails[]`, inside each bucket or at resource level), and an ECS runtime finding
+//! lists the task's containers (`resource.ecsClusterDetails.taskDetails.containers[]`). Each
+//! becomes its own event, whose `detail` is the finding with that list narrowed to the one object.
+//!
+//! The split is described first as a list of [`Selector`]s (indices, no copying), which the
+//! semantic mapping reads directly; only [`split`] materialises narrowed copies, and it copies
+//! the path to the narrowed list level by level instead of cloning whole lists once per object.
 
 use serde_json::{Map, Value};
 
@@ -14,8 +24,330 @@ pub struct AffectedObject {
     pub detail: Map<String, Value>,
 }
 
+/// Which object of a finding an event is about, as indices into the finding's lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Selector {
+    /// The finding as a whole (one object, or none we can tell apart).
+    Whole,
+    /// `resource.s3BucketDetails[b]`.
+    Bucket(usize),
+    /// `resource.s3BucketDetails[b].s3ObjectDetails[o]`.
+    BucketObject(usize, usize),
+    /// `resource.s3ObjectDetails[o]`, narrowed to bucket `b` too when it names one of several.
+    ResourceObject(usize, Option<usize>),
+    /// `resource.ecsClusterDetails.taskDetails.containers[c]`.
+    EcsContainer(usize),
+}
+
 /// Splits a finding into its affected objects; always at least one.
 pub fn split(finding: &Finding) -> Vec<AffectedObject> {
-    let _ = finding;
-    unimplemented!("filled in by the model issue")
+    let selectors = selectors(&finding.detail);
+    if let [Selector::Whole] = selectors.as_slice() {
+        return vec![AffectedObject {
+            index: 0,
+            detail: finding.detail.clone(),
+        }];
+    }
+    selectors
+        .iter()
+        .enumerate()
+        .map(|(i, sel)| AffectedObject {
+            index: u32::try_from(i).unwrap_or(u32::MAX),
+            detail: narrow(&finding.detail, *sel),
+        })
+        .collect()
+}
+
+fn non_empty_array(v: Option<&Value>) -> Option<&Vec<Value>> {
+    v.and_then(Value::as_array).filter(|a| !a.is_empty())
+}
+
+/// The objects a finding is about, in a stable order (the order of GuardDuty's lists).
+pub(crate) fn selectors(detail: &Map<String, Value>) -> Vec<Selector> {
+    let Some(resource) = detail.get("resource").and_then(Value::as_object) else {
+        return vec![Selector::Whole];
+    };
+    let resource_type = resource.get("resourceType").and_then(Value::as_str);
+    let buckets = non_empty_array(resource.get("s3BucketDetails"));
+
+    match resource_type {
+        Some("S3Object") => {
+            if let Some(objects) = non_empty_array(resource.get("s3ObjectDetails")) {
+                return objects
+                    .iter()
+                    .enumerate()
+                    .map(|(o, obj)| Selector::ResourceObject(o, bucket_of(obj, buckets)))
+                    .collect();
+            }
+            if let Some(buckets) = buckets {
+                return buckets
+                    .iter()
+                    .enumerate()
+                    .flat_map(
+                        |(b, bucket)| match non_empty_array(bucket.get("s3ObjectDetails")) {
+                            Some(objects) => (0..objects.len())
+                                .map(|o| Selector::BucketObject(b, o))
+                                .collect::<Vec<_>>(),
+                            None => vec![Selector::Bucket(b)],
+                        },
+                    )
+                    .collect();
+            }
+            vec![Selector::Whole]
+        }
+        Some("S3Bucket") => match buckets {
+            Some(buckets) if buckets.len() > 1 => {
+                (0..buckets.len()).map(Selector::Bucket).collect()
+            }
+            _ => vec![Selector::Whole],
+        },
+        _ => {
+            // An ECS finding lists the task's containers; a `Container` finding that names its
+            // own `containerDetails` is about that one container, whatever the task holds.
+            if resource
+                .get("containerDetails")
+                .is_some_and(Value::is_object)
+            {
+                return vec![Selector::Whole];
+            }
+            let containers = resource
+                .get("ecsClusterDetails")
+                .and_then(|e| e.get("taskDetails"))
+                .and_then(|t| t.get("containers"));
+            match non_empty_array(containers) {
+                Some(c) if c.len() > 1 => (0..c.len()).map(Selector::EcsContainer).collect(),
+                _ => vec![Selector::Whole],
+            }
+        }
+    }
+}
+
+/// For a resource-level S3 object among several buckets: the bucket its ARN names, if any.
+fn bucket_of(object: &Value, buckets: Option<&Vec<Value>>) -> Option<usize> {
+    let buckets = buckets.filter(|b| b.len() > 1)?;
+    let arn = object.get("objectArn")?.as_str()?;
+    // arn:aws:s3:::bucket/key
+    let bucket_name = arn.split(":::").nth(1)?.split('/').next()?;
+    let mut matches = buckets
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| b.get("name").and_then(Value::as_str) == Some(bucket_name));
+    match (matches.next(), matches.next()) {
+        (Some((i, _)), None) => Some(i),
+        _ => None,
+    }
+}
+
+/// The `detail` with the selected object's list narrowed to it.
+fn narrow(detail: &Map<String, Value>, sel: Selector) -> Map<String, Value> {
+    match sel {
+        Selector::Whole => detail.clone(),
+        Selector::Bucket(b) => with_resource(detail, |r| {
+            narrow_list(r, "s3BucketDetails", b, |bucket| bucket.clone())
+        }),
+        Selector::BucketObject(b, o) => with_resource(detail, |r| {
+            narrow_list(r, "s3BucketDetails", b, |bucket| match bucket {
+                Value::Object(bm) => {
+                    Value::Object(copy_with(bm, "s3ObjectDetails", |objs| single(objs, o)))
+                }
+                other => other.clone(),
+            })
+        }),
+        Selector::ResourceObject(o, bucket) => with_resource(detail, |r| {
+            let r = copy_with(r, "s3ObjectDetails", |objs| single(objs, o));
+            match bucket {
+                Some(b) => narrow_list(&r, "s3BucketDetails", b, |bucket| bucket.clone()),
+                None => r,
+            }
+        }),
+        Selector::EcsContainer(c) => with_resource(detail, |r| {
+            copy_with(r, "ecsClusterDetails", |ecs| {
+                with_object(ecs, |em| {
+                    copy_with(em, "taskDetails", |task| {
+                        with_object(task, |tm| copy_with(tm, "containers", |cs| single(cs, c)))
+                    })
+                })
+            })
+        }),
+    }
+}
+
+fn with_resource(
+    detail: &Map<String, Value>,
+    f: impl FnOnce(&Map<String, Value>) -> Map<String, Value>,
+) -> Map<String, Value> {
+    copy_with(detail, "resource", |r| with_object(r, f))
+}
+
+fn with_object(v: &Value, f: impl FnOnce(&Map<String, Value>) -> Map<String, Value>) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(f(m)),
+        other => other.clone(),
+    }
+}
+
+/// A copy of `map` where `key` is replaced by `f(old value)`; every other entry is cloned and
+/// the key keeps its position (serde_json's `preserve_order` keeps insertion order).
+fn copy_with(
+    map: &Map<String, Value>,
+    key: &str,
+    f: impl FnOnce(&Value) -> Value,
+) -> Map<String, Value> {
+    let mut f = Some(f);
+    map.iter()
+        .map(|(k, v)| {
+            let v = match f.take_if(|_| k == key) {
+                Some(f) => f(v),
+                None => v.clone(),
+            };
+            (k.clone(), v)
+        })
+        .collect()
+}
+
+/// `map` with the list at `key` narrowed to its element `i`, transformed by `f`.
+fn narrow_list(
+    map: &Map<String, Value>,
+    key: &str,
+    i: usize,
+    f: impl FnOnce(&Value) -> Value,
+) -> Map<String, Value> {
+    copy_with(map, key, |list| {
+        match list.as_array().and_then(|a| a.get(i)) {
+            Some(item) => Value::Array(vec![f(item)]),
+            None => list.clone(),
+        }
+    })
+}
+
+fn single(list: &Value, i: usize) -> Value {
+    match list.as_array().and_then(|a| a.get(i)) {
+        Some(item) => Value::Array(vec![item.clone()]),
+        None => list.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::Timestamp;
+    use serde_json::json;
+
+    fn finding(detail: Value) -> Finding {
+        Finding {
+            id: "f".into(),
+            account_id: "1".into(),
+            region: "r".into(),
+            updated_at: Timestamp::from_millis(1),
+            detail: detail.as_object().cloned().expect("object"),
+            envelope: None,
+        }
+    }
+
+    fn details(f: &Finding) -> Vec<Value> {
+        split(f)
+            .into_iter()
+            .map(|o| Value::Object(o.detail))
+            .collect()
+    }
+
+    #[test]
+    fn no_resource_and_single_objects_are_one_unchanged_event() {
+        for d in [
+            json!({"id": "f"}),
+            json!({"resource": {"resourceType": "Instance", "instanceDetails": {"instanceId": "i-1"}}}),
+            json!({"resource": {"resourceType": "S3Bucket", "s3BucketDetails": [{"name": "a"}]}}),
+            json!({"resource": {"resourceType": "S3Bucket", "s3BucketDetails": []}}),
+            json!({"resource": {"resourceType": "S3Object", "s3BucketDetails": []}}),
+            json!({"resource": "weird"}),
+        ] {
+            let f = finding(d.clone());
+            let objs = split(&f);
+            assert_eq!(objs.len(), 1, "{d}");
+            assert_eq!(objs[0].index, 0);
+            assert_eq!(Value::Object(objs[0].detail.clone()), d);
+        }
+    }
+
+    #[test]
+    fn one_event_per_bucket_with_the_rest_unchanged() {
+        let d = json!({"title": "t", "resource": {"resourceType": "S3Bucket", "accessKeyDetails": {"userName": "u"},
+            "s3BucketDetails": [{"name": "a"}, {"name": "b"}, {"name": "c"}]}, "severity": 5});
+        let got = details(&finding(d.clone()));
+        assert_eq!(got.len(), 3);
+        for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
+            let mut want = d.clone();
+            want["resource"]["s3BucketDetails"] = json!([{"name": name}]);
+            assert_eq!(got[i], want);
+        }
+        let indices: Vec<u32> = split(&finding(d)).iter().map(|o| o.index).collect();
+        assert_eq!(indices, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn s3_object_findings_split_per_object_inside_buckets() {
+        let d = json!({"resource": {"resourceType": "S3Object", "s3BucketDetails": [
+            {"name": "a", "s3ObjectDetails": [{"key": "k1"}, {"key": "k2"}]},
+            {"name": "b"}
+        ]}});
+        let got = details(&finding(d));
+        assert_eq!(
+            got.iter()
+                .map(|v| v["resource"]["s3BucketDetails"].clone())
+                .collect::<Vec<_>>(),
+            vec![
+                json!([{"name": "a", "s3ObjectDetails": [{"key": "k1"}]}]),
+                json!([{"name": "a", "s3ObjectDetails": [{"key": "k2"}]}]),
+                json!([{"name": "b"}]),
+            ]
+        );
+    }
+
+    #[test]
+    fn s3_object_findings_split_per_resource_level_object() {
+        let d = json!({"resource": {"resourceType": "S3Object",
+            "s3BucketDetails": [{"name": "a"}, {"name": "b"}],
+            "s3ObjectDetails": [{"objectArn": "arn:aws:s3:::b/k1", "key": "k1"}, {"key": "k2"}]}});
+        let got = details(&finding(d));
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            got[0]["resource"]["s3ObjectDetails"],
+            json!([{"objectArn": "arn:aws:s3:::b/k1", "key": "k1"}])
+        );
+        assert_eq!(
+            got[0]["resource"]["s3BucketDetails"],
+            json!([{"name": "b"}])
+        );
+        assert_eq!(
+            got[1]["resource"]["s3ObjectDetails"],
+            json!([{"key": "k2"}])
+        );
+        assert_eq!(
+            got[1]["resource"]["s3BucketDetails"],
+            json!([{"name": "a"}, {"name": "b"}])
+        );
+    }
+
+    #[test]
+    fn one_event_per_ecs_container() {
+        let d = json!({"resource": {"resourceType": "ECSCluster", "ecsClusterDetails": {"name": "c",
+            "taskDetails": {"arn": "t", "containers": [{"name": "x"}, {"name": "y"}], "tags": []}}}});
+        let got = details(&finding(d.clone()));
+        assert_eq!(got.len(), 2);
+        let mut want = d.clone();
+        want["resource"]["ecsClusterDetails"]["taskDetails"]["containers"] = json!([{"name": "y"}]);
+        assert_eq!(got[1], want);
+        // Key order is kept.
+        assert_eq!(
+            serde_json::to_string(&got[1]).expect("serialises"),
+            serde_json::to_string(&want).expect("serialises")
+        );
+    }
+
+    #[test]
+    fn a_container_finding_is_about_its_own_container() {
+        let d = json!({"resource": {"resourceType": "Container", "containerDetails": {"id": "c1"},
+            "ecsClusterDetails": {"taskDetails": {"containers": [{"name": "x"}, {"name": "y"}]}}}});
+        assert_eq!(details(&finding(d.clone())), vec![d]);
+    }
 }
