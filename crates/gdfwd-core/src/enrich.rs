@@ -5,10 +5,18 @@
 //! time. The caching resolver lives here because its rules (TTL, negative caching, one lookup in
 //! flight per account) are the same whichever lookup is behind it.
 
-use async_trait::async_trait;
-use gdfwd_model::Enrichment;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
+use async_trait::async_trait;
+use gdfwd_model::{Enrichment, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Clock;
 use crate::error::LookupError;
+use crate::store::StateStore;
 
 /// What a lookup found for one account.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -47,4 +55,685 @@ pub trait AccountResolver: Send + Sync + std::fmt::Debug {
     /// Never fails: an unknown account yields an empty [`Enrichment`].
     async fn resolve(&self, account_id: &str) -> Enrichment;
     fn stats(&self) -> EnrichStats;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The caching resolver.
+// ---------------------------------------------------------------------------------------------
+
+/// Namespace of the state store's key/value space that holds cached account lookups.
+pub const KV_NAMESPACE: &str = "account";
+
+/// Cache and time-budget settings of [`CachingResolver`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// How long a successful lookup is reused (memory and store).
+    pub ttl: Duration,
+    /// How long a failed lookup is remembered as failed, so a missing role does not cost an
+    /// AssumeRole per finding.
+    pub negative_ttl: Duration,
+    /// Time budget of each step that may wait on the network: the store read, the lookup, the
+    /// store write. A lookup over budget counts as failed.
+    pub budget: Duration,
+}
+
+impl CacheConfig {
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
+    pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(15 * 60);
+    pub const DEFAULT_BUDGET: Duration = Duration::from_secs(2);
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Self::DEFAULT_TTL,
+            negative_ttl: Self::DEFAULT_NEGATIVE_TTL,
+            budget: Self::DEFAULT_BUDGET,
+        }
+    }
+}
+
+/// One cached answer, in memory and (as JSON) in the store. `info: None` is a negative entry.
+///
+/// The expiry is written into the value and checked against *our* clock, not only left to the
+/// store's TTL: the store may round TTLs (DynamoDB deletes expired items lazily), and tests drive
+/// expiry with a manual clock.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct CacheEntry {
+    info: Option<AccountInfo>,
+    expires_at: Timestamp,
+}
+
+/// Per-account slot: the async mutex serialises lookups of one account, so concurrent findings of
+/// the same account share one lookup (the first caller looks up, the others wait and read its
+/// answer).
+type Slot = Arc<tokio::sync::Mutex<Option<CacheEntry>>>;
+
+/// [`AccountResolver`] over any [`AccountLookup`]: memory cache → store cache → lookup (bounded by
+/// the budget) → both caches.
+///
+/// Never fails and never blocks forwarding for long: store errors are logged and ignored, a failed
+/// or slow lookup yields an empty [`Enrichment`], is counted, cached negatively and logged once per
+/// account (per resolver, i.e. per process). A call is bounded by about three budgets (store read,
+/// lookup, store write); concurrent callers for the same account wait for the call in flight.
+pub struct CachingResolver {
+    lookup: Arc<dyn AccountLookup>,
+    store: Option<Arc<dyn StateStore>>,
+    clock: Arc<dyn Clock>,
+    config: CacheConfig,
+    slots: Mutex<HashMap<String, Slot>>,
+    warned: Mutex<HashSet<String>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl std::fmt::Debug for CachingResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachingResolver")
+            .field("lookup", &self.lookup)
+            .field("store", &self.store.as_ref().map(|s| s.describe()))
+            .field("config", &self.config)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CachingResolver {
+    pub fn new(
+        lookup: Arc<dyn AccountLookup>,
+        store: Option<Arc<dyn StateStore>>,
+        clock: Arc<dyn Clock>,
+        config: CacheConfig,
+    ) -> Self {
+        Self {
+            lookup,
+            store,
+            clock,
+            config,
+            slots: Mutex::new(HashMap::new()),
+            warned: Mutex::new(HashSet::new()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        }
+    }
+
+    pub fn config(&self) -> CacheConfig {
+        self.config
+    }
+
+    fn slot(&self, account_id: &str) -> Slot {
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(slots.entry(account_id.to_owned()).or_default())
+    }
+
+    fn is_live(&self, entry: &CacheEntry) -> bool {
+        entry.expires_at > self.clock.now()
+    }
+
+    fn entry_for(&self, info: Option<AccountInfo>, ttl: Duration) -> CacheEntry {
+        let ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        CacheEntry {
+            info,
+            expires_at: self.clock.now().saturating_add_millis(ms),
+        }
+    }
+
+    /// Reads the store cache; any error (store down, slow, garbage value) reads as a miss.
+    async fn store_get(&self, account_id: &str) -> Option<CacheEntry> {
+        let store = self.store.as_ref()?;
+        let raw = match tokio::time::timeout(
+            self.config.budget,
+            store.kv_get(KV_NAMESPACE, account_id),
+        )
+        .await
+        {
+            Ok(Ok(raw)) => raw?,
+            Ok(Err(e)) => {
+                tracing::debug!(account_id, error = %e, "account cache read failed; looking up");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!(account_id, "account cache read over budget; looking up");
+                return None;
+            }
+        };
+        match serde_json::from_str::<CacheEntry>(&raw) {
+            Ok(entry) if self.is_live(&entry) => Some(entry),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(account_id, error = %e, "unreadable account cache entry; looking up");
+                None
+            }
+        }
+    }
+
+    /// Writes the store cache; errors are logged and ignored (the memory cache still holds it).
+    async fn store_put(&self, account_id: &str, entry: &CacheEntry, ttl: Duration) {
+        let Some(store) = &self.store else { return };
+        let value = match serde_json::to_string(entry) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::debug!(account_id, error = %e, "cannot serialise account cache entry");
+                return;
+            }
+        };
+        match tokio::time::timeout(
+            self.config.budget,
+            store.kv_put(KV_NAMESPACE, account_id, &value, ttl),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(account_id, error = %e, "account cache write failed; ignored")
+            }
+            Err(_) => tracing::debug!(account_id, "account cache write over budget; ignored"),
+        }
+    }
+
+    /// Logs a failed lookup at warn level the first time for each account, at debug after.
+    fn warn_once(&self, account_id: &str, reason: &str) {
+        let first = self
+            .warned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(account_id.to_owned());
+        if first {
+            tracing::warn!(
+                account_id,
+                reason,
+                "account enrichment failed: findings of this account are forwarded without \
+                 aws.account.name (logged once per account; retried after the negative cache TTL)"
+            );
+        } else {
+            tracing::debug!(account_id, reason, "account enrichment failed again");
+        }
+    }
+}
+
+#[async_trait]
+impl AccountResolver for CachingResolver {
+    async fn resolve(&self, account_id: &str) -> Enrichment {
+        let slot = self.slot(account_id);
+        // Held across the store read and the lookup: this is what makes concurrent callers of one
+        // account share a single lookup.
+        let mut cached = slot.lock().await;
+
+        if let Some(entry) = cached.as_ref().filter(|e| self.is_live(e)) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return entry
+                .info
+                .as_ref()
+                .map(AccountInfo::enrichment)
+                .unwrap_or_default();
+        }
+        if let Some(entry) = self.store_get(account_id).await {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            let out = entry
+                .info
+                .as_ref()
+                .map(AccountInfo::enrichment)
+                .unwrap_or_default();
+            *cached = Some(entry);
+            return out;
+        }
+
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let found =
+            match tokio::time::timeout(self.config.budget, self.lookup.lookup(account_id)).await {
+                Ok(Ok(info)) => Some(info),
+                Ok(Err(e)) => {
+                    self.warn_once(account_id, &e.message);
+                    None
+                }
+                Err(_) => {
+                    let reason = format!("lookup exceeded its budget of {:?}", self.config.budget);
+                    self.warn_once(account_id, &reason);
+                    None
+                }
+            };
+        let ttl = if found.is_some() {
+            self.config.ttl
+        } else {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            self.config.negative_ttl
+        };
+        let entry = self.entry_for(found, ttl);
+        let out = entry
+            .info
+            .as_ref()
+            .map(AccountInfo::enrichment)
+            .unwrap_or_default();
+        self.store_put(account_id, &entry, ttl).await;
+        *cached = Some(entry);
+        out
+    }
+
+    fn stats(&self) -> EnrichStats {
+        EnrichStats {
+            cache_hits: self.hits.load(Ordering::Relaxed),
+            cache_misses: self.misses.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The resolver's rules, driven by a manual clock (cache expiry) and tokio's paused time (the
+    //! lookup budget), against a counting fake lookup and an in-memory key/value store.
+
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::ManualClock;
+    use crate::error::StoreError;
+    use crate::store::{
+        ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, ListQuery, VersionKey,
+    };
+
+    const T0: Timestamp = Timestamp::from_millis(1_700_000_000_000);
+
+    /// What the fake lookup answers, per call.
+    #[derive(Debug, Clone)]
+    enum Answer {
+        Alias(&'static str),
+        OrgName(&'static str),
+        Fail,
+        /// Sleeps this long (tokio time), then answers with an alias.
+        Slow(Duration),
+    }
+
+    #[derive(Debug)]
+    struct FakeLookup {
+        answer: Mutex<Answer>,
+        calls: AtomicUsize,
+    }
+
+    impl FakeLookup {
+        fn new(answer: Answer) -> Arc<Self> {
+            Arc::new(Self {
+                answer: Mutex::new(answer),
+                calls: AtomicUsize::new(0),
+            })
+        }
+        fn set(&self, answer: Answer) {
+            *self.answer.lock().expect("answer lock") = answer;
+        }
+        fn calls(&self) -> usize {
+            self.calls.load(Ordering::SeqCst)
+        }
+    }
+
+    #[async_trait]
+    impl AccountLookup for FakeLookup {
+        async fn lookup(&self, account_id: &str) -> Result<AccountInfo, LookupError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let answer = self.answer.lock().expect("answer lock").clone();
+            match answer {
+                Answer::Alias(a) => Ok(AccountInfo {
+                    alias: Some(a.to_owned()),
+                    org_name: None,
+                }),
+                Answer::OrgName(n) => Ok(AccountInfo {
+                    alias: None,
+                    org_name: Some(n.to_owned()),
+                }),
+                Answer::Fail => Err(LookupError {
+                    account_id: account_id.to_owned(),
+                    message: "AccessDenied".to_owned(),
+                }),
+                Answer::Slow(d) => {
+                    tokio::time::sleep(d).await;
+                    Ok(AccountInfo {
+                        alias: Some("slow".to_owned()),
+                        org_name: None,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Only the key/value space is implemented (no expiry: the resolver checks its own); the
+    /// findings methods are not used by the resolver. `broken` makes every kv call fail.
+    #[derive(Debug, Default)]
+    struct KvStore {
+        kv: Mutex<HashMap<(String, String), String>>,
+        broken: bool,
+    }
+
+    fn unused(operation: &'static str) -> StoreError {
+        StoreError::Invalid {
+            backend: "test-kv".to_owned(),
+            operation,
+            message: "not implemented by the test store".to_owned(),
+        }
+    }
+
+    #[async_trait]
+    impl StateStore for KvStore {
+        fn describe(&self) -> String {
+            "test-kv".to_owned()
+        }
+        async fn claim(&self, _: &ClaimRequest, _: Duration) -> Result<ClaimOutcome, StoreError> {
+            Err(unused("claim"))
+        }
+        async fn commit(&self, _: &VersionKey, _: &Delivery) -> Result<(), StoreError> {
+            Err(unused("commit"))
+        }
+        async fn release(&self, _: &VersionKey, _: &str) -> Result<(), StoreError> {
+            Err(unused("release"))
+        }
+        async fn history(&self, _: &str) -> Result<Option<FindingHistory>, StoreError> {
+            Err(unused("history"))
+        }
+        async fn list(&self, _: &ListQuery) -> Result<Vec<FindingRecord>, StoreError> {
+            Err(unused("list"))
+        }
+        async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<String>, StoreError> {
+            if self.broken {
+                return Err(unused("kv_get"));
+            }
+            let kv = self.kv.lock().expect("kv lock");
+            Ok(kv.get(&(namespace.to_owned(), key.to_owned())).cloned())
+        }
+        async fn kv_put(
+            &self,
+            namespace: &str,
+            key: &str,
+            value: &str,
+            _ttl: Duration,
+        ) -> Result<(), StoreError> {
+            if self.broken {
+                return Err(unused("kv_put"));
+            }
+            let mut kv = self.kv.lock().expect("kv lock");
+            kv.insert((namespace.to_owned(), key.to_owned()), value.to_owned());
+            Ok(())
+        }
+    }
+
+    fn resolver(
+        lookup: &Arc<FakeLookup>,
+        store: Option<Arc<KvStore>>,
+        clock: &ManualClock,
+    ) -> CachingResolver {
+        CachingResolver::new(
+            Arc::clone(lookup) as Arc<dyn AccountLookup>,
+            store.map(|s| s as Arc<dyn StateStore>),
+            Arc::new(clock.clone()),
+            CacheConfig::default(),
+        )
+    }
+
+    fn named(alias: &str) -> Enrichment {
+        Enrichment {
+            account_name: Some(alias.to_owned()),
+            account_alias: Some(alias.to_owned()),
+        }
+    }
+
+    #[tokio::test]
+    async fn positive_entries_live_for_the_ttl_then_are_looked_up_again() {
+        let clock = ManualClock::new(T0);
+        let lookup = FakeLookup::new(Answer::Alias("prod-payments"));
+        let r = resolver(&lookup, None, &clock);
+
+        assert_eq!(r.resolve("111111111111").await, named("prod-payments"));
+        assert_eq!(r.resolve("111111111111").await, named("prod-payments"));
+        assert_eq!(lookup.calls(), 1);
+
+        lookup.set(Answer::Alias("prod-payments-renamed"));
+        clock.advance(CacheConfig::DEFAULT_TTL - Duration::from_millis(1));
+        assert_eq!(r.resolve("111111111111").await, named("prod-payments"));
+        assert_eq!(lookup.calls(), 1, "still inside the TTL");
+
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(
+            r.resolve("111111111111").await,
+            named("prod-payments-renamed")
+        );
+        assert_eq!(lookup.calls(), 2, "expired at exactly the TTL");
+        assert_eq!(
+            r.stats(),
+            EnrichStats {
+                cache_hits: 2,
+                cache_misses: 2,
+                failures: 0
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn accounts_are_cached_separately_and_org_names_carry_no_alias() {
+        let clock = ManualClock::new(T0);
+        let lookup = FakeLookup::new(Answer::OrgName("Payments Prod"));
+        let r = resolver(&lookup, None, &clock);
+        let want = Enrichment {
+            account_name: Some("Payments Prod".to_owned()),
+            account_alias: None,
+        };
+        assert_eq!(r.resolve("111111111111").await, want);
+        assert_eq!(r.resolve("222222222222").await, want);
+        assert_eq!(lookup.calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn failures_are_cached_negatively_for_15_minutes_then_retried() {
+        let clock = ManualClock::new(T0);
+        let lookup = FakeLookup::new(Answer::Fail);
+        let r = resolver(&lookup, None, &clock);
+
+        assert_eq!(r.resolve("333333333333").await, Enrichment::default());
+        assert_eq!(r.stats().failures, 1);
+        // The role appears meanwhile: still not asked again within the negative TTL.
+        lookup.set(Answer::Alias("sandbox"));
+        clock.advance(Duration::from_secs(15 * 60 - 1));
+        assert_eq!(r.resolve("333333333333").await, Enrichment::default());
+        assert_eq!(lookup.calls(), 1);
+
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(r.resolve("333333333333").await, named("sandbox"));
+        assert_eq!(lookup.calls(), 2);
+        // Now a positive entry with the long TTL.
+        clock.advance(Duration::from_secs(3600));
+        assert_eq!(r.resolve("333333333333").await, named("sandbox"));
+        assert_eq!(lookup.calls(), 2);
+        assert_eq!(r.stats().failures, 1);
+    }
+
+    #[tokio::test]
+    async fn a_fresh_resolver_reads_the_store_cache_instead_of_looking_up() {
+        let clock = ManualClock::new(T0);
+        let store = Arc::new(KvStore::default());
+        let first = FakeLookup::new(Answer::Alias("prod-payments"));
+        let failing = FakeLookup::new(Answer::Fail);
+        {
+            let r = resolver(&first, Some(Arc::clone(&store)), &clock);
+            r.resolve("111111111111").await;
+            r.resolve("444444444444").await;
+            // A negative entry goes to the store too.
+            first.set(Answer::Fail);
+            r.resolve("555555555555").await;
+        }
+        assert_eq!(first.calls(), 3);
+        assert!(
+            store
+                .kv
+                .lock()
+                .expect("kv lock")
+                .keys()
+                .all(|(ns, _)| ns == KV_NAMESPACE)
+        );
+
+        // Another process (fresh memory cache) sharing the store.
+        let second = FakeLookup::new(Answer::Alias("never-asked"));
+        let r = resolver(&second, Some(Arc::clone(&store)), &clock);
+        assert_eq!(r.resolve("111111111111").await, named("prod-payments"));
+        assert_eq!(r.resolve("555555555555").await, Enrichment::default());
+        assert_eq!(second.calls(), 0);
+        assert_eq!(r.stats().cache_hits, 2);
+
+        // The negative store entry expires after 15 minutes, the positive one after 24 hours.
+        clock.advance(Duration::from_secs(15 * 60));
+        let r = resolver(&failing, Some(Arc::clone(&store)), &clock);
+        assert_eq!(r.resolve("444444444444").await, named("prod-payments"));
+        assert_eq!(r.resolve("555555555555").await, Enrichment::default());
+        assert_eq!(
+            failing.calls(),
+            1,
+            "only the expired negative entry is looked up"
+        );
+
+        clock.advance(CacheConfig::DEFAULT_TTL);
+        let third = FakeLookup::new(Answer::Alias("prod-payments-2"));
+        let r = resolver(&third, Some(store), &clock);
+        assert_eq!(r.resolve("111111111111").await, named("prod-payments-2"));
+        assert_eq!(third.calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn store_errors_are_ignored() {
+        let clock = ManualClock::new(T0);
+        let store = Arc::new(KvStore {
+            broken: true,
+            ..KvStore::default()
+        });
+        let lookup = FakeLookup::new(Answer::Alias("prod-payments"));
+        let r = resolver(&lookup, Some(store), &clock);
+        assert_eq!(r.resolve("111111111111").await, named("prod-payments"));
+        assert_eq!(r.resolve("111111111111").await, named("prod-payments"));
+        assert_eq!(lookup.calls(), 1, "the memory cache still works");
+        assert_eq!(r.stats().failures, 0);
+    }
+
+    #[tokio::test]
+    async fn garbage_in_the_store_cache_reads_as_a_miss() {
+        let clock = ManualClock::new(T0);
+        let store = Arc::new(KvStore::default());
+        store
+            .kv_put(
+                KV_NAMESPACE,
+                "111111111111",
+                "not json",
+                Duration::from_secs(60),
+            )
+            .await
+            .expect("put");
+        let lookup = FakeLookup::new(Answer::Alias("prod-payments"));
+        let r = resolver(&lookup, Some(Arc::clone(&store)), &clock);
+        assert_eq!(r.resolve("111111111111").await, named("prod-payments"));
+        assert_eq!(lookup.calls(), 1);
+        let stored = store
+            .kv_get(KV_NAMESPACE, "111111111111")
+            .await
+            .expect("get")
+            .expect("rewritten");
+        assert!(stored.contains("prod-payments"), "{stored}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_resolves_of_one_account_share_one_lookup() {
+        let clock = ManualClock::new(T0);
+        // The lookup takes a while, so all 100 callers arrive while it is in flight.
+        let lookup = FakeLookup::new(Answer::Slow(Duration::from_millis(500)));
+        let r = resolver(&lookup, None, &clock);
+        let all = futures::future::join_all((0..100).map(|_| r.resolve("666666666666"))).await;
+        assert_eq!(lookup.calls(), 1);
+        assert!(all.iter().all(|e| *e == named("slow")));
+        assert_eq!(
+            r.stats(),
+            EnrichStats {
+                cache_hits: 99,
+                cache_misses: 1,
+                failures: 0
+            }
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_resolves_from_spawned_tasks_share_one_lookup() {
+        let clock = ManualClock::new(T0);
+        let lookup = FakeLookup::new(Answer::Slow(Duration::from_millis(20)));
+        let r = Arc::new(resolver(&lookup, None, &clock));
+        let tasks: Vec<_> = (0..100)
+            .map(|_| {
+                let r = Arc::clone(&r);
+                tokio::spawn(async move { r.resolve("777777777777").await })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.expect("task"), named("slow"));
+        }
+        assert_eq!(lookup.calls(), 1);
+    }
+
+    /// Counts WARN events of this module, per `account_id` field.
+    #[derive(Debug, Default, Clone)]
+    struct WarnCounter(Arc<Mutex<Vec<String>>>);
+
+    struct AccountField(Option<String>);
+    impl tracing::field::Visit for AccountField {
+        fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+            if field.name() == "account_id" {
+                self.0 = Some(value.to_owned());
+            }
+        }
+        fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+    }
+
+    impl tracing::Subscriber for WarnCounter {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            let meta = event.metadata();
+            if *meta.level() == tracing::Level::WARN && meta.target() == "gdfwd_core::enrich" {
+                let mut field = AccountField(None);
+                event.record(&mut field);
+                self.0
+                    .lock()
+                    .expect("warn lock")
+                    .push(field.0.unwrap_or_default());
+            }
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lookup_over_budget_yields_nothing_is_counted_and_warned_once_per_account() {
+        let warns = WarnCounter::default();
+        let _guard = tracing::dispatcher::set_default(&tracing::Dispatch::new(warns.clone()));
+        let clock = ManualClock::new(T0);
+        let lookup = FakeLookup::new(Answer::Slow(Duration::from_secs(10)));
+        let r = resolver(&lookup, None, &clock);
+
+        let started = tokio::time::Instant::now();
+        assert_eq!(r.resolve("888888888888").await, Enrichment::default());
+        // Paused time: this is the budget the resolver waited, not a wall-clock measurement.
+        assert_eq!(started.elapsed(), CacheConfig::DEFAULT_BUDGET);
+        assert_eq!(r.stats().failures, 1);
+
+        // Retried after the negative TTL, fails again: counted again, not warned again.
+        clock.advance(CacheConfig::DEFAULT_NEGATIVE_TTL);
+        assert_eq!(r.resolve("888888888888").await, Enrichment::default());
+        assert_eq!(lookup.calls(), 2);
+        assert_eq!(r.stats().failures, 2);
+
+        // Another account warns on its own.
+        lookup.set(Answer::Fail);
+        assert_eq!(r.resolve("999999999999").await, Enrichment::default());
+        assert_eq!(r.stats().failures, 3);
+
+        let warned = warns.0.lock().expect("warn lock").clone();
+        assert_eq!(warned, vec!["888888888888", "999999999999"]);
+    }
 }
