@@ -30,7 +30,9 @@ pub enum SqliteStoreError {
     },
     /// Another connection (usually another gdfwd process) held the write lock longer than the
     /// busy timeout.
-    #[error("state database {path} is locked by another connection (waited {waited:?}) during {operation}")]
+    #[error(
+        "state database {path} is locked by another connection (waited {waited:?}) during {operation}"
+    )]
     Locked {
         path: PathBuf,
         operation: &'static str,
@@ -68,7 +70,9 @@ pub enum SqliteStoreError {
     },
     /// `commit`/`release` of a version that was never claimed: a caller bug, refused so that
     /// audit never shows deliveries the dedup logic did not decide.
-    #[error("state database {path}: {operation} of finding {finding_id:?} version {version}: {message}")]
+    #[error(
+        "state database {path}: {operation} of finding {finding_id:?} version {version}: {message}"
+    )]
     NotClaimed {
         path: PathBuf,
         operation: &'static str,

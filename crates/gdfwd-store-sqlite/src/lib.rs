@@ -242,8 +242,9 @@ impl SqliteStore {
 
     fn purge_expired_blocking(&self) -> Result<PurgeStats, SqliteStoreError> {
         let mut conn = lock(&self.inner.conn);
-        self.inner
-            .write(&mut conn, "purge", |tx, now| ops::purge_all(&self.inner, tx, now))
+        self.inner.write(&mut conn, "purge", |tx, now| {
+            ops::purge_all(&self.inner, tx, now)
+        })
     }
 
     /// Runs `f` with the connection on the blocking pool, converting errors for the port.
@@ -367,7 +368,9 @@ impl StateStore for SqliteStore {
     async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<String>, StoreError> {
         let (ns, key) = (namespace.to_owned(), key.to_owned());
         self.run("kv_get", move |inner, conn| {
-            inner.read(conn, "kv_get", |tx, now| ops::kv_get(inner, tx, now, &ns, &key))
+            inner.read(conn, "kv_get", |tx, now| {
+                ops::kv_get(inner, tx, now, &ns, &key)
+            })
         })
         .await
     }

@@ -5,8 +5,8 @@
 //! and the write). The rules are the port's contract, spelled out in `docs/state-store.md`.
 
 use gdfwd_core::store::{
-    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, HistoryEntry,
-    HistoryKind, ListQuery, Status, StatusFilter, VersionKey,
+    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, HistoryEntry, HistoryKind,
+    ListQuery, Status, StatusFilter, VersionKey,
 };
 use gdfwd_model::{FindingMeta, Timestamp};
 use rusqlite::types::Value;
@@ -257,7 +257,9 @@ fn claimed_record(
         message,
     };
     match read_record(inner, tx, now, &key.finding_id, operation)? {
-        None => Err(refuse("the finding was never claimed (or its record expired)")),
+        None => Err(refuse(
+            "the finding was never claimed (or its record expired)",
+        )),
         Some(r) if key.version > r.latest_version => Err(refuse(
             "this version is newer than every claimed version, so it was never claimed",
         )),

@@ -76,8 +76,8 @@ pub(crate) fn migrate(
     path: &Path,
     busy: std::time::Duration,
 ) -> Result<(), SqliteStoreError> {
-    let found =
-        user_version(conn).map_err(|e| SqliteStoreError::sql(path, "read schema version", busy, e))?;
+    let found = user_version(conn)
+        .map_err(|e| SqliteStoreError::sql(path, "read schema version", busy, e))?;
     if found > CURRENT_VERSION {
         return Err(SqliteStoreError::SchemaTooNew {
             path: path.to_path_buf(),
@@ -85,7 +85,11 @@ pub(crate) fn migrate(
             supported: CURRENT_VERSION,
         });
     }
-    for (from, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(found).unwrap_or(0)) {
+    for (from, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(found).unwrap_or(0))
+    {
         let version = from as i64 + 1;
         let fail = |source: rusqlite::Error| {
             if crate::error::is_busy(&source) {
