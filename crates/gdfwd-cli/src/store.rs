@@ -73,10 +73,20 @@ impl StoreArgs {
     }
 
     pub async fn open(&self, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<dyn StateStore>> {
-        let _ = clock;
-        anyhow::bail!(
-            "store {} cannot be opened: state store backends are not wired into gdfwd yet",
-            self.store
-        )
+        match &self.store {
+            StoreSpec::Sqlite(path) => {
+                let path = match path {
+                    Some(p) => p.clone(),
+                    None => gdfwd_store_sqlite::default_path()?,
+                };
+                let store = gdfwd_store_sqlite::SqliteStore::open(&path, clock, self.retention())?;
+                Ok(Arc::new(store))
+            }
+            StoreSpec::DynamoDb(table) => {
+                anyhow::bail!(
+                    "store dynamodb:{table}: the DynamoDB backend is not wired into gdfwd yet"
+                )
+            }
+        }
     }
 }
