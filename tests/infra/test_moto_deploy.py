@@ -1,0 +1,283 @@
+"""Deploy the templates into moto's CloudFormation and check what they create.
+
+moto creates the table, queues, role, rule, log group, function, event source mapping and permission; it
+skips alarms, queue policies and the async invoke config (checked on the template in test_template_contract.py), ignores the
+function architecture, table TTL/PITR/SSE, and never runs the function (the event source mapping is disabled
+before findings are put on the bus, so moto does not try to start a container).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+
+from gdfwd_infra import (
+    ENDPOINT,
+    FORWARDER,
+    HOME_REGION,
+    MEMBER_ROLE,
+    REGION_RELAY,
+    SECRET_ARN,
+    TABLE_DEFINITION,
+    guardduty_events,
+    unique,
+)
+from test_template_contract import LAMBDA_ENV
+
+RELAY_REGION = "eu-west-1"
+
+
+def _policy_statements(iam, role_name: str) -> list[dict]:
+    names = iam.list_role_policies(RoleName=role_name)["PolicyNames"]
+    out = []
+    for n in names:
+        doc = iam.get_role_policy(RoleName=role_name, PolicyName=n)["PolicyDocument"]
+        if isinstance(doc, str):
+            # moto returns documents created by CloudFormation as a Python repr, not JSON.
+            try:
+                doc = json.loads(doc)
+            except json.JSONDecodeError:
+                doc = ast.literal_eval(doc)
+        # moto leaves `Fn::If -> AWS::NoValue` list items as None where CloudFormation drops them.
+        out.extend(st for st in doc["Statement"] if st is not None)
+    return out
+
+
+def _table_as_definition(table: dict) -> dict:
+    types = {a["AttributeName"]: a["AttributeType"] for a in table["AttributeDefinitions"]}
+
+    def keys(schema):
+        roles = {"HASH": "partition_key", "RANGE": "sort_key"}
+        return {roles[k["KeyType"]]: {"name": k["AttributeName"], "type": types[k["AttributeName"]]} for k in schema}
+
+    return {
+        "billing_mode": table["BillingModeSummary"]["BillingMode"],
+        **keys(table["KeySchema"]),
+        "global_secondary_indexes": [
+            {"name": g["IndexName"], **keys(g["KeySchema"]), "projection": g["Projection"]["ProjectionType"]}
+            for g in table.get("GlobalSecondaryIndexes", [])
+        ],
+    }
+
+
+def test_forwarder_sqs_stack_creates_its_resources(new_account) -> None:
+    acct = new_account()
+    stack = unique("gdfwd-fwd")
+    out = acct.deploy_forwarder(stack, MaxConcurrency="5", AliasExternalId="ext-123", PayloadFormat="semantic")
+
+    # DynamoDB: the store's schema (TTL attribute is checked on the template: moto ignores it).
+    table = acct.client("dynamodb").describe_table(TableName=out["TableName"])["Table"]
+    expected = json.loads(TABLE_DEFINITION.read_text())
+    expected.pop("ttl_attribute")
+    assert _table_as_definition(table) == expected
+    assert out["TableArn"] == table["TableArn"]
+
+    # SQS: queue with redrive to an encrypted DLQ, visibility beyond the lease.
+    sqs = acct.client("sqs")
+    q = sqs.get_queue_attributes(QueueUrl=out["QueueUrl"], AttributeNames=["All"])["Attributes"]
+    dlq = sqs.get_queue_attributes(QueueUrl=out["DeadLetterQueueUrl"], AttributeNames=["All"])["Attributes"]
+    assert q["QueueArn"] == out["QueueArn"]
+    assert q["VisibilityTimeout"] == "420"
+    assert q["SqsManagedSseEnabled"] == "true" and dlq["SqsManagedSseEnabled"] == "true"
+    assert json.loads(q["RedrivePolicy"]) == {"deadLetterTargetArn": out["DeadLetterQueueArn"], "maxReceiveCount": 10}
+    assert dlq["MessageRetentionPeriod"] == "1209600"
+
+    # EventBridge: GuardDuty findings on the default bus to the queue, with retries and a DLQ.
+    events = acct.client("events")
+    rule_name = out["RuleArn"].rsplit("/", 1)[1]
+    rule = events.describe_rule(Name=rule_name)
+    assert rule["EventBusName"] == "default" and rule["State"] == "ENABLED"
+    assert json.loads(rule["EventPattern"]) == {"source": ["aws.guardduty"], "detail-type": ["GuardDuty Finding"]}
+    [target] = events.list_targets_by_rule(Rule=rule_name)["Targets"]
+    assert target["Arn"] == out["QueueArn"]
+    assert target["DeadLetterConfig"] == {"Arn": out["DeadLetterQueueArn"]}
+    assert target["RetryPolicy"] == {"MaximumRetryAttempts": 185, "MaximumEventAgeInSeconds": 86400}
+
+    # Lambda: runtime, sizing, role and exactly the environment the function reads.
+    lam = acct.client("lambda")
+    fn = lam.get_function_configuration(FunctionName=out["FunctionName"])
+    assert fn["FunctionArn"] == out["FunctionArn"]
+    assert (fn["Runtime"], fn["Handler"], fn["MemorySize"], fn["Timeout"]) == ("provided.al2023", "bootstrap", 128, 60)
+    assert fn["Role"] == out["FunctionRoleArn"]
+    env = {k: str(v) for k, v in fn["Environment"]["Variables"].items()}
+    assert set(env) == LAMBDA_ENV - {"GDFWD_CA_FILE"}  # CaFile left empty: the variable is omitted
+    assert env["DYNATRACE_OPENPIPELINE_SECURITY_ENDPOINT"] == ENDPOINT
+    assert env["AWS_SECRET_ARN"] == SECRET_ARN
+    assert env["AWS_SECRET_KEY_NAME"] == "DYNATRACE_OPENPIPELINE_INGEST_API_TOKEN"
+    assert env["DEDUP_TABLE_NAME"] == out["TableName"]
+    assert env["PAYLOAD_FORMAT"] == "semantic"
+    assert env["MAX_CONCURRENCY"] == "5"
+    assert env["ALIAS_EXTERNAL_ID"] == "ext-123"
+    assert env["ENRICH"] == "true" and env["DEDUP_LEASE_SECONDS"] == "300"
+
+    [esm] = lam.list_event_source_mappings(FunctionName=out["FunctionName"])["EventSourceMappings"]
+    assert esm["EventSourceArn"] == out["QueueArn"]
+    assert esm["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert esm["ScalingConfig"] == {"MaximumConcurrency": 5}
+    assert esm["BatchSize"] == 10
+
+    # Logs: its own group, with retention.
+    [group] = acct.client("logs").describe_log_groups(logGroupNamePrefix=f"/aws/lambda/{stack}-forwarder")["logGroups"]
+    assert group["retentionInDays"] == 30
+
+    # IAM: inline least-privilege policy, no managed policies, each grant on its own resource.
+    iam = acct.client("iam")
+    role_name = out["FunctionRoleArn"].rsplit("/", 1)[1]
+    assert iam.list_attached_role_policies(RoleName=role_name)["AttachedPolicies"] == []
+    trust = iam.get_role(RoleName=role_name)["Role"]["AssumeRolePolicyDocument"]
+    assert trust["Statement"][0]["Principal"] == {"Service": "lambda.amazonaws.com"}
+    by_sid = {s["Sid"]: s for s in _policy_statements(iam, role_name)}
+    assert set(by_sid) == {"OwnLogGroup", "DedupTableItems", "IngestToken", "MemberAccountAliasRole", "AccountNames", "ConsumeFindingsQueue"}
+    assert by_sid["MemberAccountAliasRole"]["Resource"] == "arn:aws:iam::*:role/gdfwd-account-alias-reader"
+    assert by_sid["IngestToken"]["Resource"] == SECRET_ARN
+    assert by_sid["DedupTableItems"]["Resource"] == [out["TableArn"], out["TableArn"] + "/index/gsi1"]
+    assert by_sid["ConsumeFindingsQueue"]["Resource"] == out["QueueArn"]
+    # AWS's Arn attribute ends in ":*" (all streams); moto's does not.
+    assert by_sid["OwnLogGroup"]["Resource"] in (group["arn"], group["logGroupArn"])
+    for s in by_sid.values():
+        actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
+        assert all("*" not in a for a in actions), s
+
+
+def _pause_consumer(acct, function_name: str) -> None:
+    lam = acct.client("lambda")
+    [esm] = lam.list_event_source_mappings(FunctionName=function_name)["EventSourceMappings"]
+    lam.update_event_source_mapping(UUID=esm["UUID"], Enabled=False)
+
+
+def _drain(acct, queue_url: str) -> list[dict]:
+    sqs = acct.client("sqs")
+    bodies = []
+    while True:
+        msgs = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+        if not msgs:
+            return bodies
+        for m in msgs:
+            bodies.append(json.loads(m["Body"]))
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+
+
+def _put_findings(events_client, findings: list[dict]) -> None:
+    entries = [
+        {"Source": e["source"], "DetailType": e["detail-type"], "Detail": json.dumps(e["detail"]), "EventBusName": "default"}
+        for e in findings
+    ]
+    for i in range(0, len(entries), 10):
+        resp = events_client.put_events(Entries=entries[i : i + 10])
+        assert resp["FailedEntryCount"] == 0, resp
+
+
+def _by_severity(low: float, high: float, n: int) -> list[dict]:
+    picked, seen = [], set()
+    for e in guardduty_events():
+        d = e["detail"]
+        if low <= float(d["severity"]) < high and d["id"] not in seen:
+            seen.add(d["id"])
+            picked.append(e)
+        if len(picked) == n:
+            break
+    assert len(picked) == n, f"fixtures lack {n} findings with severity in [{low}, {high})"
+    return picked
+
+
+def test_rule_delivers_only_findings_at_or_above_min_severity(new_account) -> None:
+    acct = new_account()
+    out = acct.deploy_forwarder(unique("gdfwd-sev"), MinSeverity="7")
+    _pause_consumer(acct, out["FunctionName"])
+
+    high = _by_severity(7.0, 11.0, 3)
+    low = _by_severity(0.0, 7.0, 3)
+    not_a_finding = {
+        "source": "aws.guardduty",
+        "detail-type": "AWS API Call via CloudTrail",
+        "detail": {"eventName": "ListDetectors", "severity": 9},
+    }
+    _put_findings(acct.client("events"), [*low, *high, not_a_finding])
+
+    delivered = _drain(acct, out["QueueUrl"])
+    assert sorted(b["detail"]["id"] for b in delivered) == sorted(e["detail"]["id"] for e in high)
+    assert all(b["detail-type"] == "GuardDuty Finding" and b["source"] == "aws.guardduty" for b in delivered)
+
+
+def test_region_relay_forwards_findings_to_the_home_region(new_account) -> None:
+    acct = new_account()
+    out = acct.deploy_forwarder(unique("gdfwd-home"))
+    _pause_consumer(acct, out["FunctionName"])
+    relay = acct.deploy(unique("gdfwd-relay"), REGION_RELAY, {"HomeRegion": HOME_REGION}, region=RELAY_REGION)
+
+    events = acct.client("events", RELAY_REGION)
+    rule_name = relay["RuleArn"].rsplit("/", 1)[1]
+    [target] = events.list_targets_by_rule(Rule=rule_name)["Targets"]
+    home_bus = f"arn:aws:events:{HOME_REGION}:{acct.account_id}:event-bus/default"
+    assert target["Arn"] == home_bus
+    assert target["DeadLetterConfig"] == {"Arn": relay["DeadLetterQueueArn"]}
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] == 185
+    iam = acct.client("iam")
+    role_name = target["RoleArn"].rsplit("/", 1)[1]
+    [stmt] = _policy_statements(iam, role_name)
+    assert (stmt["Action"], stmt["Resource"]) == ("events:PutEvents", home_bus)
+    dlq = acct.client("sqs", RELAY_REGION).get_queue_attributes(QueueUrl=relay["DeadLetterQueueUrl"], AttributeNames=["All"])
+    assert dlq["Attributes"]["SqsManagedSseEnabled"] == "true"
+
+    # Put in the relay region only: what reaches the home queue came through the relay.
+    findings = _by_severity(0.0, 11.0, 4)
+    _put_findings(events, findings)
+    delivered = _drain(acct, out["QueueUrl"])
+    assert sorted(b["detail"]["id"] for b in delivered) == sorted(e["detail"]["id"] for e in findings)
+
+
+def test_forwarder_direct_trigger(new_account) -> None:
+    acct = new_account()
+    stack = unique("gdfwd-direct")
+    out = acct.deploy_forwarder(stack, Trigger="direct")
+    resources = acct.resources(stack)
+    assert "FindingsQueue" not in resources and "QueueEventSource" not in resources
+    assert "QueueUrl" not in out and "DeadLetterQueueUrl" in out
+
+    events = acct.client("events")
+    rule_name = out["RuleArn"].rsplit("/", 1)[1]
+    [target] = events.list_targets_by_rule(Rule=rule_name)["Targets"]
+    assert target["Arn"] == out["FunctionArn"]
+    assert target["DeadLetterConfig"] == {"Arn": out["DeadLetterQueueArn"]}
+    assert target["RetryPolicy"] == {"MaximumRetryAttempts": 185, "MaximumEventAgeInSeconds": 86400}
+
+    policy = json.loads(acct.client("lambda").get_policy(FunctionName=out["FunctionName"])["Policy"])
+    [grant] = policy["Statement"]
+    assert grant["Principal"] == {"Service": "events.amazonaws.com"}
+    assert grant["Action"] == "lambda:InvokeFunction"
+    assert grant["Condition"]["ArnLike"]["AWS:SourceArn"] == out["RuleArn"]
+
+    iam = acct.client("iam")
+    by_sid = {s["Sid"]: s for s in _policy_statements(iam, out["FunctionRoleArn"].rsplit("/", 1)[1])}
+    assert "ConsumeFindingsQueue" not in by_sid
+    assert by_sid["OnFailureDestination"] == {
+        "Sid": "OnFailureDestination", "Effect": "Allow", "Action": "sqs:SendMessage", "Resource": out["DeadLetterQueueArn"]
+    }
+
+
+def test_member_alias_role_in_two_member_accounts(new_account) -> None:
+    admin, member_a, member_b = new_account(), new_account(), new_account()
+    forwarder_role = f"arn:aws:iam::{admin.account_id}:role/gdfwd-ForwarderRole-EXAMPLE"
+    org = "o-abcdef1234"
+    params = {"ForwarderRoleArn": forwarder_role, "OrganizationId": org}
+    member_a.deploy(unique("gdfwd-alias"), MEMBER_ROLE, params)
+    member_b.deploy(unique("gdfwd-alias"), MEMBER_ROLE, {**params, "AliasExternalId": "ext-42"})
+
+    for member, external_id in [(member_a, None), (member_b, "ext-42")]:
+        iam = member.client("iam")
+        role = iam.get_role(RoleName="gdfwd-account-alias-reader")["Role"]
+        assert role["Arn"] == f"arn:aws:iam::{member.account_id}:role/gdfwd-account-alias-reader"
+        [stmt] = role["AssumeRolePolicyDocument"]["Statement"]
+        assert stmt["Principal"] == {"AWS": forwarder_role}
+        assert stmt["Action"] == "sts:AssumeRole"
+        expected = {"aws:PrincipalOrgID": org}
+        if external_id:
+            expected["sts:ExternalId"] = external_id
+        assert stmt["Condition"] == {"StringEquals": expected}
+        assert iam.list_attached_role_policies(RoleName="gdfwd-account-alias-reader")["AttachedPolicies"] == []
+        [grant] = _policy_statements(iam, "gdfwd-account-alias-reader")
+        assert (grant["Action"], grant["Resource"]) == ("iam:ListAccountAliases", "*")
+
+    # The role lives in the member accounts only.
+    admin_roles = [r["RoleName"] for r in admin.client("iam").list_roles()["Roles"]]
+    assert "gdfwd-account-alias-reader" not in admin_roles

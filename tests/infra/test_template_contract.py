@@ -1,0 +1,263 @@
+"""The forwarder and StackSet templates keep the promises other parts of the project rely on.
+
+- the DynamoDB table equals cloudformation/table-definition.json, the file the Rust side compares
+  `gdfwd_store_dynamodb::table_definition()` with (template == JSON == Rust);
+- Dynatrace's parameter names and default work unchanged;
+- the function gets exactly the environment the Lambda reads (issue #7);
+- IAM is least privilege: every action listed, each on its own resource;
+- the queue's visibility timeout outlives the longest dedup lease and 6x the function timeout.
+Properties moto ignores (TTL, PITR, SSE, architecture, alarms) are checked here, on the template itself.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from gdfwd_infra import FORWARDER, MEMBER_ROLE, REGION_RELAY, TABLE_DEFINITION, load_template
+
+LAMBDA_ENV = {
+    "DYNATRACE_OPENPIPELINE_SECURITY_ENDPOINT",
+    "AWS_SECRET_ARN",
+    "AWS_SECRET_KEY_NAME",
+    "DEDUP_TABLE_NAME",
+    "PAYLOAD_FORMAT",
+    "MAX_EVENTS_PER_SECOND",
+    "MAX_REQUESTS_PER_SECOND",
+    "MAX_CONCURRENCY",
+    "ALIAS_ROLE_NAME",
+    "ALIAS_EXTERNAL_ID",
+    "ENRICH",
+    "DEDUP_TTL_DAYS",
+    "DEDUP_LEASE_SECONDS",
+    "GDFWD_CA_FILE",
+    "LOG_LEVEL",
+}
+
+
+@pytest.fixture(scope="module")
+def fwd() -> dict:
+    return json.loads(json.dumps(load_template(FORWARDER)))
+
+
+def res(t: dict, name: str) -> dict:
+    return t["Resources"][name]["Properties"]
+
+
+def table_shape(props: dict) -> dict:
+    """CloudFormation/DynamoDB table properties in the shape of cloudformation/table-definition.json."""
+    types = {a["AttributeName"]: a["AttributeType"] for a in props["AttributeDefinitions"]}
+
+    def keys(schema: list[dict]) -> dict:
+        out = {}
+        for k in schema:
+            role = {"HASH": "partition_key", "RANGE": "sort_key"}[k["KeyType"]]
+            out[role] = {"name": k["AttributeName"], "type": types[k["AttributeName"]]}
+        return out
+
+    shape: dict[str, Any] = {"billing_mode": props["BillingMode"], **keys(props["KeySchema"])}
+    shape["global_secondary_indexes"] = [
+        {"name": g["IndexName"], **keys(g["KeySchema"]), "projection": g["Projection"]["ProjectionType"]}
+        for g in props.get("GlobalSecondaryIndexes", [])
+    ]
+    shape["ttl_attribute"] = props["TimeToLiveSpecification"]["AttributeName"]
+    # Every defined attribute must be a key of the table or an index (DynamoDB rejects unused definitions).
+    used = {shape["partition_key"]["name"], shape.get("sort_key", {}).get("name")}
+    for g in shape["global_secondary_indexes"]:
+        used |= {g["partition_key"]["name"], g.get("sort_key", {}).get("name")}
+    assert set(types) == used - {None}
+    return shape
+
+
+def test_table_matches_shared_definition(fwd: dict) -> None:
+    expected = json.loads(TABLE_DEFINITION.read_text())
+    assert table_shape(res(fwd, "DedupTable")) == expected
+
+
+def test_shared_definition_names_the_store_schema() -> None:
+    # The names gdfwd-store-dynamodb uses; a change here is a change of the stored data's schema.
+    d = json.loads(TABLE_DEFINITION.read_text())
+    assert d["partition_key"] == {"name": "pk", "type": "S"}
+    assert d["sort_key"] == {"name": "sk", "type": "S"}
+    assert d["global_secondary_indexes"] == [
+        {"name": "gsi1", "partition_key": {"name": "gsi1pk", "type": "S"}, "sort_key": {"name": "gsi1sk", "type": "S"}, "projection": "ALL"}
+    ]
+    assert d["ttl_attribute"] == "expires_at"
+    assert d["billing_mode"] == "PAY_PER_REQUEST"
+
+
+def test_table_protection(fwd: dict) -> None:
+    t = fwd["Resources"]["DedupTable"]
+    assert t["DeletionPolicy"] == "Retain" and t["UpdateReplacePolicy"] == "Retain"
+    p = t["Properties"]
+    assert p["TimeToLiveSpecification"]["Enabled"] is True
+    assert p["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert p["SSESpecification"]["SSEEnabled"] is True
+
+
+def test_dynatrace_parameter_names_and_defaults(fwd: dict) -> None:
+    params = fwd["Parameters"]
+    assert params["AwsSecretKeyName"]["Default"] == "DYNATRACE_OPENPIPELINE_INGEST_API_TOKEN"
+    # Dynatrace's documented command passes only these two; everything else must have a default
+    # except where the code comes from (their template inlines code, ours needs the bucket).
+    required = {k for k, v in params.items() if "Default" not in v}
+    assert required == {"AwsSecretArn", "DynatraceOpenPipelineEndpoint", "CodeS3Bucket"}
+    for name in [
+        "PayloadFormat", "MaxEventsPerSecond", "MaxRequestsPerSecond", "MaxConcurrency", "DedupTtlDays",
+        "AliasRoleName", "AliasExternalId", "MinSeverity", "Trigger", "CodeS3Key", "Architecture",
+        "LogRetentionDays", "AlarmTopicArn",
+    ]:
+        assert name in params, name
+    assert params["Trigger"]["Default"] == "sqs" and set(params["Trigger"]["AllowedValues"]) == {"sqs", "direct"}
+    assert params["Architecture"]["Default"] == "arm64"
+    assert params["AliasExternalId"].get("NoEcho") is True
+
+
+def test_function_environment_is_what_the_lambda_reads(fwd: dict) -> None:
+    fn = res(fwd, "ForwarderFunction")
+    assert set(fn["Environment"]["Variables"]) == LAMBDA_ENV
+    assert fn["Runtime"] == "provided.al2023"
+    assert fn["Handler"] == "bootstrap"
+    assert fn["Architectures"] == [{"Ref": "Architecture"}]
+    assert fn["Code"] == {"S3Bucket": {"Ref": "CodeS3Bucket"}, "S3Key": {"Ref": "CodeS3Key"}}
+
+
+def test_queue_timing(fwd: dict) -> None:
+    timeout = res(fwd, "ForwarderFunction")["Timeout"]
+    visibility = res(fwd, "FindingsQueue")["VisibilityTimeout"]
+    max_lease = fwd["Parameters"]["DedupLeaseSeconds"]["MaxValue"]
+    min_lease = fwd["Parameters"]["DedupLeaseSeconds"]["MinValue"]
+    assert visibility > max_lease, "a redelivered message must find an abandoned lease expired"
+    assert visibility >= 6 * timeout, "AWS: visibility timeout at least 6x the function timeout"
+    assert min_lease > timeout, "a lease must outlive the invocation holding it"
+
+
+def test_event_source_mapping(fwd: dict) -> None:
+    esm = res(fwd, "QueueEventSource")
+    assert esm["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert esm["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "MaxConcurrency"}}
+    assert fwd["Resources"]["QueueEventSource"]["Condition"] == "IsSqs"
+
+
+def test_direct_trigger_has_retries_dlq_and_on_failure_destination(fwd: dict) -> None:
+    targets = res(fwd, "FindingsRule")["Targets"]["Fn::If"]
+    assert targets[0] == "IsSqs"
+    direct = targets[2][0]
+    assert direct["Arn"] == {"Fn::GetAtt": ["ForwarderFunction", "Arn"]}
+    assert direct["RetryPolicy"]["MaximumRetryAttempts"] > 0
+    assert direct["DeadLetterConfig"]["Arn"] == {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
+    cfg = fwd["Resources"]["DirectInvokeConfig"]
+    assert cfg["Condition"] == "IsDirect"
+    assert cfg["Properties"]["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
+    assert fwd["Resources"]["DirectInvokePermission"]["Properties"]["Principal"] == "events.amazonaws.com"
+
+
+def _statements(fwd: dict) -> dict[str, dict]:
+    out = {}
+    for s in res(fwd, "ForwarderRole")["Policies"][0]["PolicyDocument"]["Statement"]:
+        if "Fn::If" in s:
+            s = s["Fn::If"][1]
+        out[s["Sid"]] = s
+    return out
+
+
+def test_iam_least_privilege(fwd: dict) -> None:
+    role = res(fwd, "ForwarderRole")
+    assert "ManagedPolicyArns" not in role
+    st = _statements(fwd)
+    assert st["MemberAccountAliasRole"]["Action"] == "sts:AssumeRole"
+    assert st["MemberAccountAliasRole"]["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:iam::*:role/${AliasRoleName}"}
+    assert st["IngestToken"] == {
+        "Sid": "IngestToken", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": {"Ref": "AwsSecretArn"}
+    }
+    assert st["DedupTableItems"]["Resource"] == [
+        {"Fn::GetAtt": ["DedupTable", "Arn"]},
+        {"Fn::Sub": "${DedupTable.Arn}/index/gsi1"},
+    ]
+    assert st["OwnLogGroup"]["Resource"] == {"Fn::GetAtt": ["ForwarderLogGroup", "Arn"]}
+    assert st["ConsumeFindingsQueue"]["Resource"] == {"Fn::GetAtt": ["FindingsQueue", "Arn"]}
+    assert sorted(st["AccountNames"]["Action"]) == ["iam:ListAccountAliases", "organizations:DescribeAccount"]
+    # Nothing else: each statement above is the whole policy.
+    assert set(st) == {
+        "OwnLogGroup", "DedupTableItems", "IngestToken", "MemberAccountAliasRole", "AccountNames",
+        "ConsumeFindingsQueue", "OnFailureDestination",
+    }
+
+
+def test_alarms_cover_dlq_errors_throttles_and_age(fwd: dict) -> None:
+    alarms = {
+        (p["Properties"]["Namespace"], p["Properties"]["MetricName"]): p
+        for p in fwd["Resources"].values()
+        if p["Type"] == "AWS::CloudWatch::Alarm"
+    }
+    assert set(alarms) == {
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
+        ("AWS/Lambda", "Errors"),
+        ("AWS/Lambda", "Throttles"),
+        ("AWS/SQS", "ApproximateAgeOfOldestMessage"),
+    }
+    for a in alarms.values():
+        assert a["Properties"]["AlarmActions"] == {
+            "Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]
+        }
+
+
+def test_outputs(fwd: dict) -> None:
+    assert {
+        "FunctionName", "FunctionArn", "FunctionRoleArn", "TableName", "TableArn", "QueueName", "QueueUrl",
+        "QueueArn", "DeadLetterQueueName", "DeadLetterQueueUrl", "DeadLetterQueueArn",
+    } <= set(fwd["Outputs"])
+
+
+def test_member_role_trusts_only_the_forwarder_role() -> None:
+    t = json.loads(json.dumps(load_template(MEMBER_ROLE)))
+    role = res(t, "AliasReaderRole")
+    [stmt] = role["AssumeRolePolicyDocument"]["Statement"]
+    assert stmt["Principal"] == {"AWS": {"Ref": "ForwarderRoleArn"}}
+    with_id, without_id = stmt["Condition"]["Fn::If"][1:]
+    assert without_id == {"StringEquals": {"aws:PrincipalOrgID": {"Ref": "OrganizationId"}}}
+    assert with_id == {
+        "StringEquals": {"aws:PrincipalOrgID": {"Ref": "OrganizationId"}, "sts:ExternalId": {"Ref": "AliasExternalId"}}
+    }
+    [policy] = role["Policies"]
+    assert [s["Action"] for s in policy["PolicyDocument"]["Statement"]] == ["iam:ListAccountAliases"]
+    assert "ManagedPolicyArns" not in role
+    assert role["RoleName"] == {"Ref": "AliasRoleName"}
+    assert t["Parameters"]["AliasRoleName"]["Default"] == json.loads(json.dumps(load_template(FORWARDER)))["Parameters"]["AliasRoleName"]["Default"]
+
+
+def test_relay_refuses_the_home_region() -> None:
+    t = json.loads(json.dumps(load_template(REGION_RELAY)))
+    [assertion] = t["Rules"]["NotTheHomeRegion"]["Assertions"]
+    assert assertion["Assert"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "HomeRegion"}, {"Ref": "AWS::Region"}]}]}
+
+
+@pytest.mark.parametrize("path", [FORWARDER, REGION_RELAY], ids=lambda p: p.name)
+def test_severity_floor_is_a_json_number(path) -> None:
+    t = json.loads(json.dumps(load_template(path)))
+    rule = next(r["Properties"] for r in t["Resources"].values() if r["Type"] == "AWS::Events::Rule")
+    pattern = rule["EventPattern"]
+    assert pattern["source"] == ["aws.guardduty"] and pattern["detail-type"] == ["GuardDuty Finding"]
+    floor = pattern["detail"]["Fn::If"][1]["severity"][0]["numeric"]
+    assert floor[0] == ">="
+    # Every branch of the nested Fn::If is a literal number (a Ref would become a string).
+    values, node = [], floor[1]
+    while isinstance(node, dict):
+        cond, a, node = node["Fn::If"]
+        values.append(a)
+    values.append(node)
+    assert values == [4, 7, 9] and all(isinstance(v, int) for v in values)
+    assert t["Parameters"]["MinSeverity"]["AllowedValues"] == ["0", "4", "7", "9"]
+
+
+@pytest.mark.parametrize(("policy", "queue"), [("FindingsQueuePolicy", "FindingsQueue"), ("DeadLetterQueuePolicy", "DeadLetterQueue")])
+def test_queue_policies_admit_only_the_rule(fwd: dict, policy: str, queue: str) -> None:
+    p = res(fwd, policy)
+    assert p["Queues"] == [{"Ref": queue}]
+    [stmt] = p["PolicyDocument"]["Statement"]
+    assert stmt["Principal"] == {"Service": "events.amazonaws.com"}
+    assert stmt["Action"] == "sqs:SendMessage"
+    assert stmt["Resource"] == {"Fn::GetAtt": [queue, "Arn"]}
+    assert stmt["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["FindingsRule", "Arn"]}}}
