@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cfnlint.api import ManualArgs, lint_file
 
 from gdfwd_infra import ALL_TEMPLATES, FIXTURES, FORWARDER, REGION_RELAY, RULES_DIR, load_template
 
@@ -24,18 +25,18 @@ BAD = sorted((FIXTURES / "bad").glob("*.yaml"))
 
 
 def lint(path: Path) -> list[dict]:
-    """cfn-lint with our rules appended; returns its findings (JSON format)."""
-    proc = subprocess.run(
+    """cfn-lint (in process) with our rules appended; its findings as cfn-lint's JSON format has them."""
+    matches = lint_file(path, ManualArgs(append_rules=[str(RULES_DIR)]))
+    return [{"Rule": {"Id": m.rule.id}, "Message": m.message} for m in matches]
+
+
+def lint_cli(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [*CFN_LINT, "--append-rules", str(RULES_DIR), "--format", "json", "--", str(path)],
         capture_output=True,
         text=True,
         check=False,
     )
-    assert proc.stdout.strip(), f"cfn-lint printed nothing (exit {proc.returncode}): {proc.stderr}"
-    findings = json.loads(proc.stdout)
-    # cfn-lint exits non-zero exactly when it reports something.
-    assert (proc.returncode == 0) == (findings == []), (proc.returncode, findings)
-    return findings
 
 
 def ids(findings: list[dict]) -> set[str]:
@@ -46,6 +47,15 @@ def ids(findings: list[dict]) -> set[str]:
 def test_every_template_is_clean(template: Path) -> None:
     findings = lint(template)
     assert findings == [], json.dumps(findings, indent=1)
+
+
+def test_cli_exit_status_follows_the_rules() -> None:
+    # scripts/check-infra relies on the command line: non-zero with a gdfwd finding, zero without.
+    bad = lint_cli(FIXTURES / "bad" / "E9103-table-no-pitr.yaml")
+    assert bad.returncode != 0
+    assert [f["Rule"]["Id"] for f in json.loads(bad.stdout)] == ["E9103"]
+    good = lint_cli(FORWARDER)
+    assert (good.returncode, json.loads(good.stdout)) == (0, [])
 
 
 def test_all_templates_are_checked() -> None:
