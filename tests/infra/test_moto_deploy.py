@@ -14,6 +14,7 @@ import json
 from gdfwd_infra import (
     ENDPOINT,
     FORWARDER,
+    REPO,
     HOME_REGION,
     MEMBER_ROLE,
     REGION_RELAY,
@@ -281,3 +282,21 @@ def test_member_alias_role_in_two_member_accounts(new_account) -> None:
     # The role lives in the member accounts only.
     admin_roles = [r["RoleName"] for r in admin.client("iam").list_roles()["Roles"]]
     assert "gdfwd-account-alias-reader" not in admin_roles
+
+
+def test_relay_stackset_roles_chain(new_account) -> None:
+    acct = new_account()
+    out = acct.deploy(unique("gdfwd-ssroles"), REPO / "stacksets" / "relay-stackset-roles.yaml", {})
+    iam = acct.client("iam")
+    admin = iam.get_role(RoleName="gdfwd-relay-stackset-administration")["Role"]
+    assert admin["Arn"] == out["AdministrationRoleArn"]
+    assert admin["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "cloudformation.amazonaws.com"}
+    [assume] = _policy_statements(iam, "gdfwd-relay-stackset-administration")
+    assert assume["Resource"] == f"arn:aws:iam::{acct.account_id}:role/gdfwd-relay-stackset-execution"
+    execution = iam.get_role(RoleName=out["ExecutionRoleName"])["Role"]
+    assert execution["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"AWS": admin["Arn"]}
+    grants = _policy_statements(iam, out["ExecutionRoleName"])
+    # Every grant but the template validation is confined to this account's StackSet-* resources.
+    for g in grants:
+        if g["Sid"] != "TemplateChecks":
+            assert g["Resource"].split(":")[4] in ("", acct.account_id) and "StackSet-*" in g["Resource"], g
