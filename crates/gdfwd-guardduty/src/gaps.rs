@@ -1,0 +1,379 @@
+//! `gdfwd audit gaps`: the finding versions GuardDuty holds that the store never recorded as sent,
+//! with the reason when the store knows one, and `backfill --only-gaps` to send exactly those.
+//!
+//! GuardDuty keeps only the latest version of each finding, so a gap is "the store has no `sent`
+//! record for this `updatedAt` or a newer one". The reason comes from the finding's store
+//! history: never seen at all, seen only in older versions, failed (with the last error),
+//! pending under a lease, or suppressed as stale.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use gdfwd_core::pipeline::{Pipeline, Summary};
+use gdfwd_core::store::{FindingHistory, HistoryKind, StateStore, Status};
+use gdfwd_model::{Finding, Item, Timestamp, parse_value};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::backfill::StopFn;
+use crate::client::GuardDutyClient;
+use crate::error::GuardDutyError;
+use crate::query::FindingQuery;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GapReason {
+    /// The store has no record of the finding.
+    NeverSeen,
+    /// The store knows older versions only.
+    VersionNeverSeen,
+    /// Sending this version failed (released with a reason).
+    Failed,
+    /// Claimed under a lease, not committed (in flight, or a killed run).
+    Pending,
+    /// Suppressed because a newer version was claimed, which was not sent either.
+    Stale,
+}
+
+impl GapReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NeverSeen => "never seen",
+            Self::VersionNeverSeen => "version never seen",
+            Self::Failed => "failed",
+            Self::Pending => "pending",
+            Self::Stale => "stale",
+        }
+    }
+}
+
+/// One unsent finding version.
+#[derive(Debug, Clone)]
+pub struct Gap {
+    pub finding: Finding,
+    pub reason: GapReason,
+    /// The store's detail: last error, lease end, newest version seen.
+    pub detail: Option<String>,
+}
+
+/// The output row of a gap (`--output json|csv|table`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GapRow {
+    pub region: String,
+    pub account_id: String,
+    pub finding_id: String,
+    pub updated_at: String,
+    pub severity: Option<f64>,
+    pub finding_type: Option<String>,
+    pub reason: GapReason,
+    pub detail: Option<String>,
+}
+
+impl Gap {
+    pub fn row(&self) -> GapRow {
+        let f = &self.finding;
+        GapRow {
+            region: f.region.clone(),
+            account_id: f.account_id.clone(),
+            finding_id: f.id.clone(),
+            updated_at: f.updated_at.to_rfc3339(),
+            severity: f.severity(),
+            finding_type: f.finding_type().map(str::to_owned),
+            reason: self.reason,
+            detail: self.detail.clone(),
+        }
+    }
+}
+
+/// What a gaps scan found.
+#[derive(Debug, Clone, Default)]
+pub struct GapsReport {
+    pub gaps: Vec<Gap>,
+    /// Findings GuardDuty returned for the query.
+    pub checked: u64,
+    /// Of those, already sent.
+    pub covered: u64,
+    /// (region, error) for regions that could not be scanned completely.
+    pub errors: Vec<(String, String)>,
+    pub interrupted: bool,
+}
+
+/// Classifies GuardDuty's version `version` of a finding against its store history;
+/// `None` when that version (or a newer one) was sent.
+pub fn classify(
+    history: Option<&FindingHistory>,
+    version: Timestamp,
+) -> Option<(GapReason, Option<String>)> {
+    let Some(h) = history else {
+        return Some((GapReason::NeverSeen, None));
+    };
+    let r = &h.record;
+    let sent = h
+        .entries
+        .iter()
+        .any(|e| matches!(e.kind, HistoryKind::Sent { .. }) && e.version >= version)
+        || (r.status == Status::Sent && r.latest_version >= version);
+    if sent {
+        return None;
+    }
+    if r.latest_version == version {
+        match r.status {
+            Status::Pending => {
+                return Some((
+                    GapReason::Pending,
+                    r.lease_until.map(|t| format!("lease until {t}")),
+                ));
+            }
+            Status::Failed => return Some((GapReason::Failed, r.last_error.clone())),
+            Status::Sent => {}
+        }
+    }
+    let last_for_version = h.entries.iter().rev().find(|e| e.version == version);
+    match last_for_version.map(|e| &e.kind) {
+        Some(HistoryKind::Failed { reason }) => Some((GapReason::Failed, Some(reason.clone()))),
+        Some(HistoryKind::Stale { newest }) => Some((
+            GapReason::Stale,
+            Some(format!("newer version {newest} was claimed but not sent")),
+        )),
+        Some(HistoryKind::Claimed | HistoryKind::Duplicate) => Some((GapReason::Pending, None)),
+        Some(HistoryKind::Sent { .. }) => None,
+        None if r.latest_version > version => Some((
+            GapReason::Stale,
+            Some(format!(
+                "store saw newer version {} ({})",
+                r.latest_version,
+                r.status.as_str()
+            )),
+        )),
+        None => Some((
+            GapReason::VersionNeverSeen,
+            Some(format!("store last saw version {}", r.latest_version)),
+        )),
+    }
+}
+
+/// Lists the query's findings in `regions` and classifies each against the store.
+pub async fn find_gaps(
+    client: Arc<GuardDutyClient>,
+    store: Arc<dyn StateStore>,
+    query: &FindingQuery,
+    regions: &[String],
+    concurrency: usize,
+    stop: StopFn,
+) -> GapsReport {
+    let per_region: Vec<(String, Result<(Vec<Gap>, u64, u64), GuardDutyError>)> =
+        futures::stream::iter(regions.to_vec())
+            .map(|region| {
+                let client = client.clone();
+                let store = store.clone();
+                let stop = stop.clone();
+                async move {
+                    let r = scan_region(&client, &store, query, &region, stop).await;
+                    (region, r)
+                }
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+    let mut report = GapsReport {
+        interrupted: stop(),
+        ..GapsReport::default()
+    };
+    let mut per_region = per_region;
+    per_region.sort_by(|a, b| a.0.cmp(&b.0));
+    for (region, r) in per_region {
+        match r {
+            Ok((gaps, checked, covered)) => {
+                report.gaps.extend(gaps);
+                report.checked += checked;
+                report.covered += covered;
+            }
+            Err(e) => report.errors.push((region, e.to_string())),
+        }
+    }
+    report
+}
+
+async fn scan_region(
+    client: &Arc<GuardDutyClient>,
+    store: &Arc<dyn StateStore>,
+    query: &FindingQuery,
+    region: &str,
+    stop: StopFn,
+) -> Result<(Vec<Gap>, u64, u64), GuardDutyError> {
+    let mut gaps = Vec::new();
+    let (mut checked, mut covered) = (0u64, 0u64);
+    for detector in client.list_detectors(region).await? {
+        let mut token: Option<String> = None;
+        let mut seen = HashSet::new();
+        let criteria = query.criteria(query.since);
+        loop {
+            if stop() {
+                return Ok((gaps, checked, covered));
+            }
+            let page = client
+                .list_findings(region, &detector, &criteria, true, token.as_deref())
+                .await?;
+            let fetched = if page.ids.is_empty() {
+                Vec::new()
+            } else {
+                client.get_findings(region, &detector, &page.ids).await?
+            };
+            for m in fetched {
+                for item in parse_value(Value::Object(m)) {
+                    let Ok(Item::Finding(f)) = item else { continue };
+                    if !query.admits(&f) {
+                        continue;
+                    }
+                    checked += 1;
+                    let history = store.history(&f.id).await?;
+                    match classify(history.as_ref(), f.updated_at) {
+                        None => covered += 1,
+                        Some((reason, detail)) => gaps.push(Gap {
+                            finding: *f,
+                            reason,
+                            detail,
+                        }),
+                    }
+                }
+            }
+            match page.next_token {
+                None => break,
+                Some(t) if !seen.insert(t.clone()) => {
+                    return Err(GuardDutyError::RepeatedPageToken {
+                        region: region.to_owned(),
+                        detector,
+                        token: t,
+                    });
+                }
+                Some(t) => token = Some(t),
+            }
+        }
+    }
+    gaps.sort_by(|a, b| a.finding.updated_at.cmp(&b.finding.updated_at));
+    Ok((gaps, checked, covered))
+}
+
+/// Sends the gaps' findings through the pipeline (claims still decide: a gap another process
+/// filled meanwhile is a duplicate). Stops between batches when `stop` says so.
+pub async fn send_gaps(
+    pipeline: &Pipeline,
+    gaps: &[Gap],
+    send_budget: Duration,
+    stop: StopFn,
+) -> (Summary, bool) {
+    let mut summary = Summary::default();
+    let findings: Vec<Finding> = gaps.iter().map(|g| g.finding.clone()).collect();
+    for chunk in findings.chunks(crate::client::PAGE_SIZE) {
+        if stop() {
+            return (summary, true);
+        }
+        let report = pipeline
+            .process(chunk, Some(Instant::now() + send_budget))
+            .await;
+        summary.merge(&report.summary);
+    }
+    (summary, false)
+}
+
+/// `--output` of `audit gaps`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+impl std::str::FromStr for OutputFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "table" => Ok(Self::Table),
+            "json" => Ok(Self::Json),
+            "csv" => Ok(Self::Csv),
+            other => Err(format!(
+                "unknown output {other:?}: expected table, json or csv"
+            )),
+        }
+    }
+}
+
+const HEADERS: [&str; 8] = [
+    "region",
+    "account_id",
+    "finding_id",
+    "updated_at",
+    "severity",
+    "type",
+    "reason",
+    "detail",
+];
+
+fn cells(r: &GapRow) -> [String; 8] {
+    [
+        r.region.clone(),
+        r.account_id.clone(),
+        r.finding_id.clone(),
+        r.updated_at.clone(),
+        r.severity.map(|s| s.to_string()).unwrap_or_default(),
+        r.finding_type.clone().unwrap_or_default(),
+        r.reason.as_str().to_owned(),
+        r.detail.clone().unwrap_or_default(),
+    ]
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+/// Renders gaps for the terminal or a file.
+pub fn render(gaps: &[Gap], format: OutputFormat) -> String {
+    let rows: Vec<GapRow> = gaps.iter().map(Gap::row).collect();
+    match format {
+        OutputFormat::Json => {
+            serde_json::to_string_pretty(&rows).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+                + "\n"
+        }
+        OutputFormat::Csv => {
+            let mut out = HEADERS.join(",") + "\n";
+            for r in &rows {
+                let line: Vec<String> = cells(r).iter().map(|c| csv_field(c)).collect();
+                out.push_str(&line.join(","));
+                out.push('\n');
+            }
+            out
+        }
+        OutputFormat::Table => {
+            let table: Vec<[String; 8]> = rows.iter().map(cells).collect();
+            let mut widths = HEADERS.map(str::len);
+            for row in &table {
+                for (w, c) in widths.iter_mut().zip(row) {
+                    *w = (*w).max(c.chars().count());
+                }
+            }
+            let fmt_row = |cells: &[String]| {
+                cells
+                    .iter()
+                    .zip(widths)
+                    .map(|(c, w)| format!("{c:<w$}"))
+                    .collect::<Vec<_>>()
+                    .join("  ")
+                    .trim_end()
+                    .to_owned()
+                    + "\n"
+            };
+            let header: Vec<String> = HEADERS.iter().map(|h| h.to_uppercase()).collect();
+            let mut out = fmt_row(&header);
+            for row in &table {
+                out.push_str(&fmt_row(row));
+            }
+            out
+        }
+    }
+}
