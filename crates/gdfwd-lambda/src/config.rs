@@ -1,0 +1,437 @@
+//! The function's configuration, read once at init from environment variables.
+//!
+//! Parsing is a pure function from a map of variables to a [`Config`] (or a [`ConfigError`] that
+//! names the variable), so every rule is unit-tested without touching the process environment, and
+//! a misconfigured function fails at init with one clear line instead of failing every invocation.
+//!
+//! Names follow Dynatrace's own CloudFormation template where it has one
+//! (`DYNATRACE_OPENPIPELINE_SECURITY_ENDPOINT`, `AWS_SECRET_ARN`, `AWS_SECRET_KEY_NAME`); the rest
+//! are the ones `cloudformation/forwarder.yaml` sets. An empty value counts as unset, because
+//! CloudFormation passes empty strings for optional parameters left blank.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gdfwd_model::Format;
+
+pub const ENDPOINT: &str = "DYNATRACE_OPENPIPELINE_SECURITY_ENDPOINT";
+pub const SECRET_ARN: &str = "AWS_SECRET_ARN";
+pub const SECRET_KEY_NAME: &str = "AWS_SECRET_KEY_NAME";
+pub const DEDUP_TABLE_NAME: &str = "DEDUP_TABLE_NAME";
+pub const PAYLOAD_FORMAT: &str = "PAYLOAD_FORMAT";
+pub const MAX_EVENTS_PER_SECOND: &str = "MAX_EVENTS_PER_SECOND";
+pub const MAX_REQUESTS_PER_SECOND: &str = "MAX_REQUESTS_PER_SECOND";
+pub const MAX_CONCURRENCY: &str = "MAX_CONCURRENCY";
+pub const ALIAS_ROLE_NAME: &str = "ALIAS_ROLE_NAME";
+pub const ALIAS_EXTERNAL_ID: &str = "ALIAS_EXTERNAL_ID";
+pub const ENRICH: &str = "ENRICH";
+pub const DEDUP_TTL_DAYS: &str = "DEDUP_TTL_DAYS";
+pub const DEDUP_LEASE_SECONDS: &str = "DEDUP_LEASE_SECONDS";
+pub const CA_FILE: &str = "GDFWD_CA_FILE";
+pub const LOG_LEVEL: &str = "LOG_LEVEL";
+
+/// Dynatrace's template default for the JSON key inside the secret.
+pub const DEFAULT_SECRET_KEY_NAME: &str = "DYNATRACE_OPENPIPELINE_INGEST_API_TOKEN";
+/// The role the member-alias-role StackSet creates.
+pub const DEFAULT_ALIAS_ROLE_NAME: &str = "gdfwd-account-alias-reader";
+
+/// Everything the function needs, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The OpenPipeline security events URL (https, or http to a loopback address for tests).
+    pub endpoint: String,
+    /// Secrets Manager secret holding the ingest token.
+    pub secret_arn: String,
+    /// JSON key inside the secret whose value is the token.
+    pub secret_key_name: String,
+    /// DynamoDB dedup/audit table.
+    pub dedup_table: String,
+    pub format: Format,
+    pub max_events_per_second: u32,
+    pub max_requests_per_second: u32,
+    /// The event source mapping's maximum concurrency (how many instances share the rate limits).
+    pub max_concurrency: u32,
+    pub enrich: bool,
+    pub alias_role_name: String,
+    /// Kept out of `Debug`-printed logs by [`Config::summary`]; it is a shared secret of sorts.
+    pub alias_external_id: Option<String>,
+    /// How long dedup records are kept after their last update.
+    pub dedup_retention: Duration,
+    /// Claim lease while a finding version is being sent.
+    pub dedup_lease: Duration,
+    /// Extra trusted CA (PEM), for TLS-inspecting egress proxies.
+    pub ca_file: Option<PathBuf>,
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    pub log_level: String,
+}
+
+/// A variable is missing or its value is unusable. The message names the variable, the value
+/// (never for secrets: none of the variables holds one) and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{var}: {message}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub message: String,
+}
+
+fn err(var: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var,
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(&std::env::vars().collect())
+    }
+
+    /// Reads the configuration from `vars` (a copy of the environment).
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| {
+            vars.get(name)
+                .map(|v| v.trim())
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        let required = |name: &'static str, what: &str| {
+            get(name).ok_or_else(|| err(name, format!("is not set: {what}")))
+        };
+
+        let endpoint = required(ENDPOINT, "the Dynatrace OpenPipeline security events URL")?;
+        check_endpoint(&endpoint)?;
+        let secret_arn = required(SECRET_ARN, "the ARN of the secret holding the ingest token")?;
+        if !secret_arn.starts_with("arn:") {
+            return Err(err(
+                SECRET_ARN,
+                format!(
+                    "expected a Secrets Manager secret ARN (arn:aws:secretsmanager:...), got {secret_arn:?}"
+                ),
+            ));
+        }
+        let secret_key_name =
+            get(SECRET_KEY_NAME).unwrap_or_else(|| DEFAULT_SECRET_KEY_NAME.to_owned());
+        let dedup_table = required(DEDUP_TABLE_NAME, "the DynamoDB dedup table name")?;
+        if !valid_table_name(&dedup_table) {
+            return Err(err(
+                DEDUP_TABLE_NAME,
+                format!(
+                    "{dedup_table:?} is not a DynamoDB table name (3-255 of A-Z a-z 0-9 _ - .)"
+                ),
+            ));
+        }
+        let format = match get(PAYLOAD_FORMAT) {
+            None => Format::Raw,
+            Some(v) => v.parse().map_err(|e: String| err(PAYLOAD_FORMAT, e))?,
+        };
+        let max_events_per_second = number(&get, MAX_EVENTS_PER_SECOND, 100, 1, 1_000_000)?;
+        let max_requests_per_second = number(&get, MAX_REQUESTS_PER_SECOND, 10, 1, 100_000)?;
+        let max_concurrency = number(&get, MAX_CONCURRENCY, 2, 1, 1000)?;
+        let enrich = match get(ENRICH) {
+            None => true,
+            Some(v) => match v.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => true,
+                "false" | "0" | "no" | "off" => false,
+                _ => return Err(err(ENRICH, format!("expected true or false, got {v:?}"))),
+            },
+        };
+        let alias_role_name =
+            get(ALIAS_ROLE_NAME).unwrap_or_else(|| DEFAULT_ALIAS_ROLE_NAME.to_owned());
+        if !valid_role_name(&alias_role_name) {
+            return Err(err(
+                ALIAS_ROLE_NAME,
+                format!(
+                    "{alias_role_name:?} is not an IAM role name (1-64 of A-Z a-z 0-9 +=,.@_-)"
+                ),
+            ));
+        }
+        let alias_external_id = get(ALIAS_EXTERNAL_ID);
+        let ttl_days = number(&get, DEDUP_TTL_DAYS, 90, 1, 3650)?;
+        let lease_seconds = number(&get, DEDUP_LEASE_SECONDS, 300, 1, 3600)?;
+        let ca_file = get(CA_FILE).map(PathBuf::from);
+        if let Some(path) = &ca_file {
+            // Checked here, not when the HTTP client is built, so the error names the variable.
+            if !path.is_file() {
+                return Err(err(
+                    CA_FILE,
+                    format!("{} is not a readable file", path.display()),
+                ));
+            }
+        }
+        let log_level = get(LOG_LEVEL)
+            .unwrap_or_else(|| "info".to_owned())
+            .to_ascii_lowercase();
+        if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
+            return Err(err(
+                LOG_LEVEL,
+                format!("expected error, warn, info, debug or trace, got {log_level:?}"),
+            ));
+        }
+
+        Ok(Self {
+            endpoint,
+            secret_arn,
+            secret_key_name,
+            dedup_table,
+            format,
+            max_events_per_second,
+            max_requests_per_second,
+            max_concurrency,
+            enrich,
+            alias_role_name,
+            alias_external_id,
+            dedup_retention: Duration::from_secs(u64::from(ttl_days) * 86_400),
+            dedup_lease: Duration::from_secs(u64::from(lease_seconds)),
+            ca_file,
+            log_level,
+        })
+    }
+
+    /// The settings as a JSON object for the init log line (the external id is only said to be
+    /// set, not shown).
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "endpoint": self.endpoint,
+            "secret_arn": self.secret_arn,
+            "secret_key_name": self.secret_key_name,
+            "dedup_table": self.dedup_table,
+            "format": self.format.to_string(),
+            "max_events_per_second": self.max_events_per_second,
+            "max_requests_per_second": self.max_requests_per_second,
+            "max_concurrency": self.max_concurrency,
+            "enrich": self.enrich,
+            "alias_role_name": self.alias_role_name,
+            "alias_external_id_set": self.alias_external_id.is_some(),
+            "dedup_ttl_days": self.dedup_retention.as_secs() / 86_400,
+            "dedup_lease_seconds": self.dedup_lease.as_secs(),
+            "ca_file": self.ca_file.as_ref().map(|p| p.display().to_string()),
+            "log_level": self.log_level,
+        })
+    }
+}
+
+fn number(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: u32,
+    min: u32,
+    max: u32,
+) -> Result<u32, ConfigError> {
+    let Some(v) = get(var) else {
+        return Ok(default);
+    };
+    match v.parse::<u32>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(err(
+            var,
+            format!("expected a whole number from {min} to {max}, got {v:?}"),
+        )),
+    }
+}
+
+/// `https://host/...`; plain `http://` only to a loopback host (tests, local benchmarks): the token
+/// must never travel unencrypted over a network.
+fn check_endpoint(url: &str) -> Result<(), ConfigError> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| err(ENDPOINT, format!("expected an https:// URL, got {url:?}")))?;
+    let host_port = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.rsplit_once(':').map_or(host_port, |(h, _)| h),
+    };
+    if host.is_empty() {
+        return Err(err(ENDPOINT, format!("no host in {url:?}")));
+    }
+    match scheme.to_ascii_lowercase().as_str() {
+        "https" => Ok(()),
+        "http" if matches!(host, "127.0.0.1" | "localhost" | "::1") => Ok(()),
+        _ => Err(err(
+            ENDPOINT,
+            format!("expected an https:// URL (http only to 127.0.0.1/localhost), got {url:?}"),
+        )),
+    }
+}
+
+fn valid_table_name(s: &str) -> bool {
+    (3..=255).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+fn valid_role_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'+' | b'=' | b',' | b'.' | b'@' | b'_' | b'-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:dt-token-AbCdEf";
+
+    fn minimal() -> HashMap<String, String> {
+        [
+            (
+                ENDPOINT,
+                "https://abc12345.live.dynatrace.com/platform/ingest/v1/security.events",
+            ),
+            (SECRET_ARN, ARN),
+            (DEDUP_TABLE_NAME, "gdfwd-dedup"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    fn with(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        let mut m = minimal();
+        for (k, v) in pairs {
+            m.insert((*k).to_owned(), (*v).to_owned());
+        }
+        m
+    }
+
+    fn error_of(vars: &HashMap<String, String>) -> ConfigError {
+        Config::from_vars(vars).expect_err("config should be refused")
+    }
+
+    #[test]
+    fn minimal_config_takes_the_template_defaults() {
+        let c = Config::from_vars(&minimal()).expect("valid");
+        assert_eq!(c.secret_key_name, DEFAULT_SECRET_KEY_NAME);
+        assert_eq!(c.format, Format::Raw);
+        assert_eq!(c.max_events_per_second, 100);
+        assert_eq!(c.max_requests_per_second, 10);
+        assert_eq!(c.max_concurrency, 2);
+        assert!(c.enrich);
+        assert_eq!(c.alias_role_name, DEFAULT_ALIAS_ROLE_NAME);
+        assert_eq!(c.alias_external_id, None);
+        assert_eq!(c.dedup_retention, Duration::from_secs(90 * 86_400));
+        assert_eq!(c.dedup_lease, Duration::from_secs(300));
+        assert_eq!(c.ca_file, None);
+        assert_eq!(c.log_level, "info");
+    }
+
+    #[test]
+    fn every_variable_is_read() {
+        let ca = tempfile_path();
+        let c = Config::from_vars(&with(&[
+            (SECRET_KEY_NAME, "token"),
+            (PAYLOAD_FORMAT, "Semantic"),
+            (MAX_EVENTS_PER_SECOND, "250"),
+            (MAX_REQUESTS_PER_SECOND, "20"),
+            (MAX_CONCURRENCY, "5"),
+            (ENRICH, "false"),
+            (ALIAS_ROLE_NAME, "reader-role"),
+            (ALIAS_EXTERNAL_ID, "ext-123"),
+            (DEDUP_TTL_DAYS, "7"),
+            (DEDUP_LEASE_SECONDS, "2"),
+            (CA_FILE, ca.to_str().expect("utf-8 path")),
+            (LOG_LEVEL, "DEBUG"),
+        ]))
+        .expect("valid");
+        assert_eq!(c.secret_key_name, "token");
+        assert_eq!(c.format, Format::Semantic);
+        assert_eq!(c.max_events_per_second, 250);
+        assert_eq!(c.max_requests_per_second, 20);
+        assert_eq!(c.max_concurrency, 5);
+        assert!(!c.enrich);
+        assert_eq!(c.alias_role_name, "reader-role");
+        assert_eq!(c.alias_external_id.as_deref(), Some("ext-123"));
+        assert_eq!(c.dedup_retention, Duration::from_secs(7 * 86_400));
+        assert_eq!(c.dedup_lease, Duration::from_secs(2));
+        assert_eq!(c.ca_file.as_deref(), Some(ca.as_path()));
+        assert_eq!(c.log_level, "debug");
+        assert_eq!(c.summary()["alias_external_id_set"], true);
+        assert!(!c.summary().to_string().contains("ext-123"));
+    }
+
+    fn tempfile_path() -> PathBuf {
+        // The crate's own manifest: a file that exists wherever the tests run.
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")
+    }
+
+    #[test]
+    fn missing_required_variables_are_named() {
+        for var in [ENDPOINT, SECRET_ARN, DEDUP_TABLE_NAME] {
+            let mut vars = minimal();
+            vars.remove(var);
+            let e = error_of(&vars);
+            assert_eq!(e.var, var);
+            assert!(
+                e.to_string().starts_with(&format!("{var}: is not set")),
+                "{e}"
+            );
+            // Blank counts as unset.
+            vars.insert(var.to_owned(), "  ".to_owned());
+            assert_eq!(error_of(&vars).var, var);
+        }
+    }
+
+    #[test]
+    fn blank_optional_variables_take_defaults() {
+        let c = Config::from_vars(&with(&[
+            (ALIAS_EXTERNAL_ID, ""),
+            (CA_FILE, ""),
+            (PAYLOAD_FORMAT, ""),
+        ]))
+        .expect("valid");
+        assert_eq!(c.alias_external_id, None);
+        assert_eq!(c.ca_file, None);
+        assert_eq!(c.format, Format::Raw);
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_variable_and_value() {
+        for (var, value) in [
+            (ENDPOINT, "abc12345.live.dynatrace.com"),
+            (ENDPOINT, "http://abc12345.live.dynatrace.com/x"),
+            (ENDPOINT, "https:///path"),
+            (ENDPOINT, "ftp://localhost/x"),
+            (SECRET_ARN, "dt-token"),
+            (DEDUP_TABLE_NAME, "a"),
+            (DEDUP_TABLE_NAME, "bad name"),
+            (PAYLOAD_FORMAT, "json"),
+            (MAX_EVENTS_PER_SECOND, "0"),
+            (MAX_EVENTS_PER_SECOND, "ten"),
+            (MAX_REQUESTS_PER_SECOND, "-1"),
+            (MAX_CONCURRENCY, "1001"),
+            (ENRICH, "maybe"),
+            (ALIAS_ROLE_NAME, "role/with/slash"),
+            (DEDUP_TTL_DAYS, "3651"),
+            (DEDUP_LEASE_SECONDS, "0"),
+            (DEDUP_LEASE_SECONDS, "1.5"),
+            (CA_FILE, "/nonexistent/ca.pem"),
+            (LOG_LEVEL, "verbose"),
+        ] {
+            let e = error_of(&with(&[(var, value)]));
+            assert_eq!(e.var, var, "{var}={value}: {e}");
+            let shown = e.to_string();
+            assert!(shown.starts_with(var), "{shown}");
+            assert!(
+                shown.contains(value.trim_start_matches('-')) || var == ENDPOINT,
+                "the message quotes the value: {shown}"
+            );
+        }
+    }
+
+    #[test]
+    fn http_is_allowed_to_loopback_only() {
+        for url in [
+            "http://127.0.0.1:8080/platform/ingest/v1/security.events",
+            "http://localhost/x",
+            "http://[::1]:9/x",
+        ] {
+            Config::from_vars(&with(&[(ENDPOINT, url)])).expect(url);
+        }
+        assert_eq!(
+            error_of(&with(&[(ENDPOINT, "http://10.0.0.1/x")])).var,
+            ENDPOINT
+        );
+    }
+}

@@ -1,0 +1,2 @@
+//! `bootstrap` (work in progress).
+fn main() {}

@@ -1,0 +1,550 @@
+//! The handler without the runtime: real SQLite state store in a temp dir, an in-test sink that
+//! records what it was given and fails what a test tells it to, and an in-test account resolver.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use gdfwd_core::SystemClock;
+use gdfwd_core::enrich::{AccountResolver, EnrichStats};
+use gdfwd_core::sink::{EventOutcome, OutEvent, SendReport, SendStats, Sink};
+use gdfwd_core::store::StateStore;
+use gdfwd_lambda::handler::send_margin;
+use gdfwd_lambda::{Handler, HandlerError, Invocation, Shape};
+use gdfwd_model::{Enrichment, Format};
+use gdfwd_store_sqlite::SqliteStore;
+use serde_json::{Value, json};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/guardduty")
+}
+
+/// The generated EventBridge events, one per line (60 findings in 2 versions, with redeliveries).
+fn eventbridge_lines() -> Vec<Value> {
+    let text = std::fs::read_to_string(
+        fixtures().join("generated/eventbridge-60-findings-with-updates.ndjson"),
+    )
+    .expect("fixture");
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("fixture line is JSON"))
+        .collect()
+}
+
+fn finding_id(event: &Value) -> String {
+    event["detail"]["id"]
+        .as_str()
+        .expect("detail.id")
+        .to_owned()
+}
+
+/// Distinct (finding id, updatedAt) events, first occurrence of each, newest versions only after
+/// older ones: the first `n` distinct versions in file order.
+fn distinct_events(n: usize) -> Vec<Value> {
+    let mut seen = HashSet::new();
+    let mut ids = HashSet::new();
+    let mut out = Vec::new();
+    for e in eventbridge_lines() {
+        let key = (finding_id(&e), e["detail"]["updatedAt"].to_string());
+        // One version per finding, so "stale" never enters tests that do not ask for it.
+        if ids.contains(&key.0) || !seen.insert(key.clone()) {
+            continue;
+        }
+        ids.insert(key.0);
+        out.push(e);
+        if out.len() == n {
+            break;
+        }
+    }
+    out
+}
+
+fn sqs_record(id: &str, body: &str) -> Value {
+    json!({
+        "messageId": id,
+        "receiptHandle": format!("rh-{id}"),
+        "body": body,
+        "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1700000000000"},
+        "messageAttributes": {},
+        "md5OfBody": "",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:gdfwd-findings",
+        "awsRegion": "us-east-1"
+    })
+}
+
+fn sqs_batch(records: &[(String, String)]) -> Value {
+    json!({"Records": records.iter().map(|(id, body)| sqs_record(id, body)).collect::<Vec<_>>()})
+}
+
+fn failures(resp: &Value) -> Vec<String> {
+    let mut v: Vec<String> = resp["batchItemFailures"]
+        .as_array()
+        .expect("batchItemFailures array")
+        .iter()
+        .map(|f| {
+            f["itemIdentifier"]
+                .as_str()
+                .expect("itemIdentifier")
+                .to_owned()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[derive(Debug, Default)]
+struct FakeSink {
+    sent: Mutex<Vec<OutEvent>>,
+    /// Events whose JSON contains the key get this outcome instead of being sent.
+    fail: Mutex<HashMap<String, EventOutcome>>,
+    deadlines: Mutex<Vec<Option<Instant>>>,
+}
+
+impl FakeSink {
+    fn fail(&self, needle: &str, outcome: EventOutcome) {
+        self.fail
+            .lock()
+            .expect("lock")
+            .insert(needle.to_owned(), outcome);
+    }
+    fn heal(&self) {
+        self.fail.lock().expect("lock").clear();
+    }
+    fn sent(&self) -> Vec<OutEvent> {
+        self.sent.lock().expect("lock").clone()
+    }
+    fn sent_containing(&self, needle: &str) -> usize {
+        self.sent()
+            .iter()
+            .filter(|e| e.json.contains(needle))
+            .count()
+    }
+}
+
+#[async_trait]
+impl Sink for FakeSink {
+    async fn send(&self, events: &[OutEvent], deadline: Option<Instant>) -> SendReport {
+        self.deadlines.lock().expect("lock").push(deadline);
+        let fail = self.fail.lock().expect("lock").clone();
+        let mut outcomes = Vec::new();
+        let mut stats = SendStats {
+            requests: 1,
+            ..SendStats::default()
+        };
+        for e in events {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                outcomes.push(EventOutcome::Retryable {
+                    reason: "deadline reached before sending".to_owned(),
+                });
+                continue;
+            }
+            match fail.iter().find(|(k, _)| e.json.contains(k.as_str())) {
+                Some((_, o)) => outcomes.push(o.clone()),
+                None => {
+                    self.sent.lock().expect("lock").push(e.clone());
+                    stats.events_sent += 1;
+                    outcomes.push(EventOutcome::Sent { request_id: None });
+                }
+            }
+        }
+        SendReport { outcomes, stats }
+    }
+}
+
+#[derive(Debug, Default)]
+struct FakeResolver {
+    calls: Mutex<u64>,
+}
+
+#[async_trait]
+impl AccountResolver for FakeResolver {
+    async fn resolve(&self, account_id: &str) -> Enrichment {
+        *self.calls.lock().expect("lock") += 1;
+        Enrichment {
+            account_name: Some(format!("name-{account_id}")),
+            account_alias: None,
+        }
+    }
+    fn stats(&self) -> EnrichStats {
+        EnrichStats {
+            cache_hits: 0,
+            cache_misses: *self.calls.lock().expect("lock"),
+            failures: 0,
+        }
+    }
+}
+
+struct Rig {
+    handler: Handler,
+    sink: Arc<FakeSink>,
+    store: Arc<SqliteStore>,
+    _dir: tempfile::TempDir,
+}
+
+fn rig(format: Format) -> Rig {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(
+        SqliteStore::open(
+            &dir.path().join("state.db"),
+            Arc::new(SystemClock),
+            Duration::from_secs(86_400),
+        )
+        .expect("open store"),
+    );
+    let sink = Arc::new(FakeSink::default());
+    let handler = Handler::new(
+        Some(Arc::clone(&store) as Arc<dyn StateStore>),
+        Arc::clone(&sink) as Arc<dyn Sink>,
+        Some(Arc::new(FakeResolver::default()) as Arc<dyn AccountResolver>),
+        format,
+        Duration::from_secs(300),
+    );
+    Rig {
+        handler,
+        sink,
+        store,
+        _dir: dir,
+    }
+}
+
+fn inv(id: &str) -> Invocation {
+    Invocation {
+        request_id: id.to_owned(),
+        deadline: Some(SystemTime::now() + Duration::from_secs(60)),
+    }
+}
+
+#[tokio::test]
+async fn sqs_batch_forwards_good_messages_and_fails_exactly_the_bad_ones() {
+    let r = rig(Format::Raw);
+    let events = distinct_events(6);
+    let not_a_finding = std::fs::read_to_string(
+        fixtures().join("real/sumologic__NEGATIVE-cloudtrail-api-call-source-aws-guardduty.json"),
+    )
+    .expect("negative fixture");
+    let mut invalid = events[0].clone();
+    invalid["detail"]
+        .as_object_mut()
+        .expect("detail")
+        .remove("updatedAt");
+    let mut records: Vec<(String, String)> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (format!("m{i}"), e.to_string()))
+        .collect();
+    records.push(("bad-json".to_owned(), "{not json".to_owned()));
+    records.push(("bad-finding".to_owned(), invalid.to_string()));
+    records.push(("other-event".to_owned(), not_a_finding));
+
+    let h = r.handler.handle(sqs_batch(&records), &inv("r1")).await;
+    assert_eq!(h.shape, Shape::SqsBatch);
+    let resp = h.response.expect("SQS batches always answer");
+    assert_eq!(failures(&resp), vec!["bad-finding", "bad-json"]);
+    for e in &events {
+        assert!(
+            r.sink.sent_containing(&finding_id(e)) >= 1,
+            "finding delivered"
+        );
+        let hist = r
+            .store
+            .history(&finding_id(e))
+            .await
+            .expect("history")
+            .expect("recorded");
+        assert_eq!(hist.record.versions_sent, 1);
+    }
+    let s = &h.metrics.summary;
+    assert_eq!(s.received, 9);
+    assert_eq!(s.forwarded, 6);
+    assert_eq!(s.invalid, 2);
+    assert_eq!(s.skipped, 1);
+    assert_eq!(s.failed, 0);
+    assert_eq!(h.metrics.batch_item_failures, 2);
+    assert_eq!(s.events as usize, r.sink.sent().len());
+    assert!(h.metrics.enrich.cache_misses > 0, "enrichment was asked");
+    // aws.account.name came from the resolver.
+    assert!(r.sink.sent().iter().all(|e| e.json.contains("name-")));
+}
+
+#[tokio::test]
+async fn redelivered_batches_are_not_resent_and_bad_messages_fail_every_time() {
+    let r = rig(Format::Semantic);
+    let events = distinct_events(4);
+    let mut records: Vec<(String, String)> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (format!("m{i}"), e.to_string()))
+        .collect();
+    records.push(("bad".to_owned(), "42".to_owned()));
+    let first = r.handler.handle(sqs_batch(&records), &inv("r1")).await;
+    let sent_once = r.sink.sent().len();
+    assert_eq!(
+        failures(first.response.as_ref().expect("answer")),
+        vec!["bad"]
+    );
+
+    let again = r.handler.handle(sqs_batch(&records), &inv("r2")).await;
+    assert_eq!(
+        failures(again.response.as_ref().expect("answer")),
+        vec!["bad"]
+    );
+    assert_eq!(r.sink.sent().len(), sent_once, "nothing resent");
+    assert_eq!(again.metrics.summary.duplicates, 4);
+    assert_eq!(again.metrics.summary.forwarded, 0);
+    assert_eq!(again.metrics.summary.invalid, 1);
+    for e in &events {
+        let hist = r
+            .store
+            .history(&finding_id(e))
+            .await
+            .expect("history")
+            .expect("recorded");
+        assert_eq!(hist.record.duplicates, 1);
+    }
+}
+
+#[tokio::test]
+async fn retryable_sink_failures_name_exactly_the_unsent_messages_and_replay_delivers_them() {
+    let r = rig(Format::Raw);
+    let events = distinct_events(8);
+    let records: Vec<(String, String)> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (format!("m{i}"), e.to_string()))
+        .collect();
+    let down: Vec<usize> = vec![1, 4, 7];
+    for &i in &down {
+        r.sink.fail(
+            &finding_id(&events[i]),
+            EventOutcome::Retryable {
+                reason: "503".to_owned(),
+            },
+        );
+    }
+    let h = r.handler.handle(sqs_batch(&records), &inv("r1")).await;
+    let failed = failures(h.response.as_ref().expect("answer"));
+    assert_eq!(failed, vec!["m1", "m4", "m7"]);
+    assert_eq!(h.metrics.summary.failed, 3);
+    assert_eq!(h.metrics.summary.forwarded, 5);
+
+    // SQS redelivers only the failed messages; Dynatrace is back.
+    r.sink.heal();
+    let replay: Vec<(String, String)> = records
+        .iter()
+        .filter(|(id, _)| failed.contains(id))
+        .cloned()
+        .collect();
+    let h = r.handler.handle(sqs_batch(&replay), &inv("r2")).await;
+    assert_eq!(
+        failures(h.response.as_ref().expect("answer")),
+        Vec::<String>::new()
+    );
+    assert_eq!(h.metrics.summary.forwarded, 3);
+    for e in &events {
+        assert!(
+            r.sink.sent_containing(&finding_id(e)) >= 1,
+            "every finding delivered"
+        );
+    }
+    let ids: Vec<String> = r.sink.sent().iter().map(|e| e.id.clone()).collect();
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "no event delivered twice");
+}
+
+#[tokio::test]
+async fn definitive_rejections_fail_the_message_on_every_receive_without_resending_the_rest() {
+    let r = rig(Format::Raw);
+    let events = distinct_events(3);
+    let records: Vec<(String, String)> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (format!("m{i}"), e.to_string()))
+        .collect();
+    r.sink.fail(
+        &finding_id(&events[2]),
+        EventOutcome::Definitive {
+            reason: "400 Bad Request".to_owned(),
+        },
+    );
+    let mut sent_after_first = None;
+    for n in 0..3 {
+        let h = r
+            .handler
+            .handle(sqs_batch(&records), &inv(&format!("r{n}")))
+            .await;
+        assert_eq!(
+            failures(h.response.as_ref().expect("answer")),
+            vec!["m2"],
+            "receive {n}"
+        );
+        assert_eq!(h.metrics.summary.failed, 1);
+        let sent = r.sink.sent().len();
+        assert_eq!(
+            *sent_after_first.get_or_insert(sent),
+            sent,
+            "the delivered messages are not resent"
+        );
+    }
+    assert!(r.sink.sent_containing(&finding_id(&events[0])) >= 1);
+    let hist = r
+        .store
+        .history(&finding_id(&events[2]))
+        .await
+        .expect("history")
+        .expect("recorded");
+    assert_eq!(hist.record.versions_sent, 0);
+    assert!(
+        hist.record
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("400")),
+        "{:?}",
+        hist.record.last_error
+    );
+}
+
+#[tokio::test]
+async fn direct_events_succeed_skip_or_fail_so_lambda_retries_them() {
+    let r = rig(Format::Raw);
+    let events = distinct_events(3);
+
+    let h = r.handler.handle(events[0].clone(), &inv("d1")).await;
+    assert_eq!(h.shape, Shape::Direct);
+    let ok = h.response.expect("delivered");
+    assert_eq!(ok["forwarded"], 1);
+    // Redelivered by EventBridge: a duplicate, still a success.
+    let h = r.handler.handle(events[0].clone(), &inv("d2")).await;
+    assert_eq!(h.response.expect("duplicate is fine")["duplicates"], 1);
+
+    let negative: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            fixtures()
+                .join("real/sumologic__NEGATIVE-cloudtrail-api-call-source-aws-guardduty.json"),
+        )
+        .expect("fixture"),
+    )
+    .expect("json");
+    let h = r.handler.handle(negative, &inv("d3")).await;
+    assert_eq!(h.response.expect("skipping is a success")["skipped"], 1);
+    assert_eq!(h.metrics.summary.skipped, 1);
+
+    let h = r.handler.handle(json!({"detail-type": "GuardDuty Finding", "source": "aws.guardduty", "detail": {"id": "x"}}), &inv("d4")).await;
+    assert!(
+        matches!(h.response, Err(HandlerError::Rejected { .. })),
+        "{:?}",
+        h.response
+    );
+    assert_eq!(h.metrics.summary.invalid, 1);
+
+    r.sink.fail(
+        &finding_id(&events[1]),
+        EventOutcome::Retryable {
+            reason: "503".to_owned(),
+        },
+    );
+    let h = r.handler.handle(events[1].clone(), &inv("d5")).await;
+    match &h.response {
+        Err(
+            e @ HandlerError::Retryable {
+                failed: 1,
+                total: 1,
+                ..
+            },
+        ) => assert_eq!(e.error_type(), "gdfwd.Retryable"),
+        other => panic!("{other:?}"),
+    }
+    r.sink.heal();
+    let h = r.handler.handle(events[1].clone(), &inv("d6")).await;
+    assert_eq!(h.response.expect("retry delivers")["forwarded"], 1);
+
+    r.sink.fail(
+        &finding_id(&events[2]),
+        EventOutcome::Definitive {
+            reason: "403".to_owned(),
+        },
+    );
+    let h = r.handler.handle(events[2].clone(), &inv("d7")).await;
+    assert!(
+        matches!(h.response, Err(HandlerError::Rejected { .. })),
+        "{:?}",
+        h.response
+    );
+}
+
+#[tokio::test]
+async fn sending_stops_before_the_deadline_and_unsent_findings_are_released_for_retry() {
+    let r = rig(Format::Raw);
+    let events = distinct_events(5);
+    let records: Vec<(String, String)> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (format!("m{i}"), e.to_string()))
+        .collect();
+    // 200 ms left: less than the minimum margin, so the send deadline has already passed.
+    let nearly_over = Invocation {
+        request_id: "late".to_owned(),
+        deadline: Some(SystemTime::now() + Duration::from_millis(200)),
+    };
+    let h = r.handler.handle(sqs_batch(&records), &nearly_over).await;
+    assert_eq!(failures(h.response.as_ref().expect("answer")).len(), 5);
+    assert!(r.sink.sent().is_empty());
+    let handed = r.sink.deadlines.lock().expect("lock").clone();
+    assert!(
+        handed.iter().all(Option::is_some),
+        "the sink got a deadline"
+    );
+
+    // Released, not left under a lease: the redelivery sends them at once.
+    let h = r.handler.handle(sqs_batch(&records), &inv("again")).await;
+    assert_eq!(
+        failures(h.response.as_ref().expect("answer")),
+        Vec::<String>::new()
+    );
+    assert_eq!(h.metrics.summary.forwarded, 5);
+}
+
+#[test]
+fn the_send_margin_is_a_tenth_of_the_time_left_within_bounds() {
+    assert_eq!(send_margin(Duration::from_secs(60)), Duration::from_secs(5));
+    assert_eq!(send_margin(Duration::from_secs(20)), Duration::from_secs(2));
+    assert_eq!(
+        send_margin(Duration::from_secs(1)),
+        Duration::from_millis(500)
+    );
+    assert_eq!(send_margin(Duration::ZERO), Duration::from_millis(500));
+}
+
+#[tokio::test]
+async fn payloads_that_are_neither_shape_are_rejected_not_crashed_on() {
+    let r = rig(Format::Raw);
+    for payload in [
+        json!(null),
+        json!("text"),
+        json!({"Records": "nope"}),
+        json!([1, 2]),
+    ] {
+        let h = r.handler.handle(payload.clone(), &inv("odd")).await;
+        assert!(
+            matches!(h.response, Err(HandlerError::Rejected { .. })),
+            "{payload}: {:?}",
+            h.response
+        );
+    }
+    // An SQS record without a body or message id cannot be retried; the rest still goes through.
+    let events = distinct_events(1);
+    let batch = json!({"Records": [
+        {"eventSource": "aws:sqs", "messageId": "nobody"},
+        {"eventSource": "aws:sqs", "body": "{}"},
+        sqs_record("good", &events[0].to_string()),
+    ]});
+    let h = r.handler.handle(batch, &inv("mixed")).await;
+    assert_eq!(
+        failures(h.response.as_ref().expect("answer")),
+        vec!["nobody"]
+    );
+    assert_eq!(h.metrics.summary.forwarded, 1);
+    assert_eq!(h.metrics.summary.invalid, 2);
+}
