@@ -129,7 +129,7 @@ def test_forwarder_sqs_stack_creates_its_resources(new_account) -> None:
     assert trust["Statement"][0]["Principal"] == {"Service": "lambda.amazonaws.com"}
     by_sid = {s["Sid"]: s for s in _policy_statements(iam, role_name)}
     assert set(by_sid) == {"OwnLogGroup", "DedupTableItems", "IngestToken", "MemberAccountAliasRole", "AccountNames", "ConsumeFindingsQueue"}
-    assert by_sid["MemberAccountAliasRole"]["Resource"] == "arn:aws:iam::*:role/gdfwd-account-alias-reader"
+    assert by_sid["MemberAccountAliasRole"]["Resource"] == "arn:aws:iam::*:role/GuardDutyForwarderAliasReader"
     assert by_sid["IngestToken"]["Resource"] == SECRET_ARN
     assert by_sid["DedupTableItems"]["Resource"] == [out["TableArn"], out["TableArn"] + "/index/gsi1"]
     assert by_sid["ConsumeFindingsQueue"]["Resource"] == out["QueueArn"]
@@ -266,8 +266,8 @@ def test_member_alias_role_in_two_member_accounts(new_account) -> None:
 
     for member, external_id in [(member_a, None), (member_b, "ext-42")]:
         iam = member.client("iam")
-        role = iam.get_role(RoleName="gdfwd-account-alias-reader")["Role"]
-        assert role["Arn"] == f"arn:aws:iam::{member.account_id}:role/gdfwd-account-alias-reader"
+        role = iam.get_role(RoleName="GuardDutyForwarderAliasReader")["Role"]
+        assert role["Arn"] == f"arn:aws:iam::{member.account_id}:role/GuardDutyForwarderAliasReader"
         [stmt] = role["AssumeRolePolicyDocument"]["Statement"]
         assert stmt["Principal"] == {"AWS": forwarder_role}
         assert stmt["Action"] == "sts:AssumeRole"
@@ -275,13 +275,13 @@ def test_member_alias_role_in_two_member_accounts(new_account) -> None:
         if external_id:
             expected["sts:ExternalId"] = external_id
         assert stmt["Condition"] == {"StringEquals": expected}
-        assert iam.list_attached_role_policies(RoleName="gdfwd-account-alias-reader")["AttachedPolicies"] == []
-        [grant] = _policy_statements(iam, "gdfwd-account-alias-reader")
+        assert iam.list_attached_role_policies(RoleName="GuardDutyForwarderAliasReader")["AttachedPolicies"] == []
+        [grant] = _policy_statements(iam, "GuardDutyForwarderAliasReader")
         assert (grant["Action"], grant["Resource"]) == ("iam:ListAccountAliases", "*")
 
     # The role lives in the member accounts only.
     admin_roles = [r["RoleName"] for r in admin.client("iam").list_roles()["Roles"]]
-    assert "gdfwd-account-alias-reader" not in admin_roles
+    assert "GuardDutyForwarderAliasReader" not in admin_roles
 
 
 def test_relay_stackset_roles_chain(new_account) -> None:
