@@ -1,0 +1,99 @@
+//! Wiring: the enrichment settings and the builder the binaries call to get the pipeline's
+//! [`AccountResolver`] (or `None` when enrichment is off).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use gdfwd_core::Clock;
+use gdfwd_core::enrich::{AccountResolver, CacheConfig, CachingResolver};
+use gdfwd_core::store::StateStore;
+
+use crate::lookup::{AwsAccountLookup, DEFAULT_ROLE_NAME, LookupOptions};
+
+/// Enrichment settings, whatever they came from (flags, environment, tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrichConfig {
+    pub enabled: bool,
+    pub role_name: String,
+    pub external_id: Option<String>,
+    /// Time budget of one lookup (and of each cache read/write).
+    pub budget: Duration,
+    /// Lifetime of a resolved name in the caches.
+    pub ttl: Duration,
+    /// Lifetime of a failed lookup in the caches.
+    pub negative_ttl: Duration,
+    /// ARN partition; `None` derives it from the SDK region.
+    pub partition: Option<String>,
+}
+
+impl Default for EnrichConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            role_name: DEFAULT_ROLE_NAME.to_owned(),
+            external_id: None,
+            budget: CacheConfig::DEFAULT_BUDGET,
+            ttl: CacheConfig::DEFAULT_TTL,
+            negative_ttl: CacheConfig::DEFAULT_NEGATIVE_TTL,
+            partition: None,
+        }
+    }
+}
+
+impl EnrichConfig {
+    pub fn cache_config(&self) -> CacheConfig {
+        CacheConfig {
+            ttl: self.ttl,
+            negative_ttl: self.negative_ttl,
+            budget: self.budget,
+        }
+    }
+
+    pub fn lookup_options(&self) -> LookupOptions {
+        LookupOptions {
+            role_name: self.role_name.clone(),
+            external_id: self.external_id.clone(),
+            partition: self.partition.clone(),
+            own_account_id: None,
+            max_attempts: None,
+        }
+    }
+}
+
+/// The raw lookup for `gdfwd accounts` ([`crate::resolve_all`]).
+pub fn build_lookup(config: &EnrichConfig, sdk_config: &SdkConfig) -> AwsAccountLookup {
+    AwsAccountLookup::new(sdk_config, config.lookup_options())
+}
+
+/// The pipeline's resolver: `None` when enrichment is off. Asks for the caller's account id once
+/// here; when that fails it only warns (enrichment must not stop the forwarder) and the lookup
+/// asks again on first use.
+pub async fn build_resolver(
+    config: &EnrichConfig,
+    sdk_config: &SdkConfig,
+    store: Option<Arc<dyn StateStore>>,
+    clock: Arc<dyn Clock>,
+) -> Option<Arc<dyn AccountResolver>> {
+    if !config.enabled {
+        return None;
+    }
+    let lookup = build_lookup(config, sdk_config);
+    if let Err(e) = tokio::time::timeout(config.budget, lookup.own_account_id())
+        .await
+        .unwrap_or_else(|_| {
+            Err(crate::EnrichError::Config(format!(
+                "sts:GetCallerIdentity exceeded {:?}",
+                config.budget
+            )))
+        })
+    {
+        tracing::warn!(error = %e, "cannot tell which account the forwarder runs in yet; will retry on first lookup");
+    }
+    Some(Arc::new(CachingResolver::new(
+        Arc::new(lookup),
+        store,
+        clock,
+        config.cache_config(),
+    )))
+}

@@ -1,0 +1,137 @@
+//! Command-line flags and environment variables of enrichment (feature `cli`), shared by the CLI
+//! and the Lambda binary so both spell them the same.
+
+use std::time::Duration;
+
+use clap::builder::BoolishValueParser;
+
+use crate::build::EnrichConfig;
+use crate::lookup::DEFAULT_ROLE_NAME;
+
+/// Account enrichment (`aws.account.name` / `aws.account.alias`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct EnrichArgs {
+    /// Do not resolve account names (same as ENRICH=false).
+    #[arg(long)]
+    pub no_enrich: bool,
+
+    /// Resolve account names: true/false (also yes/no, 1/0). `--no-enrich` wins.
+    #[arg(
+        long = "enrich",
+        env = "ENRICH",
+        value_name = "BOOL",
+        default_value = "true",
+        value_parser = BoolishValueParser::new(),
+        action = clap::ArgAction::Set,
+        hide = true
+    )]
+    pub enrich: bool,
+
+    /// Role assumed in member accounts to read their IAM account alias.
+    #[arg(long, env = "ALIAS_ROLE_NAME", default_value = DEFAULT_ROLE_NAME)]
+    pub alias_role_name: String,
+
+    /// ExternalId for assuming the alias role, when its trust policy requires one.
+    #[arg(long, env = "ALIAS_EXTERNAL_ID")]
+    pub alias_external_id: Option<String>,
+
+    /// Time budget of one account lookup; over it the finding goes out without the name.
+    #[arg(
+        long,
+        env = "ENRICH_TIMEOUT_MS",
+        default_value_t = 2000,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub enrich_timeout_ms: u64,
+
+    /// How long resolved account names are cached (memory and state store).
+    #[arg(
+        long,
+        env = "ENRICH_TTL_HOURS",
+        default_value_t = 24,
+        value_parser = clap::value_parser!(u64).range(1..=8760)
+    )]
+    pub enrich_ttl_hours: u64,
+}
+
+impl EnrichArgs {
+    pub fn enabled(&self) -> bool {
+        self.enrich && !self.no_enrich
+    }
+
+    pub fn config(&self) -> EnrichConfig {
+        EnrichConfig {
+            enabled: self.enabled(),
+            role_name: self.alias_role_name.clone(),
+            external_id: self.alias_external_id.clone().filter(|x| !x.is_empty()),
+            budget: Duration::from_millis(self.enrich_timeout_ms),
+            ttl: Duration::from_secs(self.enrich_ttl_hours * 3600),
+            ..EnrichConfig::default()
+        }
+    }
+}
+
+impl From<&EnrichArgs> for EnrichConfig {
+    fn from(args: &EnrichArgs) -> Self {
+        args.config()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        enrich: EnrichArgs,
+    }
+
+    // Environment variables are process-global and tests run in parallel, so only the flag side is
+    // tested here; `ENRICH` uses the same parser as `--enrich`.
+    fn parse(args: &[&str]) -> Result<EnrichConfig, clap::Error> {
+        Cli::try_parse_from(std::iter::once("gdfwd").chain(args.iter().copied()))
+            .map(|c| c.enrich.config())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&[]).expect("parse");
+        assert_eq!(c, EnrichConfig::default());
+    }
+
+    #[test]
+    fn enrichment_can_be_turned_off_by_flag_or_by_value() {
+        assert!(!parse(&["--no-enrich"]).expect("parse").enabled);
+        assert!(!parse(&["--enrich", "false"]).expect("parse").enabled);
+        assert!(
+            !parse(&["--enrich=true", "--no-enrich"])
+                .expect("parse")
+                .enabled
+        );
+        assert!(parse(&["--enrich", "true"]).expect("parse").enabled);
+        assert!(parse(&["--enrich", "maybe"]).is_err());
+    }
+
+    #[test]
+    fn role_timeout_and_ttl() {
+        let c = parse(&[
+            "--alias-role-name",
+            "Reader",
+            "--alias-external-id",
+            "xid",
+            "--enrich-timeout-ms",
+            "500",
+            "--enrich-ttl-hours",
+            "6",
+        ])
+        .expect("parse");
+        assert_eq!(c.role_name, "Reader");
+        assert_eq!(c.external_id.as_deref(), Some("xid"));
+        assert_eq!(c.budget, Duration::from_millis(500));
+        assert_eq!(c.ttl, Duration::from_secs(6 * 3600));
+        assert!(parse(&["--enrich-timeout-ms", "0"]).is_err());
+    }
+}
