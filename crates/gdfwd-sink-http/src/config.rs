@@ -1,0 +1,345 @@
+//! The sender's configuration as a plain struct, shared by the CLI (built from [`crate::SenderArgs`])
+//! and the Lambda (built from its environment with [`HttpSinkConfig::from_env`]).
+//!
+//! Validation lives here, not in the CLI layer, so both entry points refuse the same things: an
+//! `http://` endpoint that is not loopback, limits of zero, a CA file without certificates.
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use reqwest::Url;
+
+use crate::error::SinkHttpError;
+use crate::secret::Secret;
+use crate::token::{DEFAULT_MIN_REFRESH_INTERVAL, DEFAULT_SECRET_KEY_NAME};
+
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 1_000_000;
+pub const DEFAULT_MAX_BATCH_EVENTS: usize = 1000;
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
+
+/// Environment variable names the issue fixes (shared by the CLI flags and the Lambda).
+pub mod env {
+    pub const ENDPOINT: &str = "DYNATRACE_OPENPIPELINE_SECURITY_ENDPOINT";
+    pub const CA_FILE: &str = "GDFWD_CA_FILE";
+    pub const SECRET_ARN: &str = "AWS_SECRET_ARN";
+    pub const SECRET_KEY_NAME: &str = "AWS_SECRET_KEY_NAME";
+    pub const API_TOKEN: &str = "DT_API_TOKEN";
+}
+
+/// How the token is presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthScheme {
+    /// `Authorization: Api-Token <token>` (classic access tokens).
+    #[default]
+    ApiToken,
+    /// `Authorization: Bearer <token>` (platform tokens).
+    Bearer,
+}
+
+impl AuthScheme {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Self::ApiToken => "Api-Token",
+            Self::Bearer => "Bearer",
+        }
+    }
+}
+
+impl std::str::FromStr for AuthScheme {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "api-token" | "apitoken" | "api_token" => Ok(Self::ApiToken),
+            "bearer" => Ok(Self::Bearer),
+            other => Err(format!("unknown auth scheme {other:?} (expected api-token or bearer)")),
+        }
+    }
+}
+
+/// Where the token comes from (see [`crate::build_token_source`]).
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    /// Secrets Manager secret ARN (or name); preferred when set.
+    pub secret_arn: Option<String>,
+    /// JSON key inside the secret.
+    pub secret_key_name: String,
+    /// `DT_API_TOKEN`.
+    pub static_token: Option<Secret>,
+    /// Minimum time between two secret reads triggered by 401 answers.
+    pub min_refresh_interval: Duration,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        Self {
+            secret_arn: None,
+            secret_key_name: DEFAULT_SECRET_KEY_NAME.to_owned(),
+            static_token: None,
+            min_refresh_interval: DEFAULT_MIN_REFRESH_INTERVAL,
+        }
+    }
+}
+
+/// Backoff for retryable answers: exponential with full jitter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// Upper bound of the first wait.
+    pub initial_backoff: Duration,
+    /// Cap of any computed wait.
+    pub max_backoff: Duration,
+    /// Attempts per batch in total (first one included); protects runs without a deadline.
+    pub max_attempts: u32,
+    /// A `Retry-After` longer than this ends retrying (the events are left retryable).
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(20),
+            max_attempts: 10,
+            max_retry_after: Duration::from_secs(120),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpSinkConfig {
+    /// The validated ingest URL.
+    pub endpoint: Url,
+    pub auth: AuthScheme,
+    /// Extra trusted CA certificates (PEM file).
+    pub ca_file: Option<PathBuf>,
+    pub max_batch_bytes: usize,
+    pub max_batch_events: usize,
+    /// Gzip request bodies.
+    pub compress: bool,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Global limits (shared by `max_concurrency` processes); `None`: unlimited.
+    pub max_events_per_second: Option<NonZeroU32>,
+    pub max_requests_per_second: Option<NonZeroU32>,
+    /// How many processes share the global limits (each takes `1/N`).
+    pub max_concurrency: NonZeroU32,
+    /// Batches in flight at once in this process.
+    pub max_in_flight: usize,
+    pub retry: RetryConfig,
+    pub token: TokenConfig,
+}
+
+impl HttpSinkConfig {
+    /// Defaults for everything but the endpoint, which is validated (see [`validate_endpoint`]).
+    pub fn new(endpoint: &str, allow_insecure_loopback: bool) -> Result<Self, SinkHttpError> {
+        Ok(Self {
+            endpoint: validate_endpoint(endpoint, allow_insecure_loopback)?,
+            auth: AuthScheme::default(),
+            ca_file: None,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            max_batch_events: DEFAULT_MAX_BATCH_EVENTS,
+            compress: false,
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_events_per_second: None,
+            max_requests_per_second: None,
+            max_concurrency: NonZeroU32::MIN,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            retry: RetryConfig::default(),
+            token: TokenConfig::default(),
+        })
+    }
+
+    /// Builds the configuration from environment variables (the Lambda): the issue's names
+    /// ([`env`]) plus `GDFWD_AUTH`, `GDFWD_COMPRESS`, `GDFWD_MAX_BATCH_BYTES`,
+    /// `GDFWD_MAX_BATCH_EVENTS`, `GDFWD_TIMEOUT`, `GDFWD_MAX_EVENTS_PER_SECOND`,
+    /// `GDFWD_MAX_REQUESTS_PER_SECOND`, `GDFWD_MAX_CONCURRENCY`, `GDFWD_MAX_IN_FLIGHT`.
+    /// `lookup` is `|k| std::env::var(k).ok()` in production.
+    pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SinkHttpError> {
+        let get = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
+        let endpoint = get(env::ENDPOINT).ok_or_else(|| SinkHttpError::Endpoint {
+            endpoint: String::new(),
+            reason: format!("{} is not set", env::ENDPOINT),
+        })?;
+        let mut c = Self::new(&endpoint, false)?;
+        c.ca_file = get(env::CA_FILE).map(PathBuf::from);
+        c.token.secret_arn = get(env::SECRET_ARN);
+        if let Some(k) = get(env::SECRET_KEY_NAME) {
+            c.token.secret_key_name = k;
+        }
+        c.token.static_token = get(env::API_TOKEN).map(Secret::new);
+        if let Some(v) = get("GDFWD_AUTH") {
+            c.auth = v.parse().map_err(SinkHttpError::Config)?;
+        }
+        if let Some(v) = get("GDFWD_COMPRESS") {
+            c.compress = matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on");
+        }
+        fn num<T: std::str::FromStr>(k: &str, v: Option<String>) -> Result<Option<T>, SinkHttpError> {
+            v.map(|v| {
+                v.trim()
+                    .parse::<T>()
+                    .map_err(|_| SinkHttpError::Config(format!("{k}={v:?} is not a valid number")))
+            })
+            .transpose()
+        }
+        if let Some(v) = num("GDFWD_MAX_BATCH_BYTES", get("GDFWD_MAX_BATCH_BYTES"))? {
+            c.max_batch_bytes = v;
+        }
+        if let Some(v) = num("GDFWD_MAX_BATCH_EVENTS", get("GDFWD_MAX_BATCH_EVENTS"))? {
+            c.max_batch_events = v;
+        }
+        if let Some(v) = get("GDFWD_TIMEOUT") {
+            c.timeout = parse_duration(&v).map_err(SinkHttpError::Config)?;
+        }
+        c.max_events_per_second = num("GDFWD_MAX_EVENTS_PER_SECOND", get("GDFWD_MAX_EVENTS_PER_SECOND"))?;
+        c.max_requests_per_second =
+            num("GDFWD_MAX_REQUESTS_PER_SECOND", get("GDFWD_MAX_REQUESTS_PER_SECOND"))?;
+        if let Some(v) = num("GDFWD_MAX_CONCURRENCY", get("GDFWD_MAX_CONCURRENCY"))? {
+            c.max_concurrency = v;
+        }
+        if let Some(v) = num("GDFWD_MAX_IN_FLIGHT", get("GDFWD_MAX_IN_FLIGHT"))? {
+            c.max_in_flight = v;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks the numeric options.
+    pub fn validate(&self) -> Result<(), SinkHttpError> {
+        if self.max_batch_bytes < 2 {
+            return Err(SinkHttpError::Config(format!(
+                "max batch bytes {} is too small (at least 2: \"[]\")",
+                self.max_batch_bytes
+            )));
+        }
+        if self.max_batch_events == 0 {
+            return Err(SinkHttpError::Config("max batch events must be at least 1".into()));
+        }
+        if self.max_in_flight == 0 {
+            return Err(SinkHttpError::Config("max in flight must be at least 1".into()));
+        }
+        if self.timeout.is_zero() || self.connect_timeout.is_zero() {
+            return Err(SinkHttpError::Config("timeouts must be longer than zero".into()));
+        }
+        if self.retry.max_attempts == 0 {
+            return Err(SinkHttpError::Config("max attempts must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Accepts `https://` URLs, and `http://` ones only for a loopback host with the explicit opt-in.
+/// URLs with credentials are refused (they would end up in logs).
+pub fn validate_endpoint(endpoint: &str, allow_insecure_loopback: bool) -> Result<Url, SinkHttpError> {
+    let err = |reason: String| SinkHttpError::Endpoint {
+        endpoint: endpoint.to_owned(),
+        reason,
+    };
+    let url = Url::parse(endpoint.trim()).map_err(|e| err(format!("not a URL: {e}")))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(err("credentials in the URL are not allowed; use a token".into()));
+    }
+    match url.scheme() {
+        "https" => {}
+        "http" => {
+            let loopback = match url.host() {
+                Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            };
+            if !loopback {
+                return Err(err("http:// is only allowed for loopback hosts; use https://".into()));
+            }
+            if !allow_insecure_loopback {
+                return Err(err(
+                    "http:// to a loopback host needs --allow-insecure-loopback".into(),
+                ));
+            }
+        }
+        other => return Err(err(format!("unsupported scheme {other:?}; use https://"))),
+    }
+    if url.host().is_none() {
+        return Err(err("no host".into()));
+    }
+    Ok(url)
+}
+
+/// Parses `10`, `10s`, `500ms`, `2m`, `1.5s` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (num, unit) = match t.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (examples: 10s, 500ms, 2m)"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s, m or h)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("invalid duration {s:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        for ok in [
+            "https://abc12345.live.dynatrace.com/platform/ingest/v1/security.events",
+            "https://abc.apps.dynatrace.com/platform/ingest/v1/events.security",
+            "https://abc.apps.dynatrace.com/platform/ingest/custom/security.events/guardduty",
+        ] {
+            assert!(validate_endpoint(ok, false).is_ok(), "{ok}");
+        }
+        assert!(validate_endpoint("http://example.com/x", true).is_err());
+        assert!(validate_endpoint("http://127.0.0.1:8080/x", false).is_err());
+        assert!(validate_endpoint("http://127.0.0.1:8080/x", true).is_ok());
+        assert!(validate_endpoint("http://localhost:8080/x", true).is_ok());
+        assert!(validate_endpoint("http://[::1]:8080/x", true).is_ok());
+        assert!(validate_endpoint("ftp://localhost/x", true).is_err());
+        assert!(validate_endpoint("https://user:pw@example.com/x", false).is_err());
+        assert!(validate_endpoint("not a url", false).is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10").ok(), Some(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms").ok(), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m").ok(), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5s").ok(), Some(Duration::from_millis(1500)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn from_env_reads_the_issue_names() {
+        let vars = [
+            (env::ENDPOINT, "https://x.live.dynatrace.com/platform/ingest/v1/security.events"),
+            (env::SECRET_ARN, "arn:aws:secretsmanager:eu-west-1:1:secret:s"),
+            (env::SECRET_KEY_NAME, "K"),
+            (env::API_TOKEN, "dt0c01.T"),
+            ("GDFWD_MAX_EVENTS_PER_SECOND", "200"),
+            ("GDFWD_AUTH", "bearer"),
+        ];
+        let c = HttpSinkConfig::from_env(|k| {
+            vars.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned())
+        })
+        .expect("config");
+        assert_eq!(c.token.secret_key_name, "K");
+        assert_eq!(c.auth, AuthScheme::Bearer);
+        assert_eq!(c.max_events_per_second.map(NonZeroU32::get), Some(200));
+        assert_eq!(c.token.static_token.as_ref().map(Secret::expose), Some("dt0c01.T"));
+        assert!(!format!("{c:?}").contains("dt0c01.T"));
+        assert!(HttpSinkConfig::from_env(|_| None).is_err());
+    }
+}

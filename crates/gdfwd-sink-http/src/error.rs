@@ -1,0 +1,40 @@
+//! The crate's one error type. Per-event delivery failures are outcomes, not errors: these are
+//! the things that stop the sender from being built or from getting a token at all.
+//!
+//! No variant ever carries the token: messages name the input (an endpoint, a file, a secret ARN,
+//! a JSON key), never a secret value.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum SinkHttpError {
+    /// `--endpoint` / `DYNATRACE_OPENPIPELINE_SECURITY_ENDPOINT` is missing, unparsable or refused.
+    #[error("endpoint {endpoint:?}: {reason}")]
+    Endpoint { endpoint: String, reason: String },
+    /// Some other option is out of range or contradicts another.
+    #[error("sender configuration: {0}")]
+    Config(String),
+    /// The CA file could not be read or holds no certificate.
+    #[error("CA file {path}: {reason}")]
+    CaFile { path: String, reason: String },
+    /// The HTTP client could not be built (TLS setup).
+    #[error("building the HTTP client: {0}")]
+    Client(String),
+    /// No token source is configured.
+    #[error(
+        "no Dynatrace API token: set --token-secret-arn / AWS_SECRET_ARN (Secrets Manager) or DT_API_TOKEN"
+    )]
+    NoToken,
+    /// Reading the secret failed (access denied, not found, network).
+    #[error("reading secret {arn}: {reason}")]
+    SecretRead { arn: String, reason: String },
+    /// The secret was read but holds no usable token.
+    #[error("secret {arn}: {reason}")]
+    SecretContent { arn: String, reason: String },
+}
+
+impl From<SinkHttpError> for gdfwd_core::SinkError {
+    fn from(e: SinkHttpError) -> Self {
+        gdfwd_core::SinkError::Config(e.to_string())
+    }
+}

@@ -1,0 +1,331 @@
+//! [`HttpSink`]: the [`Sink`] that delivers events to OpenPipeline.
+//!
+//! Per batch, in this order: wait for a slot among `max_in_flight` (shared by every `send` call
+//! on this sink), then loop over attempts; each attempt first waits for the rate limiters (so
+//! retries consume the same budget as first attempts), then POSTs with the per-attempt timeout
+//! (shortened to the deadline). The pure [`RetryPolicy`] decides what follows each answer; a 413
+//! splits the batch in halves which are sent in turn under the same slot.
+//!
+//! Every input event gets exactly one outcome: batches are contiguous ranges of the input, each
+//! range's future returns one outcome per event of the range, and the ranges are joined in order.
+
+use std::collections::VecDeque;
+use std::num::NonZeroU32;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use gdfwd_core::sink::{EventOutcome, OutEvent, SendReport, SendStats, Sink};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::Semaphore;
+
+use crate::config::HttpSinkConfig;
+use crate::error::SinkHttpError;
+use crate::request::{gzip, halves, json_array, plan_batches};
+use crate::retry::{Attempt, BatchState, Decision, RetryPolicy};
+use crate::service::Service;
+use crate::token::{Refresh, TokenSource};
+
+pub struct HttpSink {
+    service: Service,
+    tokens: Arc<dyn TokenSource>,
+    policy: RetryPolicy,
+    cfg: HttpSinkConfig,
+    /// Events per batch after fitting the events limiter's burst.
+    max_batch_events: usize,
+    events_limiter: Option<DefaultDirectRateLimiter>,
+    requests_limiter: Option<DefaultDirectRateLimiter>,
+    in_flight: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for HttpSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSink")
+            .field("endpoint", &self.cfg.endpoint.as_str())
+            .field("auth", &self.cfg.auth)
+            .field("tokens", &self.tokens)
+            .field("max_batch_events", &self.max_batch_events)
+            .field("max_batch_bytes", &self.cfg.max_batch_bytes)
+            .field("max_in_flight", &self.cfg.max_in_flight)
+            .field("max_events_per_second", &self.cfg.max_events_per_second)
+            .field("max_requests_per_second", &self.cfg.max_requests_per_second)
+            .field("max_concurrency", &self.cfg.max_concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
+/// This process's share of a global per-second limit: `global / processes` as a replenish period.
+fn per_process_period(global: NonZeroU32, processes: NonZeroU32) -> Duration {
+    Duration::from_secs_f64(f64::from(processes.get()) / f64::from(global.get()))
+}
+
+impl HttpSink {
+    /// Builds the client (reading the CA file) and the limiters. Fails on invalid configuration.
+    pub fn new(cfg: HttpSinkConfig, tokens: Arc<dyn TokenSource>) -> Result<Self, SinkHttpError> {
+        cfg.validate()?;
+        let service = Service::new(&cfg)?;
+        let mut max_batch_events = cfg.max_batch_events;
+        let events_limiter = cfg.max_events_per_second.map(|global| {
+            let period = per_process_period(global, cfg.max_concurrency);
+            // A batch must fit in the burst (until_n_ready refuses more), and a burst larger than a
+            // second's worth of events would overshoot the limit: cap batches at one second's worth.
+            let per_second = (1.0 / period.as_secs_f64()).floor().max(1.0);
+            let per_second = u32::try_from(per_second as u64).unwrap_or(u32::MAX);
+            max_batch_events = max_batch_events.min(per_second as usize).max(1);
+            let burst = NonZeroU32::new(u32::try_from(max_batch_events).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+            RateLimiter::direct(Quota::with_period(period).unwrap_or(Quota::per_second(global)).allow_burst(burst))
+        });
+        let requests_limiter = cfg.max_requests_per_second.map(|global| {
+            let period = per_process_period(global, cfg.max_concurrency);
+            RateLimiter::direct(Quota::with_period(period).unwrap_or(Quota::per_second(global)))
+        });
+        Ok(Self {
+            service,
+            tokens,
+            policy: RetryPolicy::new(cfg.retry),
+            max_batch_events,
+            events_limiter,
+            requests_limiter,
+            in_flight: Arc::new(Semaphore::new(cfg.max_in_flight)),
+            cfg,
+        })
+    }
+
+    /// Events per request after fitting the rate limit (at most `max_batch_events`).
+    pub fn effective_max_batch_events(&self) -> usize {
+        self.max_batch_events
+    }
+
+    /// Waits for the rate limiters; `false` if the deadline came first.
+    async fn acquire(&self, events: usize, deadline: Option<Instant>) -> bool {
+        let wait = async {
+            if let Some(l) = &self.events_limiter {
+                let mut left = u32::try_from(events).unwrap_or(u32::MAX);
+                let chunk = u32::try_from(self.max_batch_events).unwrap_or(u32::MAX).max(1);
+                // Batches never exceed the burst; chunking only guards a future change of that.
+                while let Some(n) = NonZeroU32::new(left.min(chunk)) {
+                    if l.until_n_ready(n).await.is_err() {
+                        break;
+                    }
+                    left -= n.get();
+                }
+            }
+            if let Some(l) = &self.requests_limiter {
+                l.until_ready().await;
+            }
+        };
+        match deadline {
+            Some(d) => tokio::time::timeout_at(d.into(), wait).await.is_ok(),
+            None => {
+                wait.await;
+                true
+            }
+        }
+    }
+
+    /// Sends one contiguous range of the input (splitting on 413) under one in-flight slot.
+    async fn send_range(
+        &self,
+        events: &[OutEvent],
+        range: Range<usize>,
+        deadline: Option<Instant>,
+        stats: &Counters,
+    ) -> Vec<EventOutcome> {
+        let permit = match deadline {
+            Some(d) => tokio::time::timeout_at(d.into(), self.in_flight.acquire()).await.ok(),
+            None => Some(self.in_flight.acquire().await),
+        };
+        let Some(Ok(_permit)) = permit else {
+            let reason = "deadline reached before the batch could be sent".to_owned();
+            return vec![EventOutcome::Retryable { reason }; range.len()];
+        };
+        let base = range.start;
+        let mut out: Vec<Option<EventOutcome>> = vec![None; range.len()];
+        let mut work = VecDeque::from([range]);
+        while let Some(r) = work.pop_front() {
+            match self.send_batch(&events[r.clone()], deadline, stats).await {
+                Some(outcome) => {
+                    for slot in &mut out[r.start - base..r.end - base] {
+                        *slot = Some(outcome.clone());
+                    }
+                }
+                None => {
+                    let (a, b) = halves(&r);
+                    work.push_front(b);
+                    work.push_front(a);
+                }
+            }
+        }
+        out.into_iter()
+            .map(|o| {
+                o.unwrap_or_else(|| EventOutcome::Retryable {
+                    reason: "internal: no outcome recorded".into(),
+                })
+            })
+            .collect()
+    }
+
+    /// Sends one batch with retries. `None`: split it (413 for several events).
+    async fn send_batch(
+        &self,
+        batch: &[OutEvent],
+        deadline: Option<Instant>,
+        stats: &Counters,
+    ) -> Option<EventOutcome> {
+        let plain = json_array(batch);
+        let (payload, gz) = if self.cfg.compress {
+            match gzip(&plain) {
+                Ok(z) => (Bytes::from(z), true),
+                Err(e) => {
+                    tracing::warn!(error = %e, "gzip failed; sending uncompressed");
+                    (Bytes::from(plain), false)
+                }
+            }
+        } else {
+            (Bytes::from(plain), false)
+        };
+        let n = batch.len();
+        let mut attempts: u32 = 0;
+        let mut token_refreshed = false;
+        let mut last: Option<String> = None;
+        let past_deadline = |last: &Option<String>| {
+            let reason = match last {
+                Some(r) => format!("deadline reached; last attempt: {r}"),
+                None => "deadline reached before the batch could be sent".to_owned(),
+            };
+            Some(EventOutcome::Retryable { reason })
+        };
+        loop {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return past_deadline(&last);
+            }
+            if !self.acquire(n, deadline).await {
+                return past_deadline(&last);
+            }
+            let token = match self.tokens.token().await {
+                Ok(t) => t,
+                Err(e) => {
+                    return Some(EventOutcome::Retryable {
+                        reason: format!("getting the API token: {e}"),
+                    });
+                }
+            };
+            let timeout = match deadline {
+                Some(d) => self.cfg.timeout.min(d.saturating_duration_since(Instant::now())),
+                None => self.cfg.timeout,
+            };
+            if timeout.is_zero() {
+                return past_deadline(&last);
+            }
+            attempts += 1;
+            stats.requests.fetch_add(1, Ordering::Relaxed);
+            if attempts > 1 {
+                stats.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            let answer = self.service.post(payload.clone(), gz, &token, timeout).await;
+            if matches!(answer.attempt, Attempt::Status { status: 429, .. }) {
+                stats.throttled.fetch_add(1, Ordering::Relaxed);
+            }
+            let state = BatchState {
+                attempts,
+                events: n,
+                token_refreshed,
+            };
+            let decision = self.policy.decide(&answer.attempt, state, SystemTime::now(), rand::random::<f64>());
+            match decision {
+                Decision::Sent => {
+                    stats.events_sent.fetch_add(n as u64, Ordering::Relaxed);
+                    tracing::debug!(events = n, bytes = payload.len(), attempts, request_id = ?answer.request_id, "batch accepted");
+                    return Some(EventOutcome::Sent {
+                        request_id: answer.request_id,
+                    });
+                }
+                Decision::Retry { wait, reason } => {
+                    if deadline.is_some_and(|d| Instant::now() + wait >= d) {
+                        tracing::warn!(events = n, attempts, %reason, "not retrying: the deadline comes first");
+                        return past_deadline(&Some(reason));
+                    }
+                    tracing::warn!(events = n, attempts, wait_ms = wait.as_millis() as u64, %reason, "retrying batch");
+                    last = Some(reason);
+                    tokio::time::sleep(wait).await;
+                }
+                Decision::RefreshToken { reason } => {
+                    token_refreshed = true;
+                    let refreshed = self.tokens.refresh().await;
+                    let current = self.tokens.token().await;
+                    match (refreshed, current) {
+                        (Ok(r), Ok(new)) if new != token => {
+                            tracing::info!(refresh = ?r, "{reason}: retrying with the re-read token");
+                            last = Some(reason);
+                        }
+                        (Ok(r), Ok(_)) => {
+                            let why = match r {
+                                Refresh::Reloaded => "the re-read token is the same",
+                                Refresh::TooSoon => "the token was re-read less than the minimum interval ago",
+                                Refresh::Fixed => "the token comes from DT_API_TOKEN and cannot change",
+                            };
+                            tracing::error!(events = n, "{reason}: {why}");
+                            return Some(EventOutcome::Definitive {
+                                reason: format!("{reason}: {why}; check the token and its scope"),
+                            });
+                        }
+                        (Err(e), _) | (_, Err(e)) => {
+                            tracing::error!(events = n, error = %e, "{reason}: re-reading the token failed");
+                            return Some(EventOutcome::Retryable {
+                                reason: format!("{reason}; re-reading the token failed: {e}"),
+                            });
+                        }
+                    }
+                }
+                Decision::Split { reason } => {
+                    tracing::info!(events = n, "{reason}: splitting the batch");
+                    return None;
+                }
+                Decision::GiveUp { retryable, reason } => {
+                    tracing::warn!(events = n, attempts, retryable, %reason, "giving up on batch");
+                    return Some(if retryable {
+                        EventOutcome::Retryable { reason }
+                    } else {
+                        EventOutcome::Definitive { reason }
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    requests: AtomicU64,
+    retries: AtomicU64,
+    throttled: AtomicU64,
+    events_sent: AtomicU64,
+}
+
+#[async_trait]
+impl Sink for HttpSink {
+    async fn send(&self, events: &[OutEvent], deadline: Option<Instant>) -> SendReport {
+        let stats = Counters::default();
+        let batches = plan_batches(events, self.cfg.max_batch_bytes, self.max_batch_events);
+        let per_batch = futures::future::join_all(
+            batches
+                .into_iter()
+                .map(|r| self.send_range(events, r, deadline, &stats)),
+        )
+        .await;
+        let outcomes: Vec<EventOutcome> = per_batch.into_iter().flatten().collect();
+        debug_assert_eq!(outcomes.len(), events.len());
+        SendReport {
+            outcomes,
+            stats: SendStats {
+                requests: stats.requests.load(Ordering::Relaxed),
+                retries: stats.retries.load(Ordering::Relaxed),
+                throttled: stats.throttled.load(Ordering::Relaxed),
+                events_sent: stats.events_sent.load(Ordering::Relaxed),
+            },
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! Where the API token comes from: the environment, or AWS Secrets Manager with rotation.
+//!
+//! The sink asks its [`TokenSource`] for the token before every attempt (a cheap clone of a cached
+//! value) and calls [`TokenSource::refresh`] after a 401, so a rotated secret is picked up without
+//! a restart. Refreshes hit Secrets Manager at most once per `min_refresh_interval` (one minute by
+//! default): a misconfigured token answered 401 by every request must not turn into a flood of
+//! `GetSecretValue` calls.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_sdk_secretsmanager::error::DisplayErrorContext;
+
+use crate::config::TokenConfig;
+use crate::error::SinkHttpError;
+use crate::secret::Secret;
+
+/// The JSON key Dynatrace's AWS setup stores the token under.
+pub const DEFAULT_SECRET_KEY_NAME: &str = "DYNATRACE_OPENPIPELINE_INGEST_API_TOKEN";
+
+/// Default minimum time between two reads of the secret triggered by 401s.
+pub const DEFAULT_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What a [`TokenSource::refresh`] call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresh {
+    /// The token was read again (it may or may not have changed).
+    Reloaded,
+    /// The last read is more recent than the minimum interval; nothing was read.
+    TooSoon,
+    /// This source cannot change (a token from the environment).
+    Fixed,
+}
+
+#[async_trait]
+pub trait TokenSource: Send + Sync + std::fmt::Debug {
+    /// The current token (cached; the first call may read it).
+    async fn token(&self) -> Result<Secret, SinkHttpError>;
+    /// Reads the token again after the endpoint rejected it, if allowed now.
+    async fn refresh(&self) -> Result<Refresh, SinkHttpError>;
+}
+
+/// A token fixed for the process's life (`DT_API_TOKEN`).
+#[derive(Debug, Clone)]
+pub struct StaticToken(Secret);
+
+impl StaticToken {
+    pub fn new(token: Secret) -> Self {
+        Self(token)
+    }
+}
+
+#[async_trait]
+impl TokenSource for StaticToken {
+    async fn token(&self) -> Result<Secret, SinkHttpError> {
+        Ok(self.0.clone())
+    }
+    async fn refresh(&self) -> Result<Refresh, SinkHttpError> {
+        Ok(Refresh::Fixed)
+    }
+}
+
+#[derive(Debug)]
+struct Cached {
+    token: Secret,
+    fetched: Instant,
+}
+
+/// A token read from a Secrets Manager secret: a JSON object with the token under `key_name`, or a
+/// SecretString that is the bare token.
+#[derive(Debug)]
+pub struct SecretsManagerToken {
+    client: aws_sdk_secretsmanager::Client,
+    arn: String,
+    key_name: String,
+    min_refresh_interval: Duration,
+    // A tokio mutex: held across the `GetSecretValue` call so concurrent 401s cause one read.
+    cached: tokio::sync::Mutex<Option<Cached>>,
+}
+
+impl SecretsManagerToken {
+    pub fn new(client: aws_sdk_secretsmanager::Client, arn: impl Into<String>, key_name: impl Into<String>) -> Self {
+        Self {
+            client,
+            arn: arn.into(),
+            key_name: key_name.into(),
+            min_refresh_interval: DEFAULT_MIN_REFRESH_INTERVAL,
+            cached: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn from_sdk_config(
+        sdk_config: &aws_config::SdkConfig,
+        arn: impl Into<String>,
+        key_name: impl Into<String>,
+    ) -> Self {
+        Self::new(aws_sdk_secretsmanager::Client::new(sdk_config), arn, key_name)
+    }
+
+    /// Changes the minimum time between two refreshes (tests use a short one).
+    #[must_use]
+    pub fn with_min_refresh_interval(mut self, interval: Duration) -> Self {
+        self.min_refresh_interval = interval;
+        self
+    }
+
+    pub fn arn(&self) -> &str {
+        &self.arn
+    }
+
+    async fn fetch(&self) -> Result<Secret, SinkHttpError> {
+        let out = self
+            .client
+            .get_secret_value()
+            .secret_id(&self.arn)
+            .send()
+            .await
+            .map_err(|e| SinkHttpError::SecretRead {
+                arn: self.arn.clone(),
+                reason: DisplayErrorContext(&e).to_string(),
+            })?;
+        let Some(s) = out.secret_string() else {
+            return Err(SinkHttpError::SecretContent {
+                arn: self.arn.clone(),
+                reason: "has no SecretString (binary secrets are not supported)".to_owned(),
+            });
+        };
+        parse_secret_string(s, &self.key_name).map_err(|reason| SinkHttpError::SecretContent {
+            arn: self.arn.clone(),
+            reason,
+        })
+    }
+}
+
+#[async_trait]
+impl TokenSource for SecretsManagerToken {
+    async fn token(&self) -> Result<Secret, SinkHttpError> {
+        let mut cached = self.cached.lock().await;
+        if let Some(c) = cached.as_ref() {
+            return Ok(c.token.clone());
+        }
+        let token = self.fetch().await?;
+        tracing::debug!(secret = %self.arn, "read the Dynatrace API token from Secrets Manager");
+        *cached = Some(Cached {
+            token: token.clone(),
+            fetched: Instant::now(),
+        });
+        Ok(token)
+    }
+
+    async fn refresh(&self) -> Result<Refresh, SinkHttpError> {
+        let mut cached = self.cached.lock().await;
+        if let Some(c) = cached.as_ref()
+            && c.fetched.elapsed() < self.min_refresh_interval
+        {
+            return Ok(Refresh::TooSoon);
+        }
+        let token = self.fetch().await?;
+        let changed = cached.as_ref().is_none_or(|c| c.token != token);
+        tracing::info!(secret = %self.arn, changed, "re-read the Dynatrace API token after a 401");
+        *cached = Some(Cached {
+            token,
+            fetched: Instant::now(),
+        });
+        Ok(Refresh::Reloaded)
+    }
+}
+
+/// Extracts the token from a SecretString: `{"<key_name>": "<token>", ...}` as Dynatrace's setup
+/// writes it, or the bare token. Errors never quote the secret's content.
+pub fn parse_secret_string(s: &str, key_name: &str) -> Result<Secret, String> {
+    let trimmed = s.trim();
+    if trimmed.is_empty() {
+        return Err("SecretString is empty".to_owned());
+    }
+    if trimmed.starts_with('{') {
+        let v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(trimmed)
+            .map_err(|_| "SecretString starts with '{' but is not a JSON object".to_owned())?;
+        return match v.get(key_name) {
+            Some(serde_json::Value::String(t)) if !t.trim().is_empty() => Ok(Secret::new(t.trim())),
+            Some(_) => Err(format!("JSON key {key_name:?} is not a non-empty string")),
+            None => {
+                let keys: Vec<&str> = v.keys().map(String::as_str).collect();
+                Err(format!("JSON key {key_name:?} not found (keys present: {keys:?})"))
+            }
+        };
+    }
+    if trimmed.chars().any(char::is_whitespace) {
+        return Err("SecretString is neither a JSON object nor a single token".to_owned());
+    }
+    Ok(Secret::new(trimmed))
+}
+
+/// Builds the configured token source: Secrets Manager when a secret ARN is set (with the given SDK
+/// config, or the default AWS config chain when `None`), else the static token, else an error.
+pub async fn build_token_source(
+    cfg: &TokenConfig,
+    sdk_config: Option<&aws_config::SdkConfig>,
+) -> Result<Arc<dyn TokenSource>, SinkHttpError> {
+    if let Some(arn) = cfg.secret_arn.as_deref().filter(|a| !a.trim().is_empty()) {
+        let src = match sdk_config {
+            Some(c) => SecretsManagerToken::from_sdk_config(c, arn.trim(), &cfg.secret_key_name),
+            None => {
+                let c = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .load()
+                    .await;
+                SecretsManagerToken::from_sdk_config(&c, arn.trim(), &cfg.secret_key_name)
+            }
+        }
+        .with_min_refresh_interval(cfg.min_refresh_interval);
+        return Ok(Arc::new(src));
+    }
+    match &cfg.static_token {
+        Some(t) if !t.expose().trim().is_empty() => {
+            Ok(Arc::new(StaticToken::new(Secret::new(t.expose().trim()))))
+        }
+        _ => Err(SinkHttpError::NoToken),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_secret_with_the_default_key() {
+        let t = parse_secret_string(
+            r#"{"DYNATRACE_OPENPIPELINE_INGEST_API_TOKEN":"dt0c01.AAA.BBB","other":"x"}"#,
+            DEFAULT_SECRET_KEY_NAME,
+        )
+        .expect("token");
+        assert_eq!(t.expose(), "dt0c01.AAA.BBB");
+    }
+
+    #[test]
+    fn bare_secret_string() {
+        let t = parse_secret_string(" dt0c01.AAA.BBB\n", DEFAULT_SECRET_KEY_NAME).expect("token");
+        assert_eq!(t.expose(), "dt0c01.AAA.BBB");
+    }
+
+    #[test]
+    fn missing_key_names_the_key_not_the_values() {
+        let e = parse_secret_string(r#"{"token":"dt0c01.SECRETVALUE"}"#, "MY_KEY").unwrap_err();
+        assert!(e.contains("MY_KEY") && e.contains("token"), "{e}");
+        assert!(!e.contains("SECRETVALUE"), "{e}");
+    }
+
+    #[test]
+    fn broken_json_does_not_echo_content() {
+        let e = parse_secret_string(r#"{"K": "dt0c01.SECRETVALUE""#, "K").unwrap_err();
+        assert!(!e.contains("SECRETVALUE"), "{e}");
+        let e = parse_secret_string("", "K").unwrap_err();
+        assert!(e.contains("empty"));
+        let e = parse_secret_string(r#"{"K": 5}"#, "K").unwrap_err();
+        assert!(e.contains("non-empty string"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn build_prefers_the_secret_then_the_static_token() {
+        let none = TokenConfig::default();
+        assert!(matches!(build_token_source(&none, None).await, Err(SinkHttpError::NoToken)));
+        let stat = TokenConfig {
+            static_token: Some(Secret::new("dt0c01.X")),
+            ..TokenConfig::default()
+        };
+        let src = build_token_source(&stat, None).await.expect("static");
+        assert_eq!(src.token().await.expect("token").expose(), "dt0c01.X");
+        assert_eq!(src.refresh().await.expect("refresh"), Refresh::Fixed);
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        let both = TokenConfig {
+            secret_arn: Some("arn:aws:secretsmanager:us-east-1:123456789012:secret:x".into()),
+            ..stat
+        };
+        let src = build_token_source(&both, Some(&sdk)).await.expect("secret");
+        assert!(format!("{src:?}").contains("SecretsManagerToken"));
+    }
+}
