@@ -436,7 +436,7 @@ fn affected(d: &Map<String, Value>, sel: Selector) -> Affected<'_> {
             let db = path(r, &["rdsDbInstanceDetails"]);
             a.resource(
                 "AWS::RDS::DBInstance",
-                text(path(db, &["dbInstanceArn"])),
+                text(path(db, &["dbInstanceArn"])).or(text(path(db, &["dbiResourceId"]))),
                 text(path(db, &["dbInstanceIdentifier"])),
             );
             a.object_is_resource("RDS_DB_INSTANCE");
