@@ -1,0 +1,248 @@
+//! Item layout: attribute names, key spellings, and decoding items back into port types.
+//!
+//! One table holds three kinds of items (see `docs/state-store.md`, "DynamoDB"):
+//! - finding record: `pk = F#<id>`, `sk = R`, with the latest version, status, lease, counters,
+//!   the latest version's meta, `gsi1pk`/`gsi1sk` for the audit index, and the expiry twice:
+//!   `expires_at_ms` (exact, what reads compare with the store clock) and `expires_at` (epoch
+//!   seconds rounded up, for DynamoDB's TTL deletion);
+//! - history entry: `pk = F#<id>`, `sk = H#<at ms, 15 digits>#<seq, 12 digits>#<process tag>`;
+//!   the sort key orders entries by time, then by the writing process's sequence, so entries
+//!   written in the same millisecond keep their order;
+//! - key/value: `pk = KV#<namespace>`, `sk = <key>`, `v`, expiry as above.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use gdfwd_core::store::{FindingRecord, HistoryEntry, HistoryKind, Status};
+use gdfwd_model::{FindingMeta, Timestamp};
+
+pub(crate) type Item = HashMap<String, AttributeValue>;
+
+pub(crate) const RECORD_SK: &str = "R";
+pub(crate) const HISTORY_PREFIX: &str = "H#";
+
+// Record attributes.
+pub(crate) const FINDING_ID: &str = "finding_id";
+pub(crate) const ACCOUNT: &str = "account_id";
+pub(crate) const REGION: &str = "region";
+pub(crate) const FINDING_TYPE: &str = "finding_type";
+pub(crate) const SEVERITY: &str = "severity";
+pub(crate) const TITLE: &str = "title";
+pub(crate) const LATEST: &str = "latest_version";
+pub(crate) const STATUS: &str = "status";
+pub(crate) const LEASE_UNTIL: &str = "lease_until";
+pub(crate) const FIRST_SEEN: &str = "first_seen";
+pub(crate) const LAST_SEEN: &str = "last_seen";
+pub(crate) const UPDATED_AT: &str = "updated_at";
+pub(crate) const VERSIONS_SENT: &str = "versions_sent";
+pub(crate) const DUPLICATES: &str = "duplicates";
+pub(crate) const STALE: &str = "stale";
+pub(crate) const FAILURES: &str = "failures";
+pub(crate) const LAST_ERROR: &str = "last_error";
+pub(crate) const EXPIRES_MS: &str = "expires_at_ms";
+// History attributes.
+pub(crate) const AT: &str = "at";
+pub(crate) const VERSION: &str = "version";
+pub(crate) const KIND: &str = "kind";
+// KV attribute.
+pub(crate) const VALUE: &str = "v";
+
+pub(crate) fn finding_pk(id: &str) -> String {
+    format!("F#{id}")
+}
+
+pub(crate) fn kv_pk(namespace: &str) -> String {
+    format!("KV#{namespace}")
+}
+
+pub(crate) fn account_pk(account: &str) -> String {
+    format!("A#{account}")
+}
+
+/// Fixed-width so that string order is numeric order (epoch ms has 13 digits until 2286).
+pub(crate) fn ms15(t: Timestamp) -> String {
+    format!("{:015}", t.millis().max(0))
+}
+
+pub(crate) fn gsi1_sk(last_seen: Timestamp, id: &str) -> String {
+    format!("{}#{id}", ms15(last_seen))
+}
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+static PROCESS_TAG: OnceLock<u32> = OnceLock::new();
+
+/// A history sort key unique across processes and ordered within this one.
+pub(crate) fn history_sk(at: Timestamp) -> String {
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let tag = *PROCESS_TAG.get_or_init(rand::random);
+    format!("{HISTORY_PREFIX}{}#{seq:012}#{tag:08x}", ms15(at))
+}
+
+/// Epoch seconds for DynamoDB TTL, rounded up so DynamoDB never deletes before we call it expired.
+pub(crate) fn ttl_seconds(expires: Timestamp) -> i64 {
+    expires.millis().div_euclid(1000) + i64::from(expires.millis().rem_euclid(1000) != 0)
+}
+
+pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+pub(crate) fn n(v: impl std::fmt::Display) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+pub(crate) fn ts(t: Timestamp) -> AttributeValue {
+    n(t.millis())
+}
+
+/// Why an item could not be decoded (the caller adds table and key).
+pub(crate) type DecodeResult<T> = Result<T, String>;
+
+pub(crate) fn get_s<'a>(item: &'a Item, name: &str) -> DecodeResult<&'a str> {
+    match item.get(name) {
+        Some(AttributeValue::S(v)) => Ok(v),
+        Some(other) => Err(format!("attribute {name} is not a string: {other:?}")),
+        None => Err(format!("attribute {name} is missing")),
+    }
+}
+
+pub(crate) fn get_opt_s(item: &Item, name: &str) -> DecodeResult<Option<String>> {
+    match item.get(name) {
+        None | Some(AttributeValue::Null(_)) => Ok(None),
+        Some(AttributeValue::S(v)) => Ok(Some(v.clone())),
+        Some(other) => Err(format!("attribute {name} is not a string: {other:?}")),
+    }
+}
+
+pub(crate) fn get_opt_i64(item: &Item, name: &str) -> DecodeResult<Option<i64>> {
+    match item.get(name) {
+        None | Some(AttributeValue::Null(_)) => Ok(None),
+        Some(AttributeValue::N(v)) => v
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|e| format!("attribute {name} = {v:?} is not an integer: {e}")),
+        Some(other) => Err(format!("attribute {name} is not a number: {other:?}")),
+    }
+}
+
+pub(crate) fn get_i64(item: &Item, name: &str) -> DecodeResult<i64> {
+    get_opt_i64(item, name)?.ok_or_else(|| format!("attribute {name} is missing"))
+}
+
+pub(crate) fn get_ts(item: &Item, name: &str) -> DecodeResult<Timestamp> {
+    get_i64(item, name).map(Timestamp::from_millis)
+}
+
+fn get_count(item: &Item, name: &str) -> DecodeResult<u64> {
+    Ok(get_opt_i64(item, name)?.map_or(0, |v| u64::try_from(v).unwrap_or(0)))
+}
+
+fn get_opt_f64(item: &Item, name: &str) -> DecodeResult<Option<f64>> {
+    match item.get(name) {
+        None | Some(AttributeValue::Null(_)) => Ok(None),
+        Some(AttributeValue::N(v)) => v
+            .parse::<f64>()
+            .map(Some)
+            .map_err(|e| format!("attribute {name} = {v:?} is not a number: {e}")),
+        Some(other) => Err(format!("attribute {name} is not a number: {other:?}")),
+    }
+}
+
+pub(crate) fn status_from(s: &str) -> DecodeResult<Status> {
+    match s {
+        "pending" => Ok(Status::Pending),
+        "sent" => Ok(Status::Sent),
+        "failed" => Ok(Status::Failed),
+        other => Err(format!("unknown status {other:?}")),
+    }
+}
+
+/// Whether a record/kv item is expired at `now` (expired items read as absent).
+pub(crate) fn expired(item: &Item, now: Timestamp) -> DecodeResult<bool> {
+    Ok(get_i64(item, EXPIRES_MS)? <= now.millis())
+}
+
+pub(crate) fn record_from(item: &Item) -> DecodeResult<FindingRecord> {
+    Ok(FindingRecord {
+        finding_id: get_s(item, FINDING_ID)?.to_owned(),
+        meta: FindingMeta {
+            account_id: get_s(item, ACCOUNT)?.to_owned(),
+            region: get_s(item, REGION)?.to_owned(),
+            finding_type: get_opt_s(item, FINDING_TYPE)?,
+            severity: get_opt_f64(item, SEVERITY)?,
+            title: get_opt_s(item, TITLE)?,
+        },
+        latest_version: get_ts(item, LATEST)?,
+        status: status_from(get_s(item, STATUS)?)?,
+        lease_until: get_opt_i64(item, LEASE_UNTIL)?.map(Timestamp::from_millis),
+        first_seen: get_ts(item, FIRST_SEEN)?,
+        last_seen: get_ts(item, LAST_SEEN)?,
+        versions_sent: get_count(item, VERSIONS_SENT)?,
+        duplicates: get_count(item, DUPLICATES)?,
+        stale: get_count(item, STALE)?,
+        failures: get_count(item, FAILURES)?,
+        last_error: get_opt_s(item, LAST_ERROR)?,
+        expires_at: get_ts(item, EXPIRES_MS)?,
+    })
+}
+
+pub(crate) fn history_from(item: &Item) -> DecodeResult<HistoryEntry> {
+    let kind = get_s(item, KIND)?;
+    let kind: HistoryKind =
+        serde_json::from_str(kind).map_err(|e| format!("history kind {kind:?}: {e}"))?;
+    Ok(HistoryEntry {
+        at: get_ts(item, AT)?,
+        version: get_ts(item, VERSION)?,
+        kind,
+    })
+}
+
+/// A history item to write: `pk`, `sk`, at, version, kind (JSON), expiry.
+pub(crate) fn history_item(
+    id: &str,
+    at: Timestamp,
+    version: Timestamp,
+    kind: &HistoryKind,
+    expires: Timestamp,
+) -> Item {
+    // HistoryKind is plain data (strings, vectors, numbers): encoding cannot fail; the fallback
+    // keeps the entry rather than losing it.
+    let kind = serde_json::to_string(kind).unwrap_or_else(|e| {
+        format!(r#"{{"kind":"failed","reason":"history entry could not be encoded: {e}"}}"#)
+    });
+    HashMap::from([
+        (crate::table::PK.to_owned(), s(finding_pk(id))),
+        (crate::table::SK.to_owned(), s(history_sk(at))),
+        (AT.to_owned(), ts(at)),
+        (VERSION.to_owned(), ts(version)),
+        (KIND.to_owned(), s(kind)),
+        (EXPIRES_MS.to_owned(), ts(expires)),
+        (
+            crate::table::TTL_ATTRIBUTE.to_owned(),
+            n(ttl_seconds(expires)),
+        ),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_seconds_round_up() {
+        assert_eq!(ttl_seconds(Timestamp::from_millis(5000)), 5);
+        assert_eq!(ttl_seconds(Timestamp::from_millis(5001)), 6);
+        assert_eq!(ttl_seconds(Timestamp::from_millis(5999)), 6);
+    }
+
+    #[test]
+    fn history_keys_sort_by_time_then_sequence() {
+        let a = history_sk(Timestamp::from_millis(1_700_000_000_000));
+        let b = history_sk(Timestamp::from_millis(1_700_000_000_000));
+        let c = history_sk(Timestamp::from_millis(999));
+        assert!(a < b, "{a} < {b}");
+        assert!(c < a, "{c} < {a}");
+    }
+}

@@ -1,0 +1,1101 @@
+//! The DynamoDB state store (`--store dynamodb:TABLE`): the Lambda's dedup store and audit log.
+//!
+//! Semantics are the port's ([`gdfwd_core::store`]), checked by the shared contract suite; the
+//! item layout and every access pattern are in `docs/state-store.md` ("DynamoDB").
+//!
+//! Why it is shaped so:
+//! - A claim is decided by ONE conditional `UpdateItem` on the finding's record and no read: the
+//!   condition says when the claim wins; when it loses, `ReturnValuesOnConditionCheckFailure =
+//!   ALL_OLD` hands back the record, which tells Duplicate from Stale without a read. The loser
+//!   then bumps its counter (one more write) — suppressions pay for their own bookkeeping.
+//! - The update is an upsert (`if_not_exists` for first_seen and counters), so a never-seen
+//!   finding also costs one write. Only a record that is expired but not yet deleted by
+//!   DynamoDB's TTL needs a second, conditional `PutItem` to start it afresh.
+//! - History entries are separate small items (not a list on the record) so the record stays
+//!   ~1 KB: DynamoDB bills writes per KB of the whole item, and a growing list would make every
+//!   claim dearer and eventually hit the 400 KB item limit. Each outcome writes one entry.
+//! - "Now" comes only from the [`Clock`]: expiry is decided by `expires_at_ms` against the clock
+//!   (DynamoDB's TTL deletion, on `expires_at` in epoch seconds, is only garbage collection).
+//! - Errors after the SDK's retries (configured by [`client`]) become
+//!   [`StoreError::Unavailable`] naming the table, so the pipeline fails the batch as retryable
+//!   and never sends without dedup.
+
+mod error;
+mod item;
+mod table;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, PutRequest, ReturnValuesOnConditionCheckFailure, WriteRequest,
+};
+use futures::StreamExt;
+use gdfwd_core::store::{
+    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, HistoryKind, ListQuery,
+    StateStore, Status, StatusFilter, VersionKey,
+};
+use gdfwd_core::{Clock, StoreError};
+use gdfwd_model::Timestamp;
+
+pub use error::DynamoStoreError;
+pub use table::{
+    AttributeDef, CreateOutcome, GSI1, GSI1_PK, GSI1_SK, IndexDef, KeyElement, PK, ProjectionDef,
+    SK, TTL_ATTRIBUTE, TableDefinition, TtlDef, create_table, describe_definition,
+    table_definition, validate_table_name,
+};
+
+use item::Item;
+
+/// Default retention of finding records after their last update.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
+/// SDK attempts per call (1 + retries) for throttling and transient errors.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// First retry backoff; the SDK doubles it per attempt, with jitter.
+pub const DEFAULT_INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+/// How many findings of one `claim_many` are claimed concurrently.
+const CLAIM_CONCURRENCY: usize = 16;
+/// How often a claim re-runs when a concurrent writer changed the record under it.
+const MAX_CLAIM_LOOPS: usize = 5;
+
+/// A DynamoDB client for the store: `sdk`'s settings with standard retries
+/// ([`DEFAULT_MAX_ATTEMPTS`], [`DEFAULT_INITIAL_BACKOFF`]) for throttling and transient errors.
+pub fn client(sdk: &aws_config::SdkConfig) -> Client {
+    client_with_retries(sdk, DEFAULT_MAX_ATTEMPTS, DEFAULT_INITIAL_BACKOFF)
+}
+
+/// Like [`client`] with explicit retry settings (tests use short ones).
+pub fn client_with_retries(
+    sdk: &aws_config::SdkConfig,
+    max_attempts: u32,
+    initial_backoff: Duration,
+) -> Client {
+    let retry = aws_config::retry::RetryConfig::standard()
+        .with_max_attempts(max_attempts.max(1))
+        .with_initial_backoff(initial_backoff)
+        .with_max_backoff(Duration::from_secs(5));
+    let conf = aws_sdk_dynamodb::config::Builder::from(sdk)
+        .retry_config(retry)
+        .build();
+    Client::from_conf(conf)
+}
+
+/// Lock stripes serialising this process's claims of one finding (see [`DynamoStore::stripe`]).
+const STRIPES: usize = 64;
+
+/// The DynamoDB-backed [`StateStore`]. Clones share the client and the claim stripes.
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    clock: Arc<dyn Clock>,
+    retention_ms: i64,
+    stripes: Arc<[tokio::sync::Mutex<()>]>,
+}
+
+/// Expression attribute names and values, recorded as they are used (DynamoDB rejects unused ones).
+#[derive(Default)]
+struct Expr {
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+impl Expr {
+    /// `#attr`; every attribute goes through a placeholder, so reserved words (`status`,
+    /// `region`, ...) never matter.
+    fn n(&mut self, attr: &str) -> String {
+        let k = format!("#{attr}");
+        self.names.insert(k.clone(), attr.to_owned());
+        k
+    }
+    fn v(&mut self, name: &str, value: AttributeValue) -> String {
+        let k = format!(":{name}");
+        self.values.insert(k.clone(), value);
+        k
+    }
+}
+
+/// What a conditional write did.
+enum Written {
+    Ok,
+    /// The condition failed; the old item when it existed.
+    ConditionFailed(Option<Item>),
+}
+
+/// A history entry decided by an operation, written after it.
+struct PendingHistory {
+    id: String,
+    at: Timestamp,
+    version: Timestamp,
+    kind: HistoryKind,
+    expires: Timestamp,
+}
+
+type GroupResult = Result<Vec<(usize, ClaimOutcome, PendingHistory)>, DynamoStoreError>;
+
+impl DynamoStore {
+    /// A store on `table` (which must exist: see [`create_table`]); "now" comes from `clock`;
+    /// records expire `retention` after their last update.
+    pub fn new(
+        client: Client,
+        table: impl Into<String>,
+        clock: Arc<dyn Clock>,
+        retention: Duration,
+    ) -> DynamoStore {
+        DynamoStore {
+            client,
+            table: table.into(),
+            clock,
+            retention_ms: i64::try_from(retention.as_millis()).unwrap_or(i64::MAX),
+            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+        }
+    }
+
+    /// The lock stripe of a finding. Claims of one finding from this process run one at a time:
+    /// across processes the conditional write alone decides (DynamoDB applies it atomically), but
+    /// within a process queuing spares the losers' failed writes — and moto, which applies
+    /// concurrent updates of one item non-atomically, then gives the same answers as DynamoDB.
+    fn stripe(&self, id: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        id.hash(&mut h);
+        let i = usize::try_from(h.finish() % STRIPES as u64).unwrap_or(0);
+        // `stripes` always has STRIPES entries; index 0 is the (unreachable) fallback.
+        self.stripes.get(i).unwrap_or(&self.stripes[0])
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    fn call_err<E, R>(&self, operation: &'static str, e: SdkError<E, R>) -> DynamoStoreError
+    where
+        E: std::error::Error + aws_sdk_dynamodb::error::ProvideErrorMetadata + 'static,
+        R: std::fmt::Debug,
+    {
+        if e.as_service_error()
+            .and_then(|s| s.code())
+            .is_some_and(|c| c == "ResourceNotFoundException")
+        {
+            return DynamoStoreError::NoTable {
+                table: self.table.clone(),
+                operation,
+            };
+        }
+        DynamoStoreError::Call {
+            table: self.table.clone(),
+            operation,
+            message: DisplayErrorContext(e).to_string(),
+        }
+    }
+
+    fn corrupt(&self, operation: &'static str, key: &str, message: String) -> DynamoStoreError {
+        DynamoStoreError::Corrupt {
+            table: self.table.clone(),
+            operation,
+            key: key.to_owned(),
+            message,
+        }
+    }
+
+    fn not_claimed(
+        &self,
+        operation: &'static str,
+        key: &VersionKey,
+        message: &'static str,
+    ) -> DynamoStoreError {
+        DynamoStoreError::NotClaimed {
+            table: self.table.clone(),
+            operation,
+            finding_id: key.finding_id.clone(),
+            version: key.version,
+            message,
+        }
+    }
+
+    fn expiry(&self, now: Timestamp) -> Timestamp {
+        now.saturating_add_millis(self.retention_ms)
+    }
+
+    /// Sets both expiry attributes (exact ms for reads, rounded-up seconds for DynamoDB TTL).
+    fn set_expiry(e: &mut Expr, sets: &mut Vec<String>, expires: Timestamp) {
+        sets.push(format!(
+            "{} = {}",
+            e.n(item::EXPIRES_MS),
+            e.v("exp_ms", item::ts(expires))
+        ));
+        sets.push(format!(
+            "{} = {}",
+            e.n(TTL_ATTRIBUTE),
+            e.v("exp_s", item::n(item::ttl_seconds(expires)))
+        ));
+    }
+
+    /// One conditional `UpdateItem` on a finding record.
+    async fn update_record(
+        &self,
+        operation: &'static str,
+        id: &str,
+        e: Expr,
+        update: String,
+        condition: String,
+    ) -> Result<Written, DynamoStoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, item::s(item::finding_pk(id)))
+            .key(SK, item::s(item::RECORD_SK))
+            .update_expression(update)
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(e.names))
+            .set_expression_attribute_values(Some(e.values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(Written::Ok),
+            Err(err) => match err.as_service_error() {
+                Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c)) => {
+                    Ok(Written::ConditionFailed(c.item().cloned()))
+                }
+                _ => Err(self.call_err(operation, err)),
+            },
+        }
+    }
+
+    /// Writes history entries; a failure is logged, not returned: the decision they record is
+    /// already durable, and failing the batch would only delay delivery (history is audit only).
+    async fn write_history(&self, entries: Vec<PendingHistory>) {
+        let items: Vec<Item> = entries
+            .iter()
+            .map(|h| item::history_item(&h.id, h.at, h.version, &h.kind, h.expires))
+            .collect();
+        if let [one] = items.as_slice() {
+            let res = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(one.clone()))
+                .send()
+                .await;
+            if let Err(e) = res {
+                tracing::warn!(table = %self.table, error = %DisplayErrorContext(e), "writing a history entry failed; the audit history misses it");
+            }
+            return;
+        }
+        for chunk in items.chunks(25) {
+            let mut pending: Vec<WriteRequest> = Vec::with_capacity(chunk.len());
+            for it in chunk {
+                match PutRequest::builder().set_item(Some(it.clone())).build() {
+                    Ok(p) => pending.push(WriteRequest::builder().put_request(p).build()),
+                    Err(e) => {
+                        tracing::warn!(table = %self.table, error = %e, "building a history write failed");
+                    }
+                }
+            }
+            // BatchWriteItem may leave items unprocessed under load: resend those, with backoff.
+            for attempt in 0..5u32 {
+                if pending.is_empty() {
+                    break;
+                }
+                let res = self
+                    .client
+                    .batch_write_item()
+                    .request_items(self.table.clone(), std::mem::take(&mut pending))
+                    .send()
+                    .await;
+                match res {
+                    Ok(out) => {
+                        pending = out
+                            .unprocessed_items()
+                            .and_then(|m| m.get(&self.table))
+                            .cloned()
+                            .unwrap_or_default();
+                        if !pending.is_empty() {
+                            tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(table = %self.table, error = %DisplayErrorContext(e), "writing history entries failed; the audit history misses them");
+                        pending.clear();
+                    }
+                }
+            }
+            if !pending.is_empty() {
+                tracing::warn!(table = %self.table, unprocessed = pending.len(), "history entries left unprocessed");
+            }
+        }
+    }
+
+    /// Decides one claim (the record writes), returning the outcome and the history entry to write.
+    async fn decide_claim(
+        &self,
+        req: &ClaimRequest,
+        lease: Duration,
+    ) -> Result<(ClaimOutcome, PendingHistory), DynamoStoreError> {
+        const OP: &str = "claim";
+        let id = req.key.finding_id.as_str();
+        let v = req.key.version;
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let _serial = self.stripe(id).lock().await;
+        for _ in 0..MAX_CLAIM_LOOPS {
+            let now = self.clock.now();
+            let expires = self.expiry(now);
+            let hist = |kind| PendingHistory {
+                id: id.to_owned(),
+                at: now,
+                version: v,
+                kind,
+                expires,
+            };
+            // 1. The winning claim, as an upsert on an absent or live record.
+            let mut e = Expr::default();
+            let mut sets = Vec::new();
+            let mut removes = Vec::new();
+            let m = &req.meta;
+            sets.push(format!(
+                "{} = {}",
+                e.n(item::FINDING_ID),
+                e.v("id", item::s(id))
+            ));
+            sets.push(format!(
+                "{} = {}",
+                e.n(item::ACCOUNT),
+                e.v("acc", item::s(&m.account_id))
+            ));
+            sets.push(format!(
+                "{} = {}",
+                e.n(item::REGION),
+                e.v("reg", item::s(&m.region))
+            ));
+            match &m.finding_type {
+                Some(t) => sets.push(format!(
+                    "{} = {}",
+                    e.n(item::FINDING_TYPE),
+                    e.v("ft", item::s(t))
+                )),
+                None => removes.push(e.n(item::FINDING_TYPE)),
+            }
+            match m.severity.filter(|s| s.is_finite()) {
+                Some(sev) => sets.push(format!(
+                    "{} = {}",
+                    e.n(item::SEVERITY),
+                    e.v("sev", item::n(sev))
+                )),
+                None => removes.push(e.n(item::SEVERITY)),
+            }
+            match &m.title {
+                Some(t) => sets.push(format!(
+                    "{} = {}",
+                    e.n(item::TITLE),
+                    e.v("title", item::s(t))
+                )),
+                None => removes.push(e.n(item::TITLE)),
+            }
+            let vv = e.v("v", item::ts(v));
+            let nowv = e.v("now", item::ts(now));
+            let zero = e.v("zero", item::n(0));
+            let pending = e.v("pending", item::s(Status::Pending.as_str()));
+            sets.push(format!("{} = {vv}", e.n(item::LATEST)));
+            sets.push(format!("{} = {pending}", e.n(item::STATUS)));
+            sets.push(format!(
+                "{} = {}",
+                e.n(item::LEASE_UNTIL),
+                e.v("lease", item::ts(now.saturating_add_millis(lease_ms)))
+            ));
+            let first = e.n(item::FIRST_SEEN);
+            sets.push(format!("{first} = if_not_exists({first}, {nowv})"));
+            sets.push(format!("{} = {nowv}", e.n(item::LAST_SEEN)));
+            sets.push(format!("{} = {nowv}", e.n(item::UPDATED_AT)));
+            Self::set_expiry(&mut e, &mut sets, expires);
+            sets.push(format!(
+                "{} = {}",
+                e.n(GSI1_PK),
+                e.v("g1pk", item::s(item::account_pk(&m.account_id)))
+            ));
+            sets.push(format!(
+                "{} = {}",
+                e.n(GSI1_SK),
+                e.v("g1sk", item::s(item::gsi1_sk(now, id)))
+            ));
+            for c in [
+                item::VERSIONS_SENT,
+                item::DUPLICATES,
+                item::STALE,
+                item::FAILURES,
+            ] {
+                let c = e.n(c);
+                sets.push(format!("{c} = if_not_exists({c}, {zero})"));
+            }
+            let mut update = format!("SET {}", sets.join(", "));
+            if !removes.is_empty() {
+                update.push_str(&format!(" REMOVE {}", removes.join(", ")));
+            }
+            let condition = format!(
+                "attribute_not_exists({pk}) OR ({exp} > {nowv} AND ({lat} < {vv} OR ({lat} = {vv} AND ({st} = {failed} OR ({st} = {pending} AND {lease} <= {nowv})))))",
+                pk = e.n(PK),
+                exp = e.n(item::EXPIRES_MS),
+                lat = e.n(item::LATEST),
+                st = e.n(item::STATUS),
+                lease = e.n(item::LEASE_UNTIL),
+                failed = e.v("failed", item::s(Status::Failed.as_str())),
+            );
+            let old = match self.update_record(OP, id, e, update, condition).await? {
+                Written::Ok => return Ok((ClaimOutcome::New, hist(HistoryKind::Claimed))),
+                Written::ConditionFailed(Some(old)) => old,
+                // No record and yet the condition failed: it was created concurrently; re-run.
+                Written::ConditionFailed(None) => continue,
+            };
+            // An old item without the attributes every record write sets cannot come from
+            // DynamoDB (writes are atomic there); emulators that apply an update attribute by
+            // attribute can show one mid-write. Re-run rather than fail (bounded by the loop).
+            let (Ok(is_expired), Ok(latest)) =
+                (item::expired(&old, now), item::get_ts(&old, item::LATEST))
+            else {
+                continue;
+            };
+            // 2. Expired but not yet deleted by DynamoDB: replace it with a fresh record.
+            if is_expired {
+                if self.put_fresh(req, now, lease_ms).await? {
+                    return Ok((ClaimOutcome::New, hist(HistoryKind::Claimed)));
+                }
+                continue;
+            }
+            // 3. The claim lost: the old record says why.
+            let (outcome, counter) = if latest > v {
+                (ClaimOutcome::Stale { newest: latest }, item::STALE)
+            } else if latest == v {
+                (ClaimOutcome::Duplicate, item::DUPLICATES)
+            } else {
+                // Older than our version, yet the condition failed: changed meanwhile; re-run.
+                continue;
+            };
+            let mut e = Expr::default();
+            let mut sets = Vec::new();
+            let nowv = e.v("now", item::ts(now));
+            sets.push(format!("{} = {nowv}", e.n(item::LAST_SEEN)));
+            sets.push(format!("{} = {nowv}", e.n(item::UPDATED_AT)));
+            Self::set_expiry(&mut e, &mut sets, expires);
+            sets.push(format!(
+                "{} = {}",
+                e.n(GSI1_SK),
+                e.v("g1sk", item::s(item::gsi1_sk(now, id)))
+            ));
+            let update = format!(
+                "SET {} ADD {} {}",
+                sets.join(", "),
+                e.n(counter),
+                e.v("one", item::n(1))
+            );
+            let condition = format!(
+                "attribute_exists({}) AND {} > {nowv}",
+                e.n(PK),
+                e.n(item::EXPIRES_MS)
+            );
+            match self.update_record(OP, id, e, update, condition).await? {
+                Written::Ok => {
+                    let kind = match outcome {
+                        ClaimOutcome::Stale { newest } => HistoryKind::Stale { newest },
+                        _ => HistoryKind::Duplicate,
+                    };
+                    return Ok((outcome, hist(kind)));
+                }
+                // Expired in between: re-run, the claim is New now.
+                Written::ConditionFailed(_) => continue,
+            }
+        }
+        Err(DynamoStoreError::Contended {
+            table: self.table.clone(),
+            operation: OP,
+            finding_id: id.to_owned(),
+        })
+    }
+
+    /// Replaces an expired record with a fresh one (counters at zero); false when another writer
+    /// got there first.
+    async fn put_fresh(
+        &self,
+        req: &ClaimRequest,
+        now: Timestamp,
+        lease_ms: i64,
+    ) -> Result<bool, DynamoStoreError> {
+        const OP: &str = "claim";
+        let id = req.key.finding_id.as_str();
+        let m = &req.meta;
+        let expires = self.expiry(now);
+        let mut it: Item = HashMap::from([
+            (PK.to_owned(), item::s(item::finding_pk(id))),
+            (SK.to_owned(), item::s(item::RECORD_SK)),
+            (item::FINDING_ID.to_owned(), item::s(id)),
+            (item::ACCOUNT.to_owned(), item::s(&m.account_id)),
+            (item::REGION.to_owned(), item::s(&m.region)),
+            (item::LATEST.to_owned(), item::ts(req.key.version)),
+            (item::STATUS.to_owned(), item::s(Status::Pending.as_str())),
+            (
+                item::LEASE_UNTIL.to_owned(),
+                item::ts(now.saturating_add_millis(lease_ms)),
+            ),
+            (item::FIRST_SEEN.to_owned(), item::ts(now)),
+            (item::LAST_SEEN.to_owned(), item::ts(now)),
+            (item::UPDATED_AT.to_owned(), item::ts(now)),
+            (item::VERSIONS_SENT.to_owned(), item::n(0)),
+            (item::DUPLICATES.to_owned(), item::n(0)),
+            (item::STALE.to_owned(), item::n(0)),
+            (item::FAILURES.to_owned(), item::n(0)),
+            (item::EXPIRES_MS.to_owned(), item::ts(expires)),
+            (
+                TTL_ATTRIBUTE.to_owned(),
+                item::n(item::ttl_seconds(expires)),
+            ),
+            (GSI1_PK.to_owned(), item::s(item::account_pk(&m.account_id))),
+            (GSI1_SK.to_owned(), item::s(item::gsi1_sk(now, id))),
+        ]);
+        if let Some(t) = &m.finding_type {
+            it.insert(item::FINDING_TYPE.to_owned(), item::s(t));
+        }
+        if let Some(sev) = m.severity.filter(|s| s.is_finite()) {
+            it.insert(item::SEVERITY.to_owned(), item::n(sev));
+        }
+        if let Some(t) = &m.title {
+            it.insert(item::TITLE.to_owned(), item::s(t));
+        }
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(it))
+            .condition_expression("attribute_not_exists(#pk) OR #exp <= :now")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#exp", item::EXPIRES_MS)
+            .expression_attribute_values(":now", item::ts(now))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.call_err(OP, e)),
+        }
+    }
+
+    /// `commit`/`release`: first the write that applies to the latest version, then (when the
+    /// record shows an older version was meant) the counters-only write.
+    async fn finish(
+        &self,
+        key: &VersionKey,
+        release_reason: Option<&str>,
+        delivery: Option<&Delivery>,
+    ) -> Result<(), DynamoStoreError> {
+        let op: &'static str = if release_reason.is_some() {
+            "release"
+        } else {
+            "commit"
+        };
+        let id = key.finding_id.as_str();
+        let v = key.version;
+        let now = self.clock.now();
+        let expires = self.expiry(now);
+        let build = |latest_only: bool| {
+            let mut e = Expr::default();
+            let mut sets = Vec::new();
+            let nowv = e.v("now", item::ts(now));
+            let vv = e.v("v", item::ts(v));
+            sets.push(format!("{} = {nowv}", e.n(item::UPDATED_AT)));
+            Self::set_expiry(&mut e, &mut sets, expires);
+            let counter = match release_reason {
+                Some(r) => {
+                    sets.push(format!(
+                        "{} = {}",
+                        e.n(item::LAST_ERROR),
+                        e.v("err", item::s(r))
+                    ));
+                    item::FAILURES
+                }
+                None => item::VERSIONS_SENT,
+            };
+            let mut condition = format!(
+                "attribute_exists({}) AND {} > {nowv}",
+                e.n(PK),
+                e.n(item::EXPIRES_MS)
+            );
+            let mut remove = String::new();
+            if latest_only {
+                let new_status = if release_reason.is_some() {
+                    Status::Failed
+                } else {
+                    Status::Sent
+                };
+                let st = e.n(item::STATUS);
+                sets.push(format!(
+                    "{st} = {}",
+                    e.v("st", item::s(new_status.as_str()))
+                ));
+                remove = format!(" REMOVE {}", e.n(item::LEASE_UNTIL));
+                condition.push_str(&format!(" AND {} = {vv}", e.n(item::LATEST)));
+                if release_reason.is_some() {
+                    // Only a pending claim is freed: a sent version never becomes claimable.
+                    condition.push_str(&format!(
+                        " AND {} = {}",
+                        e.n(item::STATUS),
+                        e.v("pending", item::s(Status::Pending.as_str()))
+                    ));
+                }
+            } else if release_reason.is_some() {
+                condition.push_str(&format!(" AND {} >= {vv}", e.n(item::LATEST)));
+            } else {
+                condition.push_str(&format!(" AND {} > {vv}", e.n(item::LATEST)));
+            }
+            let update = format!(
+                "SET {}{remove} ADD {} {}",
+                sets.join(", "),
+                e.n(counter),
+                e.v("one", item::n(1))
+            );
+            (e, update, condition)
+        };
+        let (e, u, c) = build(true);
+        let done = match self.update_record(op, id, e, u, c).await? {
+            Written::Ok => true,
+            Written::ConditionFailed(None) => {
+                return Err(self.not_claimed(
+                    op,
+                    key,
+                    "the finding was never claimed (or its record expired)",
+                ));
+            }
+            Written::ConditionFailed(Some(old)) => {
+                let corrupt = |m| self.corrupt(op, &item::finding_pk(id), m);
+                if item::expired(&old, now).map_err(corrupt)? {
+                    return Err(self.not_claimed(
+                        op,
+                        key,
+                        "the finding was never claimed (or its record expired)",
+                    ));
+                }
+                if item::get_ts(&old, item::LATEST).map_err(corrupt)? < v {
+                    return Err(self.not_claimed(
+                        op,
+                        key,
+                        "this version is newer than every claimed version, so it was never claimed",
+                    ));
+                }
+                false
+            }
+        };
+        if !done {
+            let (e, u, c) = build(false);
+            if let Written::ConditionFailed(_) = self.update_record(op, id, e, u, c).await? {
+                return Err(self.not_claimed(
+                    op,
+                    key,
+                    "the record changed concurrently (expired or moved) and no longer holds this version",
+                ));
+            }
+        }
+        let kind = match (release_reason, delivery) {
+            (Some(r), _) => HistoryKind::Failed {
+                reason: r.to_owned(),
+            },
+            (None, d) => HistoryKind::Sent {
+                event_ids: d.map(|d| d.event_ids.clone()).unwrap_or_default(),
+                request_id: d.and_then(|d| d.request_id.clone()),
+            },
+        };
+        self.write_history(vec![PendingHistory {
+            id: id.to_owned(),
+            at: now,
+            version: v,
+            kind,
+            expires,
+        }])
+        .await;
+        Ok(())
+    }
+
+    /// One finding's requests of a batch, in order.
+    async fn claim_group(
+        &self,
+        reqs: &[ClaimRequest],
+        idxs: Vec<usize>,
+        lease: Duration,
+    ) -> GroupResult {
+        let mut done = Vec::with_capacity(idxs.len());
+        for i in idxs {
+            let Some(r) = reqs.get(i) else { continue };
+            let (o, h) = self.decide_claim(r, lease).await?;
+            done.push((i, o, h));
+        }
+        Ok(done)
+    }
+
+    async fn history_impl(&self, id: &str) -> Result<Option<FindingHistory>, DynamoStoreError> {
+        const OP: &str = "history";
+        let now = self.clock.now();
+        let mut record = None;
+        let mut raw_entries = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .key_condition_expression("#pk = :pk")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_values(":pk", item::s(item::finding_pk(id)))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| self.call_err(OP, e))?;
+            for it in out.items() {
+                let sk = item::get_s(it, SK).map_err(|m| self.corrupt(OP, id, m))?;
+                if sk == item::RECORD_SK {
+                    record = Some(it.clone());
+                } else if sk.starts_with(item::HISTORY_PREFIX) {
+                    raw_entries.push(it.clone());
+                }
+            }
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        let key = item::finding_pk(id);
+        let Some(rec) = record else {
+            return Ok(None);
+        };
+        if item::expired(&rec, now).map_err(|m| self.corrupt(OP, &key, m))? {
+            return Ok(None);
+        }
+        let record = item::record_from(&rec).map_err(|m| self.corrupt(OP, &key, m))?;
+        let mut entries = Vec::with_capacity(raw_entries.len());
+        for it in &raw_entries {
+            let e = item::history_from(it).map_err(|m| self.corrupt(OP, &key, m))?;
+            // Entries of an earlier, expired incarnation of the record (not yet deleted by TTL).
+            if e.at >= record.first_seen {
+                entries.push(e);
+            }
+        }
+        Ok(Some(FindingHistory { record, entries }))
+    }
+
+    async fn list_impl(&self, q: &ListQuery) -> Result<Vec<FindingRecord>, DynamoStoreError> {
+        const OP: &str = "list";
+        if q.limit == Some(0) {
+            return Ok(Vec::new());
+        }
+        let now = self.clock.now();
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let mut e = Expr::default();
+            let nowv = e.v("now", item::ts(now));
+            let mut filter = vec![format!("{} > {nowv}", e.n(item::EXPIRES_MS))];
+            match q.status {
+                None => {}
+                Some(StatusFilter::Sent) => {
+                    filter.push(format!(
+                        "{} > {}",
+                        e.n(item::VERSIONS_SENT),
+                        e.v("zero", item::n(0))
+                    ));
+                }
+                Some(StatusFilter::Duplicate) => {
+                    filter.push(format!(
+                        "{} > {}",
+                        e.n(item::DUPLICATES),
+                        e.v("zero", item::n(0))
+                    ));
+                }
+                Some(StatusFilter::Stale) => {
+                    filter.push(format!(
+                        "{} > {}",
+                        e.n(item::STALE),
+                        e.v("zero", item::n(0))
+                    ));
+                }
+                Some(StatusFilter::Failed) => {
+                    filter.push(format!(
+                        "{} > {} AND {} = {}",
+                        e.n(item::FAILURES),
+                        e.v("zero", item::n(0)),
+                        e.n(item::STATUS),
+                        e.v("st", item::s(Status::Failed.as_str()))
+                    ));
+                }
+                Some(StatusFilter::Pending) => {
+                    filter.push(format!(
+                        "{} = {}",
+                        e.n(item::STATUS),
+                        e.v("st", item::s(Status::Pending.as_str()))
+                    ));
+                }
+            }
+            if let Some(p) = &q.finding_type {
+                filter.push(format!(
+                    "begins_with({}, {})",
+                    e.n(item::FINDING_TYPE),
+                    e.v("ftp", item::s(p))
+                ));
+            }
+            let page = if let Some(acc) = &q.account {
+                // The audit index: one account's records, newest sighting first.
+                let mut kc = format!(
+                    "{} = {}",
+                    e.n(GSI1_PK),
+                    e.v("g1pk", item::s(item::account_pk(acc)))
+                );
+                match (q.since, q.until) {
+                    (Some(a), Some(b)) => kc.push_str(&format!(
+                        " AND {} BETWEEN {} AND {}",
+                        e.n(GSI1_SK),
+                        e.v("lo", item::s(item::ms15(a))),
+                        // `<ms15(until)` exclusive: every key of an earlier ms sorts before it.
+                        e.v("hi", item::s(item::ms15(b.saturating_add_millis(-1)) + "$"))
+                    )),
+                    (Some(a), None) => {
+                        kc.push_str(&format!(
+                            " AND {} >= {}",
+                            e.n(GSI1_SK),
+                            e.v("lo", item::s(item::ms15(a)))
+                        ));
+                    }
+                    (None, Some(b)) => {
+                        kc.push_str(&format!(
+                            " AND {} < {}",
+                            e.n(GSI1_SK),
+                            e.v("hi", item::s(item::ms15(b)))
+                        ));
+                    }
+                    (None, None) => {}
+                }
+                let res = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .index_name(GSI1)
+                    .key_condition_expression(kc)
+                    .filter_expression(filter.join(" AND "))
+                    .scan_index_forward(false)
+                    .set_expression_attribute_names(Some(e.names))
+                    .set_expression_attribute_values(Some(e.values))
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(|err| self.call_err(OP, err))?;
+                (res.items().to_vec(), res.last_evaluated_key().cloned())
+            } else {
+                // No account: a filtered Scan of the records (audit only, never a hot path).
+                filter.push(format!(
+                    "{} = {}",
+                    e.n(SK),
+                    e.v("r", item::s(item::RECORD_SK))
+                ));
+                if let Some(a) = q.since {
+                    filter.push(format!(
+                        "{} >= {}",
+                        e.n(item::LAST_SEEN),
+                        e.v("since", item::ts(a))
+                    ));
+                }
+                if let Some(b) = q.until {
+                    filter.push(format!(
+                        "{} < {}",
+                        e.n(item::LAST_SEEN),
+                        e.v("until", item::ts(b))
+                    ));
+                }
+                let res = self
+                    .client
+                    .scan()
+                    .table_name(&self.table)
+                    .filter_expression(filter.join(" AND "))
+                    .set_expression_attribute_names(Some(e.names))
+                    .set_expression_attribute_values(Some(e.values))
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(|err| self.call_err(OP, err))?;
+                (res.items().to_vec(), res.last_evaluated_key().cloned())
+            };
+            for it in &page.0 {
+                let key = item::get_s(it, PK).unwrap_or("?").to_owned();
+                let r = item::record_from(it).map_err(|m| self.corrupt(OP, &key, m))?;
+                // The port's own predicate, as a guard against the filters drifting apart.
+                if q.matches(&r) {
+                    out.push(r);
+                }
+            }
+            match page.1 {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        out.sort_by(|a, b| {
+            b.last_seen
+                .cmp(&a.last_seen)
+                .then_with(|| a.finding_id.cmp(&b.finding_id))
+        });
+        if let Some(n) = q.limit {
+            out.truncate(n);
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl StateStore for DynamoStore {
+    fn describe(&self) -> String {
+        format!("dynamodb:{}", self.table)
+    }
+
+    async fn claim(&self, req: &ClaimRequest, lease: Duration) -> Result<ClaimOutcome, StoreError> {
+        let (outcome, h) = self.decide_claim(req, lease).await?;
+        self.write_history(vec![h]).await;
+        Ok(outcome)
+    }
+
+    /// Findings are claimed concurrently (each finding's requests in order, so the result equals
+    /// claiming one by one); history entries are then written with `BatchWriteItem`.
+    async fn claim_many(
+        &self,
+        reqs: &[ClaimRequest],
+        lease: Duration,
+    ) -> Result<Vec<ClaimOutcome>, StoreError> {
+        // Each finding's requests, in input order; findings in order of first appearance.
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        for (i, r) in reqs.iter().enumerate() {
+            let id = r.key.finding_id.as_str();
+            match index.get(id) {
+                Some(&g) => groups[g].push(i),
+                None => {
+                    index.insert(id, groups.len());
+                    groups.push(vec![i]);
+                }
+            }
+        }
+        let tasks: Vec<_> = groups
+            .into_iter()
+            .map(|idxs| self.claim_group(reqs, idxs, lease))
+            .collect();
+        let results: Vec<GroupResult> = futures::stream::iter(tasks)
+            .buffer_unordered(CLAIM_CONCURRENCY)
+            .collect()
+            .await;
+        let mut outcomes: Vec<Option<ClaimOutcome>> = vec![None; reqs.len()];
+        let mut history = Vec::with_capacity(reqs.len());
+        let mut first_err = None;
+        for r in results {
+            match r {
+                Ok(done) => {
+                    for (i, o, h) in done {
+                        outcomes[i] = Some(o);
+                        history.push((i, h));
+                    }
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        // Input order, so entries of one finding keep their order in the history sort keys...
+        history.sort_by_key(|(i, _)| *i);
+        // ...which are assigned when the items are built, i.e. now, in this order.
+        self.write_history(history.into_iter().map(|(_, h)| h).collect())
+            .await;
+        if let Some(e) = first_err {
+            return Err(e.into());
+        }
+        outcomes
+            .into_iter()
+            .enumerate()
+            .map(|(i, o)| {
+                o.ok_or_else(|| {
+                    StoreError::from(self.corrupt(
+                        "claim_many",
+                        &reqs[i].key.finding_id,
+                        "no outcome was recorded".to_owned(),
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    async fn commit(&self, key: &VersionKey, delivery: &Delivery) -> Result<(), StoreError> {
+        Ok(self.finish(key, None, Some(delivery)).await?)
+    }
+
+    async fn release(&self, key: &VersionKey, reason: &str) -> Result<(), StoreError> {
+        Ok(self.finish(key, Some(reason), None).await?)
+    }
+
+    async fn history(&self, finding_id: &str) -> Result<Option<FindingHistory>, StoreError> {
+        Ok(self.history_impl(finding_id).await?)
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<FindingRecord>, StoreError> {
+        Ok(self.list_impl(query).await?)
+    }
+
+    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<String>, StoreError> {
+        const OP: &str = "kv_get";
+        let now = self.clock.now();
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .key(PK, item::s(item::kv_pk(namespace)))
+            .key(SK, item::s(key))
+            .send()
+            .await
+            .map_err(|e| self.call_err(OP, e))?;
+        let Some(it) = out.item() else {
+            return Ok(None);
+        };
+        let k = format!("{}/{key}", item::kv_pk(namespace));
+        if item::expired(it, now).map_err(|m| self.corrupt(OP, &k, m))? {
+            return Ok(None);
+        }
+        Ok(Some(
+            item::get_s(it, item::VALUE)
+                .map_err(|m| self.corrupt(OP, &k, m))?
+                .to_owned(),
+        ))
+    }
+
+    async fn kv_put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        const OP: &str = "kv_put";
+        let now = self.clock.now();
+        let expires = now.saturating_add_millis(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item(PK, item::s(item::kv_pk(namespace)))
+            .item(SK, item::s(key))
+            .item(item::VALUE, item::s(value))
+            .item(item::EXPIRES_MS, item::ts(expires))
+            .item(TTL_ATTRIBUTE, item::n(item::ttl_seconds(expires)))
+            .send()
+            .await
+            .map_err(|e| self.call_err(OP, e))?;
+        Ok(())
+    }
+}
