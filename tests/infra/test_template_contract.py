@@ -12,8 +12,6 @@ Properties moto ignores (TTL, PITR, SSE, architecture, alarms) are checked here,
 from __future__ import annotations
 
 import json
-from typing import Any
-
 import pytest
 
 from gdfwd_infra import FORWARDER, MEMBER_ROLE, REGION_RELAY, TABLE_DEFINITION, load_template
@@ -47,28 +45,16 @@ def res(t: dict, name: str) -> dict:
 
 
 def table_shape(props: dict) -> dict:
-    """CloudFormation/DynamoDB table properties in the shape of cloudformation/table-definition.json."""
-    types = {a["AttributeName"]: a["AttributeType"] for a in props["AttributeDefinitions"]}
-
-    def keys(schema: list[dict]) -> dict:
-        out = {}
-        for k in schema:
-            role = {"HASH": "partition_key", "RANGE": "sort_key"}[k["KeyType"]]
-            out[role] = {"name": k["AttributeName"], "type": types[k["AttributeName"]]}
-        return out
-
-    shape: dict[str, Any] = {"billing_mode": props["BillingMode"], **keys(props["KeySchema"])}
-    shape["global_secondary_indexes"] = [
-        {"name": g["IndexName"], **keys(g["KeySchema"]), "projection": g["Projection"]["ProjectionType"]}
-        for g in props.get("GlobalSecondaryIndexes", [])
-    ]
-    shape["ttl_attribute"] = props["TimeToLiveSpecification"]["AttributeName"]
-    # Every defined attribute must be a key of the table or an index (DynamoDB rejects unused definitions).
-    used = {shape["partition_key"]["name"], shape.get("sort_key", {}).get("name")}
-    for g in shape["global_secondary_indexes"]:
-        used |= {g["partition_key"]["name"], g.get("sort_key", {}).get("name")}
-    assert set(types) == used - {None}
-    return shape
+    """The template's table in the shape of cloudformation/table-definition.json: the CloudFormation property
+    names, which is also how `gdfwd_store_dynamodb::table_definition()` serialises (attribute definitions sorted
+    by name)."""
+    return {
+        "BillingMode": props["BillingMode"],
+        "KeySchema": props["KeySchema"],
+        "AttributeDefinitions": sorted(props["AttributeDefinitions"], key=lambda a: a["AttributeName"]),
+        "GlobalSecondaryIndexes": props["GlobalSecondaryIndexes"],
+        "TimeToLiveSpecification": props["TimeToLiveSpecification"],
+    }
 
 
 def test_table_matches_shared_definition(fwd: dict) -> None:
@@ -76,23 +62,34 @@ def test_table_matches_shared_definition(fwd: dict) -> None:
     assert table_shape(res(fwd, "DedupTable")) == expected
 
 
+def test_table_defines_only_key_attributes(fwd: dict) -> None:
+    # DynamoDB rejects attribute definitions that no key schema uses.
+    p = res(fwd, "DedupTable")
+    used = {k["AttributeName"] for k in p["KeySchema"]}
+    for g in p["GlobalSecondaryIndexes"]:
+        used |= {k["AttributeName"] for k in g["KeySchema"]}
+    assert {a["AttributeName"] for a in p["AttributeDefinitions"]} == used
+
+
 def test_shared_definition_names_the_store_schema() -> None:
     # The names gdfwd-store-dynamodb uses; a change here is a change of the stored data's schema.
     d = json.loads(TABLE_DEFINITION.read_text())
-    assert d["partition_key"] == {"name": "pk", "type": "S"}
-    assert d["sort_key"] == {"name": "sk", "type": "S"}
-    assert d["global_secondary_indexes"] == [
-        {"name": "gsi1", "partition_key": {"name": "gsi1pk", "type": "S"}, "sort_key": {"name": "gsi1sk", "type": "S"}, "projection": "ALL"}
-    ]
-    assert d["ttl_attribute"] == "expires_at"
-    assert d["billing_mode"] == "PAY_PER_REQUEST"
+    assert d["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}]
+    [gsi] = d["GlobalSecondaryIndexes"]
+    assert gsi == {
+        "IndexName": "gsi1",
+        "KeySchema": [{"AttributeName": "gsi1pk", "KeyType": "HASH"}, {"AttributeName": "gsi1sk", "KeyType": "RANGE"}],
+        "Projection": {"ProjectionType": "ALL"},
+    }
+    assert {a["AttributeType"] for a in d["AttributeDefinitions"]} == {"S"}
+    assert d["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert d["BillingMode"] == "PAY_PER_REQUEST"
 
 
 def test_table_protection(fwd: dict) -> None:
     t = fwd["Resources"]["DedupTable"]
     assert t["DeletionPolicy"] == "Retain" and t["UpdateReplacePolicy"] == "Retain"
     p = t["Properties"]
-    assert p["TimeToLiveSpecification"]["Enabled"] is True
     assert p["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
     assert p["SSESpecification"]["SSEEnabled"] is True
 
