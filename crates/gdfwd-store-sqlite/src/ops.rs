@@ -17,9 +17,27 @@ use crate::{Inner, PurgeStats};
 
 type Result<T> = std::result::Result<T, SqliteStoreError>;
 
-const RECORD_COLUMNS: &str = "finding_id, account_id, region, finding_type, severity, title, \
-     latest_version, status, lease_until, first_seen, last_seen, versions_sent, duplicates, \
-     stale, failures, last_error, expires_at";
+/// The columns [`record_from_row`] decodes (a macro so SQL can be built with `concat!`).
+macro_rules! record_columns {
+    () => {
+        "finding_id, account_id, region, finding_type, severity, title, latest_version, status, \
+         lease_until, first_seen, last_seen, versions_sent, duplicates, stale, failures, \
+         last_error, expires_at"
+    };
+}
+
+/// `execute` through the statement cache: claims run the same few statements over and over.
+fn exec(
+    inner: &Inner,
+    tx: &Transaction<'_>,
+    operation: &'static str,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<usize> {
+    tx.prepare_cached(sql)
+        .and_then(|mut st| st.execute(params))
+        .map_err(|e| inner.sql_err(operation, e))
+}
 
 fn status_from(s: &str) -> Option<Status> {
     match s {
@@ -34,7 +52,7 @@ fn count(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
-/// Decodes a row selected with [`RECORD_COLUMNS`]; `Err(message)` for an unknown status.
+/// Decodes a row selected with `record_columns!()`; `Err(message)` for an unknown status.
 fn record_from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<FindingRecord, String>> {
     let status: String = row.get(7)?;
     let Some(status) = status_from(&status) else {
@@ -79,11 +97,17 @@ fn read_record(
     id: &str,
     operation: &'static str,
 ) -> Result<Option<FindingRecord>> {
-    let sql =
-        format!("SELECT {RECORD_COLUMNS} FROM findings WHERE finding_id = ?1 AND expires_at > ?2");
+    const SQL: &str = concat!(
+        "SELECT ",
+        record_columns!(),
+        " FROM findings WHERE finding_id = ?1 AND expires_at > ?2"
+    );
     let row = tx
-        .query_row(&sql, params![id, now.millis()], record_from_row)
-        .optional()
+        .prepare_cached(SQL)
+        .and_then(|mut st| {
+            st.query_row(params![id, now.millis()], record_from_row)
+                .optional()
+        })
         .map_err(|e| inner.sql_err(operation, e))?;
     match row {
         None => Ok(None),
@@ -100,15 +124,21 @@ fn drop_if_expired(
     id: &str,
     operation: &'static str,
 ) -> Result<()> {
-    let n = tx
-        .execute(
-            "DELETE FROM findings WHERE finding_id = ?1 AND expires_at <= ?2",
-            params![id, now.millis()],
-        )
-        .map_err(|e| inner.sql_err(operation, e))?;
+    let n = exec(
+        inner,
+        tx,
+        operation,
+        "DELETE FROM findings WHERE finding_id = ?1 AND expires_at <= ?2",
+        params![id, now.millis()],
+    )?;
     if n > 0 {
-        tx.execute("DELETE FROM history WHERE finding_id = ?1", params![id])
-            .map_err(|e| inner.sql_err(operation, e))?;
+        exec(
+            inner,
+            tx,
+            operation,
+            "DELETE FROM history WHERE finding_id = ?1",
+            params![id],
+        )?;
     }
     Ok(())
 }
@@ -131,11 +161,13 @@ fn add_history(
         HistoryKind::Stale { .. } => "stale",
         HistoryKind::Failed { .. } => "failed",
     };
-    tx.execute(
+    exec(
+        inner,
+        tx,
+        operation,
         "INSERT INTO history (finding_id, at, version, kind, data) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![id, at.millis(), version.millis(), tag, data],
-    )
-    .map_err(|e| inner.sql_err(operation, e))?;
+    )?;
     Ok(())
 }
 
@@ -173,10 +205,12 @@ pub(crate) fn claim(
         },
     };
 
-    let w = |e| inner.sql_err(OP, e);
     match (&existing, outcome) {
         (None, _) => {
-            tx.execute(
+            exec(
+                inner,
+                tx,
+                OP,
                 "INSERT INTO findings (finding_id, account_id, region, finding_type, severity, \
                  title, latest_version, status, lease_until, first_seen, last_seen, updated_at, \
                  expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?9, ?9, ?10)",
@@ -192,13 +226,15 @@ pub(crate) fn claim(
                     now.millis(),
                     expires
                 ],
-            )
-            .map_err(w)?;
+            )?;
             add_history(inner, tx, OP, id, now, v, &HistoryKind::Claimed)?;
         }
         (Some(_), ClaimOutcome::New) => {
             // The claimed version is now the latest: its meta describes the finding.
-            tx.execute(
+            exec(
+                inner,
+                tx,
+                OP,
                 "UPDATE findings SET account_id = ?2, region = ?3, finding_type = ?4, \
                  severity = ?5, title = ?6, latest_version = ?7, status = 'pending', \
                  lease_until = ?8, last_seen = ?9, updated_at = ?9, expires_at = ?10 \
@@ -215,26 +251,29 @@ pub(crate) fn claim(
                     now.millis(),
                     expires
                 ],
-            )
-            .map_err(w)?;
+            )?;
             add_history(inner, tx, OP, id, now, v, &HistoryKind::Claimed)?;
         }
         (Some(_), ClaimOutcome::Duplicate) => {
-            tx.execute(
+            exec(
+                inner,
+                tx,
+                OP,
                 "UPDATE findings SET duplicates = duplicates + 1, last_seen = ?2, \
                  updated_at = ?2, expires_at = ?3 WHERE finding_id = ?1",
                 params![id, now.millis(), expires],
-            )
-            .map_err(w)?;
+            )?;
             add_history(inner, tx, OP, id, now, v, &HistoryKind::Duplicate)?;
         }
         (Some(_), ClaimOutcome::Stale { newest }) => {
-            tx.execute(
+            exec(
+                inner,
+                tx,
+                OP,
                 "UPDATE findings SET stale = stale + 1, last_seen = ?2, \
                  updated_at = ?2, expires_at = ?3 WHERE finding_id = ?1",
                 params![id, now.millis(), expires],
-            )
-            .map_err(w)?;
+            )?;
             add_history(inner, tx, OP, id, now, v, &HistoryKind::Stale { newest })?;
         }
     }
@@ -286,8 +325,13 @@ pub(crate) fn commit(
         "UPDATE findings SET versions_sent = versions_sent + 1, updated_at = ?2, \
          expires_at = ?3 WHERE finding_id = ?1"
     };
-    tx.execute(sql, params![key.finding_id, now.millis(), expires])
-        .map_err(|e| inner.sql_err(OP, e))?;
+    exec(
+        inner,
+        tx,
+        OP,
+        sql,
+        params![key.finding_id, now.millis(), expires],
+    )?;
     let kind = HistoryKind::Sent {
         event_ids: delivery.event_ids.clone(),
         request_id: delivery.request_id.clone(),
@@ -316,8 +360,13 @@ pub(crate) fn release(
         "UPDATE findings SET failures = failures + 1, last_error = ?4, updated_at = ?2, \
          expires_at = ?3 WHERE finding_id = ?1"
     };
-    tx.execute(sql, params![key.finding_id, now.millis(), expires, reason])
-        .map_err(|e| inner.sql_err(OP, e))?;
+    exec(
+        inner,
+        tx,
+        OP,
+        sql,
+        params![key.finding_id, now.millis(), expires, reason],
+    )?;
     let kind = HistoryKind::Failed {
         reason: reason.to_owned(),
     };
@@ -376,7 +425,12 @@ pub(crate) fn list(
     const OP: &str = "list";
     // Every filter is pushed into SQL so that LIMIT counts matching rows; `ListQuery::matches`
     // is applied again below as a guard against the two drifting apart.
-    let mut sql = format!("SELECT {RECORD_COLUMNS} FROM findings WHERE expires_at > ?");
+    let mut sql = concat!(
+        "SELECT ",
+        record_columns!(),
+        " FROM findings WHERE expires_at > ?"
+    )
+    .to_owned();
     let mut args: Vec<Value> = vec![Value::Integer(now.millis())];
     if let Some(a) = &q.account {
         sql.push_str(" AND account_id = ?");
@@ -452,33 +506,43 @@ pub(crate) fn kv_put(
     value: &str,
     ttl_ms: i64,
 ) -> Result<()> {
-    tx.execute(
+    exec(
+        inner,
+        tx,
+        "kv_put",
         "INSERT INTO kv (namespace, key, value, expires_at) VALUES (?1, ?2, ?3, ?4) \
          ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, \
          expires_at = excluded.expires_at",
         params![ns, key, value, now.saturating_add_millis(ttl_ms).millis()],
-    )
-    .map_err(|e| inner.sql_err("kv_put", e))?;
+    )?;
     Ok(())
 }
 
 pub(crate) fn purge_all(inner: &Inner, tx: &Transaction<'_>, now: Timestamp) -> Result<PurgeStats> {
     const OP: &str = "purge";
-    let w = |e| inner.sql_err(OP, e);
     let t = now.millis();
-    let history = tx
-        .execute(
-            "DELETE FROM history WHERE finding_id IN \
-             (SELECT finding_id FROM findings WHERE expires_at <= ?1)",
-            params![t],
-        )
-        .map_err(w)?;
-    let findings = tx
-        .execute("DELETE FROM findings WHERE expires_at <= ?1", params![t])
-        .map_err(w)?;
-    let kv = tx
-        .execute("DELETE FROM kv WHERE expires_at <= ?1", params![t])
-        .map_err(w)?;
+    let history = exec(
+        inner,
+        tx,
+        OP,
+        "DELETE FROM history WHERE finding_id IN \
+         (SELECT finding_id FROM findings WHERE expires_at <= ?1)",
+        params![t],
+    )?;
+    let findings = exec(
+        inner,
+        tx,
+        OP,
+        "DELETE FROM findings WHERE expires_at <= ?1",
+        params![t],
+    )?;
+    let kv = exec(
+        inner,
+        tx,
+        OP,
+        "DELETE FROM kv WHERE expires_at <= ?1",
+        params![t],
+    )?;
     Ok(PurgeStats {
         findings: findings as u64,
         history: history as u64,
