@@ -75,6 +75,8 @@ pub enum Fault {
     Drop,
     /// Wait this long, then answer 504 (a client with a shorter timeout has given up by then).
     Slow(Duration),
+    /// No fault: process normally (to script "fail after N good requests").
+    Pass,
 }
 
 /// What the fake did with one request, in arrival order.
@@ -82,14 +84,18 @@ pub enum Fault {
 pub struct RequestRecord {
     /// When the request's body had been read.
     pub received: Instant,
+    /// The same moment on the wall clock (the clock `Retry-After` dates are read against).
+    pub received_wall: SystemTime,
     /// When the answer was handed to the connection (for `Drop`: when it was dropped).
     pub answered: Instant,
     /// The status answered; `None` for a dropped connection.
     pub status: Option<u16>,
     /// The injected fault, if any.
     pub fault: Option<Fault>,
-    /// The `Retry-After` the fake stated, as a duration from `answered`.
+    /// The `Retry-After` the fake stated, as a duration.
     pub retry_after: Option<Duration>,
+    /// The wall-clock time before which a client honouring `Retry-After` must not come back.
+    pub retry_not_before: Option<SystemTime>,
     /// Body bytes as sent (compressed if gzip).
     pub body_bytes: usize,
     pub gzip: bool,
@@ -451,6 +457,7 @@ async fn handle(
         Err(_) => return Err(DroppedByFault),
     };
     let received = Instant::now();
+    let received_wall = SystemTime::now();
 
     let fault = {
         let mut s = lock(&state);
@@ -468,8 +475,11 @@ async fn handle(
         }
     };
 
+    let fault = fault.filter(|f| *f != Fault::Pass);
     let mut rec = RequestRecord {
         received,
+        received_wall,
+        retry_not_before: None,
         answered: received,
         status: None,
         fault: fault.clone(),
@@ -493,6 +503,8 @@ async fn handle(
                     None => None,
                     Some(RetryAfter::Seconds(s)) => {
                         rec.retry_after = Some(Duration::from_secs(s));
+                        // The client reads the header after this moment, so this is a lower bound.
+                        rec.retry_not_before = Some(SystemTime::now() + Duration::from_secs(s));
                         Some(s.to_string())
                     }
                     Some(RetryAfter::HttpDateIn(d)) => {
@@ -504,6 +516,7 @@ async fn handle(
                         let parsed = httpdate::parse_http_date(&formatted).unwrap_or(at);
                         rec.retry_after =
                             Some(parsed.duration_since(now).unwrap_or(Duration::ZERO));
+                        rec.retry_not_before = Some(parsed);
                         Some(formatted)
                     }
                 };
@@ -520,6 +533,7 @@ async fn handle(
                 rec.status = Some(504);
                 Ok(answer(504, "{\"error\":\"slow answer\"}"))
             }
+            Fault::Pass => unreachable_pass(),
         };
         rec.answered = Instant::now();
         let mut s = lock(&state);
@@ -587,6 +601,11 @@ async fn handle(
     rec.answered = Instant::now();
     s.requests.push(rec);
     Ok(r)
+}
+
+/// `Pass` is filtered out before faults are applied.
+fn unreachable_pass() -> Result<Response<Full<Bytes>>, DroppedByFault> {
+    Ok(answer(500, "{\"error\":\"internal: Pass fault applied\"}"))
 }
 
 fn decode(body: &[u8], gzip: bool) -> Result<Vec<u8>, String> {

@@ -1,0 +1,332 @@
+//! HttpSink against the fake OpenPipeline endpoint (a real HTTPS server on 127.0.0.1): delivery
+//! under faults, 413 splitting, token refresh, Retry-After, deadlines, a dead endpoint, rate limits
+//! and the token staying out of logs.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use gdfwd_core::sink::{EventOutcome, OutEvent, Sink};
+use gdfwd_sink_http::{
+    HttpSink, HttpSinkConfig, Refresh, RetryConfig, Secret, SinkHttpError, StaticToken,
+    TokenSource,
+};
+use gdfwd_testkit_openpipeline::{Fault, FakeOpenPipeline, RetryAfter};
+
+const TOKEN: &str = "dt0c01.TESTTOKEN.SUPERSECRETVALUE0123456789";
+
+fn events(prefix: &str, n: usize, pad: usize) -> Vec<OutEvent> {
+    (0..n)
+        .map(|i| {
+            let id = format!("{prefix}{i:08}");
+            OutEvent {
+                json: format!(r#"{{"uuid":"{id}","n":{i},"pad":"{}"}}"#, "p".repeat(pad)),
+                id,
+            }
+        })
+        .collect()
+}
+
+struct Setup {
+    fake: FakeOpenPipeline,
+    _dir: tempfile::TempDir,
+    cfg: HttpSinkConfig,
+}
+
+/// A fake expecting TOKEN and a config for its HTTPS endpoint with fast retries.
+async fn setup() -> Setup {
+    let fake = FakeOpenPipeline::start(TOKEN).await.expect("fake");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = fake.write_ca_file(dir.path()).expect("ca file");
+    let mut cfg = HttpSinkConfig::new(&fake.endpoint(), false).expect("config");
+    cfg.ca_file = Some(ca);
+    cfg.timeout = Duration::from_millis(500);
+    cfg.retry = RetryConfig {
+        initial_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(200),
+        max_attempts: 20,
+        ..RetryConfig::default()
+    };
+    Setup {
+        fake,
+        _dir: dir,
+        cfg,
+    }
+}
+
+fn static_token(t: &str) -> Arc<dyn TokenSource> {
+    Arc::new(StaticToken::new(Secret::new(t)))
+}
+
+/// Ids the fake accepted, with how often each was accepted.
+fn accepted(fake: &FakeOpenPipeline) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for id in fake.event_ids() {
+        *m.entry(id).or_insert(0) += 1;
+    }
+    m
+}
+
+fn assert_all_sent_once(fake: &FakeOpenPipeline, input: &[OutEvent], outcomes: &[EventOutcome]) {
+    assert_eq!(outcomes.len(), input.len());
+    for (e, o) in input.iter().zip(outcomes) {
+        assert!(o.is_sent(), "{} not sent: {o:?}", e.id);
+    }
+    let got = accepted(fake);
+    assert_eq!(got.len(), input.len(), "distinct events accepted");
+    for e in input {
+        assert_eq!(got.get(&e.id), Some(&1), "{} accepted once", e.id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_arrives_exactly_once_under_twenty_percent_faults() {
+    let s = setup().await;
+    s.fake.set_random_faults(
+        0.2,
+        42,
+        vec![
+            Fault::TooManyRequests(None),
+            Fault::Status(500),
+            Fault::Status(503),
+            Fault::Drop,
+            Fault::Slow(Duration::from_millis(900)),
+        ],
+    );
+    let mut cfg = s.cfg.clone();
+    cfg.max_batch_events = 10;
+    let sink = HttpSink::new(cfg, static_token(TOKEN)).expect("sink");
+    let input = events("faults", 400, 50);
+    let report = sink.send(&input, None).await;
+    assert_all_sent_once(&s.fake, &input, &report.outcomes);
+    let c = s.fake.counters();
+    assert!(c.faults > 0, "faults were injected: {c:?}");
+    assert!(report.stats.retries > 0);
+    assert_eq!(report.stats.events_sent, 400);
+    assert_eq!(c.accepted_requests, 40);
+    // Every sent event carries the fake's request id.
+    assert!(report.outcomes.iter().all(
+        |o| matches!(o, EventOutcome::Sent { request_id: Some(r) } if r.starts_with("fake-"))
+    ));
+}
+
+#[tokio::test]
+async fn gzip_over_loopback_http_with_opt_in() {
+    let s = setup().await;
+    assert!(HttpSinkConfig::new(&s.fake.http_url("/platform/ingest/v1/security.events"), false).is_err());
+    let mut cfg =
+        HttpSinkConfig::new(&s.fake.http_url("/platform/ingest/v1/security.events"), true)
+            .expect("config");
+    cfg.compress = true;
+    let sink = HttpSink::new(cfg, static_token(TOKEN)).expect("sink");
+    let input = events("gzip", 30, 200);
+    let report = sink.send(&input, None).await;
+    assert_all_sent_once(&s.fake, &input, &report.outcomes);
+    let reqs = s.fake.requests();
+    assert_eq!(reqs.len(), 1);
+    assert!(reqs[0].gzip);
+    assert!(reqs[0].body_bytes < 30 * 200 / 4, "compressed: {}", reqs[0].body_bytes);
+}
+
+#[tokio::test]
+async fn payload_too_large_splits_batches_until_they_fit() {
+    let s = setup().await;
+    // 16 events of ~90 bytes: one 1.5 kB batch; the fake takes at most 400 bytes.
+    s.fake.set_max_body_bytes(Some(400));
+    let sink = HttpSink::new(s.cfg.clone(), static_token(TOKEN)).expect("sink");
+    let input = events("split", 16, 50);
+    let report = sink.send(&input, None).await;
+    assert_all_sent_once(&s.fake, &input, &report.outcomes);
+    let statuses: Vec<Option<u16>> = s.fake.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses[0], Some(413));
+    assert!(statuses.contains(&Some(202)));
+    // Halving 16 -> 8 -> 4: every accepted request has at most 4 events.
+    assert!(s.fake.requests().iter().filter(|r| r.status == Some(202)).all(|r| r.events <= 4));
+}
+
+#[tokio::test]
+async fn a_single_event_over_the_size_limit_is_definitive_and_the_rest_is_sent() {
+    let s = setup().await;
+    s.fake.set_max_body_bytes(Some(400));
+    let sink = HttpSink::new(s.cfg.clone(), static_token(TOKEN)).expect("sink");
+    let mut input = events("small", 5, 10);
+    input.insert(2, events("big", 1, 1000).remove(0));
+    let report = sink.send(&input, None).await;
+    for (i, o) in report.outcomes.iter().enumerate() {
+        if i == 2 {
+            assert!(
+                matches!(o, EventOutcome::Definitive { reason } if reason.contains("413")),
+                "{o:?}"
+            );
+        } else {
+            assert!(o.is_sent(), "{i}: {o:?}");
+        }
+    }
+    let got = accepted(&s.fake);
+    assert_eq!(got.len(), 5);
+    assert!(!got.contains_key("big00000000"));
+}
+
+/// A token source whose stored value can be rotated, counting refreshes.
+#[derive(Debug)]
+struct Rotating {
+    current: Mutex<String>,
+    stored: Mutex<String>,
+    refreshes: AtomicU32,
+}
+
+#[async_trait]
+impl TokenSource for Rotating {
+    async fn token(&self) -> Result<Secret, SinkHttpError> {
+        Ok(Secret::new(self.current.lock().expect("lock").clone()))
+    }
+    async fn refresh(&self) -> Result<Refresh, SinkHttpError> {
+        self.refreshes.fetch_add(1, Ordering::SeqCst);
+        let stored = self.stored.lock().expect("lock").clone();
+        *self.current.lock().expect("lock") = stored;
+        Ok(Refresh::Reloaded)
+    }
+}
+
+#[tokio::test]
+async fn unauthorized_refreshes_the_token_once_then_succeeds() {
+    let s = setup().await;
+    let tokens = Arc::new(Rotating {
+        current: Mutex::new("dt0c01.OLD".into()),
+        stored: Mutex::new(TOKEN.into()),
+        refreshes: AtomicU32::new(0),
+    });
+    let sink = HttpSink::new(s.cfg.clone(), tokens.clone()).expect("sink");
+    let input = events("rotate", 5, 10);
+    let report = sink.send(&input, None).await;
+    assert_all_sent_once(&s.fake, &input, &report.outcomes);
+    assert_eq!(tokens.refreshes.load(Ordering::SeqCst), 1);
+    let statuses: Vec<Option<u16>> = s.fake.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![Some(401), Some(202)]);
+}
+
+#[tokio::test]
+async fn unauthorized_with_a_token_that_cannot_change_is_definitive_after_one_request() {
+    let s = setup().await;
+    let sink = HttpSink::new(s.cfg.clone(), static_token("dt0c01.WRONG")).expect("sink");
+    let input = events("wrong", 3, 10);
+    let report = sink.send(&input, None).await;
+    for o in &report.outcomes {
+        assert!(matches!(o, EventOutcome::Definitive { reason } if reason.contains("401")), "{o:?}");
+    }
+    assert_eq!(s.fake.counters().requests, 1);
+    assert!(s.fake.event_ids().is_empty());
+}
+
+#[tokio::test]
+async fn retry_after_in_seconds_and_as_a_date_is_honoured() {
+    let s = setup().await;
+    s.fake.push_faults([
+        Fault::TooManyRequests(Some(RetryAfter::Seconds(1))),
+        Fault::TooManyRequests(Some(RetryAfter::HttpDateIn(Duration::from_secs(1)))),
+    ]);
+    let sink = HttpSink::new(s.cfg.clone(), static_token(TOKEN)).expect("sink");
+    let input = events("after", 3, 10);
+    let report = sink.send(&input, None).await;
+    assert_all_sent_once(&s.fake, &input, &report.outcomes);
+    assert_eq!(report.stats.throttled, 2);
+    let reqs = s.fake.requests();
+    assert_eq!(reqs.len(), 3);
+    for pair in reqs.windows(2) {
+        let not_before = pair[0].retry_not_before.expect("the fake stated Retry-After");
+        assert!(
+            pair[1].received_wall >= not_before,
+            "retry at {:?} came before {:?}",
+            pair[1].received_wall,
+            not_before
+        );
+    }
+}
+
+#[tokio::test]
+async fn deadline_leaves_unsent_batches_retryable() {
+    let s = setup().await;
+    let mut faults = vec![Fault::Pass];
+    faults.extend(std::iter::repeat_n(Fault::Status(503), 200));
+    s.fake.push_faults(faults);
+    let mut cfg = s.cfg.clone();
+    cfg.max_batch_events = 5;
+    cfg.max_in_flight = 1;
+    let sink = HttpSink::new(cfg, static_token(TOKEN)).expect("sink");
+    let input = events("deadline", 15, 10);
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    let report = sink.send(&input, Some(deadline)).await;
+    assert!(report.outcomes[..5].iter().all(EventOutcome::is_sent), "{:?}", report.outcomes);
+    for o in &report.outcomes[5..] {
+        assert!(
+            matches!(o, EventOutcome::Retryable { reason } if reason.contains("deadline")),
+            "{o:?}"
+        );
+    }
+    assert_eq!(accepted(&s.fake).len(), 5);
+}
+
+#[tokio::test]
+async fn endpoint_down_leaves_everything_retryable() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let mut cfg =
+        HttpSinkConfig::new(&format!("https://127.0.0.1:{port}/platform/ingest/v1/security.events"), false)
+            .expect("config");
+    cfg.retry = RetryConfig {
+        initial_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(100),
+        ..RetryConfig::default()
+    };
+    let sink = HttpSink::new(cfg, static_token(TOKEN)).expect("sink");
+    let input = events("down", 7, 10);
+    let report = sink
+        .send(&input, Some(Instant::now() + Duration::from_secs(3)))
+        .await;
+    assert_eq!(report.outcomes.len(), 7);
+    for o in &report.outcomes {
+        assert!(
+            matches!(o, EventOutcome::Retryable { reason } if reason.contains("connection")),
+            "{o:?}"
+        );
+    }
+    assert_eq!(report.stats.events_sent, 0);
+    assert!(report.stats.requests >= 2, "retried: {:?}", report.stats);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_per_second_limit_holds_within_burst_and_is_used() {
+    let s = setup().await;
+    let mut cfg = s.cfg.clone();
+    cfg.max_batch_events = 20;
+    cfg.max_events_per_second = std::num::NonZeroU32::new(200);
+    let sink = HttpSink::new(cfg, static_token(TOKEN)).expect("sink");
+    let input = events("rate", 2000, 10);
+    let report = sink.send(&input, None).await;
+    assert_all_sent_once(&s.fake, &input, &report.outcomes);
+    let max_1s = s.fake.max_accepted_in_window(Duration::from_secs(1));
+    assert!(max_1s <= 200 + 20, "max events in a 1 s window: {max_1s}");
+    let span = s.fake.accepted_span().as_secs_f64().max(0.001);
+    let rate = 2000.0 / span;
+    assert!(rate >= 180.0, "average rate {rate:.1}/s over {span:.2}s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_share_divides_the_global_limit() {
+    let s = setup().await;
+    let mut cfg = s.cfg.clone();
+    cfg.max_batch_events = 1000;
+    cfg.max_events_per_second = std::num::NonZeroU32::new(400);
+    cfg.max_concurrency = std::num::NonZeroU32::new(4).expect("4");
+    let sink = HttpSink::new(cfg, static_token(TOKEN)).expect("sink");
+    // This process may send 100 events/s, so batches are capped at 100 events.
+    assert_eq!(sink.effective_max_batch_events(), 100);
+    let input = events("share", 300, 10);
+    let report = sink.send(&input, None).await;
+    assert_all_sent_once(&s.fake, &input, &report.outcomes);
+    assert!(s.fake.max_accepted_in_window(Duration::from_secs(1)) <= 200);
+}
