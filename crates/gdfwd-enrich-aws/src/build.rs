@@ -11,8 +11,9 @@ use gdfwd_core::store::StateStore;
 
 use crate::lookup::{AwsAccountLookup, DEFAULT_ROLE_NAME, LookupOptions};
 
-/// Enrichment settings, whatever they came from (flags, environment, tests).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Enrichment settings, whatever they came from (flags, environment, tests). `Debug` redacts the
+/// external id.
+#[derive(Clone, PartialEq, Eq)]
 pub struct EnrichConfig {
     pub enabled: bool,
     pub role_name: String,
@@ -25,6 +26,20 @@ pub struct EnrichConfig {
     pub negative_ttl: Duration,
     /// ARN partition; `None` derives it from the SDK region.
     pub partition: Option<String>,
+}
+
+impl std::fmt::Debug for EnrichConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrichConfig")
+            .field("enabled", &self.enabled)
+            .field("role_name", &self.role_name)
+            .field("external_id", &crate::lookup::redacted(&self.external_id))
+            .field("budget", &self.budget)
+            .field("ttl", &self.ttl)
+            .field("negative_ttl", &self.negative_ttl)
+            .field("partition", &self.partition)
+            .finish()
+    }
 }
 
 impl Default for EnrichConfig {

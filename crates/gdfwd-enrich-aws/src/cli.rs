@@ -8,8 +8,8 @@ use clap::builder::BoolishValueParser;
 use crate::build::EnrichConfig;
 use crate::lookup::DEFAULT_ROLE_NAME;
 
-/// Account enrichment (`aws.account.name` / `aws.account.alias`).
-#[derive(Debug, Clone, clap::Args)]
+/// Account enrichment (`aws.account.name` / `aws.account.alias`). `Debug` redacts the external id.
+#[derive(Clone, clap::Args)]
 pub struct EnrichArgs {
     /// Do not resolve account names (same as ENRICH=false).
     #[arg(long)]
@@ -32,7 +32,7 @@ pub struct EnrichArgs {
     pub alias_role_name: String,
 
     /// ExternalId for assuming the alias role, when its trust policy requires one.
-    #[arg(long, env = "ALIAS_EXTERNAL_ID")]
+    #[arg(long, env = "ALIAS_EXTERNAL_ID", hide_env_values = true)]
     pub alias_external_id: Option<String>,
 
     /// Time budget of one account lookup; over it the finding goes out without the name.
@@ -52,6 +52,22 @@ pub struct EnrichArgs {
         value_parser = clap::value_parser!(u64).range(1..=8760)
     )]
     pub enrich_ttl_hours: u64,
+}
+
+impl std::fmt::Debug for EnrichArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrichArgs")
+            .field("no_enrich", &self.no_enrich)
+            .field("enrich", &self.enrich)
+            .field("alias_role_name", &self.alias_role_name)
+            .field(
+                "alias_external_id",
+                &crate::lookup::redacted(&self.alias_external_id),
+            )
+            .field("enrich_timeout_ms", &self.enrich_timeout_ms)
+            .field("enrich_ttl_hours", &self.enrich_ttl_hours)
+            .finish()
+    }
 }
 
 impl EnrichArgs {
@@ -121,7 +137,7 @@ mod tests {
             "--alias-role-name",
             "Reader",
             "--alias-external-id",
-            "xid",
+            "zz-xid-42",
             "--enrich-timeout-ms",
             "500",
             "--enrich-ttl-hours",
@@ -129,7 +145,8 @@ mod tests {
         ])
         .expect("parse");
         assert_eq!(c.role_name, "Reader");
-        assert_eq!(c.external_id.as_deref(), Some("xid"));
+        assert_eq!(c.external_id.as_deref(), Some("zz-xid-42"));
+        assert!(!format!("{c:?}").contains("zz-xid-42"), "{c:?}");
         assert_eq!(c.budget, Duration::from_millis(500));
         assert_eq!(c.ttl, Duration::from_secs(6 * 3600));
         assert!(parse(&["--enrich-timeout-ms", "0"]).is_err());

@@ -48,8 +48,14 @@ pub fn partition_for_region(region: &str) -> &'static str {
     }
 }
 
-/// Settings of [`AwsAccountLookup`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Shows whether an external id is set, never its value: deployments treat it as a shared secret
+/// (the CloudFormation parameter is `NoEcho`).
+pub(crate) fn redacted(external_id: &Option<String>) -> Option<&'static str> {
+    external_id.as_ref().map(|_| "<redacted>")
+}
+
+/// Settings of [`AwsAccountLookup`]. `Debug` redacts the external id.
+#[derive(Clone, PartialEq, Eq)]
 pub struct LookupOptions {
     /// Name of the role assumed in member accounts.
     pub role_name: String,
@@ -65,6 +71,18 @@ pub struct LookupOptions {
     pub max_attempts: Option<u32>,
 }
 
+impl std::fmt::Debug for LookupOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LookupOptions")
+            .field("role_name", &self.role_name)
+            .field("external_id", &redacted(&self.external_id))
+            .field("partition", &self.partition)
+            .field("own_account_id", &self.own_account_id)
+            .field("max_attempts", &self.max_attempts)
+            .finish()
+    }
+}
+
 impl Default for LookupOptions {
     fn default() -> Self {
         Self {
@@ -78,7 +96,6 @@ impl Default for LookupOptions {
 }
 
 /// Looks up IAM aliases and Organizations names of accounts. Cheap to share (`Arc`).
-#[derive(Debug)]
 pub struct AwsAccountLookup {
     sdk_config: SdkConfig,
     sts: aws_sdk_sts::Client,
@@ -88,6 +105,17 @@ pub struct AwsAccountLookup {
     external_id: Option<String>,
     partition: String,
     own_account: OnceCell<String>,
+}
+
+impl std::fmt::Debug for AwsAccountLookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsAccountLookup")
+            .field("role_name", &self.role_name)
+            .field("external_id", &redacted(&self.external_id))
+            .field("partition", &self.partition)
+            .field("own_account", &self.own_account.get())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Code and message of an AWS error, or the whole error chain when AWS did not answer (timeout,
@@ -337,6 +365,22 @@ mod tests {
         assert!(!is_account_id("12345678901"));
         assert!(!is_account_id("12345678901a"));
         assert!(!is_account_id("123456789012:role/x"));
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_external_id() {
+        let o = LookupOptions {
+            external_id: Some("s3cr3t-xid".to_owned()),
+            ..LookupOptions::default()
+        };
+        let conf = SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        let l = AwsAccountLookup::new(&conf, o.clone());
+        for text in [format!("{o:?}"), format!("{l:?}")] {
+            assert!(!text.contains("s3cr3t"), "{text}");
+            assert!(text.contains("<redacted>"), "{text}");
+        }
     }
 
     #[tokio::test]

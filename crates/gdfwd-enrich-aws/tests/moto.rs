@@ -374,3 +374,80 @@ async fn the_store_cache_survives_the_process_and_expires() {
             .is_none()
     );
 }
+
+/// Records what the pipeline sends.
+#[derive(Debug, Default)]
+struct RecordingSink(std::sync::Mutex<Vec<gdfwd_core::sink::OutEvent>>);
+
+#[async_trait::async_trait]
+impl gdfwd_core::sink::Sink for RecordingSink {
+    async fn send(
+        &self,
+        events: &[gdfwd_core::sink::OutEvent],
+        _deadline: Option<std::time::Instant>,
+    ) -> gdfwd_core::sink::SendReport {
+        self.0.lock().expect("sink lock").extend_from_slice(events);
+        gdfwd_core::sink::SendReport {
+            outcomes: events
+                .iter()
+                .map(|_| gdfwd_core::sink::EventOutcome::Sent { request_id: None })
+                .collect(),
+            stats: gdfwd_core::sink::SendStats::default(),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn findings_of_unresolvable_accounts_are_forwarded_without_the_name() {
+    use gdfwd_core::model::{Format, Item, parse_document};
+    use gdfwd_core::pipeline::Pipeline;
+
+    let org = new_org(1).await;
+    let (member, _) = &org.members[0];
+    let a = alias_name("forwarded");
+    set_alias(member, &a).await;
+    let stranger = random_account_id();
+    let proxy = FaultProxy::start_moto().await;
+    let resolver: Arc<dyn AccountResolver> = Arc::new(resolver(lookup_via(&proxy, &org).await));
+    let sink = Arc::new(RecordingSink::default());
+    let pipeline =
+        Pipeline::new(None, sink.clone(), Format::Semantic).with_resolver(Some(resolver));
+
+    let text = [("f-member", member.as_str()), ("f-stranger", stranger.as_str())]
+        .map(|(id, account)| {
+            format!(
+                r#"{{"id":"{id}","accountId":"{account}","region":"eu-west-1","partition":"aws","updatedAt":"2025-01-01T00:00:01Z","createdAt":"2025-01-01T00:00:00Z","type":"Recon:EC2/Portscan","severity":5,"title":"t","resource":{{"resourceType":"Instance","instanceDetails":{{"instanceId":"i-1"}}}}}}"#
+            )
+        })
+        .join("\n");
+    let findings: Vec<_> = parse_document(&text)
+        .into_iter()
+        .filter_map(|r| match r {
+            Ok(Item::Finding(f)) => Some(*f),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(findings.len(), 2);
+
+    let report = pipeline.process(&findings, None).await;
+    assert_eq!(report.summary.forwarded, 2, "{:?}", report.summary);
+    let sent: Vec<serde_json::Value> = sink
+        .0
+        .lock()
+        .expect("sink lock")
+        .iter()
+        .map(|e| serde_json::from_str(&e.json).expect("event json"))
+        .collect();
+    let by_account = |acct: &str| {
+        sent.iter()
+            .find(|e| e["aws.account.id"] == acct)
+            .unwrap_or_else(|| panic!("an event of {acct}: {sent:?}"))
+            .clone()
+    };
+    let m = by_account(member);
+    assert_eq!(m["aws.account.name"], a.as_str());
+    assert_eq!(m["aws.account.alias"], a.as_str());
+    let s = by_account(&stranger);
+    assert!(s.get("aws.account.name").is_none(), "{s}");
+    assert!(s.get("aws.account.alias").is_none(), "{s}");
+}
