@@ -74,6 +74,12 @@ pub struct ForwardArgs {
     /// Also write the summary as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub summary: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub sender: gdfwd_sink_http::SenderArgs,
+
+    #[command(flatten)]
+    pub enrich: gdfwd_enrich_aws::EnrichArgs,
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {
@@ -100,22 +106,13 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
     let sources = input::sources(&files, args.sample);
 
     // Until an endpoint is configured, forwarding means previewing.
-    let dry_run = true;
-    let _ = args.dry_run;
-
-    let store: Option<Arc<dyn StateStore>> = if args.no_dedup {
-        None
-    } else {
-        let real = args.store.open(clock.clone()).await?;
-        if dry_run {
-            Some(Arc::new(PreviewStore::new(real)))
-        } else {
-            Some(real)
-        }
-    };
-    let sink: Arc<dyn Sink> = Arc::new(WriterSink::new(std::io::stdout()));
-    let pipeline =
-        Pipeline::new(store, sink, args.format).with_lease(Duration::from_secs(args.lease));
+    let dry_run = args.dry_run
+        || args
+            .sender
+            .endpoint
+            .as_deref()
+            .is_none_or(|e| e.trim().is_empty());
+    let pipeline = build_pipeline(&args, dry_run, clock).await?;
 
     let interrupt = Interrupt::install();
     let started = Instant::now();
@@ -193,6 +190,45 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Wires store, sink and enrichment. A dry run reads the store but writes nothing, prints instead
+/// of sending, and makes no AWS calls for enrichment (`gdfwd accounts` checks names).
+async fn build_pipeline(
+    args: &ForwardArgs,
+    dry_run: bool,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Pipeline> {
+    let real_store = if args.no_dedup {
+        None
+    } else {
+        Some(args.store.open(clock.clone()).await?)
+    };
+    if dry_run {
+        let store = real_store.map(|s| Arc::new(PreviewStore::new(s)) as Arc<dyn StateStore>);
+        let sink: Arc<dyn Sink> = Arc::new(WriterSink::new(std::io::stdout()));
+        return Ok(
+            Pipeline::new(store, sink, args.format).with_lease(Duration::from_secs(args.lease))
+        );
+    }
+    let config = args.sender.clone().into_config()?;
+    let sdk = if config.token.secret_arn.is_some() || args.enrich.enabled() {
+        Some(crate::aws::sdk_config().await)
+    } else {
+        None
+    };
+    let tokens = gdfwd_sink_http::build_token_source(&config.token, sdk).await?;
+    let sink: Arc<dyn Sink> = Arc::new(gdfwd_sink_http::HttpSink::new(config, tokens)?);
+    let resolver = match sdk {
+        Some(sdk) => {
+            gdfwd_enrich_aws::build_resolver(&args.enrich.config(), sdk, real_store.clone(), clock)
+                .await
+        }
+        None => None,
+    };
+    Ok(Pipeline::new(real_store, sink, args.format)
+        .with_resolver(resolver)
+        .with_lease(Duration::from_secs(args.lease)))
 }
 
 fn print_summary(s: &Summary, dry_run: bool, took: Duration) {

@@ -1,6 +1,9 @@
 //! `gdfwd`: the command-line binary. Thin by design: it parses arguments, reads configuration,
 //! wires adapters into the core pipeline and reports. Logic lives in the library crates.
 
+mod accounts;
+mod audit;
+mod aws;
 mod forward;
 mod input;
 mod interrupt;
@@ -36,6 +39,25 @@ enum LogFormat {
 enum Command {
     /// Read findings from files or stdin and forward them (or, with --dry-run, print the events).
     Forward(forward::ForwardArgs),
+    /// Dedup audit queries: what was sent, suppressed, failed.
+    Audit(audit::AuditArgs),
+    /// Resolve account names as the forwarder would (checks the alias role and Organizations access).
+    Accounts(accounts::AccountsArgs),
+    /// The state store itself.
+    Store(StoreArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct StoreArgs {
+    #[command(subcommand)]
+    command: StoreCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Create the store: the SQLite file and schema, or the DynamoDB table (for local use and
+    /// tests; in AWS the CloudFormation template creates it with the same definition).
+    Init(store::StoreArgs),
 }
 
 fn init_logging(cli: &Cli) {
@@ -67,6 +89,15 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Forward(args) => forward::run(args).await,
+            Command::Audit(args) => audit::run(args).await,
+            Command::Accounts(args) => accounts::run(args).await,
+            Command::Store(StoreArgs {
+                command: StoreCommand::Init(args),
+            }) => {
+                let message = args.init().await?;
+                eprintln!("{message}");
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     match result {

@@ -83,9 +83,37 @@ impl StoreArgs {
                 Ok(Arc::new(store))
             }
             StoreSpec::DynamoDb(table) => {
-                anyhow::bail!(
-                    "store dynamodb:{table}: the DynamoDB backend is not wired into gdfwd yet"
-                )
+                gdfwd_store_dynamodb::validate_table_name(table)?;
+                let client = gdfwd_store_dynamodb::client(crate::aws::sdk_config().await);
+                Ok(Arc::new(gdfwd_store_dynamodb::DynamoStore::new(
+                    client,
+                    table.clone(),
+                    clock,
+                    self.retention(),
+                )))
+            }
+        }
+    }
+
+    /// `gdfwd store init`: creates the SQLite file and schema, or the DynamoDB table (with the
+    /// same definition the CloudFormation template uses).
+    pub async fn init(&self) -> anyhow::Result<String> {
+        match &self.store {
+            StoreSpec::Sqlite(_) => {
+                let store = self.open(Arc::new(gdfwd_core::SystemClock)).await?;
+                Ok(format!("{} is ready", store.describe()))
+            }
+            StoreSpec::DynamoDb(table) => {
+                gdfwd_store_dynamodb::validate_table_name(table)?;
+                let client = gdfwd_store_dynamodb::client(crate::aws::sdk_config().await);
+                match gdfwd_store_dynamodb::create_table(&client, table).await? {
+                    gdfwd_store_dynamodb::CreateOutcome::Created => {
+                        Ok(format!("created DynamoDB table {table}"))
+                    }
+                    gdfwd_store_dynamodb::CreateOutcome::AlreadyExisted => {
+                        Ok(format!("DynamoDB table {table} already exists"))
+                    }
+                }
             }
         }
     }

@@ -1,0 +1,51 @@
+//! `gdfwd accounts`: resolves account names the way the forwarder would, to check the alias
+//! role and Organizations access before (or after) a rollout.
+
+use std::process::ExitCode;
+
+use gdfwd_enrich_aws::{AccountsFormat, EnrichArgs, build_lookup, render, resolve_all};
+
+#[derive(Debug, clap::Args)]
+pub struct AccountsArgs {
+    /// Account ids to resolve; default: every account of the organization
+    /// (organizations:ListAccounts).
+    #[arg(value_name = "ACCOUNT_ID")]
+    pub accounts: Vec<String>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = AccountsFormat::Table)]
+    pub output: AccountsFormat,
+
+    /// Lookups at a time.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+
+    #[command(flatten)]
+    pub enrich: EnrichArgs,
+}
+
+pub async fn run(args: AccountsArgs) -> anyhow::Result<ExitCode> {
+    let config = args.enrich.config();
+    let lookup = build_lookup(&config, crate::aws::sdk_config().await);
+    let ids = if args.accounts.is_empty() {
+        lookup
+            .organization_accounts()
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
+    } else {
+        args.accounts.clone()
+    };
+    let reports = resolve_all(&lookup, &ids, config.budget, args.concurrency).await;
+    print!("{}", render(&reports, args.output)?);
+    let unresolved = reports.iter().filter(|r| r.name.is_none()).count();
+    if unresolved > 0 {
+        eprintln!(
+            "{unresolved} of {} accounts have no name (see the error column)",
+            reports.len()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}

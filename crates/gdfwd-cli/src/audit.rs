@@ -1,0 +1,155 @@
+//! `gdfwd audit`: what the dedup store knows — one finding's history, filtered lists, and stats.
+//! Queries go through the `StateStore` trait, so both backends answer the same way; aggregation
+//! and rendering are `gdfwd_core::audit`'s.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use gdfwd_core::audit::{self, GroupBy, OutputFormat};
+use gdfwd_core::store::{ListQuery, StatusFilter};
+use gdfwd_core::timespec::parse_time;
+use gdfwd_core::{Clock, SystemClock};
+use gdfwd_model::Timestamp;
+
+use crate::store::StoreArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    pub command: AuditCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AuditCommand {
+    /// One finding's history: every version seen, when, and what happened to it.
+    Show {
+        /// The GuardDuty finding id.
+        finding_id: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Findings in the store, most recently seen first, filtered.
+    List {
+        /// Only this account.
+        #[arg(long, value_name = "ID")]
+        account: Option<String>,
+        /// Last seen at or after (RFC 3339 or relative: 24h, 7d).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Last seen before (RFC 3339 or relative).
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// sent, duplicate, stale, failed (and released) or pending (claimed, not yet sent).
+        #[arg(long, value_parser = parse_status)]
+        status: Option<StatusFilter>,
+        /// Finding type prefix, e.g. `Recon:EC2` or `UnauthorizedAccess:IAMUser/`.
+        #[arg(long = "type", value_name = "PREFIX")]
+        finding_type: Option<String>,
+        /// At most this many rows.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Counts of versions received, sent, duplicates, stale and failed.
+    Stats {
+        /// Findings last seen at or after (RFC 3339 or relative: 24h, 7d).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Group rows by account, type, severity or day (default: one total row).
+        #[arg(long, value_parser = parse_group, default_value = "none")]
+        by: GroupBy,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Common {
+    /// table (the default on a terminal), json (the default otherwise) or csv.
+    #[arg(long, value_parser = parse_output)]
+    pub output: Option<OutputFormat>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+fn parse_status(s: &str) -> Result<StatusFilter, String> {
+    s.parse()
+}
+fn parse_group(s: &str) -> Result<GroupBy, String> {
+    s.parse()
+}
+fn parse_output(s: &str) -> Result<OutputFormat, String> {
+    s.parse()
+}
+
+fn output(o: Option<OutputFormat>) -> OutputFormat {
+    o.unwrap_or(if std::io::stdout().is_terminal() {
+        OutputFormat::Table
+    } else {
+        OutputFormat::Json
+    })
+}
+
+fn time(s: Option<&str>, now: Timestamp) -> anyhow::Result<Option<Timestamp>> {
+    s.map(|s| parse_time(s, now))
+        .transpose()
+        .map_err(anyhow::Error::msg)
+}
+
+pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let now = clock.now();
+    match args.command {
+        AuditCommand::Show { finding_id, common } => {
+            let store = common.store.open(clock).await?;
+            match store.history(&finding_id).await? {
+                Some(h) => {
+                    print!("{}", audit::render_history(&h, output(common.output)));
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => {
+                    eprintln!(
+                        "finding {finding_id} is not in {} (never seen, or expired)",
+                        store.describe()
+                    );
+                    Ok(ExitCode::from(3))
+                }
+            }
+        }
+        AuditCommand::List {
+            account,
+            since,
+            until,
+            status,
+            finding_type,
+            limit,
+            common,
+        } => {
+            let query = ListQuery {
+                account,
+                since: time(since.as_deref(), now)?,
+                until: time(until.as_deref(), now)?,
+                status,
+                finding_type,
+                limit,
+            };
+            let store = common.store.open(clock).await?;
+            let records = store.list(&query).await?;
+            print!("{}", audit::render_records(&records, output(common.output)));
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Stats { since, by, common } => {
+            let query = ListQuery {
+                since: time(since.as_deref(), now)?,
+                ..ListQuery::default()
+            };
+            let store = common.store.open(clock).await?;
+            let records = store.list(&query).await?;
+            let rows = audit::stats(&records, by);
+            print!("{}", audit::render_stats(&rows, by, output(common.output)));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
