@@ -94,14 +94,18 @@ impl SenderArgs {
         self,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<HttpSinkConfig, SinkHttpError> {
-        let endpoint = self.endpoint.filter(|e| !e.trim().is_empty()).ok_or_else(|| {
-            SinkHttpError::Endpoint {
+        let endpoint = self
+            .endpoint
+            .filter(|e| !e.trim().is_empty())
+            .ok_or_else(|| SinkHttpError::Endpoint {
                 endpoint: String::new(),
                 reason: format!("no endpoint: pass --endpoint or set {}", env::ENDPOINT),
-            }
-        })?;
+            })?;
         let mut c = HttpSinkConfig::new(&endpoint, self.allow_insecure_loopback)?;
-        c.auth = self.auth.parse::<AuthScheme>().map_err(SinkHttpError::Config)?;
+        c.auth = self
+            .auth
+            .parse::<AuthScheme>()
+            .map_err(SinkHttpError::Config)?;
         c.ca_file = self.ca_file;
         c.token.secret_arn = self.token_secret_arn.filter(|a| !a.trim().is_empty());
         c.token.secret_key_name = self.token_secret_key;
@@ -159,20 +163,32 @@ mod tests {
         assert!(c.compress);
         assert_eq!(c.timeout, Duration::from_secs(3));
         assert_eq!(c.max_concurrency.get(), 5);
-        assert_eq!(c.token.static_token.as_ref().map(Secret::expose), Some("dt0c01.T"));
+        assert_eq!(
+            c.token.static_token.as_ref().map(Secret::expose),
+            Some("dt0c01.T")
+        );
     }
 
     #[test]
     fn refuses_plain_http_without_opt_in_and_missing_endpoint() {
         let cli = Cli::try_parse_from(["x", "--endpoint", "http://127.0.0.1:9/x"]).expect("parse");
-        let e = cli.sender.into_config_with_env(|_| None).unwrap_err();
+        let e = cli
+            .sender
+            .into_config_with_env(|_| None)
+            .expect_err("must fail");
         assert!(e.to_string().contains("--allow-insecure-loopback"), "{e}");
         let cli = Cli::try_parse_from(["x"]).expect("parse");
         if std::env::var_os(env::ENDPOINT).is_none() {
             assert!(cli.sender.into_config_with_env(|_| None).is_err());
         }
-        let cli = Cli::try_parse_from(["x", "--endpoint", "https://a.b/x", "--max-batch-events", "0"])
-            .expect("parse");
+        let cli = Cli::try_parse_from([
+            "x",
+            "--endpoint",
+            "https://a.b/x",
+            "--max-batch-events",
+            "0",
+        ])
+        .expect("parse");
         assert!(cli.sender.into_config_with_env(|_| None).is_err());
     }
 }

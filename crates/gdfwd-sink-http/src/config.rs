@@ -54,7 +54,9 @@ impl std::str::FromStr for AuthScheme {
         match s.trim().to_ascii_lowercase().as_str() {
             "api-token" | "apitoken" | "api_token" => Ok(Self::ApiToken),
             "bearer" => Ok(Self::Bearer),
-            other => Err(format!("unknown auth scheme {other:?} (expected api-token or bearer)")),
+            other => Err(format!(
+                "unknown auth scheme {other:?} (expected api-token or bearer)"
+            )),
         }
     }
 }
@@ -175,9 +177,15 @@ impl HttpSinkConfig {
             c.auth = v.parse().map_err(SinkHttpError::Config)?;
         }
         if let Some(v) = get("GDFWD_COMPRESS") {
-            c.compress = matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on");
+            c.compress = matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            );
         }
-        fn num<T: std::str::FromStr>(k: &str, v: Option<String>) -> Result<Option<T>, SinkHttpError> {
+        fn num<T: std::str::FromStr>(
+            k: &str,
+            v: Option<String>,
+        ) -> Result<Option<T>, SinkHttpError> {
             v.map(|v| {
                 v.trim()
                     .parse::<T>()
@@ -194,9 +202,14 @@ impl HttpSinkConfig {
         if let Some(v) = get("GDFWD_TIMEOUT") {
             c.timeout = parse_duration(&v).map_err(SinkHttpError::Config)?;
         }
-        c.max_events_per_second = num("GDFWD_MAX_EVENTS_PER_SECOND", get("GDFWD_MAX_EVENTS_PER_SECOND"))?;
-        c.max_requests_per_second =
-            num("GDFWD_MAX_REQUESTS_PER_SECOND", get("GDFWD_MAX_REQUESTS_PER_SECOND"))?;
+        c.max_events_per_second = num(
+            "GDFWD_MAX_EVENTS_PER_SECOND",
+            get("GDFWD_MAX_EVENTS_PER_SECOND"),
+        )?;
+        c.max_requests_per_second = num(
+            "GDFWD_MAX_REQUESTS_PER_SECOND",
+            get("GDFWD_MAX_REQUESTS_PER_SECOND"),
+        )?;
         if let Some(v) = num("GDFWD_MAX_CONCURRENCY", get("GDFWD_MAX_CONCURRENCY"))? {
             c.max_concurrency = v;
         }
@@ -216,16 +229,24 @@ impl HttpSinkConfig {
             )));
         }
         if self.max_batch_events == 0 {
-            return Err(SinkHttpError::Config("max batch events must be at least 1".into()));
+            return Err(SinkHttpError::Config(
+                "max batch events must be at least 1".into(),
+            ));
         }
         if self.max_in_flight == 0 {
-            return Err(SinkHttpError::Config("max in flight must be at least 1".into()));
+            return Err(SinkHttpError::Config(
+                "max in flight must be at least 1".into(),
+            ));
         }
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
-            return Err(SinkHttpError::Config("timeouts must be longer than zero".into()));
+            return Err(SinkHttpError::Config(
+                "timeouts must be longer than zero".into(),
+            ));
         }
         if self.retry.max_attempts == 0 {
-            return Err(SinkHttpError::Config("max attempts must be at least 1".into()));
+            return Err(SinkHttpError::Config(
+                "max attempts must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -233,14 +254,19 @@ impl HttpSinkConfig {
 
 /// Accepts `https://` URLs, and `http://` ones only for a loopback host with the explicit opt-in.
 /// URLs with credentials are refused (they would end up in logs).
-pub fn validate_endpoint(endpoint: &str, allow_insecure_loopback: bool) -> Result<Url, SinkHttpError> {
+pub fn validate_endpoint(
+    endpoint: &str,
+    allow_insecure_loopback: bool,
+) -> Result<Url, SinkHttpError> {
     let err = |reason: String| SinkHttpError::Endpoint {
         endpoint: endpoint.to_owned(),
         reason,
     };
     let url = Url::parse(endpoint.trim()).map_err(|e| err(format!("not a URL: {e}")))?;
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(err("credentials in the URL are not allowed; use a token".into()));
+        return Err(err(
+            "credentials in the URL are not allowed; use a token".into()
+        ));
     }
     match url.scheme() {
         "https" => {}
@@ -252,7 +278,9 @@ pub fn validate_endpoint(endpoint: &str, allow_insecure_loopback: bool) -> Resul
                 None => false,
             };
             if !loopback {
-                return Err(err("http:// is only allowed for loopback hosts; use https://".into()));
+                return Err(err(
+                    "http:// is only allowed for loopback hosts; use https://".into(),
+                ));
             }
             if !allow_insecure_loopback {
                 return Err(err(
@@ -283,7 +311,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" | "" => n,
         "m" | "min" => n * 60.0,
         "h" => n * 3600.0,
-        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s, m or h)")),
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {s:?} (use ms, s, m or h)"
+            ));
+        }
     };
     Duration::try_from_secs_f64(secs).map_err(|_| format!("invalid duration {s:?}"))
 }
@@ -314,9 +346,15 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(parse_duration("10").ok(), Some(Duration::from_secs(10)));
-        assert_eq!(parse_duration("500ms").ok(), Some(Duration::from_millis(500)));
+        assert_eq!(
+            parse_duration("500ms").ok(),
+            Some(Duration::from_millis(500))
+        );
         assert_eq!(parse_duration("2m").ok(), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1.5s").ok(), Some(Duration::from_millis(1500)));
+        assert_eq!(
+            parse_duration("1.5s").ok(),
+            Some(Duration::from_millis(1500))
+        );
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5y").is_err());
     }
@@ -324,21 +362,32 @@ mod tests {
     #[test]
     fn from_env_reads_the_issue_names() {
         let vars = [
-            (env::ENDPOINT, "https://x.live.dynatrace.com/platform/ingest/v1/security.events"),
-            (env::SECRET_ARN, "arn:aws:secretsmanager:eu-west-1:1:secret:s"),
+            (
+                env::ENDPOINT,
+                "https://x.live.dynatrace.com/platform/ingest/v1/security.events",
+            ),
+            (
+                env::SECRET_ARN,
+                "arn:aws:secretsmanager:eu-west-1:1:secret:s",
+            ),
             (env::SECRET_KEY_NAME, "K"),
             (env::API_TOKEN, "dt0c01.T"),
             ("GDFWD_MAX_EVENTS_PER_SECOND", "200"),
             ("GDFWD_AUTH", "bearer"),
         ];
         let c = HttpSinkConfig::from_env(|k| {
-            vars.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned())
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| (*v).to_owned())
         })
         .expect("config");
         assert_eq!(c.token.secret_key_name, "K");
         assert_eq!(c.auth, AuthScheme::Bearer);
         assert_eq!(c.max_events_per_second.map(NonZeroU32::get), Some(200));
-        assert_eq!(c.token.static_token.as_ref().map(Secret::expose), Some("dt0c01.T"));
+        assert_eq!(
+            c.token.static_token.as_ref().map(Secret::expose),
+            Some("dt0c01.T")
+        );
         assert!(!format!("{c:?}").contains("dt0c01.T"));
         assert!(HttpSinkConfig::from_env(|_| None).is_err());
     }

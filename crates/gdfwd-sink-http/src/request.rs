@@ -61,7 +61,10 @@ pub fn json_array(events: &[OutEvent]) -> Vec<u8> {
 
 /// Gzip with the default level: security events are verbose JSON and compress about tenfold.
 pub fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::default());
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4),
+        flate2::Compression::default(),
+    );
     enc.write_all(body)?;
     enc.finish()
 }
@@ -71,7 +74,10 @@ mod tests {
     use super::*;
 
     fn ev(json: &str) -> OutEvent {
-        OutEvent { id: "0".repeat(32), json: json.to_owned() }
+        OutEvent {
+            id: "0".repeat(32),
+            json: json.to_owned(),
+        }
     }
 
     #[test]
@@ -104,7 +110,12 @@ mod tests {
     #[test]
     fn oversize_event_travels_alone() {
         let big = "x".repeat(100);
-        let events = vec![ev("{}"), ev(&format!("{{\"b\":\"{big}\"}}")), ev("{}"), ev("{}")];
+        let events = vec![
+            ev("{}"),
+            ev(&format!("{{\"b\":\"{big}\"}}")),
+            ev("{}"),
+            ev("{}"),
+        ];
         assert_eq!(plan_batches(&events, 50, 1000), vec![0..1, 1..2, 2..4]);
         assert_eq!(plan_batches(&[], 50, 1000), Vec::<Range<usize>>::new());
     }
@@ -122,7 +133,9 @@ mod tests {
         let gz = gzip(&body).expect("gzip");
         assert!(gz.len() < body.len() / 5);
         let mut back = Vec::new();
-        flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut back).expect("gunzip");
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut back)
+            .expect("gunzip");
         assert_eq!(back, body);
     }
 }

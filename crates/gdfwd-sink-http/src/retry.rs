@@ -13,7 +13,10 @@ use crate::config::RetryConfig;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attempt {
     /// An answer with this status and, when present, the `Retry-After` header value.
-    Status { status: u16, retry_after: Option<String> },
+    Status {
+        status: u16,
+        retry_after: Option<String>,
+    },
     /// The connection could not be made (refused, DNS, TLS handshake).
     Connect(String),
     /// The per-attempt timeout expired.
@@ -72,7 +75,13 @@ impl RetryPolicy {
     }
 
     /// Decides what to do after an attempt.
-    pub fn decide(&self, attempt: &Attempt, batch: BatchState, now: SystemTime, jitter: f64) -> Decision {
+    pub fn decide(
+        &self,
+        attempt: &Attempt,
+        batch: BatchState,
+        now: SystemTime,
+        jitter: f64,
+    ) -> Decision {
         let (reason, retry_after) = match attempt {
             Attempt::Status { status, .. } if (200..300).contains(status) => return Decision::Sent,
             Attempt::Status { status: 401, .. } => {
@@ -82,7 +91,9 @@ impl RetryPolicy {
                         reason: "HTTP 401 Unauthorized, also after re-reading the token: check the token and its scope (openpipeline.events_security)".into(),
                     }
                 } else {
-                    Decision::RefreshToken { reason: "HTTP 401 Unauthorized".into() }
+                    Decision::RefreshToken {
+                        reason: "HTTP 401 Unauthorized".into(),
+                    }
                 };
             }
             Attempt::Status { status: 413, .. } => {
@@ -97,8 +108,13 @@ impl RetryPolicy {
                     }
                 };
             }
-            Attempt::Status { status, retry_after } if is_retryable_status(*status) => {
-                let wait = retry_after.as_deref().and_then(|v| parse_retry_after(v, now));
+            Attempt::Status {
+                status,
+                retry_after,
+            } if is_retryable_status(*status) => {
+                let wait = retry_after
+                    .as_deref()
+                    .and_then(|v| parse_retry_after(v, now));
                 (format!("HTTP {status} {}", status_text(*status)), wait)
             }
             Attempt::Status { status, .. } => {
@@ -110,7 +126,8 @@ impl RetryPolicy {
             Attempt::InvalidToken => {
                 return Decision::GiveUp {
                     retryable: false,
-                    reason: "the API token contains characters not allowed in an HTTP header".into(),
+                    reason: "the API token contains characters not allowed in an HTTP header"
+                        .into(),
                 };
             }
             Attempt::Connect(e) => (format!("connection failed: {e}"), None),
@@ -126,7 +143,11 @@ impl RetryPolicy {
         match retry_after {
             Some(wait) if wait > self.cfg.max_retry_after => Decision::GiveUp {
                 retryable: true,
-                reason: format!("{reason} with Retry-After {}s (longer than the {}s we wait)", wait.as_secs(), self.cfg.max_retry_after.as_secs()),
+                reason: format!(
+                    "{reason} with Retry-After {}s (longer than the {}s we wait)",
+                    wait.as_secs(),
+                    self.cfg.max_retry_after.as_secs()
+                ),
             },
             Some(wait) => Decision::Retry {
                 wait,
@@ -172,11 +193,18 @@ mod tests {
     }
 
     fn st(status: u16, retry_after: Option<&str>) -> Attempt {
-        Attempt::Status { status, retry_after: retry_after.map(str::to_owned) }
+        Attempt::Status {
+            status,
+            retry_after: retry_after.map(str::to_owned),
+        }
     }
 
     fn batch(attempts: u32, events: usize) -> BatchState {
-        BatchState { attempts, events, token_refreshed: false }
+        BatchState {
+            attempts,
+            events,
+            token_refreshed: false,
+        }
     }
 
     const NOW: fn() -> SystemTime = SystemTime::now;
@@ -184,7 +212,10 @@ mod tests {
     #[test]
     fn success_statuses() {
         for s in [200, 202, 204] {
-            assert_eq!(policy().decide(&st(s, None), batch(1, 3), NOW(), 0.5), Decision::Sent);
+            assert_eq!(
+                policy().decide(&st(s, None), batch(1, 3), NOW(), 0.5),
+                Decision::Sent
+            );
         }
     }
 
@@ -214,7 +245,10 @@ mod tests {
     fn definitive_statuses() {
         for s in [400, 403, 404, 405, 501] {
             match policy().decide(&st(s, None), batch(1, 3), NOW(), 0.5) {
-                Decision::GiveUp { retryable: false, reason } => {
+                Decision::GiveUp {
+                    retryable: false,
+                    reason,
+                } => {
                     assert!(reason.contains(&s.to_string()), "{reason}")
                 }
                 d => panic!("{s} gave {d:?}"),
@@ -228,19 +262,31 @@ mod tests {
             policy().decide(&st(401, None), batch(1, 3), NOW(), 0.5),
             Decision::RefreshToken { .. }
         ));
-        let refreshed = BatchState { token_refreshed: true, ..batch(2, 3) };
+        let refreshed = BatchState {
+            token_refreshed: true,
+            ..batch(2, 3)
+        };
         assert!(matches!(
             policy().decide(&st(401, None), refreshed, NOW(), 0.5),
-            Decision::GiveUp { retryable: false, .. }
+            Decision::GiveUp {
+                retryable: false,
+                ..
+            }
         ));
     }
 
     #[test]
     fn payload_too_large_splits_until_one_event() {
-        assert!(matches!(policy().decide(&st(413, None), batch(1, 2), NOW(), 0.5), Decision::Split { .. }));
+        assert!(matches!(
+            policy().decide(&st(413, None), batch(1, 2), NOW(), 0.5),
+            Decision::Split { .. }
+        ));
         assert!(matches!(
             policy().decide(&st(413, None), batch(1, 1), NOW(), 0.5),
-            Decision::GiveUp { retryable: false, .. }
+            Decision::GiveUp {
+                retryable: false,
+                ..
+            }
         ));
     }
 
@@ -248,7 +294,9 @@ mod tests {
     fn backoff_grows_exponentially_and_is_capped() {
         let p = policy();
         let just_below_one = 0.99;
-        let ceilings: Vec<u128> = (1..=10).map(|a| p.backoff(a, just_below_one).as_millis()).collect();
+        let ceilings: Vec<u128> = (1..=10)
+            .map(|a| p.backoff(a, just_below_one).as_millis())
+            .collect();
         assert_eq!(ceilings[..4], [198, 396, 792, 1584]);
         assert!(ceilings.iter().all(|&c| c < 20_000));
         assert_eq!(p.backoff(10, just_below_one).as_millis(), 19_800);
@@ -269,22 +317,37 @@ mod tests {
         match policy().decide(&st(429, Some("3")), batch(1, 1), now, 0.0) {
             Decision::Retry { wait, reason } => {
                 assert_eq!(wait, Duration::from_secs(3));
-                assert!(reason.contains("429") && reason.contains("Retry-After"), "{reason}");
+                assert!(
+                    reason.contains("429") && reason.contains("Retry-After"),
+                    "{reason}"
+                );
             }
             d => panic!("{d:?}"),
         }
         assert!(matches!(
             policy().decide(&st(503, Some("3600")), batch(1, 1), now, 0.0),
-            Decision::GiveUp { retryable: true, .. }
+            Decision::GiveUp {
+                retryable: true,
+                ..
+            }
         ));
     }
 
     #[test]
     fn attempts_are_bounded() {
-        let p = RetryPolicy::new(RetryConfig { max_attempts: 3, ..RetryConfig::default() });
-        assert!(matches!(p.decide(&st(503, None), batch(2, 1), NOW(), 0.5), Decision::Retry { .. }));
+        let p = RetryPolicy::new(RetryConfig {
+            max_attempts: 3,
+            ..RetryConfig::default()
+        });
+        assert!(matches!(
+            p.decide(&st(503, None), batch(2, 1), NOW(), 0.5),
+            Decision::Retry { .. }
+        ));
         match p.decide(&st(503, None), batch(3, 1), NOW(), 0.5) {
-            Decision::GiveUp { retryable: true, reason } => assert!(reason.contains("3 attempts"), "{reason}"),
+            Decision::GiveUp {
+                retryable: true,
+                reason,
+            } => assert!(reason.contains("3 attempts"), "{reason}"),
             d => panic!("{d:?}"),
         }
     }

@@ -19,7 +19,12 @@ use crate::secret::Secret;
 
 /// Response headers that carry a request id, first match wins. Dynatrace's platform APIs answer
 /// with `dt-request-id`; the others cover proxies and gateways in front of it.
-const REQUEST_ID_HEADERS: [&str; 4] = ["dt-request-id", "x-dt-request-id", "x-request-id", "x-amzn-requestid"];
+const REQUEST_ID_HEADERS: [&str; 4] = [
+    "dt-request-id",
+    "x-dt-request-id",
+    "x-request-id",
+    "x-amzn-requestid",
+];
 
 #[derive(Debug, Clone)]
 pub(crate) struct Service {
@@ -50,10 +55,11 @@ impl Service {
                 path: path.display().to_string(),
                 reason: e.to_string(),
             })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| SinkHttpError::CaFile {
-                path: path.display().to_string(),
-                reason: format!("not a PEM certificate bundle: {e}"),
-            })?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| SinkHttpError::CaFile {
+                    path: path.display().to_string(),
+                    reason: format!("not a PEM certificate bundle: {e}"),
+                })?;
             if certs.is_empty() {
                 return Err(SinkHttpError::CaFile {
                     path: path.display().to_string(),
@@ -62,7 +68,9 @@ impl Service {
             }
             b = b.tls_certs_merge(certs);
         }
-        let client = b.build().map_err(|e| SinkHttpError::Client(error_chain(&e)))?;
+        let client = b
+            .build()
+            .map_err(|e| SinkHttpError::Client(error_chain(&e)))?;
         Ok(Self {
             client,
             endpoint: cfg.endpoint.clone(),
@@ -72,16 +80,17 @@ impl Service {
 
     /// POSTs one prepared body.
     pub async fn post(&self, body: Bytes, gzip: bool, token: &Secret, timeout: Duration) -> Answer {
-        let mut auth = match HeaderValue::from_str(&format!("{} {}", self.auth.prefix(), token.expose())) {
-            Ok(v) => v,
-            // The header error names no value; neither does our outcome.
-            Err(_) => {
-                return Answer {
-                    attempt: Attempt::InvalidToken,
-                    request_id: None,
-                };
-            }
-        };
+        let mut auth =
+            match HeaderValue::from_str(&format!("{} {}", self.auth.prefix(), token.expose())) {
+                Ok(v) => v,
+                // The header error names no value; neither does our outcome.
+                Err(_) => {
+                    return Answer {
+                        attempt: Attempt::InvalidToken,
+                        request_id: None,
+                    };
+                }
+            };
         auth.set_sensitive(true);
         let mut req = self
             .client
@@ -111,7 +120,10 @@ impl Service {
                     tracing::debug!(status, body = %truncate(&text, 500), "endpoint rejected a batch");
                 }
                 Answer {
-                    attempt: Attempt::Status { status, retry_after },
+                    attempt: Attempt::Status {
+                        status,
+                        retry_after,
+                    },
                     request_id,
                 }
             }
@@ -124,7 +136,10 @@ impl Service {
                 } else {
                     Attempt::Transport(msg)
                 };
-                Answer { attempt, request_id: None }
+                Answer {
+                    attempt,
+                    request_id: None,
+                }
             }
         }
     }

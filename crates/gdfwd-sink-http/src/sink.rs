@@ -75,8 +75,13 @@ impl HttpSink {
             let per_second = (1.0 / period.as_secs_f64()).floor().max(1.0);
             let per_second = u32::try_from(per_second as u64).unwrap_or(u32::MAX);
             max_batch_events = max_batch_events.min(per_second as usize).max(1);
-            let burst = NonZeroU32::new(u32::try_from(max_batch_events).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
-            RateLimiter::direct(Quota::with_period(period).unwrap_or(Quota::per_second(global)).allow_burst(burst))
+            let burst = NonZeroU32::new(u32::try_from(max_batch_events).unwrap_or(u32::MAX))
+                .unwrap_or(NonZeroU32::MIN);
+            RateLimiter::direct(
+                Quota::with_period(period)
+                    .unwrap_or(Quota::per_second(global))
+                    .allow_burst(burst),
+            )
         });
         let requests_limiter = cfg.max_requests_per_second.map(|global| {
             let period = per_process_period(global, cfg.max_concurrency);
@@ -104,7 +109,9 @@ impl HttpSink {
         let wait = async {
             if let Some(l) = &self.events_limiter {
                 let mut left = u32::try_from(events).unwrap_or(u32::MAX);
-                let chunk = u32::try_from(self.max_batch_events).unwrap_or(u32::MAX).max(1);
+                let chunk = u32::try_from(self.max_batch_events)
+                    .unwrap_or(u32::MAX)
+                    .max(1);
                 // Batches never exceed the burst; chunking only guards a future change of that.
                 while let Some(n) = NonZeroU32::new(left.min(chunk)) {
                     if l.until_n_ready(n).await.is_err() {
@@ -135,7 +142,9 @@ impl HttpSink {
         stats: &Counters,
     ) -> Vec<EventOutcome> {
         let permit = match deadline {
-            Some(d) => tokio::time::timeout_at(d.into(), self.in_flight.acquire()).await.ok(),
+            Some(d) => tokio::time::timeout_at(d.into(), self.in_flight.acquire())
+                .await
+                .ok(),
             None => Some(self.in_flight.acquire().await),
         };
         let Some(Ok(_permit)) = permit else {
@@ -214,7 +223,10 @@ impl HttpSink {
                 }
             };
             let timeout = match deadline {
-                Some(d) => self.cfg.timeout.min(d.saturating_duration_since(Instant::now())),
+                Some(d) => self
+                    .cfg
+                    .timeout
+                    .min(d.saturating_duration_since(Instant::now())),
                 None => self.cfg.timeout,
             };
             if timeout.is_zero() {
@@ -225,7 +237,10 @@ impl HttpSink {
             if attempts > 1 {
                 stats.retries.fetch_add(1, Ordering::Relaxed);
             }
-            let answer = self.service.post(payload.clone(), gz, &token, timeout).await;
+            let answer = self
+                .service
+                .post(payload.clone(), gz, &token, timeout)
+                .await;
             if matches!(answer.attempt, Attempt::Status { status: 429, .. }) {
                 stats.throttled.fetch_add(1, Ordering::Relaxed);
             }
@@ -234,7 +249,12 @@ impl HttpSink {
                 events: n,
                 token_refreshed,
             };
-            let decision = self.policy.decide(&answer.attempt, state, SystemTime::now(), rand::random::<f64>());
+            let decision = self.policy.decide(
+                &answer.attempt,
+                state,
+                SystemTime::now(),
+                rand::random::<f64>(),
+            );
             match decision {
                 Decision::Sent => {
                     stats.events_sent.fetch_add(n as u64, Ordering::Relaxed);
@@ -264,8 +284,12 @@ impl HttpSink {
                         (Ok(r), Ok(_)) => {
                             let why = match r {
                                 Refresh::Reloaded => "the re-read token is the same",
-                                Refresh::TooSoon => "the token was re-read less than the minimum interval ago",
-                                Refresh::Fixed => "the token comes from DT_API_TOKEN and cannot change",
+                                Refresh::TooSoon => {
+                                    "the token was re-read less than the minimum interval ago"
+                                }
+                                Refresh::Fixed => {
+                                    "the token comes from DT_API_TOKEN and cannot change"
+                                }
                             };
                             tracing::error!(events = n, "{reason}: {why}");
                             return Some(EventOutcome::Definitive {

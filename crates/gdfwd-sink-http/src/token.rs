@@ -80,7 +80,11 @@ pub struct SecretsManagerToken {
 }
 
 impl SecretsManagerToken {
-    pub fn new(client: aws_sdk_secretsmanager::Client, arn: impl Into<String>, key_name: impl Into<String>) -> Self {
+    pub fn new(
+        client: aws_sdk_secretsmanager::Client,
+        arn: impl Into<String>,
+        key_name: impl Into<String>,
+    ) -> Self {
         Self {
             client,
             arn: arn.into(),
@@ -95,7 +99,11 @@ impl SecretsManagerToken {
         arn: impl Into<String>,
         key_name: impl Into<String>,
     ) -> Self {
-        Self::new(aws_sdk_secretsmanager::Client::new(sdk_config), arn, key_name)
+        Self::new(
+            aws_sdk_secretsmanager::Client::new(sdk_config),
+            arn,
+            key_name,
+        )
     }
 
     /// Changes the minimum time between two refreshes (tests use a short one).
@@ -182,7 +190,9 @@ pub fn parse_secret_string(s: &str, key_name: &str) -> Result<Secret, String> {
             Some(_) => Err(format!("JSON key {key_name:?} is not a non-empty string")),
             None => {
                 let keys: Vec<&str> = v.keys().map(String::as_str).collect();
-                Err(format!("JSON key {key_name:?} not found (keys present: {keys:?})"))
+                Err(format!(
+                    "JSON key {key_name:?} not found (keys present: {keys:?})"
+                ))
             }
         };
     }
@@ -241,25 +251,29 @@ mod tests {
 
     #[test]
     fn missing_key_names_the_key_not_the_values() {
-        let e = parse_secret_string(r#"{"token":"dt0c01.SECRETVALUE"}"#, "MY_KEY").unwrap_err();
+        let e = parse_secret_string(r#"{"token":"dt0c01.SECRETVALUE"}"#, "MY_KEY")
+            .expect_err("must fail");
         assert!(e.contains("MY_KEY") && e.contains("token"), "{e}");
         assert!(!e.contains("SECRETVALUE"), "{e}");
     }
 
     #[test]
     fn broken_json_does_not_echo_content() {
-        let e = parse_secret_string(r#"{"K": "dt0c01.SECRETVALUE""#, "K").unwrap_err();
+        let e = parse_secret_string(r#"{"K": "dt0c01.SECRETVALUE""#, "K").expect_err("must fail");
         assert!(!e.contains("SECRETVALUE"), "{e}");
-        let e = parse_secret_string("", "K").unwrap_err();
+        let e = parse_secret_string("", "K").expect_err("must fail");
         assert!(e.contains("empty"));
-        let e = parse_secret_string(r#"{"K": 5}"#, "K").unwrap_err();
+        let e = parse_secret_string(r#"{"K": 5}"#, "K").expect_err("must fail");
         assert!(e.contains("non-empty string"), "{e}");
     }
 
     #[tokio::test]
     async fn build_prefers_the_secret_then_the_static_token() {
         let none = TokenConfig::default();
-        assert!(matches!(build_token_source(&none, None).await, Err(SinkHttpError::NoToken)));
+        assert!(matches!(
+            build_token_source(&none, None).await,
+            Err(SinkHttpError::NoToken)
+        ));
         let stat = TokenConfig {
             static_token: Some(Secret::new("dt0c01.X")),
             ..TokenConfig::default()

@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use gdfwd_core::sink::{EventOutcome, OutEvent, Sink};
 use gdfwd_sink_http::{
-    HttpSink, HttpSinkConfig, Refresh, RetryConfig, Secret, SinkHttpError, StaticToken,
-    TokenSource,
+    HttpSink, HttpSinkConfig, Refresh, RetryConfig, Secret, SinkHttpError, StaticToken, TokenSource,
 };
-use gdfwd_testkit_openpipeline::{Fault, FakeOpenPipeline, RetryAfter};
+use gdfwd_testkit_openpipeline::{FakeOpenPipeline, Fault, RetryAfter};
 
 const TOKEN: &str = "dt0c01.TESTTOKEN.SUPERSECRETVALUE0123456789";
 
@@ -115,10 +114,18 @@ async fn every_event_arrives_exactly_once_under_twenty_percent_faults() {
 #[tokio::test]
 async fn gzip_over_loopback_http_with_opt_in() {
     let s = setup().await;
-    assert!(HttpSinkConfig::new(&s.fake.http_url("/platform/ingest/v1/security.events"), false).is_err());
-    let mut cfg =
-        HttpSinkConfig::new(&s.fake.http_url("/platform/ingest/v1/security.events"), true)
-            .expect("config");
+    assert!(
+        HttpSinkConfig::new(
+            &s.fake.http_url("/platform/ingest/v1/security.events"),
+            false
+        )
+        .is_err()
+    );
+    let mut cfg = HttpSinkConfig::new(
+        &s.fake.http_url("/platform/ingest/v1/security.events"),
+        true,
+    )
+    .expect("config");
     cfg.compress = true;
     let sink = HttpSink::new(cfg, static_token(TOKEN)).expect("sink");
     let input = events("gzip", 30, 200);
@@ -127,7 +134,11 @@ async fn gzip_over_loopback_http_with_opt_in() {
     let reqs = s.fake.requests();
     assert_eq!(reqs.len(), 1);
     assert!(reqs[0].gzip);
-    assert!(reqs[0].body_bytes < 30 * 200 / 4, "compressed: {}", reqs[0].body_bytes);
+    assert!(
+        reqs[0].body_bytes < 30 * 200 / 4,
+        "compressed: {}",
+        reqs[0].body_bytes
+    );
 }
 
 #[tokio::test]
@@ -143,7 +154,13 @@ async fn payload_too_large_splits_batches_until_they_fit() {
     assert_eq!(statuses[0], Some(413));
     assert!(statuses.contains(&Some(202)));
     // Halving 16 -> 8 -> 4: every accepted request has at most 4 events.
-    assert!(s.fake.requests().iter().filter(|r| r.status == Some(202)).all(|r| r.events <= 4));
+    assert!(
+        s.fake
+            .requests()
+            .iter()
+            .filter(|r| r.status == Some(202))
+            .all(|r| r.events <= 4)
+    );
 }
 
 #[tokio::test]
@@ -214,7 +231,10 @@ async fn unauthorized_with_a_token_that_cannot_change_is_definitive_after_one_re
     let input = events("wrong", 3, 10);
     let report = sink.send(&input, None).await;
     for o in &report.outcomes {
-        assert!(matches!(o, EventOutcome::Definitive { reason } if reason.contains("401")), "{o:?}");
+        assert!(
+            matches!(o, EventOutcome::Definitive { reason } if reason.contains("401")),
+            "{o:?}"
+        );
     }
     assert_eq!(s.fake.counters().requests, 1);
     assert!(s.fake.event_ids().is_empty());
@@ -235,7 +255,9 @@ async fn retry_after_in_seconds_and_as_a_date_is_honoured() {
     let reqs = s.fake.requests();
     assert_eq!(reqs.len(), 3);
     for pair in reqs.windows(2) {
-        let not_before = pair[0].retry_not_before.expect("the fake stated Retry-After");
+        let not_before = pair[0]
+            .retry_not_before
+            .expect("the fake stated Retry-After");
         assert!(
             pair[1].received_wall >= not_before,
             "retry at {:?} came before {:?}",
@@ -258,7 +280,11 @@ async fn deadline_leaves_unsent_batches_retryable() {
     let input = events("deadline", 15, 10);
     let deadline = Instant::now() + Duration::from_millis(1500);
     let report = sink.send(&input, Some(deadline)).await;
-    assert!(report.outcomes[..5].iter().all(EventOutcome::is_sent), "{:?}", report.outcomes);
+    assert!(
+        report.outcomes[..5].iter().all(EventOutcome::is_sent),
+        "{:?}",
+        report.outcomes
+    );
     for o in &report.outcomes[5..] {
         assert!(
             matches!(o, EventOutcome::Retryable { reason } if reason.contains("deadline")),
@@ -274,9 +300,11 @@ async fn endpoint_down_leaves_everything_retryable() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").port()
     };
-    let mut cfg =
-        HttpSinkConfig::new(&format!("https://127.0.0.1:{port}/platform/ingest/v1/security.events"), false)
-            .expect("config");
+    let mut cfg = HttpSinkConfig::new(
+        &format!("https://127.0.0.1:{port}/platform/ingest/v1/security.events"),
+        false,
+    )
+    .expect("config");
     cfg.retry = RetryConfig {
         initial_backoff: Duration::from_millis(20),
         max_backoff: Duration::from_millis(100),

@@ -97,18 +97,24 @@ async fn errors_name_the_secret_and_key_but_never_the_value() {
     let err = SecretsManagerToken::from_sdk_config(&sdk, &arn, KEY)
         .token()
         .await
-        .unwrap_err();
+        .expect_err("must fail");
     let text = format!("{err} {err:?}");
     assert!(matches!(err, SinkHttpError::SecretContent { .. }), "{text}");
-    assert!(text.contains(&arn) && text.contains(KEY) && text.contains("WRONG_KEY"), "{text}");
+    assert!(
+        text.contains(&arn) && text.contains(KEY) && text.contains("WRONG_KEY"),
+        "{text}"
+    );
     assert!(!text.contains("HIDDENVALUE"), "{text}");
 
     let missing = format!("{arn}-does-not-exist");
     let err = SecretsManagerToken::from_sdk_config(&sdk, &missing, KEY)
         .token()
         .await
-        .unwrap_err();
-    assert!(matches!(&err, SinkHttpError::SecretRead { arn, .. } if *arn == missing), "{err}");
+        .expect_err("must fail");
+    assert!(
+        matches!(&err, SinkHttpError::SecretRead { arn, .. } if *arn == missing),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -125,9 +131,14 @@ async fn sink_recovers_from_401_by_reading_the_rotated_secret() {
         min_refresh_interval: Duration::ZERO,
         ..TokenConfig::default()
     };
-    let tokens: Arc<dyn TokenSource> = build_token_source(&cfg.token, Some(&sdk)).await.expect("tokens");
+    let tokens: Arc<dyn TokenSource> = build_token_source(&cfg.token, Some(&sdk))
+        .await
+        .expect("tokens");
     // Read "BEFORE" into the cache, then rotate behind the sink's back.
-    assert_eq!(tokens.token().await.expect("token").expose(), "dt0c01.BEFORE");
+    assert_eq!(
+        tokens.token().await.expect("token").expose(),
+        "dt0c01.BEFORE"
+    );
     rotate(&c, &arn, &json("dt0c01.AFTER")).await;
 
     let sink = HttpSink::new(cfg, tokens).expect("sink");

@@ -14,7 +14,7 @@ use gdfwd_sink_http::config::TokenConfig;
 use gdfwd_sink_http::{
     HttpSink, HttpSinkConfig, RetryConfig, Secret, StaticToken, build_token_source,
 };
-use gdfwd_testkit_openpipeline::{Fault, FakeOpenPipeline};
+use gdfwd_testkit_openpipeline::{FakeOpenPipeline, Fault};
 
 const TOKEN: &str = "dt0c01.REDACTIONTEST.VERYSECRETTOKENVALUE42";
 const TOKEN_PART: &str = "VERYSECRETTOKENVALUE42";
@@ -93,14 +93,18 @@ async fn token_stays_out_of_logs_errors_and_debug() {
     fake.stop();
     drop(fake);
     let report = sink
-        .send(&events(2), Some(Instant::now() + Duration::from_millis(500)))
+        .send(
+            &events(2),
+            Some(Instant::now() + Duration::from_millis(500)),
+        )
         .await;
     seen.push(format!("{report:?}"));
 
     // A wrongly configured sink's error.
     let mut bad = cfg.clone();
     bad.ca_file = Some(dir.path().join("missing.pem"));
-    let err = HttpSink::new(bad, Arc::new(StaticToken::new(Secret::new(TOKEN)))).unwrap_err();
+    let err =
+        HttpSink::new(bad, Arc::new(StaticToken::new(Secret::new(TOKEN)))).expect_err("must fail");
     seen.push(format!("{err} {err:?}"));
 
     let logs = String::from_utf8(buf.0.lock().expect("lock").clone()).expect("utf8");

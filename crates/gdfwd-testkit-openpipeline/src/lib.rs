@@ -171,7 +171,9 @@ impl FakeOpenPipeline {
 
     /// Starts the fake; `expected_authorization` is the exact `Authorization` value it accepts
     /// (`None`: accept anything).
-    pub async fn start_with_auth(expected_authorization: Option<String>) -> Result<Self, FakeError> {
+    pub async fn start_with_auth(
+        expected_authorization: Option<String>,
+    ) -> Result<Self, FakeError> {
         let (ca_pem, tls) = tls_config()?;
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
         let state: Shared = Arc::new(Mutex::new(State {
@@ -397,11 +399,7 @@ fn tls_config() -> Result<(String, rustls::ServerConfig), FakeError> {
     Ok((ca_cert.pem(), cfg))
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    state: Shared,
-) {
+async fn accept_loop(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, state: Shared) {
     loop {
         let Ok((tcp, _peer)) = listener.accept().await else {
             continue;
@@ -546,10 +544,15 @@ async fn handle(
     let status;
     let mut resp_body = String::new();
     let mut request_id = None;
-    if s.expected_auth.as_ref().is_some_and(|e| auth.as_ref() != Some(e)) {
+    if s.expected_auth
+        .as_ref()
+        .is_some_and(|e| auth.as_ref() != Some(e))
+    {
         status = 401;
         s.counters.unauthorized += 1;
-        resp_body.push_str("{\"error\":{\"code\":401,\"message\":\"Missing or invalid authorization\"}}");
+        resp_body.push_str(
+            "{\"error\":{\"code\":401,\"message\":\"Missing or invalid authorization\"}}",
+        );
     } else {
         match decode(&body, gzip) {
             Err(msg) => {
@@ -586,7 +589,10 @@ async fn handle(
                 }
                 Err(e) => {
                     status = 400;
-                    resp_body = format!("{{\"error\":{{\"code\":400,\"message\":{:?}}}}}", e.to_string());
+                    resp_body = format!(
+                        "{{\"error\":{{\"code\":400,\"message\":{:?}}}}}",
+                        e.to_string()
+                    );
                 }
             },
         }
