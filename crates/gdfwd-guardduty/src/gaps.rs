@@ -154,6 +154,9 @@ pub fn classify(
     }
 }
 
+/// One region's gaps, findings checked, findings covered.
+type RegionScan = (Vec<Gap>, u64, u64);
+
 /// Lists the query's findings in `regions` and classifies each against the store.
 pub async fn find_gaps(
     client: Arc<GuardDutyClient>,
@@ -163,7 +166,7 @@ pub async fn find_gaps(
     concurrency: usize,
     stop: StopFn,
 ) -> GapsReport {
-    let per_region: Vec<(String, Result<(Vec<Gap>, u64, u64), GuardDutyError>)> =
+    let per_region: Vec<(String, Result<RegionScan, GuardDutyError>)> =
         futures::stream::iter(regions.to_vec())
             .map(|region| {
                 let client = client.clone();
@@ -202,7 +205,7 @@ async fn scan_region(
     query: &FindingQuery,
     region: &str,
     stop: StopFn,
-) -> Result<(Vec<Gap>, u64, u64), GuardDutyError> {
+) -> Result<RegionScan, GuardDutyError> {
     let mut gaps = Vec::new();
     let (mut checked, mut covered) = (0u64, 0u64);
     for detector in client.list_detectors(region).await? {
@@ -252,7 +255,7 @@ async fn scan_region(
             }
         }
     }
-    gaps.sort_by(|a, b| a.finding.updated_at.cmp(&b.finding.updated_at));
+    gaps.sort_by_key(|g| g.finding.updated_at);
     Ok((gaps, checked, covered))
 }
 

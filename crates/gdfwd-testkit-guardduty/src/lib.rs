@@ -441,11 +441,7 @@ async fn list_findings(
             }
         },
     };
-    let criteria = match req
-        .get("findingCriteria")
-        .map(|c| Criteria::parse(c))
-        .transpose()
-    {
+    let criteria = match req.get("findingCriteria").map(Criteria::parse).transpose() {
         Ok(c) => c.unwrap_or_default(),
         Err(e) => return bad_request(&shared, e),
     };
