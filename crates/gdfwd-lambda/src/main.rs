@@ -1,2 +1,128 @@
-//! `bootstrap` (work in progress).
-fn main() {}
+//! `bootstrap`: the Lambda custom runtime (`provided.al2023`) entry point.
+//!
+//! Thin on purpose (the awslabs/aws-lambda-rust-runtime shape): read and validate the
+//! configuration, build the AWS clients, the HTTP client and the handler once, then serve. A bad
+//! configuration fails init with one clear line naming the variable, reported to the Runtime API's
+//! `/init/error` and printed on stderr, and a non-zero exit.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use gdfwd_core::SystemClock;
+use gdfwd_core::sink::Sink;
+use gdfwd_core::store::StateStore;
+use gdfwd_enrich_aws::{EnrichConfig, build_resolver};
+use gdfwd_lambda::{Config, Handler, init_logging, report_init_error, serve};
+use gdfwd_sink_http::{HttpSink, HttpSinkConfig, build_token_source};
+use gdfwd_store_dynamodb::DynamoStore;
+
+fn main() -> ExitCode {
+    let vars: HashMap<String, String> = std::env::vars().collect();
+    let config = match Config::from_vars(&vars) {
+        Ok(c) => c,
+        Err(e) => return init_failed(&vars, "Runtime.ConfigError", &e.to_string()),
+    };
+    init_logging(&config.log_level);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            return init_failed(
+                &vars,
+                "Runtime.InitError",
+                &format!("starting the async runtime: {e}"),
+            );
+        }
+    };
+    let function_name = vars
+        .get("AWS_LAMBDA_FUNCTION_NAME")
+        .cloned()
+        .unwrap_or_else(|| "gdfwd".to_owned());
+    let served = runtime.block_on(async {
+        let handler = match build(&config).await {
+            Ok(h) => h,
+            Err(message) => return Err(("Runtime.InitError", message)),
+        };
+        tracing::info!(config = %config.summary(), "initialised");
+        Ok(serve(Arc::new(handler), function_name).await)
+    });
+    match served {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        // Not an init failure: the Runtime API went away or refused us after init.
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "the Lambda runtime client stopped");
+            ExitCode::FAILURE
+        }
+        Err((kind, message)) => init_failed(&vars, kind, &message),
+    }
+}
+
+/// Builds the clients and the handler. Nothing here calls AWS or Dynatrace except the resolver's
+/// one bounded `sts:GetCallerIdentity`; the token is read from Secrets Manager on first use.
+async fn build(config: &Config) -> Result<Handler, String> {
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let clock = Arc::new(SystemClock);
+
+    let store: Arc<dyn StateStore> = Arc::new(DynamoStore::new(
+        gdfwd_store_dynamodb::client(&sdk),
+        config.dedup_table.clone(),
+        clock.clone(),
+        config.dedup_retention,
+    ));
+
+    let mut sink_config = HttpSinkConfig::new(&config.endpoint, true)
+        .map_err(|e| format!("{}: {e}", gdfwd_lambda::config::ENDPOINT))?;
+    sink_config.ca_file = config.ca_file.clone();
+    sink_config.token.secret_arn = Some(config.secret_arn.clone());
+    sink_config.token.secret_key_name = config.secret_key_name.clone();
+    sink_config.max_events_per_second = NonZeroU32::new(config.max_events_per_second);
+    sink_config.max_requests_per_second = NonZeroU32::new(config.max_requests_per_second);
+    sink_config.max_concurrency =
+        NonZeroU32::new(config.max_concurrency).unwrap_or(NonZeroU32::MIN);
+    let tokens = build_token_source(&sink_config.token, Some(&sdk))
+        .await
+        .map_err(|e| format!("{}: {e}", gdfwd_lambda::config::SECRET_ARN))?;
+    let sink: Arc<dyn Sink> = Arc::new(HttpSink::new(sink_config, tokens).map_err(|e| {
+        format!(
+            "building the Dynatrace client ({} / {}): {e}",
+            gdfwd_lambda::config::ENDPOINT,
+            gdfwd_lambda::config::CA_FILE
+        )
+    })?);
+
+    let enrich = EnrichConfig {
+        enabled: config.enrich,
+        role_name: config.alias_role_name.clone(),
+        external_id: config.alias_external_id.clone(),
+        ..EnrichConfig::default()
+    };
+    let resolver = build_resolver(&enrich, &sdk, Some(Arc::clone(&store)), clock).await;
+
+    Ok(Handler::new(
+        Some(store),
+        sink,
+        resolver,
+        config.format,
+        config.dedup_lease,
+    ))
+}
+
+/// Reports an init failure: a JSON line on stderr (CloudWatch), `/init/error` to the Runtime API
+/// when there is one, exit status 1.
+fn init_failed(vars: &HashMap<String, String>, kind: &str, message: &str) -> ExitCode {
+    let line = serde_json::json!({"level": "ERROR", "message": "init failed", "error_type": kind, "error": message});
+    eprintln!("{line}");
+    if let Some(api) = vars.get("AWS_LAMBDA_RUNTIME_API").filter(|v| !v.is_empty())
+        && let Err(e) = report_init_error(api, kind, message)
+    {
+        eprintln!(
+            "{}",
+            serde_json::json!({"level": "WARN", "message": "could not report the init error to the Runtime API", "error": e.to_string()})
+        );
+    }
+    ExitCode::FAILURE
+}

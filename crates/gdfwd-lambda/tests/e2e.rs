@@ -1,0 +1,624 @@
+//! End to end, on the real `bootstrap` binary: driven through a fake Lambda Runtime API
+//! (`gdfwd-testkit-lambda`), talking to moto (DynamoDB, STS, IAM, Organizations, Secrets Manager
+//! via `AWS_ENDPOINT_URL`) and to the fake OpenPipeline over HTTPS with its own CA
+//! (`GDFWD_CA_FILE`).
+//!
+//! Each test has its own management account (random id), organization, member accounts, table,
+//! secret and fake server; moto is never reset. Fixture findings are re-homed into the test's
+//! member accounts so `aws.account.name` is resolvable.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_organizations::types::OrganizationFeatureSet;
+use gdfwd_core::SystemClock;
+use gdfwd_core::store::StateStore;
+use gdfwd_model::{Enrichment, Format, Item, Timestamp, map_finding, parse_value};
+use gdfwd_store_dynamodb::DynamoStore;
+use gdfwd_testkit_lambda::{Bootstrap, InvocationResult, RuntimeApi};
+use gdfwd_testkit_moto::{self as moto, Credentials};
+use gdfwd_testkit_openpipeline::{FakeOpenPipeline, Fault};
+use serde_json::{Value, json};
+
+const TOKEN: &str = "dt0c01.E2ETESTTOKEN.SECRETPART";
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+fn bootstrap_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_bootstrap"))
+}
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/guardduty")
+}
+
+fn fixture_lines() -> Vec<Value> {
+    std::fs::read_to_string(
+        fixtures().join("generated/eventbridge-60-findings-with-updates.ndjson"),
+    )
+    .expect("fixture")
+    .lines()
+    .filter(|l| !l.trim().is_empty())
+    .map(|l| serde_json::from_str(l).expect("JSON line"))
+    .collect()
+}
+
+fn random_account_id() -> String {
+    let n = std::collections::hash_map::RandomState::new().hash_one(moto::unique_name("acct"));
+    format!("{}", 200_000_000_000 + n % 700_000_000_000)
+}
+
+async fn assume(account_id: &str) -> Credentials {
+    let sts = aws_sdk_sts::Client::new(&moto::sdk_config().await);
+    let out = sts
+        .assume_role()
+        .role_arn(format!(
+            "arn:aws:iam::{account_id}:role/{}",
+            moto::unique_name("setup")
+        ))
+        .role_session_name("e2e-setup")
+        .send()
+        .await
+        .expect("AssumeRole at moto");
+    let c = out.credentials().expect("credentials");
+    Credentials::new(
+        c.access_key_id(),
+        c.secret_access_key(),
+        Some(c.session_token().to_owned()),
+        None,
+        "e2e-setup",
+    )
+}
+
+/// One test's AWS side and fake Dynatrace.
+struct World {
+    creds: Credentials,
+    sdk: aws_config::SdkConfig,
+    table: String,
+    secret_arn: String,
+    /// Member account id → expected `aws.account.name`.
+    names: HashMap<String, String>,
+    members: Vec<String>,
+    fake: FakeOpenPipeline,
+    ca_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl World {
+    async fn new() -> Self {
+        let admin = random_account_id();
+        let creds = assume(&admin).await;
+        let sdk = moto::sdk_config_with_credentials(&moto::endpoint(), creds.clone()).await;
+
+        let org = aws_sdk_organizations::Client::new(&sdk);
+        org.create_organization()
+            .feature_set(OrganizationFeatureSet::All)
+            .send()
+            .await
+            .expect("CreateOrganization");
+        let mut names = HashMap::new();
+        let mut members = Vec::new();
+        for i in 0..3 {
+            let name = moto::unique_name("Member");
+            let out = org
+                .create_account()
+                .account_name(&name)
+                .email(format!(
+                    "{}@example.com",
+                    moto::unique_name("m").to_lowercase()
+                ))
+                .send()
+                .await
+                .expect("CreateAccount");
+            let id = out
+                .create_account_status()
+                .and_then(|s| s.account_id())
+                .expect("account id")
+                .to_owned();
+            // The first member has an IAM alias (read through the alias role); the others are
+            // named by Organizations.
+            let expected = if i == 0 {
+                let alias = moto::unique_name("alias").to_lowercase();
+                let member =
+                    moto::sdk_config_with_credentials(&moto::endpoint(), assume(&id).await).await;
+                aws_sdk_iam::Client::new(&member)
+                    .create_account_alias()
+                    .account_alias(&alias)
+                    .send()
+                    .await
+                    .expect("CreateAccountAlias");
+                alias
+            } else {
+                name
+            };
+            names.insert(id.clone(), expected);
+            members.push(id);
+        }
+
+        let table = moto::unique_name("gdfwd-e2e");
+        let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+        gdfwd_store_dynamodb::create_table(&ddb, &table)
+            .await
+            .expect("create the dedup table");
+
+        let secret = aws_sdk_secretsmanager::Client::new(&sdk)
+            .create_secret()
+            .name(moto::unique_name("dt-token"))
+            .secret_string(json!({"DYNATRACE_OPENPIPELINE_INGEST_API_TOKEN": TOKEN}).to_string())
+            .send()
+            .await
+            .expect("CreateSecret");
+        let secret_arn = secret.arn().expect("secret ARN").to_owned();
+
+        let fake = FakeOpenPipeline::start(TOKEN)
+            .await
+            .expect("fake OpenPipeline");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca_file = fake.write_ca_file(dir.path()).expect("CA file");
+        Self {
+            creds,
+            sdk,
+            table,
+            secret_arn,
+            names,
+            members,
+            fake,
+            ca_file,
+            _dir: dir,
+        }
+    }
+
+    fn env(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = vec![
+            ("AWS_ENDPOINT_URL".into(), moto::endpoint()),
+            (
+                "AWS_ACCESS_KEY_ID".into(),
+                self.creds.access_key_id().to_owned(),
+            ),
+            (
+                "AWS_SECRET_ACCESS_KEY".into(),
+                self.creds.secret_access_key().to_owned(),
+            ),
+            (
+                "AWS_SESSION_TOKEN".into(),
+                self.creds.session_token().unwrap_or_default().to_owned(),
+            ),
+            (
+                "DYNATRACE_OPENPIPELINE_SECURITY_ENDPOINT".into(),
+                self.fake.endpoint(),
+            ),
+            ("AWS_SECRET_ARN".into(), self.secret_arn.clone()),
+            ("DEDUP_TABLE_NAME".into(), self.table.clone()),
+            ("GDFWD_CA_FILE".into(), self.ca_file.display().to_string()),
+            ("MAX_EVENTS_PER_SECOND".into(), "10000".into()),
+            ("MAX_REQUESTS_PER_SECOND".into(), "1000".into()),
+            ("MAX_CONCURRENCY".into(), "1".into()),
+            ("LOG_LEVEL".into(), "info".into()),
+        ];
+        for (k, v) in extra {
+            env.retain(|(name, _)| name != k);
+            env.push(((*k).to_owned(), (*v).to_owned()));
+        }
+        env
+    }
+
+    /// The fixture events, each moved into one of this test's member accounts.
+    fn events(&self) -> Vec<Value> {
+        fixture_lines()
+            .into_iter()
+            .map(|mut e| {
+                let id = e["detail"]["id"].as_str().expect("id").to_owned();
+                let n = id.bytes().map(usize::from).sum::<usize>() % self.members.len();
+                let account = self.members[n].clone();
+                e["account"] = json!(account);
+                e["detail"]["accountId"] = json!(account);
+                e
+            })
+            .collect()
+    }
+
+    fn store(&self) -> DynamoStore {
+        DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(&self.sdk),
+            self.table.clone(),
+            Arc::new(SystemClock),
+            Duration::from_secs(86_400),
+        )
+    }
+
+    async fn spawn(&self, api: &RuntimeApi, extra: &[(&str, &str)]) -> Bootstrap {
+        let b = Bootstrap::spawn(&bootstrap_path(), api, &self.env(extra));
+        assert!(
+            api.await_first_poll(Duration::from_secs(60))
+                .await
+                .is_some(),
+            "bootstrap never asked for an invocation"
+        );
+        b
+    }
+}
+
+/// Event ids of the versions that must be delivered, given the order events arrive in: a version
+/// is delivered when it is newer than every version of its finding seen before it.
+fn expected_ids(events: &[Value], format: Format) -> (HashSet<String>, usize) {
+    let mut newest: HashMap<String, Timestamp> = HashMap::new();
+    let mut ids = HashSet::new();
+    let mut versions = 0;
+    for e in events {
+        for item in parse_value(e.clone()) {
+            let Ok(Item::Finding(f)) = item else { continue };
+            if newest.get(&f.id).is_some_and(|t| *t >= f.updated_at) {
+                continue;
+            }
+            newest.insert(f.id.clone(), f.updated_at);
+            versions += 1;
+            for ev in map_finding(&f, format, &Enrichment::default()) {
+                ids.insert(ev.id);
+            }
+        }
+    }
+    (ids, versions)
+}
+
+fn sqs_batch(records: &[(String, String)]) -> Value {
+    json!({"Records": records.iter().map(|(id, body)| json!({
+        "messageId": id,
+        "receiptHandle": format!("rh-{id}"),
+        "body": body,
+        "attributes": {"ApproximateReceiveCount": "1"},
+        "messageAttributes": {},
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:gdfwd-findings",
+        "awsRegion": "us-east-1"
+    })).collect::<Vec<_>>()})
+}
+
+fn item_failures(r: &InvocationResult) -> Vec<String> {
+    let resp = r
+        .response()
+        .unwrap_or_else(|| panic!("expected a batch response, got {r:?}"));
+    let mut v: Vec<String> = resp["batchItemFailures"]
+        .as_array()
+        .expect("batchItemFailures")
+        .iter()
+        .map(|f| {
+            f["itemIdentifier"]
+                .as_str()
+                .expect("itemIdentifier")
+                .to_owned()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn emf_sum(b: &Bootstrap, metric: &str) -> u64 {
+    b.emf_lines()
+        .iter()
+        .map(|l| l[metric].as_u64().unwrap_or(0))
+        .sum()
+}
+
+fn assert_no_duplicates(ids: &[String]) {
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "some event was delivered twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_events_and_sqs_batches_deliver_every_version_once_with_account_names() {
+    let w = World::new().await;
+    let api = RuntimeApi::start().await;
+    let b = w.spawn(&api, &[("PAYLOAD_FORMAT", "raw")]).await;
+    let events = w.events();
+    let (want, versions) = expected_ids(&events, Format::Raw);
+
+    // The first five lines as direct EventBridge invocations.
+    for e in &events[..5] {
+        let r = api.invoke(e, TIMEOUT).await;
+        assert!(!r.is_error(), "{r:?}");
+    }
+    // A direct event that is not a valid finding: the invocation fails (Lambda retries, then DLQ).
+    let mut broken = events[0].clone();
+    broken["detail"]
+        .as_object_mut()
+        .expect("detail")
+        .remove("id");
+    match api.invoke(&broken, TIMEOUT).await {
+        InvocationResult::Error { body, .. } => {
+            assert_eq!(body["errorType"], "gdfwd.Rejected");
+            assert!(
+                body["errorMessage"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("id")),
+                "{body}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // All lines again as SQS batches of 10 (the first five are redeliveries), plus malformed
+    // messages in the first batch that must not affect the rest.
+    let mut bad_ids = Vec::new();
+    for (n, chunk) in events.chunks(10).enumerate() {
+        let mut records: Vec<(String, String)> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (format!("b{n}-m{i}"), e.to_string()))
+            .collect();
+        if n == 0 {
+            records.insert(3, ("bad-json".into(), "{\"detail\": ".into()));
+            records.push(("bad-finding".into(), broken.to_string()));
+            bad_ids = vec!["bad-finding".to_owned(), "bad-json".to_owned()];
+        }
+        let r = api.invoke(&sqs_batch(&records), TIMEOUT).await;
+        let expected: Vec<String> = if n == 0 { bad_ids.clone() } else { Vec::new() };
+        assert_eq!(item_failures(&r), expected, "batch {n}");
+    }
+
+    let got = w.fake.event_ids();
+    assert_no_duplicates(&got);
+    let got_set: HashSet<String> = got.iter().cloned().collect();
+    assert_eq!(
+        got_set, want,
+        "exactly the newest-so-far versions are delivered"
+    );
+    for ev in w.fake.events() {
+        let account = ev.body["detail"]["accountId"].as_str().expect("accountId");
+        assert_eq!(
+            ev.body["aws.account.name"].as_str(),
+            Some(w.names[account].as_str()),
+            "account name of {account}"
+        );
+    }
+
+    // Metrics: what was forwarded, suppressed and refused, per the EMF lines.
+    assert_eq!(emf_sum(&b, "Forwarded") as usize, versions);
+    assert_eq!(
+        emf_sum(&b, "Invalid"),
+        3,
+        "the broken direct event and two bad messages"
+    );
+    let suppressed = emf_sum(&b, "Duplicates") + emf_sum(&b, "Stale");
+    assert_eq!(suppressed as usize, events.len() + 5 - versions);
+    assert!(emf_sum(&b, "EnrichCacheMisses") >= 3);
+    assert!(emf_sum(&b, "EnrichCacheHits") > 0);
+    assert_eq!(emf_sum(&b, "EventsSent") as usize, want.len());
+    // One summary log line per invocation, JSON, no ANSI, no token.
+    let summaries = b
+        .log_records()
+        .into_iter()
+        .filter(|r| r["message"] == "invocation summary")
+        .count();
+    assert_eq!(summaries, b.emf_lines().len());
+    assert!(
+        b.stderr_lines()
+            .iter()
+            .all(|l| !l.contains('\u{1b}') && !l.contains(TOKEN))
+    );
+    assert!(b.stdout_lines().iter().all(|l| !l.contains(TOKEN)));
+    let malformed_logs = b
+        .log_records()
+        .into_iter()
+        .filter(|r| r["message_id"] == "bad-json")
+        .count();
+    assert_eq!(
+        malformed_logs, 1,
+        "a malformed message is logged once per receive"
+    );
+
+    // The dedup table shows the redeliveries and the late older versions.
+    let store = w.store();
+    let first_id = events[0]["detail"]["id"].as_str().expect("id");
+    let hist = store
+        .history(first_id)
+        .await
+        .expect("history")
+        .expect("recorded");
+    assert!(hist.record.duplicates >= 1, "{:?}", hist.record);
+    let mut stale_seen = 0;
+    let finding_ids: HashSet<&str> = events
+        .iter()
+        .map(|e| e["detail"]["id"].as_str().expect("id"))
+        .collect();
+    for id in finding_ids {
+        if let Some(h) = store.history(id).await.expect("history") {
+            stale_seen += h.record.stale;
+        }
+    }
+    assert_eq!(stale_seen, emf_sum(&b, "Stale"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_an_outage_item_failures_name_exactly_the_unsent_messages_and_replay_delivers_them()
+{
+    let w = World::new().await;
+    let api = RuntimeApi::start().await;
+    // Two events per second, so a batch of ten spans several requests and the outage starts
+    // in the middle of it.
+    let b = w
+        .spawn(
+            &api,
+            &[
+                ("PAYLOAD_FORMAT", "semantic"),
+                ("MAX_EVENTS_PER_SECOND", "2"),
+                ("MAX_REQUESTS_PER_SECOND", "10"),
+            ],
+        )
+        .await;
+    let events = w.events();
+    let mut seen = HashSet::new();
+    let batch: Vec<Value> = events
+        .into_iter()
+        .filter(|e| seen.insert(e["detail"]["id"].as_str().expect("id").to_owned()))
+        .take(10)
+        .collect();
+    let records: Vec<(String, String)> = batch
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (format!("m{i}"), e.to_string()))
+        .collect();
+    let (want, _) = expected_ids(&batch, Format::Semantic);
+
+    let id = api.enqueue(&sqs_batch(&records), Duration::from_secs(8));
+    // Once the first request is in, Dynatrace starts answering 503.
+    while w.fake.counters().accepted_requests == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    w.fake
+        .push_faults(std::iter::repeat_n(Fault::Status(503), 10_000));
+    let r = api
+        .await_result(&id, Duration::from_secs(60))
+        .await
+        .expect("answered");
+    let delivered: HashSet<String> = w.fake.event_ids().into_iter().collect();
+    let unsent: Vec<String> = {
+        let mut v: Vec<String> = batch
+            .iter()
+            .zip(&records)
+            .filter(|(e, _)| {
+                let (ids, _) = expected_ids(std::slice::from_ref(*e), Format::Semantic);
+                !ids.is_subset(&delivered)
+            })
+            .map(|(_, (mid, _))| mid.clone())
+            .collect();
+        v.sort();
+        v
+    };
+    assert!(!unsent.is_empty(), "the outage left something unsent");
+    assert!(
+        unsent.len() < records.len(),
+        "something was sent before the outage"
+    );
+    assert_eq!(item_failures(&r), unsent);
+    assert!(emf_sum(&b, "Retries") > 0 || emf_sum(&b, "RequestsSent") > 1);
+
+    // Dynatrace is back; SQS redelivers exactly the failed messages.
+    w.fake.clear_faults();
+    let replay: Vec<(String, String)> = records
+        .iter()
+        .filter(|(m, _)| unsent.contains(m))
+        .cloned()
+        .collect();
+    let r = api
+        .invoke(&sqs_batch(&replay), Duration::from_secs(30))
+        .await;
+    assert_eq!(item_failures(&r), Vec::<String>::new());
+    let got = w.fake.event_ids();
+    assert_no_duplicates(&got);
+    assert_eq!(
+        got.into_iter().collect::<HashSet<_>>(),
+        want,
+        "nothing lost"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_killed_mid_batch_loses_nothing_once_the_lease_has_passed() {
+    let w = World::new().await;
+    let api = RuntimeApi::start().await;
+    let extra = [
+        ("DEDUP_LEASE_SECONDS", "2"),
+        ("MAX_EVENTS_PER_SECOND", "2"),
+        ("ENRICH", "false"),
+    ];
+    let mut first = w.spawn(&api, &extra).await;
+    let mut seen = HashSet::new();
+    let batch: Vec<Value> = w
+        .events()
+        .into_iter()
+        .filter(|e| seen.insert(e["detail"]["id"].as_str().expect("id").to_owned()))
+        .take(10)
+        .collect();
+    let records: Vec<(String, String)> = batch
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (format!("m{i}"), e.to_string()))
+        .collect();
+    let (want, _) = expected_ids(&batch, Format::Raw);
+
+    let id = api.enqueue(&sqs_batch(&records), TIMEOUT);
+    while w.fake.counters().events < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    first.kill().await;
+    assert!(api.result(&id).is_none(), "killed before answering");
+    let before = w.fake.event_ids().len();
+    assert!(before < want.len(), "killed in the middle of the batch");
+
+    // SQS redelivers after the visibility timeout, which is longer than the lease.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let api2 = RuntimeApi::start().await;
+    let _second = w.spawn(&api2, &extra).await;
+    let r = api2.invoke(&sqs_batch(&records), TIMEOUT).await;
+    assert_eq!(item_failures(&r), Vec::<String>::new());
+    let got = w.fake.event_ids();
+    assert_eq!(
+        got.iter().cloned().collect::<HashSet<_>>(),
+        want,
+        "every event arrives"
+    );
+    let mut counts: HashMap<&String, usize> = HashMap::new();
+    for g in &got {
+        *counts.entry(g).or_default() += 1;
+    }
+    assert!(
+        counts.values().all(|&c| c <= 2),
+        "at most one resend, of the batch in flight"
+    );
+}
+
+async fn init_failure(env: Vec<(String, String)>, var: &str) {
+    let api = RuntimeApi::start().await;
+    let mut b = Bootstrap::spawn(&bootstrap_path(), &api, &env);
+    let status = b
+        .wait_exit(Duration::from_secs(60))
+        .await
+        .expect("bootstrap exits");
+    assert!(!status.success());
+    let (kind, body) = api
+        .init_error()
+        .expect("init error reported to the Runtime API");
+    assert_eq!(kind.as_deref(), Some("Runtime.ConfigError"));
+    let message = body["errorMessage"].as_str().expect("errorMessage");
+    assert!(message.starts_with(var), "{message}");
+    assert!(
+        b.stderr_lines().iter().any(|l| l.contains(var)),
+        "{:?}",
+        b.stderr_lines()
+    );
+    assert!(api.next_polls().is_empty(), "never served");
+}
+
+fn base_env() -> Vec<(String, String)> {
+    [
+        (
+            "DYNATRACE_OPENPIPELINE_SECURITY_ENDPOINT",
+            "https://abc.live.dynatrace.com/platform/ingest/v1/security.events",
+        ),
+        (
+            "AWS_SECRET_ARN",
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:x",
+        ),
+        ("DEDUP_TABLE_NAME", "gdfwd-dedup"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+#[tokio::test]
+async fn missing_or_bad_configuration_fails_init_naming_the_variable() {
+    let mut env = base_env();
+    env.retain(|(k, _)| k != "DEDUP_TABLE_NAME");
+    init_failure(env, "DEDUP_TABLE_NAME").await;
+
+    let mut env = base_env();
+    env.push(("PAYLOAD_FORMAT".into(), "xml".into()));
+    init_failure(env, "PAYLOAD_FORMAT").await;
+
+    let mut env = base_env();
+    env.push(("GDFWD_CA_FILE".into(), "/nonexistent/ca.pem".into()));
+    init_failure(env, "GDFWD_CA_FILE").await;
+}
