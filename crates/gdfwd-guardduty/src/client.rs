@@ -172,6 +172,87 @@ impl GuardDutyClient {
         Self::new(credentials, Endpoint::from_env(sdk.endpoint_url()), config)
     }
 
+    /// From an already loaded SDK configuration (the CLI loads one per run).
+    pub fn from_sdk(
+        sdk: &aws_config::SdkConfig,
+        config: ClientConfig,
+    ) -> Result<Self, GuardDutyError> {
+        let credentials = sdk.credentials_provider().ok_or_else(|| {
+            GuardDutyError::Credentials(
+                "no credentials provider configured (set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
+                    .to_owned(),
+            )
+        })?;
+        Self::new(credentials, Endpoint::from_env(sdk.endpoint_url()), config)
+    }
+
+    /// The account's enabled regions (`account:ListRegions`, opted-in and enabled by default),
+    /// for `--regions all-enabled`. The endpoint follows `AWS_ENDPOINT_URL_ACCOUNT`, else the
+    /// GuardDuty override (a test fake serving both), else the global Account endpoint.
+    pub async fn list_enabled_regions(&self) -> Result<Vec<String>, GuardDutyError> {
+        let base = std::env::var("AWS_ENDPOINT_URL_ACCOUNT")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .or_else(|| match &self.endpoint {
+                Endpoint::Fixed(url) => Some(url.clone()),
+                Endpoint::Aws => None,
+            })
+            .unwrap_or_else(|| "https://account.us-east-1.amazonaws.com".to_owned());
+        let url = format!("{}/listRegions", base.trim_end_matches('/'));
+        let mut regions = Vec::new();
+        let mut token: Option<String> = None;
+        let mut seen = std::collections::HashSet::new();
+        loop {
+            let mut body = json!({
+                "maxResults": 50,
+                "regionOptStatusContains": ["ENABLED", "ENABLED_BY_DEFAULT"],
+            });
+            if let (Some(t), Some(o)) = (&token, body.as_object_mut()) {
+                o.insert("nextToken".to_owned(), Value::from(t.as_str()));
+            }
+            let v = self
+                .call_url(
+                    "us-east-1",
+                    "account",
+                    "ListRegions",
+                    "POST",
+                    &url,
+                    Some(&body),
+                )
+                .await?;
+            let list = v.get("regions").and_then(Value::as_array).ok_or_else(|| {
+                GuardDutyError::Decode {
+                    region: "us-east-1".to_owned(),
+                    operation: "ListRegions",
+                    message: "no regions list".to_owned(),
+                }
+            })?;
+            regions.extend(
+                list.iter()
+                    .filter_map(|r| r.get("regionName").and_then(Value::as_str))
+                    .map(str::to_owned),
+            );
+            token = v
+                .get("nextToken")
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned);
+            match &token {
+                None => break,
+                Some(t) if !seen.insert(t.clone()) => {
+                    return Err(GuardDutyError::RepeatedPageToken {
+                        region: "us-east-1".to_owned(),
+                        detector: "-".to_owned(),
+                        token: t.clone(),
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        regions.sort();
+        Ok(regions)
+    }
+
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
     }
@@ -365,6 +446,20 @@ impl GuardDutyClient {
         body: Option<&Value>,
     ) -> Result<Value, GuardDutyError> {
         let url = format!("{}{path_and_query}", self.endpoint.base(region));
+        self.call_url(region, "guardduty", operation, method, &url, body)
+            .await
+    }
+
+    /// [`Self::call`] for any service and URL (`service` is the SigV4 signing name).
+    async fn call_url(
+        &self,
+        region: &str,
+        service: &'static str,
+        operation: &'static str,
+        method: &str,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, GuardDutyError> {
         let body_bytes = body.map(Value::to_string).unwrap_or_default().into_bytes();
         let limiter = self.limiter(region);
         let mut attempt = 0u32;
@@ -375,7 +470,15 @@ impl GuardDutyClient {
             }
             self.bump(|s| s.calls += 1);
             let outcome = self
-                .attempt(region, operation, method, &url, &body_bytes, attempt)
+                .attempt(
+                    region,
+                    service,
+                    operation,
+                    method,
+                    url,
+                    &body_bytes,
+                    attempt,
+                )
                 .await;
             let (err, wait) = match outcome {
                 Attempt::Done(v) => return Ok(v),
@@ -403,9 +506,11 @@ impl GuardDutyClient {
         cap.mul_f64(f)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn attempt(
         &self,
         region: &str,
+        service: &'static str,
         operation: &'static str,
         method: &str,
         url: &str,
@@ -416,7 +521,7 @@ impl GuardDutyClient {
             Ok(c) => c,
             Err(e) => return Attempt::Fail(e),
         };
-        let signed = match sign(&creds, region, method, url, body) {
+        let signed = match sign(&creds, region, service, method, url, body) {
             Ok(h) => h,
             Err(message) => {
                 return Attempt::Fail(GuardDutyError::Signing {
@@ -529,6 +634,7 @@ impl GuardDutyClient {
 fn sign(
     creds: &Credentials,
     region: &str,
+    service: &str,
     method: &str,
     url: &str,
     body: &[u8],
@@ -538,7 +644,7 @@ fn sign(
     let params = aws_sigv4::sign::v4::SigningParams::builder()
         .identity(&identity)
         .region(region)
-        .name("guardduty")
+        .name(service)
         .time(SystemTime::now())
         .settings(SigningSettings::default())
         .build()

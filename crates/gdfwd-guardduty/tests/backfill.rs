@@ -394,3 +394,12 @@ async fn raw_payload_detail_is_the_api_json() {
     }
     assert!(whole > 100, "{whole}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_enabled_regions_come_from_account_list_regions() {
+    let (fake, _) = fake_with(30, 2, "regions").await;
+    let client = client(&fake, 0);
+    let mut want = regions();
+    want.sort();
+    assert_eq!(client.list_enabled_regions().await.expect("regions"), want);
+}

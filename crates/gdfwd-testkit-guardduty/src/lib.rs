@@ -137,6 +137,7 @@ impl FakeGuardDuty {
             .route("/detector", get(list_detectors))
             .route("/detector/{detector_id}/findings", post(list_findings))
             .route("/detector/{detector_id}/findings/get", post(get_findings))
+            .route("/listRegions", post(list_regions))
             .fallback(not_found)
             .with_state(shared.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -379,6 +380,30 @@ async fn not_found(State(shared): State<Arc<Shared>>) -> Response {
         "ResourceNotFoundException",
         "no such operation in the fake GuardDuty",
     )
+}
+
+/// `account:ListRegions` (`POST /listRegions`): the regions that have a detector, as enabled.
+/// Served here so `--regions all-enabled` can be tested against one fake.
+async fn list_regions(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let signed_for_account = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("/account/aws4_request"));
+    if !signed_for_account {
+        shared.lock().counters.rejected += 1;
+        return error(
+            StatusCode::FORBIDDEN,
+            "UnrecognizedClientException",
+            "ListRegions must be signed for the account service",
+        );
+    }
+    let inner = shared.lock();
+    let regions: Vec<Value> = inner
+        .regions
+        .keys()
+        .map(|r| json!({"regionName": r, "regionOptStatus": "ENABLED_BY_DEFAULT"}))
+        .collect();
+    ok(json!({ "regions": regions }))
 }
 
 async fn list_detectors(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
