@@ -529,7 +529,7 @@ fn s3<'a>(a: &mut Affected<'a>, r: Option<&'a Value>, sel: Selector, object_find
 /// `AttackSequence` → `ATTACK_SEQUENCE`, `EC2Image` → `EC2_IMAGE`, `RDSLimitlessDB` →
 /// `RDS_LIMITLESS_DB`: a word starts at a capital after a lower-case letter, or at the last
 /// capital of an acronym when a lower-case letter follows.
-pub fn upper_snake(s: &str) -> String {
+pub(crate) fn upper_snake(s: &str) -> String {
     let chars: Vec<char> = s.chars().collect();
     let mut out = String::with_capacity(s.len() + 4);
     for (i, &c) in chars.iter().enumerate() {

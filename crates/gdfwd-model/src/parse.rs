@@ -36,8 +36,10 @@ pub struct RecordError {
     pub error: ModelError,
 }
 
-/// The EventBridge `source` and `detail-type` of a GuardDuty finding event.
+/// The EventBridge `source` of a GuardDuty finding event.
 pub const EVENT_SOURCE: &str = "aws.guardduty";
+/// The EventBridge `detail-type` of a GuardDuty finding event; GuardDuty also sends others
+/// (malware scan results, CloudTrail calls of its API), which are skipped.
 pub const EVENT_DETAIL_TYPE: &str = "GuardDuty Finding";
 
 /// How deep arrays may nest inside each other (`[[[finding]]]`) before we give up: real inputs
