@@ -1,0 +1,223 @@
+//! DynamoDB-specific behaviour against moto: the table definition, throttling (through the
+//! fault-injecting proxy), request counts per claim, and the errors a missing table gives.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gdfwd_core::store::{ClaimOutcome, ClaimRequest, StateStore, VersionKey};
+use gdfwd_core::{ManualClock, StoreError};
+use gdfwd_model::{FindingMeta, Timestamp};
+use gdfwd_store_dynamodb::{
+    CreateOutcome, DEFAULT_RETENTION, DynamoStore, client, client_with_retries, create_table,
+    describe_definition, table_definition,
+};
+use gdfwd_testkit_moto::{Fault, FaultProxy, sdk_config, sdk_config_at, unique_name};
+
+const LEASE: Duration = Duration::from_secs(300);
+
+fn req(id: &str, version_ms: i64) -> ClaimRequest {
+    ClaimRequest {
+        key: VersionKey {
+            finding_id: id.to_owned(),
+            version: Timestamp::from_millis(version_ms),
+        },
+        meta: FindingMeta {
+            account_id: "111122223333".into(),
+            region: "eu-west-1".into(),
+            finding_type: Some("Recon:EC2/Portscan".into()),
+            severity: Some(5.0),
+            title: Some("Portscan".into()),
+        },
+    }
+}
+
+fn clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(Timestamp::from_millis(1_800_000_000_000)))
+}
+
+/// A table at moto, and a store on it whose client goes through `proxy` with the given retries.
+async fn store_via(proxy: &FaultProxy, attempts: u32) -> DynamoStore {
+    let table = unique_name("gdfwd-dyn");
+    create_table(&client(&sdk_config().await), &table)
+        .await
+        .expect("create table");
+    let sdk = sdk_config_at(&proxy.endpoint()).await;
+    DynamoStore::new(
+        client_with_retries(&sdk, attempts, Duration::from_millis(5)),
+        table,
+        clock(),
+        DEFAULT_RETENTION,
+    )
+}
+
+#[tokio::test]
+async fn created_table_matches_the_definition_and_init_is_idempotent() {
+    let c = client(&sdk_config().await);
+    let table = unique_name("gdfwd-def");
+    assert_eq!(
+        create_table(&c, &table).await.expect("create"),
+        CreateOutcome::Created
+    );
+    assert_eq!(
+        describe_definition(&c, &table).await.expect("describe"),
+        table_definition()
+    );
+    assert_eq!(
+        create_table(&c, &table).await.expect("again"),
+        CreateOutcome::AlreadyExisted
+    );
+    assert_eq!(
+        describe_definition(&c, &table)
+            .await
+            .expect("describe again"),
+        table_definition()
+    );
+}
+
+#[test]
+fn definition_names_are_the_documented_ones() {
+    let def = serde_json::to_value(table_definition()).expect("serialize");
+    assert_eq!(def["BillingMode"], "PAY_PER_REQUEST");
+    assert_eq!(def["KeySchema"][0]["AttributeName"], "pk");
+    assert_eq!(def["KeySchema"][1]["AttributeName"], "sk");
+    assert_eq!(def["GlobalSecondaryIndexes"][0]["IndexName"], "gsi1");
+    assert_eq!(
+        def["GlobalSecondaryIndexes"][0]["KeySchema"][0]["AttributeName"],
+        "gsi1pk"
+    );
+    assert_eq!(
+        def["GlobalSecondaryIndexes"][0]["Projection"]["ProjectionType"],
+        "ALL"
+    );
+    assert_eq!(
+        def["TimeToLiveSpecification"]["AttributeName"],
+        "expires_at"
+    );
+}
+
+#[tokio::test]
+async fn bad_table_names_are_refused_before_any_call() {
+    let c = client(&sdk_config().await);
+    for bad in ["ab", "has space", "slash/name"] {
+        assert!(create_table(&c, bad).await.is_err(), "{bad:?}");
+    }
+}
+
+#[tokio::test]
+async fn throttled_writes_are_retried_and_the_claim_succeeds() {
+    let proxy = FaultProxy::start_moto().await;
+    let store = store_via(&proxy, 5).await;
+    proxy.fail_next(2, Fault::ProvisionedThroughputExceeded, Some("UpdateItem"));
+    assert_eq!(
+        store.claim(&req("a", 1), LEASE).await.expect("claim"),
+        ClaimOutcome::New
+    );
+    assert_eq!(proxy.faulted("UpdateItem"), 2);
+    assert_eq!(proxy.count("UpdateItem"), 3, "two throttled, one through");
+    // The claim really happened: the same version is now a duplicate.
+    proxy.fail_next(1, Fault::Throttling, Some("UpdateItem"));
+    assert_eq!(
+        store.claim(&req("a", 1), LEASE).await.expect("claim"),
+        ClaimOutcome::Duplicate
+    );
+}
+
+#[tokio::test]
+async fn a_store_that_stays_throttled_is_unavailable_naming_the_table() {
+    let proxy = FaultProxy::start_moto().await;
+    let store = store_via(&proxy, 2).await;
+    proxy.fail_always(Fault::ProvisionedThroughputExceeded, Some("UpdateItem"));
+    let err = store
+        .claim(&req("a", 1), LEASE)
+        .await
+        .expect_err("throttled forever");
+    assert!(
+        matches!(err, StoreError::Unavailable { .. }),
+        "unavailable: {err:?}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains(store.table()), "names the table: {msg}");
+    assert!(msg.contains("ProvisionedThroughputExceeded"), "{msg}");
+    assert_eq!(proxy.count("UpdateItem"), 2, "max attempts");
+    // claim_many fails as a whole too: nothing is reported as claimable.
+    let err = store
+        .claim_many(&[req("b", 1), req("c", 1)], LEASE)
+        .await
+        .expect_err("throttled forever");
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    // Once the throttling ends the store works again.
+    proxy.clear_faults();
+    assert_eq!(
+        store.claim(&req("a", 1), LEASE).await.expect("claim"),
+        ClaimOutcome::New
+    );
+}
+
+#[tokio::test]
+async fn five_hundreds_are_retried() {
+    let proxy = FaultProxy::start_moto().await;
+    let store = store_via(&proxy, 5).await;
+    proxy.fail_next(2, Fault::InternalError, None);
+    assert_eq!(
+        store.claim(&req("a", 1), LEASE).await.expect("claim"),
+        ClaimOutcome::New
+    );
+    store
+        .kv_put("alias", "1", "x", LEASE)
+        .await
+        .expect("kv_put");
+}
+
+/// The cost model documented in docs/state-store.md, as request counts: a winning claim is one
+/// conditional UpdateItem plus one history PutItem, no read; a suppressed one adds one counter
+/// update; claim_many batches the history writes.
+#[tokio::test]
+async fn requests_per_claim() {
+    let proxy = FaultProxy::start_moto().await;
+    let store = store_via(&proxy, 1).await;
+    proxy.reset_counts();
+    assert_eq!(
+        store.claim(&req("a", 1), LEASE).await.expect("claim"),
+        ClaimOutcome::New
+    );
+    assert_eq!(proxy.count("UpdateItem"), 1);
+    assert_eq!(proxy.count("PutItem"), 1);
+    assert_eq!(proxy.count("GetItem") + proxy.count("Query"), 0, "no read");
+
+    proxy.reset_counts();
+    assert_eq!(
+        store.claim(&req("a", 1), LEASE).await.expect("claim"),
+        ClaimOutcome::Duplicate
+    );
+    assert_eq!(
+        proxy.count("UpdateItem"),
+        2,
+        "failed conditional write + counter"
+    );
+    assert_eq!(proxy.count("PutItem"), 1);
+    assert_eq!(proxy.count("GetItem") + proxy.count("Query"), 0, "no read");
+
+    proxy.reset_counts();
+    let batch: Vec<_> = (0..10).map(|i| req(&format!("b{i}"), 1)).collect();
+    let got = store.claim_many(&batch, LEASE).await.expect("claim_many");
+    assert_eq!(got, vec![ClaimOutcome::New; 10]);
+    assert_eq!(proxy.count("UpdateItem"), 10);
+    assert_eq!(proxy.count("BatchWriteItem"), 1, "history in one batch");
+    assert_eq!(proxy.count("PutItem"), 0);
+}
+
+#[tokio::test]
+async fn a_missing_table_is_a_configuration_error() {
+    let store = DynamoStore::new(
+        client(&sdk_config().await),
+        unique_name("gdfwd-missing"),
+        clock(),
+        DEFAULT_RETENTION,
+    );
+    let err = store
+        .claim(&req("a", 1), LEASE)
+        .await
+        .expect_err("no table");
+    assert!(matches!(err, StoreError::Config(_)), "{err:?}");
+    assert!(err.to_string().contains("store init"), "{err}");
+}
