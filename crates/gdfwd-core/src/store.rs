@@ -1,6 +1,6 @@
 //! The dedup state store port: decides, atomically, whether a version of a finding must be sent.
 //!
-//! Contract (both backends pass the same suite, `gdfwd_core::store::contract` in the SQLite crate's
+//! Contract (both backends pass the same suite, `gdfwd_core::contract` (feature `contract`) in the SQLite crate's
 //! and DynamoDB crate's tests):
 //! - key: the finding id; version: normalised `updatedAt` (ms);
 //! - `claim` → [`ClaimOutcome::New`] when never seen, or newer than the newest claimed/sent

@@ -95,6 +95,19 @@ fn definition_names_are_the_documented_ones() {
     );
 }
 
+/// `gdfwd store init` and the CloudFormation template create the same table: the template's
+/// table is compared with this JSON file by the infrastructure tests (tests/infra), and the JSON
+/// file with `table_definition()` here, so the two are provably equal.
+#[test]
+fn definition_equals_the_cloudformation_table_definition() {
+    let ours = serde_json::to_value(table_definition()).expect("serialize");
+    let cfn: serde_json::Value = serde_json::from_str(include_str!(
+        "../../../cloudformation/table-definition.json"
+    ))
+    .expect("cloudformation/table-definition.json is JSON");
+    assert_eq!(ours, cfn);
+}
+
 #[tokio::test]
 async fn bad_table_names_are_refused_before_any_call() {
     let c = client(&sdk_config().await);
