@@ -1,0 +1,423 @@
+//! `gdfwd backfill` and `gdfwd audit gaps`: bulk ingest of the findings GuardDuty already holds,
+//! and the list of versions it holds that the store never sent.
+//!
+//! Thin by design: arguments become a `gdfwd_guardduty::FindingQuery` and a wired
+//! `Pipeline` (the same store, sink and enrichment as `forward`), and the engines in
+//! `gdfwd-guardduty` do the work. Exit status: 0 all good, 1 some findings not delivered or a
+//! region failed, 130 interrupted (the checkpoint is saved; re-run to continue).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use gdfwd_core::pipeline::{Pipeline, Summary};
+use gdfwd_core::preview::PreviewStore;
+use gdfwd_core::sink::{Sink, WriterSink};
+use gdfwd_core::store::StateStore;
+use gdfwd_core::{Clock, SystemClock};
+use gdfwd_guardduty::progress::{BarsProgress, LogProgress, Progress};
+use gdfwd_guardduty::{
+    Backfill, BackfillConfig, BackfillReport, ClientConfig, FindingQuery, GuardDutyClient,
+    OutputFormat, StopFn, find_gaps, render, send_gaps,
+};
+use gdfwd_model::{Format, Timestamp};
+
+use crate::interrupt::{EXIT_INTERRUPTED, Interrupt};
+use crate::store::StoreArgs;
+
+/// Which findings to read from GuardDuty (shared by `backfill` and `audit gaps`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SelectArgs {
+    /// Oldest `updatedAt` to include: RFC 3339 or relative (`90d`, `12h`). GuardDuty keeps 90 days.
+    #[arg(long, value_name = "TIME")]
+    pub since: String,
+
+    /// Newest `updatedAt` to include (exclusive); default: now, and whatever arrives meanwhile.
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+
+    /// Regions to read (comma-separated), or `all-enabled` for every region enabled in the
+    /// account; default: the configured AWS region.
+    #[arg(long, value_delimiter = ',', value_name = "REGIONS")]
+    pub regions: Vec<String>,
+
+    /// Only these member accounts (comma-separated ids).
+    #[arg(long, value_delimiter = ',', value_name = "IDS")]
+    pub accounts: Vec<String>,
+
+    /// Only findings with at least this severity (1.0–10.0).
+    #[arg(long, value_name = "S")]
+    pub min_severity: Option<f64>,
+
+    /// Include archived findings.
+    #[arg(long)]
+    pub include_archived: bool,
+
+    /// GuardDuty API calls per second, per region (GuardDuty throttles per account and region);
+    /// 0 = unlimited. Throttled calls are retried with backoff either way.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub max_api_calls_per_second: u32,
+
+    /// Regions processed at once.
+    #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub region_concurrency: u64,
+}
+
+impl SelectArgs {
+    fn query(&self) -> anyhow::Result<FindingQuery> {
+        let now = Timestamp::now();
+        let since = gdfwd_core::timespec::parse_time(&self.since, now)
+            .map_err(|e| anyhow::anyhow!("--since: {e}"))?;
+        let until = self
+            .until
+            .as_deref()
+            .map(|u| gdfwd_core::timespec::parse_time(u, now))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--until: {e}"))?;
+        if until.is_some_and(|u| u <= since) {
+            anyhow::bail!("--until must be later than --since");
+        }
+        if let Some(s) = self.min_severity
+            && !(0.0..=10.0).contains(&s)
+        {
+            anyhow::bail!("--min-severity {s}: expected a value from 0 to 10");
+        }
+        let mut q = FindingQuery::new(since);
+        q.until = until;
+        q.accounts = self
+            .accounts
+            .iter()
+            .map(|a| a.trim().to_owned())
+            .filter(|a| !a.is_empty())
+            .collect();
+        if let Some(bad) = q
+            .accounts
+            .iter()
+            .find(|a| a.len() != 12 || !a.bytes().all(|b| b.is_ascii_digit()))
+        {
+            anyhow::bail!("--accounts: {bad:?} is not a 12-digit AWS account id");
+        }
+        q.min_severity = self.min_severity;
+        q.include_archived = self.include_archived;
+        Ok(q)
+    }
+
+    async fn client(&self) -> anyhow::Result<Arc<GuardDutyClient>> {
+        let sdk = crate::aws::sdk_config().await;
+        let config = ClientConfig {
+            max_calls_per_second: self.max_api_calls_per_second,
+            ..ClientConfig::default()
+        };
+        Ok(Arc::new(GuardDutyClient::from_sdk(sdk, config)?))
+    }
+
+    async fn regions(&self, client: &GuardDutyClient) -> anyhow::Result<Vec<String>> {
+        let mut regions: Vec<String> = self
+            .regions
+            .iter()
+            .map(|r| r.trim().to_owned())
+            .filter(|r| !r.is_empty())
+            .collect();
+        if regions.iter().any(|r| r == "all-enabled") {
+            regions = client
+                .list_enabled_regions()
+                .await
+                .context("--regions all-enabled: listing the account's enabled regions")?;
+        }
+        if regions.is_empty() {
+            match crate::aws::sdk_config().await.region() {
+                Some(r) => regions.push(r.to_string()),
+                None => anyhow::bail!(
+                    "no region: give --regions r1,r2 (or all-enabled), or set AWS_REGION"
+                ),
+            }
+        }
+        regions.sort();
+        regions.dedup();
+        Ok(regions)
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BackfillArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+
+    /// Print the events that would be sent (NDJSON on stdout) instead of sending; claims nothing
+    /// and saves no checkpoint. The default while no endpoint is configured.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Continue after the stored checkpoint of the same query (the default).
+    #[arg(long, overrides_with = "no_resume")]
+    pub resume: bool,
+
+    /// Start from --since, ignoring stored checkpoints (the store still sends nothing twice).
+    #[arg(long)]
+    pub no_resume: bool,
+
+    /// Send only the versions `gdfwd audit gaps` would list (never sent, failed, ...).
+    #[arg(long)]
+    pub only_gaps: bool,
+
+    /// Payload format: `raw` (the EventBridge event) or `semantic`.
+    #[arg(long, env = "PAYLOAD_FORMAT", default_value = "raw", value_parser = parse_format)]
+    pub format: Format,
+
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    /// Claim lease in seconds: a claim left by a killed run is taken over after this long.
+    #[arg(
+        long,
+        env = "DEDUP_LEASE_SECONDS",
+        default_value_t = 300,
+        value_name = "SECONDS"
+    )]
+    pub lease: u64,
+
+    /// Also write the summary (with per-region detail) as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub summary: Option<PathBuf>,
+
+    /// No progress bars or periodic progress lines.
+    #[arg(long)]
+    pub quiet: bool,
+
+    #[command(flatten)]
+    pub sender: gdfwd_sink_http::SenderArgs,
+
+    #[command(flatten)]
+    pub enrich: gdfwd_enrich_aws::EnrichArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GapsArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+
+    /// Output format.
+    #[arg(long, default_value = "table", value_parser = parse_output)]
+    pub output: OutputFormat,
+
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+fn parse_format(s: &str) -> Result<Format, String> {
+    s.parse()
+}
+
+fn parse_output(s: &str) -> Result<OutputFormat, String> {
+    s.parse()
+}
+
+fn stop_fn(interrupt: &Interrupt) -> StopFn {
+    let i = interrupt.clone();
+    Arc::new(move || i.is_set())
+}
+
+/// Store, sink and enrichment, as `forward` wires them.
+async fn build_pipeline(
+    args: &BackfillArgs,
+    dry_run: bool,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Pipeline> {
+    let real_store = args.store.open(clock.clone()).await?;
+    let lease = Duration::from_secs(args.lease);
+    if dry_run {
+        let store: Arc<dyn StateStore> = Arc::new(PreviewStore::new(real_store));
+        let sink: Arc<dyn Sink> = Arc::new(WriterSink::new(std::io::stdout()));
+        return Ok(Pipeline::new(Some(store), sink, args.format).with_lease(lease));
+    }
+    let config = args.sender.clone().into_config()?;
+    let sdk = crate::aws::sdk_config().await;
+    let tokens = gdfwd_sink_http::build_token_source(&config.token, Some(sdk)).await?;
+    let sink: Arc<dyn Sink> = Arc::new(gdfwd_sink_http::HttpSink::new(config, tokens)?);
+    let resolver = if args.enrich.enabled() {
+        gdfwd_enrich_aws::build_resolver(
+            &args.enrich.config(),
+            sdk,
+            Some(real_store.clone()),
+            clock,
+        )
+        .await
+    } else {
+        None
+    };
+    Ok(Pipeline::new(Some(real_store), sink, args.format)
+        .with_resolver(resolver)
+        .with_lease(lease))
+}
+
+pub async fn run_backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let query = args.select.query()?;
+    let dry_run = args.dry_run
+        || args
+            .sender
+            .endpoint
+            .as_deref()
+            .is_none_or(|e| e.trim().is_empty());
+    let client = args.select.client().await?;
+    let regions = args.select.regions(&client).await?;
+    let pipeline = build_pipeline(&args, dry_run, clock).await?;
+    let interrupt = Interrupt::install();
+    let started = Instant::now();
+    // Sending a page must end well before the lease does, or another run could take it over.
+    let send_budget = Duration::from_secs(args.lease)
+        .saturating_sub(Duration::from_secs(30).min(Duration::from_secs(args.lease / 2)));
+
+    if args.only_gaps {
+        let store = pipeline
+            .store()
+            .cloned()
+            .context("--only-gaps needs the store")?;
+        let gaps = find_gaps(
+            client.clone(),
+            store,
+            &query,
+            &regions,
+            usize::try_from(args.select.region_concurrency).unwrap_or(4),
+            stop_fn(&interrupt),
+        )
+        .await;
+        for (region, e) in &gaps.errors {
+            eprintln!("error: {region}: {e}");
+        }
+        let (summary, interrupted) =
+            send_gaps(&pipeline, &gaps.gaps, send_budget, stop_fn(&interrupt)).await;
+        let report = BackfillReport {
+            summary,
+            listed: gaps.checked,
+            fetched: gaps.checked,
+            interrupted: interrupted || gaps.interrupted,
+            api: client.stats(),
+            ..BackfillReport::default()
+        };
+        return finish(&args, &report, dry_run, started, !gaps.errors.is_empty());
+    }
+
+    let mut config = BackfillConfig::new(query, regions);
+    config.resume = !args.no_resume;
+    config.region_concurrency = usize::try_from(args.select.region_concurrency).unwrap_or(4);
+    config.send_budget = send_budget;
+    config.save_checkpoints = !dry_run;
+    let progress: Arc<dyn Progress> = if args.quiet {
+        Arc::new(gdfwd_guardduty::progress::NoProgress)
+    } else if std::io::stderr().is_terminal() && !dry_run {
+        Arc::new(BarsProgress::new())
+    } else {
+        Arc::new(LogProgress::new(Duration::from_secs(30)))
+    };
+    let report = Backfill::new(client, pipeline, config)
+        .with_progress(progress)
+        .with_stop(stop_fn(&interrupt))
+        .run()
+        .await;
+    for (region, e) in report.errors() {
+        eprintln!("error: {region}: {e}");
+    }
+    let region_failed = !report.errors().is_empty();
+    finish(&args, &report, dry_run, started, region_failed)
+}
+
+fn finish(
+    args: &BackfillArgs,
+    report: &BackfillReport,
+    dry_run: bool,
+    started: Instant,
+    region_failed: bool,
+) -> anyhow::Result<ExitCode> {
+    print_summary(report, dry_run, started.elapsed());
+    if let Some(path) = &args.summary {
+        let json = serde_json::to_string_pretty(report).context("serialising the summary")?;
+        std::fs::write(path, json + "\n")
+            .with_context(|| format!("writing the summary to {}", path.display()))?;
+    }
+    Ok(if report.interrupted {
+        eprintln!(
+            "gdfwd backfill: interrupted; the checkpoint is saved, run the same command again to continue"
+        );
+        ExitCode::from(EXIT_INTERRUPTED)
+    } else if report.summary.failed > 0 || region_failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_summary(r: &BackfillReport, dry_run: bool, took: Duration) {
+    let s: &Summary = &r.summary;
+    let verb = if dry_run {
+        "would forward"
+    } else {
+        "forwarded"
+    };
+    eprintln!(
+        "gdfwd backfill: listed {}, fetched {}, {verb} {} ({} events), duplicates {}, stale {}, filtered {}, invalid {}, failed {}, requests {}; GuardDuty calls {} (throttled {}, retries {}) ({:.1}s)",
+        r.listed,
+        r.fetched,
+        s.forwarded,
+        s.events,
+        s.duplicates,
+        s.stale,
+        r.filtered,
+        s.invalid,
+        s.failed,
+        s.requests,
+        r.api.calls,
+        r.api.throttled,
+        r.api.retries,
+        took.as_secs_f64()
+    );
+    if r.pending.count > 0 {
+        let until = r
+            .pending
+            .until
+            .map(|t| format!(" until {t}"))
+            .unwrap_or_default();
+        eprintln!(
+            "gdfwd backfill: {} finding version(s) are claimed by another run{until} (a killed run's claims wait for their lease); run again after that to send whatever is still unsent",
+            r.pending.count
+        );
+    }
+}
+
+pub async fn run_gaps(args: GapsArgs) -> anyhow::Result<ExitCode> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let query = args.select.query()?;
+    let client = args.select.client().await?;
+    let regions = args.select.regions(&client).await?;
+    let store = args.store.open(clock).await?;
+    let interrupt = Interrupt::install();
+    let report = find_gaps(
+        client,
+        store,
+        &query,
+        &regions,
+        usize::try_from(args.select.region_concurrency).unwrap_or(4),
+        stop_fn(&interrupt),
+    )
+    .await;
+    print!("{}", render(&report.gaps, args.output));
+    for (region, e) in &report.errors {
+        eprintln!("error: {region}: {e}");
+    }
+    eprintln!(
+        "gdfwd audit gaps: {} finding(s) checked, {} sent, {} gap(s)",
+        report.checked,
+        report.covered,
+        report.gaps.len()
+    );
+    Ok(if report.interrupted {
+        ExitCode::from(EXIT_INTERRUPTED)
+    } else if !report.errors.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
