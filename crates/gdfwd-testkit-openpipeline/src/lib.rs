@@ -142,6 +142,7 @@ struct State {
     events: Vec<RecordedEvent>,
     counters: Counters,
     next_request_id: u64,
+    record_events: bool,
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -185,6 +186,7 @@ impl FakeOpenPipeline {
             events: Vec::new(),
             counters: Counters::default(),
             next_request_id: 1,
+            record_events: true,
         }));
         let https_l = TcpListener::bind("127.0.0.1:0")
             .await
@@ -269,6 +271,11 @@ impl FakeOpenPipeline {
             kinds,
             rng: StdRng::seed_from_u64(seed),
         });
+    }
+
+    /// `false`: count accepted events but do not keep them (benchmarks send millions).
+    pub fn set_record_events(&self, record: bool) {
+        lock(&self.state).record_events = record;
     }
 
     pub fn clear_faults(&self) {
@@ -572,7 +579,8 @@ async fn handle(
                         other => vec![other],
                     };
                     rec.events = events.len();
-                    for e in events {
+                    let keep = if s.record_events { events } else { Vec::new() };
+                    for e in keep {
                         let id = event_id(&e);
                         s.events.push(RecordedEvent {
                             id,
