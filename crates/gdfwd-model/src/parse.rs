@@ -56,6 +56,8 @@ const MAX_QUOTE: usize = 80;
 /// hits a syntax error is the document re-read line by line, so each bad NDJSON line becomes its
 /// own [`RecordError`] and the good lines around it still count.
 pub fn parse_document(text: &str) -> Vec<Result<Item, RecordError>> {
+    // Files saved by some Windows tools start with a byte-order mark, which JSON does not allow.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if text.trim().is_empty() {
         return Vec::new();
     }
@@ -459,6 +461,12 @@ mod tests {
         assert_eq!(findings(r#"{"findings":[]}"#).len(), 0);
         assert_eq!(findings(&format!("[{BARE},{env},[{BARE}]]")).len(), 3);
         assert_eq!(findings(&format!("{BARE}\n\n{env}\n")).len(), 2);
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_ignored() {
+        assert_eq!(findings(&format!("\u{feff}{BARE}")).len(), 1);
+        assert_eq!(findings(&format!("\u{feff}{BARE}\n{BARE}\n")).len(), 2);
     }
 
     #[test]
