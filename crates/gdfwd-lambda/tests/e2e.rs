@@ -301,6 +301,18 @@ fn emf_sum(b: &Bootstrap, metric: &str) -> u64 {
         .sum()
 }
 
+/// Polls `cond` every 5 ms for up to a minute; panics naming `what` if it never holds.
+async fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < until,
+            "waited a minute for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 fn assert_no_duplicates(ids: &[String]) {
     let unique: HashSet<&String> = ids.iter().collect();
     assert_eq!(unique.len(), ids.len(), "some event was delivered twice");
@@ -463,9 +475,10 @@ async fn during_an_outage_item_failures_name_exactly_the_unsent_messages_and_rep
 
     let id = api.enqueue(&sqs_batch(&records), Duration::from_secs(8));
     // Once the first request is in, Dynatrace starts answering 503.
-    while w.fake.counters().accepted_requests == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until("the first accepted request", || {
+        w.fake.counters().accepted_requests > 0
+    })
+    .await;
     w.fake
         .push_faults(std::iter::repeat_n(Fault::Status(503), 10_000));
     let r = api
@@ -539,9 +552,7 @@ async fn a_process_killed_mid_batch_loses_nothing_once_the_lease_has_passed() {
     let (want, _) = expected_ids(&batch, Format::Raw);
 
     let id = api.enqueue(&sqs_batch(&records), TIMEOUT);
-    while w.fake.counters().events < 2 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until("two accepted events", || w.fake.counters().events >= 2).await;
     first.kill().await;
     assert!(api.result(&id).is_none(), "killed before answering");
     let before = w.fake.event_ids().len();
