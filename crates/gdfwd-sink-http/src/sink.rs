@@ -281,15 +281,24 @@ impl HttpSink {
                             tracing::info!(refresh = ?r, "{reason}: retrying with the re-read token");
                             last = Some(reason);
                         }
+                        (Ok(Refresh::TooSoon), Ok(_)) => {
+                            // A rotation may have happened since the last read; the next run (or
+                            // a retry after the interval) can read it: not a definitive failure.
+                            tracing::warn!(
+                                events = n,
+                                "{reason}: the token was re-read less than the minimum interval ago"
+                            );
+                            return Some(EventOutcome::Retryable {
+                                reason: format!(
+                                    "{reason}: the token was re-read less than the minimum interval ago; will re-read later"
+                                ),
+                            });
+                        }
                         (Ok(r), Ok(_)) => {
-                            let why = match r {
-                                Refresh::Reloaded => "the re-read token is the same",
-                                Refresh::TooSoon => {
-                                    "the token was re-read less than the minimum interval ago"
-                                }
-                                Refresh::Fixed => {
-                                    "the token comes from DT_API_TOKEN and cannot change"
-                                }
+                            let why = if r == Refresh::Fixed {
+                                "the token comes from DT_API_TOKEN and cannot change"
+                            } else {
+                                "the re-read token is the same"
                             };
                             tracing::error!(events = n, "{reason}: {why}");
                             return Some(EventOutcome::Definitive {

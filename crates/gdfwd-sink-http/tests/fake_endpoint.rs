@@ -358,3 +358,31 @@ async fn concurrency_share_divides_the_global_limit() {
     assert_all_sent_once(&s.fake, &input, &report.outcomes);
     assert!(s.fake.max_accepted_in_window(Duration::from_secs(1)) <= 200);
 }
+
+/// A source whose refresh is always refused as too soon (a rotation within the refresh interval).
+#[derive(Debug)]
+struct RefreshTooSoon;
+
+#[async_trait]
+impl TokenSource for RefreshTooSoon {
+    async fn token(&self) -> Result<Secret, SinkHttpError> {
+        Ok(Secret::new("dt0c01.STALE"))
+    }
+    async fn refresh(&self) -> Result<Refresh, SinkHttpError> {
+        Ok(Refresh::TooSoon)
+    }
+}
+
+#[tokio::test]
+async fn unauthorized_while_refresh_is_too_soon_leaves_events_retryable() {
+    let s = setup().await;
+    let sink = HttpSink::new(s.cfg.clone(), Arc::new(RefreshTooSoon)).expect("sink");
+    let report = sink.send(&events("soon", 2, 10), None).await;
+    for o in &report.outcomes {
+        assert!(
+            matches!(o, EventOutcome::Retryable { reason } if reason.contains("401")),
+            "{o:?}"
+        );
+    }
+    assert_eq!(s.fake.counters().requests, 1);
+}
