@@ -1,7 +1,3 @@
-//! Belongs at crates/gdfwd-cli/tests/send_e2e.rs; kept here (not compiled) until gdfwd-cli has
-//! `gdfwd-testkit-openpipeline = { path = "../gdfwd-testkit-openpipeline" }` in its
-//! [dev-dependencies]. It passed there against the CLI of commit 604d584.
-//!
 //! End to end: the built `gdfwd` binary forwarding fixture findings to the fake OpenPipeline
 //! endpoint over HTTPS, with a SQLite dedup store.
 //!
