@@ -19,7 +19,7 @@ use gdfwd_core::store::StateStore;
 use gdfwd_core::{Clock, SystemClock};
 use gdfwd_model::Format;
 
-use crate::input::{self, Source};
+use crate::input;
 use crate::interrupt::{EXIT_INTERRUPTED, Interrupt};
 use crate::store::StoreArgs;
 
@@ -31,7 +31,7 @@ pub struct ForwardArgs {
     pub files: Vec<PathBuf>,
 
     /// Also read the embedded sample findings (31 published samples, 60 generated findings
-    /// delivered 150 times with updates, redeliveries and late versions).
+    /// delivered 153 times with updates, redeliveries and late versions).
     #[arg(long)]
     pub sample: bool,
 
@@ -124,7 +124,20 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
     let mut summary = Summary::default();
     let mut interrupted = false;
     'sources: for src in &sources {
-        let text = match input::read_source(src) {
+        // Reading blocks (stdin may stay open for ever): do it off the runtime, and stop waiting
+        // for it when interrupted.
+        let read = {
+            let src = src.clone();
+            tokio::task::spawn_blocking(move || input::read_source(&src))
+        };
+        let read = tokio::select! {
+            r = read => r.unwrap_or_else(|e| Err(anyhow::anyhow!("reading {}: {e}", src.name()))),
+            () = interrupt.wait() => {
+                interrupted = true;
+                break 'sources;
+            }
+        };
+        let text = match read {
             Ok(t) => t,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -168,9 +181,6 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             summary.merge(&report.summary);
-        }
-        if matches!(src, Source::Stdin) && interrupt.is_set() {
-            interrupted = true;
         }
     }
     interrupted |= interrupt.is_set();

@@ -1,11 +1,12 @@
 //! SIGINT/SIGTERM handling for long-running commands: the first signal asks the command to stop
 //! taking new work (it finishes or releases what is in flight), a second one exits at once.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::watch;
 
-#[derive(Debug, Clone, Default)]
-pub struct Interrupt(Arc<AtomicBool>);
+#[derive(Debug, Clone)]
+pub struct Interrupt {
+    tx: std::sync::Arc<watch::Sender<bool>>,
+}
 
 /// Exit status after an interruption (128 + SIGINT).
 pub const EXIT_INTERRUPTED: u8 = 130;
@@ -13,7 +14,9 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 impl Interrupt {
     /// Installs the handlers. Must be called inside the tokio runtime.
     pub fn install() -> Self {
-        let flag = Self::default();
+        let flag = Self {
+            tx: std::sync::Arc::new(watch::channel(false).0),
+        };
         let f = flag.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
@@ -23,7 +26,7 @@ impl Interrupt {
             eprintln!(
                 "gdfwd: interrupted, finishing the work in flight (interrupt again to exit at once)"
             );
-            f.0.store(true, Ordering::SeqCst);
+            f.tx.send_replace(true);
             wait_for_signal().await;
             eprintln!(
                 "gdfwd: interrupted twice, exiting; in-flight claims free themselves when their lease ends"
@@ -34,7 +37,13 @@ impl Interrupt {
     }
 
     pub fn is_set(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        *self.tx.borrow()
+    }
+
+    /// Resolves once the first signal has arrived.
+    pub async fn wait(&self) {
+        let mut rx = self.tx.subscribe();
+        let _ = rx.wait_for(|set| *set).await;
     }
 }
 

@@ -1,0 +1,353 @@
+//! `gdfwd forward` as a user runs it: the built binary on fixture files, checking stdout (NDJSON
+//! events), stderr (errors naming file and line, the summary) and exit codes; dedup with the
+//! SQLite store; and a clean stop on SIGINT with nothing left claimed.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use gdfwd_testkit_openpipeline::{FakeOpenPipeline, Fault};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/guardduty")
+}
+
+fn gdfwd(args: &[&str], env_store: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gdfwd"));
+    cmd.args(args)
+        .env("XDG_STATE_HOME", env_store)
+        .env_remove("GDFWD_STORE")
+        .env_remove("DYNATRACE_OPENPIPELINE_SECURITY_ENDPOINT")
+        .env_remove("AWS_SECRET_ARN")
+        .env_remove("PAYLOAD_FORMAT")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn run(args: &[&str], state: &Path) -> Output {
+    gdfwd(args, state).output().expect("run gdfwd")
+}
+
+fn stdout_events(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}"))
+        })
+        .collect()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn summary(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("summary file"))
+        .expect("summary JSON")
+}
+
+#[test]
+fn dry_run_prints_one_event_per_object_with_deterministic_ids() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = fixtures().join("generated/raw-findings-40.ndjson");
+    let sum = dir.path().join("s.json");
+    let args = [
+        "forward",
+        "--dry-run",
+        "--no-dedup",
+        "--summary",
+        sum.to_str().expect("utf8"),
+        file.to_str().expect("utf8"),
+    ];
+    let out = run(&args, dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let events = stdout_events(&out);
+    let s = summary(&sum);
+    assert_eq!(s["received"], 40);
+    assert_eq!(s["forwarded"], 40);
+    assert_eq!(s["invalid"], 0);
+    assert_eq!(s["events"].as_u64(), Some(events.len() as u64));
+    assert!(events.len() >= 40);
+    for e in &events {
+        assert_eq!(e["detail-type"], "GuardDuty Finding");
+        assert_eq!(e["uuid"].as_str().map(str::len), Some(32), "{e}");
+    }
+    assert!(
+        stderr(&out).contains("would forward 40"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Same input, same ids: redeliveries are recognisable downstream.
+    let again = run(&args, dir.path());
+    assert_eq!(stdout_events(&again), events);
+}
+
+#[test]
+fn semantic_format_maps_to_the_semantic_dictionary() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = fixtures().join("real/aws-samples-auto-response__guardduty_s3_event.json");
+    let out = run(
+        &[
+            "forward",
+            "--no-dedup",
+            "--format",
+            "semantic",
+            file.to_str().expect("utf8"),
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let events = stdout_events(&out);
+    assert!(!events.is_empty());
+    for e in events {
+        assert_eq!(e["event.kind"], "SECURITY_EVENT");
+        assert_eq!(e["event.provider"], "Amazon GuardDuty");
+        assert_eq!(e["object.type"], "S3_BUCKET");
+        assert!(
+            e.get("timestamp").is_none(),
+            "never set timestamp from the finding"
+        );
+    }
+}
+
+#[test]
+fn invalid_records_are_named_by_file_and_line_and_the_rest_still_go() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = std::fs::read_to_string(fixtures().join("generated/raw-findings-40.ndjson"))
+        .expect("fixture");
+    let first = good.lines().next().expect("a line");
+    let mut missing: serde_json::Value = serde_json::from_str(first).expect("json");
+    missing.as_object_mut().expect("object").remove("accountId");
+    let path = dir.path().join("mixed.ndjson");
+    std::fs::write(&path, format!("{first}\n{{not json\n{missing}\n")).expect("write");
+    let out = run(
+        &["forward", "--no-dedup", path.to_str().expect("utf8")],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    let name = path.display().to_string();
+    assert!(err.contains(&format!("{name}:2")), "{err}");
+    assert!(
+        err.contains(&format!("{name}:3")) && err.contains("accountId"),
+        "{err}"
+    );
+    assert!(
+        !stdout_events(&out).is_empty(),
+        "the valid record was still printed"
+    );
+}
+
+#[test]
+fn cloudtrail_events_are_skipped_not_forwarded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file =
+        fixtures().join("real/sumologic__NEGATIVE-cloudtrail-api-call-source-aws-guardduty.json");
+    let sum = dir.path().join("s.json");
+    let out = run(
+        &[
+            "forward",
+            "--no-dedup",
+            "--summary",
+            sum.to_str().expect("utf8"),
+            file.to_str().expect("utf8"),
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    let s = summary(&sum);
+    assert_eq!(
+        (s["skipped"].as_u64(), s["forwarded"].as_u64()),
+        (Some(1), Some(0))
+    );
+}
+
+#[test]
+fn gzip_input_reads_like_plain_input() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plain = fixtures().join("generated/raw-findings-40.ndjson");
+    let gz = dir.path().join("findings.jsonl.gz");
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(&gz).expect("create"),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(&std::fs::read(&plain).expect("read"))
+        .expect("gzip");
+    enc.finish().expect("finish");
+    let a = run(
+        &["forward", "--no-dedup", plain.to_str().expect("utf8")],
+        dir.path(),
+    );
+    let b = run(
+        &["forward", "--no-dedup", gz.to_str().expect("utf8")],
+        dir.path(),
+    );
+    assert_eq!(b.status.code(), Some(0), "{}", stderr(&b));
+    assert_eq!(stdout_events(&a), stdout_events(&b));
+}
+
+#[test]
+fn dry_run_with_the_store_previews_dedup_but_claims_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = fixtures().join("generated/eventbridge-60-findings-with-updates.ndjson");
+    let sum = dir.path().join("s.json");
+    let args = [
+        "forward",
+        "--dry-run",
+        "--summary",
+        sum.to_str().expect("utf8"),
+        file.to_str().expect("utf8"),
+    ];
+    let first = run(&args, dir.path());
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let s1 = summary(&sum);
+    // 60 findings in 2 versions, delivered with redeliveries and late older versions: those are
+    // suppressed, everything else would be forwarded.
+    let lines = std::fs::read_to_string(&file)
+        .expect("fixture")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count() as u64;
+    let count = |k: &str| s1[k].as_u64().unwrap_or(0);
+    assert_eq!(count("received"), lines);
+    assert!(count("duplicates") > 0, "{s1}");
+    assert!(count("stale") > 0, "{s1}");
+    assert_eq!(
+        count("forwarded") + count("duplicates") + count("stale"),
+        lines,
+        "{s1}"
+    );
+    // Nothing was claimed: a second preview shows the same, and the store lists nothing.
+    let second = run(&args, dir.path());
+    assert_eq!(stdout_events(&second), stdout_events(&first));
+    assert_eq!(summary(&sum), s1);
+    let audit = run(&["audit", "list", "--output", "json"], dir.path());
+    assert_eq!(audit.status.code(), Some(0), "{}", stderr(&audit));
+    let listed: serde_json::Value = serde_json::from_slice(&audit.stdout).expect("audit json");
+    assert_eq!(listed.as_array().map(Vec::len), Some(0), "{listed}");
+}
+
+#[test]
+fn bad_arguments_are_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run(
+        &["forward", "--store", "postgres:x", "--sample"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("postgres:x"), "{}", stderr(&out));
+    let out = run(
+        &["forward", "--endpoint", "http://example.com/x", "--sample"],
+        dir.path(),
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("http://example.com/x"),
+        "{}",
+        stderr(&out)
+    );
+    let missing = dir.path().join("nope.json");
+    let out = run(
+        &["forward", "--no-dedup", missing.to_str().expect("utf8")],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("nope.json"), "{}", stderr(&out));
+}
+
+/// SIGINT while a batch is in flight: the run finishes or releases it, exits 130, leaves no
+/// pending claim, and the next run delivers the rest with nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_stops_cleanly_and_the_next_run_picks_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = FakeOpenPipeline::start("tok").await.expect("fake");
+    let ca = fake.write_ca_file(dir.path()).expect("ca");
+    // Every request is slow, so the run is mid-send when interrupted.
+    fake.push_faults((0..200).map(|_| Fault::Slow(Duration::from_millis(300))));
+    let file = fixtures().join("generated/raw-findings-40.ndjson");
+    let common = |extra: &[&str]| {
+        let mut c = gdfwd(
+            &[
+                "forward",
+                "--endpoint",
+                &fake.endpoint(),
+                "--ca-file",
+                ca.to_str().expect("utf8"),
+                "--no-enrich",
+                "--chunk",
+                "5",
+                "--max-batch-events",
+                "5",
+                "--request-timeout",
+                "5s",
+            ],
+            dir.path(),
+        );
+        c.args(extra).arg(&file).env("DT_API_TOKEN", "tok");
+        c
+    };
+    let mut child = common(&[])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // Wait until the first request reached the fake, then interrupt.
+    for _ in 0..200 {
+        if fake.counters().requests > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(fake.counters().requests > 0, "the run never sent anything");
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+
+    let pending = run(
+        &["audit", "list", "--status", "pending", "--output", "json"],
+        dir.path(),
+    );
+    let pending: serde_json::Value = serde_json::from_slice(&pending.stdout).expect("json");
+    assert_eq!(
+        pending.as_array().map(Vec::len),
+        Some(0),
+        "claims left behind: {pending}"
+    );
+    let sent_before = fake.event_ids().len();
+    assert!(sent_before < 40, "interrupted before everything was sent");
+
+    fake.clear_faults();
+    let sum = dir.path().join("s.json");
+    let out = tokio::task::spawn_blocking({
+        let mut c = common(&["--summary", sum.to_str().expect("utf8")]);
+        move || c.output()
+    })
+    .await
+    .expect("join")
+    .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let ids = fake.event_ids();
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "an event arrived twice");
+    assert_eq!(
+        summary(&sum)["forwarded"].as_u64().unwrap_or(0)
+            + summary(&sum)["duplicates"].as_u64().unwrap_or(0),
+        40
+    );
+}
