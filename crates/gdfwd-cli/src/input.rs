@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use gdfwd_model::{Finding, Item, parse_document};
 
-/// The findings `gdfwd forward --sample` uses: 31 published AWS/vendor samples and 150
+/// The findings `gdfwd forward --sample` uses: 31 published AWS/vendor samples and 153
 /// generated EventBridge deliveries of 60 findings with updates, redeliveries and late versions.
 pub const SAMPLE: &str = include_str!("sample-findings.ndjson");
 
