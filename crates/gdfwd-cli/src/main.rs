@@ -38,7 +38,7 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Read findings from files or stdin and forward them (or, with --dry-run, print the events).
-    Forward(forward::ForwardArgs),
+    Forward(Box<forward::ForwardArgs>),
     /// Dedup audit queries: what was sent, suppressed, failed.
     Audit(audit::AuditArgs),
     /// Resolve account names as the forwarder would (checks the alias role and Organizations access).
@@ -88,7 +88,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Forward(args) => forward::run(args).await,
+            Command::Forward(args) => forward::run(*args).await,
             Command::Audit(args) => audit::run(args).await,
             Command::Accounts(args) => accounts::run(args).await,
             Command::Store(StoreArgs {

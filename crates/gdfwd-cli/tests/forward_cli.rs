@@ -290,7 +290,7 @@ async fn sigint_stops_cleanly_and_the_next_run_picks_up() {
         c.args(extra).arg(&file).env("DT_API_TOKEN", "tok");
         c
     };
-    let mut child = common(&[])
+    let child = common(&[])
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
