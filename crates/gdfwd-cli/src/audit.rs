@@ -22,6 +22,8 @@ pub struct AuditArgs {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum AuditCommand {
+    /// Finding versions GuardDuty holds that the store never sent, with the reason when known.
+    Gaps(Box<crate::backfill::GapsArgs>),
     /// One finding's history: every version seen, when, and what happened to it.
     Show {
         /// The GuardDuty finding id.
@@ -102,6 +104,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let now = clock.now();
     match args.command {
+        AuditCommand::Gaps(args) => crate::backfill::run_gaps(*args).await,
         AuditCommand::Show { finding_id, common } => {
             let store = common.store.open(clock).await?;
             match store.history(&finding_id).await? {

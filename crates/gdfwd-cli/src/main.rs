@@ -4,6 +4,7 @@
 mod accounts;
 mod audit;
 mod aws;
+mod backfill;
 mod forward;
 mod input;
 mod interrupt;
@@ -12,6 +13,11 @@ mod store;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// Parsing and mapping findings is dominated by small allocations; mimalloc makes it about
+/// 1.6 times faster than glibc malloc (docs/performance.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Forward Amazon GuardDuty findings to Dynatrace (OpenPipeline security events), once each.
 #[derive(Debug, Parser)]
@@ -39,6 +45,9 @@ enum LogFormat {
 enum Command {
     /// Read findings from files or stdin and forward them (or, with --dry-run, print the events).
     Forward(Box<forward::ForwardArgs>),
+    /// Send the findings GuardDuty already holds (up to 90 days), resumably, through the same
+    /// dedup and sender as `forward`.
+    Backfill(Box<backfill::BackfillArgs>),
     /// Dedup audit queries: what was sent, suppressed, failed.
     Audit(audit::AuditArgs),
     /// Resolve account names as the forwarder would (checks the alias role and Organizations access).
@@ -89,6 +98,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Forward(args) => forward::run(*args).await,
+            Command::Backfill(args) => backfill::run_backfill(*args).await,
             Command::Audit(args) => audit::run(args).await,
             Command::Accounts(args) => accounts::run(args).await,
             Command::Store(StoreArgs {
