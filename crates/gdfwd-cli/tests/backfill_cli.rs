@@ -1,0 +1,221 @@
+//! `gdfwd backfill` as a user runs it: the built binary reading a fake GuardDuty (REST JSON on
+//! 127.0.0.1) and sending to the fake OpenPipeline, with the SQLite store. Checks the global rate
+//! limit as Dynatrace would observe it, exactly-once delivery, re-runs, and a clean SIGINT stop.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use gdfwd_model::Timestamp;
+use gdfwd_testkit_guardduty::FakeGuardDuty;
+use gdfwd_testkit_guardduty::fixtures::{GenSpec, accounts, generate};
+use gdfwd_testkit_openpipeline::{FakeOpenPipeline, Fault};
+
+const TOKEN: &str = "backfill-test-token";
+
+struct Env {
+    dir: tempfile::TempDir,
+    gd: FakeGuardDuty,
+    op: FakeOpenPipeline,
+    ca: std::path::PathBuf,
+}
+
+async fn setup(count: usize) -> Env {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gd = FakeGuardDuty::start().await.expect("fake guardduty");
+    let start = Timestamp::now().saturating_add_millis(-2 * 86_400_000);
+    gd.put_findings(generate(&GenSpec::new(
+        count,
+        &["us-east-1", "eu-west-1"],
+        accounts(5),
+        start,
+    )))
+    .expect("put findings");
+    let op = FakeOpenPipeline::start(TOKEN)
+        .await
+        .expect("fake openpipeline");
+    let ca = op.write_ca_file(dir.path()).expect("ca");
+    Env { dir, gd, op, ca }
+}
+
+fn backfill(env: &Env, extra: &[&str]) -> Command {
+    let store = env.dir.path().join("state.db");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gdfwd"));
+    cmd.args([
+        "backfill",
+        "--since",
+        "7d",
+        "--regions",
+        "us-east-1,eu-west-1",
+        "--no-enrich",
+        "--quiet",
+    ])
+    .args([
+        "--endpoint",
+        &env.op.endpoint(),
+        "--ca-file",
+        env.ca.to_str().expect("utf8"),
+    ])
+    .args(["--store", &format!("sqlite:{}", store.display())])
+    .args(["--max-api-calls-per-second", "0"])
+    .args(extra)
+    .env("AWS_ENDPOINT_URL_GUARDDUTY", env.gd.endpoint())
+    .env("AWS_ACCESS_KEY_ID", "testing")
+    .env("AWS_SECRET_ACCESS_KEY", "testing")
+    .env("AWS_REGION", "us-east-1")
+    .env("DT_API_TOKEN", TOKEN)
+    .env_remove("AWS_ENDPOINT_URL")
+    .env_remove("AWS_PROFILE")
+    .env_remove("GDFWD_STORE")
+    .env_remove("DYNATRACE_OPENPIPELINE_SECURITY_ENDPOINT")
+    .stdin(Stdio::null());
+    cmd
+}
+
+async fn run(mut cmd: Command) -> Output {
+    tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("join")
+        .expect("run gdfwd")
+}
+
+fn summary(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("summary file"))
+        .expect("summary JSON")
+}
+
+fn delivered_once(op: &FakeOpenPipeline) -> usize {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for id in op.event_ids() {
+        *counts.entry(id).or_default() += 1;
+    }
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    counts.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_backfill_delivers_everything_once_and_a_rerun_sends_nothing() {
+    let env = setup(600).await;
+    let rate = 100u64;
+    let sum = env.dir.path().join("s1.json");
+    let out = run(backfill(
+        &env,
+        &[
+            "--max-events-per-second",
+            "100",
+            "--max-batch-events",
+            "20",
+            "--summary",
+            sum.to_str().expect("utf8"),
+        ],
+    ))
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let s = summary(&sum);
+    let events = s["events"]
+        .as_u64()
+        .or_else(|| s["summary"]["events"].as_u64())
+        .expect("events in summary");
+    assert_eq!(delivered_once(&env.op) as u64, events, "{s}");
+    assert!(events >= 600, "{s}");
+
+    // The limit as Dynatrace sees it: in any second at most the rate plus the burst (one batch of
+    // 20), plus a quarter second's worth for arrival jitter (the limiter admits a batch when it
+    // leaves; the first batches also wait for their TLS handshakes, so arrivals bunch up).
+    let burst = 20;
+    let peak = env.op.max_accepted_in_window(Duration::from_secs(1));
+    assert!(
+        peak <= rate + burst + rate / 4,
+        "peak {peak} events in one second at a limit of {rate}/s with a burst of {burst}"
+    );
+    let span = env.op.accepted_span().as_secs_f64();
+    let average = events as f64 / span.max(0.001);
+    assert!(
+        average >= 0.9 * rate as f64,
+        "average {average:.1}/s over {span:.1}s at a limit of {rate}/s"
+    );
+
+    let before = env.op.counters().requests;
+    let sum2 = env.dir.path().join("s2.json");
+    let out = run(backfill(&env, &["--summary", sum2.to_str().expect("utf8")])).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        env.op.counters().requests,
+        before,
+        "the re-run sent nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_mid_backfill_exits_130_and_the_rerun_completes_exactly_once() {
+    let env = setup(300).await;
+    env.op
+        .push_faults((0..400).map(|_| Fault::Slow(Duration::from_millis(200))));
+    let mut cmd = backfill(&env, &["--max-batch-events", "10"]);
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    let child = cmd.spawn().expect("spawn");
+    for _ in 0..400 {
+        if env.op.counters().requests > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        env.op.counters().requests > 0,
+        "the backfill never sent anything"
+    );
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let partial = delivered_once(&env.op);
+    assert!(
+        partial < 300,
+        "interrupted before the end ({partial} delivered)"
+    );
+
+    env.op.clear_faults();
+    let out = run(backfill(&env, &[])).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let total = delivered_once(&env.op);
+    let expected: usize = env
+        .gd
+        .findings()
+        .iter()
+        .map(|f| {
+            let finding = gdfwd_model::parse_value(f.clone()).into_iter().next();
+            match finding {
+                Some(Ok(gdfwd_model::Item::Finding(f))) => gdfwd_model::split(&f).len(),
+                _ => 0,
+            }
+        })
+        .sum();
+    assert_eq!(total, expected, "every event of every finding, once");
+}
