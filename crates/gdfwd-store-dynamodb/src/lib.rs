@@ -31,8 +31,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, PutRequest, ReturnValuesOnConditionCheckFailure, WriteRequest,
+    AttributeValue, CancellationReason, Put, PutRequest, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem, Update, WriteRequest,
 };
 use futures::StreamExt;
 use gdfwd_core::store::{
@@ -84,6 +86,13 @@ pub fn client_with_retries(
     Client::from_conf(conf)
 }
 
+/// Claims per `TransactWriteItems` (each is two items, record and history; DynamoDB allows 100).
+const MAX_TX_CLAIMS: usize = 50;
+/// How often a batch's transaction is re-run after cancellations not caused by its conditions.
+const MAX_TX_ATTEMPTS: u32 = 4;
+/// The cancellation reason code of an item whose condition failed.
+const CONDITION_FAILED: &str = "ConditionalCheckFailed";
+
 /// Lock stripes serialising this process's claims of one finding (see [`DynamoStore::stripe`]).
 const STRIPES: usize = 64;
 
@@ -95,6 +104,7 @@ pub struct DynamoStore {
     clock: Arc<dyn Clock>,
     retention_ms: i64,
     stripes: Arc<[tokio::sync::Mutex<()>]>,
+    transactions: bool,
 }
 
 /// Expression attribute names and values, recorded as they are used (DynamoDB rejects unused ones).
@@ -152,7 +162,18 @@ impl DynamoStore {
             clock,
             retention_ms: i64::try_from(retention.as_millis()).unwrap_or(i64::MAX),
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            transactions: true,
         }
+    }
+
+    /// Whether `claim_many` and `commit`/`release` use `TransactWriteItems` (the default):
+    /// fewer requests (a batch of new claims is one request, a commit one instead of two), but
+    /// DynamoDB bills two write units per transactional write, so the writes cost twice as
+    /// much. `false`: one conditional `UpdateItem` per claim (concurrently) and separate history
+    /// writes. Both give the same results (the contract suite runs on both).
+    pub fn with_transactions(mut self, on: bool) -> DynamoStore {
+        self.transactions = on;
+        self
     }
 
     /// The lock stripe of a finding. Claims of one finding from this process run one at a time:
@@ -160,12 +181,16 @@ impl DynamoStore {
     /// within a process queuing spares the losers' failed writes — and moto, which applies
     /// concurrent updates of one item non-atomically, then gives the same answers as DynamoDB.
     fn stripe(&self, id: &str) -> &tokio::sync::Mutex<()> {
+        let i = Self::stripe_index(id);
+        // `stripes` always has STRIPES entries; index 0 is the (unreachable) fallback.
+        self.stripes.get(i).unwrap_or(&self.stripes[0])
+    }
+
+    fn stripe_index(id: &str) -> usize {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         id.hash(&mut h);
-        let i = usize::try_from(h.finish() % STRIPES as u64).unwrap_or(0);
-        // `stripes` always has STRIPES entries; index 0 is the (unreachable) fallback.
-        self.stripes.get(i).unwrap_or(&self.stripes[0])
+        usize::try_from(h.finish() % STRIPES as u64).unwrap_or(0)
     }
 
     /// The table name.
@@ -269,6 +294,203 @@ impl DynamoStore {
         }
     }
 
+    /// One conditional `Update` of a finding record, as a transaction item.
+    fn tx_update(
+        &self,
+        operation: &'static str,
+        id: &str,
+        e: Expr,
+        update: String,
+        condition: String,
+    ) -> Result<TransactWriteItem, DynamoStoreError> {
+        let u = Update::builder()
+            .table_name(&self.table)
+            .key(PK, item::s(item::finding_pk(id)))
+            .key(SK, item::s(item::RECORD_SK))
+            .update_expression(update)
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(e.names))
+            .set_expression_attribute_values(Some(e.values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|err| self.build_err(operation, &err))?;
+        Ok(TransactWriteItem::builder().update(u).build())
+    }
+
+    /// An unconditional `Put` (a history entry), as a transaction item.
+    fn tx_put(
+        &self,
+        operation: &'static str,
+        it: Item,
+    ) -> Result<TransactWriteItem, DynamoStoreError> {
+        let p = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(it))
+            .build()
+            .map_err(|err| self.build_err(operation, &err))?;
+        Ok(TransactWriteItem::builder().put(p).build())
+    }
+
+    fn build_err(
+        &self,
+        operation: &'static str,
+        err: &aws_sdk_dynamodb::error::BuildError,
+    ) -> DynamoStoreError {
+        DynamoStoreError::Call {
+            table: self.table.clone(),
+            operation,
+            message: format!("building the request failed: {err}"),
+        }
+    }
+
+    /// One `TransactWriteItems`: `None` when it was applied, the cancellation reasons (one per
+    /// item, in item order) when DynamoDB cancelled it. A client request token makes the SDK's
+    /// retries of a transaction that was applied but whose answer got lost idempotent (they
+    /// succeed instead of failing their conditions against our own write).
+    async fn transact(
+        &self,
+        operation: &'static str,
+        items: Vec<TransactWriteItem>,
+    ) -> Result<Option<Vec<CancellationReason>>, DynamoStoreError> {
+        let token = format!("{:032x}", rand::random::<u128>());
+        let res = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .client_request_token(token)
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(None),
+            Err(err) => match err.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(c)) => {
+                    Ok(Some(c.cancellation_reasons().to_vec()))
+                }
+                _ => Err(self.call_err(operation, err)),
+            },
+        }
+    }
+
+    /// A record update and its history entry in one transaction. `Some(Ok)` when both were
+    /// written, `Some(ConditionFailed(old))` when the update's condition failed (nothing was
+    /// written), `None` when the transaction was cancelled for another reason (a conflict with
+    /// a concurrent transaction, throttling): the caller then takes the separate writes.
+    async fn update_with_history(
+        &self,
+        operation: &'static str,
+        id: &str,
+        e: Expr,
+        update: String,
+        condition: String,
+        history: Item,
+    ) -> Result<Option<Written>, DynamoStoreError> {
+        let items = vec![
+            self.tx_update(operation, id, e, update, condition)?,
+            self.tx_put(operation, history)?,
+        ];
+        let Some(reasons) = self.transact(operation, items).await? else {
+            return Ok(Some(Written::Ok));
+        };
+        match reasons.first() {
+            Some(r) if r.code() == Some(CONDITION_FAILED) => {
+                Ok(Some(Written::ConditionFailed(r.item().cloned())))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Claims distinct findings (`idxs` into `reqs`, no finding twice: a transaction cannot
+    /// touch one item twice) in one transaction: each claim's record update with its history
+    /// entry. Returns the claims won (all in the transaction) and those left to the single
+    /// path: the ones whose condition failed (Duplicate, Stale, or an expired record to
+    /// replace: the single path decides which, exactly as for `claim`), and, when the
+    /// transaction kept being cancelled for other reasons, the rest.
+    async fn claim_transaction(
+        &self,
+        reqs: &[ClaimRequest],
+        idxs: &[usize],
+        lease_ms: i64,
+    ) -> Result<(Vec<usize>, Vec<usize>), DynamoStoreError> {
+        const OP: &str = "claim_many";
+        // Hold the findings' stripes like the single path does, taken in index order so that
+        // two batches never wait for each other crosswise.
+        let mut stripes: Vec<usize> = idxs
+            .iter()
+            .filter_map(|&i| reqs.get(i))
+            .map(|r| Self::stripe_index(&r.key.finding_id))
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for s in stripes {
+            if let Some(m) = self.stripes.get(s) {
+                guards.push(m.lock().await);
+            }
+        }
+        let mut pending: Vec<usize> = idxs.to_vec();
+        let mut single = Vec::new();
+        for attempt in 0..MAX_TX_ATTEMPTS {
+            if pending.is_empty() {
+                break;
+            }
+            let now = self.clock.now();
+            let expires = self.expiry(now);
+            let mut items = Vec::with_capacity(2 * pending.len());
+            let mut batch = Vec::with_capacity(pending.len());
+            for &i in &pending {
+                let Some(r) = reqs.get(i) else { continue };
+                let id = r.key.finding_id.as_str();
+                let (e, u, c) = Self::claim_write(r, now, lease_ms, expires);
+                items.push(self.tx_update(OP, id, e, u, c)?);
+                let h = item::history_item(id, now, r.key.version, &HistoryKind::Claimed, expires);
+                items.push(self.tx_put(OP, h)?);
+                batch.push(i);
+            }
+            let Some(reasons) = self.transact(OP, items).await? else {
+                return Ok((batch, single));
+            };
+            if reasons.len() != 2 * batch.len() {
+                // Not the documented shape: let the single path decide every claim.
+                single.extend(batch);
+                pending = Vec::new();
+                break;
+            }
+            let mut retry = Vec::new();
+            for (k, &i) in batch.iter().enumerate() {
+                let code = |j: usize| reasons.get(j).and_then(|r| r.code()).unwrap_or("None");
+                match (code(2 * k), code(2 * k + 1)) {
+                    // Cancelled because of another item: try again without the failed ones.
+                    ("None", "None") => retry.push(i),
+                    // Contention or throttling: try again (bounded by MAX_TX_ATTEMPTS).
+                    (a, b)
+                        if [a, b].iter().all(|c| {
+                            matches!(
+                                *c,
+                                "None"
+                                    | "TransactionConflict"
+                                    | "ThrottlingError"
+                                    | "ProvisionedThroughputExceeded"
+                            )
+                        }) =>
+                    {
+                        retry.push(i);
+                    }
+                    // ConditionalCheckFailed (the claim lost or the record expired) or anything
+                    // else: the single path decides it, and reports real errors with context.
+                    _ => single.push(i),
+                }
+            }
+            if retry.len() == batch.len() {
+                // Nothing failed its condition, so the cancellation was contention: back off.
+                tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
+            }
+            pending = retry;
+        }
+        single.extend(pending);
+        drop(guards);
+        Ok((Vec::new(), single))
+    }
+
     /// Writes history entries; a failure is logged, not returned: the decision they record is
     /// already durable, and failing the batch would only delay delivery (history is audit only).
     async fn write_history(&self, entries: Vec<PendingHistory>) {
@@ -333,6 +555,111 @@ impl DynamoStore {
         }
     }
 
+    /// The winning claim's write: an upsert of the record, conditioned on the record being absent,
+    /// or live with an older latest version, or this version released or its lease run out.
+    /// The single claim and the batched (transactional) claim use the same write.
+    fn claim_write(
+        req: &ClaimRequest,
+        now: Timestamp,
+        lease_ms: i64,
+        expires: Timestamp,
+    ) -> (Expr, String, String) {
+        let id = req.key.finding_id.as_str();
+        let v = req.key.version;
+        let mut e = Expr::default();
+        let mut sets = Vec::new();
+        let mut removes = Vec::new();
+        let m = &req.meta;
+        sets.push(format!(
+            "{} = {}",
+            e.n(item::FINDING_ID),
+            e.v("id", item::s(id))
+        ));
+        sets.push(format!(
+            "{} = {}",
+            e.n(item::ACCOUNT),
+            e.v("acc", item::s(&m.account_id))
+        ));
+        sets.push(format!(
+            "{} = {}",
+            e.n(item::REGION),
+            e.v("reg", item::s(&m.region))
+        ));
+        match &m.finding_type {
+            Some(t) => sets.push(format!(
+                "{} = {}",
+                e.n(item::FINDING_TYPE),
+                e.v("ft", item::s(t))
+            )),
+            None => removes.push(e.n(item::FINDING_TYPE)),
+        }
+        match m.severity.filter(|s| s.is_finite()) {
+            Some(sev) => sets.push(format!(
+                "{} = {}",
+                e.n(item::SEVERITY),
+                e.v("sev", item::n(sev))
+            )),
+            None => removes.push(e.n(item::SEVERITY)),
+        }
+        match &m.title {
+            Some(t) => sets.push(format!(
+                "{} = {}",
+                e.n(item::TITLE),
+                e.v("title", item::s(t))
+            )),
+            None => removes.push(e.n(item::TITLE)),
+        }
+        let vv = e.v("v", item::ts(v));
+        let nowv = e.v("now", item::ts(now));
+        let zero = e.v("zero", item::n(0));
+        let pending = e.v("pending", item::s(Status::Pending.as_str()));
+        sets.push(format!("{} = {vv}", e.n(item::LATEST)));
+        sets.push(format!("{} = {pending}", e.n(item::STATUS)));
+        sets.push(format!(
+            "{} = {}",
+            e.n(item::LEASE_UNTIL),
+            e.v("lease", item::ts(now.saturating_add_millis(lease_ms)))
+        ));
+        let first = e.n(item::FIRST_SEEN);
+        sets.push(format!("{first} = if_not_exists({first}, {nowv})"));
+        sets.push(format!("{} = {nowv}", e.n(item::LAST_SEEN)));
+        sets.push(format!("{} = {nowv}", e.n(item::UPDATED_AT)));
+        Self::set_expiry(&mut e, &mut sets, expires);
+        sets.push(format!(
+            "{} = {}",
+            e.n(GSI1_PK),
+            e.v("g1pk", item::s(item::account_pk(&m.account_id)))
+        ));
+        sets.push(format!(
+            "{} = {}",
+            e.n(GSI1_SK),
+            e.v("g1sk", item::s(item::gsi1_sk(now, id)))
+        ));
+        for c in [
+            item::VERSIONS_SENT,
+            item::DUPLICATES,
+            item::STALE,
+            item::FAILURES,
+        ] {
+            let c = e.n(c);
+            sets.push(format!("{c} = if_not_exists({c}, {zero})"));
+        }
+        let mut update = format!("SET {}", sets.join(", "));
+        if !removes.is_empty() {
+            update.push_str(&format!(" REMOVE {}", removes.join(", ")));
+        }
+        let condition = format!(
+            "attribute_not_exists({pk}) OR ({exp} > {nowv} AND ({lat} < {vv} OR ({lat} = {vv} AND ({st} = {failed} OR ({st} = {pending} AND {lease} <= {nowv})))))",
+            pk = e.n(PK),
+            exp = e.n(item::EXPIRES_MS),
+            lat = e.n(item::LATEST),
+            st = e.n(item::STATUS),
+            lease = e.n(item::LEASE_UNTIL),
+            failed = e.v("failed", item::s(Status::Failed.as_str())),
+        );
+        (e, update, condition)
+    }
+
     /// Decides one claim (the record writes), returning the outcome and the history entry to write.
     async fn decide_claim(
         &self,
@@ -355,97 +682,7 @@ impl DynamoStore {
                 expires,
             };
             // 1. The winning claim, as an upsert on an absent or live record.
-            let mut e = Expr::default();
-            let mut sets = Vec::new();
-            let mut removes = Vec::new();
-            let m = &req.meta;
-            sets.push(format!(
-                "{} = {}",
-                e.n(item::FINDING_ID),
-                e.v("id", item::s(id))
-            ));
-            sets.push(format!(
-                "{} = {}",
-                e.n(item::ACCOUNT),
-                e.v("acc", item::s(&m.account_id))
-            ));
-            sets.push(format!(
-                "{} = {}",
-                e.n(item::REGION),
-                e.v("reg", item::s(&m.region))
-            ));
-            match &m.finding_type {
-                Some(t) => sets.push(format!(
-                    "{} = {}",
-                    e.n(item::FINDING_TYPE),
-                    e.v("ft", item::s(t))
-                )),
-                None => removes.push(e.n(item::FINDING_TYPE)),
-            }
-            match m.severity.filter(|s| s.is_finite()) {
-                Some(sev) => sets.push(format!(
-                    "{} = {}",
-                    e.n(item::SEVERITY),
-                    e.v("sev", item::n(sev))
-                )),
-                None => removes.push(e.n(item::SEVERITY)),
-            }
-            match &m.title {
-                Some(t) => sets.push(format!(
-                    "{} = {}",
-                    e.n(item::TITLE),
-                    e.v("title", item::s(t))
-                )),
-                None => removes.push(e.n(item::TITLE)),
-            }
-            let vv = e.v("v", item::ts(v));
-            let nowv = e.v("now", item::ts(now));
-            let zero = e.v("zero", item::n(0));
-            let pending = e.v("pending", item::s(Status::Pending.as_str()));
-            sets.push(format!("{} = {vv}", e.n(item::LATEST)));
-            sets.push(format!("{} = {pending}", e.n(item::STATUS)));
-            sets.push(format!(
-                "{} = {}",
-                e.n(item::LEASE_UNTIL),
-                e.v("lease", item::ts(now.saturating_add_millis(lease_ms)))
-            ));
-            let first = e.n(item::FIRST_SEEN);
-            sets.push(format!("{first} = if_not_exists({first}, {nowv})"));
-            sets.push(format!("{} = {nowv}", e.n(item::LAST_SEEN)));
-            sets.push(format!("{} = {nowv}", e.n(item::UPDATED_AT)));
-            Self::set_expiry(&mut e, &mut sets, expires);
-            sets.push(format!(
-                "{} = {}",
-                e.n(GSI1_PK),
-                e.v("g1pk", item::s(item::account_pk(&m.account_id)))
-            ));
-            sets.push(format!(
-                "{} = {}",
-                e.n(GSI1_SK),
-                e.v("g1sk", item::s(item::gsi1_sk(now, id)))
-            ));
-            for c in [
-                item::VERSIONS_SENT,
-                item::DUPLICATES,
-                item::STALE,
-                item::FAILURES,
-            ] {
-                let c = e.n(c);
-                sets.push(format!("{c} = if_not_exists({c}, {zero})"));
-            }
-            let mut update = format!("SET {}", sets.join(", "));
-            if !removes.is_empty() {
-                update.push_str(&format!(" REMOVE {}", removes.join(", ")));
-            }
-            let condition = format!(
-                "attribute_not_exists({pk}) OR ({exp} > {nowv} AND ({lat} < {vv} OR ({lat} = {vv} AND ({st} = {failed} OR ({st} = {pending} AND {lease} <= {nowv})))))",
-                pk = e.n(PK),
-                exp = e.n(item::EXPIRES_MS),
-                lat = e.n(item::LATEST),
-                st = e.n(item::STATUS),
-                lease = e.n(item::LEASE_UNTIL),
-                failed = e.v("failed", item::s(Status::Failed.as_str())),
-            );
+            let (e, update, condition) = Self::claim_write(req, now, lease_ms, expires);
             let old = match self.update_record(OP, id, e, update, condition).await? {
                 Written::Ok => return Ok((ClaimOutcome::New, hist(HistoryKind::Claimed))),
                 Written::ConditionFailed(Some(old)) => old,
@@ -663,8 +900,31 @@ impl DynamoStore {
             );
             (e, update, condition)
         };
+        let kind = match (release_reason, delivery) {
+            (Some(r), _) => HistoryKind::Failed {
+                reason: r.to_owned(),
+            },
+            (None, d) => HistoryKind::Sent {
+                event_ids: d.map(|d| d.event_ids.clone()).unwrap_or_default(),
+                request_id: d.and_then(|d| d.request_id.clone()),
+            },
+        };
+        // The common case (the version is the latest) in ONE request: the record update and its
+        // history entry in one transaction. The rare cases take the separate writes below.
         let (e, u, c) = build(true);
-        let done = match self.update_record(op, id, e, u, c).await? {
+        let hist = item::history_item(id, now, v, &kind, expires);
+        let (first, mut history_written) = if self.transactions {
+            match self.update_with_history(op, id, e, u, c, hist).await? {
+                Some(w) => (w, true),
+                None => {
+                    let (e, u, c) = build(true);
+                    (self.update_record(op, id, e, u, c).await?, false)
+                }
+            }
+        } else {
+            (self.update_record(op, id, e, u, c).await?, false)
+        };
+        let done = match first {
             Written::Ok => true,
             Written::ConditionFailed(None) => {
                 return Err(self.not_claimed(
@@ -692,6 +952,8 @@ impl DynamoStore {
                 false
             }
         };
+        // A cancelled transaction wrote nothing, its history entry included.
+        history_written &= done;
         if !done {
             let (e, u, c) = build(false);
             if let Written::ConditionFailed(_) = self.update_record(op, id, e, u, c).await? {
@@ -702,23 +964,16 @@ impl DynamoStore {
                 ));
             }
         }
-        let kind = match (release_reason, delivery) {
-            (Some(r), _) => HistoryKind::Failed {
-                reason: r.to_owned(),
-            },
-            (None, d) => HistoryKind::Sent {
-                event_ids: d.map(|d| d.event_ids.clone()).unwrap_or_default(),
-                request_id: d.and_then(|d| d.request_id.clone()),
-            },
-        };
-        self.write_history(vec![PendingHistory {
-            id: id.to_owned(),
-            at: now,
-            version: v,
-            kind,
-            expires,
-        }])
-        .await;
+        if !history_written {
+            self.write_history(vec![PendingHistory {
+                id: id.to_owned(),
+                at: now,
+                version: v,
+                kind,
+                expires,
+            }])
+            .await;
+        }
         Ok(())
     }
 
@@ -965,18 +1220,46 @@ impl StateStore for DynamoStore {
         Ok(outcome)
     }
 
-    /// Findings are claimed concurrently (each finding's requests in order, so the result equals
-    /// claiming one by one); history entries are then written with `BatchWriteItem`.
+    /// The first request of each finding goes into one `TransactWriteItems` per
+    /// [`MAX_TX_CLAIMS`] (the record updates with their history entries): one request for a
+    /// batch whose claims all win. The rest take the single-claim path afterwards, findings
+    /// concurrently, each finding's requests in input order: claims that lost in the
+    /// transaction (its single claim decides Duplicate/Stale/expired exactly as `claim` does)
+    /// and a finding's later requests in the batch (a transaction cannot touch an item twice).
+    /// So the result equals claiming one by one in order. History entries of the single path
+    /// are then written with `BatchWriteItem`.
     async fn claim_many(
         &self,
         reqs: &[ClaimRequest],
         lease: Duration,
     ) -> Result<Vec<ClaimOutcome>, StoreError> {
-        // Each finding's requests, in input order; findings in order of first appearance.
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let mut outcomes: Vec<Option<ClaimOutcome>> = vec![None; reqs.len()];
+        let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        let (mut firsts, mut rest) = (Vec::new(), Vec::new());
+        for (i, r) in reqs.iter().enumerate() {
+            if seen.insert(r.key.finding_id.as_str()) {
+                firsts.push(i);
+            } else {
+                rest.push(i);
+            }
+        }
+        if !self.transactions {
+            rest.append(&mut firsts);
+        }
+        for chunk in firsts.chunks(MAX_TX_CLAIMS) {
+            let (won, single) = self.claim_transaction(reqs, chunk, lease_ms).await?;
+            for i in won {
+                outcomes[i] = Some(ClaimOutcome::New);
+            }
+            rest.extend(single);
+        }
+        rest.sort_unstable();
+        // Each finding's remaining requests, in input order; findings in order of first appearance.
         let mut groups: Vec<Vec<usize>> = Vec::new();
         let mut index: HashMap<&str, usize> = HashMap::new();
-        for (i, r) in reqs.iter().enumerate() {
-            let id = r.key.finding_id.as_str();
+        for &i in &rest {
+            let id = reqs[i].key.finding_id.as_str();
             match index.get(id) {
                 Some(&g) => groups[g].push(i),
                 None => {
@@ -993,8 +1276,7 @@ impl StateStore for DynamoStore {
             .buffer_unordered(CLAIM_CONCURRENCY)
             .collect()
             .await;
-        let mut outcomes: Vec<Option<ClaimOutcome>> = vec![None; reqs.len()];
-        let mut history = Vec::with_capacity(reqs.len());
+        let mut history = Vec::with_capacity(rest.len());
         let mut first_err = None;
         for r in results {
             match r {

@@ -153,6 +153,10 @@ async fn a_store_that_stays_throttled_is_unavailable_naming_the_table() {
     assert!(msg.contains("ProvisionedThroughputExceeded"), "{msg}");
     assert_eq!(proxy.count("UpdateItem"), 2, "max attempts");
     // claim_many fails as a whole too: nothing is reported as claimable.
+    proxy.fail_always(
+        Fault::ProvisionedThroughputExceeded,
+        Some("TransactWriteItems"),
+    );
     let err = store
         .claim_many(&[req("b", 1), req("c", 1)], LEASE)
         .await
@@ -183,7 +187,7 @@ async fn five_hundreds_are_retried() {
 
 /// The cost model documented in docs/state-store.md, as request counts: a winning claim is one
 /// conditional UpdateItem plus one history PutItem, no read; a suppressed one adds one counter
-/// update; claim_many batches the history writes.
+/// update; claim_many claims a batch in one transaction; commit is one transaction.
 #[tokio::test]
 async fn requests_per_claim() {
     let proxy = FaultProxy::start_moto().await;
@@ -210,13 +214,64 @@ async fn requests_per_claim() {
     assert_eq!(proxy.count("PutItem"), 1);
     assert_eq!(proxy.count("GetItem") + proxy.count("Query"), 0, "no read");
 
+    // A batch of new findings: ONE transaction (record updates and history entries).
     proxy.reset_counts();
     let batch: Vec<_> = (0..10).map(|i| req(&format!("b{i}"), 1)).collect();
     let got = store.claim_many(&batch, LEASE).await.expect("claim_many");
     assert_eq!(got, vec![ClaimOutcome::New; 10]);
-    assert_eq!(proxy.count("UpdateItem"), 10);
-    assert_eq!(proxy.count("BatchWriteItem"), 1, "history in one batch");
-    assert_eq!(proxy.count("PutItem"), 0);
+    assert_eq!(proxy.total(), 1, "{:?}", proxy.counts());
+    assert_eq!(proxy.count("TransactWriteItems"), 1);
+    for i in 0..10 {
+        let h = store
+            .history(&format!("b{i}"))
+            .await
+            .expect("history")
+            .expect("record");
+        assert_eq!(h.entries.len(), 1, "the claim's history entry: {h:?}");
+    }
+
+    // Committing one: the record update and its history entry in one transaction.
+    proxy.reset_counts();
+    store
+        .commit(&batch[0].key, &Default::default())
+        .await
+        .expect("commit");
+    assert_eq!(proxy.total(), 1, "{:?}", proxy.counts());
+    let h = store.history("b0").await.expect("history").expect("record");
+    assert_eq!(h.record.versions_sent, 1);
+    assert_eq!(h.entries.len(), 2, "claimed, sent: {h:?}");
+
+    // A batch with two already-claimed findings, a newer version and a repeat inside the batch:
+    // the transaction is cancelled by the two, re-run without them, and the two and the repeat
+    // take the single path (2 UpdateItem each for the losers, 1 for the repeat's loss + 1
+    // counter), history entries of the single path in one BatchWriteItem.
+    proxy.reset_counts();
+    let mixed = vec![
+        req("b1", 1),
+        req("c1", 1),
+        req("b2", 0),
+        req("c2", 1),
+        req("c1", 1),
+        req("b3", 2),
+    ];
+    let got = store.claim_many(&mixed, LEASE).await.expect("claim_many");
+    assert_eq!(
+        got,
+        vec![
+            ClaimOutcome::Duplicate,
+            ClaimOutcome::New,
+            ClaimOutcome::Stale {
+                newest: Timestamp::from_millis(1)
+            },
+            ClaimOutcome::New,
+            ClaimOutcome::Duplicate,
+            ClaimOutcome::New,
+        ]
+    );
+    assert_eq!(proxy.count("TransactWriteItems"), 2, "{:?}", proxy.counts());
+    assert_eq!(proxy.count("UpdateItem"), 6, "{:?}", proxy.counts());
+    assert_eq!(proxy.count("BatchWriteItem"), 1, "{:?}", proxy.counts());
+    assert_eq!(proxy.total(), 9, "{:?}", proxy.counts());
 }
 
 #[tokio::test]
@@ -233,4 +288,30 @@ async fn a_missing_table_is_a_configuration_error() {
         .expect_err("no table");
     assert!(matches!(err, StoreError::Config(_)), "{err:?}");
     assert!(err.to_string().contains("store init"), "{err}");
+}
+
+/// With transactions off: one conditional UpdateItem per claim of a batch, the history entries
+/// in one BatchWriteItem; a commit is an UpdateItem plus a history PutItem.
+#[tokio::test]
+async fn requests_per_claim_without_transactions() {
+    let proxy = FaultProxy::start_moto().await;
+    let store = store_via(&proxy, 1).await.with_transactions(false);
+    proxy.reset_counts();
+    let batch: Vec<_> = (0..10).map(|i| req(&format!("b{i}"), 1)).collect();
+    let got = store.claim_many(&batch, LEASE).await.expect("claim_many");
+    assert_eq!(got, vec![ClaimOutcome::New; 10]);
+    assert_eq!(proxy.count("UpdateItem"), 10);
+    assert_eq!(proxy.count("BatchWriteItem"), 1, "history in one batch");
+    assert_eq!(proxy.total(), 11, "{:?}", proxy.counts());
+
+    proxy.reset_counts();
+    store
+        .commit(&batch[0].key, &Default::default())
+        .await
+        .expect("commit");
+    assert_eq!(proxy.count("UpdateItem"), 1);
+    assert_eq!(proxy.count("PutItem"), 1);
+    assert_eq!(proxy.total(), 2, "{:?}", proxy.counts());
+    let h = store.history("b0").await.expect("history").expect("record");
+    assert_eq!(h.entries.len(), 2, "claimed, sent: {h:?}");
 }
