@@ -13,20 +13,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use gdfwd_core::pipeline::{Pipeline, Summary};
-use gdfwd_core::preview::PreviewStore;
-use gdfwd_core::sink::{Sink, WriterSink};
-use gdfwd_core::store::StateStore;
+use gdfwd_core::pipeline::Summary;
 use gdfwd_core::{Clock, SystemClock};
 use gdfwd_guardduty::progress::{BarsProgress, LogProgress, Progress};
 use gdfwd_guardduty::{
     Backfill, BackfillConfig, BackfillReport, ClientConfig, FindingQuery, GuardDutyClient,
     OutputFormat, StopFn, find_gaps, render, send_gaps,
 };
-use gdfwd_model::{Format, Timestamp};
+use gdfwd_model::Timestamp;
 
 use crate::interrupt::{EXIT_INTERRUPTED, Interrupt};
 use crate::store::StoreArgs;
+use crate::wiring::PipelineArgs;
 
 /// Which findings to read from GuardDuty (shared by `backfill` and `audit gaps`).
 #[derive(Debug, Clone, clap::Args)]
@@ -146,11 +144,6 @@ pub struct BackfillArgs {
     #[command(flatten)]
     pub select: SelectArgs,
 
-    /// Print the events that would be sent (NDJSON on stdout) instead of sending; claims nothing
-    /// and saves no checkpoint. The default while no endpoint is configured.
-    #[arg(long)]
-    pub dry_run: bool,
-
     /// Continue after the stored checkpoint of the same query (the default).
     #[arg(long, overrides_with = "no_resume")]
     pub resume: bool,
@@ -163,21 +156,8 @@ pub struct BackfillArgs {
     #[arg(long)]
     pub only_gaps: bool,
 
-    /// Payload format: `raw` (the EventBridge event) or `semantic`.
-    #[arg(long, env = "PAYLOAD_FORMAT", default_value = "raw", value_parser = parse_format)]
-    pub format: Format,
-
     #[command(flatten)]
-    pub store: StoreArgs,
-
-    /// Claim lease in seconds: a claim left by a killed run is taken over after this long.
-    #[arg(
-        long,
-        env = "DEDUP_LEASE_SECONDS",
-        default_value_t = 300,
-        value_name = "SECONDS"
-    )]
-    pub lease: u64,
+    pub pipeline: PipelineArgs,
 
     /// Also write the summary (with per-region detail) as JSON to this file.
     #[arg(long, value_name = "FILE")]
@@ -186,12 +166,6 @@ pub struct BackfillArgs {
     /// No progress bars or periodic progress lines.
     #[arg(long)]
     pub quiet: bool,
-
-    #[command(flatten)]
-    pub sender: gdfwd_sink_http::SenderArgs,
-
-    #[command(flatten)]
-    pub enrich: gdfwd_enrich_aws::EnrichArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -207,10 +181,6 @@ pub struct GapsArgs {
     pub store: StoreArgs,
 }
 
-fn parse_format(s: &str) -> Result<Format, String> {
-    s.parse()
-}
-
 fn parse_output(s: &str) -> Result<OutputFormat, String> {
     s.parse()
 }
@@ -220,56 +190,16 @@ fn stop_fn(interrupt: &Interrupt) -> StopFn {
     Arc::new(move || i.is_set())
 }
 
-/// Store, sink and enrichment, as `forward` wires them.
-async fn build_pipeline(
-    args: &BackfillArgs,
-    dry_run: bool,
-    clock: Arc<dyn Clock>,
-) -> anyhow::Result<Pipeline> {
-    let real_store = args.store.open(clock.clone()).await?;
-    let lease = Duration::from_secs(args.lease);
-    if dry_run {
-        let store: Arc<dyn StateStore> = Arc::new(PreviewStore::new(real_store));
-        let sink: Arc<dyn Sink> = Arc::new(WriterSink::new(std::io::stdout()));
-        return Ok(Pipeline::new(Some(store), sink, args.format).with_lease(lease));
-    }
-    let config = args.sender.clone().into_config()?;
-    let sdk = crate::aws::sdk_config().await;
-    let tokens = gdfwd_sink_http::build_token_source(&config.token, Some(sdk)).await?;
-    let sink: Arc<dyn Sink> = Arc::new(gdfwd_sink_http::HttpSink::new(config, tokens)?);
-    let resolver = if args.enrich.enabled() {
-        gdfwd_enrich_aws::build_resolver(
-            &args.enrich.config(),
-            sdk,
-            Some(real_store.clone()),
-            clock,
-        )
-        .await
-    } else {
-        None
-    };
-    Ok(Pipeline::new(Some(real_store), sink, args.format)
-        .with_resolver(resolver)
-        .with_lease(lease))
-}
-
 pub async fn run_backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let query = args.select.query()?;
-    let dry_run = args.dry_run
-        || args
-            .sender
-            .endpoint
-            .as_deref()
-            .is_none_or(|e| e.trim().is_empty());
+    let dry_run = args.pipeline.dry_run();
     let client = args.select.client().await?;
     let regions = args.select.regions(&client).await?;
-    let pipeline = build_pipeline(&args, dry_run, clock).await?;
+    let pipeline = args.pipeline.build(true, clock).await?;
     let interrupt = Interrupt::install();
     let started = Instant::now();
-    // Sending a page must end well before the lease does, or another run could take it over.
-    let send_budget = Duration::from_secs(args.lease)
-        .saturating_sub(Duration::from_secs(30).min(Duration::from_secs(args.lease / 2)));
+    let send_budget = args.pipeline.send_budget();
 
     if args.only_gaps {
         let store = pipeline

@@ -12,16 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use gdfwd_core::pipeline::{Outcome, Pipeline, Summary};
-use gdfwd_core::preview::PreviewStore;
-use gdfwd_core::sink::{Sink, WriterSink};
-use gdfwd_core::store::StateStore;
+use gdfwd_core::pipeline::{Outcome, Summary};
 use gdfwd_core::{Clock, SystemClock};
-use gdfwd_model::Format;
 
 use crate::input;
 use crate::interrupt::{EXIT_INTERRUPTED, Interrupt};
-use crate::store::StoreArgs;
+use crate::wiring::PipelineArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct ForwardArgs {
@@ -35,32 +31,12 @@ pub struct ForwardArgs {
     #[arg(long)]
     pub sample: bool,
 
-    /// Payload format: `raw` (the EventBridge event, for Dynatrace's built-in processing) or
-    /// `semantic` (flat Semantic Dictionary fields mapped here).
-    #[arg(long, env = "PAYLOAD_FORMAT", default_value = "raw", value_parser = parse_format)]
-    pub format: Format,
-
-    /// Print the events that would be sent (NDJSON on stdout) instead of sending. Consults the
-    /// store to show what would be suppressed, but claims nothing. The default while no endpoint
-    /// is configured.
-    #[arg(long)]
-    pub dry_run: bool,
-
     /// Send every finding, bypassing the dedup store.
     #[arg(long)]
     pub no_dedup: bool,
 
     #[command(flatten)]
-    pub store: StoreArgs,
-
-    /// Claim lease in seconds: a claim left by a crashed run is taken over after this long.
-    #[arg(
-        long,
-        env = "DEDUP_LEASE_SECONDS",
-        default_value_t = 300,
-        value_name = "SECONDS"
-    )]
-    pub lease: u64,
+    pub pipeline: PipelineArgs,
 
     /// Stop retrying after this long (e.g. `10m`, `1h`); what is unsent then is released for a
     /// later run and counted as failed.
@@ -74,16 +50,6 @@ pub struct ForwardArgs {
     /// Also write the summary as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub summary: Option<PathBuf>,
-
-    #[command(flatten)]
-    pub sender: gdfwd_sink_http::SenderArgs,
-
-    #[command(flatten)]
-    pub enrich: gdfwd_enrich_aws::EnrichArgs,
-}
-
-fn parse_format(s: &str) -> Result<Format, String> {
-    s.parse()
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -105,21 +71,13 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
     }
     let sources = input::sources(&files, args.sample);
 
-    // Until an endpoint is configured, forwarding means previewing.
-    let dry_run = args.dry_run
-        || args
-            .sender
-            .endpoint
-            .as_deref()
-            .is_none_or(|e| e.trim().is_empty());
-    let pipeline = build_pipeline(&args, dry_run, clock).await?;
+    let dry_run = args.pipeline.dry_run();
+    let pipeline = args.pipeline.build(!args.no_dedup, clock).await?;
 
     let interrupt = Interrupt::install();
     let started = Instant::now();
     let run_deadline = args.deadline.map(|d| started + d);
-    // Sending must end well before the lease does, or another run could take over the claims.
-    let lease_budget = Duration::from_secs(args.lease)
-        .saturating_sub(Duration::from_secs(30).min(Duration::from_secs(args.lease / 2)));
+    let lease_budget = args.pipeline.send_budget();
 
     let mut summary = Summary::default();
     let mut interrupted = false;
@@ -200,45 +158,6 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// Wires store, sink and enrichment. A dry run reads the store but writes nothing, prints instead
-/// of sending, and makes no AWS calls for enrichment (`gdfwd accounts` checks names).
-async fn build_pipeline(
-    args: &ForwardArgs,
-    dry_run: bool,
-    clock: Arc<dyn Clock>,
-) -> anyhow::Result<Pipeline> {
-    let real_store = if args.no_dedup {
-        None
-    } else {
-        Some(args.store.open(clock.clone()).await?)
-    };
-    if dry_run {
-        let store = real_store.map(|s| Arc::new(PreviewStore::new(s)) as Arc<dyn StateStore>);
-        let sink: Arc<dyn Sink> = Arc::new(WriterSink::new(std::io::stdout()));
-        return Ok(
-            Pipeline::new(store, sink, args.format).with_lease(Duration::from_secs(args.lease))
-        );
-    }
-    let config = args.sender.clone().into_config()?;
-    let sdk = if config.token.secret_arn.is_some() || args.enrich.enabled() {
-        Some(crate::aws::sdk_config().await)
-    } else {
-        None
-    };
-    let tokens = gdfwd_sink_http::build_token_source(&config.token, sdk).await?;
-    let sink: Arc<dyn Sink> = Arc::new(gdfwd_sink_http::HttpSink::new(config, tokens)?);
-    let resolver = match sdk {
-        Some(sdk) => {
-            gdfwd_enrich_aws::build_resolver(&args.enrich.config(), sdk, real_store.clone(), clock)
-                .await
-        }
-        None => None,
-    };
-    Ok(Pipeline::new(real_store, sink, args.format)
-        .with_resolver(resolver)
-        .with_lease(Duration::from_secs(args.lease)))
 }
 
 fn print_summary(s: &Summary, dry_run: bool, took: Duration) {

@@ -9,6 +9,7 @@ mod forward;
 mod input;
 mod interrupt;
 mod store;
+mod wiring;
 
 use std::process::ExitCode;
 

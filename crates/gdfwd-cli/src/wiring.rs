@@ -1,0 +1,114 @@
+//! The options `forward` and `backfill` share (format, store, lease, sender, enrichment) and the
+//! one place that turns them into a [`Pipeline`], so both commands deliver, dedup and preview
+//! the same way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gdfwd_core::Clock;
+use gdfwd_core::pipeline::Pipeline;
+use gdfwd_core::preview::PreviewStore;
+use gdfwd_core::sink::{Sink, WriterSink};
+use gdfwd_core::store::StateStore;
+use gdfwd_model::Format;
+
+use crate::store::StoreArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct PipelineArgs {
+    /// Payload format: `raw` (the EventBridge event, for Dynatrace's built-in processing) or
+    /// `semantic` (flat Semantic Dictionary fields mapped here).
+    #[arg(long, env = "PAYLOAD_FORMAT", default_value = "raw", value_parser = parse_format)]
+    pub format: Format,
+
+    /// Print the events that would be sent (NDJSON on stdout) instead of sending. Consults the
+    /// store to show what would be suppressed, but claims nothing (and saves no checkpoint). The
+    /// default while no endpoint is configured.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    /// Claim lease in seconds: a claim left by a crashed or killed run is taken over after this
+    /// long.
+    #[arg(
+        long,
+        env = "DEDUP_LEASE_SECONDS",
+        default_value_t = 300,
+        value_name = "SECONDS"
+    )]
+    pub lease: u64,
+
+    #[command(flatten)]
+    pub sender: gdfwd_sink_http::SenderArgs,
+
+    #[command(flatten)]
+    pub enrich: gdfwd_enrich_aws::EnrichArgs,
+}
+
+fn parse_format(s: &str) -> Result<Format, String> {
+    s.parse()
+}
+
+impl PipelineArgs {
+    /// `--dry-run`, or no endpoint configured: forwarding means previewing.
+    pub fn dry_run(&self) -> bool {
+        self.dry_run
+            || self
+                .sender
+                .endpoint
+                .as_deref()
+                .is_none_or(|e| e.trim().is_empty())
+    }
+
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease)
+    }
+
+    /// How long one batch may spend sending: well short of the lease, or another run could take
+    /// its claims over while it is still sending.
+    pub fn send_budget(&self) -> Duration {
+        let lease = self.lease();
+        lease.saturating_sub(Duration::from_secs(30).min(lease / 2))
+    }
+
+    /// Wires store, sink and enrichment. `dedup: false` bypasses the store (`--no-dedup`). A dry
+    /// run reads the store but writes nothing, prints instead of sending, and makes no AWS calls
+    /// for enrichment (`gdfwd accounts` checks names).
+    pub async fn build(&self, dedup: bool, clock: Arc<dyn Clock>) -> anyhow::Result<Pipeline> {
+        let real_store = if dedup {
+            Some(self.store.open(clock.clone()).await?)
+        } else {
+            None
+        };
+        if self.dry_run() {
+            let store = real_store.map(|s| Arc::new(PreviewStore::new(s)) as Arc<dyn StateStore>);
+            let sink: Arc<dyn Sink> = Arc::new(WriterSink::new(std::io::stdout()));
+            return Ok(Pipeline::new(store, sink, self.format).with_lease(self.lease()));
+        }
+        let config = self.sender.clone().into_config()?;
+        let sdk = if config.token.secret_arn.is_some() || self.enrich.enabled() {
+            Some(crate::aws::sdk_config().await)
+        } else {
+            None
+        };
+        let tokens = gdfwd_sink_http::build_token_source(&config.token, sdk).await?;
+        let sink: Arc<dyn Sink> = Arc::new(gdfwd_sink_http::HttpSink::new(config, tokens)?);
+        let resolver = match sdk {
+            Some(sdk) => {
+                gdfwd_enrich_aws::build_resolver(
+                    &self.enrich.config(),
+                    sdk,
+                    real_store.clone(),
+                    clock,
+                )
+                .await
+            }
+            None => None,
+        };
+        Ok(Pipeline::new(real_store, sink, self.format)
+            .with_resolver(resolver)
+            .with_lease(self.lease()))
+    }
+}
