@@ -312,7 +312,9 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-fn csv(header: &[&str], rows: &[Vec<String>]) -> String {
+/// CSV with a header row (RFC 4180 quoting, control characters escaped). Shared by every
+/// command that prints tables (`audit`, `audit gaps`, `accounts`).
+pub fn csv(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut out = String::new();
     let line = |out: &mut String, cells: &mut dyn Iterator<Item = String>| {
         let joined: Vec<String> = cells.map(|c| csv_field(&c)).collect();
@@ -355,7 +357,8 @@ fn shorten(s: &str, max: usize) -> String {
 }
 
 /// Aligned columns separated by two spaces; `right[i]` right-aligns column `i` (numbers).
-fn table(header: &[&str], rows: &[Vec<String>], right: &[bool]) -> String {
+/// Control characters in cells are escaped, so finding-supplied text cannot drive the terminal.
+pub fn table(header: &[&str], rows: &[Vec<String>], right: &[bool]) -> String {
     let rows: Vec<Vec<String>> = rows
         .iter()
         .map(|r| r.iter().map(|c| printable(c)).collect())

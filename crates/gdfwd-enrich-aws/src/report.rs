@@ -103,61 +103,28 @@ pub fn render(reports: &[AccountReport], format: AccountsFormat) -> Result<Strin
     }
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
-}
-
 fn render_csv(reports: &[AccountReport]) -> String {
-    let mut out = HEADERS.join(",") + "\n";
-    for r in reports {
-        let row: Vec<String> = cells(r).iter().map(|c| csv_field(c)).collect();
-        out.push_str(&row.join(","));
-        out.push('\n');
-    }
-    out
+    let rows: Vec<Vec<String>> = reports
+        .iter()
+        .map(|r| cells(r).map(str::to_owned).to_vec())
+        .collect();
+    gdfwd_core::audit::csv(&HEADERS, &rows)
 }
 
 fn render_table(reports: &[AccountReport]) -> String {
-    let rows: Vec<[String; 5]> = reports
+    let rows: Vec<Vec<String>> = reports
         .iter()
         .map(|r| {
-            let mut c = cells(r).map(|s| s.replace(['\n', '\r'], " "));
+            let mut c = cells(r).map(str::to_owned);
             for cell in &mut c[1..4] {
                 if cell.is_empty() {
                     *cell = "-".to_owned();
                 }
             }
-            c
+            c.to_vec()
         })
         .collect();
-    let mut widths = HEADERS.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: [&str; 5]| {
-        let mut s = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(cell);
-            } else {
-                s.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        s.trim_end().to_owned() + "\n"
-    };
-    let mut out = line(HEADERS.map(|h| h));
-    for row in &rows {
-        out.push_str(&line(
-            [&row[0], &row[1], &row[2], &row[3], &row[4]].map(String::as_str),
-        ));
-    }
-    out
+    gdfwd_core::audit::table(&HEADERS, &rows, &[])
 }
 
 #[cfg(test)]

@@ -281,27 +281,8 @@ pub async fn send_gaps(
     (summary, false)
 }
 
-/// `--output` of `audit gaps`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputFormat {
-    Table,
-    Json,
-    Csv,
-}
-
-impl std::str::FromStr for OutputFormat {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "table" => Ok(Self::Table),
-            "json" => Ok(Self::Json),
-            "csv" => Ok(Self::Csv),
-            other => Err(format!(
-                "unknown output {other:?}: expected table, json or csv"
-            )),
-        }
-    }
-}
+/// `--output` of `audit gaps`: the same formats as the other audit commands.
+pub use gdfwd_core::audit::OutputFormat;
 
 const HEADERS: [&str; 8] = [
     "region",
@@ -327,14 +308,6 @@ fn cells(r: &GapRow) -> [String; 8] {
     ]
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
-}
-
 /// Renders gaps for the terminal or a file.
 pub fn render(gaps: &[Gap], format: OutputFormat) -> String {
     let rows: Vec<GapRow> = gaps.iter().map(Gap::row).collect();
@@ -343,40 +316,15 @@ pub fn render(gaps: &[Gap], format: OutputFormat) -> String {
             serde_json::to_string_pretty(&rows).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
                 + "\n"
         }
-        OutputFormat::Csv => {
-            let mut out = HEADERS.join(",") + "\n";
-            for r in &rows {
-                let line: Vec<String> = cells(r).iter().map(|c| csv_field(c)).collect();
-                out.push_str(&line.join(","));
-                out.push('\n');
-            }
-            out
-        }
+        OutputFormat::Csv => gdfwd_core::audit::csv(
+            &HEADERS,
+            &rows.iter().map(|r| cells(r).to_vec()).collect::<Vec<_>>(),
+        ),
         OutputFormat::Table => {
-            let table: Vec<[String; 8]> = rows.iter().map(cells).collect();
-            let mut widths = HEADERS.map(str::len);
-            for row in &table {
-                for (w, c) in widths.iter_mut().zip(row) {
-                    *w = (*w).max(c.chars().count());
-                }
-            }
-            let fmt_row = |cells: &[String]| {
-                cells
-                    .iter()
-                    .zip(widths)
-                    .map(|(c, w)| format!("{c:<w$}"))
-                    .collect::<Vec<_>>()
-                    .join("  ")
-                    .trim_end()
-                    .to_owned()
-                    + "\n"
-            };
             let header: Vec<String> = HEADERS.iter().map(|h| h.to_uppercase()).collect();
-            let mut out = fmt_row(&header);
-            for row in &table {
-                out.push_str(&fmt_row(row));
-            }
-            out
+            let header: Vec<&str> = header.iter().map(String::as_str).collect();
+            let rows: Vec<Vec<String>> = rows.iter().map(|r| cells(r).to_vec()).collect();
+            gdfwd_core::audit::table(&header, &rows, &[])
         }
     }
 }
