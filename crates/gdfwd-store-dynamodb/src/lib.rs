@@ -11,6 +11,13 @@
 //! - The update is an upsert (`if_not_exists` for first_seen and counters), so a never-seen
 //!   finding also costs one write. Only a record that is expired but not yet deleted by
 //!   DynamoDB's TTL needs a second, conditional `PutItem` to start it afresh.
+//! - Batches: `claim_many` claims a batch's findings in one `TransactWriteItems` (each claim's
+//!   conditional update and its history entry), and `commit`/`release` write record and
+//!   history in one transaction, because the Lambda's CPU time goes into per-request SDK
+//!   overhead: a batch of new findings is one request, a commit one instead of two. Claims
+//!   whose condition failed are cancelled out of the transaction and decided by the single
+//!   path, so results equal claiming one by one. Transactional writes cost twice the write
+//!   units; [`DynamoStore::with_transactions`] turns them off.
 //! - History entries are separate small items (not a list on the record) so the record stays
 //!   ~1 KB: DynamoDB bills writes per KB of the whole item, and a growing list would make every
 //!   claim dearer and eventually hit the 400 KB item limit. Each outcome writes one entry.
