@@ -1,0 +1,142 @@
+//! The AWS-facing commands as a user runs them, against moto: `store init` and `audit` on a
+//! DynamoDB table, `forward` deduplicating through it, and `accounts` resolving an alias.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use gdfwd_testkit_moto as moto;
+
+/// `gdfwd` with AWS pointed at moto, acting as the account whose keys are given.
+fn gdfwd(args: &[&str], keys: (&str, &str, Option<&str>)) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gdfwd"));
+    cmd.args(args)
+        .env("AWS_ENDPOINT_URL", moto::endpoint())
+        .env("AWS_ACCESS_KEY_ID", keys.0)
+        .env("AWS_SECRET_ACCESS_KEY", keys.1)
+        .env("AWS_REGION", moto::REGION)
+        .env_remove("AWS_PROFILE")
+        .env_remove("GDFWD_STORE")
+        .env_remove("DYNATRACE_OPENPIPELINE_SECURITY_ENDPOINT")
+        .stdin(Stdio::null());
+    match keys.2 {
+        Some(t) => cmd.env("AWS_SESSION_TOKEN", t),
+        None => cmd.env_remove("AWS_SESSION_TOKEN"),
+    };
+    cmd.output().expect("run gdfwd")
+}
+
+const TEST_KEYS: (&str, &str, Option<&str>) = ("testing", "testing", None);
+
+fn ok(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn dynamodb_store_init_forward_and_audit() {
+    let table = moto::unique_name("gdfwd-cli");
+    let store = format!("dynamodb:{table}");
+    let init = gdfwd(&["store", "init", "--store", &store], TEST_KEYS);
+    ok(&init);
+    assert!(
+        String::from_utf8_lossy(&init.stderr).contains(&format!("created DynamoDB table {table}"))
+    );
+    let again = gdfwd(&["store", "init", "--store", &store], TEST_KEYS);
+    ok(&again);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+
+    // A dry run through the table previews and claims nothing.
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(
+        "../../tests/fixtures/guardduty/real/aws-samples-auto-response__guardduty_ec2_event.json",
+    );
+    let file = file.to_str().expect("utf8");
+    let preview = gdfwd(
+        &["forward", "--dry-run", "--store", &store, file],
+        TEST_KEYS,
+    );
+    assert_eq!(ok(&preview).lines().count(), 1);
+    let stats = gdfwd(
+        &["audit", "stats", "--store", &store, "--output", "json"],
+        TEST_KEYS,
+    );
+    let stats: serde_json::Value = serde_json::from_str(&ok(&stats)).expect("json");
+    let sent: u64 = stats.as_array().map_or(0, |rows| {
+        rows.iter().filter_map(|r| r["sent"].as_u64()).sum()
+    });
+    assert_eq!(sent, 0, "a dry run claims nothing: {stats}");
+
+    let missing = gdfwd(
+        &["audit", "show", "no-such-finding", "--store", &store],
+        TEST_KEYS,
+    );
+    assert_eq!(missing.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no-such-finding"));
+}
+
+#[test]
+fn missing_table_is_a_clear_error() {
+    let table = moto::unique_name("gdfwd-none");
+    let out = gdfwd(
+        &["audit", "list", "--store", &format!("dynamodb:{table}")],
+        TEST_KEYS,
+    );
+    assert_ne!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&table), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_reads_the_own_accounts_alias() {
+    // A fresh account of our own at moto, so no other test's alias interferes.
+    let account = format!(
+        "{}",
+        200_000_000_000 + RandomState::new().hash_one(moto::unique_name("acct")) % 700_000_000_000
+    );
+    let sts = aws_sdk_sts::Client::new(&moto::sdk_config().await);
+    let assumed = sts
+        .assume_role()
+        .role_arn(format!(
+            "arn:aws:iam::{account}:role/{}",
+            moto::unique_name("setup")
+        ))
+        .role_session_name("cli-test")
+        .send()
+        .await
+        .expect("AssumeRole at moto");
+    let c = assumed.credentials().expect("credentials").clone();
+    let creds = moto::Credentials::new(
+        c.access_key_id(),
+        c.secret_access_key(),
+        Some(c.session_token().to_owned()),
+        None,
+        "cli-test",
+    );
+    let conf = moto::sdk_config_with_credentials(&moto::endpoint(), creds).await;
+    let alias = moto::unique_name("prod-payments").to_lowercase();
+    aws_sdk_iam::Client::new(&conf)
+        .create_account_alias()
+        .account_alias(&alias)
+        .send()
+        .await
+        .expect("CreateAccountAlias");
+
+    let keys = (
+        c.access_key_id().to_owned(),
+        c.secret_access_key().to_owned(),
+        c.session_token().to_owned(),
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        gdfwd(
+            &["accounts", &account, "--output", "json"],
+            (&keys.0, &keys.1, Some(&keys.2)),
+        )
+    })
+    .await
+    .expect("join");
+    let json: serde_json::Value = serde_json::from_str(&ok(&out)).expect("json");
+    assert_eq!(json[0]["name"], alias.as_str(), "{json}");
+    assert_eq!(json[0]["alias"], alias.as_str(), "{json}");
+}
