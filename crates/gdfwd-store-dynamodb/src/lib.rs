@@ -152,6 +152,14 @@ struct PendingHistory {
     expires: Timestamp,
 }
 
+/// What a batch's claim transaction decided: claims won, claims left to the single path, and for
+/// some of those the record as it was when their condition failed.
+struct TxClaims {
+    won: Vec<usize>,
+    single: Vec<usize>,
+    known: Vec<(usize, Item)>,
+}
+
 type GroupResult = Result<Vec<(usize, ClaimOutcome, PendingHistory)>, DynamoStoreError>;
 
 impl DynamoStore {
@@ -417,7 +425,7 @@ impl DynamoStore {
         reqs: &[ClaimRequest],
         idxs: &[usize],
         lease_ms: i64,
-    ) -> Result<(Vec<usize>, Vec<usize>), DynamoStoreError> {
+    ) -> Result<TxClaims, DynamoStoreError> {
         const OP: &str = "claim_many";
         // Hold the findings' stripes like the single path does, taken in index order so that
         // two batches never wait for each other crosswise.
@@ -436,6 +444,7 @@ impl DynamoStore {
         }
         let mut pending: Vec<usize> = idxs.to_vec();
         let mut single = Vec::new();
+        let mut known = Vec::new();
         for attempt in 0..MAX_TX_ATTEMPTS {
             if pending.is_empty() {
                 break;
@@ -454,7 +463,11 @@ impl DynamoStore {
                 batch.push(i);
             }
             let Some(reasons) = self.transact(OP, items).await? else {
-                return Ok((batch, single));
+                return Ok(TxClaims {
+                    won: batch,
+                    single,
+                    known,
+                });
             };
             if reasons.len() != 2 * batch.len() {
                 // Not the documented shape: let the single path decide every claim.
@@ -482,8 +495,15 @@ impl DynamoStore {
                     {
                         retry.push(i);
                     }
-                    // ConditionalCheckFailed (the claim lost or the record expired) or anything
-                    // else: the single path decides it, and reports real errors with context.
+                    // The claim lost (or the record expired): the single path decides which,
+                    // starting from the old record the reason carries (no second failed write).
+                    (CONDITION_FAILED, _) => {
+                        single.push(i);
+                        if let Some(old) = reasons.get(2 * k).and_then(|r| r.item()) {
+                            known.push((i, old.clone()));
+                        }
+                    }
+                    // Anything else: the single path decides it, and reports real errors.
                     _ => single.push(i),
                 }
             }
@@ -495,7 +515,11 @@ impl DynamoStore {
         }
         single.extend(pending);
         drop(guards);
-        Ok((Vec::new(), single))
+        Ok(TxClaims {
+            won: Vec::new(),
+            single,
+            known,
+        })
     }
 
     /// Writes history entries; a failure is logged, not returned: the decision they record is
@@ -668,10 +692,13 @@ impl DynamoStore {
     }
 
     /// Decides one claim (the record writes), returning the outcome and the history entry to write.
+    /// `known_old`: the record as a batch transaction found it when this claim's condition
+    /// failed; the first round then starts from it instead of repeating the failed write.
     async fn decide_claim(
         &self,
         req: &ClaimRequest,
         lease: Duration,
+        mut known_old: Option<Item>,
     ) -> Result<(ClaimOutcome, PendingHistory), DynamoStoreError> {
         const OP: &str = "claim";
         let id = req.key.finding_id.as_str();
@@ -689,12 +716,16 @@ impl DynamoStore {
                 expires,
             };
             // 1. The winning claim, as an upsert on an absent or live record.
-            let (e, update, condition) = Self::claim_write(req, now, lease_ms, expires);
-            let old = match self.update_record(OP, id, e, update, condition).await? {
-                Written::Ok => return Ok((ClaimOutcome::New, hist(HistoryKind::Claimed))),
-                Written::ConditionFailed(Some(old)) => old,
-                // No record and yet the condition failed: it was created concurrently; re-run.
-                Written::ConditionFailed(None) => continue,
+            let old = if let Some(old) = known_old.take() {
+                old
+            } else {
+                let (e, update, condition) = Self::claim_write(req, now, lease_ms, expires);
+                match self.update_record(OP, id, e, update, condition).await? {
+                    Written::Ok => return Ok((ClaimOutcome::New, hist(HistoryKind::Claimed))),
+                    Written::ConditionFailed(Some(old)) => old,
+                    // No record and yet the condition failed: it was created concurrently; re-run.
+                    Written::ConditionFailed(None) => continue,
+                }
             };
             // An old item without the attributes every record write sets cannot come from
             // DynamoDB (writes are atomic there); emulators that apply an update attribute by
@@ -990,11 +1021,12 @@ impl DynamoStore {
         reqs: &[ClaimRequest],
         idxs: Vec<usize>,
         lease: Duration,
+        known: &HashMap<usize, Item>,
     ) -> GroupResult {
         let mut done = Vec::with_capacity(idxs.len());
         for i in idxs {
             let Some(r) = reqs.get(i) else { continue };
-            let (o, h) = self.decide_claim(r, lease).await?;
+            let (o, h) = self.decide_claim(r, lease, known.get(&i).cloned()).await?;
             done.push((i, o, h));
         }
         Ok(done)
@@ -1222,7 +1254,7 @@ impl StateStore for DynamoStore {
     }
 
     async fn claim(&self, req: &ClaimRequest, lease: Duration) -> Result<ClaimOutcome, StoreError> {
-        let (outcome, h) = self.decide_claim(req, lease).await?;
+        let (outcome, h) = self.decide_claim(req, lease, None).await?;
         self.write_history(vec![h]).await;
         Ok(outcome)
     }
@@ -1254,12 +1286,14 @@ impl StateStore for DynamoStore {
         if !self.transactions {
             rest.append(&mut firsts);
         }
+        let mut known = HashMap::new();
         for chunk in firsts.chunks(MAX_TX_CLAIMS) {
-            let (won, single) = self.claim_transaction(reqs, chunk, lease_ms).await?;
-            for i in won {
+            let tx = self.claim_transaction(reqs, chunk, lease_ms).await?;
+            for i in tx.won {
                 outcomes[i] = Some(ClaimOutcome::New);
             }
-            rest.extend(single);
+            rest.extend(tx.single);
+            known.extend(tx.known);
         }
         rest.sort_unstable();
         // Each finding's remaining requests, in input order; findings in order of first appearance.
@@ -1277,7 +1311,7 @@ impl StateStore for DynamoStore {
         }
         let tasks: Vec<_> = groups
             .into_iter()
-            .map(|idxs| self.claim_group(reqs, idxs, lease))
+            .map(|idxs| self.claim_group(reqs, idxs, lease, &known))
             .collect();
         let results: Vec<GroupResult> = futures::stream::iter(tasks)
             .buffer_unordered(CLAIM_CONCURRENCY)

@@ -242,9 +242,10 @@ async fn requests_per_claim() {
     assert_eq!(h.entries.len(), 2, "claimed, sent: {h:?}");
 
     // A batch with two already-claimed findings, a newer version and a repeat inside the batch:
-    // the transaction is cancelled by the two, re-run without them, and the two and the repeat
-    // take the single path (2 UpdateItem each for the losers, 1 for the repeat's loss + 1
-    // counter), history entries of the single path in one BatchWriteItem.
+    // the transaction is cancelled by the two, re-run without them; the two are decided from
+    // the old records the cancellation reasons carry (1 counter UpdateItem each, no repeated
+    // conditional write), the repeat takes the single path (its failed conditional write + 1
+    // counter); history entries of the single path in one BatchWriteItem.
     proxy.reset_counts();
     let mixed = vec![
         req("b1", 1),
@@ -269,9 +270,14 @@ async fn requests_per_claim() {
         ]
     );
     assert_eq!(proxy.count("TransactWriteItems"), 2, "{:?}", proxy.counts());
-    assert_eq!(proxy.count("UpdateItem"), 6, "{:?}", proxy.counts());
+    assert_eq!(proxy.count("UpdateItem"), 4, "{:?}", proxy.counts());
     assert_eq!(proxy.count("BatchWriteItem"), 1, "{:?}", proxy.counts());
-    assert_eq!(proxy.total(), 9, "{:?}", proxy.counts());
+    assert_eq!(proxy.total(), 7, "{:?}", proxy.counts());
+    let b1 = store.history("b1").await.expect("history").expect("record");
+    assert_eq!(b1.record.duplicates, 1, "{b1:?}");
+    let b2 = store.history("b2").await.expect("history").expect("record");
+    assert_eq!(b2.record.stale, 1, "{b2:?}");
+    assert_eq!(b2.entries.len(), 2, "claimed, stale: {b2:?}");
 }
 
 #[tokio::test]
