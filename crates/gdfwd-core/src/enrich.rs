@@ -327,6 +327,11 @@ mod tests {
 
     use std::sync::atomic::AtomicUsize;
 
+    /// Tests here run one at a time: the resolver logs through `tracing`, whose per-callsite
+    /// interest cache is global, so a warning first hit on another test's thread (which has no
+    /// subscriber) can race the log-capturing test's subscriber registration and hide its events.
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     use super::*;
     use crate::ManualClock;
     use crate::error::StoreError;
@@ -477,6 +482,7 @@ mod tests {
 
     #[tokio::test]
     async fn positive_entries_live_for_the_ttl_then_are_looked_up_again() {
+        let _serial = SERIAL.lock().await;
         let clock = ManualClock::new(T0);
         let lookup = FakeLookup::new(Answer::Alias("prod-payments"));
         let r = resolver(&lookup, None, &clock);
@@ -508,6 +514,7 @@ mod tests {
 
     #[tokio::test]
     async fn accounts_are_cached_separately_and_org_names_carry_no_alias() {
+        let _serial = SERIAL.lock().await;
         let clock = ManualClock::new(T0);
         let lookup = FakeLookup::new(Answer::OrgName("Payments Prod"));
         let r = resolver(&lookup, None, &clock);
@@ -522,6 +529,7 @@ mod tests {
 
     #[tokio::test]
     async fn failures_are_cached_negatively_for_15_minutes_then_retried() {
+        let _serial = SERIAL.lock().await;
         let clock = ManualClock::new(T0);
         let lookup = FakeLookup::new(Answer::Fail);
         let r = resolver(&lookup, None, &clock);
@@ -546,6 +554,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_fresh_resolver_reads_the_store_cache_instead_of_looking_up() {
+        let _serial = SERIAL.lock().await;
         let clock = ManualClock::new(T0);
         let store = Arc::new(KvStore::default());
         let first = FakeLookup::new(Answer::Alias("prod-payments"));
@@ -596,6 +605,7 @@ mod tests {
 
     #[tokio::test]
     async fn store_errors_are_ignored() {
+        let _serial = SERIAL.lock().await;
         let clock = ManualClock::new(T0);
         let store = Arc::new(KvStore {
             broken: true,
@@ -611,6 +621,7 @@ mod tests {
 
     #[tokio::test]
     async fn garbage_in_the_store_cache_reads_as_a_miss() {
+        let _serial = SERIAL.lock().await;
         let clock = ManualClock::new(T0);
         let store = Arc::new(KvStore::default());
         store
@@ -636,6 +647,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn concurrent_resolves_of_one_account_share_one_lookup() {
+        let _serial = SERIAL.lock().await;
         let clock = ManualClock::new(T0);
         // The lookup takes a while, so all 100 callers arrive while it is in flight.
         let lookup = FakeLookup::new(Answer::Slow(Duration::from_millis(500)));
@@ -655,6 +667,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_resolves_from_spawned_tasks_share_one_lookup() {
+        let _serial = SERIAL.lock().await;
         let clock = ManualClock::new(T0);
         let lookup = FakeLookup::new(Answer::Slow(Duration::from_millis(20)));
         let r = Arc::new(resolver(&lookup, None, &clock));
@@ -710,8 +723,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_lookup_over_budget_yields_nothing_is_counted_and_warned_once_per_account() {
+        let _serial = SERIAL.lock().await;
         let warns = WarnCounter::default();
         let _guard = tracing::dispatcher::set_default(&tracing::Dispatch::new(warns.clone()));
+        // Callsites first hit before this subscriber existed may have cached "never".
+        tracing::callsite::rebuild_interest_cache();
         let clock = ManualClock::new(T0);
         let lookup = FakeLookup::new(Answer::Slow(Duration::from_secs(10)));
         let r = resolver(&lookup, None, &clock);
