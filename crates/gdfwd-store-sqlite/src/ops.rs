@@ -205,15 +205,22 @@ pub(crate) fn claim(
         },
     };
 
-    match (&existing, outcome) {
-        (None, _) => {
+    // Duplicate and Stale only arise from an existing record, so their UPDATEs always hit a row.
+    match outcome {
+        ClaimOutcome::New => {
+            // New finding or newer version: either way the claimed version is now the latest and
+            // its meta describes the finding; a new row starts its first_seen now.
             exec(
                 inner,
                 tx,
                 OP,
                 "INSERT INTO findings (finding_id, account_id, region, finding_type, severity, \
                  title, latest_version, status, lease_until, first_seen, last_seen, updated_at, \
-                 expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?9, ?9, ?10)",
+                 expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?9, ?9, ?10) \
+                 ON CONFLICT (finding_id) DO UPDATE SET account_id = ?2, region = ?3, \
+                 finding_type = ?4, severity = ?5, title = ?6, latest_version = ?7, \
+                 status = 'pending', lease_until = ?8, last_seen = ?9, updated_at = ?9, \
+                 expires_at = ?10",
                 params![
                     id,
                     m.account_id,
@@ -229,32 +236,7 @@ pub(crate) fn claim(
             )?;
             add_history(inner, tx, OP, id, now, v, &HistoryKind::Claimed)?;
         }
-        (Some(_), ClaimOutcome::New) => {
-            // The claimed version is now the latest: its meta describes the finding.
-            exec(
-                inner,
-                tx,
-                OP,
-                "UPDATE findings SET account_id = ?2, region = ?3, finding_type = ?4, \
-                 severity = ?5, title = ?6, latest_version = ?7, status = 'pending', \
-                 lease_until = ?8, last_seen = ?9, updated_at = ?9, expires_at = ?10 \
-                 WHERE finding_id = ?1",
-                params![
-                    id,
-                    m.account_id,
-                    m.region,
-                    m.finding_type,
-                    m.severity,
-                    m.title,
-                    v.millis(),
-                    lease_until,
-                    now.millis(),
-                    expires
-                ],
-            )?;
-            add_history(inner, tx, OP, id, now, v, &HistoryKind::Claimed)?;
-        }
-        (Some(_), ClaimOutcome::Duplicate) => {
+        ClaimOutcome::Duplicate => {
             exec(
                 inner,
                 tx,
@@ -265,7 +247,7 @@ pub(crate) fn claim(
             )?;
             add_history(inner, tx, OP, id, now, v, &HistoryKind::Duplicate)?;
         }
-        (Some(_), ClaimOutcome::Stale { newest }) => {
+        ClaimOutcome::Stale { newest } => {
             exec(
                 inner,
                 tx,
