@@ -1,8 +1,6 @@
 //! The AWS-facing commands as a user runs them, against moto: `store init` and `audit` on a
 //! DynamoDB table, `forward` deduplicating through it, and `accounts` resolving an alias.
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -91,30 +89,9 @@ fn missing_table_is_a_clear_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accounts_reads_the_own_accounts_alias() {
     // A fresh account of our own at moto, so no other test's alias interferes.
-    let account = format!(
-        "{}",
-        200_000_000_000 + RandomState::new().hash_one(moto::unique_name("acct")) % 700_000_000_000
-    );
-    let sts = aws_sdk_sts::Client::new(&moto::sdk_config().await);
-    let assumed = sts
-        .assume_role()
-        .role_arn(format!(
-            "arn:aws:iam::{account}:role/{}",
-            moto::unique_name("setup")
-        ))
-        .role_session_name("cli-test")
-        .send()
-        .await
-        .expect("AssumeRole at moto");
-    let c = assumed.credentials().expect("credentials").clone();
-    let creds = moto::Credentials::new(
-        c.access_key_id(),
-        c.secret_access_key(),
-        Some(c.session_token().to_owned()),
-        None,
-        "cli-test",
-    );
-    let conf = moto::sdk_config_with_credentials(&moto::endpoint(), creds).await;
+    let account = moto::random_account_id();
+    let creds = moto::assume_account(&account, "cli-test").await;
+    let conf = moto::sdk_config_with_credentials(&moto::endpoint(), creds.clone()).await;
     let alias = moto::unique_name("prod-payments").to_lowercase();
     aws_sdk_iam::Client::new(&conf)
         .create_account_alias()
@@ -124,9 +101,9 @@ async fn accounts_reads_the_own_accounts_alias() {
         .expect("CreateAccountAlias");
 
     let keys = (
-        c.access_key_id().to_owned(),
-        c.secret_access_key().to_owned(),
-        c.session_token().to_owned(),
+        creds.access_key_id().to_owned(),
+        creds.secret_access_key().to_owned(),
+        creds.session_token().unwrap_or_default().to_owned(),
     );
     let out = tokio::task::spawn_blocking(move || {
         gdfwd(

@@ -16,8 +16,6 @@
 //! Isolation without resetting moto: every test creates its own management ("admin") account id at
 //! random, its own organization in it, and its own member accounts and aliases.
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,36 +34,12 @@ const STS_IDENTITY: &str = "sts.GetCallerIdentity";
 const IAM_ALIASES: &str = "iam.ListAccountAliases";
 const ORG_DESCRIBE: &str = "DescribeAccount";
 
-/// A 12-digit account id no other test uses (random; moto accepts any id in an ARN).
-fn random_account_id() -> String {
-    let n = RandomState::new().hash_one(moto::unique_name("acct"));
-    format!("{}", 200_000_000_000 + n % 700_000_000_000)
-}
-
-async fn assume(account_id: &str) -> Credentials {
-    let sts = aws_sdk_sts::Client::new(&moto::sdk_config().await);
-    let out = sts
-        .assume_role()
-        .role_arn(format!(
-            "arn:aws:iam::{account_id}:role/{}",
-            moto::unique_name("setup")
-        ))
-        .role_session_name("test-setup")
-        .send()
-        .await
-        .expect("setup AssumeRole at moto");
-    let c = out.credentials().expect("credentials");
-    Credentials::new(
-        c.access_key_id(),
-        c.secret_access_key(),
-        Some(c.session_token().to_owned()),
-        None,
-        "test-setup",
-    )
-}
-
 async fn as_account(account_id: &str, endpoint: &str) -> SdkConfig {
-    moto::sdk_config_with_credentials(endpoint, assume(account_id).await).await
+    moto::sdk_config_with_credentials(
+        endpoint,
+        moto::assume_account(account_id, "test-setup").await,
+    )
+    .await
 }
 
 async fn set_alias(account_id: &str, alias: &str) {
@@ -92,8 +66,8 @@ struct Org {
 
 /// A fresh management account with an organization of `n` member accounts.
 async fn new_org(n: usize) -> Org {
-    let admin = random_account_id();
-    let admin_creds = assume(&admin).await;
+    let admin = moto::random_account_id();
+    let admin_creds = moto::assume_account(&admin, "test-setup").await;
     let conf = moto::sdk_config_with_credentials(&moto::endpoint(), admin_creds.clone()).await;
     let org = aws_sdk_organizations::Client::new(&conf);
     org.create_organization()
@@ -181,7 +155,7 @@ async fn aliases_through_assumed_roles_org_names_as_fallback_and_cache_hits_call
     set_alias(&org.admin, &admin_alias).await;
     // m3: role assumable, no alias → the Organizations name.
     // stranger: not in the organization and without alias → nothing, and the lookup says why.
-    let stranger = random_account_id();
+    let stranger = moto::random_account_id();
 
     let proxy = FaultProxy::start_moto().await;
     let r = resolver(lookup_via(&proxy, &org).await);
@@ -232,7 +206,7 @@ async fn the_raw_lookup_reports_why_it_found_nothing() {
             org_name: Some(name.clone())
         }
     );
-    let stranger = random_account_id();
+    let stranger = moto::random_account_id();
     let err = lookup
         .lookup(&stranger)
         .await
@@ -262,7 +236,7 @@ async fn a_missing_role_falls_back_to_the_organizations_name() {
     set_alias(member, &alias_name("unreadable")).await;
     let admin_alias = alias_name("admin");
     set_alias(&org.admin, &admin_alias).await;
-    let stranger = random_account_id();
+    let stranger = moto::random_account_id();
 
     let proxy = FaultProxy::start_moto().await;
     proxy.fail_always(Fault::InternalError, Some(STS_ASSUME));
@@ -406,7 +380,7 @@ async fn findings_of_unresolvable_accounts_are_forwarded_without_the_name() {
     let (member, _) = &org.members[0];
     let a = alias_name("forwarded");
     set_alias(member, &a).await;
-    let stranger = random_account_id();
+    let stranger = moto::random_account_id();
     let proxy = FaultProxy::start_moto().await;
     let resolver: Arc<dyn AccountResolver> = Arc::new(resolver(lookup_via(&proxy, &org).await));
     let sink = Arc::new(RecordingSink::default());

@@ -8,7 +8,6 @@
 //! member accounts so `aws.account.name` is resolvable.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::BuildHasher;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,33 +44,6 @@ fn fixture_lines() -> Vec<Value> {
     .collect()
 }
 
-fn random_account_id() -> String {
-    let n = std::collections::hash_map::RandomState::new().hash_one(moto::unique_name("acct"));
-    format!("{}", 200_000_000_000 + n % 700_000_000_000)
-}
-
-async fn assume(account_id: &str) -> Credentials {
-    let sts = aws_sdk_sts::Client::new(&moto::sdk_config().await);
-    let out = sts
-        .assume_role()
-        .role_arn(format!(
-            "arn:aws:iam::{account_id}:role/{}",
-            moto::unique_name("setup")
-        ))
-        .role_session_name("e2e-setup")
-        .send()
-        .await
-        .expect("AssumeRole at moto");
-    let c = out.credentials().expect("credentials");
-    Credentials::new(
-        c.access_key_id(),
-        c.secret_access_key(),
-        Some(c.session_token().to_owned()),
-        None,
-        "e2e-setup",
-    )
-}
-
 /// One test's AWS side and fake Dynatrace.
 struct World {
     creds: Credentials,
@@ -88,8 +60,8 @@ struct World {
 
 impl World {
     async fn new() -> Self {
-        let admin = random_account_id();
-        let creds = assume(&admin).await;
+        let admin = moto::random_account_id();
+        let creds = moto::assume_account(&admin, "e2e-setup").await;
         let sdk = moto::sdk_config_with_credentials(&moto::endpoint(), creds.clone()).await;
 
         let org = aws_sdk_organizations::Client::new(&sdk);
@@ -121,8 +93,11 @@ impl World {
             // named by Organizations.
             let expected = if i == 0 {
                 let alias = moto::unique_name("alias").to_lowercase();
-                let member =
-                    moto::sdk_config_with_credentials(&moto::endpoint(), assume(&id).await).await;
+                let member = moto::sdk_config_with_credentials(
+                    &moto::endpoint(),
+                    moto::assume_account(&id, "e2e-setup").await,
+                )
+                .await;
                 aws_sdk_iam::Client::new(&member)
                     .create_account_alias()
                     .account_alias(&alias)

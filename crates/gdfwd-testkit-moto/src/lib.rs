@@ -78,6 +78,40 @@ pub fn unique_name(prefix: &str) -> String {
     )
 }
 
+/// A random 12-digit account id of the test's own, so tests acting as "another account" at moto
+/// never see each other's aliases, roles or organizations.
+pub fn random_account_id() -> String {
+    let n: u64 = rand::random::<u64>() % 700_000_000_000;
+    format!("{}", 200_000_000_000 + n)
+}
+
+/// Credentials for `account_id` at moto: moto's AssumeRole into any account id answers with
+/// credentials scoped to that account (the role need not exist), which is how a test becomes a
+/// member account. `session` names the role session (visible in moto's logs).
+pub async fn assume_account(account_id: &str, session: &str) -> Credentials {
+    let sts = aws_sdk_sts::Client::new(&sdk_config().await);
+    let out = sts
+        .assume_role()
+        .role_arn(format!(
+            "arn:aws:iam::{account_id}:role/{}",
+            unique_name("setup")
+        ))
+        .role_session_name(session)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("AssumeRole into {account_id} at moto: {e:?}"));
+    let c = out
+        .credentials()
+        .unwrap_or_else(|| panic!("AssumeRole into {account_id} at moto returned no credentials"));
+    Credentials::new(
+        c.access_key_id(),
+        c.secret_access_key(),
+        Some(c.session_token().to_owned()),
+        None,
+        "gdfwd-testkit-moto",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
