@@ -1097,26 +1097,15 @@ impl DynamoStore {
             let mut filter = vec![format!("{} > {nowv}", e.n(item::EXPIRES_MS))];
             match q.status {
                 None => {}
-                Some(StatusFilter::Sent) => {
-                    filter.push(format!(
-                        "{} > {}",
-                        e.n(item::VERSIONS_SENT),
-                        e.v("zero", item::n(0))
-                    ));
-                }
-                Some(StatusFilter::Duplicate) => {
-                    filter.push(format!(
-                        "{} > {}",
-                        e.n(item::DUPLICATES),
-                        e.v("zero", item::n(0))
-                    ));
-                }
-                Some(StatusFilter::Stale) => {
-                    filter.push(format!(
-                        "{} > {}",
-                        e.n(item::STALE),
-                        e.v("zero", item::n(0))
-                    ));
+                Some(
+                    counted @ (StatusFilter::Sent | StatusFilter::Duplicate | StatusFilter::Stale),
+                ) => {
+                    let counter = match counted {
+                        StatusFilter::Sent => item::VERSIONS_SENT,
+                        StatusFilter::Duplicate => item::DUPLICATES,
+                        _ => item::STALE,
+                    };
+                    filter.push(format!("{} > {}", e.n(counter), e.v("zero", item::n(0))));
                 }
                 Some(StatusFilter::Failed) => {
                     filter.push(format!(
