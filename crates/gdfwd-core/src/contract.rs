@@ -41,8 +41,8 @@ use gdfwd_model::{FindingMeta, Timestamp};
 use crate::clock::{Clock, ManualClock};
 use crate::error::StoreError;
 use crate::store::{
-    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, HistoryKind, ListQuery,
-    StateStore, Status, StatusFilter, VersionKey,
+    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, Finish, HistoryKind,
+    ListQuery, StateStore, Status, StatusFilter, VersionKey,
 };
 
 /// The retention every contract store must be created with.
@@ -137,6 +137,9 @@ impl StateStore for Guarded {
     }
     async fn release(&self, key: &VersionKey, reason: &str) -> Result<(), StoreError> {
         self.store.release(key, reason).await
+    }
+    async fn finish_many(&self, items: &[(VersionKey, Finish)]) -> Vec<Result<(), StoreError>> {
+        self.store.finish_many(items).await
     }
     async fn history(&self, finding_id: &str) -> Result<Option<FindingHistory>, StoreError> {
         self.store.history(finding_id).await
@@ -474,6 +477,93 @@ where
             .expect("empty batch"),
         Vec::<ClaimOutcome>::new()
     );
+}
+
+/// `finish_many` equals committing and releasing one by one in order: the latest version's
+/// commit and release, an older version's (counters only), the same finding twice in one batch,
+/// and a never-claimed version, which fails alone (`StoreError::Invalid`) without keeping the
+/// rest of the batch from being recorded.
+pub async fn finish_many_equals_sequential<F, Fut>(make: &F)
+where
+    F: Fn(StoreSetup) -> Fut,
+    Fut: Future<Output = Arc<dyn StateStore>>,
+{
+    let start = start_time();
+    let batch_store = make(setup("finish_many_equals_sequential", start)).await;
+    let seq_store = make(setup("finish_many_equals_sequential", start)).await;
+    for s in [&batch_store, &seq_store] {
+        let s = s.as_ref();
+        for r in [
+            req("a", v(1)),
+            req("b", v(1)),
+            req("c", v(1)),
+            req("c", v(2)),
+            req("d", v(1)),
+            req("e", v(1)),
+            req("e", v(2)),
+        ] {
+            assert_eq!(claim(s, &r).await, ClaimOutcome::New, "{:?}", r.key);
+        }
+    }
+    let sent = |ids: &[&str]| Finish::Commit(delivery(ids, "req-9"));
+    let failed = |why: &str| Finish::Release(why.to_owned());
+    let items = vec![
+        (key("a", v(1)), sent(&["a-1"])),
+        (key("b", v(1)), failed("503 from Dynatrace")),
+        (key("c", v(1)), sent(&["c-1"])), // superseded by c v2: counters only
+        (key("c", v(2)), sent(&["c-2"])), // the same finding again in the batch
+        (key("nobody", v(1)), sent(&["n"])), // never claimed
+        (key("d", v(1)), failed("timeout")),
+        (key("e", v(1)), failed("older failed")), // leaves e v2's lease alone
+        (key("e", v(2)), sent(&["e-2", "e-2b"])),
+    ];
+    let got = batch_store.finish_many(&items).await;
+    let mut seq = Vec::new();
+    for (k, f) in &items {
+        seq.push(match f {
+            Finish::Commit(d) => seq_store.commit(k, d).await,
+            Finish::Release(r) => seq_store.release(k, r).await,
+        });
+    }
+    let shape = |rs: &[Result<(), StoreError>]| {
+        rs.iter()
+            .map(|r| match r {
+                Ok(()) => "ok",
+                Err(StoreError::Invalid { .. }) => "invalid",
+                Err(_) => "error",
+            })
+            .collect::<Vec<_>>()
+    };
+    let want = vec!["ok", "ok", "ok", "ok", "invalid", "ok", "ok", "ok"];
+    assert_eq!(
+        shape(&seq),
+        want,
+        "sequential commits and releases: {seq:?}"
+    );
+    assert_eq!(shape(&got), want, "finish_many must equal them: {got:?}");
+    for id in ["a", "b", "c", "d", "e", "nobody"] {
+        assert_eq!(
+            history(batch_store.as_ref(), id).await,
+            history(seq_store.as_ref(), id).await,
+            "record and history of {id:?} after finish_many vs one by one"
+        );
+    }
+    let (b, c, e) = (
+        record(batch_store.as_ref(), "b").await,
+        record(batch_store.as_ref(), "c").await,
+        record(batch_store.as_ref(), "e").await,
+    );
+    assert_eq!((b.status, b.failures), (Status::Failed, 1));
+    assert_eq!((c.status, c.versions_sent), (Status::Sent, 2));
+    assert_eq!(
+        (e.status, e.versions_sent, e.failures),
+        (Status::Sent, 1, 1)
+    );
+    assert_eq!(
+        claim(batch_store.as_ref(), &req("b", v(1))).await,
+        ClaimOutcome::New
+    );
+    assert!(batch_store.finish_many(&[]).await.is_empty(), "empty batch");
 }
 
 /// Records expire `retention` after their last update: then history is None, the finding is not
@@ -1058,6 +1148,7 @@ macro_rules! contract_tests {
             release_frees_at_once,
             concurrent_claims_one_new,
             claim_many_equals_sequential,
+            finish_many_equals_sequential,
             ttl_expiry,
             counters,
             history_entries,
@@ -1090,6 +1181,7 @@ where
     release_frees_at_once(&make).await;
     concurrent_claims_one_new(&make).await;
     claim_many_equals_sequential(&make).await;
+    finish_many_equals_sequential(&make).await;
     ttl_expiry(&make).await;
     counters(&make).await;
     history_entries(&make).await;

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::enrich::AccountResolver;
 use crate::sink::{EventOutcome, OutEvent, SendStats, Sink};
-use crate::store::{ClaimOutcome, ClaimRequest, Delivery, StateStore, VersionKey};
+use crate::store::{ClaimOutcome, ClaimRequest, Delivery, Finish, StateStore, VersionKey};
 
 /// Default claim lease: long enough for a slow send with retries, short enough that a crashed
 /// sender's findings are picked up again soon (must stay below the SQS visibility timeout).
@@ -229,72 +229,55 @@ impl Pipeline {
         };
         summary.add_send(&report.stats);
 
-        // 5. Commit or release each finding's claim.
+        // 5. Commit or release every sent finding's claim, in one store call (one request per
+        //    batch on DynamoDB, instead of one per finding).
+        let mut finishes: Vec<(VersionKey, Finish)> = Vec::new();
         for (i, range) in ranges {
-            let f = &findings[i];
-            let key = version_key(f);
             let results = report.outcomes.get(range.clone()).unwrap_or(&[]);
-            let outcome = if results.len() != range.len() {
-                Outcome::Failed {
-                    retryable: true,
-                    reason: format!(
-                        "sink reported {} outcomes for {} events",
-                        results.len(),
-                        range.len()
-                    ),
-                }
-            } else if results.iter().all(EventOutcome::is_sent) {
-                Outcome::Forwarded {
-                    events: range.len(),
-                }
-            } else {
-                let definitive = results.iter().find_map(|o| match o {
-                    EventOutcome::Definitive { reason } => Some(reason.clone()),
-                    _ => None,
-                });
-                match definitive {
-                    Some(reason) => Outcome::Failed {
-                        retryable: false,
-                        reason,
-                    },
-                    None => Outcome::Failed {
-                        retryable: true,
-                        reason: results
-                            .iter()
-                            .find_map(|o| match o {
-                                EventOutcome::Retryable { reason } => Some(reason.clone()),
-                                _ => None,
-                            })
-                            .unwrap_or_else(|| "not delivered".to_owned()),
-                    },
-                }
-            };
-            if let Some(store) = &self.store {
-                match &outcome {
-                    Outcome::Forwarded { .. } => {
-                        let request_id = results.iter().find_map(|o| match o {
+            let outcome = event_outcome(results, range.len());
+            if self.store.is_some() {
+                let finish = match &outcome {
+                    Outcome::Forwarded { .. } => Some(Finish::Commit(Delivery {
+                        event_ids: events[range].iter().map(|e| e.id.clone()).collect(),
+                        request_id: results.iter().find_map(|o| match o {
                             EventOutcome::Sent { request_id } => request_id.clone(),
                             _ => None,
-                        });
-                        let delivery = Delivery {
-                            event_ids: events[range].iter().map(|e| e.id.clone()).collect(),
-                            request_id,
-                        };
-                        if let Err(e) = store.commit(&key, &delivery).await {
-                            // Delivered but not recorded: after the lease a retry may resend it,
-                            // with the same event ids. Losing it would be worse.
-                            tracing::warn!(finding = %f.id, version = %f.updated_at, error = %e, "delivered, but committing to the state store failed");
-                        }
-                    }
-                    Outcome::Failed { reason, .. } => {
-                        if let Err(e) = store.release(&key, reason).await {
-                            tracing::warn!(finding = %f.id, version = %f.updated_at, error = %e, "releasing the claim failed; it frees itself when the lease ends");
-                        }
-                    }
-                    Outcome::Duplicate | Outcome::Stale { .. } => {}
+                        }),
+                    })),
+                    Outcome::Failed { reason, .. } => Some(Finish::Release(reason.clone())),
+                    Outcome::Duplicate | Outcome::Stale { .. } => None,
+                };
+                if let Some(finish) = finish {
+                    finishes.push((version_key(&findings[i]), finish));
                 }
             }
             outcomes[i] = Some(outcome);
+        }
+        if let Some(store) = &self.store
+            && !finishes.is_empty()
+        {
+            let results = store.finish_many(&finishes).await;
+            for (k, (key, finish)) in finishes.iter().enumerate() {
+                let error = match results.get(k) {
+                    Some(Ok(())) => continue,
+                    Some(Err(e)) => e.to_string(),
+                    None => format!(
+                        "the state store returned {} results for {} items",
+                        results.len(),
+                        finishes.len()
+                    ),
+                };
+                match finish {
+                    // Delivered but not recorded: after the lease a retry may resend it, with
+                    // the same event ids. Losing it would be worse.
+                    Finish::Commit(_) => {
+                        tracing::warn!(finding = %key.finding_id, version = %key.version, error, "delivered, but committing to the state store failed");
+                    }
+                    Finish::Release(_) => {
+                        tracing::warn!(finding = %key.finding_id, version = %key.version, error, "releasing the claim failed; it frees itself when the lease ends");
+                    }
+                }
+            }
         }
 
         let outcomes: Vec<Outcome> = outcomes
@@ -345,6 +328,43 @@ impl Pipeline {
             summary.count(o);
         }
         BatchReport { outcomes, summary }
+    }
+}
+
+/// A finding's outcome from its events' send outcomes: forwarded when every one was accepted,
+/// else failed, definitively when any event was refused definitively.
+fn event_outcome(results: &[EventOutcome], expected: usize) -> Outcome {
+    if results.len() != expected {
+        return Outcome::Failed {
+            retryable: true,
+            reason: format!(
+                "sink reported {} outcomes for {expected} events",
+                results.len()
+            ),
+        };
+    }
+    if results.iter().all(EventOutcome::is_sent) {
+        return Outcome::Forwarded { events: expected };
+    }
+    let definitive = results.iter().find_map(|o| match o {
+        EventOutcome::Definitive { reason } => Some(reason.clone()),
+        _ => None,
+    });
+    match definitive {
+        Some(reason) => Outcome::Failed {
+            retryable: false,
+            reason,
+        },
+        None => Outcome::Failed {
+            retryable: true,
+            reason: results
+                .iter()
+                .find_map(|o| match o {
+                    EventOutcome::Retryable { reason } => Some(reason.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| "not delivered".to_owned()),
+        },
     }
 }
 

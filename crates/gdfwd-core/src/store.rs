@@ -50,6 +50,15 @@ pub struct Delivery {
     pub request_id: Option<String>,
 }
 
+/// How a claimed version ended, for [`StateStore::finish_many`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finish {
+    /// Delivered: [`StateStore::commit`].
+    Commit(Delivery),
+    /// Not delivered, for this reason: [`StateStore::release`].
+    Release(String),
+}
+
 /// Status of a finding's latest version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -220,6 +229,21 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
 
     /// Frees a claimed version at once (a retry may claim it again) and records `reason`.
     async fn release(&self, key: &VersionKey, reason: &str) -> Result<(), StoreError>;
+
+    /// Commits or releases several claimed versions: one result per input, in input order.
+    /// Backends may batch the writes (the Lambda's per-finding cost is mostly per request), but
+    /// the result must equal calling [`commit`](Self::commit) / [`release`](Self::release) one
+    /// by one in order, and one item's failure must not keep the others from being recorded.
+    async fn finish_many(&self, items: &[(VersionKey, Finish)]) -> Vec<Result<(), StoreError>> {
+        let mut out = Vec::with_capacity(items.len());
+        for (key, finish) in items {
+            out.push(match finish {
+                Finish::Commit(d) => self.commit(key, d).await,
+                Finish::Release(reason) => self.release(key, reason).await,
+            });
+        }
+        out
+    }
 
     /// The finding's record and full history; `None` when unknown or expired.
     async fn history(&self, finding_id: &str) -> Result<Option<FindingHistory>, StoreError>;

@@ -7,7 +7,8 @@ use gdfwd_core::StoreError;
 use gdfwd_model::Timestamp;
 use thiserror::Error;
 
-#[derive(Debug, Error)]
+/// `Clone`: one failed batch request is every item's error.
+#[derive(Debug, Clone, Error)]
 pub enum DynamoStoreError {
     /// A DynamoDB call failed after the SDK's retries (throttling, network, 5xx, ...).
     #[error("DynamoDB table {table}: {operation} failed: {message}")]

@@ -45,8 +45,8 @@ use aws_sdk_dynamodb::types::{
 };
 use futures::StreamExt;
 use gdfwd_core::store::{
-    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, HistoryKind, ListQuery,
-    StateStore, Status, StatusFilter, VersionKey,
+    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, Finish, HistoryKind,
+    ListQuery, StateStore, Status, StatusFilter, VersionKey,
 };
 use gdfwd_core::{Clock, StoreError};
 use gdfwd_model::Timestamp;
@@ -158,6 +158,85 @@ struct TxClaims {
     won: Vec<usize>,
     single: Vec<usize>,
     known: Vec<(usize, Item)>,
+}
+
+/// A commit or a release, borrowed, as the finish path needs it.
+#[derive(Clone, Copy)]
+enum Finishing<'a> {
+    Commit(&'a Delivery),
+    Release(&'a str),
+}
+
+impl<'a> From<&'a Finish> for Finishing<'a> {
+    fn from(f: &'a Finish) -> Self {
+        match f {
+            Finish::Commit(d) => Finishing::Commit(d),
+            Finish::Release(r) => Finishing::Release(r),
+        }
+    }
+}
+
+impl<'a> Finishing<'a> {
+    fn op(self) -> &'static str {
+        match self {
+            Finishing::Commit(_) => "commit",
+            Finishing::Release(_) => "release",
+        }
+    }
+
+    /// The release reason; `None` for a commit.
+    fn reason(self) -> Option<&'a str> {
+        match self {
+            Finishing::Commit(_) => None,
+            Finishing::Release(r) => Some(r),
+        }
+    }
+
+    fn kind(self) -> HistoryKind {
+        match self {
+            Finishing::Commit(d) => HistoryKind::Sent {
+                event_ids: d.event_ids.clone(),
+                request_id: d.request_id.clone(),
+            },
+            Finishing::Release(r) => HistoryKind::Failed {
+                reason: r.to_owned(),
+            },
+        }
+    }
+}
+
+/// What a cancelled transaction's reasons say about one of its record-plus-history pairs.
+enum TxVerdict {
+    /// Cancelled because of another item, contention or throttling: try again.
+    Retry,
+    /// The record's condition failed; the old record when it existed.
+    ConditionFailed(Option<Item>),
+    /// Anything else: the single path decides it, and reports real errors.
+    Single,
+}
+
+/// The verdict for pair `k` (items `2k`, `2k + 1`) of a cancelled transaction.
+fn tx_item_verdict(reasons: &[CancellationReason], k: usize) -> TxVerdict {
+    let code = |j: usize| reasons.get(j).and_then(|r| r.code()).unwrap_or("None");
+    match (code(2 * k), code(2 * k + 1)) {
+        (a, b)
+            if [a, b].iter().all(|c| {
+                matches!(
+                    *c,
+                    "None"
+                        | "TransactionConflict"
+                        | "ThrottlingError"
+                        | "ProvisionedThroughputExceeded"
+                )
+            }) =>
+        {
+            TxVerdict::Retry
+        }
+        (CONDITION_FAILED, _) => {
+            TxVerdict::ConditionFailed(reasons.get(2 * k).and_then(|r| r.item()).cloned())
+        }
+        _ => TxVerdict::Single,
+    }
 }
 
 type GroupResult = Result<Vec<(usize, ClaimOutcome, PendingHistory)>, DynamoStoreError>;
@@ -477,34 +556,17 @@ impl DynamoStore {
             }
             let mut retry = Vec::new();
             for (k, &i) in batch.iter().enumerate() {
-                let code = |j: usize| reasons.get(j).and_then(|r| r.code()).unwrap_or("None");
-                match (code(2 * k), code(2 * k + 1)) {
-                    // Cancelled because of another item: try again without the failed ones.
-                    ("None", "None") => retry.push(i),
-                    // Contention or throttling: try again (bounded by MAX_TX_ATTEMPTS).
-                    (a, b)
-                        if [a, b].iter().all(|c| {
-                            matches!(
-                                *c,
-                                "None"
-                                    | "TransactionConflict"
-                                    | "ThrottlingError"
-                                    | "ProvisionedThroughputExceeded"
-                            )
-                        }) =>
-                    {
-                        retry.push(i);
-                    }
+                match tx_item_verdict(&reasons, k) {
+                    TxVerdict::Retry => retry.push(i),
                     // The claim lost (or the record expired): the single path decides which,
                     // starting from the old record the reason carries (no second failed write).
-                    (CONDITION_FAILED, _) => {
+                    TxVerdict::ConditionFailed(old) => {
                         single.push(i);
-                        if let Some(old) = reasons.get(2 * k).and_then(|r| r.item()) {
-                            known.push((i, old.clone()));
+                        if let Some(old) = old {
+                            known.push((i, old));
                         }
                     }
-                    // Anything else: the single path decides it, and reports real errors.
-                    _ => single.push(i),
+                    TxVerdict::Single => single.push(i),
                 }
             }
             if retry.len() == batch.len() {
@@ -863,105 +925,122 @@ impl DynamoStore {
         }
     }
 
+    /// The record write of a commit (`reason: None`) or a release. `latest_only`: the write that
+    /// applies when `v` is the latest version (sets the status, ends the lease); otherwise the
+    /// counters-only write for an older version.
+    fn finish_write(
+        v: Timestamp,
+        now: Timestamp,
+        expires: Timestamp,
+        reason: Option<&str>,
+        latest_only: bool,
+    ) -> (Expr, String, String) {
+        let mut e = Expr::default();
+        let mut sets = Vec::new();
+        let nowv = e.v("now", item::ts(now));
+        let vv = e.v("v", item::ts(v));
+        sets.push(format!("{} = {nowv}", e.n(item::UPDATED_AT)));
+        Self::set_expiry(&mut e, &mut sets, expires);
+        let counter = match reason {
+            Some(r) => {
+                sets.push(format!(
+                    "{} = {}",
+                    e.n(item::LAST_ERROR),
+                    e.v("err", item::s(r))
+                ));
+                item::FAILURES
+            }
+            None => item::VERSIONS_SENT,
+        };
+        let mut condition = format!(
+            "attribute_exists({}) AND {} > {nowv}",
+            e.n(PK),
+            e.n(item::EXPIRES_MS)
+        );
+        let mut remove = String::new();
+        if latest_only {
+            let new_status = if reason.is_some() {
+                Status::Failed
+            } else {
+                Status::Sent
+            };
+            let st = e.n(item::STATUS);
+            sets.push(format!(
+                "{st} = {}",
+                e.v("st", item::s(new_status.as_str()))
+            ));
+            remove = format!(" REMOVE {}", e.n(item::LEASE_UNTIL));
+            condition.push_str(&format!(" AND {} = {vv}", e.n(item::LATEST)));
+            if reason.is_some() {
+                // Only a pending claim is freed: a sent version never becomes claimable.
+                condition.push_str(&format!(
+                    " AND {} = {}",
+                    e.n(item::STATUS),
+                    e.v("pending", item::s(Status::Pending.as_str()))
+                ));
+            }
+        } else if reason.is_some() {
+            condition.push_str(&format!(" AND {} >= {vv}", e.n(item::LATEST)));
+        } else {
+            condition.push_str(&format!(" AND {} > {vv}", e.n(item::LATEST)));
+        }
+        let update = format!(
+            "SET {}{remove} ADD {} {}",
+            sets.join(", "),
+            e.n(counter),
+            e.v("one", item::n(1))
+        );
+        (e, update, condition)
+    }
+
     /// `commit`/`release`: first the write that applies to the latest version, then (when the
     /// record shows an older version was meant) the counters-only write.
     async fn finish(
         &self,
         key: &VersionKey,
-        release_reason: Option<&str>,
-        delivery: Option<&Delivery>,
+        finish: Finishing<'_>,
     ) -> Result<(), DynamoStoreError> {
-        let op: &'static str = if release_reason.is_some() {
-            "release"
-        } else {
-            "commit"
-        };
         let id = key.finding_id.as_str();
-        let v = key.version;
         let now = self.clock.now();
         let expires = self.expiry(now);
-        let build = |latest_only: bool| {
-            let mut e = Expr::default();
-            let mut sets = Vec::new();
-            let nowv = e.v("now", item::ts(now));
-            let vv = e.v("v", item::ts(v));
-            sets.push(format!("{} = {nowv}", e.n(item::UPDATED_AT)));
-            Self::set_expiry(&mut e, &mut sets, expires);
-            let counter = match release_reason {
-                Some(r) => {
-                    sets.push(format!(
-                        "{} = {}",
-                        e.n(item::LAST_ERROR),
-                        e.v("err", item::s(r))
-                    ));
-                    item::FAILURES
-                }
-                None => item::VERSIONS_SENT,
-            };
-            let mut condition = format!(
-                "attribute_exists({}) AND {} > {nowv}",
-                e.n(PK),
-                e.n(item::EXPIRES_MS)
-            );
-            let mut remove = String::new();
-            if latest_only {
-                let new_status = if release_reason.is_some() {
-                    Status::Failed
-                } else {
-                    Status::Sent
-                };
-                let st = e.n(item::STATUS);
-                sets.push(format!(
-                    "{st} = {}",
-                    e.v("st", item::s(new_status.as_str()))
-                ));
-                remove = format!(" REMOVE {}", e.n(item::LEASE_UNTIL));
-                condition.push_str(&format!(" AND {} = {vv}", e.n(item::LATEST)));
-                if release_reason.is_some() {
-                    // Only a pending claim is freed: a sent version never becomes claimable.
-                    condition.push_str(&format!(
-                        " AND {} = {}",
-                        e.n(item::STATUS),
-                        e.v("pending", item::s(Status::Pending.as_str()))
-                    ));
-                }
-            } else if release_reason.is_some() {
-                condition.push_str(&format!(" AND {} >= {vv}", e.n(item::LATEST)));
-            } else {
-                condition.push_str(&format!(" AND {} > {vv}", e.n(item::LATEST)));
-            }
-            let update = format!(
-                "SET {}{remove} ADD {} {}",
-                sets.join(", "),
-                e.n(counter),
-                e.v("one", item::n(1))
-            );
-            (e, update, condition)
-        };
-        let kind = match (release_reason, delivery) {
-            (Some(r), _) => HistoryKind::Failed {
-                reason: r.to_owned(),
-            },
-            (None, d) => HistoryKind::Sent {
-                event_ids: d.map(|d| d.event_ids.clone()).unwrap_or_default(),
-                request_id: d.and_then(|d| d.request_id.clone()),
-            },
-        };
         // The common case (the version is the latest) in ONE request: the record update and its
         // history entry in one transaction. The rare cases take the separate writes below.
-        let (e, u, c) = build(true);
-        let hist = item::history_item(id, now, v, &kind, expires);
-        let (first, mut history_written) = if self.transactions {
-            match self.update_with_history(op, id, e, u, c, hist).await? {
+        let (e, u, c) = Self::finish_write(key.version, now, expires, finish.reason(), true);
+        let (first, history_written) = if self.transactions {
+            let hist = item::history_item(id, now, key.version, &finish.kind(), expires);
+            match self
+                .update_with_history(finish.op(), id, e, u, c, hist)
+                .await?
+            {
                 Some(w) => (w, true),
                 None => {
-                    let (e, u, c) = build(true);
-                    (self.update_record(op, id, e, u, c).await?, false)
+                    let (e, u, c) =
+                        Self::finish_write(key.version, now, expires, finish.reason(), true);
+                    (self.update_record(finish.op(), id, e, u, c).await?, false)
                 }
             }
         } else {
-            (self.update_record(op, id, e, u, c).await?, false)
+            (self.update_record(finish.op(), id, e, u, c).await?, false)
         };
+        self.finish_rest(key, finish, now, first, history_written)
+            .await
+    }
+
+    /// The rest of a commit/release after its latest-version write (`first`, written at `now`):
+    /// refuses a version that was never claimed, applies the counters-only write to an older
+    /// version, and writes the history entry unless it was written with the record.
+    async fn finish_rest(
+        &self,
+        key: &VersionKey,
+        finish: Finishing<'_>,
+        now: Timestamp,
+        first: Written,
+        mut history_written: bool,
+    ) -> Result<(), DynamoStoreError> {
+        let op = finish.op();
+        let id = key.finding_id.as_str();
+        let v = key.version;
+        let expires = self.expiry(now);
         let done = match first {
             Written::Ok => true,
             Written::ConditionFailed(None) => {
@@ -993,7 +1072,7 @@ impl DynamoStore {
         // A cancelled transaction wrote nothing, its history entry included.
         history_written &= done;
         if !done {
-            let (e, u, c) = build(false);
+            let (e, u, c) = Self::finish_write(v, now, expires, finish.reason(), false);
             if let Written::ConditionFailed(_) = self.update_record(op, id, e, u, c).await? {
                 return Err(self.not_claimed(
                     op,
@@ -1007,12 +1086,144 @@ impl DynamoStore {
                 id: id.to_owned(),
                 at: now,
                 version: v,
-                kind,
+                kind: finish.kind(),
                 expires,
             }])
             .await;
         }
         Ok(())
+    }
+
+    /// `finish_many` with transactions: the first commit/release of each finding goes into one
+    /// `TransactWriteItems` per [`MAX_TX_CLAIMS`] (record update and history entry each), so a
+    /// batch whose versions are all the latest is one request. Items whose condition failed (an
+    /// older version, a version never claimed) continue on the single path from the old record
+    /// their cancellation reason carries; a finding's later items in the batch (a transaction
+    /// cannot touch an item twice) and items the transaction kept failing for other reasons
+    /// take the single path afterwards, in input order. So the result equals finishing one by
+    /// one in order.
+    async fn finish_batch(
+        &self,
+        items: &[(VersionKey, Finish)],
+    ) -> Vec<Result<(), DynamoStoreError>> {
+        const OP: &str = "finish_many";
+        let mut results: Vec<Option<Result<(), DynamoStoreError>>> =
+            (0..items.len()).map(|_| None).collect();
+        let mut seen = std::collections::HashSet::new();
+        let (mut firsts, mut single) = (Vec::new(), Vec::new());
+        for (i, (key, _)) in items.iter().enumerate() {
+            if seen.insert(key.finding_id.as_str()) {
+                firsts.push(i);
+            } else {
+                single.push(i);
+            }
+        }
+        let mut failed_condition: Vec<(usize, Option<Item>, Timestamp)> = Vec::new();
+        for chunk in firsts.chunks(MAX_TX_CLAIMS) {
+            let mut pending = chunk.to_vec();
+            for attempt in 0..MAX_TX_ATTEMPTS {
+                if pending.is_empty() {
+                    break;
+                }
+                let now = self.clock.now();
+                let expires = self.expiry(now);
+                let mut tx = Vec::with_capacity(2 * pending.len());
+                for &i in &pending {
+                    let (key, finish) = &items[i];
+                    let finish = Finishing::from(finish);
+                    let id = key.finding_id.as_str();
+                    let (e, u, c) =
+                        Self::finish_write(key.version, now, expires, finish.reason(), true);
+                    let built = self.tx_update(OP, id, e, u, c).and_then(|upd| {
+                        let h = item::history_item(id, now, key.version, &finish.kind(), expires);
+                        Ok((upd, self.tx_put(OP, h)?))
+                    });
+                    match built {
+                        Ok((upd, put)) => tx.extend([upd, put]),
+                        Err(e) => {
+                            for &j in &pending {
+                                results[j] = Some(Err(e.clone()));
+                            }
+                            pending.clear();
+                            break;
+                        }
+                    }
+                }
+                if pending.is_empty() {
+                    break;
+                }
+                let reasons = match self.transact(OP, tx).await {
+                    Ok(None) => {
+                        for &i in &pending {
+                            results[i] = Some(Ok(()));
+                        }
+                        pending.clear();
+                        break;
+                    }
+                    Ok(Some(reasons)) => reasons,
+                    // The call failed after the SDK's retries: the single path would only fail
+                    // the same way, once per item.
+                    Err(e) => {
+                        for &i in &pending {
+                            results[i] = Some(Err(e.clone()));
+                        }
+                        pending.clear();
+                        break;
+                    }
+                };
+                if reasons.len() != 2 * pending.len() {
+                    // Not the documented shape: let the single path decide every item.
+                    single.append(&mut pending);
+                    break;
+                }
+                let mut retry = Vec::new();
+                for (k, &i) in pending.iter().enumerate() {
+                    match tx_item_verdict(&reasons, k) {
+                        TxVerdict::Retry => retry.push(i),
+                        TxVerdict::ConditionFailed(old) => failed_condition.push((i, old, now)),
+                        TxVerdict::Single => single.push(i),
+                    }
+                }
+                if retry.len() == pending.len() {
+                    // Nothing failed its condition, so the cancellation was contention: back off.
+                    tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
+                }
+                pending = retry;
+            }
+            single.extend(pending);
+        }
+        failed_condition.sort_by_key(|(i, _, _)| *i);
+        for (i, old, now) in failed_condition {
+            let (key, finish) = &items[i];
+            let r = self
+                .finish_rest(
+                    key,
+                    finish.into(),
+                    now,
+                    Written::ConditionFailed(old),
+                    false,
+                )
+                .await;
+            results[i] = Some(r);
+        }
+        single.sort_unstable();
+        for i in single {
+            let (key, finish) = &items[i];
+            results[i] = Some(self.finish(key, finish.into()).await);
+        }
+        results
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                r.unwrap_or_else(|| {
+                    Err(self.corrupt(
+                        OP,
+                        &items[i].0.finding_id,
+                        "no result was recorded".to_owned(),
+                    ))
+                })
+            })
+            .collect()
     }
 
     /// One finding's requests of a batch, in order.
@@ -1345,11 +1556,29 @@ impl StateStore for DynamoStore {
     }
 
     async fn commit(&self, key: &VersionKey, delivery: &Delivery) -> Result<(), StoreError> {
-        Ok(self.finish(key, None, Some(delivery)).await?)
+        Ok(self.finish(key, Finishing::Commit(delivery)).await?)
     }
 
     async fn release(&self, key: &VersionKey, reason: &str) -> Result<(), StoreError> {
-        Ok(self.finish(key, Some(reason), None).await?)
+        Ok(self.finish(key, Finishing::Release(reason)).await?)
+    }
+
+    /// One `TransactWriteItems` for a batch whose versions are all the latest (see
+    /// `finish_batch`); without transactions, or for one item, the single path.
+    async fn finish_many(&self, items: &[(VersionKey, Finish)]) -> Vec<Result<(), StoreError>> {
+        let results = if self.transactions && items.len() > 1 {
+            self.finish_batch(items).await
+        } else {
+            let mut out = Vec::with_capacity(items.len());
+            for (key, finish) in items {
+                out.push(self.finish(key, finish.into()).await);
+            }
+            out
+        };
+        results
+            .into_iter()
+            .map(|r| r.map_err(StoreError::from))
+            .collect()
     }
 
     async fn history(&self, finding_id: &str) -> Result<Option<FindingHistory>, StoreError> {

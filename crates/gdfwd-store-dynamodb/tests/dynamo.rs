@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gdfwd_core::store::{ClaimOutcome, ClaimRequest, StateStore, VersionKey};
+use gdfwd_core::store::{ClaimOutcome, ClaimRequest, Finish, StateStore, VersionKey};
 use gdfwd_core::{ManualClock, StoreError};
 use gdfwd_model::{FindingMeta, Timestamp};
 use gdfwd_store_dynamodb::{
@@ -278,6 +278,42 @@ async fn requests_per_claim() {
     let b2 = store.history("b2").await.expect("history").expect("record");
     assert_eq!(b2.record.stale, 1, "{b2:?}");
     assert_eq!(b2.entries.len(), 2, "claimed, stale: {b2:?}");
+
+    // Finishing a batch whose versions are all the latest: ONE transaction for the commits and
+    // the release, record updates with their history entries.
+    proxy.reset_counts();
+    let sent = Finish::Commit(Default::default());
+    let finishes: Vec<(VersionKey, Finish)> = (4..9)
+        .map(|i| (batch[i].key.clone(), sent.clone()))
+        .chain([(batch[9].key.clone(), Finish::Release("503".into()))])
+        .collect();
+    let results = store.finish_many(&finishes).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(proxy.total(), 1, "{:?}", proxy.counts());
+    assert_eq!(proxy.count("TransactWriteItems"), 1);
+    let b8 = store.history("b8").await.expect("history").expect("record");
+    assert_eq!(
+        (b8.record.versions_sent, b8.entries.len()),
+        (1, 2),
+        "{b8:?}"
+    );
+    let b9 = store.history("b9").await.expect("history").expect("record");
+    assert_eq!((b9.record.failures, b9.entries.len()), (1, 2), "{b9:?}");
+
+    // One superseded version in the batch: the transaction is cancelled by it and re-run
+    // without it; it gets its counters-only update and its history entry separately.
+    proxy.reset_counts();
+    let finishes = vec![
+        (req("b1", 1).key, sent.clone()), // committed again: still the latest
+        (req("b3", 1).key, sent.clone()), // b3's latest is version 2
+        (req("c2", 1).key, sent.clone()),
+    ];
+    let results = store.finish_many(&finishes).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(proxy.count("TransactWriteItems"), 2, "{:?}", proxy.counts());
+    assert_eq!(proxy.count("UpdateItem"), 1, "{:?}", proxy.counts());
+    assert_eq!(proxy.count("PutItem"), 1, "{:?}", proxy.counts());
+    assert_eq!(proxy.total(), 4, "{:?}", proxy.counts());
 }
 
 #[tokio::test]
