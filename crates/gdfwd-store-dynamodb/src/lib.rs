@@ -66,13 +66,20 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 /// First retry backoff; the SDK doubles it per attempt, with jitter.
 pub const DEFAULT_INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+/// Bound of one DynamoDB call attempt (a timed-out attempt is retried like a 5xx). DynamoDB
+/// answers in milliseconds; moto, in tests, takes seconds for big transactions.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many findings of one `claim_many` are claimed concurrently.
 const CLAIM_CONCURRENCY: usize = 16;
 /// How often a claim re-runs when a concurrent writer changed the record under it.
 const MAX_CLAIM_LOOPS: usize = 5;
 
 /// A DynamoDB client for the store: `sdk`'s settings with standard retries
-/// ([`DEFAULT_MAX_ATTEMPTS`], [`DEFAULT_INITIAL_BACKOFF`]) for throttling and transient errors.
+/// ([`DEFAULT_MAX_ATTEMPTS`], [`DEFAULT_INITIAL_BACKOFF`]) for throttling and transient errors,
+/// and each attempt bounded by [`ATTEMPT_TIMEOUT`] instead of the SDK's stalled-stream
+/// protection: that guard re-checks the throughput of every response body every 100 ms, which
+/// costs CPU all the time a call waits (docs/performance.md), and for DynamoDB's small
+/// responses a plain timeout says the same.
 pub fn client(sdk: &aws_config::SdkConfig) -> Client {
     client_with_retries(sdk, DEFAULT_MAX_ATTEMPTS, DEFAULT_INITIAL_BACKOFF)
 }
@@ -87,8 +94,21 @@ pub fn client_with_retries(
         .with_max_attempts(max_attempts.max(1))
         .with_initial_backoff(initial_backoff)
         .with_max_backoff(Duration::from_secs(5));
+    // Keeps the connect timeout and anything else `sdk` sets.
+    let timeouts = sdk
+        .timeout_config()
+        .map_or_else(
+            aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder,
+            |t| t.to_builder(),
+        )
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .build();
     let conf = aws_sdk_dynamodb::config::Builder::from(sdk)
         .retry_config(retry)
+        .timeout_config(timeouts)
+        .stalled_stream_protection(
+            aws_sdk_dynamodb::config::StalledStreamProtectionConfig::disabled(),
+        )
         .build();
     Client::from_conf(conf)
 }
