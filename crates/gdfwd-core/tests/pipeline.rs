@@ -11,8 +11,8 @@ use gdfwd_core::enrich::{AccountResolver, EnrichStats};
 use gdfwd_core::pipeline::{Outcome, Pipeline};
 use gdfwd_core::sink::{EventOutcome, OutEvent, SendReport, SendStats, Sink};
 use gdfwd_core::store::{
-    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, ListQuery, StateStore,
-    VersionKey,
+    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, Finish, ListQuery,
+    StateStore, VersionKey,
 };
 use gdfwd_model::{Enrichment, Finding, Format, Item, Timestamp, parse_document};
 
@@ -25,6 +25,10 @@ struct MemStore {
     committed: Mutex<Vec<(VersionKey, Delivery)>>,
     released: Mutex<Vec<(VersionKey, String)>>,
     fail_claims: bool,
+    /// `finish_many` calls, and how many items each had.
+    finish_calls: Mutex<Vec<usize>>,
+    /// Commits of this finding fail (after Dynatrace accepted it).
+    fail_commit_of: Option<String>,
 }
 
 #[async_trait]
@@ -56,6 +60,13 @@ impl StateStore for MemStore {
         }
     }
     async fn commit(&self, key: &VersionKey, d: &Delivery) -> Result<(), StoreError> {
+        if self.fail_commit_of.as_ref() == Some(&key.finding_id) {
+            return Err(StoreError::Unavailable {
+                backend: "memory".into(),
+                operation: "commit",
+                source: "injected outage".into(),
+            });
+        }
         self.items
             .lock()
             .expect("lock")
@@ -76,6 +87,17 @@ impl StateStore for MemStore {
             .expect("lock")
             .push((key.clone(), reason.to_owned()));
         Ok(())
+    }
+    async fn finish_many(&self, items: &[(VersionKey, Finish)]) -> Vec<Result<(), StoreError>> {
+        self.finish_calls.lock().expect("lock").push(items.len());
+        let mut out = Vec::new();
+        for (key, finish) in items {
+            out.push(match finish {
+                Finish::Commit(d) => self.commit(key, d).await,
+                Finish::Release(r) => self.release(key, r).await,
+            });
+        }
+        out
     }
     async fn history(&self, _: &str) -> Result<Option<FindingHistory>, StoreError> {
         Ok(None)
@@ -289,6 +311,70 @@ async fn one_definitive_event_fails_the_whole_version_without_commit() {
     assert_eq!(released.len(), 1);
     assert_eq!(released[0].1, "HTTP 413 for one event");
     assert!(store.committed.lock().expect("lock").is_empty());
+}
+
+/// The batch's commits and releases reach the store in ONE call (one DynamoDB request), only for
+/// the versions that were sent; a commit that fails after delivery leaves the outcome Forwarded
+/// (the events were accepted) and does not keep the others from being recorded.
+#[tokio::test]
+async fn a_batch_is_committed_and_released_in_one_store_call() {
+    let store = Arc::new(MemStore {
+        fail_commit_of: Some("f3".into()),
+        ..MemStore::default()
+    });
+    let sink = Arc::new(FakeSink::default());
+    sink.script.lock().expect("lock").push(Box::new(|i| {
+        if i == 1 {
+            EventOutcome::Retryable {
+                reason: "HTTP 503".into(),
+            }
+        } else {
+            EventOutcome::Sent { request_id: None }
+        }
+    }));
+    let p = pipeline(store.clone(), sink.clone());
+    let batch = findings(&format!(
+        "{}\n{}\n{}\n{}",
+        finding("f1", "1", "2025-01-01T00:00:01Z"),
+        finding("f2", "1", "2025-01-01T00:00:01Z"),
+        finding("f3", "1", "2025-01-01T00:00:01Z"),
+        finding("f1", "1", "2025-01-01T00:00:01Z"), // duplicate: not finished again
+    ));
+    let r = p.process(&batch, None).await;
+    assert_eq!(
+        r.outcomes,
+        vec![
+            Outcome::Forwarded { events: 1 },
+            Outcome::Failed {
+                retryable: true,
+                reason: "HTTP 503".into()
+            },
+            Outcome::Forwarded { events: 1 },
+            Outcome::Duplicate,
+        ]
+    );
+    assert_eq!(*store.finish_calls.lock().expect("lock"), vec![3]);
+    let committed: Vec<String> = store
+        .committed
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(k, _)| k.finding_id.clone())
+        .collect();
+    assert_eq!(committed, vec!["f1"], "f3's commit failed after delivery");
+    let released = store.released.lock().expect("lock").clone();
+    assert_eq!(released.len(), 1);
+    assert_eq!(
+        (released[0].0.finding_id.as_str(), released[0].1.as_str()),
+        ("f2", "HTTP 503")
+    );
+
+    // Nothing sent, nothing to finish: no store call.
+    let again = p
+        .process(&findings(&finding("f1", "1", "2025-01-01T00:00:01Z")), None)
+        .await;
+    assert_eq!(again.outcomes, vec![Outcome::Duplicate]);
+    assert_eq!(store.finish_calls.lock().expect("lock").len(), 1);
 }
 
 #[tokio::test]
