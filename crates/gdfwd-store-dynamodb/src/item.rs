@@ -42,12 +42,29 @@ pub(crate) const STALE: &str = "stale";
 pub(crate) const FAILURES: &str = "failures";
 pub(crate) const LAST_ERROR: &str = "last_error";
 pub(crate) const EXPIRES_MS: &str = "expires_at_ms";
+/// A random token each winning claim write sets: a claim whose write was applied but whose
+/// answer was lost (timeout, 5xx) and whose retry then failed its condition recognises its own
+/// lease by it, instead of calling its own claim a duplicate and never sending the finding.
+pub(crate) const CLAIM_TOKEN: &str = "claim_token";
 // History attributes.
 pub(crate) const AT: &str = "at";
 pub(crate) const VERSION: &str = "version";
 pub(crate) const KIND: &str = "kind";
 // KV attribute.
 pub(crate) const VALUE: &str = "v";
+
+/// A fresh [`CLAIM_TOKEN`] value.
+pub(crate) fn claim_token() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// Whether `old` is the pending claim of version `v` that one of `tokens` wrote.
+pub(crate) fn is_own_claim(old: &Item, v: Timestamp, tokens: &[String]) -> bool {
+    let pending = matches!(get_s(old, STATUS), Ok(s) if s == Status::Pending.as_str());
+    let same_version = get_ts(old, LATEST).is_ok_and(|l| l == v);
+    let ours = get_s(old, CLAIM_TOKEN).is_ok_and(|t| tokens.iter().any(|k| k == t));
+    pending && same_version && ours
+}
 
 pub(crate) fn finding_pk(id: &str) -> String {
     format!("F#{id}")

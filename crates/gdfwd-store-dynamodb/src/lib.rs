@@ -177,7 +177,8 @@ struct PendingHistory {
 struct TxClaims {
     won: Vec<usize>,
     single: Vec<usize>,
-    known: Vec<(usize, Item)>,
+    /// With the claim token the cancelled write carried.
+    known: Vec<(usize, (Item, String))>,
 }
 
 /// A commit or a release, borrowed, as the finish path needs it.
@@ -542,8 +543,7 @@ impl DynamoStore {
             }
         }
         let mut pending: Vec<usize> = idxs.to_vec();
-        let mut single = Vec::new();
-        let mut known = Vec::new();
+        let (mut won, mut single, mut known) = (Vec::new(), Vec::new(), Vec::new());
         for attempt in 0..MAX_TX_ATTEMPTS {
             if pending.is_empty() {
                 break;
@@ -555,41 +555,52 @@ impl DynamoStore {
             for &i in &pending {
                 let Some(r) = reqs.get(i) else { continue };
                 let id = r.key.finding_id.as_str();
-                let (e, u, c) = Self::claim_write(r, now, lease_ms, expires);
+                let token = item::claim_token();
+                let (e, u, c) = Self::claim_write(r, now, lease_ms, expires, &token);
                 items.push(self.tx_update(OP, id, e, u, c)?);
                 let h = item::history_item(id, now, r.key.version, &HistoryKind::Claimed, expires);
                 items.push(self.tx_put(OP, h)?);
-                batch.push(i);
+                batch.push((i, token));
             }
+            let attempted = batch.len();
             let Some(reasons) = self.transact(OP, items).await? else {
-                return Ok(TxClaims {
-                    won: batch,
-                    single,
-                    known,
-                });
+                won.extend(batch.into_iter().map(|(i, _)| i));
+                return Ok(TxClaims { won, single, known });
             };
             if reasons.len() != 2 * batch.len() {
                 // Not the documented shape: let the single path decide every claim.
-                single.extend(batch);
+                single.extend(batch.into_iter().map(|(i, _)| i));
                 pending = Vec::new();
                 break;
             }
             let mut retry = Vec::new();
-            for (k, &i) in batch.iter().enumerate() {
+            for (k, (i, token)) in batch.into_iter().enumerate() {
                 match tx_item_verdict(&reasons, k) {
                     TxVerdict::Retry => retry.push(i),
+                    // Our own claim: an attempt was applied but its answer lost, and the SDK's
+                    // retry (where DynamoDB did not treat it as the same transaction) failed
+                    // its conditions against it. The claim and its history entry are written.
+                    TxVerdict::ConditionFailed(Some(old))
+                        if item::is_own_claim(
+                            &old,
+                            reqs[i].key.version,
+                            std::slice::from_ref(&token),
+                        ) =>
+                    {
+                        won.push(i);
+                    }
                     // The claim lost (or the record expired): the single path decides which,
                     // starting from the old record the reason carries (no second failed write).
                     TxVerdict::ConditionFailed(old) => {
                         single.push(i);
                         if let Some(old) = old {
-                            known.push((i, old));
+                            known.push((i, (old, token)));
                         }
                     }
                     TxVerdict::Single => single.push(i),
                 }
             }
-            if retry.len() == batch.len() {
+            if retry.len() == attempted {
                 // Nothing failed its condition, so the cancellation was contention: back off.
                 tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
             }
@@ -597,11 +608,7 @@ impl DynamoStore {
         }
         single.extend(pending);
         drop(guards);
-        Ok(TxClaims {
-            won: Vec::new(),
-            single,
-            known,
-        })
+        Ok(TxClaims { won, single, known })
     }
 
     /// Writes history entries; a failure is logged, not returned: the decision they record is
@@ -676,11 +683,17 @@ impl DynamoStore {
         now: Timestamp,
         lease_ms: i64,
         expires: Timestamp,
+        token: &str,
     ) -> (Expr, String, String) {
         let id = req.key.finding_id.as_str();
         let v = req.key.version;
         let mut e = Expr::default();
         let mut sets = Vec::new();
+        sets.push(format!(
+            "{} = {}",
+            e.n(item::CLAIM_TOKEN),
+            e.v("tok", item::s(token))
+        ));
         let mut removes = Vec::new();
         let m = &req.meta;
         sets.push(format!(
@@ -775,18 +788,22 @@ impl DynamoStore {
 
     /// Decides one claim (the record writes), returning the outcome and the history entry to write.
     /// `known_old`: the record as a batch transaction found it when this claim's condition
-    /// failed; the first round then starts from it instead of repeating the failed write.
+    /// failed, with the claim token that write carried; the first round then starts from it
+    /// instead of repeating the failed write.
     async fn decide_claim(
         &self,
         req: &ClaimRequest,
         lease: Duration,
-        mut known_old: Option<Item>,
+        mut known_old: Option<(Item, String)>,
     ) -> Result<(ClaimOutcome, PendingHistory), DynamoStoreError> {
         const OP: &str = "claim";
         let id = req.key.finding_id.as_str();
         let v = req.key.version;
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
         let _serial = self.stripe(id).lock().await;
+        // Every claim token this decision wrote (or tried to): a record holding one of them is
+        // our own claim, applied although its answer was lost.
+        let mut tokens: Vec<String> = Vec::new();
         for _ in 0..MAX_CLAIM_LOOPS {
             let now = self.clock.now();
             let expires = self.expiry(now);
@@ -798,10 +815,13 @@ impl DynamoStore {
                 expires,
             };
             // 1. The winning claim, as an upsert on an absent or live record.
-            let old = if let Some(old) = known_old.take() {
+            let old = if let Some((old, token)) = known_old.take() {
+                tokens.push(token);
                 old
             } else {
-                let (e, update, condition) = Self::claim_write(req, now, lease_ms, expires);
+                let token = item::claim_token();
+                let (e, update, condition) = Self::claim_write(req, now, lease_ms, expires, &token);
+                tokens.push(token);
                 match self.update_record(OP, id, e, update, condition).await? {
                     Written::Ok => return Ok((ClaimOutcome::New, hist(HistoryKind::Claimed))),
                     Written::ConditionFailed(Some(old)) => old,
@@ -819,12 +839,20 @@ impl DynamoStore {
             };
             // 2. Expired but not yet deleted by DynamoDB: replace it with a fresh record.
             if is_expired {
-                if self.put_fresh(req, now, lease_ms).await? {
+                let token = item::claim_token();
+                let fresh = self.put_fresh(req, now, lease_ms, &token).await;
+                tokens.push(token);
+                if fresh? {
                     return Ok((ClaimOutcome::New, hist(HistoryKind::Claimed)));
                 }
                 continue;
             }
-            // 3. The claim lost: the old record says why.
+            // 3. Our own claim, applied by an attempt whose answer was lost (a timeout or a 5xx
+            //    after the write) and refused to the SDK's retry: we hold the lease.
+            if item::is_own_claim(&old, v, &tokens) {
+                return Ok((ClaimOutcome::New, hist(HistoryKind::Claimed)));
+            }
+            // 4. The claim lost: the old record says why.
             let (outcome, counter) = if latest > v {
                 (ClaimOutcome::Stale { newest: latest }, item::STALE)
             } else if latest == v {
@@ -881,12 +909,14 @@ impl DynamoStore {
         req: &ClaimRequest,
         now: Timestamp,
         lease_ms: i64,
+        token: &str,
     ) -> Result<bool, DynamoStoreError> {
         const OP: &str = "claim";
         let id = req.key.finding_id.as_str();
         let m = &req.meta;
         let expires = self.expiry(now);
         let mut it: Item = HashMap::from([
+            (item::CLAIM_TOKEN.to_owned(), item::s(token)),
             (PK.to_owned(), item::s(item::finding_pk(id))),
             (SK.to_owned(), item::s(item::RECORD_SK)),
             (item::FINDING_ID.to_owned(), item::s(id)),
@@ -1252,7 +1282,7 @@ impl DynamoStore {
         reqs: &[ClaimRequest],
         idxs: Vec<usize>,
         lease: Duration,
-        known: &HashMap<usize, Item>,
+        known: &HashMap<usize, (Item, String)>,
     ) -> GroupResult {
         let mut done = Vec::with_capacity(idxs.len());
         for i in idxs {

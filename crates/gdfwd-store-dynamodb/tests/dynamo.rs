@@ -185,6 +185,70 @@ async fn five_hundreds_are_retried() {
         .expect("kv_put");
 }
 
+/// A claim whose write DynamoDB applied but whose answer was lost (here a 500 after the write;
+/// in AWS also an attempt timeout) is retried by the SDK; the retry fails its condition against
+/// the claim it made itself. The claim token tells it apart from someone else's claim: New, not
+/// Duplicate, or the finding would never be sent. Single and transactional paths.
+#[tokio::test]
+async fn a_claim_whose_answer_was_lost_is_still_new() {
+    let proxy = FaultProxy::start_moto().await;
+    let store = store_via(&proxy, 3).await;
+    let claimed_entries = |h: &gdfwd_core::store::FindingHistory| {
+        h.entries
+            .iter()
+            .filter(|e| matches!(e.kind, gdfwd_core::store::HistoryKind::Claimed))
+            .count()
+    };
+
+    proxy.lose_next_answers(1, Fault::InternalError, Some("UpdateItem"));
+    assert_eq!(
+        store.claim(&req("a", 1), LEASE).await.expect("claim"),
+        ClaimOutcome::New,
+        "its own claim, applied before the answer was lost"
+    );
+    assert_eq!(proxy.faulted("UpdateItem"), 1, "{:?}", proxy.counts());
+    assert_eq!(
+        proxy.count("UpdateItem"),
+        2,
+        "the write and the SDK's retry"
+    );
+    assert_eq!(
+        store.claim(&req("a", 1), LEASE).await.expect("claim"),
+        ClaimOutcome::Duplicate,
+        "anyone else's claim of the same version is still a duplicate"
+    );
+    let h = store.history("a").await.expect("history").expect("record");
+    assert_eq!(claimed_entries(&h), 1, "{h:?}");
+    assert_eq!(h.record.duplicates, 1, "{h:?}");
+
+    proxy.reset_counts();
+    proxy.lose_next_answers(1, Fault::InternalError, Some("TransactWriteItems"));
+    let batch: Vec<_> = (0..3).map(|i| req(&format!("t{i}"), 1)).collect();
+    assert_eq!(
+        store.claim_many(&batch, LEASE).await.expect("claim_many"),
+        vec![ClaimOutcome::New; 3]
+    );
+    assert_eq!(
+        proxy.faulted("TransactWriteItems"),
+        1,
+        "{:?}",
+        proxy.counts()
+    );
+    for i in 0..3 {
+        let h = store
+            .history(&format!("t{i}"))
+            .await
+            .expect("history")
+            .expect("record");
+        assert_eq!(claimed_entries(&h), 1, "one claim entry: {h:?}");
+        assert_eq!(h.record.duplicates, 0, "{h:?}");
+    }
+    assert_eq!(
+        store.claim_many(&batch, LEASE).await.expect("claim_many"),
+        vec![ClaimOutcome::Duplicate; 3]
+    );
+}
+
 /// The cost model documented in docs/state-store.md, as request counts: a winning claim is one
 /// conditional UpdateItem plus one history PutItem, no read; a suppressed one adds one counter
 /// update; claim_many claims a batch in one transaction; commit is one transaction.

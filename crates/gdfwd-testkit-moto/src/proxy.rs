@@ -61,6 +61,9 @@ struct Rule {
     only: Option<String>,
     /// How many more requests this rule answers; `None` = forever.
     remaining: Option<u64>,
+    /// Forward the request first (it takes effect upstream), then answer with the fault: an
+    /// answer lost after the write, as a timeout or a 5xx after commit looks to a client.
+    after_forward: bool,
 }
 
 #[derive(Debug, Default)]
@@ -147,6 +150,18 @@ impl FaultProxy {
             fault,
             only: only.map(str::to_owned),
             remaining: Some(n),
+            after_forward: false,
+        });
+    }
+
+    /// Forwards the next `n` requests whose operation contains `only` to the upstream, where
+    /// they take effect, but answers them with `fault`: the write happened, its answer was lost.
+    pub fn lose_next_answers(&self, n: u64, fault: Fault, only: Option<&str>) {
+        lock(&self.inner.rules).push(Rule {
+            fault,
+            only: only.map(str::to_owned),
+            remaining: Some(n),
+            after_forward: true,
         });
     }
 
@@ -157,6 +172,7 @@ impl FaultProxy {
             fault,
             only: only.map(str::to_owned),
             remaining: None,
+            after_forward: false,
         });
     }
 
@@ -290,15 +306,17 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             if let Some(n) = r.remaining.as_mut() {
                 *n -= 1;
             }
-            r.fault.clone()
+            (r.fault.clone(), r.after_forward)
         })
     };
-    if let Some(fault) = fault {
+    if let Some((fault, after_forward)) = &fault {
         *lock(&inner.counters)
             .faulted_by_operation
             .entry(op.clone())
             .or_default() += 1;
-        return fault_response(&fault, &parts.headers, &op);
+        if !after_forward {
+            return fault_response(fault, &parts.headers, &op);
+        }
     }
 
     let url = format!("{}{path_and_query}", inner.upstream);
@@ -328,6 +346,9 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             );
         }
     };
+    if let Some((fault, true)) = &fault {
+        return fault_response(fault, &parts.headers, &op);
+    }
     let mut out = Response::new(Body::from(bytes));
     *out.status_mut() = status;
     for (name, value) in &headers {
