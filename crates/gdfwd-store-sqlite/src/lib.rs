@@ -27,8 +27,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use gdfwd_core::store::{
-    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, ListQuery, StateStore,
-    VersionKey,
+    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, Finish, ListQuery,
+    StateStore, VersionKey,
 };
 use gdfwd_core::{Clock, StoreError};
 use gdfwd_model::Timestamp;
@@ -347,6 +347,65 @@ impl StateStore for SqliteStore {
             })
         })
         .await
+    }
+
+    /// One transaction for the batch (one lock, one WAL commit, as `claim_many`); each item in
+    /// a savepoint, so an item that fails (a version never claimed) is rolled back alone and the
+    /// others are still recorded.
+    async fn finish_many(&self, items: &[(VersionKey, Finish)]) -> Vec<Result<(), StoreError>> {
+        const OP: &str = "finish_many";
+        if items.is_empty() {
+            return Vec::new();
+        }
+        let owned = items.to_vec();
+        let n = owned.len();
+        let done = self
+            .run(OP, move |inner, conn| {
+                inner.write(conn, OP, |tx, now| {
+                    let mut out = Vec::with_capacity(owned.len());
+                    for (key, finish) in &owned {
+                        tx.execute_batch("SAVEPOINT finish_item")
+                            .map_err(|e| inner.sql_err(OP, e))?;
+                        let r = match finish {
+                            Finish::Commit(d) => ops::commit(inner, tx, now, key, d),
+                            Finish::Release(reason) => ops::release(inner, tx, now, key, reason),
+                        };
+                        let end = if r.is_ok() {
+                            "RELEASE finish_item"
+                        } else {
+                            "ROLLBACK TO finish_item; RELEASE finish_item"
+                        };
+                        tx.execute_batch(end).map_err(|e| inner.sql_err(OP, e))?;
+                        let op = if matches!(finish, Finish::Commit(_)) {
+                            "commit"
+                        } else {
+                            "release"
+                        };
+                        out.push(r.map_err(|e| (e, op)));
+                    }
+                    Ok(out)
+                })
+            })
+            .await;
+        match done {
+            Ok(results) => results
+                .into_iter()
+                .map(|r| r.map_err(|(e, op)| e.into_store_error(self.describe(), op)))
+                .collect(),
+            // The batch's transaction failed as a whole (lock, disk): nothing was recorded.
+            Err(e) => {
+                let message = e.to_string();
+                (0..n)
+                    .map(|_| {
+                        Err(StoreError::Unavailable {
+                            backend: self.describe(),
+                            operation: OP,
+                            source: message.clone().into(),
+                        })
+                    })
+                    .collect()
+            }
+        }
     }
 
     async fn history(&self, finding_id: &str) -> Result<Option<FindingHistory>, StoreError> {
