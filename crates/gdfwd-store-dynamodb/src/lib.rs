@@ -181,6 +181,16 @@ struct TxClaims {
     known: Vec<(usize, (Item, String))>,
 }
 
+/// What [`DynamoStore::transact_batch`] did with each index, with the tag its build returned.
+struct TxRun<T> {
+    /// Written by the (last, successful) transaction.
+    applied: Vec<(usize, T)>,
+    /// The record's condition failed: the old record when it existed, and the attempt's "now".
+    condition_failed: Vec<(usize, T, Option<Item>, Timestamp)>,
+    /// Left to the single path: cancelled for other reasons, or an unexpected answer shape.
+    single: Vec<usize>,
+}
+
 /// A commit or a release, borrowed, as the finish path needs it.
 #[derive(Clone, Copy)]
 enum Finishing<'a> {
@@ -542,8 +552,70 @@ impl DynamoStore {
                 guards.push(m.lock().await);
             }
         }
+        let run = self
+            .transact_batch(OP, idxs, |i, now, expires| {
+                let r = &reqs[i];
+                let id = r.key.finding_id.as_str();
+                let token = item::claim_token();
+                let (e, u, c) = Self::claim_write(r, now, lease_ms, expires, &token);
+                let h = item::history_item(id, now, r.key.version, &HistoryKind::Claimed, expires);
+                Ok((self.tx_update(OP, id, e, u, c)?, self.tx_put(OP, h)?, token))
+            })
+            .await?;
+        drop(guards);
+        let mut claims = TxClaims {
+            won: run.applied.into_iter().map(|(i, _)| i).collect(),
+            single: run.single,
+            known: Vec::new(),
+        };
+        for (i, token, old, _) in run.condition_failed {
+            match old {
+                // Our own claim: an attempt was applied but its answer lost, and the SDK's
+                // retry (where DynamoDB did not treat it as the same transaction) failed its
+                // conditions against it. The claim and its history entry are written.
+                Some(old)
+                    if item::is_own_claim(
+                        &old,
+                        reqs[i].key.version,
+                        std::slice::from_ref(&token),
+                    ) =>
+                {
+                    claims.won.push(i);
+                }
+                // The claim lost (or the record expired): the single path decides which,
+                // starting from the old record the reason carries (no second failed write).
+                Some(old) => {
+                    claims.single.push(i);
+                    claims.known.push((i, (old, token)));
+                }
+                None => claims.single.push(i),
+            }
+        }
+        Ok(claims)
+    }
+
+    /// Writes the records `idxs` stand for with `TransactWriteItems`, each as the record update
+    /// and history entry `build(i, now, expires)` returns (with a tag kept for the caller, e.g.
+    /// the claim token). A transaction is all or nothing: when DynamoDB cancels it, the items
+    /// whose condition failed leave it, and the rest are re-run without them (at most
+    /// [`MAX_TX_ATTEMPTS`] times, backing off when the cancellation was contention alone).
+    /// Errors of the call itself, after the SDK's retries, are returned.
+    async fn transact_batch<T>(
+        &self,
+        operation: &'static str,
+        idxs: &[usize],
+        build: impl Fn(
+            usize,
+            Timestamp,
+            Timestamp,
+        ) -> Result<(TransactWriteItem, TransactWriteItem, T), DynamoStoreError>,
+    ) -> Result<TxRun<T>, DynamoStoreError> {
+        let mut run = TxRun {
+            applied: Vec::new(),
+            condition_failed: Vec::new(),
+            single: Vec::new(),
+        };
         let mut pending: Vec<usize> = idxs.to_vec();
-        let (mut won, mut single, mut known) = (Vec::new(), Vec::new(), Vec::new());
         for attempt in 0..MAX_TX_ATTEMPTS {
             if pending.is_empty() {
                 break;
@@ -553,51 +625,28 @@ impl DynamoStore {
             let mut items = Vec::with_capacity(2 * pending.len());
             let mut batch = Vec::with_capacity(pending.len());
             for &i in &pending {
-                let Some(r) = reqs.get(i) else { continue };
-                let id = r.key.finding_id.as_str();
-                let token = item::claim_token();
-                let (e, u, c) = Self::claim_write(r, now, lease_ms, expires, &token);
-                items.push(self.tx_update(OP, id, e, u, c)?);
-                let h = item::history_item(id, now, r.key.version, &HistoryKind::Claimed, expires);
-                items.push(self.tx_put(OP, h)?);
-                batch.push((i, token));
+                let (update, history, tag) = build(i, now, expires)?;
+                items.extend([update, history]);
+                batch.push((i, tag));
             }
-            let attempted = batch.len();
-            let Some(reasons) = self.transact(OP, items).await? else {
-                won.extend(batch.into_iter().map(|(i, _)| i));
-                return Ok(TxClaims { won, single, known });
+            let Some(reasons) = self.transact(operation, items).await? else {
+                run.applied = batch;
+                return Ok(run);
             };
             if reasons.len() != 2 * batch.len() {
-                // Not the documented shape: let the single path decide every claim.
-                single.extend(batch.into_iter().map(|(i, _)| i));
-                pending = Vec::new();
-                break;
+                // Not the documented shape: let the single path decide every item.
+                run.single.extend(batch.into_iter().map(|(i, _)| i));
+                return Ok(run);
             }
+            let attempted = batch.len();
             let mut retry = Vec::new();
-            for (k, (i, token)) in batch.into_iter().enumerate() {
+            for (k, (i, tag)) in batch.into_iter().enumerate() {
                 match tx_item_verdict(&reasons, k) {
                     TxVerdict::Retry => retry.push(i),
-                    // Our own claim: an attempt was applied but its answer lost, and the SDK's
-                    // retry (where DynamoDB did not treat it as the same transaction) failed
-                    // its conditions against it. The claim and its history entry are written.
-                    TxVerdict::ConditionFailed(Some(old))
-                        if item::is_own_claim(
-                            &old,
-                            reqs[i].key.version,
-                            std::slice::from_ref(&token),
-                        ) =>
-                    {
-                        won.push(i);
-                    }
-                    // The claim lost (or the record expired): the single path decides which,
-                    // starting from the old record the reason carries (no second failed write).
                     TxVerdict::ConditionFailed(old) => {
-                        single.push(i);
-                        if let Some(old) = old {
-                            known.push((i, (old, token)));
-                        }
+                        run.condition_failed.push((i, tag, old, now))
                     }
-                    TxVerdict::Single => single.push(i),
+                    TxVerdict::Single => run.single.push(i),
                 }
             }
             if retry.len() == attempted {
@@ -606,9 +655,8 @@ impl DynamoStore {
             }
             pending = retry;
         }
-        single.extend(pending);
-        drop(guards);
-        Ok(TxClaims { won, single, known })
+        run.single.extend(pending);
+        Ok(run)
     }
 
     /// Writes history entries; a failure is logged, not returned: the decision they record is
@@ -1170,77 +1218,37 @@ impl DynamoStore {
         }
         let mut failed_condition: Vec<(usize, Option<Item>, Timestamp)> = Vec::new();
         for chunk in firsts.chunks(MAX_TX_CLAIMS) {
-            let mut pending = chunk.to_vec();
-            for attempt in 0..MAX_TX_ATTEMPTS {
-                if pending.is_empty() {
-                    break;
-                }
-                let now = self.clock.now();
-                let expires = self.expiry(now);
-                let mut tx = Vec::with_capacity(2 * pending.len());
-                for &i in &pending {
+            let run = self
+                .transact_batch(OP, chunk, |i, now, expires| {
                     let (key, finish) = &items[i];
                     let finish = Finishing::from(finish);
                     let id = key.finding_id.as_str();
                     let (e, u, c) =
                         Self::finish_write(key.version, now, expires, finish.reason(), true);
-                    let built = self.tx_update(OP, id, e, u, c).and_then(|upd| {
-                        let h = item::history_item(id, now, key.version, &finish.kind(), expires);
-                        Ok((upd, self.tx_put(OP, h)?))
-                    });
-                    match built {
-                        Ok((upd, put)) => tx.extend([upd, put]),
-                        Err(e) => {
-                            for &j in &pending {
-                                results[j] = Some(Err(e.clone()));
-                            }
-                            pending.clear();
-                            break;
-                        }
+                    let h = item::history_item(id, now, key.version, &finish.kind(), expires);
+                    Ok((self.tx_update(OP, id, e, u, c)?, self.tx_put(OP, h)?, ()))
+                })
+                .await;
+            match run {
+                Ok(run) => {
+                    for (i, ()) in run.applied {
+                        results[i] = Some(Ok(()));
+                    }
+                    failed_condition.extend(
+                        run.condition_failed
+                            .into_iter()
+                            .map(|(i, (), old, now)| (i, old, now)),
+                    );
+                    single.extend(run.single);
+                }
+                // The call failed after the SDK's retries: the single path would only fail
+                // the same way, once per item.
+                Err(e) => {
+                    for &i in chunk {
+                        results[i] = Some(Err(e.clone()));
                     }
                 }
-                if pending.is_empty() {
-                    break;
-                }
-                let reasons = match self.transact(OP, tx).await {
-                    Ok(None) => {
-                        for &i in &pending {
-                            results[i] = Some(Ok(()));
-                        }
-                        pending.clear();
-                        break;
-                    }
-                    Ok(Some(reasons)) => reasons,
-                    // The call failed after the SDK's retries: the single path would only fail
-                    // the same way, once per item.
-                    Err(e) => {
-                        for &i in &pending {
-                            results[i] = Some(Err(e.clone()));
-                        }
-                        pending.clear();
-                        break;
-                    }
-                };
-                if reasons.len() != 2 * pending.len() {
-                    // Not the documented shape: let the single path decide every item.
-                    single.append(&mut pending);
-                    break;
-                }
-                let mut retry = Vec::new();
-                for (k, &i) in pending.iter().enumerate() {
-                    match tx_item_verdict(&reasons, k) {
-                        TxVerdict::Retry => retry.push(i),
-                        TxVerdict::ConditionFailed(old) => failed_condition.push((i, old, now)),
-                        TxVerdict::Single => single.push(i),
-                    }
-                }
-                if retry.len() == pending.len() {
-                    // Nothing failed its condition, so the cancellation was contention: back off.
-                    tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
-                }
-                pending = retry;
             }
-            single.extend(pending);
         }
         failed_condition.sort_by_key(|(i, _, _)| *i);
         for (i, old, now) in failed_condition {
