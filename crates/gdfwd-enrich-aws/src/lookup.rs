@@ -17,8 +17,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_config::retry::RetryConfig;
-use aws_smithy_types::error::display::DisplayErrorContext;
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use gdfwd_aws_error::describe;
 use gdfwd_core::enrich::{AccountInfo, AccountLookup};
 use gdfwd_core::error::LookupError;
 use tokio::sync::OnceCell;
@@ -115,19 +114,6 @@ impl std::fmt::Debug for AwsAccountLookup {
             .field("partition", &self.partition)
             .field("own_account", &self.own_account.get())
             .finish_non_exhaustive()
-    }
-}
-
-/// Code and message of an AWS error, or the whole error chain when AWS did not answer (timeout,
-/// connection refused).
-fn describe<E>(e: &E) -> String
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    match (e.code(), e.message()) {
-        (Some(code), Some(msg)) => format!("{code}: {msg}"),
-        (Some(code), None) => code.to_owned(),
-        _ => DisplayErrorContext(e).to_string(),
     }
 }
 

@@ -9,13 +9,14 @@ use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use gdfwd_core::SystemClock;
 use gdfwd_core::sink::Sink;
 use gdfwd_core::store::StateStore;
 use gdfwd_enrich_aws::{EnrichConfig, build_resolver};
 use gdfwd_lambda::{Config, Handler, init_logging, report_init_error, serve};
-use gdfwd_sink_http::{HttpSink, HttpSinkConfig, build_token_source};
+use gdfwd_sink_http::{HttpSink, HttpSinkConfig, SinkHttpError, build_token_source};
 use gdfwd_store_dynamodb::DynamoStore;
 
 /// Per-finding CPU is dominated by small allocations (SDK requests, JSON): mimalloc is markedly
@@ -48,10 +49,7 @@ fn main() -> ExitCode {
         .cloned()
         .unwrap_or_else(|| "gdfwd".to_owned());
     let served = runtime.block_on(async {
-        let handler = match build(&config).await {
-            Ok(h) => h,
-            Err(message) => return Err(("Runtime.InitError", message)),
-        };
+        let handler = build(&config).await?;
         tracing::info!(config = %config.summary(), "initialised");
         Ok(serve(Arc::new(handler), function_name).await)
     });
@@ -66,21 +64,29 @@ fn main() -> ExitCode {
     }
 }
 
-/// Builds the clients and the handler. Nothing here calls AWS or Dynatrace except the resolver's
-/// one bounded `sts:GetCallerIdentity`; the token is read from Secrets Manager on first use.
-async fn build(config: &Config) -> Result<Handler, String> {
+/// Why init failed: the Runtime API's error type and the message (naming the variable).
+type InitError = (&'static str, String);
+
+/// How long init waits for each of its checks (the table, the token). A check that does not answer
+/// in time is not a verdict on the configuration: init goes on and the first invocation finds out.
+const INIT_CHECK_BUDGET: Duration = Duration::from_secs(3);
+
+/// Builds the clients and the handler, then checks what only AWS can tell: that the table exists
+/// with our key schema and that the secret holds a token (concurrently with the resolver's
+/// `sts:GetCallerIdentity`). A wrong table, secret or permission fails init naming the variable,
+/// instead of failing every invocation; the connections opened here serve the first invocation.
+async fn build(config: &Config) -> Result<Handler, InitError> {
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let clock = Arc::new(SystemClock);
 
-    let store: Arc<dyn StateStore> = Arc::new(DynamoStore::new(
+    let dynamo = Arc::new(DynamoStore::new(
         gdfwd_store_dynamodb::client(&sdk),
         config.dedup_table.clone(),
         clock.clone(),
         config.dedup_retention,
     ));
-
     let mut sink_config = HttpSinkConfig::new(&config.endpoint, true)
-        .map_err(|e| format!("{}: {e}", gdfwd_lambda::config::ENDPOINT))?;
+        .map_err(|e| init_error(gdfwd_lambda::config::ENDPOINT, e))?;
     sink_config.ca_file = config.ca_file.clone();
     sink_config.token.secret_arn = Some(config.secret_arn.clone());
     sink_config.token.secret_key_name = config.secret_key_name.clone();
@@ -90,14 +96,19 @@ async fn build(config: &Config) -> Result<Handler, String> {
         NonZeroU32::new(config.max_concurrency).unwrap_or(NonZeroU32::MIN);
     let tokens = build_token_source(&sink_config.token, Some(&sdk))
         .await
-        .map_err(|e| format!("{}: {e}", gdfwd_lambda::config::SECRET_ARN))?;
-    let sink: Arc<dyn Sink> = Arc::new(HttpSink::new(sink_config, tokens).map_err(|e| {
-        format!(
-            "building the Dynatrace client ({} / {}): {e}",
-            gdfwd_lambda::config::ENDPOINT,
-            gdfwd_lambda::config::CA_FILE
-        )
-    })?);
+        .map_err(|e| init_error(gdfwd_lambda::config::SECRET_ARN, e))?;
+    let sink: Arc<dyn Sink> = Arc::new(HttpSink::new(sink_config, Arc::clone(&tokens)).map_err(
+        |e| {
+            (
+                "Runtime.InitError",
+                format!(
+                    "building the Dynatrace client ({} / {}): {e}",
+                    gdfwd_lambda::config::ENDPOINT,
+                    gdfwd_lambda::config::CA_FILE
+                ),
+            )
+        },
+    )?);
 
     let enrich = EnrichConfig {
         enabled: config.enrich,
@@ -105,7 +116,30 @@ async fn build(config: &Config) -> Result<Handler, String> {
         external_id: config.alias_external_id.clone(),
         ..EnrichConfig::default()
     };
-    let resolver = build_resolver(&enrich, &sdk, Some(Arc::clone(&store)), clock).await;
+    let store: Arc<dyn StateStore> = dynamo.clone();
+    let (table, token, resolver) = tokio::join!(
+        tokio::time::timeout(INIT_CHECK_BUDGET, dynamo.check()),
+        tokio::time::timeout(INIT_CHECK_BUDGET, tokens.token()),
+        build_resolver(&enrich, &sdk, Some(Arc::clone(&store)), clock),
+    );
+    match table {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(init_error(gdfwd_lambda::config::DEDUP_TABLE_NAME, e)),
+        Err(_) => {
+            tracing::warn!(table = %config.dedup_table, "DescribeTable did not answer within {INIT_CHECK_BUDGET:?} at init; the table is checked by the first invocation")
+        }
+    }
+    match token {
+        Ok(Ok(_)) => {}
+        // The secret was read but holds no token under the key: the key name is what is wrong.
+        Ok(Err(e @ SinkHttpError::SecretContent { .. })) => {
+            return Err(init_error(gdfwd_lambda::config::SECRET_KEY_NAME, e));
+        }
+        Ok(Err(e)) => return Err(init_error(gdfwd_lambda::config::SECRET_ARN, e)),
+        Err(_) => tracing::warn!(
+            "Secrets Manager did not answer within {INIT_CHECK_BUDGET:?} at init; the token is read by the first invocation"
+        ),
+    }
 
     Ok(Handler::new(
         Some(store),
@@ -114,6 +148,11 @@ async fn build(config: &Config) -> Result<Handler, String> {
         config.format,
         config.dedup_lease,
     ))
+}
+
+/// A configuration error at init, its message starting with the variable to fix.
+fn init_error(var: &str, e: impl std::fmt::Display) -> InitError {
+    ("Runtime.ConfigError", format!("{var}: {e}"))
 }
 
 /// Reports an init failure: a JSON line on stderr (CloudWatch), `/init/error` to the Runtime API

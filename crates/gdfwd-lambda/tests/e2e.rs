@@ -555,7 +555,8 @@ async fn a_process_killed_mid_batch_loses_nothing_once_the_lease_has_passed() {
     );
 }
 
-async fn init_failure(env: Vec<(String, String)>, var: &str) {
+/// Runs the bootstrap to its init failure; returns the reported message.
+async fn init_failure(env: Vec<(String, String)>, var: &str) -> String {
     let api = RuntimeApi::start().await;
     let mut b = Bootstrap::spawn(&bootstrap_path(), &api, &env);
     let status = b
@@ -575,6 +576,7 @@ async fn init_failure(env: Vec<(String, String)>, var: &str) {
         b.stderr_lines()
     );
     assert!(api.next_polls().is_empty(), "never served");
+    message.to_owned()
 }
 
 fn base_env() -> Vec<(String, String)> {
@@ -607,4 +609,48 @@ async fn missing_or_bad_configuration_fails_init_naming_the_variable() {
     let mut env = base_env();
     env.push(("GDFWD_CA_FILE".into(), "/nonexistent/ca.pem".into()));
     init_failure(env, "GDFWD_CA_FILE").await;
+}
+
+/// What only AWS can tell is checked at init too: a table that does not exist, a secret that
+/// does not exist, and a secret without the token's key each fail init naming the variable.
+#[tokio::test]
+async fn a_wrong_table_or_secret_fails_init_naming_the_variable() {
+    let w = World::new().await;
+    let missing_table = moto::unique_name("gdfwd-missing");
+    let m = init_failure(
+        w.env(&[("DEDUP_TABLE_NAME", &missing_table)]),
+        "DEDUP_TABLE_NAME",
+    )
+    .await;
+    assert!(
+        m.contains(&missing_table) && m.contains("does not exist"),
+        "{m}"
+    );
+
+    let missing_secret = format!("{}-nope", w.secret_arn);
+    let m = init_failure(
+        w.env(&[("AWS_SECRET_ARN", &missing_secret)]),
+        "AWS_SECRET_ARN",
+    )
+    .await;
+    assert!(m.contains(&missing_secret), "{m}");
+
+    let m = init_failure(
+        w.env(&[("AWS_SECRET_KEY_NAME", "NOT_THE_TOKEN_KEY")]),
+        "AWS_SECRET_KEY_NAME",
+    )
+    .await;
+    assert!(m.contains("NOT_THE_TOKEN_KEY"), "{m}");
+    assert!(
+        !m.contains(TOKEN),
+        "the token never appears in an error: {m}"
+    );
+
+    // The same world with its own table and secret serves, so the checks above failed on the
+    // one variable each changed.
+    let api = RuntimeApi::start().await;
+    let _b = Bootstrap::spawn(&bootstrap_path(), &api, &w.env(&[]));
+    api.await_first_poll(Duration::from_secs(60))
+        .await
+        .expect("a correct configuration initialises");
 }

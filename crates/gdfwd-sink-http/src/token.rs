@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use aws_sdk_secretsmanager::error::DisplayErrorContext;
 
 use crate::config::TokenConfig;
 use crate::error::SinkHttpError;
@@ -126,7 +125,7 @@ impl SecretsManagerToken {
             .await
             .map_err(|e| SinkHttpError::SecretRead {
                 arn: self.arn.clone(),
-                reason: DisplayErrorContext(&e).to_string(),
+                reason: gdfwd_aws_error::describe(&e),
             })?;
         let Some(s) = out.secret_string() else {
             return Err(SinkHttpError::SecretContent {

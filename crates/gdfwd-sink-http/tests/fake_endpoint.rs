@@ -276,6 +276,9 @@ async fn deadline_leaves_unsent_batches_retryable() {
     let mut cfg = s.cfg.clone();
     cfg.max_batch_events = 5;
     cfg.max_in_flight = 1;
+    // Enough attempts that the deadline, not the attempt limit, ends the retries: with full
+    // jitter, 20 attempts' waits can add up to less than the 1.5 s below.
+    cfg.retry.max_attempts = 1000;
     let sink = HttpSink::new(cfg, static_token(TOKEN)).expect("sink");
     let input = events("deadline", 15, 10);
     let deadline = Instant::now() + Duration::from_millis(1500);

@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, CancellationReason, Put, PutRequest, ReturnValuesOnConditionCheckFailure,
@@ -323,10 +323,50 @@ impl DynamoStore {
         &self.table
     }
 
+    /// Checks that the table exists and has this crate's key schema (one `DescribeTable`). The
+    /// Lambda calls it at init, so a wrong `DEDUP_TABLE_NAME` or a missing permission fails the
+    /// deployment's first invocation with one clear message instead of every batch.
+    pub async fn check(&self) -> Result<(), DynamoStoreError> {
+        let out = self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map_err(|e| self.call_err("describe_table", e))?;
+        let got: Vec<(String, String)> = out
+            .table()
+            .map(|t| {
+                t.key_schema()
+                    .iter()
+                    .map(|k| {
+                        (
+                            k.attribute_name().to_owned(),
+                            k.key_type().as_str().to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let want: Vec<(String, String)> = table_definition()
+            .key_schema
+            .into_iter()
+            .map(|k| (k.attribute_name, k.key_type))
+            .collect();
+        if got == want {
+            Ok(())
+        } else {
+            Err(DynamoStoreError::Mismatch {
+                table: self.table.clone(),
+                message: format!("key schema is {got:?}, expected {want:?}"),
+            })
+        }
+    }
+
     fn call_err<E, R>(&self, operation: &'static str, e: SdkError<E, R>) -> DynamoStoreError
     where
         E: std::error::Error + aws_sdk_dynamodb::error::ProvideErrorMetadata + 'static,
-        R: std::fmt::Debug,
+        R: std::fmt::Debug + 'static,
     {
         if e.as_service_error()
             .and_then(|s| s.code())
@@ -340,7 +380,7 @@ impl DynamoStore {
         DynamoStoreError::Call {
             table: self.table.clone(),
             operation,
-            message: DisplayErrorContext(e).to_string(),
+            message: gdfwd_aws_error::describe(&e),
         }
     }
 
@@ -675,7 +715,7 @@ impl DynamoStore {
                 .send()
                 .await;
             if let Err(e) = res {
-                tracing::warn!(table = %self.table, error = %DisplayErrorContext(e), "writing a history entry failed; the audit history misses it");
+                tracing::warn!(table = %self.table, error = %gdfwd_aws_error::describe(&e), "writing a history entry failed; the audit history misses it");
             }
             return;
         }
@@ -712,7 +752,7 @@ impl DynamoStore {
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(table = %self.table, error = %DisplayErrorContext(e), "writing history entries failed; the audit history misses them");
+                        tracing::warn!(table = %self.table, error = %gdfwd_aws_error::describe(&e), "writing history entries failed; the audit history misses them");
                         pending.clear();
                     }
                 }
