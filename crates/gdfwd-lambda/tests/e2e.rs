@@ -654,3 +654,41 @@ async fn a_wrong_table_or_secret_fails_init_naming_the_variable() {
         .await
         .expect("a correct configuration initialises");
 }
+
+/// Dynatrace refuses a whole request for one invalid event (400). Only that event's message is
+/// reported, on every receive (so SQS dead-letters it); its batch-mates are delivered once.
+#[tokio::test]
+async fn an_event_dynatrace_refuses_fails_only_its_own_message() {
+    let w = World::new().await;
+    let api = RuntimeApi::start().await;
+    let _b = w.spawn(&api, &[("PAYLOAD_FORMAT", "semantic")]).await;
+    let mut seen = HashSet::new();
+    let batch: Vec<Value> = w
+        .events()
+        .into_iter()
+        .filter(|e| seen.insert(e["detail"]["id"].as_str().expect("id").to_owned()))
+        .take(10)
+        .collect();
+    let records: Vec<(String, String)> = batch
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (format!("m{i}"), e.to_string()))
+        .collect();
+    let (want, _) = expected_ids(&batch, Format::Semantic);
+    let (refused, _) = expected_ids(std::slice::from_ref(&batch[4]), Format::Semantic);
+    w.fake.refuse_events(refused.iter().cloned());
+
+    for receive in 1..=2 {
+        let r = api.invoke(&sqs_batch(&records), TIMEOUT).await;
+        assert_eq!(
+            item_failures(&r),
+            vec!["m4".to_owned()],
+            "receive {receive}"
+        );
+    }
+    let got = w.fake.event_ids();
+    assert_no_duplicates(&got);
+    let got: HashSet<String> = got.into_iter().collect();
+    assert_eq!(got, &want - &refused);
+    assert!(w.fake.counters().refused > 0);
+}

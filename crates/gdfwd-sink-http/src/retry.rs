@@ -46,10 +46,22 @@ pub enum Decision {
     Retry { wait: Duration, reason: String },
     /// Refresh the token, then retry at once.
     RefreshToken { reason: String },
-    /// Split the batch in halves and send each (413 for more than one event).
-    Split { reason: String },
+    /// Split the batch in halves and send each: 413 (too large) or 400 (refused as invalid) for
+    /// more than one event.
+    Split { reason: String, cause: SplitCause },
     /// Stop. `retryable`: a later run may succeed.
     GiveUp { retryable: bool, reason: String },
+}
+
+/// Why a batch is split, which decides when splitting stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitCause {
+    /// 413: halves get smaller until they fit; a single event that still does not fit is refused.
+    TooLarge,
+    /// 400: OpenPipeline refuses a whole request for one invalid event. Halving isolates the
+    /// refused events so the valid ones are still delivered; the sender stops halving when every
+    /// part it tried was refused, since the refusal is then not about particular events.
+    Refused,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -100,12 +112,19 @@ impl RetryPolicy {
                 return if batch.events > 1 {
                     Decision::Split {
                         reason: format!("HTTP 413 Payload Too Large for {} events", batch.events),
+                        cause: SplitCause::TooLarge,
                     }
                 } else {
                     Decision::GiveUp {
                         retryable: false,
                         reason: "HTTP 413 Payload Too Large for a single event".into(),
                     }
+                };
+            }
+            Attempt::Status { status: 400, .. } if batch.events > 1 => {
+                return Decision::Split {
+                    reason: format!("HTTP 400 Bad Request for {} events", batch.events),
+                    cause: SplitCause::Refused,
                 };
             }
             Attempt::Status {
@@ -244,7 +263,9 @@ mod tests {
     #[test]
     fn definitive_statuses() {
         for s in [400, 403, 404, 405, 501] {
-            match policy().decide(&st(s, None), batch(1, 3), NOW(), 0.5) {
+            // 400 for several events splits the batch (below); for one event it is definitive.
+            let events = if s == 400 { 1 } else { 3 };
+            match policy().decide(&st(s, None), batch(1, events), NOW(), 0.5) {
                 Decision::GiveUp {
                     retryable: false,
                     reason,
@@ -276,10 +297,32 @@ mod tests {
     }
 
     #[test]
+    fn bad_request_splits_until_one_event() {
+        assert!(matches!(
+            policy().decide(&st(400, None), batch(1, 2), NOW(), 0.5),
+            Decision::Split {
+                cause: SplitCause::Refused,
+                ..
+            }
+        ));
+        // One event alone is the invalid one: definitive, never retried.
+        assert!(matches!(
+            policy().decide(&st(400, None), batch(1, 1), NOW(), 0.5),
+            Decision::GiveUp {
+                retryable: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn payload_too_large_splits_until_one_event() {
         assert!(matches!(
             policy().decide(&st(413, None), batch(1, 2), NOW(), 0.5),
-            Decision::Split { .. }
+            Decision::Split {
+                cause: SplitCause::TooLarge,
+                ..
+            }
         ));
         assert!(matches!(
             policy().decide(&st(413, None), batch(1, 1), NOW(), 0.5),

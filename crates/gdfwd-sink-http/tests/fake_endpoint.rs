@@ -186,6 +186,62 @@ async fn a_single_event_over_the_size_limit_is_definitive_and_the_rest_is_sent()
     assert!(!got.contains_key("big00000000"));
 }
 
+/// OpenPipeline answers 400 to a whole request for one invalid event: the sender halves the batch
+/// until the refused events stand alone, so their batch-mates are still delivered.
+#[tokio::test]
+async fn a_request_refused_for_invalid_events_is_halved_until_only_those_fail() {
+    let s = setup().await;
+    let sink = HttpSink::new(s.cfg.clone(), static_token(TOKEN)).expect("sink");
+    let input = events("bad", 16, 10);
+    let refused = [input[3].id.clone(), input[12].id.clone()];
+    s.fake.refuse_events(refused.clone());
+    let report = sink.send(&input, None).await;
+    for (e, o) in input.iter().zip(&report.outcomes) {
+        if refused.contains(&e.id) {
+            assert!(
+                matches!(o, EventOutcome::Definitive { reason } if reason.contains("400")),
+                "{}: {o:?}",
+                e.id
+            );
+        } else {
+            assert!(o.is_sent(), "{}: {o:?}", e.id);
+        }
+    }
+    let got = accepted(&s.fake);
+    assert_eq!(got.len(), 14, "{got:?}");
+    assert!(
+        got.values().all(|&n| n == 1),
+        "each valid event once: {got:?}"
+    );
+    // 16 -> 8+8 -> 4+4 (of the refused halves) -> 2+2 -> 1+1: two refused paths of four levels.
+    let requests = s.fake.requests().len();
+    assert!(requests <= 1 + 2 * 2 * 4, "{requests} requests");
+    assert_eq!(report.stats.requests as usize, requests);
+}
+
+/// When every part down to quarters is refused, the refusal is about the payload, not about
+/// events: the sender stops halving instead of sending 2n - 1 requests.
+#[tokio::test]
+async fn a_batch_refused_in_every_part_stops_halving_at_quarters() {
+    let s = setup().await;
+    let sink = HttpSink::new(s.cfg.clone(), static_token(TOKEN)).expect("sink");
+    let input = events("allbad", 64, 10);
+    s.fake.refuse_events(input.iter().map(|e| e.id.clone()));
+    let report = sink.send(&input, None).await;
+    assert!(
+        report
+            .outcomes
+            .iter()
+            .all(|o| matches!(o, EventOutcome::Definitive { .. })),
+        "{:?}",
+        report.outcomes
+    );
+    assert!(accepted(&s.fake).is_empty());
+    // The whole batch, its halves, its quarters: 1 + 2 + 4.
+    assert_eq!(s.fake.requests().len(), 7);
+    assert_eq!(s.fake.counters().refused, 7);
+}
+
 /// A token source whose stored value can be rotated, counting refreshes.
 #[derive(Debug)]
 struct Rotating {

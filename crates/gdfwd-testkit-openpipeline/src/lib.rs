@@ -123,6 +123,8 @@ pub struct Counters {
     pub faults: u64,
     pub unauthorized: u64,
     pub too_large: u64,
+    /// Requests answered 400 because they held an event [`FakeOpenPipeline::refuse_events`] names.
+    pub refused: u64,
 }
 
 #[derive(Debug)]
@@ -143,6 +145,7 @@ struct State {
     counters: Counters,
     next_request_id: u64,
     record_events: bool,
+    refuse_ids: std::collections::HashSet<String>,
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -187,6 +190,7 @@ impl FakeOpenPipeline {
             counters: Counters::default(),
             next_request_id: 1,
             record_events: true,
+            refuse_ids: std::collections::HashSet::new(),
         }));
         let https_l = TcpListener::bind("127.0.0.1:0")
             .await
@@ -254,6 +258,12 @@ impl FakeOpenPipeline {
     }
 
     /// Bodies larger than this (after gzip decoding) are answered 413.
+    /// Answers 400 to every request holding an event with one of these ids (`uuid` or
+    /// `event.id`), refusing the whole request as OpenPipeline does with invalid input.
+    pub fn refuse_events(&self, ids: impl IntoIterator<Item = String>) {
+        lock(&self.state).refuse_ids.extend(ids);
+    }
+
     pub fn set_max_body_bytes(&self, max: Option<usize>) {
         lock(&self.state).max_body_bytes = max;
     }
@@ -579,6 +589,23 @@ async fn handle(
                         other => vec![other],
                     };
                     rec.events = events.len();
+                    if let Some(bad) = events
+                        .iter()
+                        .filter_map(event_id)
+                        .find(|id| s.refuse_ids.contains(id))
+                    {
+                        s.counters.refused += 1;
+                        let r = answer(
+                            400,
+                            &format!(
+                                "{{\"error\":{{\"code\":400,\"message\":\"invalid event {bad}\"}}}}"
+                            ),
+                        );
+                        rec.status = Some(400);
+                        rec.answered = Instant::now();
+                        s.requests.push(rec);
+                        return Ok(r);
+                    }
                     let keep = if s.record_events { events } else { Vec::new() };
                     for e in keep {
                         let id = event_id(&e);
