@@ -67,10 +67,9 @@ impl PipelineArgs {
     }
 
     /// How long one batch may spend sending: well short of the lease, or another run could take
-    /// its claims over while it is still sending.
+    /// its claims over while it is still sending (the pipeline enforces the same bound).
     pub fn send_budget(&self) -> Duration {
-        let lease = self.lease();
-        lease.saturating_sub(Duration::from_secs(30).min(lease / 2))
+        gdfwd_core::pipeline::lease_send_budget(self.lease())
     }
 
     /// Wires store, sink and enrichment. `dedup: false` bypasses the store (`--no-dedup`). A dry

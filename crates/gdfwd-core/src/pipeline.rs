@@ -27,6 +27,17 @@ use crate::store::{ClaimOutcome, ClaimRequest, Delivery, Finish, StateStore, Ver
 /// sender's findings are picked up again soon (must stay below the SQS visibility timeout).
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(300);
 
+/// How long a batch may spend sending under claims with `lease`: the lease less half of it, at
+/// most 30 s, which leaves time to commit or release while the claims are still ours.
+///
+/// Once a lease has ended, another sender may claim the same version and send it. A sender that
+/// kept sending (a slow endpoint, a long backoff in a CLI run without deadline) would then deliver
+/// it twice, and its release could free the other sender's claim. Stopping before the lease ends
+/// releases what was not sent, reported as retryable.
+pub fn lease_send_budget(lease: Duration) -> Duration {
+    lease.saturating_sub(Duration::from_secs(30).min(lease / 2))
+}
+
 /// What happened to one finding version.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -146,9 +157,12 @@ impl Pipeline {
     }
 
     /// Processes one batch. `deadline` bounds sending and retries; what is not sent by then is
-    /// released and reported as retryable.
+    /// released and reported as retryable. With a store, sending also stops before the claims'
+    /// lease ends (see [`lease_send_budget`]).
     pub async fn process(&self, findings: &[Finding], deadline: Option<Instant>) -> BatchReport {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; findings.len()];
+        // Taken before the claim: the store's lease starts no earlier than this.
+        let claimed_at = Instant::now();
 
         // 1. Claim. Without a store every finding is "new".
         let claims: Vec<ClaimOutcome> = match &self.store {
@@ -221,6 +235,13 @@ impl Pipeline {
         let mut summary = Summary {
             received: findings.len() as u64,
             ..Summary::default()
+        };
+        let deadline = match &self.store {
+            Some(_) => {
+                let lease_end = claimed_at + lease_send_budget(self.lease);
+                Some(deadline.map_or(lease_end, |d| d.min(lease_end)))
+            }
+            None => deadline,
         };
         let report = if events.is_empty() {
             Default::default()

@@ -120,6 +120,8 @@ type Rule = Box<dyn Fn(usize) -> EventOutcome + Send>;
 struct FakeSink {
     received: Mutex<Vec<OutEvent>>,
     script: Mutex<Vec<Rule>>,
+    /// The deadline of every `send` call.
+    deadlines: Mutex<Vec<Option<Instant>>>,
 }
 
 impl std::fmt::Debug for FakeSink {
@@ -130,7 +132,8 @@ impl std::fmt::Debug for FakeSink {
 
 #[async_trait]
 impl Sink for FakeSink {
-    async fn send(&self, events: &[OutEvent], _deadline: Option<Instant>) -> SendReport {
+    async fn send(&self, events: &[OutEvent], deadline: Option<Instant>) -> SendReport {
+        self.deadlines.lock().expect("lock").push(deadline);
         let rule = {
             let mut s = self.script.lock().expect("lock");
             if s.is_empty() {
@@ -472,4 +475,49 @@ async fn enrichment_is_resolved_once_per_account_and_lands_in_the_payload() {
         })
         .collect();
     assert_eq!(names, vec!["name-111", "name-111", "name-222"]);
+}
+
+/// Past the lease another sender may claim the same version, so sending stops before it ends:
+/// the sink's deadline is the earlier of the caller's and the lease's.
+#[tokio::test]
+async fn sending_stops_before_the_claims_lease_ends() {
+    let store = Arc::new(MemStore::default());
+    let sink = Arc::new(FakeSink::default());
+    let lease = Duration::from_secs(60);
+    let p = pipeline(store.clone(), sink.clone()).with_lease(lease);
+    let batch = findings(&finding("lease-1", "111111111111", "2025-01-02T00:00:00Z"));
+
+    let before = Instant::now();
+    p.process(&batch, None).await;
+    let after = Instant::now();
+    let got = sink.deadlines.lock().expect("lock")[0].expect("a deadline despite none given");
+    // 60 s lease: sending stops 30 s before its end.
+    assert!(
+        got >= before + Duration::from_secs(30),
+        "{:?}",
+        got - before
+    );
+    assert!(got <= after + Duration::from_secs(30), "{:?}", got - after);
+
+    // An earlier caller deadline stands.
+    let early = Instant::now() + Duration::from_secs(5);
+    let batch = findings(&finding("lease-2", "111111111111", "2025-01-02T00:00:00Z"));
+    p.process(&batch, Some(early)).await;
+    assert_eq!(sink.deadlines.lock().expect("lock")[1], Some(early));
+
+    // The budget leaves half of a short lease, 30 s of a long one.
+    use gdfwd_core::pipeline::lease_send_budget;
+    assert_eq!(
+        lease_send_budget(Duration::from_secs(2)),
+        Duration::from_secs(1)
+    );
+    assert_eq!(
+        lease_send_budget(Duration::from_secs(300)),
+        Duration::from_secs(270)
+    );
+
+    // Without a store there is no lease and no deadline of its own.
+    let no_store = Pipeline::new(None, sink.clone(), Format::Raw).with_lease(lease);
+    no_store.process(&batch, None).await;
+    assert_eq!(sink.deadlines.lock().expect("lock")[2], None);
 }

@@ -536,7 +536,9 @@ async fn a_process_killed_mid_batch_loses_nothing_once_the_lease_has_passed() {
     // SQS redelivers after the visibility timeout, which is longer than the lease.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let api2 = RuntimeApi::start().await;
-    let _second = w.spawn(&api2, &extra).await;
+    // The redelivery's own claims get the default lease: with a 2 s lease, sending stops after
+    // 1 s (half the lease), and 10 events at 2 per second take 5 s.
+    let _second = w.spawn(&api2, &[("ENRICH", "false")]).await;
     let r = api2.invoke(&sqs_batch(&records), TIMEOUT).await;
     assert_eq!(item_failures(&r), Vec::<String>::new());
     let got = w.fake.event_ids();
