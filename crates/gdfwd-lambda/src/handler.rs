@@ -81,6 +81,10 @@ pub enum HandlerError {
     /// The event can never be delivered as it is (invalid, or refused by Dynatrace).
     #[error("event rejected: {reason}")]
     Rejected { reason: String },
+    /// AWS refused the configuration (table, secret); nothing was touched. The message starts
+    /// with the variable to fix.
+    #[error("{0}")]
+    NotReady(String),
 }
 
 impl HandlerError {
@@ -89,6 +93,7 @@ impl HandlerError {
         match self {
             Self::Retryable { .. } => "gdfwd.Retryable",
             Self::Rejected { .. } => "gdfwd.Rejected",
+            Self::NotReady(_) => "Runtime.ConfigError",
         }
     }
 }

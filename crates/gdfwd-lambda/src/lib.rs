@@ -9,9 +9,11 @@
 pub mod config;
 pub mod handler;
 pub mod metrics;
+pub mod ready;
 pub mod runtime;
 
 pub use config::{Config, ConfigError};
 pub use handler::{Handled, Handler, HandlerError, Invocation, Shape, SqsBatchResponse};
 pub use metrics::InvocationMetrics;
+pub use ready::{Check, NotReady, Readiness};
 pub use runtime::{init_logging, report_init_error, serve};

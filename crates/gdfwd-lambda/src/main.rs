@@ -3,7 +3,9 @@
 //! Thin on purpose (the awslabs/aws-lambda-rust-runtime shape): read and validate the
 //! configuration, build the AWS clients, the HTTP client and the handler once, then serve. A bad
 //! configuration fails init with one clear line naming the variable, reported to the Runtime API's
-//! `/init/error` and printed on stderr, and a non-zero exit.
+//! `/init/error` and printed on stderr, and a non-zero exit. What only AWS can refuse (the table,
+//! the secret) is checked in the background from init and gates every invocation until it passes
+//! (`gdfwd_lambda::ready`), so init itself waits for no such round trip.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -15,8 +17,10 @@ use gdfwd_core::SystemClock;
 use gdfwd_core::sink::Sink;
 use gdfwd_core::store::StateStore;
 use gdfwd_enrich_aws::{EnrichConfig, build_resolver};
-use gdfwd_lambda::{Config, Handler, init_logging, report_init_error, serve};
-use gdfwd_sink_http::{HttpSink, HttpSinkConfig, SinkHttpError, build_token_source};
+use gdfwd_lambda::{
+    Check, Config, Handler, NotReady, Readiness, init_logging, report_init_error, serve,
+};
+use gdfwd_sink_http::{HttpSink, HttpSinkConfig, SinkHttpError, TokenSource, build_token_source};
 use gdfwd_store_dynamodb::DynamoStore;
 
 /// Per-finding CPU is dominated by small allocations (SDK requests, JSON): mimalloc is markedly
@@ -49,9 +53,9 @@ fn main() -> ExitCode {
         .cloned()
         .unwrap_or_else(|| "gdfwd".to_owned());
     let served = runtime.block_on(async {
-        let handler = build(&config).await?;
+        let (handler, ready) = build(&config).await?;
         tracing::info!(config = %config.summary(), "initialised");
-        Ok(serve(Arc::new(handler), function_name).await)
+        Ok(serve(Arc::new(handler), Arc::new(ready), function_name).await)
     });
     match served {
         Ok(Ok(())) => ExitCode::SUCCESS,
@@ -67,15 +71,14 @@ fn main() -> ExitCode {
 /// Why init failed: the Runtime API's error type and the message (naming the variable).
 type InitError = (&'static str, String);
 
-/// How long init waits for each of its checks (the table, the token). A check that does not answer
-/// in time is not a verdict on the configuration: init goes on and the first invocation finds out.
-const INIT_CHECK_BUDGET: Duration = Duration::from_secs(3);
+/// How long a readiness check waits for AWS. No answer is not a verdict on the configuration:
+/// the check passes with a warning, and the invocation's own calls report what is wrong.
+const CHECK_BUDGET: Duration = Duration::from_secs(3);
 
-/// Builds the clients and the handler, then checks what only AWS can tell: that the table exists
-/// with our key schema and that the secret holds a token (concurrently with the resolver's
-/// `sts:GetCallerIdentity`). A wrong table, secret or permission fails init naming the variable,
-/// instead of failing every invocation; the connections opened here serve the first invocation.
-async fn build(config: &Config) -> Result<Handler, InitError> {
+/// Builds the clients and the handler, and starts the readiness checks in the background (the
+/// table exists with our key schema; the secret holds a token: see `gdfwd_lambda::ready`). The
+/// only AWS call init waits for is the resolver's one bounded `sts:GetCallerIdentity`.
+async fn build(config: &Config) -> Result<(Handler, Readiness), InitError> {
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let clock = Arc::new(SystemClock);
 
@@ -116,38 +119,58 @@ async fn build(config: &Config) -> Result<Handler, InitError> {
         external_id: config.alias_external_id.clone(),
         ..EnrichConfig::default()
     };
-    let store: Arc<dyn StateStore> = dynamo.clone();
-    let (table, token, resolver) = tokio::join!(
-        tokio::time::timeout(INIT_CHECK_BUDGET, dynamo.check()),
-        tokio::time::timeout(INIT_CHECK_BUDGET, tokens.token()),
-        build_resolver(&enrich, &sdk, Some(Arc::clone(&store)), clock),
-    );
-    match table {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(init_error(gdfwd_lambda::config::DEDUP_TABLE_NAME, e)),
-        Err(_) => {
-            tracing::warn!(table = %config.dedup_table, "DescribeTable did not answer within {INIT_CHECK_BUDGET:?} at init; the table is checked by the first invocation")
-        }
-    }
-    match token {
-        Ok(Ok(_)) => {}
-        // The secret was read but holds no token under the key: the key name is what is wrong.
-        Ok(Err(e @ SinkHttpError::SecretContent { .. })) => {
-            return Err(init_error(gdfwd_lambda::config::SECRET_KEY_NAME, e));
-        }
-        Ok(Err(e)) => return Err(init_error(gdfwd_lambda::config::SECRET_ARN, e)),
-        Err(_) => tracing::warn!(
-            "Secrets Manager did not answer within {INIT_CHECK_BUDGET:?} at init; the token is read by the first invocation"
-        ),
-    }
+    let ready = Readiness::start(aws_checks(dynamo.clone(), Arc::clone(&tokens)));
+    let store: Arc<dyn StateStore> = dynamo;
+    let resolver = build_resolver(&enrich, &sdk, Some(Arc::clone(&store)), clock).await;
 
-    Ok(Handler::new(
+    let handler = Handler::new(
         Some(store),
         sink,
         resolver,
         config.format,
         config.dedup_lease,
-    ))
+    );
+    Ok((handler, ready))
+}
+
+/// The readiness checks: `DescribeTable` and reading the token, concurrently. A refusal names the
+/// variable to fix; no answer within [`CHECK_BUDGET`] passes with a warning.
+fn aws_checks(dynamo: Arc<DynamoStore>, tokens: Arc<dyn TokenSource>) -> Check {
+    Arc::new(move || {
+        let dynamo = Arc::clone(&dynamo);
+        let tokens = Arc::clone(&tokens);
+        Box::pin(async move {
+            let (table, token) = tokio::join!(
+                tokio::time::timeout(CHECK_BUDGET, dynamo.check()),
+                tokio::time::timeout(CHECK_BUDGET, tokens.token()),
+            );
+            match table {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(not_ready(gdfwd_lambda::config::DEDUP_TABLE_NAME, e)),
+                Err(_) => {
+                    tracing::warn!(table = %dynamo.table(), "DescribeTable did not answer within {CHECK_BUDGET:?}; not checking the table")
+                }
+            }
+            match token {
+                Ok(Ok(_)) => Ok(()),
+                // The secret was read but holds no token under the key: the key name is wrong.
+                Ok(Err(e @ SinkHttpError::SecretContent { .. })) => {
+                    Err(not_ready(gdfwd_lambda::config::SECRET_KEY_NAME, e))
+                }
+                Ok(Err(e)) => Err(not_ready(gdfwd_lambda::config::SECRET_ARN, e)),
+                Err(_) => {
+                    tracing::warn!(
+                        "Secrets Manager did not answer within {CHECK_BUDGET:?}; not checking the token"
+                    );
+                    Ok(())
+                }
+            }
+        })
+    })
+}
+
+fn not_ready(var: &str, e: impl std::fmt::Display) -> NotReady {
+    NotReady(format!("{var}: {e}"))
 }
 
 /// A configuration error at init, its message starting with the variable to fix.

@@ -13,6 +13,7 @@ use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Value, json};
 
 use crate::handler::{Handler, HandlerError, Invocation};
+use crate::ready::Readiness;
 
 /// Installs the JSON log subscriber at `level` (`RUST_LOG`, when set, takes precedence).
 pub fn init_logging(level: &str) {
@@ -33,16 +34,24 @@ pub fn init_logging(level: &str) {
 
 /// Serves invocations until the runtime stops: one [`Handler::handle`] per event, then the
 /// summary log line and the EMF line.
+/// Every invocation first waits for `ready` (see [`crate::ready`]): until AWS has accepted the
+/// configuration, invocations fail with `Runtime.ConfigError` without touching their events.
 pub async fn serve(
     handler: Arc<Handler>,
+    ready: Arc<Readiness>,
     function_name: String,
 ) -> Result<(), lambda_runtime::Error> {
     let function_name = Arc::new(function_name);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let handler = Arc::clone(&handler);
+        let ready = Arc::clone(&ready);
         let function_name = Arc::clone(&function_name);
         async move {
             let (payload, ctx) = event.into_parts();
+            if let Err(e) = ready.wait().await {
+                tracing::error!(request_id = %ctx.request_id, error = %e, "configuration refused by AWS; failing the invocation without touching its events");
+                return Err(HandlerError::NotReady(e.0));
+            }
             let inv = Invocation {
                 request_id: ctx.request_id.clone(),
                 deadline: (ctx.deadline > 0).then(|| ctx.deadline()),
@@ -62,6 +71,7 @@ fn report(h: &crate::handler::Handled, inv: &Invocation, function_name: &str) {
         Ok(_) => "ok",
         Err(HandlerError::Retryable { .. }) => "retry",
         Err(HandlerError::Rejected { .. }) => "rejected",
+        Err(HandlerError::NotReady(_)) => "not_ready",
     };
     tracing::info!(
         request_id = %inv.request_id,

@@ -613,48 +613,76 @@ async fn missing_or_bad_configuration_fails_init_naming_the_variable() {
     init_failure(env, "GDFWD_CA_FILE").await;
 }
 
-/// What only AWS can tell is checked at init too: a table that does not exist, a secret that
-/// does not exist, and a secret without the token's key each fail init naming the variable.
+/// The invocation's `Runtime.ConfigError`, or a panic naming what came instead.
+fn config_error(r: &InvocationResult) -> String {
+    match r {
+        InvocationResult::Error { body, .. } => {
+            assert_eq!(body["errorType"], "Runtime.ConfigError", "{body}");
+            body["errorMessage"]
+                .as_str()
+                .expect("errorMessage")
+                .to_owned()
+        }
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
+}
+
+/// What only AWS can refuse (a table that does not exist, a secret that does not exist, a secret
+/// without the token's key) is checked before the first event is touched, without holding up
+/// init: the invocation fails with `Runtime.ConfigError` naming the variable, nothing is sent,
+/// and once the table exists the same process forwards.
 #[tokio::test]
-async fn a_wrong_table_or_secret_fails_init_naming_the_variable() {
+async fn a_wrong_table_or_secret_fails_invocations_naming_the_variable_until_fixed() {
     let w = World::new().await;
+    let event = w.events().remove(0);
+    let records = vec![("m0".to_owned(), event.to_string())];
+
     let missing_table = moto::unique_name("gdfwd-missing");
-    let m = init_failure(
-        w.env(&[("DEDUP_TABLE_NAME", &missing_table)]),
-        "DEDUP_TABLE_NAME",
-    )
-    .await;
+    let api = RuntimeApi::start().await;
+    let _b = w
+        .spawn(&api, &[("DEDUP_TABLE_NAME", missing_table.as_str())])
+        .await;
+    for _ in 0..2 {
+        let m = config_error(&api.invoke(&sqs_batch(&records), TIMEOUT).await);
+        assert!(m.starts_with("DEDUP_TABLE_NAME: "), "{m}");
+        assert!(
+            m.contains(&missing_table) && m.contains("does not exist"),
+            "{m}"
+        );
+    }
+    assert_eq!(w.fake.counters().requests, 0, "nothing sent");
+    // Creating the table heals the running process: the check runs again and passes.
+    gdfwd_store_dynamodb::create_table(&aws_sdk_dynamodb::Client::new(&w.sdk), &missing_table)
+        .await
+        .expect("create the table");
+    let r = api.invoke(&sqs_batch(&records), TIMEOUT).await;
+    assert_eq!(item_failures(&r), Vec::<String>::new());
+    let (want, _) = expected_ids(std::slice::from_ref(&event), Format::Semantic);
+    assert_eq!(w.fake.event_ids().into_iter().collect::<HashSet<_>>(), want);
+
+    let missing_secret = format!("{}-nope", w.secret_arn);
+    let api = RuntimeApi::start().await;
+    let _b = w
+        .spawn(&api, &[("AWS_SECRET_ARN", missing_secret.as_str())])
+        .await;
+    let m = config_error(&api.invoke(&sqs_batch(&records), TIMEOUT).await);
+    assert!(m.starts_with("AWS_SECRET_ARN: "), "{m}");
     assert!(
-        m.contains(&missing_table) && m.contains("does not exist"),
+        m.contains(&missing_secret) && m.contains("ResourceNotFoundException"),
         "{m}"
     );
 
-    let missing_secret = format!("{}-nope", w.secret_arn);
-    let m = init_failure(
-        w.env(&[("AWS_SECRET_ARN", &missing_secret)]),
-        "AWS_SECRET_ARN",
-    )
-    .await;
-    assert!(m.contains(&missing_secret), "{m}");
-
-    let m = init_failure(
-        w.env(&[("AWS_SECRET_KEY_NAME", "NOT_THE_TOKEN_KEY")]),
-        "AWS_SECRET_KEY_NAME",
-    )
-    .await;
+    let api = RuntimeApi::start().await;
+    let _b = w
+        .spawn(&api, &[("AWS_SECRET_KEY_NAME", "NOT_THE_TOKEN_KEY")])
+        .await;
+    let m = config_error(&api.invoke(&sqs_batch(&records), TIMEOUT).await);
+    assert!(m.starts_with("AWS_SECRET_KEY_NAME: "), "{m}");
     assert!(m.contains("NOT_THE_TOKEN_KEY"), "{m}");
     assert!(
         !m.contains(TOKEN),
         "the token never appears in an error: {m}"
     );
-
-    // The same world with its own table and secret serves, so the checks above failed on the
-    // one variable each changed.
-    let api = RuntimeApi::start().await;
-    let _b = Bootstrap::spawn(&bootstrap_path(), &api, &w.env(&[]));
-    api.await_first_poll(Duration::from_secs(60))
-        .await
-        .expect("a correct configuration initialises");
 }
 
 /// Dynatrace refuses a whole request for one invalid event (400). Only that event's message is

@@ -1,0 +1,130 @@
+//! Readiness: the checks only AWS can answer (does the table exist with our key schema, does the
+//! secret hold a token), passed before the first event is touched.
+//!
+//! Why not at init: those are network round trips, and init (spawn to the first `/next`) is what
+//! a cold start waits for. The checks start in the background at init instead, overlapping the
+//! wait for the first event, and every invocation waits for them until they have passed once. A
+//! failure fails the invocation with `Runtime.ConfigError` and a message starting with the
+//! variable to fix, before any claim or send; SQS keeps the messages for redelivery. A failed
+//! check runs again at the next invocation, so creating the missing table or fixing the secret
+//! heals a running environment without a redeploy.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::task::JoinHandle;
+
+/// A configuration AWS refused, as one message starting with the variable to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotReady(pub String);
+
+type CheckFuture = std::pin::Pin<Box<dyn Future<Output = Result<(), NotReady>> + Send>>;
+
+/// Runs the checks once more.
+pub type Check = Arc<dyn Fn() -> CheckFuture + Send + Sync>;
+
+/// Whether the checks have passed; waits for the run started at init.
+pub struct Readiness {
+    passed: AtomicBool,
+    first: tokio::sync::Mutex<Option<JoinHandle<Result<(), NotReady>>>>,
+    check: Option<Check>,
+}
+
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readiness")
+            .field("passed", &self.passed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Readiness {
+    /// Starts `check` in the background (call it inside the runtime, at init).
+    pub fn start(check: Check) -> Self {
+        let first = tokio::spawn(check());
+        Self {
+            passed: AtomicBool::new(false),
+            first: tokio::sync::Mutex::new(Some(first)),
+            check: Some(check),
+        }
+    }
+
+    /// Nothing to check (tests, or a store without such checks).
+    pub fn ready() -> Self {
+        Self {
+            passed: AtomicBool::new(true),
+            first: tokio::sync::Mutex::new(None),
+            check: None,
+        }
+    }
+
+    /// `Ok` once the checks have passed (then at no cost); otherwise waits for the run started at
+    /// init or runs them again.
+    pub async fn wait(&self) -> Result<(), NotReady> {
+        if self.passed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut first = self.first.lock().await;
+        if self.passed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let result = match (first.take(), &self.check) {
+            (Some(run), _) => run
+                .await
+                .unwrap_or_else(|e| Err(NotReady(format!("the readiness check stopped: {e}")))),
+            (None, Some(check)) => check().await,
+            (None, None) => Ok(()),
+        };
+        if result.is_ok() {
+            self.passed.store(true, Ordering::Release);
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A check that fails `failures` times, then passes; counts its runs.
+    fn flaky(failures: usize, runs: Arc<AtomicUsize>) -> Check {
+        Arc::new(move || {
+            let n = runs.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                if n < failures {
+                    Err(NotReady(format!("DEDUP_TABLE_NAME: attempt {n} refused")))
+                } else {
+                    Ok(())
+                }
+            })
+        })
+    }
+
+    #[tokio::test]
+    async fn a_failed_check_fails_each_wait_until_it_passes_then_never_runs_again() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let r = Readiness::start(flaky(2, runs.clone()));
+        assert_eq!(
+            r.wait().await,
+            Err(NotReady("DEDUP_TABLE_NAME: attempt 0 refused".into()))
+        );
+        assert_eq!(
+            r.wait().await,
+            Err(NotReady("DEDUP_TABLE_NAME: attempt 1 refused".into()))
+        );
+        assert_eq!(r.wait().await, Ok(()));
+        assert_eq!(r.wait().await, Ok(()));
+        assert_eq!(runs.load(Ordering::SeqCst), 3, "not run again once passed");
+    }
+
+    #[tokio::test]
+    async fn the_run_started_at_init_is_the_one_waited_for() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let r = Readiness::start(flaky(0, runs.clone()));
+        assert_eq!(r.wait().await, Ok(()));
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert_eq!(Readiness::ready().wait().await, Ok(()));
+    }
+}
