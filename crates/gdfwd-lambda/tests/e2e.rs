@@ -194,6 +194,23 @@ impl World {
             .collect()
     }
 
+    /// Ten events of distinct findings, and the same as SQS records `m0`..`m9`.
+    fn ten_distinct(&self) -> (Vec<Value>, Vec<(String, String)>) {
+        let mut seen = HashSet::new();
+        let batch: Vec<Value> = self
+            .events()
+            .into_iter()
+            .filter(|e| seen.insert(e["detail"]["id"].as_str().expect("id").to_owned()))
+            .take(10)
+            .collect();
+        let records = batch
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (format!("m{i}"), e.to_string()))
+            .collect();
+        (batch, records)
+    }
+
     fn store(&self) -> DynamoStore {
         DynamoStore::new(
             aws_sdk_dynamodb::Client::new(&self.sdk),
@@ -434,18 +451,7 @@ async fn during_an_outage_item_failures_name_exactly_the_unsent_messages_and_rep
             ],
         )
         .await;
-    let events = w.events();
-    let mut seen = HashSet::new();
-    let batch: Vec<Value> = events
-        .into_iter()
-        .filter(|e| seen.insert(e["detail"]["id"].as_str().expect("id").to_owned()))
-        .take(10)
-        .collect();
-    let records: Vec<(String, String)> = batch
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (format!("m{i}"), e.to_string()))
-        .collect();
+    let (batch, records) = w.ten_distinct();
     let (want, _) = expected_ids(&batch, Format::Semantic);
 
     let id = api.enqueue(&sqs_batch(&records), Duration::from_secs(8));
@@ -512,18 +518,7 @@ async fn a_process_killed_mid_batch_loses_nothing_once_the_lease_has_passed() {
         ("ENRICH", "false"),
     ];
     let mut first = w.spawn(&api, &extra).await;
-    let mut seen = HashSet::new();
-    let batch: Vec<Value> = w
-        .events()
-        .into_iter()
-        .filter(|e| seen.insert(e["detail"]["id"].as_str().expect("id").to_owned()))
-        .take(10)
-        .collect();
-    let records: Vec<(String, String)> = batch
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (format!("m{i}"), e.to_string()))
-        .collect();
+    let (batch, records) = w.ten_distinct();
     let (want, _) = expected_ids(&batch, Format::Raw);
 
     let id = api.enqueue(&sqs_batch(&records), TIMEOUT);
@@ -692,18 +687,7 @@ async fn an_event_dynatrace_refuses_fails_only_its_own_message() {
     let w = World::new().await;
     let api = RuntimeApi::start().await;
     let _b = w.spawn(&api, &[("PAYLOAD_FORMAT", "semantic")]).await;
-    let mut seen = HashSet::new();
-    let batch: Vec<Value> = w
-        .events()
-        .into_iter()
-        .filter(|e| seen.insert(e["detail"]["id"].as_str().expect("id").to_owned()))
-        .take(10)
-        .collect();
-    let records: Vec<(String, String)> = batch
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (format!("m{i}"), e.to_string()))
-        .collect();
+    let (batch, records) = w.ten_distinct();
     let (want, _) = expected_ids(&batch, Format::Semantic);
     let (refused, _) = expected_ids(std::slice::from_ref(&batch[4]), Format::Semantic);
     w.fake.refuse_events(refused.iter().cloned());
