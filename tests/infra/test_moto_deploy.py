@@ -111,6 +111,7 @@ def test_forwarder_sqs_stack_creates_its_resources(new_account) -> None:
     assert esm["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert esm["ScalingConfig"] == {"MaximumConcurrency": 5}
     assert esm["BatchSize"] == 10
+    assert esm.get("MaximumBatchingWindowInSeconds", 0) == 0
 
     # Logs: its own group, with retention.
     [group] = acct.client("logs").describe_log_groups(logGroupNamePrefix=f"/aws/lambda/{stack}-forwarder")["logGroups"]
@@ -220,6 +221,15 @@ def test_region_relay_forwards_findings_to_the_home_region(new_account) -> None:
     _put_findings(events, findings)
     delivered = _drain(acct, out["QueueUrl"])
     assert sorted(b["detail"]["id"] for b in delivered) == sorted(e["detail"]["id"] for e in findings)
+
+
+def test_batch_size_and_window_reach_the_event_source_mapping(new_account) -> None:
+    acct = new_account()
+    out = acct.deploy_forwarder(unique("gdfwd-b100"), SqsBatchSize="100", SqsBatchingWindowSeconds="1")
+    lam = acct.client("lambda")
+    [esm] = lam.list_event_source_mappings(FunctionName=out["FunctionName"])["EventSourceMappings"]
+    assert esm["BatchSize"] == 100
+    assert esm["MaximumBatchingWindowInSeconds"] == 1
 
 
 def test_forwarder_direct_trigger(new_account) -> None:

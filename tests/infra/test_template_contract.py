@@ -136,6 +136,14 @@ def test_event_source_mapping(fwd: dict) -> None:
     assert esm["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert esm["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "MaxConcurrency"}}
     assert fwd["Resources"]["QueueEventSource"]["Condition"] == "IsSqs"
+    assert esm["BatchSize"] == {"Ref": "SqsBatchSize"}
+    assert esm["MaximumBatchingWindowInSeconds"] == {"Ref": "SqsBatchingWindowSeconds"}
+    params = fwd["Parameters"]
+    # Defaults: batches of 10 without waiting, as before the parameters existed.
+    assert params["SqsBatchSize"]["Default"] == 10 and params["SqsBatchingWindowSeconds"]["Default"] == 0
+    # The Lambda limits for SQS: batches up to 10,000, windows up to 300 s.
+    assert 1 <= params["SqsBatchSize"]["MinValue"] and params["SqsBatchSize"]["MaxValue"] <= 10_000
+    assert params["SqsBatchingWindowSeconds"]["MaxValue"] <= 300
 
 
 def test_direct_trigger_has_retries_dlq_and_on_failure_destination(fwd: dict) -> None:
