@@ -65,7 +65,7 @@ def transact_write_items(self, transact_items):
     backups = []
     for item in transact_items:
         if len(item) != 1:
-            continue  # moto refuses it before writing anything
+            continue  # moto refuses it when it gets there; the items before it are backed up
         op_type, op = next(iter(item.items()))
         if op_type == "ConditionCheck":
             continue  # writes nothing
@@ -83,12 +83,17 @@ def transact_write_items(self, transact_items):
         return _original(self, transact_items)
     except Exception:
         # Undo in reverse order, so the first backup of a key (its state before the call) wins.
+        # Unlike moto, this also undoes the writes before a mid-transaction validation error.
+        # A failing restore must not hide the transaction's own error, nor stop the others.
         for name, key, attrs in reversed(backups):
-            if attrs is None:
-                if self.get_item(name, key) is not None:
-                    self.delete_item(name, key)
-            else:
-                self.put_item(name, attrs)
+            try:
+                if attrs is None:
+                    if self.get_item(name, key) is not None:
+                        self.delete_item(name, key)
+                else:
+                    self.put_item(name, attrs)
+            except Exception as restore_error:  # noqa: BLE001
+                print(f"moto wrapper: restoring {name} {key} failed: {restore_error}", file=sys.stderr)
         raise
     finally:
         _local.in_transaction = False

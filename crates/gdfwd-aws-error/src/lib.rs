@@ -2,16 +2,17 @@
 //!
 //! The SDK's `Display` of an `SdkError` says only "service error", and `DisplayErrorContext`
 //! appends the whole raw response (headers, body, extensions) in `Debug` form: neither belongs in
-//! an error a security engineer reads. What they need is the service's error code and message
+//! an error a security engineer reads, and the raw body of a `GetSecretValue` answer that failed
+//! to parse would be the secret itself. What they need is the service's error code and message
 //! (`ResourceNotFoundException: ...`, `AccessDeniedException: ...`), or, when AWS never answered
-//! (timeout, connection refused, DNS), the cause chain. A crate of its own so the store, the
-//! sender's token source and enrichment say it the same way without depending on each other;
-//! it depends only on `aws-smithy-types`, which every SDK crate already brings.
+//! (timeout, connection refused, DNS), the `Display` of each cause, never a `Debug` form. A crate
+//! of its own so the store, the sender's token source and enrichment say it the same way without
+//! depending on each other; it depends only on `aws-smithy-types`, which every SDK crate brings.
 
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
-/// `CODE: message` when AWS answered with an error, otherwise the error's cause chain.
+/// `CODE: message` when AWS answered with an error, otherwise the error and its causes, each by
+/// its `Display`.
 pub fn describe<E>(e: &E) -> String
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -19,8 +20,28 @@ where
     match (e.code(), e.message()) {
         (Some(code), Some(msg)) => format!("{code}: {msg}"),
         (Some(code), None) => code.to_owned(),
-        _ => DisplayErrorContext(e).to_string(),
+        _ => chain(e),
     }
+}
+
+/// Whether AWS answered with one of `codes` (for telling a refusal from an outage).
+pub fn has_code<E: ProvideErrorMetadata>(e: &E, codes: &[&str]) -> bool {
+    e.code().is_some_and(|c| codes.contains(&c))
+}
+
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        // Wrappers often repeat their cause's text; say it once.
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 #[cfg(test)]
@@ -72,6 +93,75 @@ mod tests {
             source: None,
         };
         assert_eq!(describe(&e), "ThrottlingException");
+    }
+
+    /// An error whose `Debug` form carries what must never be printed (a raw response body).
+    #[derive(Debug)]
+    struct Unparsed {
+        #[allow(dead_code)]
+        raw_body: &'static str,
+    }
+
+    impl std::fmt::Display for Unparsed {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("failed to parse the response")
+        }
+    }
+
+    impl std::error::Error for Unparsed {}
+
+    #[derive(Debug)]
+    struct Wrapper(Unparsed, ErrorMetadata);
+
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("response error")
+        }
+    }
+
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    impl ProvideErrorMetadata for Wrapper {
+        fn meta(&self) -> &ErrorMetadata {
+            &self.1
+        }
+    }
+
+    #[test]
+    fn a_cause_is_told_by_its_display_never_its_debug() {
+        let e = Wrapper(
+            Unparsed {
+                raw_body: r#"{"SecretString":"dt0c01.SECRET"}"#,
+            },
+            ErrorMetadata::default(),
+        );
+        let d = describe(&e);
+        assert_eq!(d, "response error: failed to parse the response");
+        assert!(!d.contains("dt0c01"), "{d}");
+    }
+
+    #[test]
+    fn codes_tell_refusals_from_outages() {
+        let e = Failed {
+            meta: ErrorMetadata::builder()
+                .code("AccessDeniedException")
+                .build(),
+            source: None,
+        };
+        assert!(has_code(
+            &e,
+            &["ResourceNotFoundException", "AccessDeniedException"]
+        ));
+        assert!(!has_code(&e, &["ThrottlingException"]));
+        let no_answer = Failed {
+            meta: ErrorMetadata::default(),
+            source: None,
+        };
+        assert!(!has_code(&no_answer, &["AccessDeniedException"]));
     }
 
     #[test]

@@ -236,12 +236,14 @@ impl Pipeline {
             received: findings.len() as u64,
             ..Summary::default()
         };
-        let deadline = match &self.store {
-            Some(_) => {
-                let lease_end = claimed_at + lease_send_budget(self.lease);
-                Some(deadline.map_or(lease_end, |d| d.min(lease_end)))
-            }
-            None => deadline,
+        // `checked_add`: a lease too long for the clock (a huge `--lease`) bounds nothing.
+        let lease_end = match &self.store {
+            Some(_) => claimed_at.checked_add(lease_send_budget(self.lease)),
+            None => None,
+        };
+        let deadline = match (deadline, lease_end) {
+            (Some(d), Some(l)) => Some(d.min(l)),
+            (d, l) => d.or(l),
         };
         let report = if events.is_empty() {
             Default::default()

@@ -18,7 +18,7 @@ use gdfwd_core::sink::Sink;
 use gdfwd_core::store::StateStore;
 use gdfwd_enrich_aws::{EnrichConfig, build_resolver};
 use gdfwd_lambda::{
-    Check, Config, Handler, NotReady, Readiness, init_logging, report_init_error, serve,
+    Check, Checked, Config, Handler, NotReady, Readiness, init_logging, report_init_error, serve,
 };
 use gdfwd_sink_http::{HttpSink, HttpSinkConfig, SinkHttpError, TokenSource, build_token_source};
 use gdfwd_store_dynamodb::DynamoStore;
@@ -72,7 +72,7 @@ fn main() -> ExitCode {
 type InitError = (&'static str, String);
 
 /// How long a readiness check waits for AWS. No answer is not a verdict on the configuration:
-/// the check passes with a warning, and the invocation's own calls report what is wrong.
+/// the invocation goes on with a warning, and the next one checks again.
 const CHECK_BUDGET: Duration = Duration::from_secs(3);
 
 /// Builds the clients and the handler, and starts the readiness checks in the background (the
@@ -134,7 +134,8 @@ async fn build(config: &Config) -> Result<(Handler, Readiness), InitError> {
 }
 
 /// The readiness checks: `DescribeTable` and reading the token, concurrently. A refusal names the
-/// variable to fix; no answer within [`CHECK_BUDGET`] passes with a warning.
+/// variable to fix; an outage or no answer within [`CHECK_BUDGET`] is inconclusive (warned, and
+/// checked again at the next invocation).
 fn aws_checks(dynamo: Arc<DynamoStore>, tokens: Arc<dyn TokenSource>) -> Check {
     Arc::new(move || {
         let dynamo = Arc::clone(&dynamo);
@@ -144,27 +145,42 @@ fn aws_checks(dynamo: Arc<DynamoStore>, tokens: Arc<dyn TokenSource>) -> Check {
                 tokio::time::timeout(CHECK_BUDGET, dynamo.check()),
                 tokio::time::timeout(CHECK_BUDGET, tokens.token()),
             );
+            let mut verdict = Checked::Passed;
             match table {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(not_ready(gdfwd_lambda::config::DEDUP_TABLE_NAME, e)),
+                Ok(Err(e)) if e.is_refusal() => {
+                    return Err(not_ready(gdfwd_lambda::config::DEDUP_TABLE_NAME, e));
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "could not check the table; checking again at the next invocation");
+                    verdict = Checked::Inconclusive;
+                }
                 Err(_) => {
-                    tracing::warn!(table = %dynamo.table(), "DescribeTable did not answer within {CHECK_BUDGET:?}; not checking the table")
+                    tracing::warn!(table = %dynamo.table(), "DescribeTable did not answer within {CHECK_BUDGET:?}; checking again at the next invocation");
+                    verdict = Checked::Inconclusive;
                 }
             }
             match token {
-                Ok(Ok(_)) => Ok(()),
+                Ok(Ok(_)) => {}
                 // The secret was read but holds no token under the key: the key name is wrong.
                 Ok(Err(e @ SinkHttpError::SecretContent { .. })) => {
-                    Err(not_ready(gdfwd_lambda::config::SECRET_KEY_NAME, e))
+                    return Err(not_ready(gdfwd_lambda::config::SECRET_KEY_NAME, e));
                 }
-                Ok(Err(e)) => Err(not_ready(gdfwd_lambda::config::SECRET_ARN, e)),
+                Ok(Err(e)) if e.is_refusal() => {
+                    return Err(not_ready(gdfwd_lambda::config::SECRET_ARN, e));
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "could not read the token; checking again at the next invocation");
+                    verdict = Checked::Inconclusive;
+                }
                 Err(_) => {
                     tracing::warn!(
-                        "Secrets Manager did not answer within {CHECK_BUDGET:?}; not checking the token"
+                        "Secrets Manager did not answer within {CHECK_BUDGET:?}; checking again at the next invocation"
                     );
-                    Ok(())
+                    verdict = Checked::Inconclusive;
                 }
             }
+            Ok(verdict)
         })
     })
 }

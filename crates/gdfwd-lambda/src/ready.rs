@@ -5,9 +5,11 @@
 //! a cold start waits for. The checks start in the background at init instead, overlapping the
 //! wait for the first event, and every invocation waits for them until they have passed once. A
 //! failure fails the invocation with `Runtime.ConfigError` and a message starting with the
-//! variable to fix, before any claim or send; SQS keeps the messages for redelivery. A failed
-//! check runs again at the next invocation, so creating the missing table or fixing the secret
-//! heals a running environment without a redeploy.
+//! variable to fix, before any claim or send; SQS keeps the messages for redelivery. Only a
+//! refusal is a failure (no such table or secret, access denied, wrong key schema or key name);
+//! an outage (throttling, 5xx, no answer in time) is inconclusive: the invocation goes on and
+//! the next one checks again. A failed check runs again at the next invocation too, so creating
+//! the missing table or fixing the secret heals a running environment without a redeploy.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +21,16 @@ use tokio::task::JoinHandle;
 #[error("{0}")]
 pub struct NotReady(pub String);
 
-type CheckFuture = std::pin::Pin<Box<dyn Future<Output = Result<(), NotReady>> + Send>>;
+/// What a run of the checks found, when AWS did not refuse the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked {
+    /// Everything answered and was right: never checked again.
+    Passed,
+    /// Some check got no verdict (an outage, no answer in time): go on, check again next time.
+    Inconclusive,
+}
+
+type CheckFuture = std::pin::Pin<Box<dyn Future<Output = Result<Checked, NotReady>> + Send>>;
 
 /// Runs the checks once more.
 pub type Check = Arc<dyn Fn() -> CheckFuture + Send + Sync>;
@@ -27,7 +38,7 @@ pub type Check = Arc<dyn Fn() -> CheckFuture + Send + Sync>;
 /// Whether the checks have passed; waits for the run started at init.
 pub struct Readiness {
     passed: AtomicBool,
-    first: tokio::sync::Mutex<Option<JoinHandle<Result<(), NotReady>>>>,
+    first: tokio::sync::Mutex<Option<JoinHandle<Result<Checked, NotReady>>>>,
     check: Option<Check>,
 }
 
@@ -60,7 +71,7 @@ impl Readiness {
     }
 
     /// `Ok` once the checks have passed (then at no cost); otherwise waits for the run started at
-    /// init or runs them again.
+    /// init or runs them again. An inconclusive run is `Ok` too, and the next call checks again.
     pub async fn wait(&self) -> Result<(), NotReady> {
         if self.passed.load(Ordering::Acquire) {
             return Ok(());
@@ -74,12 +85,13 @@ impl Readiness {
                 .await
                 .unwrap_or_else(|e| Err(NotReady(format!("the readiness check stopped: {e}")))),
             (None, Some(check)) => check().await,
-            (None, None) => Ok(()),
+            (None, None) => Ok(Checked::Passed),
         };
-        if result.is_ok() {
-            self.passed.store(true, Ordering::Release);
+        match result? {
+            Checked::Passed => self.passed.store(true, Ordering::Release),
+            Checked::Inconclusive => {}
         }
-        result
+        Ok(())
     }
 }
 
@@ -88,18 +100,40 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
 
-    /// A check that fails `failures` times, then passes; counts its runs.
-    fn flaky(failures: usize, runs: Arc<AtomicUsize>) -> Check {
+    /// A check that is refused `failures` times, inconclusive `unsure` times, then passes; counts
+    /// its runs.
+    fn scripted(failures: usize, unsure: usize, runs: Arc<AtomicUsize>) -> Check {
         Arc::new(move || {
             let n = runs.fetch_add(1, Ordering::SeqCst);
             Box::pin(async move {
                 if n < failures {
                     Err(NotReady(format!("DEDUP_TABLE_NAME: attempt {n} refused")))
+                } else if n < failures + unsure {
+                    Ok(Checked::Inconclusive)
                 } else {
-                    Ok(())
+                    Ok(Checked::Passed)
                 }
             })
         })
+    }
+
+    fn flaky(failures: usize, runs: Arc<AtomicUsize>) -> Check {
+        scripted(failures, 0, runs)
+    }
+
+    #[tokio::test]
+    async fn an_inconclusive_check_lets_the_invocation_go_on_and_runs_again() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let r = Readiness::start(scripted(0, 2, runs.clone()));
+        assert_eq!(r.wait().await, Ok(()));
+        assert_eq!(r.wait().await, Ok(()));
+        assert_eq!(r.wait().await, Ok(()));
+        assert_eq!(r.wait().await, Ok(()));
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            3,
+            "checked until it passed, then not again"
+        );
     }
 
     #[tokio::test]

@@ -25,12 +25,26 @@ pub enum SinkHttpError {
         "no Dynatrace API token: set --token-secret-arn / AWS_SECRET_ARN (Secrets Manager) or DT_API_TOKEN"
     )]
     NoToken,
-    /// Reading the secret failed (access denied, not found, network).
+    /// Reading the secret failed for a reason a retry may get past (throttling, 5xx, network).
     #[error("reading secret {arn}: {reason}")]
     SecretRead { arn: String, reason: String },
+    /// Secrets Manager refused to give the secret (not found, access denied, cannot decrypt).
+    #[error("reading secret {arn} refused: {reason}")]
+    SecretRefused { arn: String, reason: String },
     /// The secret was read but holds no usable token.
     #[error("secret {arn}: {reason}")]
     SecretContent { arn: String, reason: String },
+}
+
+impl SinkHttpError {
+    /// Whether the configuration is what is wrong (the secret, its key, its permission), as
+    /// opposed to an outage a retry may get past.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::SecretRefused { .. } | Self::SecretContent { .. } | Self::NoToken
+        )
+    }
 }
 
 impl From<SinkHttpError> for gdfwd_core::SinkError {

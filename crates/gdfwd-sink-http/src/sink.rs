@@ -138,10 +138,12 @@ impl HttpSink {
     /// the parts fit) and on 400 (to isolate the events OpenPipeline refuses, so one invalid
     /// event does not take its batch-mates down with it).
     ///
-    /// Halves are sent level by level (breadth first). Once every part of a level at quarter size
-    /// or below was refused, the refusal is not about particular events (a wrong payload format,
-    /// a pipeline change): the rest of the range is refused without further requests, so a
-    /// refused batch of n events costs at most 7 requests instead of 2n - 1.
+    /// Halves are sent level by level (breadth first). While nothing of the range has been
+    /// accepted and every part of a level at quarter size or below was refused, the refusal is not
+    /// about particular events (a wrong payload format, a pipeline change): the rest of the range
+    /// is refused without further requests, so a batch refused as a whole costs 7 requests (plus
+    /// retries and 413 splits) instead of 2n - 1. Once any part was accepted, halving goes on to
+    /// single events: invalid events close together refuse whole levels of the refused branch.
     async fn send_range(
         &self,
         events: &[OutEvent],
@@ -165,8 +167,9 @@ impl HttpSink {
         let mut work = VecDeque::from([(range, 0usize)]);
         // Per level: parts tried, and parts refused (400 split or definitive failure).
         let mut levels: Vec<(usize, usize)> = Vec::new();
+        let mut any_sent = false;
         while let Some((r, level)) = work.pop_front() {
-            if let Some(systemic) = systemic_refusal(&levels, level) {
+            if let Some(systemic) = systemic_refusal(&levels, level).filter(|_| !any_sent) {
                 for (rest, _) in std::iter::once((r, level)).chain(work.drain(..)) {
                     let reason = format!(
                         "not sent: Dynatrace refused every part of this batch down to 1/{systemic} of it; the refusal is not about particular events"
@@ -185,8 +188,10 @@ impl HttpSink {
             levels[level].0 += 1;
             match self.send_batch(&events[r.clone()], deadline, stats).await {
                 Batch::Done(outcome) => {
-                    if matches!(outcome, EventOutcome::Definitive { .. }) {
-                        levels[level].1 += 1;
+                    match outcome {
+                        EventOutcome::Definitive { .. } => levels[level].1 += 1,
+                        EventOutcome::Sent { .. } => any_sent = true,
+                        EventOutcome::Retryable { .. } => {}
                     }
                     for slot in &mut out[r.start - base..r.end - base] {
                         *slot = Some(outcome.clone());

@@ -123,9 +123,14 @@ impl SecretsManagerToken {
             .secret_id(&self.arn)
             .send()
             .await
-            .map_err(|e| SinkHttpError::SecretRead {
-                arn: self.arn.clone(),
-                reason: gdfwd_aws_error::describe(&e),
+            .map_err(|e| {
+                let arn = self.arn.clone();
+                let reason = gdfwd_aws_error::describe(&e);
+                if gdfwd_aws_error::has_code(&e, SECRET_REFUSALS) {
+                    SinkHttpError::SecretRefused { arn, reason }
+                } else {
+                    SinkHttpError::SecretRead { arn, reason }
+                }
             })?;
         let Some(s) = out.secret_string() else {
             return Err(SinkHttpError::SecretContent {
@@ -139,6 +144,16 @@ impl SecretsManagerToken {
         })
     }
 }
+
+/// `GetSecretValue` error codes that refuse the caller rather than report an outage.
+const SECRET_REFUSALS: &[&str] = &[
+    "ResourceNotFoundException",
+    "AccessDeniedException",
+    "DecryptionFailure",
+    "InvalidRequestException",
+    "InvalidParameterException",
+    "UnrecognizedClientException",
+];
 
 #[async_trait]
 impl TokenSource for SecretsManagerToken {

@@ -219,6 +219,31 @@ async fn a_request_refused_for_invalid_events_is_halved_until_only_those_fail() 
     assert_eq!(report.stats.requests as usize, requests);
 }
 
+/// Invalid events close together refuse every part of a level of the refused branch (here the
+/// quarters of the first half), while the other half was accepted: that is not a general
+/// refusal, and halving goes on until only the invalid events fail.
+#[tokio::test]
+async fn invalid_events_close_together_still_fail_alone() {
+    let s = setup().await;
+    let sink = HttpSink::new(s.cfg.clone(), static_token(TOKEN)).expect("sink");
+    let input = events("near", 8, 10);
+    let refused = [input[0].id.clone(), input[2].id.clone()];
+    s.fake.refuse_events(refused.clone());
+    let report = sink.send(&input, None).await;
+    for (e, o) in input.iter().zip(&report.outcomes) {
+        if refused.contains(&e.id) {
+            assert!(
+                matches!(o, EventOutcome::Definitive { .. }),
+                "{}: {o:?}",
+                e.id
+            );
+        } else {
+            assert!(o.is_sent(), "{}: {o:?}", e.id);
+        }
+    }
+    assert_eq!(accepted(&s.fake).len(), 6);
+}
+
 /// When every part down to quarters is refused, the refusal is about the payload, not about
 /// events: the sender stops halving instead of sending 2n - 1 requests.
 #[tokio::test]

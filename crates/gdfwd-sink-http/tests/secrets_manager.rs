@@ -111,8 +111,14 @@ async fn errors_name_the_secret_and_key_but_never_the_value() {
         .token()
         .await
         .expect_err("must fail");
+    // Not found is a refusal (the configuration is wrong), not an outage.
     assert!(
-        matches!(&err, SinkHttpError::SecretRead { arn, .. } if *arn == missing),
+        matches!(&err, SinkHttpError::SecretRefused { arn, .. } if *arn == missing),
+        "{err}"
+    );
+    assert!(err.is_refusal());
+    assert!(
+        err.to_string().contains("ResourceNotFoundException"),
         "{err}"
     );
 }

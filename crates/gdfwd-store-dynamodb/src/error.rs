@@ -59,12 +59,37 @@ pub enum DynamoStoreError {
     /// The existing table does not have the layout [`crate::table_definition`] describes.
     #[error("DynamoDB table {table} exists but does not match the expected definition: {message}")]
     Mismatch { table: String, message: String },
+    /// AWS refused the credentials or the permission (`AccessDeniedException`, ...).
+    #[error("DynamoDB table {table}: {operation} refused: {message}")]
+    Denied {
+        table: String,
+        operation: &'static str,
+        message: String,
+    },
 }
 
+/// AWS error codes that refuse the caller rather than report an outage.
+pub(crate) const REFUSAL_CODES: &[&str] = &[
+    "AccessDeniedException",
+    "UnrecognizedClientException",
+    "InvalidSignatureException",
+    "MissingAuthenticationTokenException",
+];
+
 impl DynamoStoreError {
+    /// Whether the configuration is what is wrong (no such table, not our layout, no permission),
+    /// as opposed to an outage a retry may get past.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::NoTable { .. } | Self::Mismatch { .. } | Self::Denied { .. } | Self::TableName(_)
+        )
+    }
+
     fn operation(&self) -> &'static str {
         match self {
             Self::Call { operation, .. }
+            | Self::Denied { operation, .. }
             | Self::NoTable { operation, .. }
             | Self::Contended { operation, .. }
             | Self::Corrupt { operation, .. }
@@ -78,13 +103,15 @@ impl From<DynamoStoreError> for StoreError {
     fn from(e: DynamoStoreError) -> Self {
         let operation = e.operation();
         match e {
-            Self_::Call { ref table, .. } | Self_::Contended { ref table, .. } => {
-                StoreError::Unavailable {
-                    backend: format!("dynamodb:{table}"),
-                    operation,
-                    source: Box::new(e),
-                }
-            }
+            // A refused permission stays retryable for the pipeline, as before: IAM changes
+            // propagate, and SQS redelivers once they have.
+            Self_::Call { ref table, .. }
+            | Self_::Denied { ref table, .. }
+            | Self_::Contended { ref table, .. } => StoreError::Unavailable {
+                backend: format!("dynamodb:{table}"),
+                operation,
+                source: Box::new(e),
+            },
             Self_::Corrupt { ref table, .. } | Self_::NotClaimed { ref table, .. } => {
                 StoreError::Invalid {
                     backend: format!("dynamodb:{table}"),

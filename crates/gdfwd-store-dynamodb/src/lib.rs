@@ -377,6 +377,13 @@ impl DynamoStore {
                 operation,
             };
         }
+        if gdfwd_aws_error::has_code(&e, error::REFUSAL_CODES) {
+            return DynamoStoreError::Denied {
+                table: self.table.clone(),
+                operation,
+                message: gdfwd_aws_error::describe(&e),
+            };
+        }
         DynamoStoreError::Call {
             table: self.table.clone(),
             operation,
