@@ -46,6 +46,10 @@ pub(crate) const EXPIRES_MS: &str = "expires_at_ms";
 /// answer was lost (timeout, 5xx) and whose retry then failed its condition recognises its own
 /// lease by it, instead of calling its own claim a duplicate and never sending the finding.
 pub(crate) const CLAIM_TOKEN: &str = "claim_token";
+/// A random token each commit or release write sets: when its answer was lost and the SDK's
+/// retry fails its condition against that very write, the retry recognises it by the token
+/// instead of counting the delivery (or failure) a second time.
+pub(crate) const FINISH_TOKEN: &str = "finish_token";
 // History attributes.
 pub(crate) const AT: &str = "at";
 pub(crate) const VERSION: &str = "version";
@@ -53,9 +57,14 @@ pub(crate) const KIND: &str = "kind";
 // KV attribute.
 pub(crate) const VALUE: &str = "v";
 
-/// A fresh [`CLAIM_TOKEN`] value.
-pub(crate) fn claim_token() -> String {
+/// A fresh random token ([`CLAIM_TOKEN`], [`FINISH_TOKEN`]).
+pub(crate) fn new_token() -> String {
     format!("{:032x}", rand::random::<u128>())
+}
+
+/// Whether `old` was last finished by the write that carried `token`.
+pub(crate) fn is_own_finish(old: &Item, token: &str) -> bool {
+    get_s(old, FINISH_TOKEN).is_ok_and(|t| t == token)
 }
 
 /// Whether `old` is the pending claim of version `v` that one of `tokens` wrote.

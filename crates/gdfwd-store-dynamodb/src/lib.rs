@@ -603,7 +603,7 @@ impl DynamoStore {
             .transact_batch(OP, idxs, |i, now, expires| {
                 let r = &reqs[i];
                 let id = r.key.finding_id.as_str();
-                let token = item::claim_token();
+                let token = item::new_token();
                 let (e, u, c) = Self::claim_write(r, now, lease_ms, expires, &token);
                 let h = item::history_item(id, now, r.key.version, &HistoryKind::Claimed, expires);
                 Ok((self.tx_update(OP, id, e, u, c)?, self.tx_put(OP, h)?, token))
@@ -914,7 +914,7 @@ impl DynamoStore {
                 tokens.push(token);
                 old
             } else {
-                let token = item::claim_token();
+                let token = item::new_token();
                 let (e, update, condition) = Self::claim_write(req, now, lease_ms, expires, &token);
                 tokens.push(token);
                 match self.update_record(OP, id, e, update, condition).await? {
@@ -934,7 +934,7 @@ impl DynamoStore {
             };
             // 2. Expired but not yet deleted by DynamoDB: replace it with a fresh record.
             if is_expired {
-                let token = item::claim_token();
+                let token = item::new_token();
                 let fresh = self.put_fresh(req, now, lease_ms, &token).await;
                 tokens.push(token);
                 if fresh? {
@@ -1079,12 +1079,16 @@ impl DynamoStore {
         expires: Timestamp,
         reason: Option<&str>,
         latest_only: bool,
+        token: &str,
     ) -> (Expr, String, String) {
         let mut e = Expr::default();
         let mut sets = Vec::new();
         let nowv = e.v("now", item::ts(now));
         let vv = e.v("v", item::ts(v));
         sets.push(format!("{} = {nowv}", e.n(item::UPDATED_AT)));
+        let ft = e.n(item::FINISH_TOKEN);
+        let ftok = e.v("ftok", item::s(token));
+        sets.push(format!("{ft} = {ftok}"));
         Self::set_expiry(&mut e, &mut sets, expires);
         let counter = match reason {
             Some(r) => {
@@ -1097,8 +1101,9 @@ impl DynamoStore {
             }
             None => item::VERSIONS_SENT,
         };
+        // Never twice the same write: a retry of an applied write fails here and finds its token.
         let mut condition = format!(
-            "attribute_exists({}) AND {} > {nowv}",
+            "attribute_exists({}) AND {} > {nowv} AND (attribute_not_exists({ft}) OR {ft} <> {ftok})",
             e.n(PK),
             e.n(item::EXPIRES_MS)
         );
@@ -1150,7 +1155,9 @@ impl DynamoStore {
         let expires = self.expiry(now);
         // The common case (the version is the latest) in ONE request: the record update and its
         // history entry in one transaction. The rare cases take the separate writes below.
-        let (e, u, c) = Self::finish_write(key.version, now, expires, finish.reason(), true);
+        let token = item::new_token();
+        let write = || Self::finish_write(key.version, now, expires, finish.reason(), true, &token);
+        let (e, u, c) = write();
         let (first, history_written) = if self.transactions {
             let hist = item::history_item(id, now, key.version, &finish.kind(), expires);
             match self
@@ -1159,21 +1166,22 @@ impl DynamoStore {
             {
                 Some(w) => (w, true),
                 None => {
-                    let (e, u, c) =
-                        Self::finish_write(key.version, now, expires, finish.reason(), true);
+                    let (e, u, c) = write();
                     (self.update_record(finish.op(), id, e, u, c).await?, false)
                 }
             }
         } else {
             (self.update_record(finish.op(), id, e, u, c).await?, false)
         };
-        self.finish_rest(key, finish, now, first, history_written)
+        self.finish_rest(key, finish, now, first, history_written, &token)
             .await
     }
 
-    /// The rest of a commit/release after its latest-version write (`first`, written at `now`):
-    /// refuses a version that was never claimed, applies the counters-only write to an older
-    /// version, and writes the history entry unless it was written with the record.
+    /// The rest of a commit/release after its latest-version write (`first`, written at `now`
+    /// with `token`): refuses a version that was never claimed, applies the counters-only write to
+    /// an older version, and writes the history entry unless it was written with the record.
+    /// `history_written`: the history entry went with the record's write (a transaction), so it
+    /// exists exactly when that write was applied.
     async fn finish_rest(
         &self,
         key: &VersionKey,
@@ -1181,6 +1189,7 @@ impl DynamoStore {
         now: Timestamp,
         first: Written,
         mut history_written: bool,
+        token: &str,
     ) -> Result<(), DynamoStoreError> {
         let op = finish.op();
         let id = key.finding_id.as_str();
@@ -1195,6 +1204,8 @@ impl DynamoStore {
                     "the finding was never claimed (or its record expired)",
                 ));
             }
+            // Our own write, applied before its answer was lost: done, and counted once.
+            Written::ConditionFailed(Some(old)) if item::is_own_finish(&old, token) => true,
             Written::ConditionFailed(Some(old)) => {
                 let corrupt = |m| self.corrupt(op, &item::finding_pk(id), m);
                 if item::expired(&old, now).map_err(corrupt)? {
@@ -1217,13 +1228,18 @@ impl DynamoStore {
         // A cancelled transaction wrote nothing, its history entry included.
         history_written &= done;
         if !done {
-            let (e, u, c) = Self::finish_write(v, now, expires, finish.reason(), false);
-            if let Written::ConditionFailed(_) = self.update_record(op, id, e, u, c).await? {
-                return Err(self.not_claimed(
-                    op,
-                    key,
-                    "the record changed concurrently (expired or moved) and no longer holds this version",
-                ));
+            let token = item::new_token();
+            let (e, u, c) = Self::finish_write(v, now, expires, finish.reason(), false, &token);
+            match self.update_record(op, id, e, u, c).await? {
+                Written::Ok => {}
+                Written::ConditionFailed(Some(old)) if item::is_own_finish(&old, &token) => {}
+                Written::ConditionFailed(_) => {
+                    return Err(self.not_claimed(
+                        op,
+                        key,
+                        "the record changed concurrently (expired or moved) and no longer holds this version",
+                    ));
+                }
             }
         }
         if !history_written {
@@ -1263,28 +1279,35 @@ impl DynamoStore {
                 single.push(i);
             }
         }
-        let mut failed_condition: Vec<(usize, Option<Item>, Timestamp)> = Vec::new();
+        let mut failed_condition: Vec<(usize, Option<Item>, Timestamp, String)> = Vec::new();
         for chunk in firsts.chunks(MAX_TX_CLAIMS) {
             let run = self
                 .transact_batch(OP, chunk, |i, now, expires| {
                     let (key, finish) = &items[i];
                     let finish = Finishing::from(finish);
                     let id = key.finding_id.as_str();
-                    let (e, u, c) =
-                        Self::finish_write(key.version, now, expires, finish.reason(), true);
+                    let token = item::new_token();
+                    let (e, u, c) = Self::finish_write(
+                        key.version,
+                        now,
+                        expires,
+                        finish.reason(),
+                        true,
+                        &token,
+                    );
                     let h = item::history_item(id, now, key.version, &finish.kind(), expires);
-                    Ok((self.tx_update(OP, id, e, u, c)?, self.tx_put(OP, h)?, ()))
+                    Ok((self.tx_update(OP, id, e, u, c)?, self.tx_put(OP, h)?, token))
                 })
                 .await;
             match run {
                 Ok(run) => {
-                    for (i, ()) in run.applied {
+                    for (i, _) in run.applied {
                         results[i] = Some(Ok(()));
                     }
                     failed_condition.extend(
                         run.condition_failed
                             .into_iter()
-                            .map(|(i, (), old, now)| (i, old, now)),
+                            .map(|(i, token, old, now)| (i, old, now, token)),
                     );
                     single.extend(run.single);
                 }
@@ -1297,16 +1320,18 @@ impl DynamoStore {
                 }
             }
         }
-        failed_condition.sort_by_key(|(i, _, _)| *i);
-        for (i, old, now) in failed_condition {
+        failed_condition.sort_by_key(|(i, _, _, _)| *i);
+        for (i, old, now, token) in failed_condition {
             let (key, finish) = &items[i];
+            // The history entry went with the record's write in the transaction.
             let r = self
                 .finish_rest(
                     key,
                     finish.into(),
                     now,
                     Written::ConditionFailed(old),
-                    false,
+                    true,
+                    &token,
                 )
                 .await;
             results[i] = Some(r);

@@ -249,6 +249,90 @@ async fn a_claim_whose_answer_was_lost_is_still_new() {
     );
 }
 
+/// A commit or release whose write DynamoDB applied but whose answer was lost is retried by the
+/// SDK. The retry must not count the delivery (or the failure) a second time, nor write a second
+/// history entry: the finish token tells the retry it finds its own write. Single writes,
+/// single transactions and batch transactions.
+#[tokio::test]
+async fn a_finish_whose_answer_was_lost_is_recorded_once() {
+    use gdfwd_core::store::{Delivery, FindingHistory, HistoryKind};
+    let sent = |h: &FindingHistory| {
+        h.entries
+            .iter()
+            .filter(|e| matches!(e.kind, HistoryKind::Sent { .. }))
+            .count()
+    };
+    let failed = |h: &FindingHistory| {
+        h.entries
+            .iter()
+            .filter(|e| matches!(e.kind, HistoryKind::Failed { .. }))
+            .count()
+    };
+    let delivery = || Delivery {
+        event_ids: vec!["ev-1".into()],
+        request_id: Some("req-1".into()),
+    };
+    for transactions in [false, true] {
+        let proxy = FaultProxy::start_moto().await;
+        let store = store_via(&proxy, 3).await.with_transactions(transactions);
+        let op = if transactions {
+            "TransactWriteItems"
+        } else {
+            "UpdateItem"
+        };
+
+        // commit
+        store.claim(&req("c", 1), LEASE).await.expect("claim");
+        proxy.lose_next_answers(1, Fault::InternalError, Some(op));
+        store
+            .commit(&req("c", 1).key, &delivery())
+            .await
+            .expect("its own commit, applied before the answer was lost");
+        assert_eq!(proxy.faulted(op), 1, "{:?}", proxy.counts());
+        let h = store.history("c").await.expect("history").expect("record");
+        assert_eq!(
+            h.record.versions_sent, 1,
+            "transactions {transactions}: {h:?}"
+        );
+        assert_eq!(sent(&h), 1, "transactions {transactions}: {h:?}");
+
+        // release
+        store.claim(&req("r", 1), LEASE).await.expect("claim");
+        proxy.lose_next_answers(1, Fault::InternalError, Some(op));
+        store
+            .release(&req("r", 1).key, "HTTP 503")
+            .await
+            .expect("its own release");
+        let h = store.history("r").await.expect("history").expect("record");
+        assert_eq!(h.record.failures, 1, "transactions {transactions}: {h:?}");
+        assert_eq!(failed(&h), 1, "transactions {transactions}: {h:?}");
+
+        // a batch's commits
+        let batch: Vec<_> = (0..3).map(|i| req(&format!("b{i}"), 1)).collect();
+        store.claim_many(&batch, LEASE).await.expect("claim_many");
+        proxy.lose_next_answers(1, Fault::InternalError, Some(op));
+        let finishes: Vec<_> = batch
+            .iter()
+            .map(|r| (r.key.clone(), Finish::Commit(delivery())))
+            .collect();
+        for r in store.finish_many(&finishes).await {
+            r.expect("finish_many");
+        }
+        for i in 0..3 {
+            let h = store
+                .history(&format!("b{i}"))
+                .await
+                .expect("history")
+                .expect("record");
+            assert_eq!(
+                h.record.versions_sent, 1,
+                "transactions {transactions}: {h:?}"
+            );
+            assert_eq!(sent(&h), 1, "transactions {transactions}: {h:?}");
+        }
+    }
+}
+
 /// The cost model documented in docs/state-store.md, as request counts: a winning claim is one
 /// conditional UpdateItem plus one history PutItem, no read; a suppressed one adds one counter
 /// update; claim_many claims a batch in one transaction; commit is one transaction.
