@@ -29,13 +29,16 @@ pub fn has_code<E: ProvideErrorMetadata>(e: &E, codes: &[&str]) -> bool {
     e.code().is_some_and(|c| codes.contains(&c))
 }
 
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+/// An error and its causes on one line, each by its `Display` (never a `Debug` form). Any error,
+/// not only AWS's: the HTTP sender uses it for reqwest's errors, whose top-level message alone
+/// ("error sending request") does not say whether it was DNS, TLS or a reset.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
         let text = c.to_string();
         // Wrappers often repeat their cause's text; say it once.
-        if !out.ends_with(&text) {
+        if !out.contains(&text) {
             out.push_str(": ");
             out.push_str(&text);
         }

@@ -6,7 +6,6 @@
 //!
 //! [`retry::Attempt`]: crate::retry::Attempt
 
-use std::error::Error as _;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -145,20 +144,9 @@ impl Service {
     }
 }
 
-/// An error and its sources on one line: reqwest's top-level message alone ("error sending
-/// request") does not say whether it was DNS, TLS or a reset.
+/// An error and its sources on one line (see [`gdfwd_aws_error::chain`]).
 pub(crate) fn error_chain(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        let t = inner.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        src = inner.source();
-    }
-    s
+    gdfwd_aws_error::chain(e)
 }
 
 fn truncate(s: &str, max: usize) -> &str {
