@@ -199,7 +199,6 @@ pub async fn run_backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     let pipeline = args.pipeline.build(true, clock).await?;
     let interrupt = Interrupt::install();
     let started = Instant::now();
-    let send_budget = args.pipeline.send_budget();
 
     if args.only_gaps {
         let store = pipeline
@@ -218,8 +217,7 @@ pub async fn run_backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
         for (region, e) in &gaps.errors {
             eprintln!("error: {region}: {e}");
         }
-        let (summary, interrupted) =
-            send_gaps(&pipeline, &gaps.gaps, send_budget, stop_fn(&interrupt)).await;
+        let (summary, interrupted) = send_gaps(&pipeline, &gaps.gaps, stop_fn(&interrupt)).await;
         let report = BackfillReport {
             summary,
             listed: gaps.checked,
@@ -234,7 +232,6 @@ pub async fn run_backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     let mut config = BackfillConfig::new(query, regions);
     config.resume = !args.no_resume;
     config.region_concurrency = usize::try_from(args.select.region_concurrency).unwrap_or(4);
-    config.send_budget = send_budget;
     config.save_checkpoints = !dry_run;
     let progress: Arc<dyn Progress> = if args.quiet {
         Arc::new(gdfwd_guardduty::progress::NoProgress)

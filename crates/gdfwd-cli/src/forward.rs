@@ -77,7 +77,6 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
     let interrupt = Interrupt::install();
     let started = Instant::now();
     let run_deadline = args.deadline.map(|d| started + d);
-    let lease_budget = args.pipeline.send_budget();
 
     let mut summary = Summary::default();
     let mut interrupted = false;
@@ -120,9 +119,8 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
                 interrupted = true;
                 break 'sources;
             }
-            let chunk_deadline = Instant::now() + lease_budget;
-            let deadline = Some(run_deadline.map_or(chunk_deadline, |d| d.min(chunk_deadline)));
-            let report = pipeline.process(chunk, deadline).await;
+            // The pipeline also stops each chunk's sending before its claims' lease ends.
+            let report = pipeline.process(chunk, run_deadline).await;
             for (f, o) in chunk.iter().zip(&report.outcomes) {
                 if let Outcome::Failed { retryable, reason } = o {
                     let kind = if *retryable {

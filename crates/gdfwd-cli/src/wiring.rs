@@ -66,12 +66,6 @@ impl PipelineArgs {
         Duration::from_secs(self.lease)
     }
 
-    /// How long one batch may spend sending: well short of the lease, or another run could take
-    /// its claims over while it is still sending (the pipeline enforces the same bound).
-    pub fn send_budget(&self) -> Duration {
-        gdfwd_core::pipeline::lease_send_budget(self.lease())
-    }
-
     /// Wires store, sink and enrichment. `dedup: false` bypasses the store (`--no-dedup`). A dry
     /// run reads the store but writes nothing, prints instead of sending, and makes no AWS calls
     /// for enrichment (`gdfwd accounts` checks names).

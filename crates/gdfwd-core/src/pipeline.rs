@@ -237,14 +237,11 @@ impl Pipeline {
             ..Summary::default()
         };
         // `checked_add`: a lease too long for the clock (a huge `--lease`) bounds nothing.
-        let lease_end = match &self.store {
-            Some(_) => claimed_at.checked_add(lease_send_budget(self.lease)),
-            None => None,
-        };
-        let deadline = match (deadline, lease_end) {
-            (Some(d), Some(l)) => Some(d.min(l)),
-            (d, l) => d.or(l),
-        };
+        let lease_end = self
+            .store
+            .as_ref()
+            .and_then(|_| claimed_at.checked_add(lease_send_budget(self.lease)));
+        let deadline = deadline.into_iter().chain(lease_end).min();
         let report = if events.is_empty() {
             Default::default()
         } else {

@@ -24,7 +24,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use gdfwd_core::pipeline::{Outcome, Pipeline, Summary};
@@ -51,8 +51,6 @@ pub struct BackfillConfig {
     pub resume: bool,
     /// Regions processed at once.
     pub region_concurrency: usize,
-    /// Longest a page's sending may take (keep it below the claim lease).
-    pub send_budget: Duration,
     /// Write checkpoints (not in `--dry-run` or without a store).
     pub save_checkpoints: bool,
     /// How long a checkpoint is kept.
@@ -71,7 +69,6 @@ impl BackfillConfig {
             regions,
             resume: true,
             region_concurrency: 4,
-            send_budget: Duration::from_secs(270),
             save_checkpoints: true,
             checkpoint_ttl: Duration::from_secs(180 * 86_400),
             settle_margin: Duration::from_secs(300),
@@ -362,8 +359,8 @@ impl Backfill {
             let (findings, settled_extra) = self.parse_page(region, page, rep);
             let mut candidate = settled_extra.filter(|t| *t < settle);
             if !findings.is_empty() {
-                let deadline = Instant::now() + self.config.send_budget;
-                let report = self.pipeline.process(&findings, Some(deadline)).await;
+                // The pipeline bounds sending by its claims' lease.
+                let report = self.pipeline.process(&findings, None).await;
                 rep.summary.merge(&report.summary);
                 let mut any_sent_failure = false;
                 for (f, o) in findings.iter().zip(&report.outcomes) {

@@ -8,7 +8,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use gdfwd_core::pipeline::{Pipeline, Summary};
@@ -260,22 +259,16 @@ async fn scan_region(
 }
 
 /// Sends the gaps' findings through the pipeline (claims still decide: a gap another process
-/// filled meanwhile is a duplicate). Stops between batches when `stop` says so.
-pub async fn send_gaps(
-    pipeline: &Pipeline,
-    gaps: &[Gap],
-    send_budget: Duration,
-    stop: StopFn,
-) -> (Summary, bool) {
+/// filled meanwhile is a duplicate). Stops between batches when `stop` says so. The pipeline
+/// bounds each batch's sending by its claims' lease.
+pub async fn send_gaps(pipeline: &Pipeline, gaps: &[Gap], stop: StopFn) -> (Summary, bool) {
     let mut summary = Summary::default();
     let findings: Vec<Finding> = gaps.iter().map(|g| g.finding.clone()).collect();
     for chunk in findings.chunks(crate::client::PAGE_SIZE) {
         if stop() {
             return (summary, true);
         }
-        let report = pipeline
-            .process(chunk, Some(Instant::now() + send_budget))
-            .await;
+        let report = pipeline.process(chunk, None).await;
         summary.merge(&report.summary);
     }
     (summary, false)

@@ -125,7 +125,6 @@ async fn gaps_name_each_unsent_version_with_its_reason_and_only_gaps_sends_exact
     let (summary, interrupted) = send_gaps(
         &pipeline(store.open(), sink.clone()),
         &gaps.gaps,
-        Duration::from_secs(60),
         stop.clone(),
     )
     .await;

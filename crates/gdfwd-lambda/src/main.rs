@@ -21,7 +21,7 @@ use gdfwd_lambda::{
     Check, Checked, Config, Handler, NotReady, Readiness, init_logging, report_init_error, serve,
 };
 use gdfwd_sink_http::{HttpSink, HttpSinkConfig, SinkHttpError, TokenSource, build_token_source};
-use gdfwd_store_dynamodb::DynamoStore;
+use gdfwd_store_dynamodb::{DynamoStore, DynamoStoreError};
 
 /// Per-finding CPU is dominated by small allocations (SDK requests, JSON): mimalloc is markedly
 /// cheaper than glibc malloc for that (docs/performance.md).
@@ -137,52 +137,56 @@ async fn build(config: &Config) -> Result<(Handler, Readiness), InitError> {
 /// variable to fix; an outage or no answer within [`CHECK_BUDGET`] is inconclusive (warned, and
 /// checked again at the next invocation).
 fn aws_checks(dynamo: Arc<DynamoStore>, tokens: Arc<dyn TokenSource>) -> Check {
+    use gdfwd_lambda::config::{DEDUP_TABLE_NAME, SECRET_ARN, SECRET_KEY_NAME};
     Arc::new(move || {
         let dynamo = Arc::clone(&dynamo);
         let tokens = Arc::clone(&tokens);
         Box::pin(async move {
             let (table, token) = tokio::join!(
                 tokio::time::timeout(CHECK_BUDGET, dynamo.check()),
-                tokio::time::timeout(CHECK_BUDGET, tokens.token()),
+                tokio::time::timeout(CHECK_BUDGET, async { tokens.token().await.map(drop) }),
             );
-            let mut verdict = Checked::Passed;
-            match table {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) if e.is_refusal() => {
-                    return Err(not_ready(gdfwd_lambda::config::DEDUP_TABLE_NAME, e));
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "could not check the table; checking again at the next invocation");
-                    verdict = Checked::Inconclusive;
-                }
-                Err(_) => {
-                    tracing::warn!(table = %dynamo.table(), "DescribeTable did not answer within {CHECK_BUDGET:?}; checking again at the next invocation");
-                    verdict = Checked::Inconclusive;
-                }
-            }
-            match token {
-                Ok(Ok(_)) => {}
+            let table = verdict("the table", table, |e: &DynamoStoreError| {
+                e.is_refusal().then_some(DEDUP_TABLE_NAME)
+            })?;
+            let token = verdict("the token", token, |e: &SinkHttpError| match e {
                 // The secret was read but holds no token under the key: the key name is wrong.
-                Ok(Err(e @ SinkHttpError::SecretContent { .. })) => {
-                    return Err(not_ready(gdfwd_lambda::config::SECRET_KEY_NAME, e));
-                }
-                Ok(Err(e)) if e.is_refusal() => {
-                    return Err(not_ready(gdfwd_lambda::config::SECRET_ARN, e));
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "could not read the token; checking again at the next invocation");
-                    verdict = Checked::Inconclusive;
-                }
-                Err(_) => {
-                    tracing::warn!(
-                        "Secrets Manager did not answer within {CHECK_BUDGET:?}; checking again at the next invocation"
-                    );
-                    verdict = Checked::Inconclusive;
-                }
-            }
-            Ok(verdict)
+                SinkHttpError::SecretContent { .. } => Some(SECRET_KEY_NAME),
+                e if e.is_refusal() => Some(SECRET_ARN),
+                _ => None,
+            })?;
+            Ok(if table == Checked::Passed && token == Checked::Passed {
+                Checked::Passed
+            } else {
+                Checked::Inconclusive
+            })
         })
     })
+}
+
+/// One check's answer: a refusal fails naming the variable `refused` picks; another error or no
+/// answer in time is inconclusive.
+fn verdict<E: std::fmt::Display>(
+    what: &str,
+    answer: Result<Result<(), E>, tokio::time::error::Elapsed>,
+    refused: impl Fn(&E) -> Option<&'static str>,
+) -> Result<Checked, NotReady> {
+    match answer {
+        Ok(Ok(())) => Ok(Checked::Passed),
+        Ok(Err(e)) => match refused(&e) {
+            Some(var) => Err(not_ready(var, e)),
+            None => {
+                tracing::warn!(error = %e, "could not check {what}; checking again at the next invocation");
+                Ok(Checked::Inconclusive)
+            }
+        },
+        Err(_) => {
+            tracing::warn!(
+                "checking {what} got no answer within {CHECK_BUDGET:?}; checking again at the next invocation"
+            );
+            Ok(Checked::Inconclusive)
+        }
+    }
 }
 
 fn not_ready(var: &str, e: impl std::fmt::Display) -> NotReady {

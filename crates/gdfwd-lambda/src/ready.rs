@@ -39,7 +39,7 @@ pub type Check = Arc<dyn Fn() -> CheckFuture + Send + Sync>;
 pub struct Readiness {
     passed: AtomicBool,
     first: tokio::sync::Mutex<Option<JoinHandle<Result<Checked, NotReady>>>>,
-    check: Option<Check>,
+    check: Check,
 }
 
 impl std::fmt::Debug for Readiness {
@@ -57,16 +57,7 @@ impl Readiness {
         Self {
             passed: AtomicBool::new(false),
             first: tokio::sync::Mutex::new(Some(first)),
-            check: Some(check),
-        }
-    }
-
-    /// Nothing to check (tests, or a store without such checks).
-    pub fn ready() -> Self {
-        Self {
-            passed: AtomicBool::new(true),
-            first: tokio::sync::Mutex::new(None),
-            check: None,
+            check,
         }
     }
 
@@ -80,12 +71,13 @@ impl Readiness {
         if self.passed.load(Ordering::Acquire) {
             return Ok(());
         }
-        let result = match (first.take(), &self.check) {
-            (Some(run), _) => run
-                .await
-                .unwrap_or_else(|e| Err(NotReady(format!("the readiness check stopped: {e}")))),
-            (None, Some(check)) => check().await,
-            (None, None) => Ok(Checked::Passed),
+        let result = match first.take() {
+            // A check that stopped (panicked) is no verdict on the configuration.
+            Some(run) => run.await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "the readiness check stopped; checking again at the next invocation");
+                Ok(Checked::Inconclusive)
+            }),
+            None => (self.check)().await,
         };
         match result? {
             Checked::Passed => self.passed.store(true, Ordering::Release),
@@ -159,6 +151,5 @@ mod tests {
         let r = Readiness::start(flaky(0, runs.clone()));
         assert_eq!(r.wait().await, Ok(()));
         assert_eq!(runs.load(Ordering::SeqCst), 1);
-        assert_eq!(Readiness::ready().wait().await, Ok(()));
     }
 }

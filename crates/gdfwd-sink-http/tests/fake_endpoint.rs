@@ -186,17 +186,11 @@ async fn a_single_event_over_the_size_limit_is_definitive_and_the_rest_is_sent()
     assert!(!got.contains_key("big00000000"));
 }
 
-/// OpenPipeline answers 400 to a whole request for one invalid event: the sender halves the batch
-/// until the refused events stand alone, so their batch-mates are still delivered.
-#[tokio::test]
-async fn a_request_refused_for_invalid_events_is_halved_until_only_those_fail() {
-    let s = setup().await;
-    let sink = HttpSink::new(s.cfg.clone(), static_token(TOKEN)).expect("sink");
-    let input = events("bad", 16, 10);
-    let refused = [input[3].id.clone(), input[12].id.clone()];
-    s.fake.refuse_events(refused.clone());
-    let report = sink.send(&input, None).await;
-    for (e, o) in input.iter().zip(&report.outcomes) {
+/// The `refused` events failed definitively with the 400 OpenPipeline gave them alone; every
+/// other event was sent.
+fn assert_only_refused_fail(input: &[OutEvent], outcomes: &[EventOutcome], refused: &[String]) {
+    assert_eq!(outcomes.len(), input.len());
+    for (e, o) in input.iter().zip(outcomes) {
         if refused.contains(&e.id) {
             assert!(
                 matches!(o, EventOutcome::Definitive { reason } if reason.contains("400")),
@@ -207,6 +201,19 @@ async fn a_request_refused_for_invalid_events_is_halved_until_only_those_fail() 
             assert!(o.is_sent(), "{}: {o:?}", e.id);
         }
     }
+}
+
+/// OpenPipeline answers 400 to a whole request for one invalid event: the sender halves the batch
+/// until the refused events stand alone, so their batch-mates are still delivered.
+#[tokio::test]
+async fn a_request_refused_for_invalid_events_is_halved_until_only_those_fail() {
+    let s = setup().await;
+    let sink = HttpSink::new(s.cfg.clone(), static_token(TOKEN)).expect("sink");
+    let input = events("bad", 16, 10);
+    let refused = [input[3].id.clone(), input[12].id.clone()];
+    s.fake.refuse_events(refused.clone());
+    let report = sink.send(&input, None).await;
+    assert_only_refused_fail(&input, &report.outcomes, &refused);
     let got = accepted(&s.fake);
     assert_eq!(got.len(), 14, "{got:?}");
     assert!(
@@ -230,17 +237,7 @@ async fn invalid_events_close_together_still_fail_alone() {
     let refused = [input[0].id.clone(), input[2].id.clone()];
     s.fake.refuse_events(refused.clone());
     let report = sink.send(&input, None).await;
-    for (e, o) in input.iter().zip(&report.outcomes) {
-        if refused.contains(&e.id) {
-            assert!(
-                matches!(o, EventOutcome::Definitive { .. }),
-                "{}: {o:?}",
-                e.id
-            );
-        } else {
-            assert!(o.is_sent(), "{}: {o:?}", e.id);
-        }
-    }
+    assert_only_refused_fail(&input, &report.outcomes, &refused);
     assert_eq!(accepted(&s.fake).len(), 6);
 }
 

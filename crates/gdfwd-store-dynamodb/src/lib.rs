@@ -324,8 +324,8 @@ impl DynamoStore {
     }
 
     /// Checks that the table exists and has this crate's key schema (one `DescribeTable`). The
-    /// Lambda calls it at init, so a wrong `DEDUP_TABLE_NAME` or a missing permission fails the
-    /// deployment's first invocation with one clear message instead of every batch.
+    /// Lambda's readiness check calls it before the first event, so a wrong `DEDUP_TABLE_NAME` or
+    /// a missing permission fails with one clear message instead of inside every batch.
     pub async fn check(&self) -> Result<(), DynamoStoreError> {
         let out = self
             .client
@@ -334,25 +334,8 @@ impl DynamoStore {
             .send()
             .await
             .map_err(|e| self.call_err("describe_table", e))?;
-        let got: Vec<(String, String)> = out
-            .table()
-            .map(|t| {
-                t.key_schema()
-                    .iter()
-                    .map(|k| {
-                        (
-                            k.attribute_name().to_owned(),
-                            k.key_type().as_str().to_owned(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let want: Vec<(String, String)> = table_definition()
-            .key_schema
-            .into_iter()
-            .map(|k| (k.attribute_name, k.key_type))
-            .collect();
+        let got = table::key_schema(out.table().map_or(&[], |t| t.key_schema()));
+        let want = table_definition().key_schema;
         if got == want {
             Ok(())
         } else {
@@ -1279,7 +1262,8 @@ impl DynamoStore {
                 single.push(i);
             }
         }
-        let mut failed_condition: Vec<(usize, Option<Item>, Timestamp, String)> = Vec::new();
+        // (index, finish token, old record, the attempt's "now"), as `TxRun` reports them.
+        let mut failed_condition: Vec<(usize, String, Option<Item>, Timestamp)> = Vec::new();
         for chunk in firsts.chunks(MAX_TX_CLAIMS) {
             let run = self
                 .transact_batch(OP, chunk, |i, now, expires| {
@@ -1304,11 +1288,7 @@ impl DynamoStore {
                     for (i, _) in run.applied {
                         results[i] = Some(Ok(()));
                     }
-                    failed_condition.extend(
-                        run.condition_failed
-                            .into_iter()
-                            .map(|(i, token, old, now)| (i, old, now, token)),
-                    );
+                    failed_condition.extend(run.condition_failed);
                     single.extend(run.single);
                 }
                 // The call failed after the SDK's retries: the single path would only fail
@@ -1321,7 +1301,7 @@ impl DynamoStore {
             }
         }
         failed_condition.sort_by_key(|(i, _, _, _)| *i);
-        for (i, old, now, token) in failed_condition {
+        for (i, token, old, now) in failed_condition {
             let (key, finish) = &items[i];
             // The history entry went with the record's write in the transaction.
             let r = self

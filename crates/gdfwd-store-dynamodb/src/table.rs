@@ -77,6 +77,13 @@ pub struct TableDefinition {
     pub time_to_live_specification: TtlDef,
 }
 
+/// A live key schema in [`KeyElement`]'s shape.
+pub(crate) fn key_schema(ks: &[KeySchemaElement]) -> Vec<KeyElement> {
+    ks.iter()
+        .map(|k| key(k.attribute_name(), k.key_type().as_str()))
+        .collect()
+}
+
 fn key(name: &str, kind: &str) -> KeyElement {
     KeyElement {
         attribute_name: name.to_owned(),
@@ -276,11 +283,6 @@ pub async fn describe_definition(
         table: table.to_owned(),
         message: "DescribeTable returned no table".to_owned(),
     })?;
-    let keys = |ks: &[KeySchemaElement]| {
-        ks.iter()
-            .map(|k| key(k.attribute_name(), k.key_type().as_str()))
-            .collect::<Vec<_>>()
-    };
     let mut attribute_definitions: Vec<AttributeDef> = t
         .attribute_definitions()
         .iter()
@@ -295,7 +297,7 @@ pub async fn describe_definition(
         .iter()
         .map(|g| IndexDef {
             index_name: g.index_name().unwrap_or_default().to_owned(),
-            key_schema: keys(g.key_schema()),
+            key_schema: key_schema(g.key_schema()),
             projection: ProjectionDef {
                 projection_type: g
                     .projection()
@@ -319,7 +321,7 @@ pub async fn describe_definition(
     let ttl = ttl.time_to_live_description();
     Ok(TableDefinition {
         billing_mode,
-        key_schema: keys(t.key_schema()),
+        key_schema: key_schema(t.key_schema()),
         attribute_definitions,
         global_secondary_indexes,
         time_to_live_specification: TtlDef {

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gdfwd_core::store::{ClaimOutcome, ClaimRequest, Finish, StateStore, VersionKey};
+use gdfwd_core::store::{
+    ClaimOutcome, ClaimRequest, FindingHistory, Finish, HistoryKind, StateStore, VersionKey,
+};
 use gdfwd_core::{ManualClock, StoreError};
 use gdfwd_model::{FindingMeta, Timestamp};
 use gdfwd_store_dynamodb::{
@@ -33,6 +35,19 @@ fn req(id: &str, version_ms: i64) -> ClaimRequest {
 
 fn clock() -> Arc<ManualClock> {
     Arc::new(ManualClock::new(Timestamp::from_millis(1_800_000_000_000)))
+}
+
+/// The finding's record and history; the finding must exist.
+async fn history(store: &DynamoStore, id: &str) -> FindingHistory {
+    StateStore::history(store, id)
+        .await
+        .expect("history")
+        .expect("record")
+}
+
+/// How many of the history's entries are of the kind `is`.
+fn entries(h: &FindingHistory, is: impl Fn(&HistoryKind) -> bool) -> usize {
+    h.entries.iter().filter(|e| is(&e.kind)).count()
 }
 
 /// A table at moto, and a store on it whose client goes through `proxy` with the given retries.
@@ -193,12 +208,7 @@ async fn five_hundreds_are_retried() {
 async fn a_claim_whose_answer_was_lost_is_still_new() {
     let proxy = FaultProxy::start_moto().await;
     let store = store_via(&proxy, 3).await;
-    let claimed_entries = |h: &gdfwd_core::store::FindingHistory| {
-        h.entries
-            .iter()
-            .filter(|e| matches!(e.kind, gdfwd_core::store::HistoryKind::Claimed))
-            .count()
-    };
+    let claimed_entries = |h: &FindingHistory| entries(h, |k| matches!(k, HistoryKind::Claimed));
 
     proxy.lose_next_answers(1, Fault::InternalError, Some("UpdateItem"));
     assert_eq!(
@@ -217,7 +227,7 @@ async fn a_claim_whose_answer_was_lost_is_still_new() {
         ClaimOutcome::Duplicate,
         "anyone else's claim of the same version is still a duplicate"
     );
-    let h = store.history("a").await.expect("history").expect("record");
+    let h = history(&store, "a").await;
     assert_eq!(claimed_entries(&h), 1, "{h:?}");
     assert_eq!(h.record.duplicates, 1, "{h:?}");
 
@@ -235,11 +245,7 @@ async fn a_claim_whose_answer_was_lost_is_still_new() {
         proxy.counts()
     );
     for i in 0..3 {
-        let h = store
-            .history(&format!("t{i}"))
-            .await
-            .expect("history")
-            .expect("record");
+        let h = history(&store, &format!("t{i}")).await;
         assert_eq!(claimed_entries(&h), 1, "one claim entry: {h:?}");
         assert_eq!(h.record.duplicates, 0, "{h:?}");
     }
@@ -255,19 +261,9 @@ async fn a_claim_whose_answer_was_lost_is_still_new() {
 /// single transactions and batch transactions.
 #[tokio::test]
 async fn a_finish_whose_answer_was_lost_is_recorded_once() {
-    use gdfwd_core::store::{Delivery, FindingHistory, HistoryKind};
-    let sent = |h: &FindingHistory| {
-        h.entries
-            .iter()
-            .filter(|e| matches!(e.kind, HistoryKind::Sent { .. }))
-            .count()
-    };
-    let failed = |h: &FindingHistory| {
-        h.entries
-            .iter()
-            .filter(|e| matches!(e.kind, HistoryKind::Failed { .. }))
-            .count()
-    };
+    use gdfwd_core::store::Delivery;
+    let sent = |h: &FindingHistory| entries(h, |k| matches!(k, HistoryKind::Sent { .. }));
+    let failed = |h: &FindingHistory| entries(h, |k| matches!(k, HistoryKind::Failed { .. }));
     let delivery = || Delivery {
         event_ids: vec!["ev-1".into()],
         request_id: Some("req-1".into()),
@@ -289,7 +285,7 @@ async fn a_finish_whose_answer_was_lost_is_recorded_once() {
             .await
             .expect("its own commit, applied before the answer was lost");
         assert_eq!(proxy.faulted(op), 1, "{:?}", proxy.counts());
-        let h = store.history("c").await.expect("history").expect("record");
+        let h = history(&store, "c").await;
         assert_eq!(
             h.record.versions_sent, 1,
             "transactions {transactions}: {h:?}"
@@ -303,7 +299,7 @@ async fn a_finish_whose_answer_was_lost_is_recorded_once() {
             .release(&req("r", 1).key, "HTTP 503")
             .await
             .expect("its own release");
-        let h = store.history("r").await.expect("history").expect("record");
+        let h = history(&store, "r").await;
         assert_eq!(h.record.failures, 1, "transactions {transactions}: {h:?}");
         assert_eq!(failed(&h), 1, "transactions {transactions}: {h:?}");
 
@@ -319,11 +315,7 @@ async fn a_finish_whose_answer_was_lost_is_recorded_once() {
             r.expect("finish_many");
         }
         for i in 0..3 {
-            let h = store
-                .history(&format!("b{i}"))
-                .await
-                .expect("history")
-                .expect("record");
+            let h = history(&store, &format!("b{i}")).await;
             assert_eq!(
                 h.record.versions_sent, 1,
                 "transactions {transactions}: {h:?}"
@@ -370,11 +362,7 @@ async fn requests_per_claim() {
     assert_eq!(proxy.total(), 1, "{:?}", proxy.counts());
     assert_eq!(proxy.count("TransactWriteItems"), 1);
     for i in 0..10 {
-        let h = store
-            .history(&format!("b{i}"))
-            .await
-            .expect("history")
-            .expect("record");
+        let h = history(&store, &format!("b{i}")).await;
         assert_eq!(h.entries.len(), 1, "the claim's history entry: {h:?}");
     }
 
@@ -385,7 +373,7 @@ async fn requests_per_claim() {
         .await
         .expect("commit");
     assert_eq!(proxy.total(), 1, "{:?}", proxy.counts());
-    let h = store.history("b0").await.expect("history").expect("record");
+    let h = history(&store, "b0").await;
     assert_eq!(h.record.versions_sent, 1);
     assert_eq!(h.entries.len(), 2, "claimed, sent: {h:?}");
 
@@ -421,9 +409,9 @@ async fn requests_per_claim() {
     assert_eq!(proxy.count("UpdateItem"), 4, "{:?}", proxy.counts());
     assert_eq!(proxy.count("BatchWriteItem"), 1, "{:?}", proxy.counts());
     assert_eq!(proxy.total(), 7, "{:?}", proxy.counts());
-    let b1 = store.history("b1").await.expect("history").expect("record");
+    let b1 = history(&store, "b1").await;
     assert_eq!(b1.record.duplicates, 1, "{b1:?}");
-    let b2 = store.history("b2").await.expect("history").expect("record");
+    let b2 = history(&store, "b2").await;
     assert_eq!(b2.record.stale, 1, "{b2:?}");
     assert_eq!(b2.entries.len(), 2, "claimed, stale: {b2:?}");
 
@@ -439,13 +427,13 @@ async fn requests_per_claim() {
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert_eq!(proxy.total(), 1, "{:?}", proxy.counts());
     assert_eq!(proxy.count("TransactWriteItems"), 1);
-    let b8 = store.history("b8").await.expect("history").expect("record");
+    let b8 = history(&store, "b8").await;
     assert_eq!(
         (b8.record.versions_sent, b8.entries.len()),
         (1, 2),
         "{b8:?}"
     );
-    let b9 = store.history("b9").await.expect("history").expect("record");
+    let b9 = history(&store, "b9").await;
     assert_eq!((b9.record.failures, b9.entries.len()), (1, 2), "{b9:?}");
 
     // One superseded version in the batch: the transaction is cancelled by it and re-run
@@ -502,6 +490,6 @@ async fn requests_per_claim_without_transactions() {
     assert_eq!(proxy.count("UpdateItem"), 1);
     assert_eq!(proxy.count("PutItem"), 1);
     assert_eq!(proxy.total(), 2, "{:?}", proxy.counts());
-    let h = store.history("b0").await.expect("history").expect("record");
+    let h = history(&store, "b0").await;
     assert_eq!(h.entries.len(), 2, "claimed, sent: {h:?}");
 }
