@@ -285,12 +285,13 @@ fn print_summary(r: &BackfillReport, dry_run: bool, took: Duration) {
         "forwarded"
     };
     eprintln!(
-        "gdfwd backfill: listed {}, fetched {}, {verb} {} ({} events), duplicates {}, stale {}, filtered {}, invalid {}, failed {}, requests {}; GuardDuty calls {} (throttled {}, retries {}) ({:.1}s)",
+        "gdfwd backfill: listed {}, fetched {}, {verb} {} ({} events), duplicates {}, in flight elsewhere {}, stale {}, filtered {}, invalid {}, failed {}, requests {}; GuardDuty calls {} (throttled {}, retries {}) ({:.1}s)",
         r.listed,
         r.fetched,
         s.forwarded,
         s.events,
         s.duplicates,
+        s.in_flight,
         s.stale,
         r.filtered,
         s.invalid,

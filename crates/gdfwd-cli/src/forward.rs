@@ -122,14 +122,19 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
             // The pipeline also stops each chunk's sending before its claims' lease ends.
             let report = pipeline.process(chunk, run_deadline).await;
             for (f, o) in chunk.iter().zip(&report.outcomes) {
-                if let Outcome::Failed { retryable, reason } = o {
-                    let kind = if *retryable {
+                if let Some((retryable, reason)) = o.undone() {
+                    let kind = if retryable {
                         "will retry on the next run"
                     } else {
                         "definitive"
                     };
+                    let what = if matches!(o, Outcome::InFlight { .. }) {
+                        "in flight"
+                    } else {
+                        "failed"
+                    };
                     eprintln!(
-                        "failed: {} finding {} version {}: {reason} ({kind})",
+                        "{what}: {} finding {} version {}: {reason} ({kind})",
                         src.name(),
                         f.id,
                         f.updated_at
@@ -151,7 +156,7 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
         ExitCode::from(EXIT_INTERRUPTED)
     } else if summary.invalid > 0 {
         ExitCode::from(2)
-    } else if summary.failed > 0 {
+    } else if summary.failed > 0 || summary.in_flight > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
@@ -165,11 +170,12 @@ fn print_summary(s: &Summary, dry_run: bool, took: Duration) {
         "forwarded"
     };
     eprintln!(
-        "gdfwd forward: received {}, {verb} {} ({} events), duplicates {}, stale {}, skipped {}, invalid {}, failed {}, requests {} ({:.1}s)",
+        "gdfwd forward: received {}, {verb} {} ({} events), duplicates {}, in flight elsewhere {}, stale {}, skipped {}, invalid {}, failed {}, requests {} ({:.1}s)",
         s.received,
         s.forwarded,
         s.events,
         s.duplicates,
+        s.in_flight,
         s.stale,
         s.skipped,
         s.invalid,

@@ -211,6 +211,13 @@ fn delivery(ids: &[&str], request: &str) -> Delivery {
     }
 }
 
+/// The answer for a version claimed at `claimed_at` whose lease ([`LEASE`]) is still live.
+fn in_flight(claimed_at: Timestamp) -> ClaimOutcome {
+    ClaimOutcome::InFlight {
+        lease_until: claimed_at.saturating_add_millis(300_000),
+    }
+}
+
 async fn claim(s: &dyn StateStore, r: &ClaimRequest) -> ClaimOutcome {
     s.claim(r, LEASE)
         .await
@@ -269,11 +276,12 @@ where
     let s = make(st.clone()).await;
     let s = s.as_ref();
     assert!(!s.describe().is_empty(), "describe() names the backend");
+    let t0 = st.clock.now();
     assert_eq!(claim(s, &req("a", v(1))).await, ClaimOutcome::New);
     assert_eq!(
         claim(s, &req("a", v(1))).await,
-        ClaimOutcome::Duplicate,
-        "same version under a live lease"
+        in_flight(t0),
+        "same version under a live lease: in flight, with the lease's end"
     );
     commit(s, &key("a", v(1))).await;
     assert_eq!(
@@ -300,7 +308,7 @@ where
     );
 }
 
-/// A pending claim is a Duplicate until its lease ends, then the same version is New again (the
+/// A pending claim is InFlight until its lease ends, then the same version is New again (the
 /// sender died); a sent version stays Duplicate whatever the time.
 pub async fn lease_expiry_reclaim<F, Fut>(make: &F)
 where
@@ -323,7 +331,7 @@ where
     clock.advance(LEASE - secs(1));
     assert_eq!(
         claim(s, &req("a", v(1))).await,
-        ClaimOutcome::Duplicate,
+        in_flight(t0),
         "lease still live"
     );
     clock.advance(secs(1));
@@ -338,7 +346,7 @@ where
     assert_eq!(r.lease_until, Some(t1.saturating_add_millis(300_000)));
     assert_eq!(
         claim(s, &req("a", v(1))).await,
-        ClaimOutcome::Duplicate,
+        in_flight(t1),
         "the re-claim has a fresh lease"
     );
     commit(s, &key("a", v(1))).await;
@@ -389,6 +397,7 @@ where
     Fut: Future<Output = Arc<dyn StateStore>>,
 {
     let st = setup("concurrent_claims_one_new", start_time());
+    let held = in_flight(st.clock.now());
     let s = make(st).await;
     let tasks: Vec<_> = (0..50)
         .map(|_| {
@@ -401,7 +410,7 @@ where
     for t in tasks {
         match t.await.expect("claim task panicked") {
             Ok(ClaimOutcome::New) => new += 1,
-            Ok(ClaimOutcome::Duplicate) => dup += 1,
+            Ok(o) if o == held => dup += 1,
             other => panic!("unexpected concurrent claim result {other:?}"),
         }
     }
@@ -430,9 +439,9 @@ where
     let reqs = vec![
         req("a", v(1)),
         req("b", v(1)),
-        req("a", v(1)),                  // the same version twice in one batch
+        req("a", v(1)), // the same version twice in one batch: in flight
         req_with("a", v(2), newer_meta), // a newer version of `a` in the same batch
-        req("a", v(1)),                  // now older than the batch's own newest
+        req("a", v(1)), // now older than the batch's own newest
         req("c", v(2)),
         req("c", v(1)),
         req("d", v(1)), // sent before the batch
@@ -441,7 +450,7 @@ where
     let want = vec![
         ClaimOutcome::New,
         ClaimOutcome::New,
-        ClaimOutcome::Duplicate,
+        in_flight(start),
         ClaimOutcome::New,
         ClaimOutcome::Stale { newest: v(2) },
         ClaimOutcome::New,
@@ -638,12 +647,12 @@ where
     );
     assert_eq!(
         claim(s, &req_with("a", v(1), m1.clone())).await,
-        ClaimOutcome::Duplicate
+        in_flight(t0)
     );
     clock.advance(secs(5));
     assert_eq!(
         claim(s, &req_with("a", v(1), m1.clone())).await,
-        ClaimOutcome::Duplicate
+        in_flight(t0)
     );
     commit(s, &key("a", v(1))).await;
     assert_eq!(record(s, "a").await.meta, m1);
@@ -698,7 +707,7 @@ where
     let t0 = clock.now();
     assert_eq!(claim(s, &req("a", v(1))).await, ClaimOutcome::New);
     clock.advance(secs(1));
-    assert_eq!(claim(s, &req("a", v(1))).await, ClaimOutcome::Duplicate);
+    assert_eq!(claim(s, &req("a", v(1))).await, in_flight(t0));
     clock.advance(secs(1));
     s.commit(
         &key("a", v(1)),
@@ -994,6 +1003,7 @@ where
     Fut: Future<Output = Arc<dyn StateStore>>,
 {
     let st = setup("newer_wins_over_pending_older", start_time());
+    let t0 = st.clock.now();
     let s = make(st).await;
     let s = s.as_ref();
     assert_eq!(claim(s, &req("a", v(1))).await, ClaimOutcome::New);
@@ -1011,7 +1021,7 @@ where
     );
     assert_eq!(r.status, Status::Pending, "v2 is still pending");
     assert_eq!(r.versions_sent, 1, "v1's delivery is counted");
-    assert_eq!(claim(s, &req("a", v(2))).await, ClaimOutcome::Duplicate);
+    assert_eq!(claim(s, &req("a", v(2))).await, in_flight(t0));
     assert_eq!(
         claim(s, &req("a", v(1))).await,
         ClaimOutcome::Stale { newest: v(2) }
@@ -1061,6 +1071,7 @@ where
     Fut: Future<Output = Arc<dyn StateStore>>,
 {
     let st = setup("release_not_latest_only_records", start_time());
+    let t0 = st.clock.now();
     let s = make(st).await;
     let s = s.as_ref();
     assert_eq!(claim(s, &req("a", v(1))).await, ClaimOutcome::New);
@@ -1073,7 +1084,7 @@ where
     assert_eq!(r.last_error.as_deref(), Some("older failed"));
     assert_eq!(
         claim(s, &req("a", v(2))).await,
-        ClaimOutcome::Duplicate,
+        in_flight(t0),
         "v2 still leased"
     );
     // A sender whose lease ran out releases after another sender committed the same version.

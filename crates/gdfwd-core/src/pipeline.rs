@@ -10,6 +10,8 @@
 //! - a finding version is committed only when every one of its events was accepted; otherwise its
 //!   claim is released so a retry can send it again (events carry deterministic ids, so a partial
 //!   resend is recognisable downstream);
+//! - a version another sender is sending is [`Outcome::InFlight`], never reported as done: if
+//!   that sender dies, only a caller that tries again after the lease still delivers it;
 //! - enrichment is best-effort and cannot fail a finding.
 
 use std::collections::{BTreeMap, HashMap};
@@ -43,12 +45,36 @@ pub fn lease_send_budget(lease: Duration) -> Duration {
 pub enum Outcome {
     /// Every event of the version was accepted (and committed, with a store).
     Forwarded { events: usize },
-    /// Already sent, or being sent under another live claim.
+    /// Already sent.
     Duplicate,
+    /// Being sent by another sender under a claim whose lease ends at `lease_until`: not sent
+    /// here and not known delivered. If that sender fails without releasing, the version is
+    /// claimable again after `lease_until`; a caller that must not lose it (an SQS message, a
+    /// backfill checkpoint) tries again later rather than treating it as done.
+    InFlight { lease_until: Timestamp },
     /// A newer version was already claimed or sent.
     Stale { newest: Timestamp },
     /// Not delivered. `retryable`: a later attempt may succeed (the claim was released).
     Failed { retryable: bool, reason: String },
+}
+
+impl Outcome {
+    /// Why this finding is not done, for callers that report or retry it: `(retryable, reason)`
+    /// for a failure or a version in flight elsewhere (retryable: it must be tried again after
+    /// the other sender's lease, or it could be lost with that sender); `None` when delivered,
+    /// a duplicate of a sent version, or stale.
+    pub fn undone(&self) -> Option<(bool, String)> {
+        match self {
+            Self::Forwarded { .. } | Self::Duplicate | Self::Stale { .. } => None,
+            Self::Failed { retryable, reason } => Some((*retryable, reason.clone())),
+            Self::InFlight { lease_until } => Some((
+                true,
+                format!(
+                    "being sent by another sender under a claim until {lease_until}; left for a retry, so it is not lost if that sender fails"
+                ),
+            )),
+        }
+    }
 }
 
 /// Counts for summaries (`--summary` JSON), log lines and metrics.
@@ -65,6 +91,9 @@ pub struct Summary {
     /// Payload events delivered (one finding can yield several).
     pub events: u64,
     pub duplicates: u64,
+    /// Versions another sender was sending (see [`Outcome::InFlight`]): left for a retry.
+    #[serde(default)]
+    pub in_flight: u64,
     pub stale: u64,
     pub failed: u64,
     /// HTTP requests made, including retries.
@@ -81,6 +110,7 @@ impl Summary {
         self.invalid += o.invalid;
         self.events += o.events;
         self.duplicates += o.duplicates;
+        self.in_flight += o.in_flight;
         self.stale += o.stale;
         self.failed += o.failed;
         self.requests += o.requests;
@@ -95,6 +125,7 @@ impl Summary {
                 self.events += *events as u64;
             }
             Outcome::Duplicate => self.duplicates += 1,
+            Outcome::InFlight { .. } => self.in_flight += 1,
             Outcome::Stale { .. } => self.stale += 1,
             Outcome::Failed { .. } => self.failed += 1,
         }
@@ -192,10 +223,24 @@ impl Pipeline {
             }
         };
         let mut to_send = Vec::new();
+        // Versions held by another finding of this same batch (a redelivered copy): theirs
+        // follow the holder's outcome once it is known, instead of waiting out our own lease.
+        let mut copies: Vec<(usize, usize)> = Vec::new();
+        let mut claimed_here: HashMap<(&str, Timestamp), usize> = HashMap::new();
         for (i, c) in claims.into_iter().enumerate() {
+            let f = &findings[i];
             match c {
-                ClaimOutcome::New => to_send.push(i),
+                ClaimOutcome::New => {
+                    claimed_here.insert((f.id.as_str(), f.updated_at), i);
+                    to_send.push(i);
+                }
                 ClaimOutcome::Duplicate => outcomes[i] = Some(Outcome::Duplicate),
+                ClaimOutcome::InFlight { lease_until } => {
+                    match claimed_here.get(&(f.id.as_str(), f.updated_at)) {
+                        Some(&holder) => copies.push((i, holder)),
+                        None => outcomes[i] = Some(Outcome::InFlight { lease_until }),
+                    }
+                }
                 ClaimOutcome::Stale { newest } => outcomes[i] = Some(Outcome::Stale { newest }),
             }
         }
@@ -265,7 +310,7 @@ impl Pipeline {
                         }),
                     })),
                     Outcome::Failed { reason, .. } => Some(Finish::Release(reason.clone())),
-                    Outcome::Duplicate | Outcome::Stale { .. } => None,
+                    Outcome::Duplicate | Outcome::InFlight { .. } | Outcome::Stale { .. } => None,
                 };
                 if let Some(finish) = finish {
                     finishes.push((version_key(&findings[i]), finish));
@@ -300,6 +345,16 @@ impl Pipeline {
             }
         }
 
+        for (copy, holder) in copies {
+            outcomes[copy] = Some(match &outcomes[holder] {
+                Some(Outcome::Forwarded { .. }) => Outcome::Duplicate,
+                Some(other) => other.clone(),
+                None => Outcome::Failed {
+                    retryable: true,
+                    reason: "internal: no outcome".to_owned(),
+                },
+            });
+        }
         let outcomes: Vec<Outcome> = outcomes
             .into_iter()
             .map(|o| {

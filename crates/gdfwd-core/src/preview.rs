@@ -44,6 +44,9 @@ fn judge(record: Option<&FindingRecord>, version: Timestamp) -> ClaimOutcome {
             newest: r.latest_version,
         },
         Some(r) if r.status == Status::Failed => ClaimOutcome::New,
+        Some(r) if r.status == Status::Pending => ClaimOutcome::InFlight {
+            lease_until: r.lease_until.unwrap_or(r.last_seen),
+        },
         Some(_) => ClaimOutcome::Duplicate,
     }
 }

@@ -5,7 +5,9 @@
 //! - key: the finding id; version: normalised `updatedAt` (ms);
 //! - `claim` → [`ClaimOutcome::New`] when never seen, or newer than the newest claimed/sent
 //!   version, or when this version's earlier claim was released or its lease expired;
-//!   [`ClaimOutcome::Duplicate`] when this exact version was sent or is under a live lease;
+//!   [`ClaimOutcome::Duplicate`] when this exact version was sent;
+//!   [`ClaimOutcome::InFlight`] when this exact version is under another live lease (counted as
+//!   a duplicate too, but not known delivered: its holder may still fail);
 //!   [`ClaimOutcome::Stale`] when a newer version was already claimed or sent;
 //! - `commit` marks a claimed version sent; `release` frees it at once and records why;
 //! - records expire `retention` after their last update; expired records read as absent;
@@ -36,8 +38,13 @@ pub struct ClaimRequest {
 pub enum ClaimOutcome {
     /// The caller holds a lease on this version and must send it, then commit or release.
     New,
-    /// This exact version was sent, or is being sent under a live lease.
+    /// This exact version was sent.
     Duplicate,
+    /// This exact version is being sent under another live lease, which ends at `lease_until`.
+    /// Not sent by this caller and not known delivered: if the holder fails without releasing,
+    /// the version is claimable again only after the lease. A caller that must not lose it (an
+    /// SQS message, a backfill checkpoint) retries after `lease_until` instead of dropping it.
+    InFlight { lease_until: Timestamp },
     /// A newer version (`newest`) was already claimed or sent.
     Stale { newest: Timestamp },
 }

@@ -17,7 +17,8 @@ use gdfwd_core::store::{
 use gdfwd_model::{Enrichment, Finding, Format, Item, Timestamp, parse_document};
 
 /// Just enough of the store contract for pipeline tests (the real contract suite runs against the
-/// real backends): newest version wins, a sent or pending version is a duplicate.
+/// real backends): newest version wins, a sent version is a duplicate, a pending one in flight
+/// (under a lease ending at [`LEASE_END`]).
 #[derive(Debug, Default)]
 struct MemStore {
     /// finding id → (version, state)
@@ -52,7 +53,10 @@ impl StateStore for MemStore {
         let v = req.key.version;
         match items.get(&req.key.finding_id) {
             Some((cur, _)) if v < *cur => Ok(ClaimOutcome::Stale { newest: *cur }),
-            Some((cur, state)) if v == *cur && *state != "failed" => Ok(ClaimOutcome::Duplicate),
+            Some((cur, "sent")) if v == *cur => Ok(ClaimOutcome::Duplicate),
+            Some((cur, "pending")) if v == *cur => Ok(ClaimOutcome::InFlight {
+                lease_until: LEASE_END,
+            }),
             _ => {
                 items.insert(req.key.finding_id.clone(), (v, "pending"));
                 Ok(ClaimOutcome::New)
@@ -112,6 +116,9 @@ impl StateStore for MemStore {
         Ok(())
     }
 }
+
+/// The lease end [`MemStore`] reports for a pending version.
+const LEASE_END: Timestamp = Timestamp::from_millis(1_800_000_000_000);
 
 /// Records what it was given; answers with `script` (one entry per call, then all sent).
 type Rule = Box<dyn Fn(usize) -> EventOutcome + Send>;
@@ -520,4 +527,80 @@ async fn sending_stops_before_the_claims_lease_ends() {
     let no_store = Pipeline::new(None, sink.clone(), Format::Raw).with_lease(lease);
     no_store.process(&batch, None).await;
     assert_eq!(sink.deadlines.lock().expect("lock")[2], None);
+}
+
+/// A version another sender holds is neither sent nor reported done: it is left for a retry (so
+/// it is not lost if that sender dies), while a copy of a version this batch claims itself
+/// follows the batch's own outcome for it.
+#[tokio::test]
+async fn a_version_in_flight_elsewhere_is_left_for_a_retry_and_copies_follow_their_holder() {
+    let store = Arc::new(MemStore::default());
+    let sink = Arc::new(FakeSink::default());
+    // Another sender holds f1.
+    let f1 = findings(&finding("f1", "1", "2025-01-01T00:00:01Z"));
+    let other = gdfwd_core::pipeline::claim_request(&f1[0]);
+    assert_eq!(
+        store
+            .claim(&other, Duration::from_secs(300))
+            .await
+            .expect("claim"),
+        ClaimOutcome::New
+    );
+    // f2 fails retryably; f3 is delivered; each has a copy in the batch.
+    sink.script.lock().expect("lock").push(Box::new(|i| {
+        if i == 0 {
+            EventOutcome::Retryable {
+                reason: "HTTP 503".into(),
+            }
+        } else {
+            EventOutcome::Sent { request_id: None }
+        }
+    }));
+    let p = pipeline(store.clone(), sink.clone());
+    let batch = findings(&format!(
+        "{}\n{}\n{}\n{}\n{}",
+        finding("f1", "1", "2025-01-01T00:00:01Z"),
+        finding("f2", "1", "2025-01-01T00:00:01Z"),
+        finding("f3", "1", "2025-01-01T00:00:01Z"),
+        finding("f2", "1", "2025-01-01T00:00:01Z"),
+        finding("f3", "1", "2025-01-01T00:00:01Z"),
+    ));
+    let r = p.process(&batch, None).await;
+    let failed = Outcome::Failed {
+        retryable: true,
+        reason: "HTTP 503".into(),
+    };
+    assert_eq!(
+        r.outcomes,
+        vec![
+            Outcome::InFlight {
+                lease_until: LEASE_END
+            },
+            failed.clone(),
+            Outcome::Forwarded { events: 1 },
+            failed,
+            Outcome::Duplicate,
+        ]
+    );
+    assert_eq!(
+        (r.summary.in_flight, r.summary.failed, r.summary.duplicates),
+        (1, 2, 1)
+    );
+    let sent: Vec<String> = sink
+        .received
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|e| e.json.clone())
+        .collect();
+    assert_eq!(sent.len(), 1, "only f3 was delivered: {sent:?}");
+    assert!(sent[0].contains("\"f3\""), "{sent:?}");
+    let (retryable, reason) = r.outcomes[0].undone().expect("f1 is not done");
+    assert!(retryable);
+    assert!(reason.contains("another sender"), "{reason}");
+    assert_eq!(
+        r.outcomes[4].undone(),
+        None,
+        "a copy of a delivered version is done"
+    );
 }

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use gdfwd_core::pipeline::{Outcome, Pipeline, Summary};
-use gdfwd_core::store::{StateStore, Status};
+use gdfwd_core::store::StateStore;
 use gdfwd_model::{Finding, Item, Timestamp, parse_value};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -371,13 +371,13 @@ impl Backfill {
                             any_sent_failure |= *retryable;
                             !*retryable
                         }
-                        Outcome::Duplicate => match self.pending_elsewhere(f).await {
-                            Some(until) => {
-                                rep.pending.add(until);
-                                false
-                            }
-                            None => true,
-                        },
+                        Outcome::Duplicate => true,
+                        // Another sender holds it: not settled until that sender commits (or
+                        // its lease ends and a later run sends it).
+                        Outcome::InFlight { lease_until } => {
+                            rep.pending.add(Some(*lease_until));
+                            false
+                        }
                     };
                     if settled {
                         if f.updated_at < settle {
@@ -449,26 +449,6 @@ impl Backfill {
         }
         out.sort_by_key(|f| f.updated_at);
         (out, settled)
-    }
-
-    /// For a `Duplicate`: whether the version is claimed by someone else under a live lease
-    /// (then: `Some(lease end)`), rather than already sent.
-    async fn pending_elsewhere(&self, f: &Finding) -> Option<Option<Timestamp>> {
-        let store = self.store()?;
-        match store.history(&f.id).await {
-            Ok(Some(h))
-                if h.record.latest_version == f.updated_at
-                    && h.record.status == Status::Pending =>
-            {
-                Some(h.record.lease_until)
-            }
-            Ok(_) => None,
-            Err(e) => {
-                // Unknown: be safe, treat as pending (the checkpoint stays below it).
-                tracing::warn!(finding = %f.id, error = %e, "reading the finding's state failed");
-                Some(None)
-            }
-        }
     }
 }
 

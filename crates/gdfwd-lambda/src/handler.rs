@@ -286,10 +286,11 @@ impl Handler {
             let mut retry_reason = None;
             let mut rejected = msg.rejected.clone();
             for &i in &msg.findings {
-                if let Some(Outcome::Failed { retryable, reason }) = report.outcomes.get(i) {
+                if let Some((retryable, reason)) = report.outcomes.get(i).and_then(Outcome::undone)
+                {
                     let f = &findings[i];
                     let why = format!("finding {} ({}): {reason}", f.id, f.updated_at);
-                    if *retryable {
+                    if retryable {
                         retry_reason.get_or_insert(why);
                     } else {
                         rejected.get_or_insert(why);
@@ -341,9 +342,9 @@ impl Handler {
         let mut retry: Option<String> = None;
         let mut retry_count = 0;
         for (f, o) in findings.iter().zip(&report.outcomes) {
-            if let Outcome::Failed { retryable, reason } = o {
+            if let Some((retryable, reason)) = o.undone() {
                 let why = format!("finding {} ({}): {reason}", f.id, f.updated_at);
-                if *retryable {
+                if retryable {
                     retry_count += 1;
                     retry.get_or_insert(why);
                 } else {

@@ -24,8 +24,8 @@ pub const NAMESPACE: &str = "gdfwd";
 /// What one invocation did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InvocationMetrics {
-    /// Outcome counters (received, forwarded, duplicates, stale, skipped, invalid, failed,
-    /// events sent, requests, retries, throttled).
+    /// Outcome counters (received, forwarded, duplicates, in flight elsewhere, stale, skipped,
+    /// invalid, failed, events sent, requests, retries, throttled).
     pub summary: Summary,
     /// SQS messages reported back as failed (0 for a direct invocation).
     pub batch_item_failures: u64,
@@ -48,10 +48,11 @@ impl InvocationMetrics {
         timestamp_ms: i64,
     ) -> Value {
         let s = &self.summary;
-        let values: [(&str, u64, &str); 17] = [
+        let values: [(&str, u64, &str); 18] = [
             ("Received", s.received, "Count"),
             ("Forwarded", s.forwarded, "Count"),
             ("Duplicates", s.duplicates, "Count"),
+            ("InFlightElsewhere", s.in_flight, "Count"),
             ("Stale", s.stale, "Count"),
             ("Skipped", s.skipped, "Count"),
             ("Invalid", s.invalid, "Count"),
@@ -147,6 +148,7 @@ mod tests {
                 received: 10,
                 forwarded: 7,
                 duplicates: 1,
+                in_flight: 3,
                 stale: 1,
                 skipped: 0,
                 invalid: 1,
@@ -171,7 +173,7 @@ mod tests {
         assert_eq!(directive["Dimensions"], json!([["FunctionName"]]));
         assert_eq!(doc["_aws"]["Timestamp"], 1_700_000_000_000_i64);
         let declared = directive["Metrics"].as_array().expect("metrics array");
-        assert_eq!(declared.len(), 17);
+        assert_eq!(declared.len(), 18);
         for d in declared {
             let name = d["Name"].as_str().expect("name");
             assert!(doc[name].is_u64(), "{name} has a numeric value");
@@ -182,5 +184,6 @@ mod tests {
         assert_eq!(doc["EnrichCacheHits"], 5);
         assert_eq!(doc["SendLatency"], 42);
         assert_eq!(doc["BatchItemFailures"], 1);
+        assert_eq!(doc["InFlightElsewhere"], 3);
     }
 }

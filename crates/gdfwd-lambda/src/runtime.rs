@@ -80,6 +80,7 @@ fn report(h: &crate::handler::Handled, inv: &Invocation, function_name: &str) {
         received = s.received,
         forwarded = s.forwarded,
         duplicates = s.duplicates,
+        in_flight = s.in_flight,
         stale = s.stale,
         skipped = s.skipped,
         invalid = s.invalid,

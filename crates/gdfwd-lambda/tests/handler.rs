@@ -548,3 +548,59 @@ async fn payloads_that_are_neither_shape_are_rejected_not_crashed_on() {
     assert_eq!(h.metrics.summary.forwarded, 1);
     assert_eq!(h.metrics.summary.invalid, 2);
 }
+
+/// A finding another invocation is still sending (its claim's lease is live) is not reported as
+/// done: its SQS message fails so SQS redelivers it, and a direct event fails retryably. If that
+/// other invocation died, the redelivery sends it once its claim is gone. A second copy of a
+/// version in the same batch follows the first.
+#[tokio::test]
+async fn a_finding_in_flight_elsewhere_is_retried_not_dropped() {
+    let r = rig(Format::Raw);
+    let events = distinct_events(3);
+    let held = match gdfwd_model::parse_value(events[0].clone()).pop() {
+        Some(Ok(gdfwd_model::Item::Finding(f))) => gdfwd_core::pipeline::claim_request(&f),
+        other => panic!("fixture is not a finding: {other:?}"),
+    };
+    // Another sender holds the first finding.
+    assert_eq!(
+        r.store
+            .claim(&held, Duration::from_secs(300))
+            .await
+            .expect("claim"),
+        gdfwd_core::store::ClaimOutcome::New
+    );
+    let id0 = finding_id(&events[0]);
+    let mut records: Vec<(String, String)> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (format!("m{i}"), e.to_string()))
+        .collect();
+    records.push(("m1-copy".to_owned(), events[1].to_string()));
+    let h = r.handler.handle(sqs_batch(&records), &inv("f1")).await;
+    assert_eq!(failures(h.response.as_ref().expect("answer")), vec!["m0"]);
+    assert_eq!(h.metrics.summary.in_flight, 1);
+    assert_eq!(h.metrics.summary.forwarded, 2);
+    assert_eq!(r.sink.sent_containing(&id0), 0, "held elsewhere: not sent");
+    assert_eq!(
+        r.sink.sent_containing(&finding_id(&events[1])),
+        1,
+        "the copy is not sent twice"
+    );
+
+    let h = r.handler.handle(events[0].clone(), &inv("f2")).await;
+    match &h.response {
+        Err(HandlerError::Retryable { reason, .. }) => {
+            assert!(reason.contains("another sender"), "{reason}");
+        }
+        other => panic!("a direct event in flight elsewhere must be retried: {other:?}"),
+    }
+
+    // The holder gave up: the redelivered message is sent.
+    r.store
+        .release(&held.key, "holder failed")
+        .await
+        .expect("release");
+    let h = r.handler.handle(sqs_batch(&records[..1]), &inv("f3")).await;
+    assert!(failures(h.response.as_ref().expect("answer")).is_empty());
+    assert_eq!(r.sink.sent_containing(&id0), 1);
+}

@@ -934,7 +934,19 @@ impl DynamoStore {
             let (outcome, counter) = if latest > v {
                 (ClaimOutcome::Stale { newest: latest }, item::STALE)
             } else if latest == v {
-                (ClaimOutcome::Duplicate, item::DUPLICATES)
+                // The claim condition failed on this version, so it is sent or under a live
+                // lease; the lease end tells the caller when a retry could claim it.
+                let leased = match item::get_s(&old, item::STATUS).and_then(item::status_from) {
+                    Ok(Status::Pending) => item::get_opt_i64(&old, item::LEASE_UNTIL)
+                        .ok()
+                        .flatten()
+                        .map(Timestamp::from_millis),
+                    _ => None,
+                };
+                match leased {
+                    Some(lease_until) => (ClaimOutcome::InFlight { lease_until }, item::DUPLICATES),
+                    None => (ClaimOutcome::Duplicate, item::DUPLICATES),
+                }
             } else {
                 // Older than our version, yet the condition failed: changed meanwhile; re-run.
                 continue;

@@ -16,6 +16,10 @@ use gdfwd_store_dynamodb::{
 use gdfwd_testkit_moto::{Fault, FaultProxy, sdk_config, sdk_config_at, unique_name};
 
 const LEASE: Duration = Duration::from_secs(300);
+/// The answer for a version claimed (at the test clock's start, [`clock`]) and not yet finished.
+const HELD: ClaimOutcome = ClaimOutcome::InFlight {
+    lease_until: Timestamp::from_millis(1_800_000_000_000 + 300_000),
+};
 
 fn req(id: &str, version_ms: i64) -> ClaimRequest {
     ClaimRequest {
@@ -144,10 +148,7 @@ async fn throttled_writes_are_retried_and_the_claim_succeeds() {
     assert_eq!(proxy.count("UpdateItem"), 3, "two throttled, one through");
     // The claim really happened: the same version is now a duplicate.
     proxy.fail_next(1, Fault::Throttling, Some("UpdateItem"));
-    assert_eq!(
-        store.claim(&req("a", 1), LEASE).await.expect("claim"),
-        ClaimOutcome::Duplicate
-    );
+    assert_eq!(store.claim(&req("a", 1), LEASE).await.expect("claim"), HELD);
 }
 
 #[tokio::test]
@@ -224,8 +225,8 @@ async fn a_claim_whose_answer_was_lost_is_still_new() {
     );
     assert_eq!(
         store.claim(&req("a", 1), LEASE).await.expect("claim"),
-        ClaimOutcome::Duplicate,
-        "anyone else's claim of the same version is still a duplicate"
+        HELD,
+        "anyone else's claim of the same version finds it in flight"
     );
     let h = history(&store, "a").await;
     assert_eq!(claimed_entries(&h), 1, "{h:?}");
@@ -251,7 +252,7 @@ async fn a_claim_whose_answer_was_lost_is_still_new() {
     }
     assert_eq!(
         store.claim_many(&batch, LEASE).await.expect("claim_many"),
-        vec![ClaimOutcome::Duplicate; 3]
+        vec![HELD; 3]
     );
 }
 
@@ -342,10 +343,7 @@ async fn requests_per_claim() {
     assert_eq!(proxy.count("GetItem") + proxy.count("Query"), 0, "no read");
 
     proxy.reset_counts();
-    assert_eq!(
-        store.claim(&req("a", 1), LEASE).await.expect("claim"),
-        ClaimOutcome::Duplicate
-    );
+    assert_eq!(store.claim(&req("a", 1), LEASE).await.expect("claim"), HELD);
     assert_eq!(
         proxy.count("UpdateItem"),
         2,
@@ -395,13 +393,13 @@ async fn requests_per_claim() {
     assert_eq!(
         got,
         vec![
-            ClaimOutcome::Duplicate,
+            HELD,
             ClaimOutcome::New,
             ClaimOutcome::Stale {
                 newest: Timestamp::from_millis(1)
             },
             ClaimOutcome::New,
-            ClaimOutcome::Duplicate,
+            HELD,
             ClaimOutcome::New,
         ]
     );

@@ -193,11 +193,13 @@ pub(crate) fn claim(
         Some(r) if v > r.latest_version => ClaimOutcome::New,
         Some(r) if v == r.latest_version => {
             let lease_live = r.lease_until.is_some_and(|t| t > now);
-            match r.status {
-                Status::Sent => ClaimOutcome::Duplicate,
-                Status::Pending if lease_live => ClaimOutcome::Duplicate,
+            match (r.status, r.lease_until) {
+                (Status::Sent, _) => ClaimOutcome::Duplicate,
+                (Status::Pending, Some(lease_until)) if lease_live => {
+                    ClaimOutcome::InFlight { lease_until }
+                }
                 // Lease ran out (the sender died) or the claim was released: claim it again.
-                Status::Pending | Status::Failed => ClaimOutcome::New,
+                (Status::Pending | Status::Failed, _) => ClaimOutcome::New,
             }
         }
         Some(r) => ClaimOutcome::Stale {
@@ -236,7 +238,8 @@ pub(crate) fn claim(
             )?;
             add_history(inner, tx, OP, id, now, v, &HistoryKind::Claimed)?;
         }
-        ClaimOutcome::Duplicate => {
+        // A copy of a version in flight elsewhere is a duplicate for the counters and history.
+        ClaimOutcome::Duplicate | ClaimOutcome::InFlight { .. } => {
             exec(
                 inner,
                 tx,

@@ -94,10 +94,10 @@ async fn locked_file_is_unavailable_naming_the_path_then_recovers() {
         store.claim(&req("f"), LEASE).await.expect("claim"),
         ClaimOutcome::New
     );
-    assert_eq!(
+    assert!(matches!(
         store.claim(&req("f"), LEASE).await.expect("claim"),
-        ClaimOutcome::Duplicate
-    );
+        ClaimOutcome::InFlight { .. }
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,7 +137,7 @@ async fn two_stores_on_one_file_race_to_exactly_one_new() {
     let new = outcomes.iter().filter(|o| **o == ClaimOutcome::New).count();
     let dup = outcomes
         .iter()
-        .filter(|o| **o == ClaimOutcome::Duplicate)
+        .filter(|o| matches!(o, ClaimOutcome::InFlight { .. }))
         .count();
     assert_eq!((new, dup), (1, 39), "{outcomes:?}");
 
@@ -244,9 +244,11 @@ fn reopening_keeps_state_and_schema_version() {
     );
     drop(s);
     let s = open(&path, Duration::from_secs(1));
-    assert_eq!(
-        rt.block_on(s.claim(&req("f"), LEASE)).expect("claim"),
-        ClaimOutcome::Duplicate,
+    assert!(
+        matches!(
+            rt.block_on(s.claim(&req("f"), LEASE)).expect("claim"),
+            ClaimOutcome::InFlight { .. }
+        ),
         "state survives reopening"
     );
     let c = rusqlite::Connection::open(&path).expect("connection");
