@@ -127,7 +127,7 @@ def test_forwarder_sqs_stack_creates_its_resources(new_account) -> None:
     assert set(by_sid) == {"OwnLogGroup", "DedupTableItems", "IngestToken", "MemberAccountAliasRole", "AccountNames", "ConsumeFindingsQueue"}
     assert by_sid["MemberAccountAliasRole"]["Resource"] == "arn:aws:iam::*:role/GuardDutyForwarderAliasReader"
     assert by_sid["IngestToken"]["Resource"] == SECRET_ARN
-    assert by_sid["DedupTableItems"]["Resource"] == [out["TableArn"], out["TableArn"] + "/index/gsi1"]
+    assert by_sid["DedupTableItems"]["Resource"] == out["TableArn"]
     assert by_sid["ConsumeFindingsQueue"]["Resource"] == out["QueueArn"]
     # AWS's Arn attribute ends in ":*" (all streams); moto's does not.
     assert by_sid["OwnLogGroup"]["Resource"] in (group["arn"], group["logGroupArn"])

@@ -126,8 +126,14 @@ def test_queue_timing(fwd: dict) -> None:
     visibility = res(fwd, "FindingsQueue")["VisibilityTimeout"]
     max_lease = fwd["Parameters"]["DedupLeaseSeconds"]["MaxValue"]
     min_lease = fwd["Parameters"]["DedupLeaseSeconds"]["MinValue"]
+    max_window = fwd["Parameters"]["SqsBatchingWindowSeconds"]["MaxValue"]
     assert visibility > max_lease, "a redelivered message must find an abandoned lease expired"
-    assert visibility >= 6 * timeout, "AWS: visibility timeout at least 6x the function timeout"
+    # The visibility clock starts at the poller's receive, before the batching window and the claim.
+    assert visibility >= max_window + max_lease + 60, "window + lease (+ a minute to start and claim) must end before the message reappears"
+    assert visibility >= 6 * timeout + max_window, "AWS: visibility timeout at least 6x the function timeout plus the batching window"
+    # A message must reach the DLQ before the queue's retention deletes it.
+    retention = res(fwd, "FindingsQueue")["MessageRetentionPeriod"]
+    assert fwd["Parameters"]["MaxReceiveCount"]["MaxValue"] * visibility < retention
     assert min_lease > timeout, "a lease must outlive the invocation holding it"
 
 
@@ -177,10 +183,12 @@ def test_iam_least_privilege(fwd: dict) -> None:
     assert st["IngestToken"] == {
         "Sid": "IngestToken", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": {"Ref": "AwsSecretArn"}
     }
-    assert st["DedupTableItems"]["Resource"] == [
-        {"Fn::GetAtt": ["DedupTable", "Arn"]},
-        {"Fn::Sub": "${DedupTable.Arn}/index/gsi1"},
+    assert st["DedupTableItems"]["Resource"] == {"Fn::GetAtt": ["DedupTable", "Arn"]}
+    # Exactly what the function's code calls (crates/gdfwd-store-dynamodb; audit queries are CLI-only).
+    assert sorted(st["DedupTableItems"]["Action"]) == [
+        "dynamodb:BatchWriteItem", "dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
     ]
+    assert sorted(st["ConsumeFindingsQueue"]["Action"]) == ["sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage"]
     assert st["OwnLogGroup"]["Resource"] == {"Fn::GetAtt": ["ForwarderLogGroup", "Arn"]}
     assert st["ConsumeFindingsQueue"]["Resource"] == {"Fn::GetAtt": ["FindingsQueue", "Arn"]}
     assert sorted(st["AccountNames"]["Action"]) == ["iam:ListAccountAliases", "organizations:DescribeAccount"]

@@ -106,7 +106,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         AuditCommand::Gaps(args) => crate::backfill::run_gaps(*args).await,
         AuditCommand::Show { finding_id, common } => {
-            let store = common.store.open(clock).await?;
+            let store = common.store.open_existing(clock).await?;
             match store.history(&finding_id).await? {
                 Some(h) => {
                     print!("{}", audit::render_history(&h, output(common.output)));
@@ -138,7 +138,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
                 finding_type,
                 limit,
             };
-            let store = common.store.open(clock).await?;
+            let store = common.store.open_existing(clock).await?;
             let records = store.list(&query).await?;
             print!("{}", audit::render_records(&records, output(common.output)));
             Ok(ExitCode::SUCCESS)
@@ -148,7 +148,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
                 since: time(since.as_deref(), now)?,
                 ..ListQuery::default()
             };
-            let store = common.store.open(clock).await?;
+            let store = common.store.open_existing(clock).await?;
             let records = store.list(&query).await?;
             let rows = audit::stats(&records, by);
             print!("{}", audit::render_stats(&rows, by, output(common.output)));

@@ -71,11 +71,27 @@ enum StoreCommand {
 }
 
 fn init_logging(cli: &Cli) {
+    // The SDK's credential and region providers warn at length (with raw responses) when a
+    // source they probe is absent, such as IMDS off EC2; our own errors say what failed. They
+    // stay audible when the filter names them.
+    let level = if cli.log_level.contains("aws") {
+        cli.log_level.clone()
+    } else {
+        format!("{},aws_config=error", cli.log_level)
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log_level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&level))
+        .unwrap_or_else(|e| {
+            eprintln!(
+                "warning: --log-level/LOG_LEVEL {:?} is not a log filter ({e}); using warn",
+                cli.log_level
+            );
+            tracing_subscriber::EnvFilter::new("warn,aws_config=error")
+        });
+    // Colour only on a terminal: redirected logs would carry escape codes.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => builder.init(),

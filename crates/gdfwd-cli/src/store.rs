@@ -57,12 +57,14 @@ pub struct StoreArgs {
     )]
     pub store: StoreSpec,
 
-    /// Days a finding's dedup record is kept after its last update (GuardDuty keeps findings 90 days).
+    /// Days a finding's dedup record is kept after its last update (GuardDuty keeps findings 90 days);
+    /// 1..3650, as the Lambda's `DEDUP_TTL_DAYS`.
     #[arg(
         long,
         env = "DEDUP_TTL_DAYS",
         default_value_t = 90,
-        value_name = "DAYS"
+        value_name = "DAYS",
+        value_parser = clap::value_parser!(u64).range(1..=3650)
     )]
     pub retention_days: u64,
 }
@@ -91,6 +93,42 @@ impl StoreArgs {
                     clock,
                     self.retention(),
                 )))
+            }
+        }
+    }
+
+    /// Opens a store that must already exist (audit queries): a mistyped path or table is an
+    /// error naming it, not an empty answer from a store created on the spot.
+    pub async fn open_existing(
+        &self,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Arc<dyn StateStore>> {
+        match &self.store {
+            StoreSpec::Sqlite(path) => {
+                let path = match path {
+                    Some(p) => p.clone(),
+                    None => gdfwd_store_sqlite::default_path()?,
+                };
+                if !path.is_file() {
+                    anyhow::bail!(
+                        "no state database at {}: nothing was recorded there (check --store / GDFWD_STORE; `gdfwd forward` or `gdfwd store init` creates it)",
+                        path.display()
+                    );
+                }
+                let store = gdfwd_store_sqlite::SqliteStore::open(&path, clock, self.retention())?;
+                Ok(Arc::new(store))
+            }
+            StoreSpec::DynamoDb(table) => {
+                gdfwd_store_dynamodb::validate_table_name(table)?;
+                let client = gdfwd_store_dynamodb::client(crate::aws::sdk_config().await);
+                let store = gdfwd_store_dynamodb::DynamoStore::new(
+                    client,
+                    table.clone(),
+                    clock,
+                    self.retention(),
+                );
+                store.check().await?;
+                Ok(Arc::new(store))
             }
         }
     }

@@ -32,11 +32,13 @@ pub struct PipelineArgs {
 
     /// Claim lease in seconds: a claim left by a crashed or killed run is taken over after this
     /// long.
+    /// 1..3600, as the Lambda's `DEDUP_LEASE_SECONDS`.
     #[arg(
         long,
         env = "DEDUP_LEASE_SECONDS",
         default_value_t = 300,
-        value_name = "SECONDS"
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(1..=3600)
     )]
     pub lease: u64,
 

@@ -257,6 +257,56 @@ fn bad_arguments_are_refused_with_a_clear_message() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("nope.json"), "{}", stderr(&out));
+
+    // Settings that would break dedup or every send are refused before anything runs.
+    for (flag, value) in [
+        ("--retention-days", "0"),
+        ("--lease", "0"),
+        ("--max-in-flight", "18446744073709551615"),
+    ] {
+        let out = gdfwd(
+            &[
+                "forward",
+                "--sample",
+                "--endpoint",
+                "http://127.0.0.1:9/x",
+                "--allow-insecure-loopback",
+                flag,
+                value,
+            ],
+            dir.path(),
+        )
+        .env("DT_API_TOKEN", "dt0c01.test")
+        .output()
+        .expect("run gdfwd");
+        assert_ne!(out.status.code(), Some(0), "{flag} {value}");
+        let err = stderr(&out);
+        assert!(
+            err.contains(value) && !err.contains("panicked"),
+            "{flag}: {err}"
+        );
+    }
+    let out = run(
+        &["forward", "--sample", "--retention-days", "0"],
+        dir.path(),
+    );
+    assert!(
+        stderr(&out).contains("--retention-days"),
+        "{}",
+        stderr(&out)
+    );
+
+    // An audit of a store that does not exist names it instead of creating an empty one.
+    let nowhere = dir.path().join("typo/state.db");
+    let spec = format!("sqlite:{}", nowhere.display());
+    let out = run(&["audit", "stats", "--store", &spec], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no state database at"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!nowhere.exists(), "the audit created the mistyped store");
 }
 
 /// SIGINT while a batch is in flight: the run finishes or releases it, exits 130, leaves no

@@ -33,8 +33,9 @@ pub const LOG_LEVEL: &str = "LOG_LEVEL";
 
 /// Dynatrace's template default for the JSON key inside the secret.
 pub const DEFAULT_SECRET_KEY_NAME: &str = "DYNATRACE_OPENPIPELINE_INGEST_API_TOKEN";
-/// The role the member-alias-role StackSet creates.
-pub const DEFAULT_ALIAS_ROLE_NAME: &str = "gdfwd-account-alias-reader";
+/// The role the member-alias-role StackSet creates (one name for the CLI, the Lambda and the
+/// templates' `AliasRoleName` default; a unit test below pins it).
+pub const DEFAULT_ALIAS_ROLE_NAME: &str = gdfwd_enrich_aws::DEFAULT_ROLE_NAME;
 
 /// Everything the function needs, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -310,6 +311,10 @@ mod tests {
         assert_eq!(c.max_concurrency, 2);
         assert!(c.enrich);
         assert_eq!(c.alias_role_name, DEFAULT_ALIAS_ROLE_NAME);
+        assert_eq!(
+            c.alias_role_name, "GuardDutyForwarderAliasReader",
+            "the name the member-alias-role StackSet creates"
+        );
         assert_eq!(c.alias_external_id, None);
         assert_eq!(c.dedup_retention, Duration::from_secs(90 * 86_400));
         assert_eq!(c.dedup_lease, Duration::from_secs(300));

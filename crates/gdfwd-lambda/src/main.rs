@@ -34,6 +34,9 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return init_failed(&vars, "Runtime.ConfigError", &e.to_string()),
     };
+    if let Some(message) = outside_lambda(&vars) {
+        return init_failed(&vars, "Runtime.ConfigError", &message);
+    }
     init_logging(&config.log_level);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -66,6 +69,35 @@ fn main() -> ExitCode {
         }
         Err((kind, message)) => init_failed(&vars, kind, &message),
     }
+}
+
+/// The variables Lambda sets for a custom runtime that `lambda_runtime` reads (it panics without
+/// them): when one is missing, this is not running in Lambda, and saying so beats a panic after
+/// the AWS clients were built.
+fn outside_lambda(vars: &HashMap<String, String>) -> Option<String> {
+    let missing: Vec<&str> = [
+        "AWS_LAMBDA_RUNTIME_API",
+        "AWS_LAMBDA_FUNCTION_NAME",
+        "AWS_LAMBDA_FUNCTION_VERSION",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    ]
+    .into_iter()
+    .filter(|k| vars.get(*k).is_none_or(|v| v.is_empty()))
+    .collect();
+    let memory_ok = vars
+        .get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+        .is_none_or(|v| v.is_empty() || v.parse::<i32>().is_ok());
+    if missing.is_empty() && memory_ok {
+        return None;
+    }
+    let what = if missing.is_empty() {
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE is not a number".to_owned()
+    } else {
+        format!("{} not set", missing.join(", "))
+    };
+    Some(format!(
+        "{what}: bootstrap runs inside AWS Lambda (or a Lambda Runtime API emulator) only; to forward findings from files or stdin use `gdfwd forward`"
+    ))
 }
 
 /// Why init failed: the Runtime API's error type and the message (naming the variable).

@@ -19,6 +19,9 @@ pub const DEFAULT_MAX_BATCH_EVENTS: usize = 1000;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
+/// More batches in flight than this buys nothing under any sane rate limit (and the semaphore
+/// behind it has a hard maximum).
+pub const MAX_IN_FLIGHT_LIMIT: usize = 1024;
 
 /// Environment variable names the issue fixes (shared by the CLI flags and the Lambda).
 pub mod env {
@@ -233,10 +236,11 @@ impl HttpSinkConfig {
                 "max batch events must be at least 1".into(),
             ));
         }
-        if self.max_in_flight == 0 {
-            return Err(SinkHttpError::Config(
-                "max in flight must be at least 1".into(),
-            ));
+        if !(1..=MAX_IN_FLIGHT_LIMIT).contains(&self.max_in_flight) {
+            return Err(SinkHttpError::Config(format!(
+                "max in flight {} is out of range: 1..={MAX_IN_FLIGHT_LIMIT} batches",
+                self.max_in_flight
+            )));
         }
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(SinkHttpError::Config(
