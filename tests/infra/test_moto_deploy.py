@@ -301,7 +301,13 @@ def test_relay_stackset_roles_chain(new_account) -> None:
     execution = iam.get_role(RoleName=out["ExecutionRoleName"])["Role"]
     assert execution["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"AWS": admin["Arn"]}
     grants = _policy_statements(iam, out["ExecutionRoleName"])
-    # Every grant but the template validation is confined to this account's StackSet-* resources.
+    # Every grant but the template validation is confined to this account's resources of the relay StackSet's
+    # stacks (StackSet-<name>-*), not every StackSet's: no way to rewrite another StackSet's roles.
     for g in grants:
         if g["Sid"] != "TemplateChecks":
-            assert g["Resource"].split(":")[4] in ("", acct.account_id) and "StackSet-*" in g["Resource"], g
+            assert g["Resource"].split(":")[4] in ("", acct.account_id), g
+            assert g["Resource"].endswith("StackSet-gdfwd-region-relay-*"), g
+    # Only the relay StackSet's operations may assume the administration role.
+    condition = admin["AssumeRolePolicyDocument"]["Statement"][0]["Condition"]
+    assert condition["StringLike"]["aws:SourceArn"] == f"arn:aws:cloudformation:*:{acct.account_id}:stackset/gdfwd-region-relay:*"
+    assert condition["StringEquals"]["aws:SourceAccount"] == acct.account_id

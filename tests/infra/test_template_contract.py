@@ -152,6 +152,17 @@ def test_event_source_mapping(fwd: dict) -> None:
     assert params["SqsBatchingWindowSeconds"]["MaxValue"] <= 300
 
 
+def test_a_batch_above_ten_without_a_window_is_refused_before_deploying(fwd: dict) -> None:
+    rule = fwd["Rules"]["BatchAboveTenNeedsAWindow"]
+    # The rule applies exactly to the batch sizes above 10 the parameter allows.
+    [[small, size]] = [rule["RuleCondition"]["Fn::Not"][0]["Fn::Contains"]]
+    assert size == {"Ref": "SqsBatchSize"}
+    lo = fwd["Parameters"]["SqsBatchSize"]["MinValue"]
+    assert small == [str(n) for n in range(lo, 11)]
+    [assertion] = rule["Assertions"]
+    assert assertion["Assert"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "SqsBatchingWindowSeconds"}, "0"]}]}
+
+
 def test_direct_trigger_has_retries_dlq_and_on_failure_destination(fwd: dict) -> None:
     targets = res(fwd, "FindingsRule")["Targets"]["Fn::If"]
     assert targets[0] == "IsSqs"
