@@ -5,6 +5,7 @@
 //! are released). Exit status: 0 all good, 2 some input invalid, 1 some findings not delivered,
 //! 130 interrupted.
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +59,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("invalid duration {s:?}: expected e.g. 30s, 10m, 2h"))
 }
 
+/// Findings named per distinct failure reason before the rest are only counted.
+const SAME_REASON_SHOWN: u64 = 3;
+
 pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mut files = args.files.clone();
@@ -70,6 +74,18 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
         files.push(PathBuf::from("-"));
     }
     let sources = input::sources(&files, args.sample);
+    // Checked before sending: a summary that cannot be written would turn a delivered run into
+    // a failed one at the very end.
+    if let Some(path) = &args.summary {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        if dir.is_some_and(|d| !d.is_dir()) {
+            anyhow::bail!(
+                "--summary {}: directory {} does not exist",
+                path.display(),
+                dir.map(|d| d.display().to_string()).unwrap_or_default()
+            );
+        }
+    }
 
     let dry_run = args.pipeline.dry_run();
     let pipeline = args.pipeline.build(!args.no_dedup, clock).await?;
@@ -80,6 +96,9 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
 
     let mut summary = Summary::default();
     let mut interrupted = false;
+    // A whole-run problem (a refused token, an unreachable endpoint) fails every finding with the
+    // same reason: name the first few findings, then count the rest.
+    let mut reasons: HashMap<String, u64> = HashMap::new();
     'sources: for src in &sources {
         // Reading blocks (stdin may stay open for ever): do it off the runtime, and stop waiting
         // for it when interrupted.
@@ -97,7 +116,7 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
         let text = match read {
             Ok(t) => t,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", gdfwd_aws_error::chain(e.as_ref()));
                 summary.invalid += 1;
                 summary.received += 1;
                 continue;
@@ -133,6 +152,11 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
                     } else {
                         "failed"
                     };
+                    let seen = reasons.entry(reason.clone()).or_default();
+                    *seen += 1;
+                    if *seen > SAME_REASON_SHOWN {
+                        continue;
+                    }
                     eprintln!(
                         "{what}: {} finding {} version {}: {reason} ({kind})",
                         src.name(),
@@ -145,6 +169,17 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
         }
     }
     interrupted |= interrupt.is_set();
+    let mut repeated: Vec<(String, u64)> = reasons
+        .into_iter()
+        .filter(|(_, n)| *n > SAME_REASON_SHOWN)
+        .collect();
+    repeated.sort();
+    for (reason, n) in repeated {
+        eprintln!(
+            "... {} more finding(s) not delivered for the same reason: {reason}",
+            n - SAME_REASON_SHOWN
+        );
+    }
 
     print_summary(&summary, dry_run, started.elapsed());
     if let Some(path) = &args.summary {

@@ -130,7 +130,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // One line, each cause once (a wrapper often repeats its cause).
+            eprintln!("error: {}", gdfwd_aws_error::chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

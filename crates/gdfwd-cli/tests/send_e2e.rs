@@ -163,6 +163,21 @@ async fn endpoint_down_commits_nothing_and_a_later_run_delivers_everything() {
     assert_eq!(out.status.code(), Some(1), "{summary}");
     assert_eq!(n(&summary, "forwarded"), 0);
     assert_eq!(n(&summary, "failed"), 40);
+    // One cause fails every finding: a few are named per reason, the rest counted, none lost.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let named = stderr.lines().filter(|l| l.starts_with("failed: ")).count() as u64;
+    let counted: u64 = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("... "))
+        .filter_map(|l| l.split_once(" more finding(s) not delivered for the same reason: "))
+        .map(|(n, _)| n.parse::<u64>().expect("count"))
+        .sum();
+    assert!(
+        named < 40,
+        "every failure on its own line:\n{}",
+        tail(&stderr)
+    );
+    assert_eq!(named + counted, 40, "{}", tail(&stderr));
 
     let (out, summary) = forward(&fake.endpoint(), &ca, &store, dir.path(), &[]).await;
     assert!(out.status.success(), "{summary}");
