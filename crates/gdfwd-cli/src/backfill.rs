@@ -196,8 +196,8 @@ pub async fn run_backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     let dry_run = args.pipeline.dry_run();
     let client = args.select.client().await?;
     let regions = args.select.regions(&client).await?;
-    let pipeline = args.pipeline.build(true, clock).await?;
     let interrupt = Interrupt::install();
+    let pipeline = args.pipeline.build(true, clock, Some(&interrupt)).await?;
     let started = Instant::now();
 
     if args.only_gaps {

@@ -88,9 +88,11 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
     }
 
     let dry_run = args.pipeline.dry_run();
-    let pipeline = args.pipeline.build(!args.no_dedup, clock).await?;
-
     let interrupt = Interrupt::install();
+    let pipeline = args
+        .pipeline
+        .build(!args.no_dedup, clock, Some(&interrupt))
+        .await?;
     let started = Instant::now();
     let run_deadline = args.deadline.map(|d| started + d);
 

@@ -71,7 +71,13 @@ impl PipelineArgs {
     /// Wires store, sink and enrichment. `dedup: false` bypasses the store (`--no-dedup`). A dry
     /// run reads the store but writes nothing, prints instead of sending, and makes no AWS calls
     /// for enrichment (`gdfwd accounts` checks names).
-    pub async fn build(&self, dedup: bool, clock: Arc<dyn Clock>) -> anyhow::Result<Pipeline> {
+    /// `interrupt`: sends end shortly after it fires (see [`crate::interrupt::InterruptibleSink`]).
+    pub async fn build(
+        &self,
+        dedup: bool,
+        clock: Arc<dyn Clock>,
+        interrupt: Option<&crate::interrupt::Interrupt>,
+    ) -> anyhow::Result<Pipeline> {
         let real_store = if dedup {
             Some(self.store.open(clock.clone()).await?)
         } else {
@@ -89,7 +95,13 @@ impl PipelineArgs {
             None
         };
         let tokens = gdfwd_sink_http::build_token_source(&config.token, sdk).await?;
-        let sink: Arc<dyn Sink> = Arc::new(gdfwd_sink_http::HttpSink::new(config, tokens)?);
+        let mut sink: Arc<dyn Sink> = Arc::new(gdfwd_sink_http::HttpSink::new(config, tokens)?);
+        if let Some(interrupt) = interrupt {
+            sink = Arc::new(crate::interrupt::InterruptibleSink::new(
+                sink,
+                interrupt.clone(),
+            ));
+        }
         let resolver = match sdk {
             Some(sdk) => {
                 gdfwd_enrich_aws::build_resolver(

@@ -401,3 +401,108 @@ async fn sigint_stops_cleanly_and_the_next_run_picks_up() {
         40
     );
 }
+
+/// SIGINT while the endpoint throttles with a long `Retry-After`: the run does not wait the
+/// retry out (nor its lease budget). It abandons the send after a short grace, releases the
+/// claims, exits 130, and the next run delivers everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_during_a_long_retry_wait_stops_the_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = FakeOpenPipeline::start("tok").await.expect("fake");
+    let ca = fake.write_ca_file(dir.path()).expect("ca");
+    // Two minutes between attempts, for every attempt.
+    fake.push_faults((0..50).map(|_| {
+        Fault::TooManyRequests(Some(gdfwd_testkit_openpipeline::RetryAfter::Seconds(120)))
+    }));
+    let file = fixtures().join("generated/raw-findings-40.ndjson");
+    let mut cmd = gdfwd(
+        &[
+            "forward",
+            "--endpoint",
+            &fake.endpoint(),
+            "--ca-file",
+            ca.to_str().expect("utf8"),
+            "--no-enrich",
+        ],
+        dir.path(),
+    );
+    cmd.arg(&file).env("DT_API_TOKEN", "tok");
+    let child = cmd
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    for _ in 0..200 {
+        if fake.counters().requests > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(fake.counters().requests > 0, "the run never sent anything");
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    // Without the interrupt the run would wait out the 120 s `Retry-After`: it must be gone
+    // well before that. (A bound on waiting, not a speed measurement.)
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(60)))
+        .await
+        .expect("join")
+        .unwrap_or_else(|_| {
+            let _ = Command::new("kill").args(["-9", &pid]).status();
+            panic!("the interrupted run was still waiting for its retry after 60 s")
+        })
+        .expect("wait");
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+
+    let pending = run(
+        &["audit", "list", "--status", "pending", "--output", "json"],
+        dir.path(),
+    );
+    let pending: serde_json::Value = serde_json::from_slice(&pending.stdout).expect("json");
+    assert_eq!(
+        pending.as_array().map(Vec::len),
+        Some(0),
+        "claims left behind: {pending}"
+    );
+
+    fake.clear_faults();
+    let out = tokio::task::spawn_blocking({
+        let mut c = gdfwd(
+            &[
+                "forward",
+                "--endpoint",
+                &fake.endpoint(),
+                "--ca-file",
+                ca.to_str().expect("utf8"),
+                "--no-enrich",
+            ],
+            dir.path(),
+        );
+        c.arg(&file).env("DT_API_TOKEN", "tok");
+        move || c.output()
+    })
+    .await
+    .expect("join")
+    .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("forwarded 40 "),
+        "every finding delivered: {}",
+        stderr(&out)
+    );
+    let ids = fake.event_ids();
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "an event arrived twice");
+}
