@@ -24,7 +24,8 @@ pub struct AuditArgs {
 pub enum AuditCommand {
     /// Finding versions GuardDuty holds that the store never sent, with the reason when known.
     Gaps(Box<crate::backfill::GapsArgs>),
-    /// One finding's history: every version seen, when, and what happened to it.
+    /// One finding's history: every version seen, when, and what happened to it. Exit status 3
+    /// when the store does not know the finding (never seen, or expired).
     Show {
         /// The GuardDuty finding id.
         finding_id: String,
@@ -97,7 +98,7 @@ fn output(o: Option<OutputFormat>) -> OutputFormat {
 fn time(s: Option<&str>, now: Timestamp) -> anyhow::Result<Option<Timestamp>> {
     s.map(|s| parse_time(s, now))
         .transpose()
-        .map_err(anyhow::Error::msg)
+        .map_err(|e| crate::Usage(e.to_string()).into())
 }
 
 pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
@@ -114,7 +115,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
                 }
                 None => {
                     eprintln!(
-                        "finding {finding_id} is not in {} (never seen, or expired)",
+                        "not found: finding {finding_id} is not in {} (never seen, or expired)",
                         store.describe()
                     );
                     Ok(ExitCode::from(3))

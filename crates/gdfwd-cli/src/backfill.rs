@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::Usage;
 use anyhow::Context;
 use gdfwd_core::pipeline::Summary;
 use gdfwd_core::{Clock, SystemClock};
@@ -46,7 +47,8 @@ pub struct SelectArgs {
     #[arg(long, value_delimiter = ',', value_name = "IDS")]
     pub accounts: Vec<String>,
 
-    /// Only findings with at least this severity (1.0–10.0).
+    /// Only findings with at least this severity (0–10; GuardDuty: Low 1–3.9, Medium 4–6.9, High
+    /// 7–8.9, Critical 9–10).
     #[arg(long, value_name = "S")]
     pub min_severity: Option<f64>,
 
@@ -68,20 +70,20 @@ impl SelectArgs {
     fn query(&self) -> anyhow::Result<FindingQuery> {
         let now = Timestamp::now();
         let since = gdfwd_core::timespec::parse_time(&self.since, now)
-            .map_err(|e| anyhow::anyhow!("--since: {e}"))?;
+            .map_err(|e| Usage(format!("--since: {e}")))?;
         let until = self
             .until
             .as_deref()
             .map(|u| gdfwd_core::timespec::parse_time(u, now))
             .transpose()
-            .map_err(|e| anyhow::anyhow!("--until: {e}"))?;
+            .map_err(|e| Usage(format!("--until: {e}")))?;
         if until.is_some_and(|u| u <= since) {
-            anyhow::bail!("--until must be later than --since");
+            return Err(Usage("--until must be later than --since".to_owned()).into());
         }
         if let Some(s) = self.min_severity
             && !(0.0..=10.0).contains(&s)
         {
-            anyhow::bail!("--min-severity {s}: expected a value from 0 to 10");
+            return Err(Usage(format!("--min-severity {s}: expected a value from 0 to 10")).into());
         }
         let mut q = FindingQuery::new(since);
         q.until = until;
@@ -96,7 +98,10 @@ impl SelectArgs {
             .iter()
             .find(|a| a.len() != 12 || !a.bytes().all(|b| b.is_ascii_digit()))
         {
-            anyhow::bail!("--accounts: {bad:?} is not a 12-digit AWS account id");
+            return Err(Usage(format!(
+                "--accounts: {bad:?} is not a 12-digit AWS account id"
+            ))
+            .into());
         }
         q.min_severity = self.min_severity;
         q.include_archived = self.include_archived;

@@ -67,9 +67,11 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
     let mut files = args.files.clone();
     if files.is_empty() && !args.sample {
         if std::io::stdin().is_terminal() {
-            anyhow::bail!(
+            return Err(crate::Usage(
                 "no input: give FILES, `-` for stdin, or --sample for the embedded sample findings"
-            );
+                    .to_owned(),
+            )
+            .into());
         }
         files.push(PathBuf::from("-"));
     }

@@ -70,6 +70,19 @@ enum StoreCommand {
     Init(store::StoreArgs),
 }
 
+/// A value clap accepted but a later check refused (a time, an account id, a range): a usage
+/// error like clap's own, so the exit status is 2, not 1.
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
 fn init_logging(cli: &Cli) {
     // The SDK's credential and region providers warn at length (with raw responses) when a
     // source they probe is absent, such as IMDS off EC2; our own errors say what failed. They
@@ -132,7 +145,11 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line, each cause once (a wrapper often repeats its cause).
             eprintln!("error: {}", gdfwd_aws_error::chain(e.as_ref()));
-            ExitCode::FAILURE
+            if e.downcast_ref::<Usage>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

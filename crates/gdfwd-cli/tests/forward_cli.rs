@@ -263,6 +263,9 @@ fn bad_arguments_are_refused_with_a_clear_message() {
         ("--retention-days", "0"),
         ("--lease", "0"),
         ("--max-in-flight", "18446744073709551615"),
+        ("--max-in-flight", "0"),
+        ("--max-events-per-second", "0"),
+        ("--max-batch-events", "0"),
     ] {
         let out = gdfwd(
             &[
@@ -279,7 +282,7 @@ fn bad_arguments_are_refused_with_a_clear_message() {
         .env("DT_API_TOKEN", "dt0c01.test")
         .output()
         .expect("run gdfwd");
-        assert_ne!(out.status.code(), Some(0), "{flag} {value}");
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: a usage error");
         let err = stderr(&out);
         assert!(
             err.contains(value) && !err.contains("panicked"),
@@ -295,6 +298,11 @@ fn bad_arguments_are_refused_with_a_clear_message() {
         "{}",
         stderr(&out)
     );
+
+    // A value refused after parsing is a usage error too.
+    let out = run(&["audit", "list", "--since", "yesterday-ish"], dir.path());
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("yesterday-ish"), "{}", stderr(&out));
 
     // An audit of a store that does not exist names it instead of creating an empty one.
     let nowhere = dir.path().join("typo/state.db");

@@ -164,10 +164,26 @@ impl Config {
         let log_level = get(LOG_LEVEL)
             .unwrap_or_else(|| "info".to_owned())
             .to_ascii_lowercase();
-        if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
+        // The same syntax as the CLI's LOG_LEVEL: a level, or a tracing filter (`info,gdfwd_core=debug`).
+        // A bare word is a target for tracing (`verbose` would silently log nothing): each
+        // directive must be a level or `target=level`.
+        const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+        let directives_ok = log_level
+            .split(',')
+            .all(|d| LEVELS.contains(&d.trim()) || d.contains('='));
+        let parsed = tracing_subscriber::EnvFilter::try_new(&log_level)
+            .map(drop)
+            .map_err(|e| e.to_string());
+        if let Err(e) = parsed.and_then(|()| {
+            directives_ok
+                .then_some(())
+                .ok_or_else(|| "not a level".to_owned())
+        }) {
             return Err(err(
                 LOG_LEVEL,
-                format!("expected error, warn, info, debug or trace, got {log_level:?}"),
+                format!(
+                    "expected error, warn, info, debug, trace or a filter such as info,gdfwd_core=debug, got {log_level:?} ({e})"
+                ),
             ));
         }
 
@@ -320,6 +336,23 @@ mod tests {
         assert_eq!(c.dedup_lease, Duration::from_secs(300));
         assert_eq!(c.ca_file, None);
         assert_eq!(c.log_level, "info");
+    }
+
+    #[test]
+    fn log_level_takes_a_level_or_a_filter_as_the_cli_does() {
+        for ok in [
+            "debug",
+            "WARN",
+            "info,gdfwd_core=debug",
+            "gdfwd_sink_http=trace",
+        ] {
+            let c = Config::from_vars(&with(&[(LOG_LEVEL, ok)])).expect(ok);
+            assert_eq!(c.log_level, ok.to_ascii_lowercase());
+        }
+        for bad in ["verbose", "info,loud", "gdfwd=notalevel"] {
+            let e = error_of(&with(&[(LOG_LEVEL, bad)]));
+            assert_eq!(e.var, LOG_LEVEL, "{bad}: {e}");
+        }
     }
 
     #[test]

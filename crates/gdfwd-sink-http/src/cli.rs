@@ -50,7 +50,7 @@ pub struct SenderArgs {
     pub max_batch_bytes: usize,
 
     /// Most events per request.
-    #[arg(long, default_value_t = crate::config::DEFAULT_MAX_BATCH_EVENTS, value_name = "N")]
+    #[arg(long, default_value_t = crate::config::DEFAULT_MAX_BATCH_EVENTS, value_name = "N", value_parser = at_least_one)]
     pub max_batch_events: usize,
 
     /// Gzip request bodies (Content-Encoding: gzip).
@@ -66,21 +66,68 @@ pub struct SenderArgs {
     pub connect_timeout: Duration,
 
     /// Global limit of events per second across --max-concurrency processes (default: unlimited).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = rate)]
     pub max_events_per_second: Option<NonZeroU32>,
 
     /// Global limit of HTTP requests per second across --max-concurrency processes, retries
     /// included (default: unlimited).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = rate)]
     pub max_requests_per_second: Option<NonZeroU32>,
 
     /// Number of processes sharing the global rate limits; each takes 1/N of them.
-    #[arg(long, default_value = "1", value_name = "N")]
+    #[arg(long, default_value = "1", value_name = "N", value_parser = processes)]
     pub max_concurrency: NonZeroU32,
 
     /// Batches in flight at once in this process.
-    #[arg(long, default_value_t = crate::config::DEFAULT_MAX_IN_FLIGHT, value_name = "N")]
+    #[arg(long, default_value_t = crate::config::DEFAULT_MAX_IN_FLIGHT, value_name = "N", value_parser = in_flight)]
     pub max_in_flight: usize,
+}
+
+// Range checks as clap parsers: a bad value is a usage error (exit 2) that names the flag and
+// says what is accepted, before anything runs.
+
+fn whole(s: &str) -> Result<u64, String> {
+    s.trim()
+        .parse::<u64>()
+        .map_err(|_| format!("{s:?} is not a whole number"))
+}
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match whole(s)? {
+        0 => Err("must be at least 1".to_owned()),
+        n => usize::try_from(n).map_err(|_| format!("{n} is too large")),
+    }
+}
+
+fn in_flight(s: &str) -> Result<usize, String> {
+    let n = at_least_one(s)?;
+    if n > crate::config::MAX_IN_FLIGHT_LIMIT {
+        return Err(format!(
+            "{n} is too large: at most {} batches",
+            crate::config::MAX_IN_FLIGHT_LIMIT
+        ));
+    }
+    Ok(n)
+}
+
+fn nonzero_u32(s: &str, zero: &str) -> Result<NonZeroU32, String> {
+    let n = whole(s)?;
+    let n = u32::try_from(n).map_err(|_| format!("{n} is too large (at most {})", u32::MAX))?;
+    NonZeroU32::new(n).ok_or_else(|| zero.to_owned())
+}
+
+fn rate(s: &str) -> Result<NonZeroU32, String> {
+    nonzero_u32(
+        s,
+        "must be at least 1 per second (leave the option out for no limit)",
+    )
+}
+
+fn processes(s: &str) -> Result<NonZeroU32, String> {
+    nonzero_u32(
+        s,
+        "must be at least 1 (the number of processes sharing the limits)",
+    )
 }
 
 impl SenderArgs {

@@ -13,7 +13,7 @@ use thiserror::Error;
 pub enum SqliteStoreError {
     /// Neither `$XDG_STATE_HOME` nor `$HOME` gives a place for the default database.
     #[error(
-        "no default state database location: set XDG_STATE_HOME or HOME, or pass an explicit path"
+        "no default state database location: set XDG_STATE_HOME or HOME, or pass an explicit path (--store sqlite:PATH)"
     )]
     NoStateDir,
     #[error("cannot create directory {path} for the state database: {source}")]
