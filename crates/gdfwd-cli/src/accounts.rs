@@ -16,15 +16,22 @@ pub struct AccountsArgs {
     #[arg(long, value_enum, default_value_t = AccountsFormat::Table)]
     pub output: AccountsFormat,
 
-    /// Lookups at a time.
-    #[arg(long, default_value_t = 8)]
-    pub concurrency: usize,
+    /// Lookups at a time (1..=64).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
 
     #[command(flatten)]
     pub enrich: EnrichArgs,
 }
 
 pub async fn run(args: AccountsArgs) -> anyhow::Result<ExitCode> {
+    if !args.enrich.enabled() {
+        return Err(crate::Usage(
+            "gdfwd accounts resolves account names, which --no-enrich (or ENRICH=false) turns off: nothing to do"
+                .to_owned(),
+        )
+        .into());
+    }
     let config = args.enrich.config();
     let lookup = build_lookup(&config, crate::aws::sdk_config().await);
     let ids = if args.accounts.is_empty() {
@@ -37,7 +44,7 @@ pub async fn run(args: AccountsArgs) -> anyhow::Result<ExitCode> {
     } else {
         args.accounts.clone()
     };
-    let reports = resolve_all(&lookup, &ids, config.budget, args.concurrency).await;
+    let reports = resolve_all(&lookup, &ids, config.budget, usize::from(args.concurrency)).await;
     print!("{}", render(&reports, args.output)?);
     let unresolved = reports.iter().filter(|r| r.name.is_none()).count();
     if unresolved > 0 {
