@@ -301,12 +301,14 @@ def test_relay_stackset_roles_chain(new_account) -> None:
     execution = iam.get_role(RoleName=out["ExecutionRoleName"])["Role"]
     assert execution["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"AWS": admin["Arn"]}
     grants = _policy_statements(iam, out["ExecutionRoleName"])
-    # Every grant but the template validation is confined to this account's resources of the relay StackSet's
-    # stacks (StackSet-<name>-*), not every StackSet's: no way to rewrite another StackSet's roles.
+    # Every grant but the template validation is confined to this account's relay stacks (StackSet-<name>-*) and
+    # the relay's own named resources (gdfwd-region-relay-*): no way to rewrite another StackSet's roles, or these.
     for g in grants:
         if g["Sid"] != "TemplateChecks":
             assert g["Resource"].split(":")[4] in ("", acct.account_id), g
-            assert g["Resource"].endswith("StackSet-gdfwd-region-relay-*"), g
+            own = "StackSet-gdfwd-region-relay-*" if g["Sid"] == "RelayStacks" else "gdfwd-region-relay-*"
+            assert g["Resource"].endswith(("/" + own, ":" + own)), g
+    assert not any(n.startswith("gdfwd-region-relay-") for n in ("gdfwd-relay-stackset-administration", out["ExecutionRoleName"]))
     # Only the relay StackSet's operations may assume the administration role.
     condition = admin["AssumeRolePolicyDocument"]["Statement"][0]["Condition"]
     assert condition["StringLike"]["aws:SourceArn"] == f"arn:aws:cloudformation:*:{acct.account_id}:stackset/gdfwd-region-relay:*"

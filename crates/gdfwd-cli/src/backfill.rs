@@ -3,8 +3,8 @@
 //!
 //! Thin by design: arguments become a `gdfwd_guardduty::FindingQuery` and a wired
 //! `Pipeline` (the same store, sink and enrichment as `forward`), and the engines in
-//! `gdfwd-guardduty` do the work. Exit status: 0 all good, 1 some findings not delivered or a
-//! region failed, 130 interrupted (the checkpoint is saved; re-run to continue).
+//! `gdfwd-guardduty` do the work. Exit status: 0 all good, 1 some findings not delivered (or in
+//! flight in another run) or a region failed, 130 interrupted (the checkpoint is saved; re-run to continue).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -223,7 +223,13 @@ pub async fn run_backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
             eprintln!("error: {region}: {e}");
         }
         let (summary, interrupted) = send_gaps(&pipeline, &gaps.gaps, stop_fn(&interrupt)).await;
+        // Versions another run is sending are reported like the listing's pending claims.
+        let pending = gdfwd_guardduty::PendingClaims {
+            count: summary.in_flight,
+            until: None,
+        };
         let report = BackfillReport {
+            pending,
             summary,
             listed: gaps.checked,
             fetched: gaps.checked,
@@ -275,7 +281,7 @@ fn finish(
             "gdfwd backfill: interrupted; the checkpoint is saved, run the same command again to continue"
         );
         ExitCode::from(EXIT_INTERRUPTED)
-    } else if report.summary.failed > 0 || region_failed {
+    } else if report.summary.failed > 0 || report.summary.in_flight > 0 || region_failed {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
@@ -325,7 +331,7 @@ pub async fn run_gaps(args: GapsArgs) -> anyhow::Result<ExitCode> {
     let query = args.select.query()?;
     let client = args.select.client().await?;
     let regions = args.select.regions(&client).await?;
-    let store = args.store.open(clock).await?;
+    let store = args.store.open_existing(clock).await?;
     let interrupt = Interrupt::install();
     let report = find_gaps(
         client,

@@ -81,11 +81,12 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.summary {
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
         if dir.is_some_and(|d| !d.is_dir()) {
-            anyhow::bail!(
+            return Err(crate::Usage(format!(
                 "--summary {}: directory {} does not exist",
                 path.display(),
                 dir.map(|d| d.display().to_string()).unwrap_or_default()
-            );
+            ))
+            .into());
         }
     }
 
@@ -156,7 +157,14 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
                     } else {
                         "failed"
                     };
-                    let seen = reasons.entry(reason.clone()).or_default();
+                    // In-flight reasons differ only by their lease end: one group.
+                    let key = if what == "in flight" {
+                        "being sent by another run (claims held; run again after they end)"
+                            .to_owned()
+                    } else {
+                        reason.clone()
+                    };
+                    let seen = reasons.entry(key).or_default();
                     *seen += 1;
                     if *seen > SAME_REASON_SHOWN {
                         continue;

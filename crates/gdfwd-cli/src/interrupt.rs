@@ -1,16 +1,12 @@
 //! SIGINT/SIGTERM handling for long-running commands: the first signal asks the command to stop
 //! taking new work (it finishes or releases what is in flight), a second one exits at once.
 //!
-//! "What is in flight" is bounded: [`InterruptibleSink`] gives requests already on the wire a
-//! short grace, then abandons the send (its retries, backoff, `Retry-After` and rate-limit waits),
-//! so an interrupted run against a refusing or throttling endpoint stops in seconds, not after
-//! its lease budget.
+//! "What is in flight" is bounded: the sender gets [`Interrupt::subscribe`] as its stop signal
+//! (`HttpSink::with_stop`), which ends its waits (slots, rate limits, backoff, `Retry-After`) at
+//! once while requests already on the wire finish, so an interrupted run against a refusing or
+//! throttling endpoint stops within a request timeout, not after its lease budget, and a batch
+//! Dynatrace accepted is still committed.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use async_trait::async_trait;
-use gdfwd_core::sink::{EventOutcome, OutEvent, SendReport, Sink};
 use tokio::sync::watch;
 
 #[derive(Debug, Clone)]
@@ -34,8 +30,7 @@ impl Interrupt {
                 "interrupted: finishing the work in flight; interrupt again to exit at once"
             );
             eprintln!(
-                "gdfwd: interrupted, finishing the requests in flight for up to {}s, then releasing what is unsent (interrupt again to exit at once)",
-                INTERRUPT_GRACE.as_secs()
+                "gdfwd: interrupted, finishing the requests in flight, then releasing what is unsent (interrupt again to exit at once)"
             );
             f.tx.send_replace(true);
             wait_for_signal().await;
@@ -49,6 +44,11 @@ impl Interrupt {
 
     pub fn is_set(&self) -> bool {
         *self.tx.borrow()
+    }
+
+    /// A receiver that turns `true` at the first signal (a sender's stop signal).
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.tx.subscribe()
     }
 
     /// Resolves once the first signal has arrived.
@@ -77,61 +77,5 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// How long requests already sent may still complete after an interrupt.
-pub const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
-
-/// A sink whose sends end [`INTERRUPT_GRACE`] after an interrupt. Events not confirmed by then
-/// are reported retryable ("interrupted"), so the pipeline releases their claims and the next
-/// run sends them. A request Dynatrace accepted while it was being abandoned is sent again by
-/// that run, with the same event ids (at least once, as after a crash).
-#[derive(Debug)]
-pub struct InterruptibleSink {
-    inner: Arc<dyn Sink>,
-    interrupt: Interrupt,
-    grace: Duration,
-}
-
-impl InterruptibleSink {
-    pub fn new(inner: Arc<dyn Sink>, interrupt: Interrupt) -> Self {
-        Self {
-            inner,
-            interrupt,
-            grace: INTERRUPT_GRACE,
-        }
-    }
-}
-
-fn interrupted(events: &[OutEvent], why: &str) -> SendReport {
-    SendReport {
-        outcomes: events
-            .iter()
-            .map(|_| EventOutcome::Retryable {
-                reason: why.to_owned(),
-            })
-            .collect(),
-        stats: Default::default(),
-    }
-}
-
-#[async_trait]
-impl Sink for InterruptibleSink {
-    async fn send(&self, events: &[OutEvent], deadline: Option<Instant>) -> SendReport {
-        if self.interrupt.is_set() {
-            return interrupted(events, "interrupted before sending");
-        }
-        let stop = async {
-            self.interrupt.wait().await;
-            tokio::time::sleep(self.grace).await;
-        };
-        tokio::select! {
-            report = self.inner.send(events, deadline) => report,
-            () = stop => {
-                tracing::warn!(events = events.len(), "interrupted: abandoning the send; its claims are released");
-                interrupted(events, "interrupted while sending")
-            }
-        }
     }
 }

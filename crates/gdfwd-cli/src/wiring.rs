@@ -71,7 +71,7 @@ impl PipelineArgs {
     /// Wires store, sink and enrichment. `dedup: false` bypasses the store (`--no-dedup`). A dry
     /// run reads the store but writes nothing, prints instead of sending, and makes no AWS calls
     /// for enrichment (`gdfwd accounts` checks names).
-    /// `interrupt`: sends end shortly after it fires (see [`crate::interrupt::InterruptibleSink`]).
+    /// `interrupt`: the sender's stop signal (see [`crate::interrupt`]).
     pub async fn build(
         &self,
         dedup: bool,
@@ -95,13 +95,11 @@ impl PipelineArgs {
             None
         };
         let tokens = gdfwd_sink_http::build_token_source(&config.token, sdk).await?;
-        let mut sink: Arc<dyn Sink> = Arc::new(gdfwd_sink_http::HttpSink::new(config, tokens)?);
+        let mut http = gdfwd_sink_http::HttpSink::new(config, tokens)?;
         if let Some(interrupt) = interrupt {
-            sink = Arc::new(crate::interrupt::InterruptibleSink::new(
-                sink,
-                interrupt.clone(),
-            ));
+            http = http.with_stop(interrupt.subscribe());
         }
+        let sink: Arc<dyn Sink> = Arc::new(http);
         let resolver = match sdk {
             Some(sdk) => {
                 gdfwd_enrich_aws::build_resolver(

@@ -285,7 +285,7 @@ fn bad_arguments_are_refused_with_a_clear_message() {
         assert_eq!(out.status.code(), Some(2), "{flag} {value}: a usage error");
         let err = stderr(&out);
         assert!(
-            err.contains(value) && !err.contains("panicked"),
+            err.contains(flag) && err.contains(value) && !err.contains("panicked"),
             "{flag}: {err}"
         );
     }
@@ -411,17 +411,18 @@ async fn sigint_stops_cleanly_and_the_next_run_picks_up() {
 }
 
 /// SIGINT while the endpoint throttles with a long `Retry-After`: the run does not wait the
-/// retry out (nor its lease budget). It abandons the send after a short grace, releases the
-/// claims, exits 130, and the next run delivers everything.
+/// retry out (nor its lease budget). It stops waiting at once, keeps what Dynatrace already
+/// accepted (committed, not sent again), releases the rest, exits 130, and the next run
+/// delivers the rest with no event twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_during_a_long_retry_wait_stops_the_run() {
     let dir = tempfile::tempdir().expect("tempdir");
     let fake = FakeOpenPipeline::start("tok").await.expect("fake");
     let ca = fake.write_ca_file(dir.path()).expect("ca");
-    // Two minutes between attempts, for every attempt.
-    fake.push_faults((0..50).map(|_| {
+    // The first request is accepted; then two minutes between attempts, for every attempt.
+    fake.push_faults(std::iter::once(Fault::Pass).chain((0..50).map(|_| {
         Fault::TooManyRequests(Some(gdfwd_testkit_openpipeline::RetryAfter::Seconds(120)))
-    }));
+    })));
     let file = fixtures().join("generated/raw-findings-40.ndjson");
     let mut cmd = gdfwd(
         &[
@@ -431,6 +432,10 @@ async fn sigint_during_a_long_retry_wait_stops_the_run() {
             "--ca-file",
             ca.to_str().expect("utf8"),
             "--no-enrich",
+            "--max-batch-events",
+            "5",
+            "--max-in-flight",
+            "1",
         ],
         dir.path(),
     );
@@ -440,13 +445,18 @@ async fn sigint_during_a_long_retry_wait_stops_the_run() {
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn");
-    for _ in 0..200 {
-        if fake.counters().requests > 0 {
+    // One batch accepted, the next one throttled: the run is now waiting out `Retry-After`.
+    for _ in 0..400 {
+        if fake.counters().requests > 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert!(fake.counters().requests > 0, "the run never sent anything");
+    assert!(fake.counters().requests > 1, "the run never got throttled");
+    assert!(
+        !fake.event_ids().is_empty(),
+        "the first batch was not accepted"
+    );
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")
@@ -503,11 +513,17 @@ async fn sigint_during_a_long_retry_wait_stops_the_run() {
     .expect("join")
     .expect("run");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("forwarded 40 "),
-        "every finding delivered: {}",
-        stderr(&out)
-    );
+    // The batch accepted before the interrupt was committed: a duplicate now, not sent again.
+    let line = stderr(&out);
+    let count = |label: &str| -> u64 {
+        line.split(label)
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.trim_end_matches(',').parse().ok())
+            .unwrap_or_else(|| panic!("no {label:?} in {line}"))
+    };
+    assert!(count("duplicates ") > 0, "{line}");
+    assert_eq!(count("forwarded ") + count("duplicates "), 40, "{line}");
     let ids = fake.event_ids();
     let mut unique = ids.clone();
     unique.sort();

@@ -34,9 +34,9 @@ impl PreviewStore {
     }
 }
 
-/// What the real store's record says about claiming `version` (lease expiry is not modelled: a
-/// pending claim is treated as live, the conservative answer for a preview).
-fn judge(record: Option<&FindingRecord>, version: Timestamp) -> ClaimOutcome {
+/// What the real store's record says about claiming `version` at `now` (a pending claim whose
+/// lease has ended is claimable, as the store would answer).
+fn judge(record: Option<&FindingRecord>, version: Timestamp, now: Timestamp) -> ClaimOutcome {
     match record {
         None => ClaimOutcome::New,
         Some(r) if version > r.latest_version => ClaimOutcome::New,
@@ -44,8 +44,9 @@ fn judge(record: Option<&FindingRecord>, version: Timestamp) -> ClaimOutcome {
             newest: r.latest_version,
         },
         Some(r) if r.status == Status::Failed => ClaimOutcome::New,
-        Some(r) if r.status == Status::Pending => ClaimOutcome::InFlight {
-            lease_until: r.lease_until.unwrap_or(r.last_seen),
+        Some(r) if r.status == Status::Pending => match r.lease_until {
+            Some(lease_until) if lease_until > now => ClaimOutcome::InFlight { lease_until },
+            _ => ClaimOutcome::New,
         },
         Some(_) => ClaimOutcome::Duplicate,
     }
@@ -74,7 +75,7 @@ impl StateStore for PreviewStore {
             Some(seen) if v < seen => ClaimOutcome::Stale { newest: seen },
             _ => {
                 let history = self.inner.history(&req.key.finding_id).await?;
-                judge(history.as_ref().map(|h| &h.record), v)
+                judge(history.as_ref().map(|h| &h.record), v, Timestamp::now())
             }
         };
         if outcome == ClaimOutcome::New {

@@ -228,14 +228,19 @@ mod tests {
         if std::env::var_os(env::ENDPOINT).is_none() {
             assert!(cli.sender.into_config_with_env(|_| None).is_err());
         }
-        let cli = Cli::try_parse_from([
-            "x",
-            "--endpoint",
-            "https://a.b/x",
-            "--max-batch-events",
-            "0",
-        ])
-        .expect("parse");
-        assert!(cli.sender.into_config_with_env(|_| None).is_err());
+        // Out-of-range numbers are usage errors at parse time, naming the flag.
+        for (flag, value) in [
+            ("--max-batch-events", "0"),
+            ("--max-in-flight", "0"),
+            ("--max-in-flight", "100000"),
+            ("--max-events-per-second", "0"),
+            ("--max-concurrency", "0"),
+            ("--max-requests-per-second", "ten"),
+        ] {
+            let e = Cli::try_parse_from(["x", "--endpoint", "https://a.b/x", flag, value])
+                .expect_err(flag);
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{flag}");
+            assert!(e.to_string().contains(flag), "{e}");
+        }
     }
 }

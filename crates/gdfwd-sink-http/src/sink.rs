@@ -7,10 +7,16 @@
 //! (too large) or a 400 (OpenPipeline refuses the whole request for one invalid event) splits the
 //! batch in halves, which are sent in turn under the same slot, so one bad event fails alone.
 //!
+//! A stop signal ([`HttpSink::with_stop`], the CLI's interrupt) ends every wait at once (the
+//! in-flight slot, the rate limiters, a retry's backoff or `Retry-After`) as the deadline would,
+//! but never a request already on the wire: its answer is still recorded, so an accepted batch is
+//! committed, not released and sent again by the next run.
+//!
 //! Every input event gets exactly one outcome: batches are contiguous ranges of the input, each
 //! range's future returns one outcome per event of the range, and the ranges are joined in order.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::num::NonZeroU32;
 use std::ops::Range;
 use std::sync::Arc;
@@ -40,6 +46,8 @@ pub struct HttpSink {
     events_limiter: Option<DefaultDirectRateLimiter>,
     requests_limiter: Option<DefaultDirectRateLimiter>,
     in_flight: Arc<Semaphore>,
+    /// Set to `true` when sending must stop (see the module doc); `None`: never.
+    stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl std::fmt::Debug for HttpSink {
@@ -97,7 +105,64 @@ impl HttpSink {
             requests_limiter,
             in_flight: Arc::new(Semaphore::new(cfg.max_in_flight)),
             cfg,
+            stop: None,
         })
+    }
+
+    /// Stops waiting (for a slot, the rate limits, a retry) once `stop` turns `true`; requests
+    /// already sent finish. What is not sent then is reported retryable ("stopped").
+    #[must_use]
+    pub fn with_stop(mut self, stop: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| *s.borrow())
+    }
+
+    /// Resolves when the stop signal is set; never without one (or once its sender is gone).
+    async fn stopped(&self) {
+        match &self.stop {
+            Some(s) => {
+                let mut s = s.clone();
+                if s.wait_for(|stop| *stop).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// `fut`, unless the deadline or the stop signal comes first (`None`).
+    async fn until_cut<T>(
+        &self,
+        deadline: Option<Instant>,
+        fut: impl Future<Output = T>,
+    ) -> Option<T> {
+        let bounded = async {
+            match deadline {
+                Some(d) => tokio::time::timeout_at(d.into(), fut).await.ok(),
+                None => Some(fut.await),
+            }
+        };
+        tokio::select! {
+            r = bounded => r,
+            () = self.stopped() => None,
+        }
+    }
+
+    /// Why a batch ends unsent: stopped, or the deadline.
+    fn cut_reason(&self, last: Option<&str>) -> String {
+        let why = if self.is_stopped() {
+            "stopped (interrupted)"
+        } else {
+            "deadline reached"
+        };
+        match last {
+            Some(r) => format!("{why}; last attempt: {r}"),
+            None => format!("{why} before the batch could be sent"),
+        }
     }
 
     /// Events per request after fitting the rate limit (at most `max_batch_events`).
@@ -125,13 +190,7 @@ impl HttpSink {
                 l.until_ready().await;
             }
         };
-        match deadline {
-            Some(d) => tokio::time::timeout_at(d.into(), wait).await.is_ok(),
-            None => {
-                wait.await;
-                true
-            }
-        }
+        self.until_cut(deadline, wait).await.is_some()
     }
 
     /// Sends one contiguous range of the input under one in-flight slot, halving it on 413 (until
@@ -151,14 +210,9 @@ impl HttpSink {
         deadline: Option<Instant>,
         stats: &Counters,
     ) -> Vec<EventOutcome> {
-        let permit = match deadline {
-            Some(d) => tokio::time::timeout_at(d.into(), self.in_flight.acquire())
-                .await
-                .ok(),
-            None => Some(self.in_flight.acquire().await),
-        };
+        let permit = self.until_cut(deadline, self.in_flight.acquire()).await;
         let Some(Ok(_permit)) = permit else {
-            let reason = "deadline reached before the batch could be sent".to_owned();
+            let reason = self.cut_reason(None);
             return vec![EventOutcome::Retryable { reason }; range.len()];
         };
         let base = range.start;
@@ -240,14 +294,12 @@ impl HttpSink {
         let mut token_refreshed = false;
         let mut last: Option<String> = None;
         let past_deadline = |last: &Option<String>| {
-            let reason = match last {
-                Some(r) => format!("deadline reached; last attempt: {r}"),
-                None => "deadline reached before the batch could be sent".to_owned(),
-            };
-            Batch::Done(EventOutcome::Retryable { reason })
+            Batch::Done(EventOutcome::Retryable {
+                reason: self.cut_reason(last.as_deref()),
+            })
         };
         loop {
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            if deadline.is_some_and(|d| Instant::now() >= d) || self.is_stopped() {
                 return past_deadline(&last);
             }
             if !self.acquire(n, deadline).await {
@@ -309,7 +361,14 @@ impl HttpSink {
                     }
                     tracing::warn!(events = n, attempts, wait_ms = wait.as_millis() as u64, %reason, "retrying batch");
                     last = Some(reason);
-                    tokio::time::sleep(wait).await;
+                    if self
+                        .until_cut(None, tokio::time::sleep(wait))
+                        .await
+                        .is_none()
+                    {
+                        tracing::warn!(events = n, attempts, "not retrying: stopped");
+                        return past_deadline(&last);
+                    }
                 }
                 Decision::RefreshToken { reason } => {
                     token_refreshed = true;

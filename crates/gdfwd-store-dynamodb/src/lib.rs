@@ -944,6 +944,9 @@ impl DynamoStore {
                     _ => None,
                 };
                 match leased {
+                    // Read from a cancelled transaction's reasons a moment ago: the lease may
+                    // have ended since, and then the claim is ours to take. Re-run.
+                    Some(lease_until) if lease_until <= now => continue,
                     Some(lease_until) => (ClaimOutcome::InFlight { lease_until }, item::DUPLICATES),
                     None => (ClaimOutcome::Duplicate, item::DUPLICATES),
                 }
