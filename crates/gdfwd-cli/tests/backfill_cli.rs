@@ -12,6 +12,8 @@ use gdfwd_testkit_guardduty::FakeGuardDuty;
 use gdfwd_testkit_guardduty::fixtures::{GenSpec, accounts, generate};
 use gdfwd_testkit_openpipeline::{FakeOpenPipeline, Fault};
 
+mod common;
+
 const TOKEN: &str = "backfill-test-token";
 
 struct Env {
@@ -160,26 +162,12 @@ async fn sigint_mid_backfill_exits_130_and_the_rerun_completes_exactly_once() {
     env.op
         .push_faults((0..400).map(|_| Fault::Slow(Duration::from_millis(200))));
     let mut cmd = backfill(&env, &["--max-batch-events", "10"]);
-    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-    let child = cmd.spawn().expect("spawn");
-    for _ in 0..400 {
-        if env.op.counters().requests > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(
-        env.op.counters().requests > 0,
-        "the backfill never sent anything"
-    );
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
+    let child = common::spawn(&mut cmd);
+    common::wait_until("the backfill never sent anything", || {
+        env.op.counters().requests > 0
+    })
+    .await;
+    common::interrupt(&child);
     let out = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await
         .expect("join")

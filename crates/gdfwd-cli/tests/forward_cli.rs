@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use gdfwd_testkit_openpipeline::{FakeOpenPipeline, Fault};
 
+mod common;
+
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/guardduty")
 }
@@ -24,6 +26,43 @@ fn gdfwd(args: &[&str], env_store: &Path) -> Command {
         .env_remove("RUST_LOG")
         .stdin(Stdio::null());
     cmd
+}
+
+/// `gdfwd forward FILE` sending to `fake` (token `tok`, its CA), with `extra` options.
+fn forward_to(
+    fake: &FakeOpenPipeline,
+    ca: &Path,
+    state: &Path,
+    extra: &[&str],
+    file: &Path,
+) -> Command {
+    let mut c = gdfwd(
+        &[
+            "forward",
+            "--endpoint",
+            &fake.endpoint(),
+            "--ca-file",
+            ca.to_str().expect("utf8"),
+            "--no-enrich",
+        ],
+        state,
+    );
+    c.args(extra).arg(file).env("DT_API_TOKEN", "tok");
+    c
+}
+
+/// An interrupted run finished or released every claim it took.
+fn assert_no_pending_claims(state: &Path) {
+    let pending = run(
+        &["audit", "list", "--status", "pending", "--output", "json"],
+        state,
+    );
+    let pending: serde_json::Value = serde_json::from_slice(&pending.stdout).expect("json");
+    assert_eq!(
+        pending.as_array().map(Vec::len),
+        Some(0),
+        "claims left behind: {pending}"
+    );
 }
 
 fn run(args: &[&str], state: &Path) -> Output {
@@ -328,63 +367,31 @@ async fn sigint_stops_cleanly_and_the_next_run_picks_up() {
     fake.push_faults((0..200).map(|_| Fault::Slow(Duration::from_millis(300))));
     let file = fixtures().join("generated/raw-findings-40.ndjson");
     let common = |extra: &[&str]| {
-        let mut c = gdfwd(
-            &[
-                "forward",
-                "--endpoint",
-                &fake.endpoint(),
-                "--ca-file",
-                ca.to_str().expect("utf8"),
-                "--no-enrich",
-                "--chunk",
-                "5",
-                "--max-batch-events",
-                "5",
-                "--request-timeout",
-                "5s",
-            ],
-            dir.path(),
-        );
-        c.args(extra).arg(&file).env("DT_API_TOKEN", "tok");
-        c
+        let mut options = vec![
+            "--chunk",
+            "5",
+            "--max-batch-events",
+            "5",
+            "--request-timeout",
+            "5s",
+        ];
+        options.extend_from_slice(extra);
+        forward_to(&fake, &ca, dir.path(), &options, &file)
     };
-    let child = common(&[])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let child = common::spawn(&mut common(&[]));
     // Wait until the first request reached the fake, then interrupt.
-    for _ in 0..200 {
-        if fake.counters().requests > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(fake.counters().requests > 0, "the run never sent anything");
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
+    common::wait_until("the run never sent anything", || {
+        fake.counters().requests > 0
+    })
+    .await;
+    common::interrupt(&child);
     let out = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await
         .expect("join")
         .expect("wait");
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
 
-    let pending = run(
-        &["audit", "list", "--status", "pending", "--output", "json"],
-        dir.path(),
-    );
-    let pending: serde_json::Value = serde_json::from_slice(&pending.stdout).expect("json");
-    assert_eq!(
-        pending.as_array().map(Vec::len),
-        Some(0),
-        "claims left behind: {pending}"
-    );
+    assert_no_pending_claims(dir.path());
     let sent_before = fake.event_ids().len();
     assert!(sent_before < 40, "interrupted before everything was sent");
 
@@ -424,47 +431,24 @@ async fn sigint_during_a_long_retry_wait_stops_the_run() {
         Fault::TooManyRequests(Some(gdfwd_testkit_openpipeline::RetryAfter::Seconds(120)))
     })));
     let file = fixtures().join("generated/raw-findings-40.ndjson");
-    let mut cmd = gdfwd(
-        &[
-            "forward",
-            "--endpoint",
-            &fake.endpoint(),
-            "--ca-file",
-            ca.to_str().expect("utf8"),
-            "--no-enrich",
-            "--max-batch-events",
-            "5",
-            "--max-in-flight",
-            "1",
-        ],
+    let child = common::spawn(&mut forward_to(
+        &fake,
+        &ca,
         dir.path(),
-    );
-    cmd.arg(&file).env("DT_API_TOKEN", "tok");
-    let child = cmd
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn");
+        &["--max-batch-events", "5", "--max-in-flight", "1"],
+        &file,
+    ));
     // One batch accepted, the next one throttled: the run is now waiting out `Retry-After`.
-    for _ in 0..400 {
-        if fake.counters().requests > 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(fake.counters().requests > 1, "the run never got throttled");
+    common::wait_until("the run never got throttled", || {
+        fake.counters().requests > 1
+    })
+    .await;
     assert!(
         !fake.event_ids().is_empty(),
         "the first batch was not accepted"
     );
+    common::interrupt(&child);
     let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
     // Without the interrupt the run would wait out the 120 s `Retry-After`: it must be gone
     // well before that. (A bound on waiting, not a speed measurement.)
     let (tx, rx) = std::sync::mpsc::channel();
@@ -482,31 +466,11 @@ async fn sigint_during_a_long_retry_wait_stops_the_run() {
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
 
-    let pending = run(
-        &["audit", "list", "--status", "pending", "--output", "json"],
-        dir.path(),
-    );
-    let pending: serde_json::Value = serde_json::from_slice(&pending.stdout).expect("json");
-    assert_eq!(
-        pending.as_array().map(Vec::len),
-        Some(0),
-        "claims left behind: {pending}"
-    );
+    assert_no_pending_claims(dir.path());
 
     fake.clear_faults();
     let out = tokio::task::spawn_blocking({
-        let mut c = gdfwd(
-            &[
-                "forward",
-                "--endpoint",
-                &fake.endpoint(),
-                "--ca-file",
-                ca.to_str().expect("utf8"),
-                "--no-enrich",
-            ],
-            dir.path(),
-        );
-        c.arg(&file).env("DT_API_TOKEN", "tok");
+        let mut c = forward_to(&fake, &ca, dir.path(), &[], &file);
         move || c.output()
     })
     .await

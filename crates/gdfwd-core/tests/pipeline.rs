@@ -178,6 +178,30 @@ impl Sink for FakeSink {
     }
 }
 
+impl FakeSink {
+    /// The next `send` fails event `i` with a retryable HTTP 503 and delivers the rest.
+    fn fail_503_at(&self, i: usize) {
+        self.script.lock().expect("lock").push(Box::new(move |j| {
+            if j == i {
+                EventOutcome::Retryable {
+                    reason: "HTTP 503".into(),
+                }
+            } else {
+                EventOutcome::Sent { request_id: None }
+            }
+        }));
+    }
+}
+
+/// One finding per id, all of account `1` at the same `updatedAt`.
+fn same_version(ids: &[&str]) -> Vec<Finding> {
+    let lines: Vec<String> = ids
+        .iter()
+        .map(|id| finding(id, "1", "2025-01-01T00:00:01Z"))
+        .collect();
+    findings(&lines.join("\n"))
+}
+
 fn findings(text: &str) -> Vec<Finding> {
     parse_document(text)
         .into_iter()
@@ -333,23 +357,10 @@ async fn a_batch_is_committed_and_released_in_one_store_call() {
         ..MemStore::default()
     });
     let sink = Arc::new(FakeSink::default());
-    sink.script.lock().expect("lock").push(Box::new(|i| {
-        if i == 1 {
-            EventOutcome::Retryable {
-                reason: "HTTP 503".into(),
-            }
-        } else {
-            EventOutcome::Sent { request_id: None }
-        }
-    }));
+    sink.fail_503_at(1);
     let p = pipeline(store.clone(), sink.clone());
-    let batch = findings(&format!(
-        "{}\n{}\n{}\n{}",
-        finding("f1", "1", "2025-01-01T00:00:01Z"),
-        finding("f2", "1", "2025-01-01T00:00:01Z"),
-        finding("f3", "1", "2025-01-01T00:00:01Z"),
-        finding("f1", "1", "2025-01-01T00:00:01Z"), // duplicate: not finished again
-    ));
+    // The second f1 is a copy: not finished again.
+    let batch = same_version(&["f1", "f2", "f3", "f1"]);
     let r = p.process(&batch, None).await;
     assert_eq!(
         r.outcomes,
@@ -546,25 +557,10 @@ async fn a_version_in_flight_elsewhere_is_left_for_a_retry_and_copies_follow_the
             .expect("claim"),
         ClaimOutcome::New
     );
-    // f2 fails retryably; f3 is delivered; each has a copy in the batch.
-    sink.script.lock().expect("lock").push(Box::new(|i| {
-        if i == 0 {
-            EventOutcome::Retryable {
-                reason: "HTTP 503".into(),
-            }
-        } else {
-            EventOutcome::Sent { request_id: None }
-        }
-    }));
+    // f2 (the first event sent) fails retryably; f3 is delivered; each has a copy in the batch.
+    sink.fail_503_at(0);
     let p = pipeline(store.clone(), sink.clone());
-    let batch = findings(&format!(
-        "{}\n{}\n{}\n{}\n{}",
-        finding("f1", "1", "2025-01-01T00:00:01Z"),
-        finding("f2", "1", "2025-01-01T00:00:01Z"),
-        finding("f3", "1", "2025-01-01T00:00:01Z"),
-        finding("f2", "1", "2025-01-01T00:00:01Z"),
-        finding("f3", "1", "2025-01-01T00:00:01Z"),
-    ));
+    let batch = same_version(&["f1", "f2", "f3", "f2", "f3"]);
     let r = p.process(&batch, None).await;
     let failed = Outcome::Failed {
         retryable: true,
