@@ -92,8 +92,18 @@ fn init_logging(cli: &Cli) {
     } else {
         format!("{},aws_config=error", cli.log_level)
     };
+    // A bare word is a target for tracing (`verbose` would silently log nothing of ours): each
+    // directive must be a level or `target=level`, as the Lambda's LOG_LEVEL.
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let bare = cli.log_level.split(',').map(str::trim).find(|d| {
+        !d.is_empty() && !d.contains('=') && !LEVELS.contains(&d.to_ascii_lowercase().as_str())
+    });
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&level))
+        .map_err(|e| e.to_string())
+        .or_else(|_| match bare {
+            Some(word) => Err(format!("{word:?} is neither a level nor target=level")),
+            None => tracing_subscriber::EnvFilter::try_new(&level).map_err(|e| e.to_string()),
+        })
         .unwrap_or_else(|e| {
             eprintln!(
                 "warning: --log-level/LOG_LEVEL {:?} is not a log filter ({e}); using warn",

@@ -338,6 +338,17 @@ fn bad_arguments_are_refused_with_a_clear_message() {
         stderr(&out)
     );
 
+    // A log filter that would silently log nothing of ours is reported.
+    let out = run(
+        &["--log-level", "verbose", "forward", "--sample"],
+        dir.path(),
+    );
+    assert!(
+        stderr(&out).contains("\"verbose\" is neither a level nor target=level"),
+        "{}",
+        stderr(&out)
+    );
+
     // A value refused after parsing is a usage error too.
     let out = run(&["audit", "list", "--since", "yesterday-ish"], dir.path());
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
