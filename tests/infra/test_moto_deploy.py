@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 
 from gdfwd_infra import (
     ENDPOINT,
@@ -21,6 +22,7 @@ from gdfwd_infra import (
     SECRET_ARN,
     TABLE_DEFINITION,
     guardduty_events,
+    load_template,
     unique,
 )
 from test_template_contract import LAMBDA_ENV
@@ -308,7 +310,12 @@ def test_relay_stackset_roles_chain(new_account) -> None:
             assert g["Resource"].split(":")[4] in ("", acct.account_id), g
             own = "StackSet-gdfwd-region-relay-*" if g["Sid"] == "RelayStacks" else "gdfwd-region-relay-*"
             assert g["Resource"].endswith(("/" + own, ":" + own)), g
-    assert not any(n.startswith("gdfwd-region-relay-") for n in ("gdfwd-relay-stackset-administration", out["ExecutionRoleName"]))
+    # The StackSet's own roles can never be named into the range the execution role may rewrite.
+    params = load_template(REPO / "stacksets" / "relay-stackset-roles.yaml")["Parameters"]
+    for name in ("AdministrationRoleName", "ExecutionRoleName"):
+        pattern = re.compile(params[name]["AllowedPattern"])
+        assert pattern.fullmatch(params[name]["Default"]), name
+        assert not pattern.fullmatch("gdfwd-region-relay-eu-west-1"), name
     # Only the relay StackSet's operations may assume the administration role.
     condition = admin["AssumeRolePolicyDocument"]["Statement"][0]["Condition"]
     assert condition["StringLike"]["aws:SourceArn"] == f"arn:aws:cloudformation:*:{acct.account_id}:stackset/gdfwd-region-relay:*"

@@ -285,3 +285,32 @@ def test_queue_policies_admit_only_the_rule(fwd: dict, policy: str, queue: str) 
     assert stmt["Action"] == "sqs:SendMessage"
     assert stmt["Resource"] == {"Fn::GetAtt": [queue, "Arn"]}
     assert stmt["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["FindingsRule", "Arn"]}}}
+
+
+def test_every_relay_resource_name_is_within_the_execution_roles_grants() -> None:
+    """The relay template names its resources, and the StackSet's execution role may touch exactly those names:
+    a resource outside its grants would fail to deploy, a grant wider than them could touch other resources."""
+    from fnmatch import fnmatch
+
+    from gdfwd_infra import REPO
+
+    relay = json.loads(json.dumps(load_template(REGION_RELAY)))["Resources"]
+    roles = json.loads(json.dumps(load_template(REPO / "stacksets" / "relay-stackset-roles.yaml")))
+    statements = roles["Resources"]["ExecutionRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    grant = {s["Sid"]: s["Resource"]["Fn::Sub"].rsplit(":", 1)[1] for s in statements if s["Sid"] != "TemplateChecks"}
+
+    def name(logical: str, prop: str) -> str:
+        value = relay[logical]["Properties"][prop]
+        return value["Fn::Sub"].replace("${AWS::Region}", "eu-west-1") if isinstance(value, dict) else value
+
+    assert fnmatch(name("RelayDeadLetterQueue", "QueueName"), grant["RelayDeadLetterQueue"])
+    assert fnmatch("role/" + name("RelayRole", "RoleName"), grant["RelayRole"])
+    assert fnmatch("role/" + name("RelayRole", "RoleName"), grant["PassRelayRoleToEventBridge"])
+    assert fnmatch("rule/" + name("RelayRule", "Name"), grant["RelayRule"])
+    assert fnmatch("alarm:" + name("RelayDeadLetterAlarm", "AlarmName"), "alarm:" + grant["RelayAlarm"])
+    # Every resource the relay creates that has a name property is named.
+    named = {"AWS::SQS::Queue": "QueueName", "AWS::IAM::Role": "RoleName", "AWS::Events::Rule": "Name",
+             "AWS::CloudWatch::Alarm": "AlarmName"}
+    for logical, r in relay.items():
+        if r["Type"] in named:
+            assert named[r["Type"]] in r["Properties"], f"{logical} has no explicit name"

@@ -377,7 +377,7 @@ async fn sigint_stops_cleanly_and_the_next_run_picks_up() {
     // Every request is slow, so the run is mid-send when interrupted.
     fake.push_faults((0..200).map(|_| Fault::Slow(Duration::from_millis(300))));
     let file = fixtures().join("generated/raw-findings-40.ndjson");
-    let common = |extra: &[&str]| {
+    let forward_with = |extra: &[&str]| {
         let mut options = vec![
             "--chunk",
             "5",
@@ -389,7 +389,7 @@ async fn sigint_stops_cleanly_and_the_next_run_picks_up() {
         options.extend_from_slice(extra);
         forward_to(&fake, &ca, dir.path(), &options, &file)
     };
-    let child = common::spawn(&mut common(&[]));
+    let child = common::spawn(&mut forward_with(&[]));
     // Wait until the first request reached the fake, then interrupt.
     common::wait_until("the run never sent anything", || {
         fake.counters().requests > 0
@@ -409,7 +409,7 @@ async fn sigint_stops_cleanly_and_the_next_run_picks_up() {
     fake.clear_faults();
     let sum = dir.path().join("s.json");
     let out = tokio::task::spawn_blocking({
-        let mut c = common(&["--summary", sum.to_str().expect("utf8")]);
+        let mut c = forward_with(&["--summary", sum.to_str().expect("utf8")]);
         move || c.output()
     })
     .await

@@ -46,7 +46,10 @@ fn judge(record: Option<&FindingRecord>, version: Timestamp, now: Timestamp) -> 
         Some(r) if r.status == Status::Failed => ClaimOutcome::New,
         Some(r) if r.status == Status::Pending => match r.lease_until {
             Some(lease_until) if lease_until > now => ClaimOutcome::InFlight { lease_until },
-            _ => ClaimOutcome::New,
+            Some(_) => ClaimOutcome::New,
+            // No lease on a pending record cannot come from our writes; the stores answer
+            // Duplicate for it, and so does the preview.
+            None => ClaimOutcome::Duplicate,
         },
         Some(_) => ClaimOutcome::Duplicate,
     }
@@ -118,5 +121,57 @@ impl StateStore for PreviewStore {
     /// simplest to trust when a preview writes nothing at all.
     async fn kv_put(&self, _: &str, _: &str, _: &str, _: Duration) -> Result<(), StoreError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(status: Status, latest: i64, lease_until: Option<i64>) -> FindingRecord {
+        let t = Timestamp::from_millis;
+        FindingRecord {
+            finding_id: "f".into(),
+            meta: Default::default(),
+            latest_version: t(latest),
+            status,
+            lease_until: lease_until.map(t),
+            first_seen: t(0),
+            last_seen: t(0),
+            versions_sent: 0,
+            duplicates: 0,
+            stale: 0,
+            failures: 0,
+            last_error: None,
+            expires_at: t(i64::MAX),
+        }
+    }
+
+    /// The preview answers as the store would at `now`: a live lease is in flight, an ended
+    /// one claimable (the dry run then shows what a real run would send).
+    #[test]
+    fn judge_answers_as_the_store_would() {
+        let (v, now) = (Timestamp::from_millis(100), Timestamp::from_millis(1_000));
+        let live = record(Status::Pending, 100, Some(2_000));
+        assert_eq!(
+            judge(Some(&live), v, now),
+            ClaimOutcome::InFlight {
+                lease_until: Timestamp::from_millis(2_000)
+            }
+        );
+        let ended = record(Status::Pending, 100, Some(1_000));
+        assert_eq!(judge(Some(&ended), v, now), ClaimOutcome::New);
+        let sent = record(Status::Sent, 100, None);
+        assert_eq!(judge(Some(&sent), v, now), ClaimOutcome::Duplicate);
+        let failed = record(Status::Failed, 100, None);
+        assert_eq!(judge(Some(&failed), v, now), ClaimOutcome::New);
+        let newer = record(Status::Sent, 200, None);
+        assert_eq!(
+            judge(Some(&newer), v, now),
+            ClaimOutcome::Stale {
+                newest: Timestamp::from_millis(200)
+            }
+        );
+        assert_eq!(judge(None, v, now), ClaimOutcome::New);
     }
 }

@@ -147,8 +147,10 @@ impl HttpSink {
             }
         };
         tokio::select! {
-            r = bounded => r,
+            // Stop first: when both are ready, a stopped sender does not start more work.
+            biased;
             () = self.stopped() => None,
+            r = bounded => r,
         }
     }
 
@@ -305,7 +307,11 @@ impl HttpSink {
             if !self.acquire(n, deadline).await {
                 return past_deadline(&last);
             }
-            let token = match self.tokens.token().await {
+            // Reading the token can wait on Secrets Manager (and on other batches reading it).
+            let Some(token) = self.until_cut(deadline, self.tokens.token()).await else {
+                return past_deadline(&last);
+            };
+            let token = match token {
                 Ok(t) => t,
                 Err(e) => {
                     return Batch::Done(EventOutcome::Retryable {
@@ -320,7 +326,8 @@ impl HttpSink {
                     .min(d.saturating_duration_since(Instant::now())),
                 None => self.cfg.timeout,
             };
-            if timeout.is_zero() {
+            // The last moment to not start a request: after this, its answer is awaited.
+            if timeout.is_zero() || self.is_stopped() {
                 return past_deadline(&last);
             }
             attempts += 1;
@@ -372,8 +379,13 @@ impl HttpSink {
                 }
                 Decision::RefreshToken { reason } => {
                     token_refreshed = true;
-                    let refreshed = self.tokens.refresh().await;
-                    let current = self.tokens.token().await;
+                    let reread = async {
+                        let refreshed = self.tokens.refresh().await;
+                        (refreshed, self.tokens.token().await)
+                    };
+                    let Some((refreshed, current)) = self.until_cut(deadline, reread).await else {
+                        return past_deadline(&Some(reason));
+                    };
                     match (refreshed, current) {
                         (Ok(r), Ok(new)) if new != token => {
                             tracing::info!(refresh = ?r, "{reason}: retrying with the re-read token");

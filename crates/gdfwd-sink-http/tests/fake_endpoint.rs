@@ -467,3 +467,60 @@ async fn unauthorized_while_refresh_is_too_soon_leaves_events_retryable() {
     }
     assert_eq!(s.fake.counters().requests, 1);
 }
+
+/// The stop signal (the CLI's Ctrl-C) ends a `Retry-After` wait at once: the batch already
+/// accepted stays sent (its answer was awaited, so it is committed, not resent), the waiting and
+/// the never-started batches are retryable as "stopped", and no request starts after the stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_ends_waits_but_keeps_what_was_accepted() {
+    let s = setup().await;
+    let mut faults = vec![Fault::Pass];
+    faults.extend(std::iter::repeat_n(
+        Fault::TooManyRequests(Some(RetryAfter::Seconds(60))),
+        50,
+    ));
+    s.fake.push_faults(faults);
+    let mut cfg = s.cfg.clone();
+    cfg.max_batch_events = 5;
+    cfg.max_in_flight = 1;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let sink = Arc::new(
+        HttpSink::new(cfg, static_token(TOKEN))
+            .expect("sink")
+            .with_stop(stopped),
+    );
+    let input = events("stop", 15, 10);
+    let send = tokio::spawn({
+        let (sink, input) = (Arc::clone(&sink), input.clone());
+        async move { sink.send(&input, None).await }
+    });
+    // The second batch got its 429: the sender now waits a minute.
+    for _ in 0..400 {
+        if s.fake.counters().requests >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(s.fake.counters().requests, 2, "one accepted, one throttled");
+    stop.send_replace(true);
+    // Bounded wait, not a speed measurement: without the stop this takes a minute per retry.
+    let report = tokio::time::timeout(Duration::from_secs(30), send)
+        .await
+        .expect("the stopped send still waited out Retry-After")
+        .expect("join");
+    assert!(
+        report.outcomes[..5].iter().all(EventOutcome::is_sent),
+        "{:?}",
+        report.outcomes
+    );
+    for o in &report.outcomes[5..] {
+        assert!(
+            matches!(o, EventOutcome::Retryable { reason } if reason.contains("stopped")),
+            "{o:?}"
+        );
+    }
+    assert_eq!(report.stats.requests, 2);
+    assert_eq!(report.stats.events_sent, 5);
+    assert_eq!(s.fake.counters().requests, 2, "no request after the stop");
+    assert_eq!(accepted(&s.fake).len(), 5);
+}
