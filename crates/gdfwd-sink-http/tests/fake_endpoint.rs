@@ -59,6 +59,20 @@ fn static_token(t: &str) -> Arc<dyn TokenSource> {
     Arc::new(StaticToken::new(Secret::new(t)))
 }
 
+/// The first `sent` outcomes are sent, every other one retryable with `why` in its reason.
+fn assert_first_sent_rest_retryable(outcomes: &[EventOutcome], sent: usize, why: &str) {
+    assert!(
+        outcomes[..sent].iter().all(EventOutcome::is_sent),
+        "{outcomes:?}"
+    );
+    for o in &outcomes[sent..] {
+        assert!(
+            matches!(o, EventOutcome::Retryable { reason } if reason.contains(why)),
+            "{o:?}"
+        );
+    }
+}
+
 /// Ids the fake accepted, with how often each was accepted.
 fn accepted(fake: &FakeOpenPipeline) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
@@ -361,17 +375,7 @@ async fn deadline_leaves_unsent_batches_retryable() {
     let input = events("deadline", 15, 10);
     let deadline = Instant::now() + Duration::from_millis(1500);
     let report = sink.send(&input, Some(deadline)).await;
-    assert!(
-        report.outcomes[..5].iter().all(EventOutcome::is_sent),
-        "{:?}",
-        report.outcomes
-    );
-    for o in &report.outcomes[5..] {
-        assert!(
-            matches!(o, EventOutcome::Retryable { reason } if reason.contains("deadline")),
-            "{o:?}"
-        );
-    }
+    assert_first_sent_rest_retryable(&report.outcomes, 5, "deadline");
     assert_eq!(accepted(&s.fake).len(), 5);
 }
 
@@ -508,17 +512,7 @@ async fn stopping_ends_waits_but_keeps_what_was_accepted() {
         .await
         .expect("the stopped send still waited out Retry-After")
         .expect("join");
-    assert!(
-        report.outcomes[..5].iter().all(EventOutcome::is_sent),
-        "{:?}",
-        report.outcomes
-    );
-    for o in &report.outcomes[5..] {
-        assert!(
-            matches!(o, EventOutcome::Retryable { reason } if reason.contains("stopped")),
-            "{o:?}"
-        );
-    }
+    assert_first_sent_rest_retryable(&report.outcomes, 5, "stopped");
     assert_eq!(report.stats.requests, 2);
     assert_eq!(report.stats.events_sent, 5);
     assert_eq!(s.fake.counters().requests, 2, "no request after the stop");
