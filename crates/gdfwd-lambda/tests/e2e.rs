@@ -286,6 +286,16 @@ fn item_failures(r: &InvocationResult) -> Vec<String> {
     v
 }
 
+/// Waits until the EMF line of every answered invocation has been read from the process's
+/// stdout: the function prints it before answering, but the pipe is read on another thread.
+async fn emf_settled(b: &Bootstrap, api: &RuntimeApi) {
+    let n = api.answered();
+    wait_until("every answered invocation's EMF line", || {
+        b.emf_lines().len() >= n
+    })
+    .await;
+}
+
 fn emf_sum(b: &Bootstrap, metric: &str) -> u64 {
     b.emf_lines()
         .iter()
@@ -378,6 +388,7 @@ async fn direct_events_and_sqs_batches_deliver_every_version_once_with_account_n
     }
 
     // Metrics: what was forwarded, suppressed and refused, per the EMF lines.
+    emf_settled(&b, &api).await;
     assert_eq!(emf_sum(&b, "Forwarded") as usize, versions);
     assert_eq!(
         emf_sum(&b, "Invalid"),
@@ -390,12 +401,17 @@ async fn direct_events_and_sqs_batches_deliver_every_version_once_with_account_n
     assert!(emf_sum(&b, "EnrichCacheHits") > 0);
     assert_eq!(emf_sum(&b, "EventsSent") as usize, want.len());
     // One summary log line per invocation, JSON, no ANSI, no token.
-    let summaries = b
-        .log_records()
-        .into_iter()
-        .filter(|r| r["message"] == "invocation summary")
-        .count();
-    assert_eq!(summaries, b.emf_lines().len());
+    let summaries = || {
+        b.log_records()
+            .into_iter()
+            .filter(|r| r["message"] == "invocation summary")
+            .count()
+    };
+    wait_until("every invocation's summary line", || {
+        summaries() >= api.answered()
+    })
+    .await;
+    assert_eq!(summaries(), b.emf_lines().len());
     assert!(
         b.stderr_lines()
             .iter()
@@ -486,6 +502,7 @@ async fn during_an_outage_item_failures_name_exactly_the_unsent_messages_and_rep
         "something was sent before the outage"
     );
     assert_eq!(item_failures(&r), unsent);
+    emf_settled(&b, &api).await;
     assert!(emf_sum(&b, "Retries") > 0 || emf_sum(&b, "RequestsSent") > 1);
 
     // Dynatrace is back; SQS redelivers exactly the failed messages.

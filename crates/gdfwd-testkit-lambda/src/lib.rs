@@ -158,6 +158,11 @@ impl RuntimeApi {
         id
     }
 
+    /// How many invocations the function has answered (response or error).
+    pub fn answered(&self) -> usize {
+        self.shared.lock().results.len()
+    }
+
     /// The result of invocation `id`, once the function has answered.
     pub fn result(&self, id: &str) -> Option<InvocationResult> {
         self.shared.lock().results.get(id).cloned()
