@@ -152,19 +152,16 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
                     } else {
                         "definitive"
                     };
-                    let what = if matches!(o, Outcome::InFlight { .. }) {
-                        "in flight"
-                    } else {
-                        "failed"
-                    };
                     // In-flight reasons differ only by their lease end: one group.
-                    let key = if what == "in flight" {
-                        "being sent by another run (claims held; run again after they end)"
-                            .to_owned()
-                    } else {
-                        reason.clone()
+                    let (what, group) = match o {
+                        Outcome::InFlight { .. } => (
+                            "in flight",
+                            "being sent by another run (claims held; run again after they end)"
+                                .to_owned(),
+                        ),
+                        _ => ("failed", reason.clone()),
                     };
-                    let seen = reasons.entry(key).or_default();
+                    let seen = reasons.entry(group).or_default();
                     *seen += 1;
                     if *seen > SAME_REASON_SHOWN {
                         continue;

@@ -92,12 +92,8 @@ fn init_logging(cli: &Cli) {
     } else {
         format!("{},aws_config=error", cli.log_level)
     };
-    // A bare word is a target for tracing (`verbose` would silently log nothing of ours): each
-    // directive must be a level or `target=level`, as the Lambda's LOG_LEVEL.
-    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
-    let bare = cli.log_level.split(',').map(str::trim).find(|d| {
-        !d.is_empty() && !d.contains('=') && !LEVELS.contains(&d.to_ascii_lowercase().as_str())
-    });
+    // A bare word would silently log nothing of ours (gdfwd_core::logfilter).
+    let bare = gdfwd_core::logfilter::bare_word(&cli.log_level);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .map_err(|e| e.to_string())
         .or_else(|_| match bare {

@@ -74,27 +74,9 @@ impl StoreArgs {
         Duration::from_secs(self.retention_days.saturating_mul(86_400))
     }
 
+    /// Opens the store, creating it when missing (forward, backfill).
     pub async fn open(&self, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<dyn StateStore>> {
-        match &self.store {
-            StoreSpec::Sqlite(path) => {
-                let path = match path {
-                    Some(p) => p.clone(),
-                    None => gdfwd_store_sqlite::default_path()?,
-                };
-                let store = gdfwd_store_sqlite::SqliteStore::open(&path, clock, self.retention())?;
-                Ok(Arc::new(store))
-            }
-            StoreSpec::DynamoDb(table) => {
-                gdfwd_store_dynamodb::validate_table_name(table)?;
-                let client = gdfwd_store_dynamodb::client(crate::aws::sdk_config().await);
-                Ok(Arc::new(gdfwd_store_dynamodb::DynamoStore::new(
-                    client,
-                    table.clone(),
-                    clock,
-                    self.retention(),
-                )))
-            }
-        }
+        self.open_with(clock, false).await
     }
 
     /// Opens a store that must already exist (audit queries): a mistyped path or table is an
@@ -103,13 +85,21 @@ impl StoreArgs {
         &self,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Arc<dyn StateStore>> {
+        self.open_with(clock, true).await
+    }
+
+    async fn open_with(
+        &self,
+        clock: Arc<dyn Clock>,
+        must_exist: bool,
+    ) -> anyhow::Result<Arc<dyn StateStore>> {
         match &self.store {
             StoreSpec::Sqlite(path) => {
                 let path = match path {
                     Some(p) => p.clone(),
                     None => gdfwd_store_sqlite::default_path()?,
                 };
-                if !path.is_file() {
+                if must_exist && !path.is_file() {
                     anyhow::bail!(
                         "no state database at {}: nothing was recorded there (check --store / GDFWD_STORE; `gdfwd forward` or `gdfwd store init` creates it)",
                         path.display()
@@ -127,7 +117,9 @@ impl StoreArgs {
                     clock,
                     self.retention(),
                 );
-                store.check().await?;
+                if must_exist {
+                    store.check().await?;
+                }
                 Ok(Arc::new(store))
             }
         }

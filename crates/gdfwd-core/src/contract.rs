@@ -214,7 +214,8 @@ fn delivery(ids: &[&str], request: &str) -> Delivery {
 /// The answer for a version claimed at `claimed_at` whose lease ([`LEASE`]) is still live.
 fn in_flight(claimed_at: Timestamp) -> ClaimOutcome {
     ClaimOutcome::InFlight {
-        lease_until: claimed_at.saturating_add_millis(300_000),
+        lease_until: claimed_at
+            .saturating_add_millis(i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX)),
     }
 }
 

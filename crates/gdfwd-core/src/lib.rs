@@ -11,6 +11,7 @@ pub mod clock;
 pub mod contract;
 pub mod enrich;
 pub mod error;
+pub mod logfilter;
 pub mod pipeline;
 pub mod preview;
 pub mod sink;

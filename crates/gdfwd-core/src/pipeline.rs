@@ -346,13 +346,9 @@ impl Pipeline {
         }
 
         for (copy, holder) in copies {
-            outcomes[copy] = Some(match &outcomes[holder] {
-                Some(Outcome::Forwarded { .. }) => Outcome::Duplicate,
-                Some(other) => other.clone(),
-                None => Outcome::Failed {
-                    retryable: true,
-                    reason: "internal: no outcome".to_owned(),
-                },
+            outcomes[copy] = outcomes[holder].as_ref().map(|o| match o {
+                Outcome::Forwarded { .. } => Outcome::Duplicate,
+                other => other.clone(),
             });
         }
         let outcomes: Vec<Outcome> = outcomes

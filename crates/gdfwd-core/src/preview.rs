@@ -47,8 +47,8 @@ fn judge(record: Option<&FindingRecord>, version: Timestamp, now: Timestamp) -> 
         Some(r) if r.status == Status::Pending => match r.lease_until {
             Some(lease_until) if lease_until > now => ClaimOutcome::InFlight { lease_until },
             Some(_) => ClaimOutcome::New,
-            // No lease on a pending record cannot come from our writes; the stores answer
-            // Duplicate for it, and so does the preview.
+            // A pending record without a lease cannot come from our writes: not sent, the
+            // conservative answer for a preview.
             None => ClaimOutcome::Duplicate,
         },
         Some(_) => ClaimOutcome::Duplicate,

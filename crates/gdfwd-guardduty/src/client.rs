@@ -554,7 +554,7 @@ impl GuardDutyClient {
                         operation,
                         url: url.to_owned(),
                         attempts: attempt,
-                        message: error_chain(&e),
+                        message: gdfwd_aws_error::chain(&e),
                     },
                     None,
                 );
@@ -575,7 +575,7 @@ impl GuardDutyClient {
                         operation,
                         url: url.to_owned(),
                         attempts: attempt,
-                        message: format!("reading the response: {}", error_chain(&e)),
+                        message: format!("reading the response: {}", gdfwd_aws_error::chain(&e)),
                     },
                     None,
                 );
@@ -686,15 +686,4 @@ fn url_escape(s: &str) -> String {
         }
     }
     out
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }

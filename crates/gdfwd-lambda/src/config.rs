@@ -164,21 +164,15 @@ impl Config {
         let log_level = get(LOG_LEVEL)
             .unwrap_or_else(|| "info".to_owned())
             .to_ascii_lowercase();
-        // The same syntax as the CLI's LOG_LEVEL: a level, or a tracing filter (`info,gdfwd_core=debug`).
-        // A bare word is a target for tracing (`verbose` would silently log nothing): each
-        // directive must be a level or `target=level`.
-        const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
-        let directives_ok = log_level
-            .split(',')
-            .all(|d| LEVELS.contains(&d.trim()) || d.contains('='));
-        let parsed = tracing_subscriber::EnvFilter::try_new(&log_level)
-            .map(drop)
-            .map_err(|e| e.to_string());
-        if let Err(e) = parsed.and_then(|()| {
-            directives_ok
-                .then_some(())
-                .ok_or_else(|| "not a level".to_owned())
-        }) {
+        // The same syntax as the CLI's LOG_LEVEL: a level, or a tracing filter
+        // (`info,gdfwd_core=debug`) without bare words (gdfwd_core::logfilter).
+        let problem = match gdfwd_core::logfilter::bare_word(&log_level) {
+            Some(word) => Some(format!("{word:?} is neither a level nor target=level")),
+            None => tracing_subscriber::EnvFilter::try_new(&log_level)
+                .err()
+                .map(|e| e.to_string()),
+        };
+        if let Some(e) = problem {
             return Err(err(
                 LOG_LEVEL,
                 format!(

@@ -78,7 +78,7 @@ pub struct SenderArgs {
     #[arg(long, default_value = "1", value_name = "N", value_parser = processes)]
     pub max_concurrency: NonZeroU32,
 
-    /// Batches in flight at once in this process.
+    /// Batches in flight at once in this process (1..=1024).
     #[arg(long, default_value_t = crate::config::DEFAULT_MAX_IN_FLIGHT, value_name = "N", value_parser = in_flight)]
     pub max_in_flight: usize,
 }

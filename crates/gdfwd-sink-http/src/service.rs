@@ -69,7 +69,7 @@ impl Service {
         }
         let client = b
             .build()
-            .map_err(|e| SinkHttpError::Client(error_chain(&e)))?;
+            .map_err(|e| SinkHttpError::Client(gdfwd_aws_error::chain(&e)))?;
         Ok(Self {
             client,
             endpoint: cfg.endpoint.clone(),
@@ -127,7 +127,7 @@ impl Service {
                 }
             }
             Err(e) => {
-                let msg = error_chain(&e);
+                let msg = gdfwd_aws_error::chain(&e);
                 let attempt = if e.is_timeout() {
                     Attempt::Timeout(msg)
                 } else if e.is_connect() {
@@ -142,11 +142,6 @@ impl Service {
             }
         }
     }
-}
-
-/// An error and its sources on one line (see [`gdfwd_aws_error::chain`]).
-pub(crate) fn error_chain(e: &reqwest::Error) -> String {
-    gdfwd_aws_error::chain(e)
 }
 
 fn truncate(s: &str, max: usize) -> &str {

@@ -192,10 +192,9 @@ pub(crate) fn claim(
         None => ClaimOutcome::New,
         Some(r) if v > r.latest_version => ClaimOutcome::New,
         Some(r) if v == r.latest_version => {
-            let lease_live = r.lease_until.is_some_and(|t| t > now);
             match (r.status, r.lease_until) {
                 (Status::Sent, _) => ClaimOutcome::Duplicate,
-                (Status::Pending, Some(lease_until)) if lease_live => {
+                (Status::Pending, Some(lease_until)) if lease_until > now => {
                     ClaimOutcome::InFlight { lease_until }
                 }
                 // Lease ran out (the sender died) or the claim was released: claim it again.
