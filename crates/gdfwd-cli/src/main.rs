@@ -5,9 +5,11 @@ mod accounts;
 mod audit;
 mod aws;
 mod backfill;
+mod checkpoint;
 mod forward;
 mod input;
 mod interrupt;
+mod progress;
 mod store;
 mod wiring;
 

@@ -1,6 +1,8 @@
-//! Helpers the CLI's end-to-end tests share: waiting for a fake to see traffic, and interrupting
-//! a running `gdfwd` the way a user does (SIGINT).
+//! Helpers the CLI's end-to-end tests share: running `gdfwd` isolated from the caller's
+//! environment, waiting for a fake to see traffic, and interrupting a running `gdfwd` the way a
+//! user does (SIGINT).
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -34,4 +36,45 @@ pub fn spawn(cmd: &mut Command) -> Child {
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn gdfwd")
+}
+
+/// `gdfwd ARGS` with its state under `state` and no configuration from the caller's environment.
+// Not every test binary that includes this module runs `gdfwd` this way.
+#[allow(dead_code)]
+pub fn gdfwd(args: &[&str], state: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gdfwd"));
+    cmd.args(args)
+        .env("XDG_STATE_HOME", state)
+        .env_remove("GDFWD_STORE")
+        .env_remove("DYNATRACE_OPENPIPELINE_SECURITY_ENDPOINT")
+        .env_remove("AWS_SECRET_ARN")
+        .env_remove("PAYLOAD_FORMAT")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// `gdfwd forward FILE` sending to `fake` (token `tok`, its CA), with `extra` options.
+// Not every test binary that includes this module sends to a fake.
+#[allow(dead_code)]
+pub fn forward_to(
+    fake: &gdfwd_testkit_openpipeline::FakeOpenPipeline,
+    ca: &Path,
+    state: &Path,
+    extra: &[&str],
+    file: &Path,
+) -> Command {
+    let mut c = gdfwd(
+        &[
+            "forward",
+            "--endpoint",
+            &fake.endpoint(),
+            "--ca-file",
+            ca.to_str().expect("utf8"),
+            "--no-enrich",
+        ],
+        state,
+    );
+    c.args(extra).arg(file).env("DT_API_TOKEN", "tok");
+    c
 }
