@@ -145,12 +145,6 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-impl<R: Seek> Seek for Counting<R> {
-    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        self.inner.seek(pos)
-    }
-}
-
 type Input = Box<dyn BufRead + Send>;
 
 /// Opens `src` at `from` (a line-mode [`Position`] saved by an earlier run; ignored for stdin and
@@ -165,16 +159,20 @@ pub fn open(src: &Source, from: Position, count: Arc<AtomicU64>) -> io::Result<(
         )),
         Source::Sample => content(BufReader::new(Counting::new(SAMPLE.as_bytes(), count))),
         Source::File(p) => {
-            let file = File::open(p)?;
-            let mut raw = BufReader::with_capacity(BUFFER, Counting::new(file, count.clone()));
-            let gzip = raw.fill_buf()?.starts_with(&GZIP_MAGIC);
+            let mut file = File::open(p)?;
+            // The magic is read apart, so the counter (the bar's position) counts each byte once.
+            let mut magic = [0u8; 2];
+            let gzip = file.read(&mut magic)? == 2 && magic == GZIP_MAGIC;
             if gzip {
+                file.rewind()?;
+                let raw = BufReader::with_capacity(BUFFER, Counting::new(file, count));
                 let (mut input, _) = content(raw)?;
                 io::copy(&mut (&mut input).take(from.offset), &mut io::sink())?;
                 Ok((input, true))
             } else {
-                raw.seek(SeekFrom::Start(from.offset))?;
+                file.seek(SeekFrom::Start(from.offset))?;
                 count.fetch_add(from.offset, Ordering::Relaxed);
+                let raw = BufReader::with_capacity(BUFFER, Counting::new(file, count));
                 Ok((Box::new(raw), false))
             }
         }
