@@ -2,7 +2,7 @@
 //! forwarded before it ends), a record over `--max-record-bytes`, a gzip bomb, a truncated gzip
 //! and a line with a byte that is not UTF-8 are each one invalid record named by file and line
 //! (exit status 2) while the records around them go through, whole JSON documents still work,
-//! and a run that stopped part-way resumes from its checkpoint.
+//! and a run that stopped part-way (failures, SIGINT) resumes from its checkpoint.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,8 +10,6 @@ use std::process::{Output, Stdio};
 
 use gdfwd_testkit_openpipeline::{FakeOpenPipeline, Fault};
 
-// Shared helpers; this file uses only some of them.
-#[allow(dead_code)]
 mod common;
 use common::{forward_to, gdfwd};
 
@@ -330,4 +328,76 @@ async fn a_stopped_run_resumes_after_its_last_settled_chunk() {
     let (out, s) = run(&[]).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!((n(&s, "duplicates"), n(&s, "forwarded")), (40, 0), "{s}");
+}
+
+/// SIGINT part-way through a file: the run exits 130 with nothing left claimed, and the next run
+/// resumes after the chunks the first one settled, delivering the rest with no event twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_run_resumes_where_it_stopped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = FakeOpenPipeline::start("tok").await.expect("fake");
+    let ca = fake.write_ca_file(dir.path()).expect("ca");
+    let file = dir.path().join("findings.ndjson");
+    std::fs::copy(fixture(), &file).expect("copy");
+    // Three chunks of 5 are accepted; the fourth request hangs until the run is interrupted.
+    fake.push_faults(
+        [Fault::Pass, Fault::Pass, Fault::Pass]
+            .into_iter()
+            .chain((0..50).map(|_| Fault::Slow(std::time::Duration::from_secs(2)))),
+    );
+    let options = ["--chunk", "5", "--max-in-flight", "1"];
+    let child = common::spawn(&mut forward_to(&fake, &ca, dir.path(), &options, &file));
+    common::wait_until("the fourth request never came", || {
+        fake.counters().requests >= 4
+    })
+    .await;
+    common::interrupt(&child);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let pending = gdfwd(
+        &["audit", "list", "--status", "pending", "--output", "json"],
+        dir.path(),
+    )
+    .output()
+    .expect("audit");
+    assert_eq!(String::from_utf8_lossy(&pending.stdout).trim(), "[]");
+
+    fake.clear_faults();
+    let sum = dir.path().join("s.json");
+    let mut again = forward_to(
+        &fake,
+        &ca,
+        dir.path(),
+        &["--chunk", "5", "--summary", sum.to_str().expect("utf8")],
+        &file,
+    );
+    let out = tokio::task::spawn_blocking(move || again.output())
+        .await
+        .expect("join")
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("resuming after line 15"),
+        "{}",
+        stderr(&out)
+    );
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&sum).expect("summary")).expect("json");
+    assert_eq!((n(&s, "received"), n(&s, "forwarded")), (25, 25), "{s}");
+    let mut ids = fake.event_ids();
+    let events = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), events, "an event arrived twice");
+    let mut findings: Vec<String> = fake
+        .events()
+        .iter()
+        .filter_map(|e| e.body["detail"]["id"].as_str().map(str::to_owned))
+        .collect();
+    findings.sort();
+    findings.dedup();
+    assert_eq!(findings.len(), 40, "every finding delivered");
 }
