@@ -126,7 +126,10 @@ def test_forwarder_sqs_stack_creates_its_resources(new_account) -> None:
     trust = iam.get_role(RoleName=role_name)["Role"]["AssumeRolePolicyDocument"]
     assert trust["Statement"][0]["Principal"] == {"Service": "lambda.amazonaws.com"}
     by_sid = {s["Sid"]: s for s in _policy_statements(iam, role_name)}
-    assert set(by_sid) == {"OwnLogGroup", "DedupTableItems", "IngestToken", "MemberAccountAliasRole", "AccountNames", "ConsumeFindingsQueue"}
+    assert set(by_sid) == {
+        "OwnLogGroup", "DedupTableItems", "IngestToken", "MemberAccountAliasRole", "AccountNames", "AccountAliases",
+        "ConsumeFindingsQueue",
+    }
     assert by_sid["MemberAccountAliasRole"]["Resource"] == "arn:aws:iam::*:role/GuardDutyForwarderAliasReader"
     assert by_sid["IngestToken"]["Resource"] == SECRET_ARN
     assert by_sid["DedupTableItems"]["Resource"] == out["TableArn"]
@@ -207,7 +210,7 @@ def test_region_relay_forwards_findings_to_the_home_region(new_account) -> None:
     events = acct.client("events", RELAY_REGION)
     rule_name = relay["RuleArn"].rsplit("/", 1)[1]
     [target] = events.list_targets_by_rule(Rule=rule_name)["Targets"]
-    home_bus = f"arn:aws:events:{HOME_REGION}:{acct.account_id}:event-bus/default"
+    home_bus = f"arn:aws:events:{HOME_REGION}:{acct.account_id}:event-bus/gdfwd-findings"
     assert target["Arn"] == home_bus
     assert target["DeadLetterConfig"] == {"Arn": relay["DeadLetterQueueArn"]}
     assert target["RetryPolicy"]["MaximumRetryAttempts"] == 185
@@ -250,10 +253,11 @@ def test_forwarder_direct_trigger(new_account) -> None:
     assert target["RetryPolicy"] == {"MaximumRetryAttempts": 185, "MaximumEventAgeInSeconds": 86400}
 
     policy = json.loads(acct.client("lambda").get_policy(FunctionName=out["FunctionName"])["Policy"])
-    [grant] = policy["Statement"]
-    assert grant["Principal"] == {"Service": "events.amazonaws.com"}
-    assert grant["Action"] == "lambda:InvokeFunction"
-    assert grant["Condition"]["ArnLike"]["AWS:SourceArn"] == out["RuleArn"]
+    # One grant per rule: the default bus's and the relay bus's, each only for its own rule.
+    grants = policy["Statement"]
+    assert all(g["Principal"] == {"Service": "events.amazonaws.com"} for g in grants)
+    assert all(g["Action"] == "lambda:InvokeFunction" for g in grants)
+    assert sorted(g["Condition"]["ArnLike"]["AWS:SourceArn"] for g in grants) == sorted([out["RuleArn"], out["RelayedRuleArn"]])
 
     iam = acct.client("iam")
     by_sid = {s["Sid"]: s for s in _policy_statements(iam, out["FunctionRoleArn"].rsplit("/", 1)[1])}
@@ -306,7 +310,7 @@ def test_relay_stackset_roles_chain(new_account) -> None:
     # Every grant but the template validation is confined to this account's relay stacks (StackSet-<name>-*) and
     # the relay's own named resources (gdfwd-region-relay-*): no way to rewrite another StackSet's roles, or these.
     for g in grants:
-        if g["Sid"] != "TemplateChecks":
+        if g["Sid"] not in ("TemplateChecks", "StackSetTemplateAndNotifications"):
             assert g["Resource"].split(":")[4] in ("", acct.account_id), g
             own = "StackSet-gdfwd-region-relay-*" if g["Sid"] == "RelayStacks" else "gdfwd-region-relay-*"
             assert g["Resource"].endswith(("/" + own, ":" + own)), g
