@@ -201,5 +201,5 @@ def test_relay_without_target_dlq_fails(tmp_path: Path) -> None:
     # The relay DLQ is then referenced by nothing: E9104 fires for the target and for the orphaned queue.
     findings = [f for f in lint(_write(tmp_path, template, "relay")) if f["Rule"]["Id"] == "E9104"]
     messages = " ".join(f["Message"] for f in findings)
-    assert "target home-region-relay-bus has no DeadLetterConfig" in messages
+    assert "target home-region-default-bus has no DeadLetterConfig" in messages
     assert "RelayDeadLetterQueue: queue has no RedrivePolicy" in messages

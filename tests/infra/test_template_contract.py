@@ -353,3 +353,13 @@ def test_every_relay_resource_name_is_within_the_execution_roles_grants() -> Non
     for logical, r in relay.items():
         if r["Type"] in named:
             assert named[r["Type"]] in r["Properties"], f"{logical} has no explicit name"
+
+
+def test_relay_target_keeps_its_id_when_moving_to_the_relay_bus() -> None:
+    """Relays deployed before the relay bus put findings on the default bus under this target Id; keeping it makes
+    the upgrade switch the target in place (docs/deploy.md, Update) instead of removing one and adding another."""
+    t = json.loads(json.dumps(load_template(REGION_RELAY)))
+    [target] = t["Resources"]["RelayRule"]["Properties"]["Targets"]
+    assert target["Id"] == "home-region-default-bus"
+    assert target["Arn"] == {"Fn::Sub": "arn:${AWS::Partition}:events:${HomeRegion}:${AWS::AccountId}:event-bus/${RelayBusName}"}
+    assert t["Parameters"]["RelayBusName"]["Default"] == json.loads(json.dumps(load_template(FORWARDER)))["Parameters"]["RelayBusName"]["Default"]
