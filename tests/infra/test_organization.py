@@ -280,3 +280,15 @@ def test_forwarder_alarm_topic_and_boundary_in_moto(new_account) -> None:
     assert role["PermissionsBoundary"]["PermissionsBoundaryArn"] == boundary
     # The relay bus exists, named for the relays.
     assert out["RelayBusArn"].endswith(":event-bus/gdfwd-findings")
+
+
+def test_outputs_are_the_forwarders(org: dict) -> None:
+    """Tools and the guide read the same outputs from an organization stack as from a forwarder stack."""
+    fwd = parsed(FORWARDER)
+    for name, out in fwd["Outputs"].items():
+        mine = org["Outputs"][name]
+        assert mine["Value"] == {"Fn::GetAtt": ["Forwarder", f"Outputs.{name}"]}, name
+        assert mine.get("Condition") == out.get("Condition"), name
+        if "Condition" in out:
+            # The condition means the same in both templates.
+            assert org["Conditions"][out["Condition"]] == fwd["Conditions"][out["Condition"]]
