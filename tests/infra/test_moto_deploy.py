@@ -221,11 +221,28 @@ def test_region_relay_forwards_findings_to_the_home_region(new_account) -> None:
     dlq = acct.client("sqs", RELAY_REGION).get_queue_attributes(QueueUrl=relay["DeadLetterQueueUrl"], AttributeNames=["All"])
     assert dlq["Attributes"]["SqsManagedSseEnabled"] == "true"
 
+    # Another GuardDuty rule on the home default bus (paging, response automation) must keep seeing the home
+    # region's findings only: a probe rule there with a queue of its own.
+    home_events = acct.client("events")
+    sqs = acct.client("sqs")
+    probe_url = sqs.create_queue(QueueName=unique("probe"))["QueueUrl"]
+    probe_arn = sqs.get_queue_attributes(QueueUrl=probe_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    probe_rule = unique("probe")
+    home_events.put_rule(Name=probe_rule, EventPattern=json.dumps({"source": ["aws.guardduty"]}), EventBusName="default")
+    home_events.put_targets(Rule=probe_rule, Targets=[{"Id": "probe", "Arn": probe_arn}])
+
     # Put in the relay region only: what reaches the home queue came through the relay.
     findings = _by_severity(0.0, 11.0, 4)
     _put_findings(events, findings)
     delivered = _drain(acct, out["QueueUrl"])
     assert sorted(b["detail"]["id"] for b in delivered) == sorted(e["detail"]["id"] for e in findings)
+    assert _drain(acct, probe_url) == [], "relayed findings reached the home region's default bus"
+
+    # The home region's own findings still reach both: the probe proves it is listening.
+    home = _by_severity(0.0, 11.0, 5)[4:]
+    _put_findings(home_events, home)
+    assert [b["detail"]["id"] for b in _drain(acct, out["QueueUrl"])] == [home[0]["detail"]["id"]]
+    assert [b["detail"]["id"] for b in _drain(acct, probe_url)] == [home[0]["detail"]["id"]]
 
 
 def test_batch_size_and_window_reach_the_event_source_mapping(new_account) -> None:
@@ -324,3 +341,29 @@ def test_relay_stackset_roles_chain(new_account) -> None:
     condition = admin["AssumeRolePolicyDocument"]["Statement"][0]["Condition"]
     assert condition["StringLike"]["aws:SourceArn"] == f"arn:aws:cloudformation:*:{acct.account_id}:stackset/gdfwd-region-relay:*"
     assert condition["StringEquals"]["aws:SourceAccount"] == acct.account_id
+
+
+def test_region_relay_alarms_to_its_topic_and_takes_the_boundary(new_account) -> None:
+    acct = new_account()
+    boundary = f"arn:aws:iam::{acct.account_id}:policy/OrgBoundary"
+    acct.client("iam").create_policy(
+        PolicyName="OrgBoundary",
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "events:PutEvents", "Resource": "*"}]}),
+    )
+    params = {"HomeRegion": HOME_REGION, "AlarmEmail": "ops@example.com", "PermissionsBoundaryArn": boundary}
+    acct.deploy(unique("gdfwd-relay"), REGION_RELAY, params, region=RELAY_REGION)
+    sns = acct.client("sns", RELAY_REGION)
+    topic = f"arn:aws:sns:{RELAY_REGION}:{acct.account_id}:gdfwd-region-relay-alarms"
+    [sub] = sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+    assert (sub["Protocol"], sub["Endpoint"]) == ("email", "ops@example.com")
+    role = acct.client("iam").get_role(RoleName=f"gdfwd-region-relay-{RELAY_REGION}")["Role"]
+    assert role["PermissionsBoundary"]["PermissionsBoundaryArn"] == boundary
+
+
+def test_describe_account_is_confined_to_the_organization(new_account) -> None:
+    acct = new_account()
+    out = acct.deploy_forwarder(unique("gdfwd-org"), OrganizationId="o-abcdef1234")
+    by_sid = {s["Sid"]: s for s in _policy_statements(acct.client("iam"), out["FunctionRoleArn"].rsplit("/", 1)[1])}
+    assert by_sid["AccountNames"]["Action"] == "organizations:DescribeAccount"
+    assert by_sid["AccountNames"]["Resource"] == "arn:aws:organizations::*:account/o-abcdef1234/*"
+    assert by_sid["AccountAliases"]["Resource"] == "*"
