@@ -8,8 +8,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use gdfwd_model::Timestamp;
-use gdfwd_testkit_guardduty::FakeGuardDuty;
 use gdfwd_testkit_guardduty::fixtures::{GenSpec, accounts, generate};
+use gdfwd_testkit_guardduty::{FakeGuardDuty, TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY};
 use gdfwd_testkit_openpipeline::{FakeOpenPipeline, Fault};
 
 mod common;
@@ -63,8 +63,9 @@ fn backfill(env: &Env, extra: &[&str]) -> Command {
     .args(["--max-api-calls-per-second", "0"])
     .args(extra)
     .env("AWS_ENDPOINT_URL_GUARDDUTY", env.gd.endpoint())
-    .env("AWS_ACCESS_KEY_ID", "testing")
-    .env("AWS_SECRET_ACCESS_KEY", "testing")
+    .env("AWS_ACCESS_KEY_ID", TEST_ACCESS_KEY_ID)
+    .env("AWS_SECRET_ACCESS_KEY", TEST_SECRET_ACCESS_KEY)
+    .env_remove("AWS_SESSION_TOKEN")
     .env("AWS_REGION", "us-east-1")
     .env("DT_API_TOKEN", TOKEN)
     .env_remove("AWS_ENDPOINT_URL")

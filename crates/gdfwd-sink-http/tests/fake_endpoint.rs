@@ -125,6 +125,41 @@ async fn every_event_arrives_exactly_once_under_twenty_percent_faults() {
     ));
 }
 
+/// Dynatrace accepted a batch and the answer was lost on the way back: the sender cannot tell
+/// this from a request that never arrived, so it resends, and the batch arrives twice with the
+/// same event ids (which downstream deduplication keys on). A duplicate, never a loss.
+#[tokio::test]
+async fn a_lost_answer_to_an_accepted_batch_gives_a_duplicate_never_a_loss() {
+    let s = setup().await;
+    s.fake
+        .push_faults([Fault::Pass, Fault::AcceptThenDrop, Fault::Pass]);
+    let mut cfg = s.cfg.clone();
+    cfg.max_batch_events = 10;
+    cfg.max_in_flight = 1;
+    let sink = HttpSink::new(cfg, static_token(TOKEN)).expect("sink");
+    let input = events("lost", 30, 10);
+    let report = sink.send(&input, None).await;
+    assert!(
+        report.outcomes.iter().all(EventOutcome::is_sent),
+        "{:?}",
+        report.outcomes
+    );
+    assert!(report.stats.retries >= 1);
+    let got = accepted(&s.fake);
+    assert_eq!(got.len(), 30, "no event lost");
+    let twice: Vec<&String> = got
+        .iter()
+        .filter(|(_, n)| **n == 2)
+        .map(|(id, _)| id)
+        .collect();
+    let second_batch: Vec<&String> = input[10..20].iter().map(|e| &e.id).collect();
+    assert_eq!(
+        twice, second_batch,
+        "exactly the batch whose answer was lost arrived twice"
+    );
+    assert!(got.values().all(|n| *n <= 2));
+}
+
 #[tokio::test]
 async fn gzip_over_loopback_http_with_opt_in() {
     let s = setup().await;

@@ -10,8 +10,8 @@
 //!
 //! One server plays every region: the region is read from the SigV4 credential scope of the
 //! `Authorization` header, the way the real endpoint's region is implied by its host name, so a
-//! client pointed at it through `AWS_ENDPOINT_URL_GUARDDUTY` exercises its real signing code. The
-//! signature itself is not verified (the header must be present).
+//! client pointed at it through `AWS_ENDPOINT_URL_GUARDDUTY` exercises its real signing code, and
+//! the signature is verified against the credentials the fake accepts ([`sigv4`]).
 //!
 //! Faults a test can inject: throttling (`429 TooManyRequestsException`, the next N requests or a
 //! seeded random share), a `ListFindings` page that hands back the token it was given (a client
@@ -22,6 +22,9 @@
 //! (a stable order, so ties are ordered the same way on every call).
 
 pub mod fixtures;
+mod sigv4;
+
+pub use sigv4::{TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY};
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -122,6 +125,7 @@ impl Shared {
 pub struct FakeGuardDuty {
     addr: SocketAddr,
     shared: Arc<Shared>,
+    keys: Arc<sigv4::Keyring>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -133,13 +137,18 @@ impl FakeGuardDuty {
             .map_err(FakeError::Bind)?;
         let addr = listener.local_addr().map_err(FakeError::Bind)?;
         let shared = Arc::new(Shared::default());
+        let keys = Arc::new(sigv4::Keyring::with_test_key());
         let app = Router::new()
             .route("/detector", get(list_detectors))
             .route("/detector/{detector_id}/findings", post(list_findings))
             .route("/detector/{detector_id}/findings/get", post(get_findings))
             .route("/listRegions", post(list_regions))
             .fallback(not_found)
-            .with_state(shared.clone());
+            .with_state(shared.clone())
+            .layer(axum::middleware::from_fn_with_state(
+                (shared.clone(), keys.clone()),
+                sigv4::verify,
+            ));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -152,6 +161,7 @@ impl FakeGuardDuty {
         Ok(Self {
             addr,
             shared,
+            keys,
             shutdown: Some(tx),
         })
     }
@@ -163,6 +173,19 @@ impl FakeGuardDuty {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Also accepts requests signed with these credentials (a session token makes them temporary
+    /// ones: requests must then carry exactly that token). [`TEST_ACCESS_KEY_ID`] is accepted from
+    /// the start.
+    pub fn accept_credentials(
+        &self,
+        access_key_id: &str,
+        secret_access_key: &str,
+        session_token: Option<&str>,
+    ) {
+        self.keys
+            .insert(access_key_id, secret_access_key, session_token);
     }
 
     /// Adds a detector to `region` (one per region, as GuardDuty has) and returns its id.

@@ -3,14 +3,23 @@
 //! [`FakeOpenPipeline::start`] listens on `127.0.0.1` port 0 twice: once with TLS (a CA and a leaf
 //! certificate for `127.0.0.1`/`localhost` generated per instance, the CA handed to the client as a
 //! PEM file, as a real TLS-intercepting proxy's CA would be) and once in plain HTTP. It behaves like
-//! the real endpoint where the sender can observe it: it checks the `Authorization` header, accepts
-//! one event object or an array of events (optionally gzip-compressed), answers 202, and answers 413
-//! for bodies over a configurable size.
+//! the real endpoint where the sender can observe it: it answers 202 to a valid request and
+//! refuses with the status codes of the OpenPipeline ingest API reference:
+//! - `POST` only (405), to an ingest path for security events (404 otherwise):
+//!   `/platform/ingest/v1/security.events`, the legacy `/platform/ingest/v1/events.security` or a
+//!   custom `/platform/ingest/custom/security.events/<name>`;
+//! - `Authorization` as configured (401);
+//! - `Content-Type: application/json`, parameters such as `charset` allowed (415 otherwise);
+//! - bodies over a configurable size (413);
+//! - one event object or an array of event objects, optionally gzip-compressed (400 otherwise).
 //!
 //! Faults are injected on demand, either scripted ([`FakeOpenPipeline::push_faults`]: the next
 //! requests get these answers, in order) or at random with a seeded RNG
 //! ([`FakeOpenPipeline::set_random_faults`]), so a test run is reproducible. An injected fault never
-//! records the request's events: "delivered exactly once" then measures the sender alone.
+//! records the request's events: "delivered exactly once" then measures the sender alone. The
+//! exception is [`Fault::AcceptThenDrop`], which is what real Dynatrace can produce: the events
+//! are accepted, then the answer is lost; a correct sender resends them, so they arrive twice
+//! (a duplicate, never a loss).
 //!
 //! Everything the fake sees is recorded with its own monotonic timestamps ([`RequestRecord`],
 //! [`RecordedEvent`]), so tests assert on what the server observed (ordering, rates) rather than
@@ -77,6 +86,10 @@ pub enum Fault {
     Slow(Duration),
     /// No fault: process normally (to script "fail after N good requests").
     Pass,
+    /// Process normally, and when the request is accepted (the 202 is decided and its events are
+    /// recorded), close the connection instead of answering: the accepted events' answer is lost.
+    /// A refused request is answered as usual.
+    AcceptThenDrop,
 }
 
 /// What the fake did with one request, in arrival order.
@@ -88,7 +101,8 @@ pub struct RequestRecord {
     pub received_wall: SystemTime,
     /// When the answer was handed to the connection (for `Drop`: when it was dropped).
     pub answered: Instant,
-    /// The status answered; `None` for a dropped connection.
+    /// The status answered; `None` for a dropped connection (`Some(202)` for
+    /// [`Fault::AcceptThenDrop`]: the status decided, whose answer was lost).
     pub status: Option<u16>,
     /// The injected fault, if any.
     pub fault: Option<Fault>,
@@ -125,6 +139,9 @@ pub struct Counters {
     pub too_large: u64,
     /// Requests answered 400 because they held an event [`FakeOpenPipeline::refuse_events`] names.
     pub refused: u64,
+    /// Requests refused for their path (404), method (405), `Content-Type` (415) or body (400:
+    /// not gzip, not JSON, not an event object or an array of them).
+    pub malformed: u64,
 }
 
 #[derive(Debug)]
@@ -457,6 +474,12 @@ async fn handle(
     state: Shared,
 ) -> Result<Response<Full<Bytes>>, DroppedByFault> {
     let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    let content_type = req
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let auth = req
         .headers()
         .get(hyper::header::AUTHORIZATION)
@@ -491,6 +514,7 @@ async fn handle(
     };
 
     let fault = fault.filter(|f| *f != Fault::Pass);
+    let drop_answer = fault == Some(Fault::AcceptThenDrop);
     let mut rec = RequestRecord {
         received,
         received_wall,
@@ -505,7 +529,7 @@ async fn handle(
         path,
     };
 
-    if let Some(f) = fault {
+    if let Some(f) = fault.filter(|f| *f != Fault::AcceptThenDrop) {
         let result = match f {
             Fault::Status(code) => {
                 rec.status = Some(code);
@@ -548,7 +572,7 @@ async fn handle(
                 rec.status = Some(504);
                 Ok(answer(504, "{\"error\":\"slow answer\"}"))
             }
-            Fault::Pass => unreachable_pass(),
+            Fault::Pass | Fault::AcceptThenDrop => unreachable_pass(),
         };
         rec.answered = Instant::now();
         let mut s = lock(&state);
@@ -561,7 +585,12 @@ async fn handle(
     let status;
     let mut resp_body = String::new();
     let mut request_id = None;
-    if s.expected_auth
+    if let Some((code, message)) = check_route(&method, &rec.path) {
+        status = code;
+        s.counters.malformed += 1;
+        resp_body = error_envelope(code, message);
+    } else if s
+        .expected_auth
         .as_ref()
         .is_some_and(|e| auth.as_ref() != Some(e))
     {
@@ -570,10 +599,18 @@ async fn handle(
         resp_body.push_str(
             "{\"error\":{\"code\":401,\"message\":\"Missing or invalid authorization\"}}",
         );
+    } else if !is_json(content_type.as_deref()) {
+        status = 415;
+        s.counters.malformed += 1;
+        resp_body = error_envelope(
+            415,
+            &format!("Unsupported media type {content_type:?}: application/json is expected"),
+        );
     } else {
         match decode(&body, gzip) {
             Err(msg) => {
                 status = 400;
+                s.counters.malformed += 1;
                 resp_body = format!("{{\"error\":{{\"code\":400,\"message\":{msg:?}}}}}");
             }
             Ok(plain) if s.max_body_bytes.is_some_and(|m| plain.len() > m) => {
@@ -583,6 +620,14 @@ async fn handle(
                 resp_body.push_str("{\"error\":{\"code\":413,\"message\":\"Payload too large\"}}");
             }
             Ok(plain) => match serde_json::from_slice::<Value>(&plain) {
+                Ok(v) if !is_events(&v) => {
+                    status = 400;
+                    s.counters.malformed += 1;
+                    resp_body = error_envelope(
+                        400,
+                        "The input is invalid: expected an event object or an array of event objects",
+                    );
+                }
                 Ok(v) => {
                     let events: Vec<Value> = match v {
                         Value::Array(a) => a,
@@ -624,6 +669,7 @@ async fn handle(
                 }
                 Err(e) => {
                     status = 400;
+                    s.counters.malformed += 1;
                     resp_body = format!(
                         "{{\"error\":{{\"code\":400,\"message\":{:?}}}}}",
                         e.to_string()
@@ -640,8 +686,49 @@ async fn handle(
     }
     rec.status = Some(status);
     rec.answered = Instant::now();
+    if drop_answer {
+        s.counters.faults += 1;
+    }
     s.requests.push(rec);
+    if drop_answer && status == 202 {
+        return Err(DroppedByFault);
+    }
     Ok(r)
+}
+
+/// Dynatrace's error body: `{"error": {"code": ..., "message": ...}}`.
+fn error_envelope(code: u16, message: &str) -> String {
+    serde_json::json!({"error": {"code": code, "message": message}}).to_string()
+}
+
+/// The refusal for a request that is not a `POST` to a security events ingest path.
+fn check_route(method: &hyper::Method, path: &str) -> Option<(u16, &'static str)> {
+    let custom = path
+        .strip_prefix("/platform/ingest/custom/security.events/")
+        .is_some_and(|name| !name.is_empty() && !name.contains('/'));
+    let builtin = path == SECURITY_EVENTS_PATH || path == "/platform/ingest/v1/events.security";
+    if !(builtin || custom) {
+        return Some((404, "Failed. Endpoint not found."));
+    }
+    (*method != hyper::Method::POST).then_some((405, "Method not allowed"))
+}
+
+/// `application/json`, with or without parameters (`; charset=utf-8`), in any case.
+fn is_json(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|ct| {
+        ct.split(';')
+            .next()
+            .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+    })
+}
+
+/// One event object, or an array of event objects.
+fn is_events(v: &Value) -> bool {
+    match v {
+        Value::Object(_) => true,
+        Value::Array(a) => a.iter().all(Value::is_object),
+        _ => false,
+    }
 }
 
 /// `Pass` is filtered out before faults are applied.
