@@ -8,6 +8,18 @@
 //! (timeout, connection refused, DNS), the `Display` of each cause, never a `Debug` form. A crate
 //! of its own so the store, the sender's token source and enrichment say it the same way without
 //! depending on each other; it depends only on `aws-smithy-types`, which every SDK crate brings.
+//!
+//! The same goes for the two other things every error line must get right: a URL in it never
+//! shows its credentials or query values ([`redact_url`], [`redact_urls`]), and an HTTP error body
+//! is read only as far as a message needs ([`read_capped`], with the `reqwest` feature).
+
+#[cfg(feature = "reqwest")]
+mod body;
+mod redact;
+
+#[cfg(feature = "reqwest")]
+pub use body::{ERROR_BODY_CAP, read_capped};
+pub use redact::{redact_url, redact_urls};
 
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 

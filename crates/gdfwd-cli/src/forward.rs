@@ -2,8 +2,13 @@
 //!
 //! Input is read source by source and fed to the pipeline in chunks, so memory stays bounded by
 //! one source plus one chunk and an interruption loses at most the chunk in flight (whose claims
-//! are released). Exit status: 0 all good, 2 some input invalid, 1 some findings not delivered,
-//! 130 interrupted.
+//! are released). Exit status ([`EXIT_STATUS`]): 130 interrupted, else 1 some findings not
+//! delivered (whatever else happened: undelivered findings must never hide behind invalid input),
+//! else 2 some input invalid, else 0.
+//!
+//! Every line that shows text from the input (file names, finding ids, reasons quoting a finding
+//! or a server) goes through [`printable`], as the audit tables do, so a finding cannot drive the
+//! terminal.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -13,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use gdfwd_core::audit::printable;
 use gdfwd_core::pipeline::{Outcome, Summary};
 use gdfwd_core::{Clock, SystemClock};
 
@@ -27,10 +33,16 @@ pub struct ForwardArgs {
     #[arg(value_name = "FILES")]
     pub files: Vec<PathBuf>,
 
-    /// Also read the embedded sample findings (31 published samples, 60 generated findings
-    /// delivered 153 times with updates, redeliveries and late versions).
+    /// Also read the embedded sample findings (28 published samples, one of them a CloudTrail
+    /// event that is skipped, and 60 generated findings delivered 153 times with updates,
+    /// redeliveries and late versions). All valid: the run exits 0.
     #[arg(long)]
     pub sample: bool,
+
+    /// Also read three embedded published samples that are not complete findings (no account, no
+    /// region): shows how invalid records are reported (exit status 2).
+    #[arg(long)]
+    pub sample_invalid: bool,
 
     /// Send every finding, bypassing the dedup store.
     #[arg(long)]
@@ -59,13 +71,16 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("invalid duration {s:?}: expected e.g. 30s, 10m, 2h"))
 }
 
+/// The exit statuses of `gdfwd forward`, in precedence order (`--help` shows this text).
+pub const EXIT_STATUS: &str = "Exit status: 130 interrupted; else 1 when some findings were not delivered (failed, or in flight in another run) or on an error, even if some input was also invalid; else 2 when some input records were invalid (or on a usage error); else 0.";
+
 /// Findings named per distinct failure reason before the rest are only counted.
 const SAME_REASON_SHOWN: u64 = 3;
 
 pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mut files = args.files.clone();
-    if files.is_empty() && !args.sample {
+    if files.is_empty() && !args.sample && !args.sample_invalid {
         if std::io::stdin().is_terminal() {
             return Err(crate::Usage(
                 "no input: give FILES, `-` for stdin, or --sample for the embedded sample findings"
@@ -75,7 +90,7 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
         }
         files.push(PathBuf::from("-"));
     }
-    let sources = input::sources(&files, args.sample);
+    let sources = input::sources(&files, args.sample, args.sample_invalid);
     // Checked before sending: a summary that cannot be written would turn a delivered run into
     // a failed one at the very end.
     if let Some(path) = &args.summary {
@@ -121,7 +136,7 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
         let text = match read {
             Ok(t) => t,
             Err(e) => {
-                eprintln!("error: {}", gdfwd_aws_error::chain(e.as_ref()));
+                eprintln!("error: {}", printable(&gdfwd_aws_error::chain(e.as_ref())));
                 summary.invalid += 1;
                 summary.received += 1;
                 continue;
@@ -130,7 +145,7 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
         let parsed = input::parse_source(&src.name(), &text);
         drop(text);
         for e in &parsed.errors {
-            eprintln!("invalid: {e}");
+            eprintln!("invalid: {}", printable(e));
         }
         summary.invalid += parsed.errors.len() as u64;
         summary.skipped += parsed.skipped;
@@ -167,10 +182,11 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
                         continue;
                     }
                     eprintln!(
-                        "{what}: {} finding {} version {}: {reason} ({kind})",
-                        src.name(),
-                        f.id,
-                        f.updated_at
+                        "{what}: {} finding {} version {}: {} ({kind})",
+                        printable(&src.name()),
+                        printable(&f.id),
+                        f.updated_at,
+                        printable(&reason)
                     );
                 }
             }
@@ -185,8 +201,9 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
     repeated.sort();
     for (reason, n) in repeated {
         eprintln!(
-            "... {} more finding(s) not delivered for the same reason: {reason}",
-            n - SAME_REASON_SHOWN
+            "... {} more finding(s) not delivered for the same reason: {}",
+            n - SAME_REASON_SHOWN,
+            printable(&reason)
         );
     }
 
@@ -196,15 +213,21 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(path, json + "\n")
             .with_context(|| format!("writing the summary to {}", path.display()))?;
     }
-    Ok(if interrupted {
-        ExitCode::from(EXIT_INTERRUPTED)
-    } else if summary.invalid > 0 {
-        ExitCode::from(2)
+    Ok(ExitCode::from(exit_status(&summary, interrupted)))
+}
+
+/// [`EXIT_STATUS`]: undelivered findings win over invalid input, so a run that both met bad
+/// records and left findings unsent never reads as "only some input was bad".
+fn exit_status(summary: &Summary, interrupted: bool) -> u8 {
+    if interrupted {
+        EXIT_INTERRUPTED
     } else if summary.failed > 0 || summary.in_flight > 0 {
-        ExitCode::from(1)
+        1
+    } else if summary.invalid > 0 {
+        2
     } else {
-        ExitCode::SUCCESS
-    })
+        0
+    }
 }
 
 fn print_summary(s: &Summary, dry_run: bool, took: Duration) {

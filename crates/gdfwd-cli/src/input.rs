@@ -9,15 +9,21 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use gdfwd_model::{Finding, Item, parse_document};
 
-/// The findings `gdfwd forward --sample` uses: 31 published AWS/vendor samples and 153
-/// generated EventBridge deliveries of 60 findings with updates, redeliveries and late versions.
+/// The findings `gdfwd forward --sample` uses: 28 published AWS/vendor samples (one a CloudTrail
+/// event, skipped) and 153 generated EventBridge deliveries of 60 findings with updates,
+/// redeliveries and late versions. Every record is valid, so a newcomer's first run exits 0.
 pub const SAMPLE: &str = include_str!("sample-findings.ndjson");
+
+/// `gdfwd forward --sample-invalid`: three published samples that are not complete findings (no
+/// account, no region), to show how invalid records are reported (exit status 2).
+pub const SAMPLE_INVALID: &str = include_str!("sample-invalid.ndjson");
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     Stdin,
     File(PathBuf),
     Sample,
+    SampleInvalid,
 }
 
 impl Source {
@@ -26,6 +32,7 @@ impl Source {
             Self::Stdin => "<stdin>".to_owned(),
             Self::File(p) => p.display().to_string(),
             Self::Sample => "<sample>".to_owned(),
+            Self::SampleInvalid => "<sample-invalid>".to_owned(),
         }
     }
 }
@@ -44,6 +51,7 @@ pub struct Parsed {
 pub fn read_source(src: &Source) -> anyhow::Result<String> {
     let bytes = match src {
         Source::Sample => return Ok(SAMPLE.to_owned()),
+        Source::SampleInvalid => return Ok(SAMPLE_INVALID.to_owned()),
         Source::Stdin => {
             let mut buf = Vec::new();
             std::io::stdin()
@@ -86,7 +94,7 @@ pub fn parse_source(name: &str, text: &str) -> Parsed {
     out
 }
 
-pub fn sources(files: &[PathBuf], sample: bool) -> Vec<Source> {
+pub fn sources(files: &[PathBuf], sample: bool, sample_invalid: bool) -> Vec<Source> {
     let mut out: Vec<Source> = files
         .iter()
         .map(|p| {
@@ -99,6 +107,9 @@ pub fn sources(files: &[PathBuf], sample: bool) -> Vec<Source> {
         .collect();
     if sample {
         out.push(Source::Sample);
+    }
+    if sample_invalid {
+        out.push(Source::SampleInvalid);
     }
     out
 }

@@ -45,6 +45,7 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Read findings from files or stdin and forward them (or, with --dry-run, print the events).
+    #[command(after_help = forward::EXIT_STATUS)]
     Forward(Box<forward::ForwardArgs>),
     /// Send the findings GuardDuty already holds (up to 90 days), resumably, through the same
     /// dedup and sender as `forward`.
@@ -150,7 +151,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             // One line, each cause once (a wrapper often repeats its cause).
-            eprintln!("error: {}", gdfwd_aws_error::chain(e.as_ref()));
+            // Errors quote file names and input: escaped, as every line showing input is.
+            eprintln!(
+                "error: {}",
+                gdfwd_core::audit::printable(&gdfwd_aws_error::chain(e.as_ref()))
+            );
             if e.downcast_ref::<Usage>().is_some() {
                 ExitCode::from(2)
             } else {

@@ -705,6 +705,55 @@ async fn a_wrong_table_or_secret_fails_invocations_naming_the_variable_until_fix
     );
 }
 
+/// A token with a line break inside could never go into a header: every request would fail as a
+/// refusal and every message be dead-lettered. It is a configuration error instead: the
+/// invocation fails with `Runtime.ConfigError` naming the secret and the key (never the value),
+/// nothing is claimed or sent, and the messages stay in the queue for after the fix.
+#[tokio::test]
+async fn a_token_with_a_line_break_is_a_configuration_error_not_a_refusal() {
+    const BROKEN: &str = "dt0c01.BROKEN\nTOKENSECRETPART";
+    let w = World::new().await;
+    let secret = aws_sdk_secretsmanager::Client::new(&w.sdk)
+        .create_secret()
+        .name(moto::unique_name("dt-token-broken"))
+        .secret_string(json!({"DYNATRACE_OPENPIPELINE_INGEST_API_TOKEN": BROKEN}).to_string())
+        .send()
+        .await
+        .expect("CreateSecret");
+    let broken_arn = secret.arn().expect("secret ARN").to_owned();
+    let event = w.events().remove(0);
+    let finding_id = event["detail"]["id"].as_str().expect("id").to_owned();
+    let records = vec![("m0".to_owned(), event.to_string())];
+
+    let api = RuntimeApi::start().await;
+    let _b = w
+        .spawn(&api, &[("AWS_SECRET_ARN", broken_arn.as_str())])
+        .await;
+    for _ in 0..2 {
+        let m = config_error(&api.invoke(&sqs_batch(&records), TIMEOUT).await);
+        assert!(m.starts_with("AWS_SECRET_KEY_NAME: "), "{m}");
+        assert!(
+            m.contains(&broken_arn)
+                && m.contains("DYNATRACE_OPENPIPELINE_INGEST_API_TOKEN")
+                && m.contains("line break"),
+            "{m}"
+        );
+        assert!(
+            !m.contains("TOKENSECRETPART") && !m.contains("dt0c01"),
+            "{m}"
+        );
+    }
+    assert_eq!(w.fake.counters().requests, 0, "nothing sent");
+    assert!(
+        w.store()
+            .history(&finding_id)
+            .await
+            .expect("history")
+            .is_none(),
+        "nothing claimed"
+    );
+}
+
 /// Dynatrace refuses a whole request for one invalid event (400). Only that event's message is
 /// reported, on every receive (so SQS dead-letters it); its batch-mates are delivered once.
 #[tokio::test]

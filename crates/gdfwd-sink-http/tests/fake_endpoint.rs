@@ -313,6 +313,35 @@ async fn a_batch_refused_in_every_part_stops_halving_at_quarters() {
     assert_eq!(s.fake.counters().refused, 7);
 }
 
+/// A 128 MiB error body is read only up to the cap: the fake hands over at most the cap plus what
+/// socket and flow-control buffers take, and the answer still counts by its status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_error_body_is_read_only_up_to_the_cap() {
+    const HUGE: u64 = 128 << 20;
+    let s = setup().await;
+    let mut cfg = s.cfg.clone();
+    // Long enough that reading the whole body would finish rather than time out.
+    cfg.timeout = Duration::from_secs(60);
+    let sink = HttpSink::new(cfg, static_token(TOKEN)).expect("sink");
+    s.fake.push_faults([Fault::HugeBody {
+        status: 403,
+        bytes: HUGE,
+    }]);
+    let input = events("huge", 3, 10);
+    let report = sink.send(&input, None).await;
+    for o in &report.outcomes {
+        assert!(
+            matches!(o, EventOutcome::Definitive { reason } if reason.contains("403")),
+            "{o:?}"
+        );
+    }
+    let served = s.fake.counters().error_body_bytes;
+    assert!(
+        served < 16 << 20,
+        "{served} bytes of the error body were read: more than the cap plus buffers"
+    );
+}
+
 /// A token source whose stored value can be rotated, counting refreshes.
 #[derive(Debug)]
 struct Rotating {

@@ -15,7 +15,8 @@
 //!
 //! Faults a test can inject: throttling (`429 TooManyRequestsException`, the next N requests or a
 //! seeded random share), a `ListFindings` page that hands back the token it was given (a client
-//! that does not detect it loops forever), and per-request latency. Same-`updatedAt` ties across
+//! that does not detect it loops forever), per-request latency, and error answers with a huge body
+//! made only as fast as the client reads it. Same-`updatedAt` ties across
 //! page boundaries are a property of the data: see [`fixtures::GenSpec::tie_every`].
 //!
 //! Pagination tokens are offsets into the query's result sorted by the sort attribute, then by id
@@ -28,6 +29,7 @@ pub use sigv4::{TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY};
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -69,6 +71,9 @@ pub struct Counters {
     pub rejected: u64,
     /// Findings returned by `GetFindings`.
     pub findings_returned: u64,
+    /// Bytes of [`FakeGuardDuty::huge_error_next`] bodies handed to connections (what a client
+    /// read, plus what socket buffers took before it stopped reading).
+    pub error_body_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -86,6 +91,9 @@ struct Faults {
     /// it was called with.
     repeat_token_at: Option<u64>,
     latency: Duration,
+    /// The next this many requests are answered 500 with a body of `huge_error_bytes` bytes.
+    huge_errors_next: u64,
+    huge_error_bytes: u64,
 }
 
 impl Default for Faults {
@@ -96,6 +104,8 @@ impl Default for Faults {
             rng: StdRng::seed_from_u64(0),
             repeat_token_at: None,
             latency: Duration::ZERO,
+            huge_errors_next: 0,
+            huge_error_bytes: 0,
         }
     }
 }
@@ -110,7 +120,7 @@ struct Inner {
 }
 
 #[derive(Debug, Default)]
-struct Shared(Mutex<Inner>);
+struct Shared(Mutex<Inner>, Arc<AtomicU64>);
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -252,13 +262,24 @@ impl FakeGuardDuty {
         inner.faults.repeat_token_at = Some(seen + nth);
     }
 
+    /// The next `n` requests are answered `500 InternalServerErrorException` with a body of
+    /// `bytes` bytes, produced as the client reads it ([`Counters::error_body_bytes`]).
+    pub fn huge_error_next(&self, n: u64, bytes: u64) {
+        let mut inner = self.shared.lock();
+        inner.faults.huge_errors_next = n;
+        inner.faults.huge_error_bytes = bytes;
+    }
+
     /// Every request waits this long before it is answered.
     pub fn set_latency(&self, latency: Duration) {
         self.shared.lock().faults.latency = latency;
     }
 
     pub fn counters(&self) -> Counters {
-        self.shared.lock().counters.clone()
+        Counters {
+            error_body_bytes: self.shared.1.load(Ordering::Relaxed),
+            ..self.shared.lock().counters.clone()
+        }
     }
 
     /// The most requests for `region` seen within any window of length `window`.
@@ -331,6 +352,28 @@ fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response
         .into_response()
 }
 
+/// A 500 whose body of `bytes` bytes is made 16 KiB at a time as the connection asks for it,
+/// each chunk counted in `served`.
+fn huge_error(bytes: u64, served: &Arc<AtomicU64>) -> Response {
+    static FILLER: [u8; 16 * 1024] = [b'x'; 16 * 1024];
+    let served = Arc::clone(served);
+    let chunk = FILLER.len() as u64;
+    let chunks = (0..bytes.div_ceil(chunk)).map(move |i| {
+        let n = chunk.min(bytes - i * chunk);
+        served.fetch_add(n, Ordering::Relaxed);
+        Ok::<_, std::convert::Infallible>(Bytes::from_static(
+            &FILLER[..usize::try_from(n).unwrap_or(FILLER.len())],
+        ))
+    });
+    let body = axum::body::Body::from_stream(futures::stream::iter(chunks));
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        [("x-amzn-ErrorType", "InternalServerErrorException")],
+        body,
+    )
+        .into_response()
+}
+
 fn ok(body: Value) -> Response {
     (
         StatusCode::OK,
@@ -373,6 +416,10 @@ async fn admit(
         ));
     };
     inner.calls.push((region.clone(), Instant::now()));
+    if inner.faults.huge_errors_next > 0 {
+        inner.faults.huge_errors_next -= 1;
+        return Err(huge_error(inner.faults.huge_error_bytes, &shared.1));
+    }
     let throttle = if inner.faults.throttle_next > 0 {
         inner.faults.throttle_next -= 1;
         true

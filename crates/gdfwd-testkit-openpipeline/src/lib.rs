@@ -30,14 +30,20 @@
 //! service returns an error.
 
 use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -84,6 +90,9 @@ pub enum Fault {
     Drop,
     /// Wait this long, then answer 504 (a client with a shorter timeout has given up by then).
     Slow(Duration),
+    /// Answer `status` with a body of `bytes` bytes, produced only as fast as the client reads
+    /// it; [`Counters::error_body_bytes`] counts what was handed to the connection.
+    HugeBody { status: u16, bytes: u64 },
     /// No fault: process normally (to script "fail after N good requests").
     Pass,
     /// Process normally, and when the request is accepted (the 202 is decided and its events are
@@ -142,6 +151,9 @@ pub struct Counters {
     /// Requests refused for their path (404), method (405), `Content-Type` (415) or body (400:
     /// not gzip, not JSON, not an event object or an array of them).
     pub malformed: u64,
+    /// Bytes of [`Fault::HugeBody`] bodies handed to connections (what a client read, plus what
+    /// socket and flow-control buffers took before it stopped reading).
+    pub error_body_bytes: u64,
 }
 
 #[derive(Debug)]
@@ -163,6 +175,8 @@ struct State {
     next_request_id: u64,
     record_events: bool,
     refuse_ids: std::collections::HashSet<String>,
+    /// Shared with the [`HugeBody`] bodies in flight.
+    huge_body_bytes: Arc<AtomicU64>,
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -208,6 +222,7 @@ impl FakeOpenPipeline {
             next_request_id: 1,
             record_events: true,
             refuse_ids: std::collections::HashSet::new(),
+            huge_body_bytes: Arc::new(AtomicU64::new(0)),
         }));
         let https_l = TcpListener::bind("127.0.0.1:0")
             .await
@@ -312,7 +327,11 @@ impl FakeOpenPipeline {
     }
 
     pub fn counters(&self) -> Counters {
-        lock(&self.state).counters
+        let s = lock(&self.state);
+        Counters {
+            error_body_bytes: s.huge_body_bytes.load(Ordering::Relaxed),
+            ..s.counters
+        }
     }
 
     /// Every request seen, in arrival order.
@@ -463,8 +482,11 @@ async fn accept_loop(listener: TcpListener, tls: Option<tokio_rustls::TlsAccepto
 #[error("fault injected: connection dropped")]
 struct DroppedByFault;
 
-fn answer(status: u16, body: &str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body.to_owned())));
+/// Every answer's body: a short one in full, or a [`HugeBody`].
+type AnswerBody = BoxBody<Bytes, Infallible>;
+
+fn answer(status: u16, body: &str) -> Response<AnswerBody> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_owned())).boxed());
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     r
 }
@@ -472,7 +494,7 @@ fn answer(status: u16, body: &str) -> Response<Full<Bytes>> {
 async fn handle(
     req: Request<Incoming>,
     state: Shared,
-) -> Result<Response<Full<Bytes>>, DroppedByFault> {
+) -> Result<Response<AnswerBody>, DroppedByFault> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     let content_type = req
@@ -567,6 +589,20 @@ async fn handle(
                 Ok(r)
             }
             Fault::Drop => Err(DroppedByFault),
+            Fault::HugeBody { status, bytes } => {
+                rec.status = Some(status);
+                let served = lock(&state).huge_body_bytes.clone();
+                let mut r = Response::new(
+                    HugeBody {
+                        left: bytes,
+                        served,
+                    }
+                    .boxed(),
+                );
+                *r.status_mut() =
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                Ok(r)
+            }
             Fault::Slow(d) => {
                 tokio::time::sleep(d).await;
                 rec.status = Some(504);
@@ -731,8 +767,35 @@ fn is_events(v: &Value) -> bool {
     }
 }
 
+/// A body of `left` more bytes, made chunk by chunk as the connection asks for them, counting
+/// each chunk handed over: a client that stops reading stops the count.
+struct HugeBody {
+    left: u64,
+    served: Arc<AtomicU64>,
+}
+
+static FILLER: [u8; 16 * 1024] = [b'x'; 16 * 1024];
+
+impl hyper::body::Body for HugeBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        let n = usize::try_from(self.left).map_or(FILLER.len(), |l| l.min(FILLER.len()));
+        self.left -= n as u64;
+        self.served.fetch_add(n as u64, Ordering::Relaxed);
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&FILLER[..n])))))
+    }
+}
+
 /// `Pass` is filtered out before faults are applied.
-fn unreachable_pass() -> Result<Response<Full<Bytes>>, DroppedByFault> {
+fn unreachable_pass() -> Result<Response<AnswerBody>, DroppedByFault> {
     Ok(answer(500, "{\"error\":\"internal: Pass fault applied\"}"))
 }
 
