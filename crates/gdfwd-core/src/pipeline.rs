@@ -52,7 +52,7 @@ pub enum Outcome {
     /// claimable again after `lease_until`; a caller that must not lose it (an SQS message, a
     /// backfill checkpoint) tries again later rather than treating it as done.
     InFlight { lease_until: Timestamp },
-    /// A newer version was already claimed or sent.
+    /// A newer version was already delivered.
     Stale { newest: Timestamp },
     /// Not delivered. `retryable`: a later attempt may succeed (the claim was released).
     Failed { retryable: bool, reason: String },
@@ -223,24 +223,29 @@ impl Pipeline {
             }
         };
         let mut to_send = Vec::new();
-        // Versions held by another finding of this same batch (a redelivered copy): theirs
-        // follow the holder's outcome once it is known, instead of waiting out our own lease.
+        // Versions held by another finding of this same batch (a redelivered copy, or an older
+        // version behind a newer one claimed here): theirs follow the holder's outcome once it
+        // is known, instead of waiting out our own lease.
         let mut copies: Vec<(usize, usize)> = Vec::new();
-        let mut claimed_here: HashMap<(&str, Timestamp), usize> = HashMap::new();
+        // finding id → (newest version claimed in this batch, its index).
+        let mut claimed_here: HashMap<&str, (Timestamp, usize)> = HashMap::new();
         for (i, c) in claims.into_iter().enumerate() {
             let f = &findings[i];
             match c {
                 ClaimOutcome::New => {
-                    claimed_here.insert((f.id.as_str(), f.updated_at), i);
+                    let newest = claimed_here
+                        .entry(f.id.as_str())
+                        .or_insert((f.updated_at, i));
+                    if f.updated_at >= newest.0 {
+                        *newest = (f.updated_at, i);
+                    }
                     to_send.push(i);
                 }
                 ClaimOutcome::Duplicate => outcomes[i] = Some(Outcome::Duplicate),
-                ClaimOutcome::InFlight { lease_until } => {
-                    match claimed_here.get(&(f.id.as_str(), f.updated_at)) {
-                        Some(&holder) => copies.push((i, holder)),
-                        None => outcomes[i] = Some(Outcome::InFlight { lease_until }),
-                    }
-                }
+                ClaimOutcome::InFlight { lease_until } => match claimed_here.get(f.id.as_str()) {
+                    Some(&(held, holder)) if held >= f.updated_at => copies.push((i, holder)),
+                    _ => outcomes[i] = Some(Outcome::InFlight { lease_until }),
+                },
                 ClaimOutcome::Stale { newest } => outcomes[i] = Some(Outcome::Stale { newest }),
             }
         }
@@ -346,8 +351,20 @@ impl Pipeline {
         }
 
         for (copy, holder) in copies {
+            let newer = findings[holder].updated_at;
+            let older = findings[copy].updated_at < newer;
             outcomes[copy] = outcomes[holder].as_ref().map(|o| match o {
+                // Behind a newer version delivered now: stale, as the store will say from now on.
+                Outcome::Forwarded { .. } if older => Outcome::Stale { newest: newer },
                 Outcome::Forwarded { .. } => Outcome::Duplicate,
+                // The newer version was not delivered, so the older one may be sent after all:
+                // a retry (its claim is free now) decides, whatever stopped the newer one.
+                Outcome::Failed { reason, .. } if older => Outcome::Failed {
+                    retryable: true,
+                    reason: format!(
+                        "not sent: waited for the newer version {newer}, which failed: {reason}"
+                    ),
+                },
                 other => other.clone(),
             });
         }

@@ -31,6 +31,9 @@ pub(crate) const FINDING_TYPE: &str = "finding_type";
 pub(crate) const SEVERITY: &str = "severity";
 pub(crate) const TITLE: &str = "title";
 pub(crate) const LATEST: &str = "latest_version";
+/// The newest version delivered: older versions are stale against it alone. Absent until a
+/// version is delivered (and on records written before it existed).
+pub(crate) const SENT: &str = "sent_version";
 pub(crate) const STATUS: &str = "status";
 pub(crate) const LEASE_UNTIL: &str = "lease_until";
 pub(crate) const FIRST_SEEN: &str = "first_seen";
@@ -201,6 +204,7 @@ pub(crate) fn record_from(item: &Item) -> DecodeResult<FindingRecord> {
             title: get_opt_s(item, TITLE)?,
         },
         latest_version: get_ts(item, LATEST)?,
+        sent_version: get_opt_i64(item, SENT)?.map(Timestamp::from_millis),
         status: status_from(get_s(item, STATUS)?)?,
         lease_until: get_opt_i64(item, LEASE_UNTIL)?.map(Timestamp::from_millis),
         first_seen: get_ts(item, FIRST_SEEN)?,
