@@ -122,6 +122,9 @@ impl StateStore for Guarded {
     fn describe(&self) -> String {
         self.store.describe()
     }
+    fn refuses(&self, req: &ClaimRequest) -> Option<String> {
+        self.store.refuses(req)
+    }
     async fn claim(&self, req: &ClaimRequest, lease: Duration) -> Result<ClaimOutcome, StoreError> {
         self.store.claim(req, lease).await
     }

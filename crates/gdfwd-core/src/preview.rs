@@ -40,6 +40,10 @@ impl StateStore for PreviewStore {
         format!("preview of {}", self.inner.describe())
     }
 
+    fn refuses(&self, req: &ClaimRequest) -> Option<String> {
+        self.inner.refuses(req)
+    }
+
     async fn claim(
         &self,
         req: &ClaimRequest,

@@ -256,6 +256,13 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// Human-readable description for logs and errors, e.g. `sqlite:/path/state.db`.
     fn describe(&self) -> String;
 
+    /// Why this store could never record `req` (a key or item over the backend's limits), or
+    /// `None`. The pipeline asks before claiming and refuses such a finding alone as invalid,
+    /// so one poison finding does not fail the claim of its whole batch. Default: none.
+    fn refuses(&self, _req: &ClaimRequest) -> Option<String> {
+        None
+    }
+
     /// Claims one version under a lease of `lease`. Counts duplicates and stale suppressions.
     async fn claim(&self, req: &ClaimRequest, lease: Duration) -> Result<ClaimOutcome, StoreError>;
 

@@ -314,8 +314,8 @@ async fn older_version_after_newer_is_stale_and_not_sent() {
     assert_eq!(sink.received.lock().expect("lock").len(), 1);
 }
 
-/// Issue #16, defect 1: a version that was claimed but not delivered (a far-future `updatedAt`
-/// the endpoint refused) must not make the real versions after it stale; and an older version
+/// Issue #16, defect 1: a newer version that was claimed but not delivered (the endpoint
+/// refused it for good) must not make the real versions after it stale; and an older version
 /// behind a newer one of the same batch follows it: stale when it is delivered, retryable when
 /// it is not.
 #[tokio::test]
@@ -323,7 +323,7 @@ async fn only_a_delivered_version_makes_older_ones_stale() {
     let store = Arc::new(MemStore::default());
     let sink = Arc::new(FakeSink::default());
     let p = pipeline(store.clone(), sink.clone());
-    let far = findings(&finding("f1", "1", "9999-12-31T00:00:00Z"));
+    let far = findings(&finding("f1", "1", "2025-01-01T00:00:09Z"));
     sink.refuse_all();
     let r = p.process(&far, None).await;
     assert!(
@@ -675,4 +675,85 @@ async fn a_version_in_flight_elsewhere_is_left_for_a_retry_and_copies_follow_the
         None,
         "a copy of a delivered version is done"
     );
+}
+
+/// [`MemStore`] that, like the DynamoDB store, refuses ids it could not key.
+#[derive(Debug, Default)]
+struct PickyStore(MemStore);
+
+#[async_trait]
+impl StateStore for PickyStore {
+    fn describe(&self) -> String {
+        "picky".into()
+    }
+    fn refuses(&self, req: &ClaimRequest) -> Option<String> {
+        (req.key.finding_id.len() > 100).then(|| "field `id` is too long".to_owned())
+    }
+    async fn claim(&self, req: &ClaimRequest, l: Duration) -> Result<ClaimOutcome, StoreError> {
+        assert!(self.refuses(req).is_none(), "a refused finding was claimed");
+        self.0.claim(req, l).await
+    }
+    async fn commit(&self, key: &VersionKey, d: &Delivery) -> Result<(), StoreError> {
+        self.0.commit(key, d).await
+    }
+    async fn release(&self, key: &VersionKey, reason: &str) -> Result<(), StoreError> {
+        self.0.release(key, reason).await
+    }
+    async fn history(&self, id: &str) -> Result<Option<FindingHistory>, StoreError> {
+        self.0.history(id).await
+    }
+    async fn list(&self, q: &ListQuery) -> Result<Vec<FindingRecord>, StoreError> {
+        self.0.list(q).await
+    }
+    async fn kv_get(&self, ns: &str, k: &str) -> Result<Option<String>, StoreError> {
+        self.0.kv_get(ns, k).await
+    }
+    async fn kv_put(&self, ns: &str, k: &str, v: &str, t: Duration) -> Result<(), StoreError> {
+        self.0.kv_put(ns, k, v, t).await
+    }
+}
+
+/// Issue #16, defects 1 and 3: an `updatedAt` more than a day ahead of the pipeline's clock,
+/// and a finding the store could not record, are each invalid alone, never claimed or sent;
+/// their neighbours in the batch are forwarded.
+#[tokio::test]
+async fn implausible_versions_and_unstorable_findings_are_invalid_alone() {
+    let store = Arc::new(PickyStore::default());
+    let sink = Arc::new(FakeSink::default());
+    let now = Timestamp::parse("2025-01-01T00:00:00Z").expect("ts");
+    let p = Pipeline::new(Some(store), sink.clone(), Format::Raw)
+        .with_clock(Arc::new(gdfwd_core::ManualClock::new(now)));
+    let long_id = "x".repeat(101);
+    let batch = findings(
+        &[
+            finding("ok1", "1", "2025-01-01T00:00:00Z"),
+            finding("future", "1", "2025-01-02T00:00:01Z"),
+            finding("soon", "1", "2025-01-01T23:59:59Z"),
+            finding(&long_id, "1", "2025-01-01T00:00:00Z"),
+            finding("ok2", "1", "2024-12-31T00:00:00Z"),
+        ]
+        .join("\n"),
+    );
+    let r = p.process(&batch, None).await;
+    let fwd = Outcome::Forwarded { events: 1 };
+    assert_eq!(r.outcomes[0], fwd);
+    match &r.outcomes[1] {
+        Outcome::Invalid { reason } => {
+            assert!(
+                reason.contains("updatedAt") && reason.contains("more than a day"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(r.outcomes[2], fwd, "less than a day ahead is fine");
+    match &r.outcomes[3] {
+        Outcome::Invalid { reason } => assert!(reason.contains("`id`"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(r.outcomes[4], fwd);
+    assert_eq!((r.summary.forwarded, r.summary.invalid), (3, 2));
+    assert_eq!(sink.received.lock().expect("lock").len(), 3);
+    let (retryable, _) = r.outcomes[1].undone().expect("not done");
+    assert!(!retryable, "an invalid finding is never retried as it is");
 }

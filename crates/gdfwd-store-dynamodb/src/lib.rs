@@ -1597,6 +1597,10 @@ impl StateStore for DynamoStore {
         format!("dynamodb:{}", self.table)
     }
 
+    fn refuses(&self, req: &ClaimRequest) -> Option<String> {
+        item::refusal(req)
+    }
+
     async fn claim(&self, req: &ClaimRequest, lease: Duration) -> Result<ClaimOutcome, StoreError> {
         let (outcome, h) = self.decide_claim(req, lease, None).await?;
         self.write_history(vec![h]).await;
