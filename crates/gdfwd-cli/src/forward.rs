@@ -174,6 +174,7 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
                             "being sent by another run (claims held; run again after they end)"
                                 .to_owned(),
                         ),
+                        Outcome::Invalid { .. } => ("invalid", reason.clone()),
                         _ => ("failed", reason.clone()),
                     };
                     let seen = reasons.entry(group).or_default();

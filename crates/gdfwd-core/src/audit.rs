@@ -757,6 +757,7 @@ mod tests {
                 title: title.map(str::to_owned),
             },
             latest_version: ts(-3600),
+            sent_version: None,
             status,
             lease_until: (status == Status::Pending)
                 .then(|| last_seen.saturating_add_millis(300_000)),
