@@ -43,7 +43,9 @@ pub fn has_code<E: ProvideErrorMetadata>(e: &E, codes: &[&str]) -> bool {
 
 /// An error and its causes on one line, each by its `Display` (never a `Debug` form). Any error,
 /// not only AWS's: the HTTP sender uses it for reqwest's errors, whose top-level message alone
-/// ("error sending request") does not say whether it was DNS, TLS or a reset.
+/// ("error sending request") does not say whether it was DNS, TLS or a reset. Any URL in the
+/// line is redacted ([`redact_urls`]): reqwest quotes the request's URL, and an endpoint may
+/// carry credentials or a token in its query.
 pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();
@@ -56,7 +58,7 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         }
         cause = c.source();
     }
-    out
+    redact_urls(&out)
 }
 
 #[cfg(test)]
@@ -177,6 +179,19 @@ mod tests {
             source: None,
         };
         assert!(!has_code(&no_answer, &["AccessDeniedException"]));
+    }
+
+    #[test]
+    fn urls_in_the_chain_are_redacted() {
+        let e = Failed {
+            meta: ErrorMetadata::default(),
+            source: Some(std::io::Error::other(
+                "connecting to https://u:SECRETPW@h/x?token=SECRET failed",
+            )),
+        };
+        let d = chain(&e);
+        assert!(d.contains("https://***@h/x?token=***"), "{d}");
+        assert!(!d.contains("SECRET"), "{d}");
     }
 
     #[test]

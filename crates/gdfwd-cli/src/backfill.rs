@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::Usage;
 use anyhow::Context;
+use gdfwd_core::audit::printable;
 use gdfwd_core::pipeline::Summary;
 use gdfwd_core::{Clock, SystemClock};
 use gdfwd_guardduty::progress::{BarsProgress, LogProgress, Progress};
@@ -220,7 +221,7 @@ pub async fn run_backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
         )
         .await;
         for (region, e) in &gaps.errors {
-            eprintln!("error: {region}: {e}");
+            eprintln!("error: {region}: {}", printable(&e.to_string()));
         }
         let (summary, interrupted) = send_gaps(&pipeline, &gaps.gaps, stop_fn(&interrupt)).await;
         // Versions another run is sending are reported like the listing's pending claims.
@@ -257,7 +258,7 @@ pub async fn run_backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
         .run()
         .await;
     for (region, e) in report.errors() {
-        eprintln!("error: {region}: {e}");
+        eprintln!("error: {region}: {}", printable(&e.to_string()));
     }
     let region_failed = !report.errors().is_empty();
     finish(&args, &report, dry_run, started, region_failed)
@@ -344,7 +345,7 @@ pub async fn run_gaps(args: GapsArgs) -> anyhow::Result<ExitCode> {
     .await;
     print!("{}", render(&report.gaps, args.output));
     for (region, e) in &report.errors {
-        eprintln!("error: {region}: {e}");
+        eprintln!("error: {region}: {}", printable(&e.to_string()));
     }
     eprintln!(
         "gdfwd audit gaps: {} finding(s) checked, {} sent, {} gap(s)",

@@ -2,28 +2,13 @@
 //! the exit status over invalid input, text from findings and file names cannot drive the
 //! terminal, and secrets in the endpoint or a broken token are refused without being shown.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Output;
 
 use gdfwd_testkit_openpipeline::FakeOpenPipeline;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/guardduty")
-}
-
-fn gdfwd(args: &[&str], state: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gdfwd"));
-    cmd.args(args)
-        .env("XDG_STATE_HOME", state)
-        .env_remove("GDFWD_STORE")
-        .env_remove("DYNATRACE_OPENPIPELINE_SECURITY_ENDPOINT")
-        .env_remove("AWS_SECRET_ARN")
-        .env_remove("DT_API_TOKEN")
-        .env_remove("PAYLOAD_FORMAT")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null());
-    cmd
-}
+mod common;
+use common::{fixtures, gdfwd};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

@@ -132,7 +132,8 @@ impl Service {
                 }
             }
             Err(e) => {
-                let msg = gdfwd_aws_error::redact_urls(&gdfwd_aws_error::chain(&e));
+                // Redacted: reqwest quotes the URL (see `gdfwd_aws_error::chain`).
+                let msg = gdfwd_aws_error::chain(&e);
                 let attempt = if e.is_timeout() {
                     Attempt::Timeout(msg)
                 } else if e.is_connect() {

@@ -290,10 +290,11 @@ async fn invalid_events_close_together_still_fail_alone() {
     assert_eq!(accepted(&s.fake).len(), 6);
 }
 
-/// When every part down to quarters is refused, the refusal is about the payload, not about
-/// events: the sender stops halving instead of sending 2n - 1 requests.
+/// When every part down to quarters is refused, a systemic refusal is suspected: one part is
+/// halved down to single events (two requests a level), and when those are refused too the rest
+/// is refused without further requests, instead of 2n - 1 of them.
 #[tokio::test]
-async fn a_batch_refused_in_every_part_stops_halving_at_quarters() {
+async fn a_batch_refused_in_every_part_stops_after_one_part_reaches_single_events() {
     let s = setup().await;
     let sink = HttpSink::new(s.cfg.clone(), static_token(TOKEN)).expect("sink");
     let input = events("allbad", 64, 10);
@@ -308,9 +309,30 @@ async fn a_batch_refused_in_every_part_stops_halving_at_quarters() {
         report.outcomes
     );
     assert!(accepted(&s.fake).is_empty());
-    // The whole batch, its halves, its quarters: 1 + 2 + 4.
-    assert_eq!(s.fake.requests().len(), 7);
-    assert_eq!(s.fake.counters().refused, 7);
+    // The whole batch, its halves, its quarters (1 + 2 + 4), then one part of 8 halved down to
+    // single events: 2 parts of 8, 4, 2 and 1.
+    assert_eq!(s.fake.requests().len(), 15);
+    assert_eq!(s.fake.counters().refused, 15);
+}
+
+/// Every other event invalid refuses every part of every level above single events, which looks
+/// like a refusal of the whole payload; single events tell it apart, and every valid event is
+/// delivered while only the invalid ones fail.
+#[tokio::test]
+async fn alternating_invalid_and_valid_events_are_decided_one_by_one() {
+    let s = setup().await;
+    let sink = HttpSink::new(s.cfg.clone(), static_token(TOKEN)).expect("sink");
+    let input = events("alt", 16, 10);
+    let refused: Vec<String> = input.iter().step_by(2).map(|e| e.id.clone()).collect();
+    s.fake.refuse_events(refused.clone());
+    let report = sink.send(&input, None).await;
+    assert_only_refused_fail(&input, &report.outcomes, &refused);
+    let got = accepted(&s.fake);
+    assert_eq!(got.len(), 8, "{got:?}");
+    assert!(
+        got.values().all(|&n| n == 1),
+        "each valid event once: {got:?}"
+    );
 }
 
 /// A 128 MiB error body is read only up to the cap: the fake hands over at most the cap plus what
