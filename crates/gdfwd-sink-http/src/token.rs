@@ -4,12 +4,15 @@
 //! value) and calls [`TokenSource::refresh`] after a 401, so a rotated secret is picked up without
 //! a restart. Refreshes hit Secrets Manager at most once per `min_refresh_interval` (one minute by
 //! default): a misconfigured token answered 401 by every request must not turn into a flood of
-//! `GetSecretValue` calls.
+//! `GetSecretValue` calls. The interval is measured on an injectable [`Clock`], so tests step
+//! over it instead of sleeping.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use gdfwd_core::model::Timestamp;
+use gdfwd_core::{Clock, SystemClock};
 
 use crate::config::TokenConfig;
 use crate::error::SinkHttpError;
@@ -63,7 +66,7 @@ impl TokenSource for StaticToken {
 #[derive(Debug)]
 struct Cached {
     token: Secret,
-    fetched: Instant,
+    fetched: Timestamp,
 }
 
 /// A token read from a Secrets Manager secret: a JSON object with the token under `key_name`, or a
@@ -74,6 +77,7 @@ pub struct SecretsManagerToken {
     arn: String,
     key_name: String,
     min_refresh_interval: Duration,
+    clock: Arc<dyn Clock>,
     // A tokio mutex: held across the `GetSecretValue` call so concurrent 401s cause one read.
     cached: tokio::sync::Mutex<Option<Cached>>,
 }
@@ -89,6 +93,7 @@ impl SecretsManagerToken {
             arn: arn.into(),
             key_name: key_name.into(),
             min_refresh_interval: DEFAULT_MIN_REFRESH_INTERVAL,
+            clock: Arc::new(SystemClock),
             cached: tokio::sync::Mutex::new(None),
         }
     }
@@ -109,6 +114,13 @@ impl SecretsManagerToken {
     #[must_use]
     pub fn with_min_refresh_interval(mut self, interval: Duration) -> Self {
         self.min_refresh_interval = interval;
+        self
+    }
+
+    /// Measures the refresh interval on `clock` instead of the wall clock.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -145,6 +157,11 @@ impl SecretsManagerToken {
     }
 }
 
+/// The time from `then` to `now` (zero if the clock went back).
+fn since(then: Timestamp, now: Timestamp) -> Duration {
+    Duration::from_millis(u64::try_from(now.millis() - then.millis()).unwrap_or(0))
+}
+
 /// `GetSecretValue` error codes that refuse the caller rather than report an outage.
 const SECRET_REFUSALS: &[&str] = &[
     "ResourceNotFoundException",
@@ -166,7 +183,7 @@ impl TokenSource for SecretsManagerToken {
         tracing::debug!(secret = %self.arn, "read the Dynatrace API token from Secrets Manager");
         *cached = Some(Cached {
             token: token.clone(),
-            fetched: Instant::now(),
+            fetched: self.clock.now(),
         });
         Ok(token)
     }
@@ -174,7 +191,7 @@ impl TokenSource for SecretsManagerToken {
     async fn refresh(&self) -> Result<Refresh, SinkHttpError> {
         let mut cached = self.cached.lock().await;
         if let Some(c) = cached.as_ref()
-            && c.fetched.elapsed() < self.min_refresh_interval
+            && since(c.fetched, self.clock.now()) < self.min_refresh_interval
         {
             return Ok(Refresh::TooSoon);
         }
@@ -183,7 +200,7 @@ impl TokenSource for SecretsManagerToken {
         tracing::info!(secret = %self.arn, changed, "re-read the Dynatrace API token after a 401");
         *cached = Some(Cached {
             token,
-            fetched: Instant::now(),
+            fetched: self.clock.now(),
         });
         Ok(Refresh::Reloaded)
     }
