@@ -1,5 +1,5 @@
 //! Helpers the CLI's end-to-end tests share: waiting for a fake to see traffic, and interrupting
-//! a running `gdfwd` the way a user does (SIGINT).
+//! a running `gdfwd` the way a user (SIGINT) or a service manager (SIGTERM) does.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -17,14 +17,19 @@ pub async fn wait_until(what: &str, cond: impl Fn() -> bool) {
 
 /// Sends SIGINT to `child`, as Ctrl-C does.
 pub fn interrupt(child: &Child) {
+    signal(child, "INT");
+}
+
+/// Sends `SIG<name>` (`INT`, `TERM`, ...) to `child`.
+pub fn signal(child: &Child, name: &str) {
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")
-            .args(["-INT", &pid])
+            .args([&format!("-{name}"), &pid])
             .status()
             .expect("kill")
             .success(),
-        "kill -INT {pid}"
+        "kill -{name} {pid}"
     );
 }
 
