@@ -11,11 +11,16 @@
 //! by request would fail every event as a refusal. Read from the secret, it is a
 //! [`SinkHttpError::SecretContent`] (the Lambda's readiness check fails naming the secret and key,
 //! and leaves the messages in the queue); from `DT_API_TOKEN`, a [`SinkHttpError::StaticToken`].
+//!
+//! The refresh interval is measured on an injectable [`Clock`], so tests step over it instead of
+//! sleeping.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use gdfwd_core::model::Timestamp;
+use gdfwd_core::{Clock, SystemClock};
 
 use crate::config::TokenConfig;
 use crate::error::SinkHttpError;
@@ -69,7 +74,7 @@ impl TokenSource for StaticToken {
 #[derive(Debug)]
 struct Cached {
     token: Secret,
-    fetched: Instant,
+    fetched: Timestamp,
 }
 
 /// A token read from a Secrets Manager secret: a JSON object with the token under `key_name`, or a
@@ -80,6 +85,7 @@ pub struct SecretsManagerToken {
     arn: String,
     key_name: String,
     min_refresh_interval: Duration,
+    clock: Arc<dyn Clock>,
     // A tokio mutex: held across the `GetSecretValue` call so concurrent 401s cause one read.
     cached: tokio::sync::Mutex<Option<Cached>>,
 }
@@ -95,6 +101,7 @@ impl SecretsManagerToken {
             arn: arn.into(),
             key_name: key_name.into(),
             min_refresh_interval: DEFAULT_MIN_REFRESH_INTERVAL,
+            clock: Arc::new(SystemClock),
             cached: tokio::sync::Mutex::new(None),
         }
     }
@@ -115,6 +122,13 @@ impl SecretsManagerToken {
     #[must_use]
     pub fn with_min_refresh_interval(mut self, interval: Duration) -> Self {
         self.min_refresh_interval = interval;
+        self
+    }
+
+    /// Measures the refresh interval on `clock` instead of the wall clock.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -151,6 +165,11 @@ impl SecretsManagerToken {
     }
 }
 
+/// The time from `then` to `now` (zero if the clock went back).
+fn since(then: Timestamp, now: Timestamp) -> Duration {
+    Duration::from_millis(u64::try_from(now.millis() - then.millis()).unwrap_or(0))
+}
+
 /// `GetSecretValue` error codes that refuse the caller rather than report an outage.
 const SECRET_REFUSALS: &[&str] = &[
     "ResourceNotFoundException",
@@ -172,7 +191,7 @@ impl TokenSource for SecretsManagerToken {
         tracing::debug!(secret = %self.arn, "read the Dynatrace API token from Secrets Manager");
         *cached = Some(Cached {
             token: token.clone(),
-            fetched: Instant::now(),
+            fetched: self.clock.now(),
         });
         Ok(token)
     }
@@ -180,7 +199,7 @@ impl TokenSource for SecretsManagerToken {
     async fn refresh(&self) -> Result<Refresh, SinkHttpError> {
         let mut cached = self.cached.lock().await;
         if let Some(c) = cached.as_ref()
-            && c.fetched.elapsed() < self.min_refresh_interval
+            && since(c.fetched, self.clock.now()) < self.min_refresh_interval
         {
             return Ok(Refresh::TooSoon);
         }
@@ -189,7 +208,7 @@ impl TokenSource for SecretsManagerToken {
         tracing::info!(secret = %self.arn, changed, "re-read the Dynatrace API token after a 401");
         *cached = Some(Cached {
             token,
-            fetched: Instant::now(),
+            fetched: self.clock.now(),
         });
         Ok(Refresh::Reloaded)
     }

@@ -104,6 +104,8 @@ pub enum Fault {
 /// What the fake did with one request, in arrival order.
 #[derive(Debug, Clone)]
 pub struct RequestRecord {
+    /// When the request's head arrived (before its body was read).
+    pub started: Instant,
     /// When the request's body had been read.
     pub received: Instant,
     /// The same moment on the wall clock (the clock `Retry-After` dates are read against).
@@ -122,7 +124,8 @@ pub struct RequestRecord {
     /// Body bytes as sent (compressed if gzip).
     pub body_bytes: usize,
     pub gzip: bool,
-    /// Events in the body when it parsed (also counted for rejected requests).
+    /// Events in the body when it parsed (also counted for rejected and faulted requests: a retry
+    /// spends the sender's rate budget as much as a first attempt).
     pub events: usize,
     /// The request path.
     pub path: String,
@@ -370,6 +373,46 @@ impl FakeOpenPipeline {
         buckets
     }
 
+    /// The largest number of events that arrived within any window of length `window`, counting
+    /// every request whatever its answer (accepted, refused, faulted): what a sender's events per
+    /// second limit must hold, retries included.
+    pub fn max_sent_in_window(&self, window: Duration) -> u64 {
+        let s = lock(&self.state);
+        let arrivals: Vec<(Instant, u64)> = s
+            .requests
+            .iter()
+            .map(|r| (r.received, r.events as u64))
+            .collect();
+        max_weight_in_window(arrivals, window)
+    }
+
+    /// The largest number of requests that arrived within any window of length `window`, whatever
+    /// their answer.
+    pub fn max_requests_in_window(&self, window: Duration) -> u64 {
+        let s = lock(&self.state);
+        let arrivals: Vec<(Instant, u64)> = s.requests.iter().map(|r| (r.started, 1)).collect();
+        max_weight_in_window(arrivals, window)
+    }
+
+    /// The most requests the fake was handling at once (from each request's head arriving to its
+    /// answer or drop): what a sender's in-flight limit must hold.
+    pub fn max_concurrent_requests(&self) -> usize {
+        let s = lock(&self.state);
+        // Ends sort before starts at the same instant: back-to-back requests do not overlap.
+        let mut edges: Vec<(Instant, i32)> = s
+            .requests
+            .iter()
+            .flat_map(|r| [(r.started, 1), (r.answered, -1)])
+            .collect();
+        edges.sort();
+        let (mut now, mut best) = (0i32, 0i32);
+        for (_, d) in edges {
+            now += d;
+            best = best.max(now);
+        }
+        usize::try_from(best).unwrap_or(0)
+    }
+
     /// The largest number of events accepted within any window of length `window` (sliding over
     /// the recorded arrival times).
     pub fn max_accepted_in_window(&self, window: Duration) -> u64 {
@@ -407,6 +450,21 @@ impl Drop for FakeOpenPipeline {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The largest total weight of the `(arrival, weight)` pairs within any window of length `window`.
+fn max_weight_in_window(mut arrivals: Vec<(Instant, u64)>, window: Duration) -> u64 {
+    arrivals.sort_by_key(|a| a.0);
+    let (mut best, mut sum, mut start) = (0u64, 0u64, 0usize);
+    for end in 0..arrivals.len() {
+        sum += arrivals[end].1;
+        while arrivals[end].0.duration_since(arrivals[start].0) >= window {
+            sum -= arrivals[start].1;
+            start += 1;
+        }
+        best = best.max(sum);
+    }
+    best
 }
 
 /// Generates a CA and a leaf for 127.0.0.1/localhost; returns the CA PEM and the server config.
@@ -495,6 +553,7 @@ async fn handle(
     req: Request<Incoming>,
     state: Shared,
 ) -> Result<Response<AnswerBody>, DroppedByFault> {
+    let started = Instant::now();
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     let content_type = req
@@ -538,6 +597,7 @@ async fn handle(
     let fault = fault.filter(|f| *f != Fault::Pass);
     let drop_answer = fault == Some(Fault::AcceptThenDrop);
     let mut rec = RequestRecord {
+        started,
         received,
         received_wall,
         retry_not_before: None,
@@ -552,6 +612,7 @@ async fn handle(
     };
 
     if let Some(f) = fault.filter(|f| *f != Fault::AcceptThenDrop) {
+        rec.events = decode(&body, gzip).map_or(0, |plain| count_events(&plain));
         let result = match f {
             Fault::Status(code) => {
                 rec.status = Some(code);

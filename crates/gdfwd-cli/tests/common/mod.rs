@@ -1,6 +1,6 @@
 //! Helpers the CLI's end-to-end tests share: the fixtures, a `gdfwd` command with a private state
 //! directory, waiting for a fake to see traffic, and interrupting a running `gdfwd` the way a user
-//! does (SIGINT).
+//! (SIGINT) or a service manager (SIGTERM) does.
 
 #![allow(dead_code)]
 
@@ -42,14 +42,19 @@ pub async fn wait_until(what: &str, cond: impl Fn() -> bool) {
 
 /// Sends SIGINT to `child`, as Ctrl-C does.
 pub fn interrupt(child: &Child) {
+    signal(child, "INT");
+}
+
+/// Sends `SIG<name>` (`INT`, `TERM`, ...) to `child`.
+pub fn signal(child: &Child, name: &str) {
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")
-            .args(["-INT", &pid])
+            .args([&format!("-{name}"), &pid])
             .status()
             .expect("kill")
             .success(),
-        "kill -INT {pid}"
+        "kill -{name} {pid}"
     );
 }
 
