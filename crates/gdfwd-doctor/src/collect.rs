@@ -45,8 +45,8 @@ pub struct Scope {
 pub struct Ports {
     pub guardduty: Arc<dyn GuardDutyAdmin>,
     pub aws: Arc<dyn AwsInspector>,
-    /// `None` when the dedup store is not given: the flow checks are `unknown`.
-    pub store: Option<Arc<dyn StateStore>>,
+    /// The dedup store, or why it could not be opened (the flow checks are then `unknown`).
+    pub store: Result<Arc<dyn StateStore>, ObserveError>,
     /// `None` when enrichment is off.
     pub alias: Option<Arc<dyn AliasRoleProbe>>,
     /// `None` without `--check-endpoint`.
@@ -56,7 +56,7 @@ pub struct Ports {
 impl std::fmt::Debug for Ports {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ports")
-            .field("store", &self.store.as_ref().map(|s| s.describe()))
+            .field("store", &self.store.as_ref().map(|s| s.describe()).ok())
             .field("alias", &self.alias.is_some())
             .field("endpoint", &self.endpoint.is_some())
             .finish_non_exhaustive()
@@ -128,11 +128,8 @@ pub async fn collect(scope: &Scope, ports: &Ports, progress: Progress) -> Observ
     };
     let flow = async {
         let f = match &ports.store {
-            Some(store) => flow(store.as_ref(), scope.since).await,
-            None => Err(ObserveError::Failed {
-                operation: "reading the dedup store".to_owned(),
-                message: "no store given (--store dynamodb:TABLE or --table)".to_owned(),
-            }),
+            Ok(store) => flow(store.as_ref(), scope.since).await,
+            Err(e) => Err(e.clone()),
         };
         tick();
         f
