@@ -21,6 +21,7 @@
 //! Pagination tokens are offsets into the query's result sorted by the sort attribute, then by id
 //! (a stable order, so ties are ordered the same way on every call).
 
+mod admin;
 pub mod fixtures;
 
 use std::collections::{BTreeMap, HashMap};
@@ -122,6 +123,7 @@ impl Shared {
 pub struct FakeGuardDuty {
     addr: SocketAddr,
     shared: Arc<Shared>,
+    admin: Arc<admin::AdminState>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -133,7 +135,9 @@ impl FakeGuardDuty {
             .map_err(FakeError::Bind)?;
         let addr = listener.local_addr().map_err(FakeError::Bind)?;
         let shared = Arc::new(Shared::default());
+        let admin = Arc::new(admin::AdminState::default());
         let app = Router::new()
+            .merge(admin::routes(shared.clone(), admin.clone()))
             .route("/detector", get(list_detectors))
             .route("/detector/{detector_id}/findings", post(list_findings))
             .route("/detector/{detector_id}/findings/get", post(get_findings))
@@ -152,6 +156,7 @@ impl FakeGuardDuty {
         Ok(Self {
             addr,
             shared,
+            admin,
             shutdown: Some(tx),
         })
     }
