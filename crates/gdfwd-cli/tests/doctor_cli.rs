@@ -45,7 +45,10 @@ struct World {
 }
 
 fn regional<B>(conf: &SdkConfig, region: &str, f: impl FnOnce(&SdkConfig) -> B) -> B {
-    let conf = conf.to_builder().region(Region::new(region.to_owned())).build();
+    let conf = conf
+        .to_builder()
+        .region(Region::new(region.to_owned()))
+        .build();
     f(&conf)
 }
 
@@ -111,7 +114,10 @@ impl World {
             let out = org
                 .create_account()
                 .account_name(&name)
-                .email(format!("{}@example.com", moto::unique_name("m").to_lowercase()))
+                .email(format!(
+                    "{}@example.com",
+                    moto::unique_name("m").to_lowercase()
+                ))
                 .send()
                 .await
                 .expect("CreateAccount");
@@ -147,7 +153,9 @@ impl World {
             events
                 .put_rule()
                 .name(RELAY_RULE)
-                .event_pattern(r#"{"source":["aws.guardduty"],"detail-type":["GuardDuty Finding"]}"#)
+                .event_pattern(
+                    r#"{"source":["aws.guardduty"],"detail-type":["GuardDuty Finding"]}"#,
+                )
                 .state(aws_sdk_eventbridge::types::RuleState::Enabled)
                 .send()
                 .await
@@ -231,7 +239,10 @@ impl World {
         };
         let store = self.store();
         assert_eq!(
-            store.claim(&req, Duration::from_secs(300)).await.expect("claim"),
+            store
+                .claim(&req, Duration::from_secs(300))
+                .await
+                .expect("claim"),
             ClaimOutcome::New
         );
         store
@@ -242,6 +253,14 @@ impl World {
 
     /// Runs `gdfwd doctor --output json` as the admin account, AWS through the proxy.
     async fn doctor(&self) -> (Option<i32>, Value, String) {
+        let (code, stdout, stderr) = self.doctor_as("json").await;
+        let json: Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("doctor's stdout is not JSON ({e}); stderr: {stderr}"));
+        (code, json, stderr)
+    }
+
+    /// Runs `gdfwd doctor --output OUTPUT`: exit status, stdout, stderr.
+    async fn doctor_as(&self, output: &str) -> (Option<i32>, String, String) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_gdfwd"));
         cmd.args([
             "doctor",
@@ -256,13 +275,16 @@ impl World {
             "--since",
             "7d",
             "--output",
-            "json",
+            output,
         ])
         .env("AWS_ENDPOINT_URL", self.proxy.endpoint())
         .env("AWS_ENDPOINT_URL_GUARDDUTY", self.gd.endpoint())
         .env("AWS_ACCESS_KEY_ID", self.creds.access_key_id())
         .env("AWS_SECRET_ACCESS_KEY", self.creds.secret_access_key())
-        .env("AWS_SESSION_TOKEN", self.creds.session_token().unwrap_or_default())
+        .env(
+            "AWS_SESSION_TOKEN",
+            self.creds.session_token().unwrap_or_default(),
+        )
         .env("AWS_REGION", HOME)
         // One attempt per call: the injected refusals are not retried into slowness.
         .env("AWS_MAX_ATTEMPTS", "2")
@@ -272,10 +294,11 @@ impl World {
         let out: Output = tokio::task::spawn_blocking(move || cmd.output().expect("run gdfwd"))
             .await
             .expect("join");
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        let json: Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("doctor's stdout is not JSON ({e}); stderr: {stderr}"));
-        (out.status.code(), json, stderr)
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 }
 
@@ -295,7 +318,11 @@ fn gap_keys(report: &Value) -> BTreeSet<(String, Option<String>, Option<String>)
         .collect()
 }
 
-fn key(check: &str, account: Option<&str>, region: Option<&str>) -> (String, Option<String>, Option<String>) {
+fn key(
+    check: &str,
+    account: Option<&str>,
+    region: Option<&str>,
+) -> (String, Option<String>, Option<String>) {
     (
         check.to_owned(),
         account.map(str::to_owned),
@@ -324,10 +351,30 @@ async fn a_healthy_organization_passes_and_planted_gaps_are_named_exactly() {
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(report["accounts"], 12, "{report:#}");
     assert_eq!(report["regions"], json!([AP, EU, HOME]));
-    let keys: BTreeSet<&str> = report.as_object().expect("object").keys().map(String::as_str).collect();
-    assert_eq!(keys, BTreeSet::from(["accounts", "regions", "checks", "gaps"]));
-    for check in ["guardduty.admin", "guardduty.members", "pipeline.stack", "pipeline.relay", "flow.dlq", "flow.forwarded", "enrichment.alias-role"] {
-        assert_eq!(statuses(&report, check), BTreeSet::from(["ok".to_owned()]), "{check}: {report:#}");
+    let keys: BTreeSet<&str> = report
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from(["accounts", "regions", "checks", "gaps"])
+    );
+    for check in [
+        "guardduty.admin",
+        "guardduty.members",
+        "pipeline.stack",
+        "pipeline.relay",
+        "flow.dlq",
+        "flow.forwarded",
+        "enrichment.alias-role",
+    ] {
+        assert_eq!(
+            statuses(&report, check),
+            BTreeSet::from(["ok".to_owned()]),
+            "{check}: {report:#}"
+        );
     }
 
     // Plant one gap of each kind.
@@ -342,7 +389,11 @@ async fn a_healthy_organization_passes_and_planted_gaps_are_named_exactly() {
         .send()
         .await
         .expect("RemoveTargets");
-    eu.delete_rule().name(RELAY_RULE).send().await.expect("DeleteRule");
+    eu.delete_rule()
+        .name(RELAY_RULE)
+        .send()
+        .await
+        .expect("DeleteRule");
     regional(&w.conf, AP, aws_sdk_eventbridge::Client::new)
         .disable_rule()
         .name(RELAY_RULE)
@@ -389,7 +440,10 @@ async fn a_healthy_organization_passes_and_planted_gaps_are_named_exactly() {
     for g in report["gaps"].as_array().expect("gaps") {
         let fix = g["fix"].as_str().expect("fix");
         assert!(!fix.is_empty(), "{g}");
-        assert!(!g["detail"].as_str().expect("detail").starts_with("unknown"), "{g}");
+        assert!(
+            !g["detail"].as_str().expect("detail").starts_with("unknown"),
+            "{g}"
+        );
     }
     let by_check = |check: &str, region: &str| {
         report["gaps"]
@@ -401,11 +455,58 @@ async fn a_healthy_organization_passes_and_planted_gaps_are_named_exactly() {
             .expect("gap")
     };
     let disabled_gap = by_check("guardduty.members", AP);
-    assert!(disabled_gap["detail"].as_str().expect("detail").contains("Disabled"), "{disabled_gap}");
-    assert!(disabled_gap["fix"].as_str().expect("fix").contains("start-monitoring-members"), "{disabled_gap}");
-    assert!(by_check("pipeline.relay", AP)["fix"].as_str().expect("fix").contains("enable-rule"));
-    assert!(by_check("pipeline.relay", EU)["detail"].as_str().expect("detail").contains("no relay rule"));
-    assert!(by_check("flow.dlq", HOME)["detail"].as_str().expect("detail").contains("1 message"));
+    assert!(
+        disabled_gap["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("Disabled"),
+        "{disabled_gap}"
+    );
+    assert!(
+        disabled_gap["fix"]
+            .as_str()
+            .expect("fix")
+            .contains("start-monitoring-members"),
+        "{disabled_gap}"
+    );
+    assert!(
+        by_check("pipeline.relay", AP)["fix"]
+            .as_str()
+            .expect("fix")
+            .contains("enable-rule")
+    );
+    assert!(
+        by_check("pipeline.relay", EU)["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("no relay rule")
+    );
+    assert!(
+        by_check("flow.dlq", HOME)["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("1 message")
+    );
+
+    // The table: 80 columns (a line may only overrun when it is one unbreakable word), healthy
+    // accounts counted in one line, each account with gaps on its own.
+    let (code, table, stderr) = w.doctor_as("table").await;
+    assert_eq!(code, Some(1), "{stderr}");
+    eprintln!("{table}");
+    for line in table.lines() {
+        assert!(
+            line.chars().count() <= 80 || !line.trim().contains(' '),
+            "over 80 columns: {line:?}"
+        );
+    }
+    assert!(
+        table.contains("8 account(s) covered in every region checked"),
+        "{table}"
+    );
+    for account in [not_member, disabled, no_role, silent] {
+        assert!(table.contains(account.as_str()), "{account}: {table}");
+    }
+    assert!(table.contains("GAPS (7)"), "{table}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -424,18 +525,38 @@ async fn a_denied_permission_is_unknown_not_passed_and_the_other_checks_run() {
         "{report:#}"
     );
     for g in report["gaps"].as_array().expect("gaps") {
-        assert!(g["detail"].as_str().expect("detail").starts_with("unknown"), "{g}");
+        assert!(
+            g["detail"].as_str().expect("detail").starts_with("unknown"),
+            "{g}"
+        );
         assert!(g["fix"].as_str().expect("fix").starts_with("grant "), "{g}");
     }
     assert!(
         report["gaps"].to_string().contains("guardduty:ListMembers"),
         "{report:#}"
     );
-    assert_eq!(statuses(&report, "flow.dlq"), BTreeSet::from(["unknown".to_owned()]));
-    assert_eq!(statuses(&report, "guardduty.members"), BTreeSet::from(["unknown".to_owned()]));
+    assert_eq!(
+        statuses(&report, "flow.dlq"),
+        BTreeSet::from(["unknown".to_owned()])
+    );
+    assert_eq!(
+        statuses(&report, "guardduty.members"),
+        BTreeSet::from(["unknown".to_owned()])
+    );
     // The others still ran, and passed.
-    for check in ["guardduty.admin", "guardduty.detector", "pipeline.stack", "pipeline.relay", "enrichment.alias-role", "flow.forwarded"] {
-        assert_eq!(statuses(&report, check), BTreeSet::from(["ok".to_owned()]), "{check}: {report:#}");
+    for check in [
+        "guardduty.admin",
+        "guardduty.detector",
+        "pipeline.stack",
+        "pipeline.relay",
+        "enrichment.alias-role",
+        "flow.forwarded",
+    ] {
+        assert_eq!(
+            statuses(&report, check),
+            BTreeSet::from(["ok".to_owned()]),
+            "{check}: {report:#}"
+        );
     }
     assert!(w.proxy.faulted("GetQueueAttributes") > 0);
     let _ = &w.admin;

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use crate::collect::{RELAY_BUS, RELAY_RULE};
-use crate::observe::{EndpointAnswer, Obs, Observations, ObserveError, OrgAccount};
+use crate::observe::{EndpointAnswer, Observations, ObserveError, OrgAccount};
 
 /// A check's verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -889,12 +889,4 @@ fn endpoint(d: &mut Diag<'_>) {
         d.gap(ENDPOINT, None, None, detail.clone(), fix);
         d.check(ENDPOINT, None, Status::Gap, detail);
     }
-}
-
-/// `Obs` helper for callers building observations by hand (tests).
-pub fn denied<T>(permission: &str) -> Obs<T> {
-    Err(ObserveError::Denied {
-        permission: permission.to_owned(),
-        message: "AccessDeniedException".to_owned(),
-    })
 }

@@ -52,8 +52,9 @@ pub fn table(report: &Report) -> String {
             format!(" {}", place.join(" "))
         };
         out.push_str(&format!("{:>3}. [{}]{place}\n", i + 1, g.check));
-        out.push_str(&wrap(&g.detail, "     ", 80));
-        out.push_str(&wrap(&format!("fix: {}", g.fix), "     ", 80));
+        out.push_str(&wrap(&g.detail, "     ", 80, ""));
+        // Continued lines end in ` \` so a wrapped command still pastes into a shell.
+        out.push_str(&wrap(&format!("fix: {}", g.fix), "     ", 80, " \\"));
     }
     out
 }
@@ -71,9 +72,8 @@ fn checks(report: &Report) -> String {
         };
         let entry = &mut by_name[idx];
         entry.1 = entry.1.max(c.status);
-        if c.status != Status::Ok {
-            let place = c.region.clone().unwrap_or_else(|| "all".to_owned());
-            entry.2.push(format!("{place}: {}", c.status.as_str()));
+        if let (Some(region), false) = (&c.region, c.status == Status::Ok) {
+            entry.2.push(format!("{region}: {}", c.status.as_str()));
         }
     }
     let mut out = String::from("CHECKS\n");
@@ -117,20 +117,24 @@ fn accounts(report: &Report) -> String {
             &format!("{account}{name}: {}", places.join("; ")),
             "  ",
             80,
+            "",
         ));
     }
     out
 }
 
-/// Word-wraps `text` at `width`, every line starting with `indent` (continuations two deeper).
-fn wrap(text: &str, indent: &str, width: usize) -> String {
+/// Word-wraps `text` at `width`, every line starting with `indent` (continuations two deeper),
+/// each line but the last ending in `tail`.
+fn wrap(text: &str, indent: &str, width: usize, tail: &str) -> String {
     let mut out = String::new();
     let mut line = indent.to_owned();
     let cont = format!("{indent}  ");
     let mut fresh = true;
+    let room = width.saturating_sub(tail.chars().count());
     for word in text.split_whitespace() {
-        if !fresh && line.chars().count() + 1 + word.chars().count() > width {
+        if !fresh && line.chars().count() + 1 + word.chars().count() > room {
             out.push_str(&line);
+            out.push_str(tail);
             out.push('\n');
             line = cont.clone();
             fresh = true;
@@ -153,7 +157,15 @@ mod tests {
     #[test]
     fn wrap_keeps_lines_within_width_unless_a_word_is_longer() {
         let text = "aws guardduty create-members --detector-id 12abc34d567e8fa901bc2d34e56789f0 --account-details AccountId=111122223333,Email=a@example.com --region eu-west-1";
-        for line in wrap(text, "     ", 80).lines() {
+        let wrapped = wrap(text, "     ", 80, " \\");
+        assert!(wrapped.lines().count() > 1, "{wrapped}");
+        let unwrapped: String = wrapped
+            .lines()
+            .map(|l| l.trim().trim_end_matches('\\').trim())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert_eq!(unwrapped, text);
+        for line in wrapped.lines() {
             assert!(
                 line.chars().count() <= 80 || !line.trim().contains(' '),
                 "{line}"

@@ -162,7 +162,9 @@ async fn for_detector(
         return Err(error(
             StatusCode::BAD_REQUEST,
             "BadRequestException",
-            format!("The request is rejected because the input detectorId is not owned by the current account: {detector_id}"),
+            format!(
+                "The request is rejected because the input detectorId is not owned by the current account: {detector_id}"
+            ),
         ));
     }
     Ok(region)
@@ -177,32 +179,21 @@ fn region_admin(both: &Both, region: &str) -> RegionAdmin {
         .unwrap_or_default()
 }
 
-/// `(offset, page size)` from `maxResults` / `nextToken` (`page-N`, as `ListFindings` uses).
-fn paging(q: &BTreeMap<String, String>) -> Result<(usize, usize), Response> {
+/// `(offset, page size)` from `maxResults` / `nextToken` (`page-N`, as `ListFindings` uses); the
+/// error is the `400` message.
+fn paging(q: &BTreeMap<String, String>) -> Result<(usize, usize), String> {
     let max = match q.get("maxResults") {
         None => 50,
         Some(v) => match v.parse::<usize>() {
             Ok(n @ 1..=50) => n,
-            _ => {
-                return Err(error(
-                    StatusCode::BAD_REQUEST,
-                    "BadRequestException",
-                    format!("maxResults must be between 1 and 50, got {v}"),
-                ));
-            }
+            _ => return Err(format!("maxResults must be between 1 and 50, got {v}")),
         },
     };
     let offset = match q.get("nextToken").map(String::as_str) {
         None | Some("") => 0,
         Some(t) => match t.strip_prefix("page-").and_then(|n| n.parse().ok()) {
             Some(n) => n,
-            None => {
-                return Err(error(
-                    StatusCode::BAD_REQUEST,
-                    "BadRequestException",
-                    format!("invalid nextToken {t:?}"),
-                ));
-            }
+            None => return Err(format!("invalid nextToken {t:?}")),
         },
     };
     Ok((offset, max))
@@ -255,7 +246,7 @@ async fn list_members(
     };
     let (offset, max) = match paging(&q) {
         Ok(p) => p,
-        Err(resp) => return resp,
+        Err(message) => return error(StatusCode::BAD_REQUEST, "BadRequestException", message),
     };
     // GuardDuty's default is onlyAssociated=true: only members that are (being) enabled.
     let only_associated = q.get("onlyAssociated").is_none_or(|v| v != "false");
@@ -326,7 +317,7 @@ async fn list_admin_accounts(
     }
     let (offset, max) = match paging(&q) {
         Ok(p) => p,
-        Err(resp) => return resp,
+        Err(message) => return error(StatusCode::BAD_REQUEST, "BadRequestException", message),
     };
     let admins: Vec<Value> = region_admin(&both, &region)
         .admin_account
