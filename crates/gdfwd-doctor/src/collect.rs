@@ -14,7 +14,7 @@ use gdfwd_model::Timestamp;
 
 use crate::observe::{
     AliasRoleProbe, AwsInspector, EndpointProbe, Flow, GuardDutyAdmin, GuardDutyRegion,
-    HomePipeline, Obs, Observations, ObserveError, RelayRegion,
+    HomePipeline, Obs, Observations, ObserveError, RelayRegion, Scope,
 };
 
 /// The relay rule `stacksets/region-relay.yaml` creates in every non-home region.
@@ -26,19 +26,6 @@ pub const RELAY_STACK_SET: &str = "gdfwd-region-relay";
 /// The home-region bus relays put findings on (the organization template); relays of older
 /// deployments put them on the home default bus, which is accepted too.
 pub const RELAY_BUS: &str = "gdfwd-findings";
-
-/// What to look at.
-#[derive(Debug, Clone)]
-pub struct Scope {
-    pub own_account: Option<String>,
-    pub home_region: String,
-    /// Every region checked, the home region included.
-    pub regions: Vec<String>,
-    pub stack_name: String,
-    pub relay_stack_set: String,
-    pub since: Timestamp,
-    pub concurrency: usize,
-}
 
 /// The adapters to observe through.
 #[derive(Clone)]
@@ -168,12 +155,7 @@ pub async fn collect(scope: &Scope, ports: &Ports, progress: Progress) -> Observ
 
     let findings = silent_findings(scope, ports, &account_ids, &guardduty, &flow).await;
     Observations {
-        own_account: scope.own_account.clone(),
-        home_region: scope.home_region.clone(),
-        regions: scope.regions.clone(),
-        stack_name: scope.stack_name.clone(),
-        relay_stack_set: scope.relay_stack_set.clone(),
-        since: scope.since,
+        scope: scope.clone(),
         accounts,
         guardduty,
         home,

@@ -150,6 +150,7 @@ impl Diag<'_> {
 
     fn own(&self) -> &str {
         self.obs
+            .scope
             .own_account
             .as_deref()
             .unwrap_or("ADMIN_ACCOUNT_ID")
@@ -164,7 +165,7 @@ pub fn diagnose(obs: &Observations) -> Report {
         gaps: Vec::new(),
     };
     let accounts = organization(&mut d);
-    for region in &obs.regions {
+    for region in &obs.scope.regions {
         guardduty(&mut d, region, accounts.as_deref());
     }
     pipeline(&mut d);
@@ -179,11 +180,11 @@ pub fn diagnose(obs: &Observations) -> Report {
         .collect();
     Report {
         accounts: accounts.as_ref().map_or(0, Vec::len),
-        regions: obs.regions.clone(),
+        regions: obs.scope.regions.clone(),
         checks: d.checks,
         gaps: d.gaps,
         account_names,
-        home_region: obs.home_region.clone(),
+        home_region: obs.scope.home_region.clone(),
     }
 }
 
@@ -412,9 +413,9 @@ fn create_members(detector: &str, a: &OrgAccount, region: &str) -> String {
 
 fn pipeline(d: &mut Diag<'_>) {
     let obs = d.obs;
-    let home = obs.home_region.as_str();
+    let home = obs.scope.home_region.as_str();
     let h = Some(home);
-    let stack_name = obs.stack_name.as_str();
+    let stack_name = obs.scope.stack_name.as_str();
     match &obs.home.stack {
         Ok(Some(stack)) => {
             let healthy = |s: &str| {
@@ -569,9 +570,9 @@ fn home_bus(arn: &str, home: &str) -> Option<String> {
 
 fn relays(d: &mut Diag<'_>) {
     let obs = d.obs;
-    let home = obs.home_region.clone();
+    let home = obs.scope.home_region.clone();
     let own = d.own().to_owned();
-    let set = obs.relay_stack_set.clone();
+    let set = obs.scope.relay_stack_set.clone();
     for (region, relay) in &obs.relays {
         let r = Some(region.as_str());
         let create = format!(
@@ -631,8 +632,8 @@ fn relays(d: &mut Diag<'_>) {
 
 fn relay_instances(d: &mut Diag<'_>) {
     let obs = d.obs;
-    let home = obs.home_region.clone();
-    let set = obs.relay_stack_set.clone();
+    let home = obs.scope.home_region.clone();
+    let set = obs.scope.relay_stack_set.clone();
     let h = Some(home.as_str());
     match &obs.relay_instances {
         Ok(None) => d.check(
@@ -697,7 +698,7 @@ fn is_dlq(logical_id: &str) -> bool {
 
 fn flow(d: &mut Diag<'_>) {
     let obs = d.obs;
-    let home = obs.home_region.clone();
+    let home = obs.scope.home_region.clone();
     let h = Some(home.as_str());
     let mut dlq_gaps = 0;
     for (logical, q) in &obs.home.queues {
@@ -773,7 +774,7 @@ fn flow(d: &mut Diag<'_>) {
 
 fn forwarded(d: &mut Diag<'_>) {
     let obs = d.obs;
-    let since = obs.since.to_rfc3339();
+    let since = obs.scope.since.to_rfc3339();
     match &obs.flow {
         Err(e) => d.unknown(FORWARDED, None, None, e),
         Ok(flow) => {
@@ -836,7 +837,7 @@ fn alias_roles(d: &mut Diag<'_>) {
                 Some(account),
                 None,
                 format!("the alias role cannot be used: {e}"),
-                format!("deploy the alias role to {account}: aws cloudformation create-stack-instances --stack-set-name gdfwd-member-alias-role --deployment-targets OrganizationalUnitIds=OU_OF_{account} --regions {} (docs/deploy.md, step 4; the management account takes a plain stack)", obs.home_region),
+                format!("deploy the alias role to {account}: aws cloudformation create-stack-instances --stack-set-name gdfwd-member-alias-role --deployment-targets OrganizationalUnitIds=OU_OF_{account} --regions {} (docs/deploy.md, step 4; the management account takes a plain stack)", obs.scope.home_region),
             );
         }
     }

@@ -13,10 +13,10 @@ pub mod diagnose;
 pub mod observe;
 pub mod render;
 
-pub use collect::{Ports, Progress, Scope, collect};
+pub use collect::{Ports, Progress, collect};
 pub use diagnose::{Check, Gap, Report, Status, diagnose};
 pub use observe::{
     AdminAccount, AliasRoleProbe, AwsInspector, Detector, EndpointAnswer, EndpointProbe, Flow,
-    GuardDutyAdmin, Member, Obs, Observations, ObserveError, OrgAccount, QueueState, Rule, Stack,
-    StackInstance, StackResource,
+    GuardDutyAdmin, Member, Obs, Observations, ObserveError, OrgAccount, QueueState, Rule, Scope,
+    Stack, StackInstance, StackResource,
 };

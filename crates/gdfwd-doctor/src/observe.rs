@@ -194,15 +194,24 @@ pub struct Flow {
     pub last_sent: Option<Timestamp>,
 }
 
-/// Everything one doctor run observed.
+/// What to look at.
 #[derive(Debug, Clone)]
-pub struct Observations {
+pub struct Scope {
     pub own_account: Option<String>,
     pub home_region: String,
+    /// Every region checked, the home region included.
     pub regions: Vec<String>,
     pub stack_name: String,
     pub relay_stack_set: String,
     pub since: Timestamp,
+    pub concurrency: usize,
+}
+
+/// Everything one doctor run observed.
+#[derive(Debug, Clone)]
+pub struct Observations {
+    /// What was looked at.
+    pub scope: Scope,
     pub accounts: Obs<Vec<OrgAccount>>,
     pub guardduty: BTreeMap<String, GuardDutyRegion>,
     pub home: HomePipeline,

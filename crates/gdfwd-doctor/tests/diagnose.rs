@@ -7,7 +7,7 @@ use gdfwd_doctor::diagnose::names::*;
 use gdfwd_doctor::observe::{GuardDutyRegion, HomePipeline, RelayRegion};
 use gdfwd_doctor::{
     AdminAccount, Detector, EndpointAnswer, Flow, Member, Observations, ObserveError, OrgAccount,
-    QueueState, Rule, Stack, StackInstance, StackResource, Status, diagnose,
+    QueueState, Rule, Scope, Stack, StackInstance, StackResource, Status, diagnose,
 };
 use gdfwd_model::Timestamp;
 
@@ -82,12 +82,15 @@ fn resource(logical: &str, ty: &str) -> StackResource {
 fn healthy() -> Observations {
     let home_bus = format!("arn:aws:events:{HOME}:{ADMIN}:event-bus/default");
     Observations {
-        own_account: Some(ADMIN.to_owned()),
-        home_region: HOME.to_owned(),
-        regions: vec![OTHER.to_owned(), HOME.to_owned()],
-        stack_name: "gdfwd".to_owned(),
-        relay_stack_set: "gdfwd-region-relay".to_owned(),
-        since: Timestamp::from_millis(1_700_000_000_000),
+        scope: Scope {
+            own_account: Some(ADMIN.to_owned()),
+            home_region: HOME.to_owned(),
+            regions: vec![OTHER.to_owned(), HOME.to_owned()],
+            stack_name: "gdfwd".to_owned(),
+            relay_stack_set: "gdfwd-region-relay".to_owned(),
+            since: Timestamp::from_millis(1_700_000_000_000),
+            concurrency: 1,
+        },
         accounts: Ok(accounts()
             .into_iter()
             .map(|id| OrgAccount {
