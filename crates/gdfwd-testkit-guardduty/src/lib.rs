@@ -1,12 +1,14 @@
 //! A fake Amazon GuardDuty API for tests and benchmarks: moto has no GuardDuty findings API.
 //!
-//! It serves the three operations backfill uses, over GuardDuty's REST JSON protocol with its
+//! It serves the three operations backfill uses (and the administrator reads of `doctor`), over GuardDuty's REST JSON protocol with its
 //! camelCase wire names (checked against the botocore service model):
 //! - `GET /detector` (`ListDetectors`) → `{"detectorIds": [...]}`;
 //! - `POST /detector/{detectorId}/findings` (`ListFindings`) with `findingCriteria.criterion`
 //!   (`eq`/`neq`/`equals`/`notEquals` lists, `gt`/`gte`/`lt`/`lte` and the long forms), `sortCriteria
 //!   {attributeName, orderBy}`, `maxResults` (≤ 50) and `nextToken`;
-//! - `POST /detector/{detectorId}/findings/get` (`GetFindings`, ≤ 50 ids) → `{"findings": [...]}`.
+//! - `POST /detector/{detectorId}/findings/get` (`GetFindings`, ≤ 50 ids) → `{"findings": [...]}`;
+//! - and, in `admin.rs`, the administrator's reads `gdfwd doctor` makes (`GetDetector`,
+//!   `ListMembers`, `DescribeOrganizationConfiguration`, `ListOrganizationAdminAccounts`).
 //!
 //! One server plays every region: the region is read from the SigV4 credential scope of the
 //! `Authorization` header, the way the real endpoint's region is implied by its host name, so a
