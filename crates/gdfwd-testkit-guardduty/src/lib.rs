@@ -1,6 +1,6 @@
 //! A fake Amazon GuardDuty API for tests and benchmarks: moto has no GuardDuty findings API.
 //!
-//! It serves the three operations backfill uses (and the administrator reads of `doctor`), over GuardDuty's REST JSON protocol with its
+//! It serves the operations backfill and doctor use, over GuardDuty's REST JSON protocol with its
 //! camelCase wire names (checked against the botocore service model):
 //! - `GET /detector` (`ListDetectors`) → `{"detectorIds": [...]}`;
 //! - `POST /detector/{detectorId}/findings` (`ListFindings`) with `findingCriteria.criterion`
