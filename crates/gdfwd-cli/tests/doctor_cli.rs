@@ -225,14 +225,20 @@ impl World {
 
     /// Runs `gdfwd doctor --output json` as the admin account, AWS through the proxy.
     async fn doctor(&self) -> (Option<i32>, Value, String) {
-        let (code, stdout, stderr) = self.doctor_as("json").await;
+        let (code, stdout, stderr) = self.doctor_with("json", &[], &[]).await;
         let json: Value = serde_json::from_str(&stdout)
             .unwrap_or_else(|e| panic!("doctor's stdout is not JSON ({e}); stderr: {stderr}"));
         (code, json, stderr)
     }
 
-    /// Runs `gdfwd doctor --output OUTPUT`: exit status, stdout, stderr.
-    async fn doctor_as(&self, output: &str) -> (Option<i32>, String, String) {
+    /// Runs `gdfwd doctor --output OUTPUT` with more arguments and environment: exit status,
+    /// stdout, stderr.
+    async fn doctor_with(
+        &self,
+        output: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> (Option<i32>, String, String) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_gdfwd"));
         cmd.args([
             "doctor",
@@ -262,6 +268,11 @@ impl World {
         .env("AWS_MAX_ATTEMPTS", "2")
         .env_remove("AWS_PROFILE")
         .env_remove("GDFWD_STORE")
+        .env_remove("DT_API_TOKEN")
+        .env_remove("AWS_SECRET_ARN")
+        .env_remove("DYNATRACE_OPENPIPELINE_SECURITY_ENDPOINT")
+        .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null());
         let out: Output = tokio::task::spawn_blocking(move || cmd.output().expect("run gdfwd"))
             .await
@@ -463,7 +474,7 @@ async fn a_healthy_organization_passes_and_planted_gaps_are_named_exactly() {
     // The table: 80 columns (a line may only overrun when it is one unbreakable word, such as a
     // queue URL), healthy
     // accounts counted in one line, each account with gaps on its own.
-    let (code, table, stderr) = w.doctor_as("table").await;
+    let (code, table, stderr) = w.doctor_with("table", &[], &[]).await;
     assert_eq!(code, Some(1), "{stderr}");
     eprintln!("{table}");
     for line in table.lines() {
@@ -535,4 +546,58 @@ async fn a_denied_permission_is_unknown_not_passed_and_the_other_checks_run() {
     }
     assert!(w.proxy.faulted("GetQueueAttributes") > 0);
     let _ = &w.admin;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_endpoint_sends_one_empty_array_and_fails_on_a_refused_token() {
+    const TOKEN: &str = "dt0c01.DOCTORTEST.0123456789abcdefSECRET";
+    let w = World::healthy().await;
+    let fake = gdfwd_testkit_openpipeline::FakeOpenPipeline::start(TOKEN)
+        .await
+        .expect("fake OpenPipeline");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = fake.write_ca_file(dir.path()).expect("CA file");
+    let ca = ca.to_str().expect("utf8");
+    let endpoint = fake.endpoint();
+    let args = ["--check-endpoint", "--endpoint", &endpoint, "--ca-file", ca];
+
+    let (code, stdout, stderr) = w
+        .doctor_with("json", &args, &[("DT_API_TOKEN", TOKEN)])
+        .await;
+    let report: Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(gap_keys(&report), BTreeSet::new(), "{report:#}\n{stderr}");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        statuses(&report, "dynatrace.endpoint"),
+        BTreeSet::from(["ok".to_owned()])
+    );
+    let counters = fake.counters();
+    assert_eq!(counters.requests, 1, "{counters:?}");
+    assert_eq!(counters.events, 0, "nothing is ingested: {counters:?}");
+
+    let wrong = "dt0c01.WRONGTOKEN.0123456789abcdefSECRET";
+    let (code, stdout, stderr) = w
+        .doctor_with("json", &args, &[("DT_API_TOKEN", wrong)])
+        .await;
+    let report: Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(
+        gap_keys(&report),
+        BTreeSet::from([key("dynatrace.endpoint", None, None)]),
+        "{report:#}"
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        report["gaps"][0]["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("401"),
+        "{report:#}"
+    );
+    for text in [&stdout, &stderr] {
+        assert!(
+            !text.contains("WRONGTOKEN") && !text.contains("DOCTORTEST"),
+            "the token leaked: {text}"
+        );
+    }
+    assert_eq!(fake.counters().events, 0);
 }
