@@ -14,7 +14,7 @@ use gdfwd_model::Timestamp;
 
 use crate::observe::{
     AliasRoleProbe, AwsInspector, EndpointProbe, Flow, GuardDutyAdmin, GuardDutyRegion,
-    HomePipeline, Obs, Observations, ObserveError, RelayRegion, Scope,
+    HomePipeline, Obs, Observations, ObserveError, RelayRegion, Scope, Stack, StackResource,
 };
 
 /// The relay rule `stacksets/region-relay.yaml` creates in every non-home region.
@@ -194,7 +194,10 @@ async fn relay_region(aws: &dyn AwsInspector, region: &str) -> RelayRegion {
 }
 
 async fn home_pipeline(aws: &dyn AwsInspector, region: &str, stack_name: &str) -> HomePipeline {
-    let stack = aws.stack(region, stack_name).await;
+    let mut stack = aws.stack(region, stack_name).await;
+    if let Ok(Some(s)) = &mut stack {
+        nested_resources(aws, region, s).await;
+    }
     let mut rules = Vec::new();
     let mut queues = Vec::new();
     if let Ok(Some(s)) = &stack {
@@ -219,6 +222,42 @@ async fn home_pipeline(aws: &dyn AwsInspector, region: &str, stack_name: &str) -
         stack,
         rules,
         queues,
+    }
+}
+
+/// Adds the resources of the stack's nested stacks (one level, as a template that holds the
+/// forwarder as a nested stack has), their logical ids prefixed with the nested stack's. A nested
+/// stack that cannot be read shows as a resource in a failed state.
+async fn nested_resources(aws: &dyn AwsInspector, region: &str, stack: &mut Stack) {
+    let nested: Vec<(String, String)> = stack
+        .resources
+        .iter()
+        .filter(|r| r.resource_type == "AWS::CloudFormation::Stack")
+        .filter_map(|r| Some((r.logical_id.clone(), r.physical_id.clone()?)))
+        .collect();
+    for (logical, id) in nested {
+        match aws.stack(region, &id).await {
+            Ok(Some(inner)) => {
+                stack
+                    .resources
+                    .extend(inner.resources.into_iter().map(|r| StackResource {
+                        logical_id: format!("{logical}/{}", r.logical_id),
+                        ..r
+                    }))
+            }
+            Ok(None) => stack.resources.push(StackResource {
+                logical_id: logical,
+                resource_type: "AWS::CloudFormation::Stack".to_owned(),
+                physical_id: Some(id),
+                status: "NOT_FOUND".to_owned(),
+            }),
+            Err(e) => stack.resources.push(StackResource {
+                logical_id: logical,
+                resource_type: "AWS::CloudFormation::Stack".to_owned(),
+                physical_id: Some(id),
+                status: format!("UNREADABLE ({e})"),
+            }),
+        }
     }
 }
 
