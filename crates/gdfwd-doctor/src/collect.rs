@@ -14,7 +14,8 @@ use gdfwd_model::Timestamp;
 
 use crate::observe::{
     AliasRoleProbe, AwsInspector, EndpointProbe, Flow, GuardDutyAdmin, GuardDutyRegion,
-    HomePipeline, Obs, Observations, ObserveError, RelayRegion, Scope, Stack, StackResource,
+    HomePipeline, Obs, Observations, ObserveError, QueueState, RelayRegion, Scope, Stack,
+    StackResource,
 };
 
 /// The relay rule `stacksets/region-relay.yaml` creates in every non-home region.
@@ -188,9 +189,26 @@ async fn guardduty_region(gd: &dyn GuardDutyAdmin, region: &str) -> GuardDutyReg
 async fn relay_region(aws: &dyn AwsInspector, region: &str) -> RelayRegion {
     let (rule, dlq) = futures::join!(
         aws.rule(region, "default", RELAY_RULE),
-        aws.queue(region, RELAY_DLQ)
+        queue_with_age(aws, region, RELAY_DLQ)
     );
     RelayRegion { rule, dlq }
+}
+
+/// A queue's depth and, when it holds messages, the age of the oldest (an empty queue has none,
+/// so CloudWatch is not asked).
+async fn queue_with_age(
+    aws: &dyn AwsInspector,
+    region: &str,
+    queue: &str,
+) -> Obs<Option<QueueState>> {
+    let mut state = aws.queue(region, queue).await;
+    if let Ok(Some(q)) = &mut state
+        && q.visible + q.in_flight > 0
+    {
+        let name = q.url.rsplit('/').next().unwrap_or(queue).to_owned();
+        q.oldest_age = Some(aws.oldest_message_age(region, &name).await);
+    }
+    state
 }
 
 async fn home_pipeline(aws: &dyn AwsInspector, region: &str, stack_name: &str) -> HomePipeline {
@@ -212,7 +230,7 @@ async fn home_pipeline(aws: &dyn AwsInspector, region: &str, stack_name: &str) -
                     rules.push((id.to_owned(), aws.rule(region, bus, name).await));
                 }
                 "AWS::SQS::Queue" => {
-                    queues.push((r.logical_id.clone(), aws.queue(region, id).await));
+                    queues.push((r.logical_id.clone(), queue_with_age(aws, region, id).await));
                 }
                 _ => {}
             }

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use crate::collect::{RELAY_BUS, RELAY_RULE};
-use crate::observe::{EndpointAnswer, Observations, ObserveError, OrgAccount};
+use crate::observe::{EndpointAnswer, Observations, ObserveError, OrgAccount, QueueState};
 
 /// A check's verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -712,20 +712,12 @@ fn flow(d: &mut Diag<'_>) {
                         DLQ,
                         None,
                         h,
-                        format!("the forwarder's dead-letter queue holds {n} message(s): findings not delivered"),
+                        format!("the forwarder's dead-letter queue holds {n} message(s): findings not delivered; {} (kept 14 days)", age_text(q)),
                         format!("inspect: aws sqs receive-message --queue-url {} --attribute-names All --region {home}; after fixing the cause: aws sqs start-message-move-task --source-arn {arn} --region {home}", q.url),
                     );
                 }
             }
-            Ok(Some(q)) => d.check(
-                QUEUE,
-                h,
-                Status::Ok,
-                format!(
-                    "{logical}: {} waiting, {} in flight (age of the oldest message: see the OldestMessageAge alarm)",
-                    q.visible, q.in_flight
-                ),
-            ),
+            Ok(Some(q)) => queue_age(d, &home, logical, q),
             Ok(None) => {}
             Err(e) => {
                 dlq_gaps += 1;
@@ -742,7 +734,7 @@ fn flow(d: &mut Diag<'_>) {
                     DLQ,
                     None,
                     r,
-                    format!("the relay's dead-letter queue holds {} message(s): findings not relayed", q.visible + q.in_flight),
+                    format!("the relay's dead-letter queue holds {} message(s): findings not relayed; {} (kept 14 days)", q.visible + q.in_flight, age_text(q)),
                     format!("inspect: aws sqs receive-message --queue-url {} --attribute-names All --region {region}; then send what GuardDuty holds: gdfwd backfill --regions {region} --since 14d", q.url),
                 );
             }
@@ -770,6 +762,55 @@ fn flow(d: &mut Diag<'_>) {
     }
 
     forwarded(d);
+}
+
+/// A queue's backlog older than this is a gap: the stack's `OldestMessageAge` alarm threshold.
+const MAX_QUEUE_AGE_SECONDS: u64 = 15 * 60;
+
+/// The oldest message's age as words.
+fn age_text(q: &QueueState) -> String {
+    match &q.oldest_age {
+        Some(Ok(Some(s))) => format!("the oldest is {} old", duration_text(*s)),
+        Some(Ok(None)) => "the oldest message's age: no CloudWatch datapoint yet".to_owned(),
+        Some(Err(e)) => format!("the oldest message's age is unknown ({e})"),
+        None => "no message".to_owned(),
+    }
+}
+
+fn duration_text(seconds: u64) -> String {
+    match seconds {
+        s if s >= 2 * 86_400 => format!("{} days", s / 86_400),
+        s if s >= 2 * 3_600 => format!("{} hours", s / 3_600),
+        s if s >= 120 => format!("{} minutes", s / 60),
+        s => format!("{s} seconds"),
+    }
+}
+
+/// The findings queue: its depth, and a gap when its oldest message waits too long.
+fn queue_age(d: &mut Diag<'_>, home: &str, logical: &str, q: &QueueState) {
+    let h = Some(home);
+    let depth = format!(
+        "{logical}: {} waiting, {} in flight",
+        q.visible, q.in_flight
+    );
+    match &q.oldest_age {
+        Some(Ok(Some(age))) if *age > MAX_QUEUE_AGE_SECONDS => {
+            let detail = format!(
+                "{depth}; {}: the forwarder is not keeping up or failing",
+                age_text(q)
+            );
+            d.gap(
+                QUEUE,
+                None,
+                h,
+                detail.clone(),
+                format!("check the function's Errors and Throttles and its log (aws logs tail /aws/lambda/{}-forwarder --since 1h --region {home})", d.obs.scope.stack_name),
+            );
+            d.check(QUEUE, h, Status::Gap, detail);
+        }
+        Some(Err(e)) => d.unknown(QUEUE, None, h, e),
+        _ => d.check(QUEUE, h, Status::Ok, format!("{depth}; {}", age_text(q))),
+    }
 }
 
 fn forwarded(d: &mut Diag<'_>) {

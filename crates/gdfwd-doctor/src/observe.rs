@@ -127,6 +127,10 @@ pub struct QueueState {
     pub visible: u64,
     /// `ApproximateNumberOfMessagesNotVisible`.
     pub in_flight: u64,
+    /// Seconds since the oldest message was sent (CloudWatch's `ApproximateAgeOfOldestMessage`,
+    /// the last 15 minutes' maximum); read only for a queue that holds messages. `Ok(None)`: no
+    /// datapoint yet.
+    pub oldest_age: Option<Obs<Option<u64>>>,
 }
 
 /// A StackSet instance (`ListStackInstances`).
@@ -151,6 +155,9 @@ pub trait AwsInspector: Send + Sync {
     /// `GetQueueUrl` (when `queue` is a name) + `GetQueueAttributes`; `None` when there is no
     /// such queue.
     async fn queue(&self, region: &str, queue: &str) -> Obs<Option<QueueState>>;
+    /// CloudWatch's `ApproximateAgeOfOldestMessage` of the queue named `queue_name`, in
+    /// seconds (the maximum of the last 15 minutes); `None` when CloudWatch has no datapoint.
+    async fn oldest_message_age(&self, region: &str, queue_name: &str) -> Obs<Option<u64>>;
     /// `ListStackInstances`; `None` when the StackSet is not visible from this account.
     async fn stack_instances(
         &self,

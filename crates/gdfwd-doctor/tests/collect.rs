@@ -98,6 +98,7 @@ fn resource(logical: &str, ty: &str, physical: &str) -> StackResource {
 #[derive(Debug, Default)]
 struct FakeAws {
     rules_described: Mutex<Vec<String>>,
+    ages_asked: Mutex<Vec<String>>,
 }
 
 #[async_trait]
@@ -146,12 +147,21 @@ impl AwsInspector for FakeAws {
         }))
     }
     async fn queue(&self, _: &str, queue: &str) -> Obs<Option<QueueState>> {
+        // The forwarder's DLQ holds a message; the others are empty.
+        let visible = u64::from(queue == "https://dlq");
         Ok(Some(QueueState {
             url: queue.to_owned(),
             arn: None,
-            visible: 0,
+            visible,
             in_flight: 0,
+            oldest_age: None,
         }))
+    }
+    async fn oldest_message_age(&self, _: &str, queue_name: &str) -> Obs<Option<u64>> {
+        if let Ok(mut asked) = self.ages_asked.lock() {
+            asked.push(queue_name.to_owned());
+        }
+        Ok(Some(3_600))
     }
     async fn stack_instances(&self, _: &str, _: &str) -> Obs<Option<Vec<StackInstance>>> {
         Ok(None)
@@ -247,9 +257,22 @@ async fn gathers_everything_within_the_bound_and_asks_guardduty_only_where_nothi
     expected.sort();
     assert_eq!(asked, expected);
 
-    // The denied admin list alone is proven by the organization configuration: no gap.
+    // CloudWatch is asked only about the queue that holds a message.
+    assert_eq!(
+        aws.ages_asked.lock().expect("lock").clone(),
+        vec!["dlq".to_owned()]
+    );
+
+    // The denied admin list alone is proven by the organization configuration: the DLQ's
+    // message is the one gap.
     let report = diagnose(&obs);
-    assert_eq!(report.gaps, vec![], "{:#?}", report.checks);
+    let checks: Vec<&str> = report.gaps.iter().map(|g| g.check).collect();
+    assert_eq!(checks, vec!["flow.dlq"], "{:#?}", report.checks);
+    assert!(
+        report.gaps[0].detail.contains("1 hours") || report.gaps[0].detail.contains("60 minutes"),
+        "{:?}",
+        report.gaps[0]
+    );
     let flow: BTreeMap<_, _> = obs.flow.expect("flow");
     assert_eq!(flow[&(MEMBER.to_owned(), "eu-west-1".to_owned())].sent, 1);
 }

@@ -58,6 +58,7 @@ fn queue(url: &str, visible: u64) -> QueueState {
         arn: Some(format!("arn:{url}")),
         visible,
         in_flight: 0,
+        oldest_age: None,
     }
 }
 
@@ -356,6 +357,37 @@ fn stack_problems_dlq_messages_and_unsent_findings_are_gaps() {
     assert_eq!(
         gaps(&obs),
         vec![(FORWARDED, Some("333333333333".to_owned()), region(OTHER))]
+    );
+}
+
+#[test]
+fn a_queue_whose_oldest_message_waits_too_long_is_a_gap() {
+    let mut obs = healthy();
+    let mut q = queue("q", 40);
+    q.oldest_age = Some(Ok(Some(600)));
+    obs.home.queues[0].1 = Ok(Some(q.clone()));
+    assert_eq!(gaps(&obs), vec![]);
+    q.oldest_age = Some(Ok(Some(3 * 3600)));
+    obs.home.queues[0].1 = Ok(Some(q.clone()));
+    assert_eq!(gaps(&obs), vec![(QUEUE, None, region(HOME))]);
+    assert!(diagnose(&obs).gaps[0].detail.contains("3 hours"));
+    // No datapoint yet is not a gap; CloudWatch refused is unknown.
+    q.oldest_age = Some(Ok(None));
+    obs.home.queues[0].1 = Ok(Some(q.clone()));
+    assert_eq!(gaps(&obs), vec![]);
+    q.oldest_age = Some(Err(denied("cloudwatch:GetMetricStatistics")));
+    obs.home.queues[0].1 = Ok(Some(q));
+    assert_eq!(status_of(&obs, QUEUE), vec![Status::Unknown]);
+    // A DLQ's gap says how old its oldest message is.
+    let mut obs = healthy();
+    let mut dlq = queue("dlq", 1);
+    dlq.oldest_age = Some(Ok(Some(9 * 86_400)));
+    obs.home.queues[1].1 = Ok(Some(dlq));
+    let report = diagnose(&obs);
+    assert!(
+        report.gaps[0].detail.contains("9 days"),
+        "{:?}",
+        report.gaps
     );
 }
 

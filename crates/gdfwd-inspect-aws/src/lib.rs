@@ -1,6 +1,7 @@
 //! Read-only AWS observations for `gdfwd doctor`: the Organization's accounts, the forwarder
 //! stack and its resources (CloudFormation), rules and their targets (EventBridge), queue depths
-//! (SQS) and the relay StackSet's instances, implementing the doctor's [`AwsInspector`] port.
+//! (SQS) and the age of their oldest message (CloudWatch), and the relay StackSet's instances,
+//! implementing the doctor's [`AwsInspector`] port.
 //!
 //! Every call goes through the SDK (its standard retry mode retries throttling) with the client's
 //! region set per call, so one inspector reads every region. Answers that mean "there is no
@@ -240,7 +241,42 @@ impl AwsInspector for AwsInspect {
             visible: num(&A::ApproximateNumberOfMessages),
             in_flight: num(&A::ApproximateNumberOfMessagesNotVisible),
             url,
+            oldest_age: None,
         }))
+    }
+
+    async fn oldest_message_age(&self, region: &str, queue_name: &str) -> Obs<Option<u64>> {
+        use aws_sdk_cloudwatch::types::{Dimension, Statistic};
+        let conf = aws_sdk_cloudwatch::config::Builder::from(&self.sdk)
+            .region(aws_config::Region::new(region.to_owned()))
+            .build();
+        let now = std::time::SystemTime::now();
+        let start = now - std::time::Duration::from_secs(15 * 60);
+        let out = aws_sdk_cloudwatch::Client::from_conf(conf)
+            .get_metric_statistics()
+            .namespace("AWS/SQS")
+            .metric_name("ApproximateAgeOfOldestMessage")
+            .dimensions(
+                Dimension::builder()
+                    .name("QueueName")
+                    .value(queue_name)
+                    .build(),
+            )
+            .start_time(aws_smithy_types::DateTime::from(start))
+            .end_time(aws_smithy_types::DateTime::from(now))
+            .period(300)
+            .statistics(Statistic::Maximum)
+            .send()
+            .await
+            .map_err(|e| observe_error(&e, "cloudwatch:GetMetricStatistics"))?;
+        Ok(out
+            .datapoints()
+            .iter()
+            .filter_map(|d| d.maximum())
+            .fold(None, |acc: Option<f64>, v| {
+                Some(acc.map_or(v, |a| a.max(v)))
+            })
+            .map(|v| v.max(0.0) as u64))
     }
 
     async fn stack_instances(
