@@ -100,6 +100,12 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
             );
         }
     };
+    // Configuration errors first, before any AWS call.
+    let endpoint = if args.check_endpoint {
+        Some(crate::endpoint::probe(args.sender.clone()).await?)
+    } else {
+        None
+    };
     let guardduty = Arc::new(GuardDutyClient::from_sdk(sdk, ClientConfig::default())?);
     let mut regions = crate::backfill::resolve_regions(&args.regions, &guardduty).await?;
     if !regions.contains(&home_region) {
@@ -122,11 +128,6 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         relay_stack_set: args.relay_stack_set.clone(),
         since,
         concurrency: usize::from(args.concurrency),
-    };
-    let endpoint = if args.check_endpoint {
-        Some(crate::endpoint::probe(args.sender.clone()).await?)
-    } else {
-        None
     };
     let ports = Ports {
         guardduty,

@@ -45,6 +45,16 @@ pub async fn probe(sender: SenderArgs) -> anyhow::Result<Arc<dyn EndpointProbe>>
     }
     let config = sender.into_config()?;
     let sdk = crate::aws::sdk_config().await;
-    let tokens = gdfwd_sink_http::build_token_source(&config.token, Some(sdk)).await?;
+    let tokens = match gdfwd_sink_http::build_token_source(&config.token, Some(sdk)).await {
+        Ok(t) => t,
+        Err(gdfwd_sink_http::SinkHttpError::NoToken) => {
+            return Err(crate::Usage(
+                "--check-endpoint needs the token: DT_API_TOKEN, or --token-secret-arn ARN"
+                    .to_owned(),
+            )
+            .into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok(Arc::new(Probe { config, tokens }))
 }

@@ -601,3 +601,39 @@ async fn check_endpoint_sends_one_empty_array_and_fails_on_a_refused_token() {
     }
     assert_eq!(fake.counters().events, 0);
 }
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &["doctor", "--since", "last tuesday"][..],
+        &["doctor", "--output", "yaml"][..],
+        &["doctor", "--table", "t", "--store", "dynamodb:t"][..],
+        // --check-endpoint without an endpoint, or without a token.
+        &["doctor", "--check-endpoint"][..],
+        &[
+            "doctor",
+            "--check-endpoint",
+            "--endpoint",
+            "https://example.invalid/x",
+        ][..],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_gdfwd"))
+            .args(args)
+            .env("AWS_REGION", HOME)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+            .env_remove("DT_API_TOKEN")
+            .env_remove("AWS_SECRET_ARN")
+            .env_remove("DYNATRACE_OPENPIPELINE_SECURITY_ENDPOINT")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run gdfwd");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -72,7 +72,14 @@ pub async fn collect(scope: &Scope, ports: &Ports, progress: Progress) -> Observ
             .collect(),
         Err(_) => Vec::new(),
     };
-    let total = (scope.regions.len() * 2 + account_ids.len() + 3) as u64;
+    // One step per GuardDuty region, relay region, alias probe, and the home stack, the StackSet
+    // instances and the store.
+    let probes = if ports.alias.is_some() {
+        account_ids.len()
+    } else {
+        0
+    };
+    let total = (scope.regions.len() + others.len() + probes + 3) as u64;
     let done = std::sync::atomic::AtomicU64::new(0);
     let tick = || {
         let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
