@@ -119,30 +119,38 @@ impl SelectArgs {
     }
 
     async fn regions(&self, client: &GuardDutyClient) -> anyhow::Result<Vec<String>> {
-        let mut regions: Vec<String> = self
-            .regions
-            .iter()
-            .map(|r| r.trim().to_owned())
-            .filter(|r| !r.is_empty())
-            .collect();
-        if regions.iter().any(|r| r == "all-enabled") {
-            regions = client
-                .list_enabled_regions()
-                .await
-                .context("--regions all-enabled: listing the account's enabled regions")?;
-        }
-        if regions.is_empty() {
-            match crate::aws::sdk_config().await.region() {
-                Some(r) => regions.push(r.to_string()),
-                None => anyhow::bail!(
-                    "no region: give --regions r1,r2 (or all-enabled), or set AWS_REGION"
-                ),
+        resolve_regions(&self.regions, client).await
+    }
+}
+
+/// `--regions`: the given regions, every enabled one for `all-enabled`, else the configured
+/// region; sorted, without repeats (backfill, audit gaps, doctor).
+pub async fn resolve_regions(
+    given: &[String],
+    client: &GuardDutyClient,
+) -> anyhow::Result<Vec<String>> {
+    let mut regions: Vec<String> = given
+        .iter()
+        .map(|r| r.trim().to_owned())
+        .filter(|r| !r.is_empty())
+        .collect();
+    if regions.iter().any(|r| r == "all-enabled") {
+        regions = client
+            .list_enabled_regions()
+            .await
+            .context("--regions all-enabled: listing the account's enabled regions")?;
+    }
+    if regions.is_empty() {
+        match crate::aws::sdk_config().await.region() {
+            Some(r) => regions.push(r.to_string()),
+            None => {
+                anyhow::bail!("no region: give --regions r1,r2 (or all-enabled), or set AWS_REGION")
             }
         }
-        regions.sort();
-        regions.dedup();
-        Ok(regions)
     }
+    regions.sort();
+    regions.dedup();
+    Ok(regions)
 }
 
 #[derive(Debug, clap::Args)]

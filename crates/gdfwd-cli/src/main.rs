@@ -5,6 +5,8 @@ mod accounts;
 mod audit;
 mod aws;
 mod backfill;
+mod doctor;
+mod endpoint;
 mod forward;
 mod input;
 mod interrupt;
@@ -54,6 +56,10 @@ enum Command {
     Audit(audit::AuditArgs),
     /// Resolve account names as the forwarder would (checks the alias role and Organizations access).
     Accounts(accounts::AccountsArgs),
+    /// Does every account and region of the Organization reach Dynatrace? Checks GuardDuty
+    /// membership, the forwarder and relays, the queues, the dedup store's flow and the alias
+    /// role, and prints each gap with its fix. Exit 1 when anything is missing. Read-only.
+    Doctor(Box<doctor::DoctorArgs>),
     /// The state store itself.
     Store(StoreArgs),
 }
@@ -138,6 +144,7 @@ fn main() -> ExitCode {
             Command::Backfill(args) => backfill::run_backfill(*args).await,
             Command::Audit(args) => audit::run(args).await,
             Command::Accounts(args) => accounts::run(args).await,
+            Command::Doctor(args) => doctor::run(*args).await,
             Command::Store(StoreArgs {
                 command: StoreCommand::Init(args),
             }) => {

@@ -437,7 +437,7 @@ impl GuardDutyClient {
     }
 
     /// One API call with rate limiting and retries; the decoded JSON body.
-    async fn call(
+    pub(crate) async fn call(
         &self,
         region: &str,
         operation: &'static str,
@@ -691,7 +691,7 @@ fn string_list(v: &Value, key: &str) -> Option<Vec<String>> {
 }
 
 /// Percent-encodes a path segment or query value (RFC 3986 unreserved characters kept).
-fn url_escape(s: &str) -> String {
+pub(crate) fn url_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

@@ -1,12 +1,14 @@
 //! A fake Amazon GuardDuty API for tests and benchmarks: moto has no GuardDuty findings API.
 //!
-//! It serves the three operations backfill uses, over GuardDuty's REST JSON protocol with its
+//! It serves the operations backfill and doctor use, over GuardDuty's REST JSON protocol with its
 //! camelCase wire names (checked against the botocore service model):
 //! - `GET /detector` (`ListDetectors`) → `{"detectorIds": [...]}`;
 //! - `POST /detector/{detectorId}/findings` (`ListFindings`) with `findingCriteria.criterion`
 //!   (`eq`/`neq`/`equals`/`notEquals` lists, `gt`/`gte`/`lt`/`lte` and the long forms), `sortCriteria
 //!   {attributeName, orderBy}`, `maxResults` (≤ 50) and `nextToken`;
-//! - `POST /detector/{detectorId}/findings/get` (`GetFindings`, ≤ 50 ids) → `{"findings": [...]}`.
+//! - `POST /detector/{detectorId}/findings/get` (`GetFindings`, ≤ 50 ids) → `{"findings": [...]}`;
+//! - and, in `admin.rs`, the administrator's reads `gdfwd doctor` makes (`GetDetector`,
+//!   `ListMembers`, `DescribeOrganizationConfiguration`, `ListOrganizationAdminAccounts`).
 //!
 //! One server plays every region: the region is read from the SigV4 credential scope of the
 //! `Authorization` header, the way the real endpoint's region is implied by its host name, so a
@@ -22,6 +24,7 @@
 //! Pagination tokens are offsets into the query's result sorted by the sort attribute, then by id
 //! (a stable order, so ties are ordered the same way on every call).
 
+mod admin;
 pub mod fixtures;
 mod sigv4;
 
@@ -136,6 +139,7 @@ pub struct FakeGuardDuty {
     addr: SocketAddr,
     shared: Arc<Shared>,
     keys: Arc<sigv4::Keyring>,
+    admin: Arc<admin::AdminState>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -148,7 +152,9 @@ impl FakeGuardDuty {
         let addr = listener.local_addr().map_err(FakeError::Bind)?;
         let shared = Arc::new(Shared::default());
         let keys = Arc::new(sigv4::Keyring::with_test_key());
+        let admin = Arc::new(admin::AdminState::default());
         let app = Router::new()
+            .merge(admin::routes(shared.clone(), admin.clone()))
             .route("/detector", get(list_detectors))
             .route("/detector/{detector_id}/findings", post(list_findings))
             .route("/detector/{detector_id}/findings/get", post(get_findings))
@@ -172,6 +178,7 @@ impl FakeGuardDuty {
             addr,
             shared,
             keys,
+            admin,
             shutdown: Some(tx),
         })
     }
