@@ -5,15 +5,20 @@ tags, line numbers) and reports in one place with one exit code; every template 
 command that enforces these rules (scripts/check-infra).
 
 Rules (ids E91xx, outside cfn-lint's own ranges):
-- E9101 no wildcard IAM actions (`*`, `svc:*`, `svc:Get*`), no `NotAction` in an Allow, no broad AWS-managed
-  policies (`*Execute`, `*FullAccess`, `AdministratorAccess`, `PowerUserAccess`);
+- E9101 no wildcard IAM actions (`*`, `svc:*`, `svc:Get*`) in an Allow, no `NotAction` in an Allow, no broad
+  AWS-managed policies (`*Execute`, `*FullAccess`, `AdministratorAccess`, `PowerUserAccess`); a Deny may use
+  wildcards (it can only take away);
 - E9102 encryption at rest: DynamoDB tables `SSESpecification.SSEEnabled: true`, SQS queues
   `SqsManagedSseEnabled: true` or a `KmsMasterKeyId`;
 - E9103 DynamoDB point-in-time recovery on;
 - E9104 dead-letter queues: every SQS queue has a redrive policy or is itself a DLQ, every EventBridge rule
   target has a `DeadLetterConfig`, every `AWS::Lambda::EventInvokeConfig` has an on-failure destination;
 - E9105 log retention: every log group sets `RetentionInDays`, and every Lambda function writes to a log
-  group of this template (so Lambda never creates a never-expiring one).
+  group of this template (so Lambda never creates a never-expiring one);
+- E9106 TLS only: every SQS queue has a queue policy in this template with a Deny of every action
+  (`sqs:*`) to every principal when `aws:SecureTransport` is `false`;
+- E9107 permissions boundary: every IAM role sets `PermissionsBoundary` from a `PermissionsBoundary*`
+  parameter (directly or as one branch of an `Fn::If`), so an organization's required boundary reaches it.
 
 Conditions (`Fn::If`) are checked branch by branch: a violation in either branch is a violation, because
 either can be deployed. This file must stay self-contained: cfn-lint imports it by file name.
@@ -21,6 +26,7 @@ either can be deployed. This file must stay self-contained: cfn-lint imports it 
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, Iterator
 
@@ -141,7 +147,9 @@ class NoWildcardActions(CloudFormationLintRule):
             base = ["Resources", name, "Properties"]
             for path, stmt in _statements(props, base):
                 effects = list(_strings(stmt.get("Effect")))
-                if "NotAction" in stmt and "Allow" in effects:
+                if "Allow" not in effects:
+                    continue
+                if "NotAction" in stmt:
                     matches.append(RuleMatch(path + ["NotAction"], f"{name}: NotAction in an Allow statement grants every other action"))
                 for action in _strings(stmt.get("Action")):
                     if "*" in action:
@@ -246,9 +254,14 @@ class DeadLetterQueues(CloudFormationLintRule):
 
 
 def _norm_name(value: Any) -> Any:
-    """A log group / function name as a comparable value: `!Sub "x"` and "x" compare equal."""
-    if isinstance(value, dict) and list(value) == ["Fn::Sub"] and isinstance(value["Fn::Sub"], str):
-        return value["Fn::Sub"]
+    """A log group / function name as a comparable value: `!Sub "x"` and "x" compare equal, and so do
+    `!Sub ["x", vars]` forms with equal variables (as a string plus the variables' JSON)."""
+    if isinstance(value, dict) and list(value) == ["Fn::Sub"]:
+        sub = value["Fn::Sub"]
+        if isinstance(sub, str):
+            return sub
+        if isinstance(sub, list) and len(sub) == 2 and isinstance(sub[0], str):
+            return (sub[0], json.dumps(sub[1], sort_keys=True, default=str))
     return value
 
 
@@ -276,14 +289,97 @@ class LogRetention(CloudFormationLintRule):
             if _present_on_all_branches(props, "LoggingConfig", "LogGroup"):
                 continue
             fn_name = _norm_name(props.get("FunctionName"))
-            expected = None
+            expected: Any = None
             if isinstance(fn_name, str):
                 expected = "/aws/lambda/" + fn_name
+            elif isinstance(fn_name, tuple):
+                expected = ("/aws/lambda/" + fn_name[0], fn_name[1])
             if expected is None or expected not in group_names:
                 matches.append(
                     RuleMatch(
                         ["Resources", name, "Properties"],
                         f"{name}: no log group with retention for this function (Lambda would create one that never expires)",
                     )
+                )
+        return matches
+
+
+def _is_tls_deny(stmt: Any) -> bool:
+    """A statement denying every SQS action to everyone when the request is not over TLS."""
+    if not isinstance(stmt, dict) or stmt.get("Effect") != "Deny":
+        return False
+    actions = set(_strings(stmt.get("Action")))
+    principal = stmt.get("Principal")
+    everyone = principal == "*" or (isinstance(principal, dict) and principal.get("AWS") == "*")
+    cond = stmt.get("Condition")
+    flag = None
+    if isinstance(cond, dict) and isinstance(cond.get("Bool"), dict):
+        flag = cond["Bool"].get("aws:SecureTransport")
+    return everyone and actions & {"sqs:*", "*"} != set() and flag in ("false", False)
+
+
+class QueuesRequireTls(CloudFormationLintRule):
+    """Queues refuse plain-HTTP access."""
+
+    id = "E9106"
+    shortdesc = "gdfwd: every SQS queue denies access without TLS"
+    description = (
+        "Each AWS::SQS::Queue is listed in an AWS::SQS::QueuePolicy of this template whose document denies "
+        "sqs:* to Principal * on Bool aws:SecureTransport false."
+    )
+    source_url = "docs/architecture.md"
+    tags = ["gdfwd", "sqs", "security"]
+
+    def match(self, cfn: Any) -> list[RuleMatch]:
+        protected: set[str] = set()
+        for _, props in _resources(cfn, ["AWS::SQS::QueuePolicy"]):
+            statements = [s for stmts in _get(props, "PolicyDocument", "Statement") for s in _items(stmts)]
+            if not any(_is_tls_deny(s) for s in statements):
+                continue
+            for q in _items(props.get("Queues")):
+                protected.add(_ref_target(q) or "")
+        return [
+            RuleMatch(["Resources", name, "Properties"], f"{name}: no queue policy denies access without TLS (aws:SecureTransport false)")
+            for name, _ in _resources(cfn, ["AWS::SQS::Queue"])
+            if name not in protected
+        ]
+
+
+def _refs_boundary_parameter(value: Any, parameters: dict) -> bool:
+    """The value is a Ref to a PermissionsBoundary* parameter, directly, through Fn::If (the other branch
+    AWS::NoValue), or inside a Fn::Sub that uses one."""
+    for concrete in _branches(value):
+        if isinstance(concrete, dict) and "Ref" in concrete:
+            if not (str(concrete["Ref"]).startswith("PermissionsBoundary") and concrete["Ref"] in parameters):
+                return False
+        elif isinstance(concrete, dict) and "Fn::Sub" in concrete:
+            text = " ".join(_strings(concrete["Fn::Sub"]))
+            if not any(f"${{{p}}}" in text for p in parameters if p.startswith("PermissionsBoundary")):
+                return False
+        else:
+            return False
+    return True
+
+
+class RolesTakeTheBoundary(CloudFormationLintRule):
+    """Roles carry the organization's permissions boundary when one is given."""
+
+    id = "E9107"
+    shortdesc = "gdfwd: every IAM role takes the PermissionsBoundary parameter"
+    description = (
+        "Each AWS::IAM::Role sets PermissionsBoundary from a PermissionsBoundary* parameter of the template "
+        "(an Fn::If whose other branch is AWS::NoValue is fine)."
+    )
+    source_url = "docs/architecture.md"
+    tags = ["gdfwd", "iam", "security"]
+
+    def match(self, cfn: Any) -> list[RuleMatch]:
+        parameters = cfn.template.get("Parameters") or {}
+        matches = []
+        for name, props in _resources(cfn, ["AWS::IAM::Role"]):
+            value = props.get("PermissionsBoundary")
+            if value is None or not _refs_boundary_parameter(value, parameters):
+                matches.append(
+                    RuleMatch(["Resources", name, "Properties"], f"{name}: PermissionsBoundary must come from a PermissionsBoundary* parameter")
                 )
         return matches

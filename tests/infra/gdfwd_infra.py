@@ -29,6 +29,8 @@ from cfnlint.decode import decode
 
 REPO = Path(__file__).resolve().parents[2]
 FORWARDER = REPO / "cloudformation" / "forwarder.yaml"
+ORGANIZATION = REPO / "cloudformation" / "organization.yaml"
+RELAY_ROLES = REPO / "stacksets" / "relay-stackset-roles.yaml"
 MEMBER_ROLE = REPO / "stacksets" / "member-alias-role.yaml"
 REGION_RELAY = REPO / "stacksets" / "region-relay.yaml"
 RULES_DIR = REPO / "cloudformation" / "rules"
@@ -109,12 +111,14 @@ class Account:
     def client(self, service: str, region: str = HOME_REGION) -> Any:
         return self.session.client(service, endpoint_url=self.endpoint, region_name=region, config=_CONFIG)
 
-    def deploy(self, name: str, template: Path, params: dict[str, str], region: str = HOME_REGION) -> dict[str, str]:
-        """Create a stack, require CREATE_COMPLETE, return its outputs."""
+    def deploy(
+        self, name: str, template: Path, params: dict[str, str], region: str = HOME_REGION, body: str | None = None
+    ) -> dict[str, str]:
+        """Create a stack (from `body` when given, else the template file), require CREATE_COMPLETE, return its outputs."""
         cfn = self.client("cloudformation", region)
         cfn.create_stack(
             StackName=name,
-            TemplateBody=template.read_text(),
+            TemplateBody=body if body is not None else template.read_text(),
             Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()],
             Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
         )
@@ -145,14 +149,9 @@ class Account:
 
     def deploy_forwarder(self, name: str, **overrides: str) -> dict[str, str]:
         bucket, key = self.upload_code()
-        params = {
-            "AwsSecretArn": SECRET_ARN,
-            "DynatraceOpenPipelineEndpoint": ENDPOINT,
-            "CodeS3Bucket": bucket,
-            "CodeS3Key": key,
-        }
+        params = {"AwsSecretArn": SECRET_ARN, "DynatraceOpenPipelineEndpoint": ENDPOINT}
         params.update(overrides)
-        return self.deploy(name, FORWARDER, params)
+        return self.deploy(name, FORWARDER, params, body=with_code_in_s3(FORWARDER, bucket, key))
 
 
 @pytest.fixture
@@ -183,6 +182,16 @@ def new_account(moto_endpoint: str):
         return account
 
     return make
+
+
+def with_code_in_s3(template: Path, bucket: str, key: str) -> str:
+    """The template as `aws cloudformation package` leaves it for a code object already in S3: every function's
+    local Code path replaced by S3Bucket/S3Key (the deploy-guide test runs the real `package`)."""
+    t = json.loads(json.dumps(load_template(template)))
+    for res in t["Resources"].values():
+        if res["Type"] == "AWS::Lambda::Function" and isinstance(res["Properties"].get("Code"), str):
+            res["Properties"]["Code"] = {"S3Bucket": bucket, "S3Key": key}
+    return json.dumps(t)
 
 
 def unique(prefix: str) -> str:

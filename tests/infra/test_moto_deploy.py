@@ -126,7 +126,10 @@ def test_forwarder_sqs_stack_creates_its_resources(new_account) -> None:
     trust = iam.get_role(RoleName=role_name)["Role"]["AssumeRolePolicyDocument"]
     assert trust["Statement"][0]["Principal"] == {"Service": "lambda.amazonaws.com"}
     by_sid = {s["Sid"]: s for s in _policy_statements(iam, role_name)}
-    assert set(by_sid) == {"OwnLogGroup", "DedupTableItems", "IngestToken", "MemberAccountAliasRole", "AccountNames", "ConsumeFindingsQueue"}
+    assert set(by_sid) == {
+        "OwnLogGroup", "DedupTableItems", "IngestToken", "MemberAccountAliasRole", "AccountNames", "AccountAliases",
+        "ConsumeFindingsQueue",
+    }
     assert by_sid["MemberAccountAliasRole"]["Resource"] == "arn:aws:iam::*:role/GuardDutyForwarderAliasReader"
     assert by_sid["IngestToken"]["Resource"] == SECRET_ARN
     assert by_sid["DedupTableItems"]["Resource"] == out["TableArn"]
@@ -207,7 +210,7 @@ def test_region_relay_forwards_findings_to_the_home_region(new_account) -> None:
     events = acct.client("events", RELAY_REGION)
     rule_name = relay["RuleArn"].rsplit("/", 1)[1]
     [target] = events.list_targets_by_rule(Rule=rule_name)["Targets"]
-    home_bus = f"arn:aws:events:{HOME_REGION}:{acct.account_id}:event-bus/default"
+    home_bus = f"arn:aws:events:{HOME_REGION}:{acct.account_id}:event-bus/gdfwd-findings"
     assert target["Arn"] == home_bus
     assert target["DeadLetterConfig"] == {"Arn": relay["DeadLetterQueueArn"]}
     assert target["RetryPolicy"]["MaximumRetryAttempts"] == 185
@@ -218,11 +221,28 @@ def test_region_relay_forwards_findings_to_the_home_region(new_account) -> None:
     dlq = acct.client("sqs", RELAY_REGION).get_queue_attributes(QueueUrl=relay["DeadLetterQueueUrl"], AttributeNames=["All"])
     assert dlq["Attributes"]["SqsManagedSseEnabled"] == "true"
 
+    # Another GuardDuty rule on the home default bus (paging, response automation) must keep seeing the home
+    # region's findings only: a probe rule there with a queue of its own.
+    home_events = acct.client("events")
+    sqs = acct.client("sqs")
+    probe_url = sqs.create_queue(QueueName=unique("probe"))["QueueUrl"]
+    probe_arn = sqs.get_queue_attributes(QueueUrl=probe_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    probe_rule = unique("probe")
+    home_events.put_rule(Name=probe_rule, EventPattern=json.dumps({"source": ["aws.guardduty"]}), EventBusName="default")
+    home_events.put_targets(Rule=probe_rule, Targets=[{"Id": "probe", "Arn": probe_arn}])
+
     # Put in the relay region only: what reaches the home queue came through the relay.
     findings = _by_severity(0.0, 11.0, 4)
     _put_findings(events, findings)
     delivered = _drain(acct, out["QueueUrl"])
     assert sorted(b["detail"]["id"] for b in delivered) == sorted(e["detail"]["id"] for e in findings)
+    assert _drain(acct, probe_url) == [], "relayed findings reached the home region's default bus"
+
+    # The home region's own findings still reach both: the probe proves it is listening.
+    home = _by_severity(0.0, 11.0, 5)[4:]
+    _put_findings(home_events, home)
+    assert [b["detail"]["id"] for b in _drain(acct, out["QueueUrl"])] == [home[0]["detail"]["id"]]
+    assert [b["detail"]["id"] for b in _drain(acct, probe_url)] == [home[0]["detail"]["id"]]
 
 
 def test_batch_size_and_window_reach_the_event_source_mapping(new_account) -> None:
@@ -250,10 +270,11 @@ def test_forwarder_direct_trigger(new_account) -> None:
     assert target["RetryPolicy"] == {"MaximumRetryAttempts": 185, "MaximumEventAgeInSeconds": 86400}
 
     policy = json.loads(acct.client("lambda").get_policy(FunctionName=out["FunctionName"])["Policy"])
-    [grant] = policy["Statement"]
-    assert grant["Principal"] == {"Service": "events.amazonaws.com"}
-    assert grant["Action"] == "lambda:InvokeFunction"
-    assert grant["Condition"]["ArnLike"]["AWS:SourceArn"] == out["RuleArn"]
+    # One grant per rule: the default bus's and the relay bus's, each only for its own rule.
+    grants = policy["Statement"]
+    assert all(g["Principal"] == {"Service": "events.amazonaws.com"} for g in grants)
+    assert all(g["Action"] == "lambda:InvokeFunction" for g in grants)
+    assert sorted(g["Condition"]["ArnLike"]["AWS:SourceArn"] for g in grants) == sorted([out["RuleArn"], out["RelayedRuleArn"]])
 
     iam = acct.client("iam")
     by_sid = {s["Sid"]: s for s in _policy_statements(iam, out["FunctionRoleArn"].rsplit("/", 1)[1])}
@@ -306,7 +327,7 @@ def test_relay_stackset_roles_chain(new_account) -> None:
     # Every grant but the template validation is confined to this account's relay stacks (StackSet-<name>-*) and
     # the relay's own named resources (gdfwd-region-relay-*): no way to rewrite another StackSet's roles, or these.
     for g in grants:
-        if g["Sid"] != "TemplateChecks":
+        if g["Sid"] not in ("TemplateChecks", "StackSetTemplateAndNotifications"):
             assert g["Resource"].split(":")[4] in ("", acct.account_id), g
             own = "StackSet-gdfwd-region-relay-*" if g["Sid"] == "RelayStacks" else "gdfwd-region-relay-*"
             assert g["Resource"].endswith(("/" + own, ":" + own)), g
@@ -320,3 +341,29 @@ def test_relay_stackset_roles_chain(new_account) -> None:
     condition = admin["AssumeRolePolicyDocument"]["Statement"][0]["Condition"]
     assert condition["StringLike"]["aws:SourceArn"] == f"arn:aws:cloudformation:*:{acct.account_id}:stackset/gdfwd-region-relay:*"
     assert condition["StringEquals"]["aws:SourceAccount"] == acct.account_id
+
+
+def test_region_relay_alarms_to_its_topic_and_takes_the_boundary(new_account) -> None:
+    acct = new_account()
+    boundary = f"arn:aws:iam::{acct.account_id}:policy/OrgBoundary"
+    acct.client("iam").create_policy(
+        PolicyName="OrgBoundary",
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "events:PutEvents", "Resource": "*"}]}),
+    )
+    params = {"HomeRegion": HOME_REGION, "AlarmEmail": "ops@example.com", "PermissionsBoundaryArn": boundary}
+    acct.deploy(unique("gdfwd-relay"), REGION_RELAY, params, region=RELAY_REGION)
+    sns = acct.client("sns", RELAY_REGION)
+    topic = f"arn:aws:sns:{RELAY_REGION}:{acct.account_id}:gdfwd-region-relay-alarms"
+    [sub] = sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+    assert (sub["Protocol"], sub["Endpoint"]) == ("email", "ops@example.com")
+    role = acct.client("iam").get_role(RoleName=f"gdfwd-region-relay-{RELAY_REGION}")["Role"]
+    assert role["PermissionsBoundary"]["PermissionsBoundaryArn"] == boundary
+
+
+def test_describe_account_is_confined_to_the_organization(new_account) -> None:
+    acct = new_account()
+    out = acct.deploy_forwarder(unique("gdfwd-org"), OrganizationId="o-abcdef1234")
+    by_sid = {s["Sid"]: s for s in _policy_statements(acct.client("iam"), out["FunctionRoleArn"].rsplit("/", 1)[1])}
+    assert by_sid["AccountNames"]["Action"] == "organizations:DescribeAccount"
+    assert by_sid["AccountNames"]["Resource"] == "arn:aws:organizations::*:account/o-abcdef1234/*"
+    assert by_sid["AccountAliases"]["Resource"] == "*"

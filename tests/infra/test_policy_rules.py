@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from cfnlint.api import ManualArgs, lint_file
 
-from gdfwd_infra import ALL_TEMPLATES, FIXTURES, FORWARDER, REGION_RELAY, RULES_DIR, load_template
+from gdfwd_infra import ALL_TEMPLATES, FIXTURES, FORWARDER, MEMBER_ROLE, REGION_RELAY, RELAY_ROLES, RULES_DIR, load_template
 
-GDFWD_RULES = ["E9101", "E9102", "E9103", "E9104", "E9105"]
+GDFWD_RULES = ["E9101", "E9102", "E9103", "E9104", "E9105", "E9106", "E9107"]
 # cfn-lint of the interpreter running the tests (its console script is `cfnlint.runner:main`).
 CFN_LINT = [sys.executable, "-c", "import sys; from cfnlint.runner import main; sys.exit(main())"]
 BAD = sorted((FIXTURES / "bad").glob("*.yaml"))
@@ -60,7 +60,9 @@ def test_cli_exit_status_follows_the_rules() -> None:
 
 def test_all_templates_are_checked() -> None:
     names = {p.name for p in ALL_TEMPLATES}
-    assert {"forwarder.yaml", "member-alias-role.yaml", "region-relay.yaml"} <= names
+    assert {
+        "forwarder.yaml", "organization.yaml", "member-alias-role.yaml", "region-relay.yaml", "relay-stackset-roles.yaml",
+    } <= names
 
 
 @pytest.mark.parametrize("bad", BAD, ids=lambda p: p.stem)
@@ -134,6 +136,27 @@ def _mut_log_group_name(t: dict) -> None:
     t["Resources"]["ForwarderLogGroup"]["Properties"]["LogGroupName"] = {"Fn::Sub": "/gdfwd/${AWS::StackName}"}
 
 
+def _mut_queue_tls(t: dict) -> None:
+    # The DLQ's policy keeps only its Allow: the TLS deny is gone.
+    statements = t["Resources"]["DeadLetterQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    statements[:] = [s for s in statements if s["Effect"] != "Deny"]
+
+
+def _mut_queue_tls_send_only(t: dict) -> None:
+    # A deny of SendMessage alone leaves plain-HTTP receives open.
+    statements = t["Resources"]["FindingsQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    statements[0]["Action"] = "sqs:SendMessage"
+
+
+def _mut_role_boundary(t: dict) -> None:
+    del t["Resources"]["ForwarderRole"]["Properties"]["PermissionsBoundary"]
+
+
+def _mut_role_boundary_literal(t: dict) -> None:
+    # A fixed boundary instead of the parameter: the organization's own boundary could not be given.
+    t["Resources"]["ForwarderRole"]["Properties"]["PermissionsBoundary"] = "arn:aws:iam::aws:policy/ReadOnlyAccess"
+
+
 MUTATIONS = [
     ("E9101", _mut_wildcard),
     ("E9101", _mut_managed),
@@ -145,6 +168,10 @@ MUTATIONS = [
     ("E9104", _mut_on_failure),
     ("E9105", _mut_retention),
     ("E9105", _mut_log_group_name),
+    ("E9106", _mut_queue_tls),
+    ("E9106", _mut_queue_tls_send_only),
+    ("E9107", _mut_role_boundary),
+    ("E9107", _mut_role_boundary_literal),
 ]
 
 
@@ -155,6 +182,17 @@ def test_rule_fails_on_weakened_forwarder(tmp_path: Path, rule: str, mutate) -> 
     found = ids(lint(_write(tmp_path, template, rule)))
     assert rule in found, f"{rule} did not fire; found {found}"
     assert found & set(GDFWD_RULES) == {rule}, found
+
+
+@pytest.mark.parametrize("template", [REGION_RELAY, RELAY_ROLES, MEMBER_ROLE], ids=lambda p: p.name)
+def test_stackset_roles_without_boundary_fail(tmp_path: Path, template: Path) -> None:
+    t = json.loads(json.dumps(load_template(template)))
+    roles = [n for n, r in t["Resources"].items() if r["Type"] == "AWS::IAM::Role"]
+    assert roles
+    for name in roles:
+        del t["Resources"][name]["Properties"]["PermissionsBoundary"]
+    found = [f for f in lint(_write(tmp_path, t, "noboundary")) if f["Rule"]["Id"] == "E9107"]
+    assert len(found) == len(roles), found
 
 
 def test_relay_without_target_dlq_fails(tmp_path: Path) -> None:

@@ -97,14 +97,14 @@ def test_table_protection(fwd: dict) -> None:
 def test_dynatrace_parameter_names_and_defaults(fwd: dict) -> None:
     params = fwd["Parameters"]
     assert params["AwsSecretKeyName"]["Default"] == "DYNATRACE_OPENPIPELINE_INGEST_API_TOKEN"
-    # Dynatrace's documented command passes only these two; everything else must have a default
-    # except where the code comes from (their template inlines code, ours needs the bucket).
+    # Dynatrace's documented command passes only these two: everything else has a default, the code
+    # included (a local path `aws cloudformation package` uploads).
     required = {k for k, v in params.items() if "Default" not in v}
-    assert required == {"AwsSecretArn", "DynatraceOpenPipelineEndpoint", "CodeS3Bucket"}
+    assert required == {"AwsSecretArn", "DynatraceOpenPipelineEndpoint"}
     for name in [
         "PayloadFormat", "MaxEventsPerSecond", "MaxRequestsPerSecond", "MaxConcurrency", "DedupTtlDays",
-        "AliasRoleName", "AliasExternalId", "MinSeverity", "Trigger", "CodeS3Key", "Architecture",
-        "LogRetentionDays", "AlarmTopicArn",
+        "AliasRoleName", "AliasExternalId", "MinSeverity", "Trigger", "Architecture", "FunctionName",
+        "LogRetentionDays", "AlarmTopicArn", "AlarmEmail", "PermissionsBoundaryArn", "OrganizationId", "RelayBusName",
     ]:
         assert name in params, name
     assert params["Trigger"]["Default"] == "sqs" and set(params["Trigger"]["AllowedValues"]) == {"sqs", "direct"}
@@ -118,7 +118,12 @@ def test_function_environment_is_what_the_lambda_reads(fwd: dict) -> None:
     assert fn["Runtime"] == "provided.al2023"
     assert fn["Handler"] == "bootstrap"
     assert fn["Architectures"] == [{"Ref": "Architecture"}]
-    assert fn["Code"] == {"S3Bucket": {"Ref": "CodeS3Bucket"}, "S3Key": {"Ref": "CodeS3Key"}}
+    # A local path for `aws cloudformation package`, relative to the template: the file `make package` writes.
+    assert fn["Code"] == "../target/lambda/dist/bootstrap.zip"
+    makefile = (FORWARDER.parents[1] / "Makefile").read_text()
+    assert "DIST ?= target/lambda/dist" in makefile
+    assert "cp $(DIST)/$(ARCH)/bootstrap.zip $(DIST)/bootstrap.zip" in makefile
+    assert (FORWARDER.parent / fn["Code"]).resolve() == (FORWARDER.parents[1] / "target/lambda/dist/bootstrap.zip").resolve()
 
 
 def test_queue_timing(fwd: dict) -> None:
@@ -202,10 +207,15 @@ def test_iam_least_privilege(fwd: dict) -> None:
     assert sorted(st["ConsumeFindingsQueue"]["Action"]) == ["sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage"]
     assert st["OwnLogGroup"]["Resource"] == {"Fn::GetAtt": ["ForwarderLogGroup", "Arn"]}
     assert st["ConsumeFindingsQueue"]["Resource"] == {"Fn::GetAtt": ["FindingsQueue", "Arn"]}
-    assert sorted(st["AccountNames"]["Action"]) == ["iam:ListAccountAliases", "organizations:DescribeAccount"]
+    # DescribeAccount on the organization's accounts when its id is given, else on any account.
+    assert st["AccountNames"]["Action"] == "organizations:DescribeAccount"
+    assert st["AccountNames"]["Resource"] == {"Fn::If": [
+        "HasOrganizationId", {"Fn::Sub": "arn:${AWS::Partition}:organizations::*:account/${OrganizationId}/*"}, "*",
+    ]}
+    assert st["AccountAliases"] == {"Sid": "AccountAliases", "Effect": "Allow", "Action": "iam:ListAccountAliases", "Resource": "*"}
     # Nothing else: each statement above is the whole policy.
     assert set(st) == {
-        "OwnLogGroup", "DedupTableItems", "IngestToken", "MemberAccountAliasRole", "AccountNames",
+        "OwnLogGroup", "DedupTableItems", "IngestToken", "MemberAccountAliasRole", "AccountNames", "AccountAliases",
         "ConsumeFindingsQueue", "OnFailureDestination",
     }
 
@@ -216,16 +226,24 @@ def test_alarms_cover_dlq_errors_throttles_and_age(fwd: dict) -> None:
         for p in fwd["Resources"].values()
         if p["Type"] == "AWS::CloudWatch::Alarm"
     }
-    assert set(alarms) == {
-        ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
-        ("AWS/Lambda", "Errors"),
-        ("AWS/Lambda", "Throttles"),
-        ("AWS/SQS", "ApproximateAgeOfOldestMessage"),
+    by_name = {n: r["Properties"] for n, r in fwd["Resources"].items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    what = {n: (p["Namespace"], p["MetricName"], p["Dimensions"][0]["Value"], p["Threshold"]) for n, p in by_name.items()}
+    dlq = {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}
+    queue = {"Fn::GetAtt": ["FindingsQueue", "QueueName"]}
+    fn = {"Ref": "ForwarderFunction"}
+    assert what == {
+        "DeadLetterQueueNotEmptyAlarm": ("AWS/SQS", "ApproximateNumberOfMessagesVisible", dlq, 0),
+        "DeadLetterQueueAgeAlarm": ("AWS/SQS", "ApproximateAgeOfOldestMessage", dlq, 7 * 86400),
+        "OldestMessageAgeAlarm": ("AWS/SQS", "ApproximateAgeOfOldestMessage", queue, 900),
+        "FunctionErrorsAlarm": ("AWS/Lambda", "Errors", fn, 0),
+        "FunctionThrottlesAlarm": ("AWS/Lambda", "Throttles", fn, 0),
+        # The function's own EMF metric (crates/gdfwd-lambda/src/metrics.rs: namespace gdfwd, FunctionName).
+        "FailedFindingsAlarm": ("gdfwd", "Failed", fn, 0),
     }
-    for a in alarms.values():
-        assert a["Properties"]["AlarmActions"] == {
-            "Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]
-        }
+    assert by_name["FailedFindingsAlarm"]["Dimensions"][0]["Name"] == "FunctionName"
+    assert by_name["FailedFindingsAlarm"]["Statistic"] == "Sum"
+    # SQS deletes a DLQ message after 14 days: the age alarm fires with a week left.
+    assert res(fwd, "DeadLetterQueue")["MessageRetentionPeriod"] >= 2 * by_name["DeadLetterQueueAgeAlarm"]["Threshold"]
 
 
 def test_outputs(fwd: dict) -> None:
@@ -277,14 +295,32 @@ def test_severity_floor_is_a_json_number(path) -> None:
 
 
 @pytest.mark.parametrize(("policy", "queue"), [("FindingsQueuePolicy", "FindingsQueue"), ("DeadLetterQueuePolicy", "DeadLetterQueue")])
-def test_queue_policies_admit_only_the_rule(fwd: dict, policy: str, queue: str) -> None:
+def test_queue_policies_admit_only_the_rules(fwd: dict, policy: str, queue: str) -> None:
     p = res(fwd, policy)
     assert p["Queues"] == [{"Ref": queue}]
-    [stmt] = p["PolicyDocument"]["Statement"]
+    deny, stmt = p["PolicyDocument"]["Statement"]
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     assert stmt["Principal"] == {"Service": "events.amazonaws.com"}
     assert stmt["Action"] == "sqs:SendMessage"
     assert stmt["Resource"] == {"Fn::GetAtt": [queue, "Arn"]}
-    assert stmt["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["FindingsRule", "Arn"]}}}
+    rules = [{"Fn::GetAtt": ["FindingsRule", "Arn"]}, {"Fn::GetAtt": ["RelayedFindingsRule", "Arn"]}]
+    assert stmt["Condition"] == {"ArnEquals": {"aws:SourceArn": rules}}
+
+
+def test_relayed_findings_rule_equals_the_default_bus_rule_but_for_its_bus(fwd: dict) -> None:
+    """Findings relayed from other regions are treated exactly like this region's: same pattern, same targets."""
+    home, relayed = res(fwd, "FindingsRule"), res(fwd, "RelayedFindingsRule")
+    assert home["EventBusName"] == "default"
+    assert relayed["EventBusName"] == {"Fn::GetAtt": ["RelayBus", "Name"]}
+    assert (relayed["EventPattern"], relayed["Targets"]) == (home["EventPattern"], home["Targets"])
+    bus = res(fwd, "RelayBus")
+    assert bus["Name"] == {"Ref": "RelayBusName"} and fwd["Parameters"]["RelayBusName"]["Default"] == "gdfwd-findings"
+    [stmt] = bus["Policy"]["Statement"]
+    # Only this account may put events on it.
+    assert stmt["Principal"] == {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}}
+    assert stmt["Action"] == "events:PutEvents"
+    perms = {r["Properties"]["SourceArn"]["Fn::GetAtt"][0] for r in fwd["Resources"].values() if r["Type"] == "AWS::Lambda::Permission"}
+    assert perms == {"FindingsRule", "RelayedFindingsRule"}
 
 
 def test_every_relay_resource_name_is_within_the_execution_roles_grants() -> None:
@@ -297,7 +333,8 @@ def test_every_relay_resource_name_is_within_the_execution_roles_grants() -> Non
     relay = json.loads(json.dumps(load_template(REGION_RELAY)))["Resources"]
     roles = json.loads(json.dumps(load_template(REPO / "stacksets" / "relay-stackset-roles.yaml")))
     statements = roles["Resources"]["ExecutionRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
-    grant = {s["Sid"]: s["Resource"]["Fn::Sub"].rsplit(":", 1)[1] for s in statements if s["Sid"] != "TemplateChecks"}
+    unscoped = {"TemplateChecks", "StackSetTemplateAndNotifications"}
+    grant = {s["Sid"]: s["Resource"]["Fn::Sub"].rsplit(":", 1)[1] for s in statements if s["Sid"] not in unscoped}
 
     def name(logical: str, prop: str) -> str:
         value = relay[logical]["Properties"][prop]
@@ -308,9 +345,21 @@ def test_every_relay_resource_name_is_within_the_execution_roles_grants() -> Non
     assert fnmatch("role/" + name("RelayRole", "RoleName"), grant["PassRelayRoleToEventBridge"])
     assert fnmatch("rule/" + name("RelayRule", "Name"), grant["RelayRule"])
     assert fnmatch("alarm:" + name("RelayDeadLetterAlarm", "AlarmName"), "alarm:" + grant["RelayAlarm"])
+    assert fnmatch("alarm:" + name("RelayDeadLetterAgeAlarm", "AlarmName"), "alarm:" + grant["RelayAlarm"])
+    assert fnmatch(name("RelayAlarmTopic", "TopicName"), grant["RelayAlarmTopic"])
     # Every resource the relay creates that has a name property is named.
     named = {"AWS::SQS::Queue": "QueueName", "AWS::IAM::Role": "RoleName", "AWS::Events::Rule": "Name",
-             "AWS::CloudWatch::Alarm": "AlarmName"}
+             "AWS::CloudWatch::Alarm": "AlarmName", "AWS::SNS::Topic": "TopicName"}
     for logical, r in relay.items():
         if r["Type"] in named:
             assert named[r["Type"]] in r["Properties"], f"{logical} has no explicit name"
+
+
+def test_relay_target_keeps_its_id_when_moving_to_the_relay_bus() -> None:
+    """Relays deployed before the relay bus put findings on the default bus under this target Id; keeping it makes
+    the upgrade switch the target in place (docs/deploy.md, Update) instead of removing one and adding another."""
+    t = json.loads(json.dumps(load_template(REGION_RELAY)))
+    [target] = t["Resources"]["RelayRule"]["Properties"]["Targets"]
+    assert target["Id"] == "home-region-default-bus"
+    assert target["Arn"] == {"Fn::Sub": "arn:${AWS::Partition}:events:${HomeRegion}:${AWS::AccountId}:event-bus/${RelayBusName}"}
+    assert t["Parameters"]["RelayBusName"]["Default"] == json.loads(json.dumps(load_template(FORWARDER)))["Parameters"]["RelayBusName"]["Default"]

@@ -8,6 +8,18 @@
 //! (timeout, connection refused, DNS), the `Display` of each cause, never a `Debug` form. A crate
 //! of its own so the store, the sender's token source and enrichment say it the same way without
 //! depending on each other; it depends only on `aws-smithy-types`, which every SDK crate brings.
+//!
+//! The same goes for the two other things every error line must get right: a URL in it never
+//! shows its credentials or query values ([`redact_url`], [`redact_urls`]), and an HTTP error body
+//! is read only as far as a message needs ([`read_capped`], with the `reqwest` feature).
+
+#[cfg(feature = "reqwest")]
+mod body;
+mod redact;
+
+#[cfg(feature = "reqwest")]
+pub use body::{ERROR_BODY_CAP, read_capped};
+pub use redact::{redact_url, redact_urls};
 
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
@@ -31,7 +43,9 @@ pub fn has_code<E: ProvideErrorMetadata>(e: &E, codes: &[&str]) -> bool {
 
 /// An error and its causes on one line, each by its `Display` (never a `Debug` form). Any error,
 /// not only AWS's: the HTTP sender uses it for reqwest's errors, whose top-level message alone
-/// ("error sending request") does not say whether it was DNS, TLS or a reset.
+/// ("error sending request") does not say whether it was DNS, TLS or a reset. Any URL in the
+/// line is redacted ([`redact_urls`]): reqwest quotes the request's URL, and an endpoint may
+/// carry credentials or a token in its query.
 pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();
@@ -44,7 +58,7 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         }
         cause = c.source();
     }
-    out
+    redact_urls(&out)
 }
 
 #[cfg(test)]
@@ -165,6 +179,19 @@ mod tests {
             source: None,
         };
         assert!(!has_code(&no_answer, &["AccessDeniedException"]));
+    }
+
+    #[test]
+    fn urls_in_the_chain_are_redacted() {
+        let e = Failed {
+            meta: ErrorMetadata::default(),
+            source: Some(std::io::Error::other(
+                "connecting to https://u:SECRETPW@h/x?token=SECRET failed",
+            )),
+        };
+        let d = chain(&e);
+        assert!(d.contains("https://***@h/x?token=***"), "{d}");
+        assert!(!d.contains("SECRET"), "{d}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::Usage;
 use anyhow::Context;
+use gdfwd_core::audit::printable;
 use gdfwd_core::pipeline::Summary;
 use gdfwd_core::{Clock, SystemClock};
 use gdfwd_guardduty::progress::{BarsProgress, LogProgress, Progress};
@@ -118,30 +119,38 @@ impl SelectArgs {
     }
 
     async fn regions(&self, client: &GuardDutyClient) -> anyhow::Result<Vec<String>> {
-        let mut regions: Vec<String> = self
-            .regions
-            .iter()
-            .map(|r| r.trim().to_owned())
-            .filter(|r| !r.is_empty())
-            .collect();
-        if regions.iter().any(|r| r == "all-enabled") {
-            regions = client
-                .list_enabled_regions()
-                .await
-                .context("--regions all-enabled: listing the account's enabled regions")?;
-        }
-        if regions.is_empty() {
-            match crate::aws::sdk_config().await.region() {
-                Some(r) => regions.push(r.to_string()),
-                None => anyhow::bail!(
-                    "no region: give --regions r1,r2 (or all-enabled), or set AWS_REGION"
-                ),
+        resolve_regions(&self.regions, client).await
+    }
+}
+
+/// `--regions`: the given regions, every enabled one for `all-enabled`, else the configured
+/// region; sorted, without repeats (backfill, audit gaps, doctor).
+pub async fn resolve_regions(
+    given: &[String],
+    client: &GuardDutyClient,
+) -> anyhow::Result<Vec<String>> {
+    let mut regions: Vec<String> = given
+        .iter()
+        .map(|r| r.trim().to_owned())
+        .filter(|r| !r.is_empty())
+        .collect();
+    if regions.iter().any(|r| r == "all-enabled") {
+        regions = client
+            .list_enabled_regions()
+            .await
+            .context("--regions all-enabled: listing the account's enabled regions")?;
+    }
+    if regions.is_empty() {
+        match crate::aws::sdk_config().await.region() {
+            Some(r) => regions.push(r.to_string()),
+            None => {
+                anyhow::bail!("no region: give --regions r1,r2 (or all-enabled), or set AWS_REGION")
             }
         }
-        regions.sort();
-        regions.dedup();
-        Ok(regions)
     }
+    regions.sort();
+    regions.dedup();
+    Ok(regions)
 }
 
 #[derive(Debug, clap::Args)]
@@ -220,7 +229,7 @@ pub async fn run_backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
         )
         .await;
         for (region, e) in &gaps.errors {
-            eprintln!("error: {region}: {e}");
+            eprintln!("error: {region}: {}", printable(&e.to_string()));
         }
         let (summary, interrupted) = send_gaps(&pipeline, &gaps.gaps, stop_fn(&interrupt)).await;
         // Versions another run is sending are reported like the listing's pending claims.
@@ -257,7 +266,7 @@ pub async fn run_backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
         .run()
         .await;
     for (region, e) in report.errors() {
-        eprintln!("error: {region}: {e}");
+        eprintln!("error: {region}: {}", printable(&e.to_string()));
     }
     let region_failed = !report.errors().is_empty();
     finish(&args, &report, dry_run, started, region_failed)
@@ -344,7 +353,7 @@ pub async fn run_gaps(args: GapsArgs) -> anyhow::Result<ExitCode> {
     .await;
     print!("{}", render(&report.gaps, args.output));
     for (region, e) in &report.errors {
-        eprintln!("error: {region}: {e}");
+        eprintln!("error: {region}: {}", printable(&e.to_string()));
     }
     eprintln!(
         "gdfwd audit gaps: {} finding(s) checked, {} sent, {} gap(s)",

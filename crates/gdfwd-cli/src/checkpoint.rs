@@ -4,10 +4,11 @@
 //! They live in the state store's key/value space, in the namespace backfill uses for its
 //! checkpoints (`checkpoint`), under `forward/<uuid of the canonical path>`, and expire with the
 //! store's retention. A checkpoint holds the line-boundary [`Position`] up to which every finding
-//! of the file is settled (delivered, a duplicate, stale or invalid) and the file's length and
-//! modification time when it was saved: a file that changed since is read from its start (the
-//! dedup store still sends nothing twice). Only line-mode files get one (see [`crate::input`]);
-//! stdin, the sample and whole JSON documents are always read in full.
+//! of the file is settled (delivered, a duplicate, stale or an invalid record; not a finding the
+//! pipeline refused, see `forward::report_undone`) and the file's length and modification time
+//! when it was saved: a file that changed since is read from its start (the dedup store still
+//! sends nothing twice). Only line-mode files get one (see [`crate::input`]); stdin, the samples
+//! and whole JSON documents are always read in full.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -6,7 +6,13 @@
 //! slow or throttling endpoint slows the reading down. After each settled chunk of a file the
 //! file's checkpoint advances ([`crate::checkpoint`]), so an interrupted run is resumed where it
 //! stopped; an interruption loses at most the chunk in flight (whose claims are released).
-//! Exit status: 0 all good, 2 some input invalid, 1 some findings not delivered, 130 interrupted.
+//! Exit status ([`EXIT_STATUS`]): 130 interrupted, else 1 some findings not delivered (whatever
+//! else happened: undelivered findings must never hide behind invalid input), else 2 some input
+//! invalid, else 0.
+//!
+//! Every line that shows text from the input (file names, finding ids, reasons quoting a finding
+//! or a server) goes through [`printable`], as the audit tables do, so a finding cannot drive the
+//! terminal.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -17,6 +23,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use gdfwd_core::audit::printable;
 use gdfwd_core::pipeline::{Outcome, Summary};
 use gdfwd_core::{Clock, SystemClock};
 
@@ -33,10 +40,16 @@ pub struct ForwardArgs {
     #[arg(value_name = "FILES")]
     pub files: Vec<PathBuf>,
 
-    /// Also read the embedded sample findings (31 published samples, 60 generated findings
-    /// delivered 153 times with updates, redeliveries and late versions).
+    /// Also read the embedded sample findings (28 published samples, one of them a CloudTrail
+    /// event that is skipped, and 60 generated findings delivered 153 times with updates,
+    /// redeliveries and late versions). All valid: the run exits 0.
     #[arg(long)]
     pub sample: bool,
+
+    /// Also read three embedded published samples that are not complete findings (no account, no
+    /// region): shows how invalid records are reported (exit status 2).
+    #[arg(long)]
+    pub sample_invalid: bool,
 
     /// Send every finding, bypassing the dedup store.
     #[arg(long)]
@@ -80,13 +93,16 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("invalid duration {s:?}: expected e.g. 30s, 10m, 2h"))
 }
 
+/// The exit statuses of `gdfwd forward`, in precedence order (`--help` shows this text).
+pub const EXIT_STATUS: &str = "Exit status: 130 interrupted; else 1 when some findings were not delivered (failed, or in flight in another run) or on an error, even if some input was also invalid; else 2 when some input records were invalid (or on a usage error); else 0.";
+
 /// Findings named per distinct failure reason before the rest are only counted.
 const SAME_REASON_SHOWN: u64 = 3;
 
 pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mut files = args.files.clone();
-    if files.is_empty() && !args.sample {
+    if files.is_empty() && !args.sample && !args.sample_invalid {
         if std::io::stdin().is_terminal() {
             return Err(crate::Usage(
                 "no input: give FILES, `-` for stdin, or --sample for the embedded sample findings"
@@ -96,7 +112,7 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
         }
         files.push(PathBuf::from("-"));
     }
-    let sources = input::sources(&files, args.sample);
+    let sources = input::sources(&files, args.sample, args.sample_invalid);
     // Checked before sending: a summary that cannot be written would turn a delivered run into
     // a failed one at the very end.
     if let Some(path) = &args.summary {
@@ -152,7 +168,7 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
         };
         let Some(chunk) = chunk else { break };
         for p in &chunk.problems {
-            progress.println(p);
+            progress.println(&printable(p));
         }
         summary.invalid += chunk.invalid;
         summary.skipped += chunk.skipped;
@@ -178,7 +194,7 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
         if let (Some(cp), Some(at)) = (&mut checkpoints[chunk.source], chunk.resume_at)
             && let Err(e) = cp.advance(at, settled, chunk.last && chunk.complete).await
         {
-            progress.println(&format!("warning: {e:#}"));
+            progress.println(&printable(&format!("warning: {e:#}")));
         }
         progress.update(handled);
     }
@@ -197,8 +213,9 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
     repeated.sort();
     for (reason, n) in repeated {
         eprintln!(
-            "... {} more finding(s) not delivered for the same reason: {reason}",
-            n - SAME_REASON_SHOWN
+            "... {} more finding(s) not delivered for the same reason: {}",
+            n - SAME_REASON_SHOWN,
+            printable(&reason)
         );
     }
 
@@ -208,19 +225,27 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(path, json + "\n")
             .with_context(|| format!("writing the summary to {}", path.display()))?;
     }
-    Ok(if interrupted {
-        ExitCode::from(EXIT_INTERRUPTED)
-    } else if summary.invalid > 0 {
-        ExitCode::from(2)
-    } else if summary.failed > 0 || summary.in_flight > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(ExitCode::from(exit_status(&summary, interrupted)))
 }
 
-/// Reports the findings of a chunk that are not done (failed, or in flight elsewhere), the first
-/// few per reason; returns whether every finding is settled.
+/// [`EXIT_STATUS`]: undelivered findings win over invalid input, so a run that both met bad
+/// records and left findings unsent never reads as "only some input was bad".
+fn exit_status(summary: &Summary, interrupted: bool) -> u8 {
+    if interrupted {
+        EXIT_INTERRUPTED
+    } else if summary.failed > 0 || summary.in_flight > 0 {
+        1
+    } else if summary.invalid > 0 {
+        2
+    } else {
+        0
+    }
+}
+
+/// Reports the findings of a chunk that are not done (failed, refused as invalid by the pipeline,
+/// or in flight elsewhere), the first few per reason; returns whether every finding is settled.
+/// A finding the pipeline refused as invalid leaves its chunk unsettled, so the file's checkpoint
+/// stops before it: an `updatedAt` too far ahead may be accepted by a later run.
 fn report_undone(
     name: &str,
     findings: &[gdfwd_model::Finding],
@@ -245,6 +270,7 @@ fn report_undone(
                 "in flight",
                 "being sent by another run (claims held; run again after they end)".to_owned(),
             ),
+            Outcome::Invalid { .. } => ("invalid", reason.clone()),
             _ => ("failed", reason.clone()),
         };
         let seen = reasons.entry(group).or_default();
@@ -253,8 +279,11 @@ fn report_undone(
             continue;
         }
         progress.println(&format!(
-            "{what}: {name} finding {} version {}: {reason} ({kind})",
-            f.id, f.updated_at
+            "{what}: {} finding {} version {}: {} ({kind})",
+            printable(name),
+            printable(&f.id),
+            f.updated_at,
+            printable(&reason)
         ));
     }
     settled
@@ -285,7 +314,7 @@ async fn plan_sources(
         if from.offset > 0 {
             eprintln!(
                 "gdfwd forward: {}: resuming after line {} (settled by an earlier run; --no-resume reads it all)",
-                source.name(),
+                printable(&source.name()),
                 from.line
             );
         }

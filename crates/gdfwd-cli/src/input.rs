@@ -30,9 +30,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use gdfwd_model::{Finding, Item, parse_record};
 use serde::{Deserialize, Serialize};
 
-/// The findings `gdfwd forward --sample` uses: 31 published AWS/vendor samples and 153
-/// generated EventBridge deliveries of 60 findings with updates, redeliveries and late versions.
+/// The findings `gdfwd forward --sample` uses: 28 published AWS/vendor samples (one a CloudTrail
+/// event, skipped) and 153 generated EventBridge deliveries of 60 findings with updates,
+/// redeliveries and late versions. Every record is valid, so a newcomer's first run exits 0.
 pub const SAMPLE: &str = include_str!("sample-findings.ndjson");
+
+/// `gdfwd forward --sample-invalid`: three published samples that are not complete findings (no
+/// account, no region), to show how invalid records are reported (exit status 2).
+pub const SAMPLE_INVALID: &str = include_str!("sample-invalid.ndjson");
 
 /// Read buffer (and gzip output buffer) per source.
 const BUFFER: usize = 64 * 1024;
@@ -51,6 +56,7 @@ pub enum Source {
     Stdin,
     File(PathBuf),
     Sample,
+    SampleInvalid,
 }
 
 impl Source {
@@ -59,6 +65,7 @@ impl Source {
             Self::Stdin => "<stdin>".to_owned(),
             Self::File(p) => p.display().to_string(),
             Self::Sample => "<sample>".to_owned(),
+            Self::SampleInvalid => "<sample-invalid>".to_owned(),
         }
     }
 
@@ -68,11 +75,12 @@ impl Source {
             Self::Stdin => None,
             Self::File(p) => std::fs::metadata(p).ok().map(|m| m.len()),
             Self::Sample => Some(SAMPLE.len() as u64),
+            Self::SampleInvalid => Some(SAMPLE_INVALID.len() as u64),
         }
     }
 }
 
-pub fn sources(files: &[PathBuf], sample: bool) -> Vec<Source> {
+pub fn sources(files: &[PathBuf], sample: bool, sample_invalid: bool) -> Vec<Source> {
     let mut out: Vec<Source> = files
         .iter()
         .map(|p| {
@@ -85,6 +93,9 @@ pub fn sources(files: &[PathBuf], sample: bool) -> Vec<Source> {
         .collect();
     if sample {
         out.push(Source::Sample);
+    }
+    if sample_invalid {
+        out.push(Source::SampleInvalid);
     }
     out
 }
@@ -148,7 +159,7 @@ impl<R: Read> Read for Counting<R> {
 type Input = Box<dyn BufRead + Send>;
 
 /// Opens `src` at `from` (a line-mode [`Position`] saved by an earlier run; ignored for stdin and
-/// the sample). Plain files seek there; gzip is decompressed and the first `from.offset` bytes
+/// the samples). Plain files seek there; gzip is decompressed and the first `from.offset` bytes
 /// dropped (decompressed again, but neither parsed nor sent). Returns the reader and whether the
 /// content is gzip.
 pub fn open(src: &Source, from: Position, count: Arc<AtomicU64>) -> io::Result<(Input, bool)> {
@@ -158,6 +169,10 @@ pub fn open(src: &Source, from: Position, count: Arc<AtomicU64>) -> io::Result<(
             Counting::new(io::stdin(), count),
         )),
         Source::Sample => content(BufReader::new(Counting::new(SAMPLE.as_bytes(), count))),
+        Source::SampleInvalid => content(BufReader::new(Counting::new(
+            SAMPLE_INVALID.as_bytes(),
+            count,
+        ))),
         Source::File(p) => {
             let mut file = File::open(p)?;
             // The magic is read apart, so the counter (the bar's position) counts each byte once.

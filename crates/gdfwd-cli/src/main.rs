@@ -6,6 +6,8 @@ mod audit;
 mod aws;
 mod backfill;
 mod checkpoint;
+mod doctor;
+mod endpoint;
 mod forward;
 mod input;
 mod interrupt;
@@ -47,6 +49,7 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Read findings from files or stdin and forward them (or, with --dry-run, print the events).
+    #[command(after_help = forward::EXIT_STATUS)]
     Forward(Box<forward::ForwardArgs>),
     /// Send the findings GuardDuty already holds (up to 90 days), resumably, through the same
     /// dedup and sender as `forward`.
@@ -55,6 +58,10 @@ enum Command {
     Audit(audit::AuditArgs),
     /// Resolve account names as the forwarder would (checks the alias role and Organizations access).
     Accounts(accounts::AccountsArgs),
+    /// Does every account and region of the Organization reach Dynatrace? Checks GuardDuty
+    /// membership, the forwarder and relays, the queues, the dedup store's flow and the alias
+    /// role, and prints each gap with its fix. Exit 1 when anything is missing. Read-only.
+    Doctor(Box<doctor::DoctorArgs>),
     /// The state store itself.
     Store(StoreArgs),
 }
@@ -139,6 +146,7 @@ fn main() -> ExitCode {
             Command::Backfill(args) => backfill::run_backfill(*args).await,
             Command::Audit(args) => audit::run(args).await,
             Command::Accounts(args) => accounts::run(args).await,
+            Command::Doctor(args) => doctor::run(*args).await,
             Command::Store(StoreArgs {
                 command: StoreCommand::Init(args),
             }) => {
@@ -152,7 +160,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             // One line, each cause once (a wrapper often repeats its cause).
-            eprintln!("error: {}", gdfwd_aws_error::chain(e.as_ref()));
+            // Errors quote file names and input: escaped, as every line showing input is.
+            eprintln!(
+                "error: {}",
+                gdfwd_core::audit::printable(&gdfwd_aws_error::chain(e.as_ref()))
+            );
             if e.downcast_ref::<Usage>().is_some() {
                 ExitCode::from(2)
             } else {

@@ -1,5 +1,6 @@
 //! The AWS-facing commands as a user runs them, against moto: `store init` and `audit` on a
-//! DynamoDB table, `forward` deduplicating through it, and `accounts` resolving an alias.
+//! DynamoDB table, `forward` deduplicating through it (dry run and real sends to the fake
+//! OpenPipeline), and `accounts` resolving an alias.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -7,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use gdfwd_testkit_moto as moto;
 
 /// `gdfwd` with AWS pointed at moto, acting as the account whose keys are given.
-fn gdfwd(args: &[&str], keys: (&str, &str, Option<&str>)) -> Output {
+fn command(args: &[&str], keys: (&str, &str, Option<&str>)) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gdfwd"));
     cmd.args(args)
         .env("AWS_ENDPOINT_URL", moto::endpoint())
@@ -16,13 +17,20 @@ fn gdfwd(args: &[&str], keys: (&str, &str, Option<&str>)) -> Output {
         .env("AWS_REGION", moto::REGION)
         .env_remove("AWS_PROFILE")
         .env_remove("GDFWD_STORE")
+        .env_remove("AWS_SECRET_ARN")
+        .env_remove("DT_API_TOKEN")
         .env_remove("DYNATRACE_OPENPIPELINE_SECURITY_ENDPOINT")
         .stdin(Stdio::null());
     match keys.2 {
         Some(t) => cmd.env("AWS_SESSION_TOKEN", t),
         None => cmd.env_remove("AWS_SESSION_TOKEN"),
     };
-    cmd.output().expect("run gdfwd")
+    cmd
+}
+
+/// Runs [`command`].
+fn gdfwd(args: &[&str], keys: (&str, &str, Option<&str>)) -> Output {
+    command(args, keys).output().expect("run gdfwd")
 }
 
 const TEST_KEYS: (&str, &str, Option<&str>) = ("testing", "testing", None);
@@ -56,15 +64,18 @@ fn dynamodb_store_init_forward_and_audit() {
         TEST_KEYS,
     );
     assert_eq!(ok(&preview).lines().count(), 1);
-    let stats = gdfwd(
-        &["audit", "stats", "--store", &store, "--output", "json"],
-        TEST_KEYS,
+    // A claim would leave a record (pending, since nothing was sent): there is none at all.
+    let finding: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(file).expect("fixture")).expect("JSON");
+    let id = finding["id"].as_str().expect("finding id");
+    let show = gdfwd(&["audit", "show", id, "--store", &store], TEST_KEYS);
+    assert_eq!(
+        show.status.code(),
+        Some(3),
+        "the store does not know the finding: {}",
+        String::from_utf8_lossy(&show.stdout)
     );
-    let stats: serde_json::Value = serde_json::from_str(&ok(&stats)).expect("json");
-    let sent: u64 = stats.as_array().map_or(0, |rows| {
-        rows.iter().filter_map(|r| r["sent"].as_u64()).sum()
-    });
-    assert_eq!(sent, 0, "a dry run claims nothing: {stats}");
+    assert_eq!(listed(&store, &[]), 0, "a dry run leaves no record");
 
     let missing = gdfwd(
         &["audit", "show", "no-such-finding", "--store", &store],
@@ -72,6 +83,71 @@ fn dynamodb_store_init_forward_and_audit() {
     );
     assert_eq!(missing.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no-such-finding"));
+}
+
+/// Records `audit list` shows in the table behind `store`, with `filter` options.
+fn listed(store: &str, filter: &[&str]) -> usize {
+    let mut args = vec!["audit", "list", "--store", store, "--output", "json"];
+    args.extend_from_slice(filter);
+    let out: serde_json::Value =
+        serde_json::from_str(&ok(&gdfwd(&args, TEST_KEYS))).expect("audit list JSON");
+    out.as_array().map_or(0, Vec::len)
+}
+
+/// `forward` deduplicating through DynamoDB (as the Lambda does), to the fake OpenPipeline: every
+/// event once, every finding recorded as sent, nothing pending, and a second run sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_through_dynamodb_sends_once_and_records_every_finding() {
+    let table = moto::unique_name("gdfwd-cli-fwd");
+    let store = format!("dynamodb:{table}");
+    ok(&gdfwd(&["store", "init", "--store", &store], TEST_KEYS));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = gdfwd_testkit_openpipeline::FakeOpenPipeline::start("tok")
+        .await
+        .expect("fake");
+    let ca = fake.write_ca_file(dir.path()).expect("ca");
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/guardduty/generated/raw-findings-40.ndjson");
+    let args = [
+        "forward",
+        "--store",
+        store.as_str(),
+        "--endpoint",
+        &fake.endpoint(),
+        "--ca-file",
+        ca.to_str().expect("utf8"),
+        "--no-enrich",
+        file.to_str().expect("utf8"),
+    ];
+    let forward = |tag: &str| {
+        // The fake answers on this runtime's other worker meanwhile.
+        let out = tokio::task::block_in_place(|| {
+            command(&args, TEST_KEYS)
+                .env("DT_API_TOKEN", "tok")
+                .output()
+                .expect("run gdfwd")
+        });
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{tag}: {stderr}");
+        stderr
+    };
+    let first = forward("first run");
+    let ids = fake.event_ids();
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "an event arrived twice");
+    assert!(first.contains("forwarded 40"), "{first}");
+    assert_eq!(listed(&store, &["--status", "sent"]), 40);
+    assert_eq!(listed(&store, &["--status", "pending"]), 0);
+
+    let second = forward("second run");
+    assert!(second.contains("duplicates 40"), "{second}");
+    assert_eq!(
+        fake.event_ids().len(),
+        ids.len(),
+        "the second run sent nothing"
+    );
 }
 
 #[test]

@@ -8,8 +8,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use gdfwd_model::Timestamp;
-use gdfwd_testkit_guardduty::FakeGuardDuty;
 use gdfwd_testkit_guardduty::fixtures::{GenSpec, accounts, generate};
+use gdfwd_testkit_guardduty::{FakeGuardDuty, TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY};
 use gdfwd_testkit_openpipeline::{FakeOpenPipeline, Fault};
 
 mod common;
@@ -63,8 +63,9 @@ fn backfill(env: &Env, extra: &[&str]) -> Command {
     .args(["--max-api-calls-per-second", "0"])
     .args(extra)
     .env("AWS_ENDPOINT_URL_GUARDDUTY", env.gd.endpoint())
-    .env("AWS_ACCESS_KEY_ID", "testing")
-    .env("AWS_SECRET_ACCESS_KEY", "testing")
+    .env("AWS_ACCESS_KEY_ID", TEST_ACCESS_KEY_ID)
+    .env("AWS_SECRET_ACCESS_KEY", TEST_SECRET_ACCESS_KEY)
+    .env_remove("AWS_SESSION_TOKEN")
     .env("AWS_REGION", "us-east-1")
     .env("DT_API_TOKEN", TOKEN)
     .env_remove("AWS_ENDPOINT_URL")
@@ -109,6 +110,8 @@ async fn rate_limited_backfill_delivers_everything_once_and_a_rerun_sends_nothin
             "100",
             "--max-batch-events",
             "20",
+            "--max-in-flight",
+            "2",
             "--summary",
             sum.to_str().expect("utf8"),
         ],
@@ -124,20 +127,21 @@ async fn rate_limited_backfill_delivers_everything_once_and_a_rerun_sends_nothin
     assert_eq!(delivered_once(&env.op) as u64, events, "{s}");
     assert!(events >= 600, "{s}");
 
-    // The limit as Dynatrace sees it: in any second at most the rate plus the burst (one batch of
-    // 20), plus a quarter second's worth for arrival jitter (the limiter admits a batch when it
-    // leaves; the first batches also wait for their TLS handshakes, so arrivals bunch up).
+    // The limit as Dynatrace sees it, counted from the fake's arrival log (every request, so a
+    // resend counts again): in any second at most the rate plus the burst (one batch of 20), plus
+    // a quarter second's worth for arrival jitter (the limiter admits a batch when it leaves; the
+    // first batches also wait for their TLS handshakes, so arrivals bunch up). How close backfill
+    // gets to the limit is for the sender benchmark (bench/sender), not a timed assertion.
     let burst = 20;
-    let peak = env.op.max_accepted_in_window(Duration::from_secs(1));
+    let peak = env.op.max_sent_in_window(Duration::from_secs(1));
     assert!(
         peak <= rate + burst + rate / 4,
         "peak {peak} events in one second at a limit of {rate}/s with a burst of {burst}"
     );
-    let span = env.op.accepted_span().as_secs_f64();
-    let average = events as f64 / span.max(0.001);
+    let in_flight = env.op.max_concurrent_requests();
     assert!(
-        average >= 0.9 * rate as f64,
-        "average {average:.1}/s over {span:.1}s at a limit of {rate}/s"
+        in_flight <= 2,
+        "{in_flight} requests in flight at --max-in-flight 2"
     );
 
     let before = env.op.counters().requests;

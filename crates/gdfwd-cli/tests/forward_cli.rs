@@ -1,20 +1,17 @@
 //! `gdfwd forward` as a user runs it: the built binary on fixture files, checking stdout (NDJSON
 //! events), stderr (errors naming file and line, the summary) and exit codes; dedup with the
-//! SQLite store; and a clean stop on SIGINT with nothing left claimed.
+//! SQLite store; and a clean stop on SIGINT or SIGTERM (batches accepted before it kept, waits
+//! ended, nothing left claimed), a second interrupt exiting at once.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use gdfwd_testkit_openpipeline::{FakeOpenPipeline, Fault};
 
 mod common;
-use common::{forward_to, gdfwd};
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/guardduty")
-}
+use common::{fixtures, forward_to, gdfwd};
 
 /// An interrupted run finished or released every claim it took.
 fn assert_no_pending_claims(state: &Path) {
@@ -332,65 +329,190 @@ fn bad_arguments_are_refused_with_a_clear_message() {
     assert!(!nowhere.exists(), "the audit created the mistyped store");
 }
 
-/// SIGINT while a batch is in flight: the run finishes or releases it, exits 130, leaves no
-/// pending claim, and the next run delivers the rest with nothing twice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigint_stops_cleanly_and_the_next_run_picks_up() {
+/// Waits up to `bound` for `child` to exit; kills it and panics naming `what` if it does not.
+async fn exit_within(child: std::process::Child, bound: Duration, what: &str) -> Output {
+    let pid = child.id().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let what = what.to_owned();
+    tokio::task::spawn_blocking(move || rx.recv_timeout(bound))
+        .await
+        .expect("join")
+        .unwrap_or_else(|_| {
+            let _ = Command::new("kill").args(["-9", &pid]).status();
+            panic!("{what}: still running after {bound:?}")
+        })
+        .expect("wait")
+}
+
+/// The summary line's count for `label` (`"forwarded "`, `"duplicates "`, ...).
+fn summary_count(stderr: &str, label: &str) -> u64 {
+    stderr
+        .split(label)
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.trim_end_matches(',').parse().ok())
+        .unwrap_or_else(|| panic!("no {label:?} in {stderr}"))
+}
+
+/// Asserts no event arrived twice at `fake`.
+fn assert_no_event_twice(fake: &FakeOpenPipeline) {
+    let ids = fake.event_ids();
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "an event arrived twice");
+}
+
+/// Two batches accepted, the third in flight (slow) when `signal` arrives: the run finishes or
+/// releases the batch in flight, exits 130, leaves no pending claim, and the next run counts the
+/// accepted ones as duplicates (committed before the stop, never sent again) and delivers the rest.
+/// The next run reads the file whole (`--no-resume`): this is about the store's commits; resuming
+/// from the file's checkpoint is tested in `forward_stream.rs`.
+async fn stop_after_accepted_batches(signal: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let fake = FakeOpenPipeline::start("tok").await.expect("fake");
     let ca = fake.write_ca_file(dir.path()).expect("ca");
-    // Every request is slow, so the run is mid-send when interrupted.
-    fake.push_faults((0..200).map(|_| Fault::Slow(Duration::from_millis(300))));
+    fake.push_faults(
+        [Fault::Pass, Fault::Pass]
+            .into_iter()
+            .chain((0..200).map(|_| Fault::Slow(Duration::from_millis(300)))),
+    );
     let file = fixtures().join("generated/raw-findings-40.ndjson");
-    let forward_with = |extra: &[&str]| {
-        let mut options = vec![
-            "--chunk",
-            "5",
-            "--max-batch-events",
-            "5",
-            "--request-timeout",
-            "5s",
-        ];
-        options.extend_from_slice(extra);
-        forward_to(&fake, &ca, dir.path(), &options, &file)
-    };
-    let child = common::spawn(&mut forward_with(&[]));
-    // Wait until the first request reached the fake, then interrupt.
-    common::wait_until("the run never sent anything", || {
-        fake.counters().requests > 0
+    let options = [
+        "--chunk",
+        "5",
+        "--max-batch-events",
+        "5",
+        "--max-in-flight",
+        "1",
+        "--request-timeout",
+        "5s",
+    ];
+    let child = common::spawn(&mut forward_to(&fake, &ca, dir.path(), &options, &file));
+    common::wait_until("two batches accepted and a third sent", || {
+        fake.event_ids().len() >= 10 && fake.counters().requests >= 3
     })
     .await;
-    common::interrupt(&child);
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .expect("join")
-        .expect("wait");
+    common::signal(&child, signal);
+    let out = exit_within(child, Duration::from_secs(30), "the stopped run").await;
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
-
     assert_no_pending_claims(dir.path());
-    let sent_before = fake.event_ids().len();
-    assert!(sent_before < 40, "interrupted before everything was sent");
+    let accepted = fake.event_ids().len() as u64;
+    assert!(
+        (10..40).contains(&accepted),
+        "accepted before the stop: {accepted}"
+    );
 
     fake.clear_faults();
-    let sum = dir.path().join("s.json");
+    let again = [&options[..], &["--no-resume"]].concat();
     let out = tokio::task::spawn_blocking({
-        let mut c = forward_with(&["--summary", sum.to_str().expect("utf8")]);
+        let mut c = forward_to(&fake, &ca, dir.path(), &again, &file);
         move || c.output()
     })
     .await
     .expect("join")
     .expect("run");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let ids = fake.event_ids();
-    let mut unique = ids.clone();
-    unique.sort();
-    unique.dedup();
-    assert_eq!(unique.len(), ids.len(), "an event arrived twice");
+    let line = stderr(&out);
+    // Findings whose events were all accepted are duplicates now (some findings have several
+    // events, so this counts findings, not the events counted above).
+    let duplicates = summary_count(&line, "duplicates ");
+    assert!((2..=accepted).contains(&duplicates), "{line}");
     assert_eq!(
-        summary(&sum)["forwarded"].as_u64().unwrap_or(0)
-            + summary(&sum)["duplicates"].as_u64().unwrap_or(0),
-        40
+        summary_count(&line, "forwarded ") + duplicates,
+        40,
+        "{line}"
     );
+    assert_no_event_twice(&fake);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_after_accepted_batches_keeps_them_and_the_next_run_picks_up() {
+    stop_after_accepted_batches("INT").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_like_sigint() {
+    stop_after_accepted_batches("TERM").await;
+}
+
+/// A first interrupt waits for the request in flight (here one Dynatrace answers only after
+/// 60 s); a second one exits at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_interrupt_exits_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = FakeOpenPipeline::start("tok").await.expect("fake");
+    let ca = fake.write_ca_file(dir.path()).expect("ca");
+    fake.push_faults((0..10).map(|_| Fault::Slow(Duration::from_secs(60))));
+    let file = fixtures().join("generated/raw-findings-40.ndjson");
+    let child = common::spawn(&mut forward_to(
+        &fake,
+        &ca,
+        dir.path(),
+        &["--max-in-flight", "1", "--request-timeout", "120s"],
+        &file,
+    ));
+    common::wait_until("the run never sent anything", || {
+        fake.counters().requests > 0
+    })
+    .await;
+    common::interrupt(&child);
+    // The first interrupt is acknowledged and the run keeps waiting for its request.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    common::interrupt(&child);
+    let out = exit_within(child, Duration::from_secs(10), "after a second interrupt").await;
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("interrupted twice"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(fake.event_ids().is_empty(), "nothing was accepted");
+}
+
+/// Waits inside the sender end on the interrupt: a rate limit of one event per second (40 s of
+/// work) and the backoff between attempts at an endpoint answering 503. The run exits 130 well
+/// before the wait would have ended, starts no request after the interrupt beyond the one in
+/// flight, and leaves no pending claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_and_backoff_waits_end_on_the_interrupt() {
+    for case in ["rate limit", "backoff"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake = FakeOpenPipeline::start("tok").await.expect("fake");
+        let ca = fake.write_ca_file(dir.path()).expect("ca");
+        let mut options = vec!["--max-in-flight", "1", "--max-batch-events", "1"];
+        if case == "rate limit" {
+            options.extend(["--max-events-per-second", "1"]);
+        } else {
+            fake.push_faults(
+                std::iter::once(Fault::Pass).chain((0..10_000).map(|_| Fault::Status(503))),
+            );
+        }
+        let file = fixtures().join("generated/raw-findings-40.ndjson");
+        let child = common::spawn(&mut forward_to(&fake, &ca, dir.path(), &options, &file));
+        common::wait_until(&format!("{case}: the run is waiting"), || {
+            fake.counters().requests >= 3
+        })
+        .await;
+        let at_interrupt = fake.counters().requests;
+        common::interrupt(&child);
+        let out = exit_within(child, Duration::from_secs(15), case).await;
+        assert_eq!(out.status.code(), Some(130), "{case}: {}", stderr(&out));
+        assert!(
+            fake.counters().requests <= at_interrupt + 1,
+            "{case}: requests started after the interrupt: {} then {}",
+            at_interrupt,
+            fake.counters().requests
+        );
+        assert!(
+            !fake.event_ids().is_empty(),
+            "{case}: something was accepted"
+        );
+        assert_no_pending_claims(dir.path());
+    }
 }
 
 /// SIGINT while the endpoint throttles with a long `Retry-After`: the run does not wait the
@@ -424,21 +546,9 @@ async fn sigint_during_a_long_retry_wait_stops_the_run() {
         "the first batch was not accepted"
     );
     common::interrupt(&child);
-    let pid = child.id().to_string();
     // Without the interrupt the run would wait out the 120 s `Retry-After`: it must be gone
     // well before that. (A bound on waiting, not a speed measurement.)
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(60)))
-        .await
-        .expect("join")
-        .unwrap_or_else(|_| {
-            let _ = Command::new("kill").args(["-9", &pid]).status();
-            panic!("the interrupted run was still waiting for its retry after 60 s")
-        })
-        .expect("wait");
+    let out = exit_within(child, Duration::from_secs(60), "waiting for its retry").await;
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
 
@@ -455,18 +565,115 @@ async fn sigint_during_a_long_retry_wait_stops_the_run() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     // The batch accepted before the interrupt was committed: a duplicate now, not sent again.
     let line = stderr(&out);
-    let count = |label: &str| -> u64 {
-        line.split(label)
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|n| n.trim_end_matches(',').parse().ok())
-            .unwrap_or_else(|| panic!("no {label:?} in {line}"))
-    };
-    assert!(count("duplicates ") > 0, "{line}");
-    assert_eq!(count("forwarded ") + count("duplicates "), 40, "{line}");
-    let ids = fake.event_ids();
-    let mut unique = ids.clone();
-    unique.sort();
-    unique.dedup();
-    assert_eq!(unique.len(), ids.len(), "an event arrived twice");
+    assert!(summary_count(&line, "duplicates ") > 0, "{line}");
+    assert_eq!(
+        summary_count(&line, "forwarded ") + summary_count(&line, "duplicates "),
+        40,
+        "{line}"
+    );
+    assert_no_event_twice(&fake);
+}
+
+/// The counts of a `gdfwd forward` summary line, by label, time left out.
+fn summary_counts(line: &str) -> Vec<(&'static str, u64)> {
+    [
+        "received ",
+        "forward ",
+        "duplicates ",
+        "in flight elsewhere ",
+        "stale ",
+        "skipped ",
+        "invalid ",
+        "failed ",
+        "requests ",
+    ]
+    .into_iter()
+    .map(|label| (label, summary_count(line, label)))
+    .collect()
+}
+
+/// What `forward` must report for `text` read in order into an empty store: each finding version
+/// newer than every version of it seen before is forwarded (its events counted), an equal one is
+/// a duplicate, an older one stale; non-findings are skipped, unusable records invalid.
+fn expected_counts(text: &str) -> (u64, u64, u64, u64, u64, u64) {
+    use gdfwd_model::{Item, Timestamp, parse_document, split};
+    let mut newest: std::collections::HashMap<String, Timestamp> = Default::default();
+    let (mut forwarded, mut events, mut duplicates, mut stale, mut skipped, mut invalid) =
+        (0, 0, 0, 0, 0, 0);
+    for record in parse_document(text) {
+        match record {
+            Ok(Item::Finding(f)) => match newest.get(&f.id) {
+                Some(t) if *t == f.updated_at => duplicates += 1,
+                Some(t) if *t > f.updated_at => stale += 1,
+                _ => {
+                    newest.insert(f.id.clone(), f.updated_at);
+                    forwarded += 1;
+                    events += split(&f).len() as u64;
+                }
+            },
+            Ok(Item::Skipped { .. }) => skipped += 1,
+            Err(_) => invalid += 1,
+        }
+    }
+    (forwarded, events, duplicates, stale, skipped, invalid)
+}
+
+/// README's first command, exactly as written there, on a fresh machine (empty state directory):
+/// its summary has the README's shape and numbers, which are the ones the embedded sample
+/// produces, stdout holds the events it would send, and the exit status follows from the
+/// summary (2 when some record is invalid, as the README explains, else 0).
+#[test]
+fn the_readme_sample_command_runs_as_written() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .expect("README");
+    let command = readme
+        .lines()
+        .find(|l| l.starts_with("cargo run --bin gdfwd -- forward"))
+        .expect("the README's sample command");
+    let args: Vec<&str> = command
+        .split_once(" -- ")
+        .expect("cargo run -- ARGS")
+        .1
+        .split_whitespace()
+        .collect();
+    let documented = readme
+        .lines()
+        .find(|l| l.starts_with("gdfwd forward: received "))
+        .expect("the README's sample summary line");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run(&args, dir.path());
+    let err = stderr(&out);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("gdfwd forward: received "))
+        .unwrap_or_else(|| panic!("no summary line in {err}"));
+    assert_eq!(
+        summary_counts(line),
+        summary_counts(documented),
+        "the README's summary line is what the command prints:\n{line}\n{documented}"
+    );
+
+    let sample = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("src/sample-findings.ndjson"),
+    )
+    .expect("the embedded sample");
+    let records = sample.lines().filter(|l| !l.trim().is_empty()).count() as u64;
+    let (forwarded, events, duplicates, stale, skipped, invalid) = expected_counts(&sample);
+    let got = |label: &str| summary_count(line, label);
+    assert_eq!(got("received "), records, "{line}");
+    assert_eq!(got("forward "), forwarded, "{line}");
+    assert!(
+        line.contains(&format!("({events} events)")),
+        "{events} events: {line}"
+    );
+    assert_eq!(got("duplicates "), duplicates, "{line}");
+    assert_eq!(got("stale "), stale, "{line}");
+    assert_eq!(got("skipped "), skipped, "{line}");
+    assert_eq!(got("invalid "), invalid, "{line}");
+    assert_eq!((got("failed "), got("requests ")), (0, 0), "{line}");
+    assert_eq!(stdout_events(&out).len() as u64, events);
+    let want_status = if invalid > 0 { 2 } else { 0 };
+    assert_eq!(out.status.code(), Some(want_status), "{err}");
 }

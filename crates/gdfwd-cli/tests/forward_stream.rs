@@ -11,11 +11,10 @@ use std::process::{Output, Stdio};
 use gdfwd_testkit_openpipeline::{FakeOpenPipeline, Fault};
 
 mod common;
-use common::{forward_to, gdfwd};
+use common::{fixtures, forward_to, gdfwd};
 
 fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/guardduty/generated/raw-findings-40.ndjson")
+    fixtures().join("generated/raw-findings-40.ndjson")
 }
 
 fn lines() -> Vec<String> {

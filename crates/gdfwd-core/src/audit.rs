@@ -328,8 +328,10 @@ pub fn csv(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// Escapes control characters so finding-supplied text cannot drive the terminal.
-fn printable(s: &str) -> String {
+/// Escapes control characters so finding-supplied text cannot drive the terminal. Everything that
+/// prints text a finding (or a file name, or a server) supplied goes through this: the table
+/// renderers here, and the CLI's invalid, failed and error lines.
+pub fn printable(s: &str) -> String {
     escape_controls(s, &[])
 }
 
@@ -755,6 +757,7 @@ mod tests {
                 title: title.map(str::to_owned),
             },
             latest_version: ts(-3600),
+            sent_version: None,
             status,
             lease_until: (status == Status::Pending)
                 .then(|| last_seen.saturating_add_millis(300_000)),

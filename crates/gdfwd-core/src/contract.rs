@@ -122,6 +122,9 @@ impl StateStore for Guarded {
     fn describe(&self) -> String {
         self.store.describe()
     }
+    fn refuses(&self, req: &ClaimRequest) -> Option<String> {
+        self.store.refuses(req)
+    }
     async fn claim(&self, req: &ClaimRequest, lease: Duration) -> Result<ClaimOutcome, StoreError> {
         self.store.claim(req, lease).await
     }
@@ -267,7 +270,7 @@ fn secs(n: u64) -> Duration {
 // Cases
 
 /// Never seen → New; same version again (pending or sent) → Duplicate; newer → New; older than
-/// the newest → Stale naming the newest; findings are independent.
+/// the newest delivered → Stale naming it; findings are independent.
 pub async fn new_duplicate_stale<F, Fut>(make: &F)
 where
     F: Fn(StoreSetup) -> Fut,
@@ -291,6 +294,7 @@ where
         "same version after it was sent"
     );
     assert_eq!(claim(s, &req("a", v(2))).await, ClaimOutcome::New);
+    commit(s, &key("a", v(2))).await;
     assert_eq!(
         claim(s, &req("a", v(1))).await,
         ClaimOutcome::Stale { newest: v(2) }
@@ -303,6 +307,7 @@ where
     // Versions differing by one millisecond are different versions.
     let plus1 = v(2).saturating_add_millis(1);
     assert_eq!(claim(s, &req("a", plus1)).await, ClaimOutcome::New);
+    commit(s, &key("a", plus1)).await;
     assert_eq!(
         claim(s, &req("a", v(2))).await,
         ClaimOutcome::Stale { newest: plus1 }
@@ -430,11 +435,13 @@ where
     let start = start_time();
     let batch_store = make(setup("claim_many_equals_sequential", start)).await;
     let seq_store = make(setup("claim_many_equals_sequential", start)).await;
-    // The same prior state in both: `d` v1 sent, `e` v3 pending.
+    // The same prior state in both: `d` v1 sent, `e` v3 pending, `f` v2 sent.
     for s in [&batch_store, &seq_store] {
         assert_eq!(claim(s.as_ref(), &req("d", v(1))).await, ClaimOutcome::New);
         commit(s.as_ref(), &key("d", v(1))).await;
         assert_eq!(claim(s.as_ref(), &req("e", v(3))).await, ClaimOutcome::New);
+        assert_eq!(claim(s.as_ref(), &req("f", v(2))).await, ClaimOutcome::New);
+        commit(s.as_ref(), &key("f", v(2))).await;
     }
     let newer_meta = meta("111122223333", "Recon:EC2/Portscan", 8.0, "Portscan, newer");
     let reqs = vec![
@@ -442,22 +449,24 @@ where
         req("b", v(1)),
         req("a", v(1)), // the same version twice in one batch: in flight
         req_with("a", v(2), newer_meta), // a newer version of `a` in the same batch
-        req("a", v(1)), // now older than the batch's own newest
+        req("a", v(1)), // now older than the batch's own pending newest: in flight
         req("c", v(2)),
         req("c", v(1)),
         req("d", v(1)), // sent before the batch
-        req("e", v(2)), // older than a pending version
+        req("e", v(2)), // older than a pending version: in flight
+        req("f", v(1)), // older than a sent version
     ];
     let want = vec![
         ClaimOutcome::New,
         ClaimOutcome::New,
         in_flight(start),
         ClaimOutcome::New,
-        ClaimOutcome::Stale { newest: v(2) },
+        in_flight(start),
         ClaimOutcome::New,
-        ClaimOutcome::Stale { newest: v(2) },
+        in_flight(start),
         ClaimOutcome::Duplicate,
-        ClaimOutcome::Stale { newest: v(3) },
+        in_flight(start),
+        ClaimOutcome::Stale { newest: v(2) },
     ];
     let got = batch_store
         .claim_many(&reqs, LEASE)
@@ -469,7 +478,7 @@ where
     }
     assert_eq!(seq, want, "sequential claims");
     assert_eq!(got, want, "claim_many must equal sequential claims");
-    for id in ["a", "b", "c", "d", "e"] {
+    for id in ["a", "b", "c", "d", "e", "f"] {
         assert_eq!(
             history(batch_store.as_ref(), id).await,
             history(seq_store.as_ref(), id).await,
@@ -479,7 +488,8 @@ where
     let a = record(batch_store.as_ref(), "a").await;
     assert_eq!(a.latest_version, v(2));
     assert_eq!(a.meta.title.as_deref(), Some("Portscan, newer"));
-    assert_eq!((a.duplicates, a.stale), (1, 1));
+    assert_eq!((a.duplicates, a.stale), (2, 0));
+    assert_eq!(record(batch_store.as_ref(), "f").await.stale, 1);
     assert_eq!(
         batch_store
             .claim_many(&[], LEASE)
@@ -663,8 +673,9 @@ where
         ClaimOutcome::New
     );
     assert_eq!(
-        claim(s, &req_with("a", v(1), m_old)).await,
-        ClaimOutcome::Stale { newest: v(2) }
+        claim(s, &req_with("a", v(0), m_old)).await,
+        ClaimOutcome::Stale { newest: v(1) },
+        "older than the version delivered"
     );
     release(s, &key("a", v(2)), "timeout").await;
     clock.advance(secs(5));
@@ -723,8 +734,8 @@ where
     assert_eq!(claim(s, &req("a", v(2))).await, ClaimOutcome::New);
     clock.advance(secs(1));
     assert_eq!(
-        claim(s, &req("a", v(1))).await,
-        ClaimOutcome::Stale { newest: v(2) }
+        claim(s, &req("a", v(0))).await,
+        ClaimOutcome::Stale { newest: v(1) }
     );
     clock.advance(secs(1));
     release(s, &key("a", v(2)), "HTTP 400: \"bad\", event rejected").await;
@@ -746,7 +757,7 @@ where
             },
         ),
         (3000, v(2), HistoryKind::Claimed),
-        (4000, v(1), HistoryKind::Stale { newest: v(2) }),
+        (4000, v(0), HistoryKind::Stale { newest: v(1) }),
         (
             5000,
             v(2),
@@ -788,7 +799,7 @@ where
     );
     assert_eq!(claim(s, &r).await, ClaimOutcome::New);
     release(s, &key("f2", v(1)), "boom").await;
-    // f3 (t+120s): acc1, UnauthorizedAccess:IAMUser/..., pending; then a stale claim.
+    // f3 (t+120s): acc1, UnauthorizedAccess:IAMUser/..., v2 sent, a stale claim, v3 pending.
     clock.advance(secs(60));
     let t_f3 = clock.now();
     let m3 = meta(acc1, "UnauthorizedAccess:IAMUser/TorIPCaller", 8.0, "three");
@@ -796,10 +807,12 @@ where
         claim(s, &req_with("f3", v(2), m3.clone())).await,
         ClaimOutcome::New
     );
+    commit(s, &key("f3", v(2))).await;
     assert_eq!(
-        claim(s, &req_with("f3", v(1), m3)).await,
+        claim(s, &req_with("f3", v(1), m3.clone())).await,
         ClaimOutcome::Stale { newest: v(2) }
     );
+    assert_eq!(claim(s, &req_with("f3", v(3), m3)).await, ClaimOutcome::New);
     // f4 (t+180s): acc2, a type with SQL wildcard characters, sent.
     clock.advance(secs(60));
     let r = req_with("f4", v(1), meta(acc2, "Recon_EC2%Weird", 1.0, "four"));
@@ -873,7 +886,7 @@ where
     );
     assert_eq!(
         list(s, &q(|q| q.status = Some(StatusFilter::Sent))).await,
-        ids(&["f4", "f1"])
+        ids(&["f4", "f3", "f1"])
     );
     assert_eq!(
         list(s, &q(|q| q.status = Some(StatusFilter::Duplicate))).await,
@@ -1022,46 +1035,95 @@ where
     );
     assert_eq!(r.status, Status::Pending, "v2 is still pending");
     assert_eq!(r.versions_sent, 1, "v1's delivery is counted");
+    assert_eq!(r.sent_version, Some(v(1)), "v1 is the newest delivered");
     assert_eq!(claim(s, &req("a", v(2))).await, in_flight(t0));
     assert_eq!(
         claim(s, &req("a", v(1))).await,
-        ClaimOutcome::Stale { newest: v(2) }
+        ClaimOutcome::Duplicate,
+        "v1 was delivered"
     );
     commit(s, &key("a", v(2))).await;
     let r = record(s, "a").await;
     assert_eq!((r.status, r.versions_sent), (Status::Sent, 2));
 }
 
-/// An older version claimed while a newer one is pending is Stale, also after the newer one's
-/// lease ended or it was released: never send an older version after a newer one was claimed.
-pub async fn older_than_pending_is_stale<F, Fut>(make: &F)
+/// Stale is judged against the newest version DELIVERED, never a claim: an older version
+/// claimed while a newer one is pending waits for it (in flight, with the newer one's lease);
+/// once the newer claim was released (a send that failed or was refused) or its lease ended,
+/// the older version is New; once a newer version was delivered, older ones are Stale. So a
+/// version far in the future that never gets delivered cannot block the real ones.
+pub async fn stale_only_behind_delivered<F, Fut>(make: &F)
 where
     F: Fn(StoreSetup) -> Fut,
     Fut: Future<Output = Arc<dyn StateStore>>,
 {
-    let st = setup("older_than_pending_is_stale", start_time());
+    let st = setup("stale_only_behind_delivered", start_time());
     let clock = st.clock.clone();
+    let t0 = clock.now();
     let s = make(st).await;
     let s = s.as_ref();
     assert_eq!(claim(s, &req("a", v(2))).await, ClaimOutcome::New);
     assert_eq!(
         claim(s, &req("a", v(1))).await,
-        ClaimOutcome::Stale { newest: v(2) }
+        in_flight(t0),
+        "older than a pending newer version: wait for it"
     );
+    release(s, &key("a", v(2)), "refused").await;
+    assert_eq!(
+        claim(s, &req("a", v(1))).await,
+        ClaimOutcome::New,
+        "the newer version was released: the older one is sent"
+    );
+    commit(s, &key("a", v(1))).await;
+    let r = record(s, "a").await;
+    assert_eq!(
+        (r.latest_version, r.sent_version, r.status),
+        (v(1), Some(v(1)), Status::Sent)
+    );
+    assert_eq!(
+        claim(s, &req("a", v(0))).await,
+        ClaimOutcome::Stale { newest: v(1) },
+        "older than the version delivered"
+    );
+    assert_eq!(
+        claim(s, &req("a", v(2))).await,
+        ClaimOutcome::New,
+        "the released newer version is sent when it comes again"
+    );
+    // Its sender dies: once the lease ended, an older (undelivered) version is New.
+    let t1 = clock.now();
+    assert_eq!(
+        claim(s, &req("b", v(9))).await,
+        ClaimOutcome::New,
+        "b: a version far ahead"
+    );
+    assert_eq!(claim(s, &req("b", v(3))).await, in_flight(t1));
     clock.advance(LEASE * 2);
     assert_eq!(
-        claim(s, &req("a", v(1))).await,
-        ClaimOutcome::Stale { newest: v(2) },
-        "after the newer version's lease ended"
+        claim(s, &req("b", v(3))).await,
+        ClaimOutcome::New,
+        "after the newer claim's lease ended"
     );
-    release(s, &key("a", v(2)), "failed").await;
+    commit(s, &key("b", v(3))).await;
     assert_eq!(
-        claim(s, &req("a", v(1))).await,
-        ClaimOutcome::Stale { newest: v(2) },
-        "after the newer version was released"
+        claim(s, &req("b", v(3))).await,
+        ClaimOutcome::Duplicate,
+        "the delivered version"
     );
-    let r = record(s, "a").await;
-    assert_eq!((r.latest_version, r.stale), (v(2), 3));
+    assert_eq!(
+        claim(s, &req("b", v(2))).await,
+        ClaimOutcome::Stale { newest: v(3) }
+    );
+    assert_eq!(
+        claim(s, &req("b", v(9))).await,
+        ClaimOutcome::New,
+        "the newer version is still sendable"
+    );
+    commit(s, &key("b", v(9))).await;
+    assert_eq!(
+        claim(s, &req("b", v(4))).await,
+        ClaimOutcome::Stale { newest: v(9) }
+    );
 }
 
 /// Releasing a version that is not the pending latest only records the failure: an older
@@ -1167,7 +1229,7 @@ macro_rules! contract_tests {
             list_filters,
             kv_ttl,
             newer_wins_over_pending_older,
-            older_than_pending_is_stale,
+            stale_only_behind_delivered,
             release_not_latest_only_records,
             unclaimed_commit_release_invalid,
         );
@@ -1200,7 +1262,7 @@ where
     list_filters(&make).await;
     kv_ttl(&make).await;
     newer_wins_over_pending_older(&make).await;
-    older_than_pending_is_stale(&make).await;
+    stale_only_behind_delivered(&make).await;
     release_not_latest_only_records(&make).await;
     unclaimed_commit_release_invalid(&make).await;
 }

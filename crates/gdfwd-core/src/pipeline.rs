@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use gdfwd_model::{Enrichment, Finding, Format, Timestamp, map_finding};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::{Clock, SystemClock};
 use crate::enrich::AccountResolver;
 use crate::sink::{EventOutcome, OutEvent, SendStats, Sink};
 use crate::store::{ClaimOutcome, ClaimRequest, Delivery, Finish, StateStore, VersionKey};
@@ -52,10 +53,13 @@ pub enum Outcome {
     /// claimable again after `lease_until`; a caller that must not lose it (an SQS message, a
     /// backfill checkpoint) tries again later rather than treating it as done.
     InFlight { lease_until: Timestamp },
-    /// A newer version was already claimed or sent.
+    /// A newer version was already delivered.
     Stale { newest: Timestamp },
     /// Not delivered. `retryable`: a later attempt may succeed (the claim was released).
     Failed { retryable: bool, reason: String },
+    /// Refused before claiming, alone: an `updatedAt` too far in the future, or values the
+    /// state store cannot hold (its [`StateStore::refuses`]). Never sendable as it is.
+    Invalid { reason: String },
 }
 
 impl Outcome {
@@ -67,6 +71,7 @@ impl Outcome {
         match self {
             Self::Forwarded { .. } | Self::Duplicate | Self::Stale { .. } => None,
             Self::Failed { retryable, reason } => Some((*retryable, reason.clone())),
+            Self::Invalid { reason } => Some((false, format!("invalid: {reason}"))),
             Self::InFlight { lease_until } => Some((
                 true,
                 format!(
@@ -128,6 +133,7 @@ impl Summary {
             Outcome::InFlight { .. } => self.in_flight += 1,
             Outcome::Stale { .. } => self.stale += 1,
             Outcome::Failed { .. } => self.failed += 1,
+            Outcome::Invalid { .. } => self.invalid += 1,
         }
     }
 
@@ -153,6 +159,8 @@ pub struct Pipeline {
     resolver: Option<Arc<dyn AccountResolver>>,
     format: Format,
     lease: Duration,
+    /// "Now" for judging `updatedAt` (the store has its own clock for leases).
+    clock: Arc<dyn Clock>,
 }
 
 impl Pipeline {
@@ -164,7 +172,14 @@ impl Pipeline {
             resolver: None,
             format,
             lease: DEFAULT_LEASE,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     #[must_use]
@@ -195,52 +210,73 @@ impl Pipeline {
         // Taken before the claim: the store's lease starts no earlier than this.
         let claimed_at = Instant::now();
 
+        // 0. Refuse, alone, what must never be claimed or sent (issue #16): a version far in the
+        //    future would block every real version; values the store cannot hold would fail
+        //    the claim of the whole batch.
+        let now = self.clock.now();
+        let mut valid: Vec<usize> = Vec::with_capacity(findings.len());
+        for (i, f) in findings.iter().enumerate() {
+            let refused = match f.check_version(now) {
+                Err(e) => Some(e.to_string()),
+                Ok(()) => self
+                    .store
+                    .as_ref()
+                    .and_then(|s| s.refuses(&claim_request(f))),
+            };
+            match refused {
+                Some(reason) => outcomes[i] = Some(Outcome::Invalid { reason }),
+                None => valid.push(i),
+            }
+        }
+
         // 1. Claim. Without a store every finding is "new".
-        let claims: Vec<ClaimOutcome> = match &self.store {
-            None => vec![ClaimOutcome::New; findings.len()],
+        let claims: Vec<(usize, ClaimOutcome)> = match &self.store {
+            None => valid.iter().map(|&i| (i, ClaimOutcome::New)).collect(),
             Some(store) => {
-                let reqs: Vec<ClaimRequest> = findings.iter().map(claim_request).collect();
-                match store.claim_many(&reqs, self.lease).await {
-                    Ok(c) if c.len() == findings.len() => c,
-                    Ok(c) => {
-                        return self.fail_all(
-                            findings,
-                            format!(
-                                "state store returned {} claim results for {} findings",
-                                c.len(),
-                                findings.len()
-                            ),
-                        );
-                    }
+                let reqs: Vec<ClaimRequest> =
+                    valid.iter().map(|&i| claim_request(&findings[i])).collect();
+                let failure = match store.claim_many(&reqs, self.lease).await {
+                    Ok(c) if c.len() == reqs.len() => Ok(valid.iter().copied().zip(c).collect()),
+                    Ok(c) => Err(format!(
+                        "state store returned {} claim results for {} findings",
+                        c.len(),
+                        reqs.len()
+                    )),
                     Err(e) => {
                         tracing::error!(store = %store.describe(), error = %e, "claiming failed; batch will be retried");
-                        return self.fail_all(
-                            findings,
-                            format!("claiming in the state store failed: {e}"),
-                        );
+                        Err(format!("claiming in the state store failed: {e}"))
                     }
+                };
+                match failure {
+                    Ok(c) => c,
+                    Err(reason) => return self.fail_all(findings, outcomes, reason),
                 }
             }
         };
         let mut to_send = Vec::new();
-        // Versions held by another finding of this same batch (a redelivered copy): theirs
-        // follow the holder's outcome once it is known, instead of waiting out our own lease.
+        // Versions held by another finding of this same batch (a redelivered copy, or an older
+        // version behind a newer one claimed here): theirs follow the holder's outcome once it
+        // is known, instead of waiting out our own lease.
         let mut copies: Vec<(usize, usize)> = Vec::new();
-        let mut claimed_here: HashMap<(&str, Timestamp), usize> = HashMap::new();
-        for (i, c) in claims.into_iter().enumerate() {
+        // finding id → (newest version claimed in this batch, its index).
+        let mut claimed_here: HashMap<&str, (Timestamp, usize)> = HashMap::new();
+        for (i, c) in claims {
             let f = &findings[i];
             match c {
                 ClaimOutcome::New => {
-                    claimed_here.insert((f.id.as_str(), f.updated_at), i);
+                    let newest = claimed_here
+                        .entry(f.id.as_str())
+                        .or_insert((f.updated_at, i));
+                    if f.updated_at >= newest.0 {
+                        *newest = (f.updated_at, i);
+                    }
                     to_send.push(i);
                 }
                 ClaimOutcome::Duplicate => outcomes[i] = Some(Outcome::Duplicate),
-                ClaimOutcome::InFlight { lease_until } => {
-                    match claimed_here.get(&(f.id.as_str(), f.updated_at)) {
-                        Some(&holder) => copies.push((i, holder)),
-                        None => outcomes[i] = Some(Outcome::InFlight { lease_until }),
-                    }
-                }
+                ClaimOutcome::InFlight { lease_until } => match claimed_here.get(f.id.as_str()) {
+                    Some(&(held, holder)) if held >= f.updated_at => copies.push((i, holder)),
+                    _ => outcomes[i] = Some(Outcome::InFlight { lease_until }),
+                },
                 ClaimOutcome::Stale { newest } => outcomes[i] = Some(Outcome::Stale { newest }),
             }
         }
@@ -310,7 +346,10 @@ impl Pipeline {
                         }),
                     })),
                     Outcome::Failed { reason, .. } => Some(Finish::Release(reason.clone())),
-                    Outcome::Duplicate | Outcome::InFlight { .. } | Outcome::Stale { .. } => None,
+                    Outcome::Duplicate
+                    | Outcome::InFlight { .. }
+                    | Outcome::Stale { .. }
+                    | Outcome::Invalid { .. } => None,
                 };
                 if let Some(finish) = finish {
                     finishes.push((version_key(&findings[i]), finish));
@@ -346,8 +385,20 @@ impl Pipeline {
         }
 
         for (copy, holder) in copies {
+            let newer = findings[holder].updated_at;
+            let older = findings[copy].updated_at < newer;
             outcomes[copy] = outcomes[holder].as_ref().map(|o| match o {
+                // Behind a newer version delivered now: stale, as the store will say from now on.
+                Outcome::Forwarded { .. } if older => Outcome::Stale { newest: newer },
                 Outcome::Forwarded { .. } => Outcome::Duplicate,
+                // The newer version was not delivered, so the older one may be sent after all:
+                // a retry (its claim is free now) decides, whatever stopped the newer one.
+                Outcome::Failed { reason, .. } if older => Outcome::Failed {
+                    retryable: true,
+                    reason: format!(
+                        "not sent: waited for the newer version {newer}, which failed: {reason}"
+                    ),
+                },
                 other => other.clone(),
             });
         }
@@ -383,12 +434,20 @@ impl Pipeline {
             .collect()
     }
 
-    fn fail_all(&self, findings: &[Finding], reason: String) -> BatchReport {
-        let outcomes: Vec<Outcome> = findings
-            .iter()
-            .map(|_| Outcome::Failed {
-                retryable: true,
-                reason: reason.clone(),
+    /// Every finding without an outcome yet fails retryably for `reason`.
+    fn fail_all(
+        &self,
+        findings: &[Finding],
+        decided: Vec<Option<Outcome>>,
+        reason: String,
+    ) -> BatchReport {
+        let outcomes: Vec<Outcome> = decided
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or_else(|| Outcome::Failed {
+                    retryable: true,
+                    reason: reason.clone(),
+                })
             })
             .collect();
         let mut summary = Summary {

@@ -15,7 +15,7 @@ use gdfwd_model::Timestamp;
 use crate::error::StoreError;
 use crate::store::{
     ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, ListQuery, StateStore,
-    Status, VersionKey,
+    VersionKey, judge_claim,
 };
 
 #[derive(Debug)]
@@ -34,31 +34,14 @@ impl PreviewStore {
     }
 }
 
-/// What the real store's record says about claiming `version` at `now` (a pending claim whose
-/// lease has ended is claimable, as the store would answer).
-fn judge(record: Option<&FindingRecord>, version: Timestamp, now: Timestamp) -> ClaimOutcome {
-    match record {
-        None => ClaimOutcome::New,
-        Some(r) if version > r.latest_version => ClaimOutcome::New,
-        Some(r) if version < r.latest_version => ClaimOutcome::Stale {
-            newest: r.latest_version,
-        },
-        Some(r) if r.status == Status::Failed => ClaimOutcome::New,
-        Some(r) if r.status == Status::Pending => match r.lease_until {
-            Some(lease_until) if lease_until > now => ClaimOutcome::InFlight { lease_until },
-            Some(_) => ClaimOutcome::New,
-            // A pending record without a lease cannot come from our writes: not sent, the
-            // conservative answer for a preview.
-            None => ClaimOutcome::Duplicate,
-        },
-        Some(_) => ClaimOutcome::Duplicate,
-    }
-}
-
 #[async_trait]
 impl StateStore for PreviewStore {
     fn describe(&self) -> String {
         format!("preview of {}", self.inner.describe())
+    }
+
+    fn refuses(&self, req: &ClaimRequest) -> Option<String> {
+        self.inner.refuses(req)
     }
 
     async fn claim(
@@ -78,7 +61,8 @@ impl StateStore for PreviewStore {
             Some(seen) if v < seen => ClaimOutcome::Stale { newest: seen },
             _ => {
                 let history = self.inner.history(&req.key.finding_id).await?;
-                judge(history.as_ref().map(|h| &h.record), v, Timestamp::now())
+                // What the real store's record says, by the store's own rule.
+                judge_claim(history.as_ref().map(|h| &h.record), v, Timestamp::now())
             }
         };
         if outcome == ClaimOutcome::New {
@@ -127,6 +111,7 @@ impl StateStore for PreviewStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Status;
 
     fn record(status: Status, latest: i64, lease_until: Option<i64>) -> FindingRecord {
         let t = Timestamp::from_millis;
@@ -134,6 +119,7 @@ mod tests {
             finding_id: "f".into(),
             meta: Default::default(),
             latest_version: t(latest),
+            sent_version: (status == Status::Sent).then(|| t(latest)),
             status,
             lease_until: lease_until.map(t),
             first_seen: t(0),
@@ -154,24 +140,24 @@ mod tests {
         let (v, now) = (Timestamp::from_millis(100), Timestamp::from_millis(1_000));
         let live = record(Status::Pending, 100, Some(2_000));
         assert_eq!(
-            judge(Some(&live), v, now),
+            judge_claim(Some(&live), v, now),
             ClaimOutcome::InFlight {
                 lease_until: Timestamp::from_millis(2_000)
             }
         );
         let ended = record(Status::Pending, 100, Some(1_000));
-        assert_eq!(judge(Some(&ended), v, now), ClaimOutcome::New);
+        assert_eq!(judge_claim(Some(&ended), v, now), ClaimOutcome::New);
         let sent = record(Status::Sent, 100, None);
-        assert_eq!(judge(Some(&sent), v, now), ClaimOutcome::Duplicate);
+        assert_eq!(judge_claim(Some(&sent), v, now), ClaimOutcome::Duplicate);
         let failed = record(Status::Failed, 100, None);
-        assert_eq!(judge(Some(&failed), v, now), ClaimOutcome::New);
+        assert_eq!(judge_claim(Some(&failed), v, now), ClaimOutcome::New);
         let newer = record(Status::Sent, 200, None);
         assert_eq!(
-            judge(Some(&newer), v, now),
+            judge_claim(Some(&newer), v, now),
             ClaimOutcome::Stale {
                 newest: Timestamp::from_millis(200)
             }
         );
-        assert_eq!(judge(None, v, now), ClaimOutcome::New);
+        assert_eq!(judge_claim(None, v, now), ClaimOutcome::New);
     }
 }

@@ -3,12 +3,13 @@
 //! Contract (both backends pass the same suite, `gdfwd_core::contract` (feature `contract`) in the SQLite crate's
 //! and DynamoDB crate's tests):
 //! - key: the finding id; version: normalised `updatedAt` (ms);
-//! - `claim` → [`ClaimOutcome::New`] when never seen, or newer than the newest claimed/sent
-//!   version, or when this version's earlier claim was released or its lease expired;
-//!   [`ClaimOutcome::Duplicate`] when this exact version was sent;
-//!   [`ClaimOutcome::InFlight`] when this exact version is under another live lease (counted as
-//!   a duplicate too, but not known delivered: its holder may still fail);
-//!   [`ClaimOutcome::Stale`] when a newer version was already claimed or sent;
+//! - `claim` decides as [`judge_claim`] does on the finding's record: [`ClaimOutcome::Stale`]
+//!   only when a newer version was **delivered**; [`ClaimOutcome::Duplicate`] when this exact
+//!   version was delivered; [`ClaimOutcome::InFlight`] when this version or a newer one is
+//!   under another live lease (counted as a duplicate too, but not known delivered: its holder
+//!   may still fail); otherwise [`ClaimOutcome::New`] (never seen, newer than every claim, or
+//!   the claim that stood in its way was released or its lease ended). A claim that failed or
+//!   was refused therefore never blocks an older version;
 //! - `commit` marks a claimed version sent; `release` frees it at once and records why;
 //! - records expire `retention` after their last update; expired records read as absent;
 //! - a small key/value space (alias cache, backfill checkpoints) lives beside the findings.
@@ -40,13 +41,49 @@ pub enum ClaimOutcome {
     New,
     /// This exact version was sent.
     Duplicate,
-    /// This exact version is being sent under another live lease, which ends at `lease_until`.
+    /// This exact version, or a newer one, is being sent under another live lease, which ends
+    /// at `lease_until` (for a newer one: a retry after the lease finds it delivered, and is
+    /// Stale, or released, and is sent).
     /// Not sent by this caller and not known delivered: if the holder fails without releasing,
     /// the version is claimable again only after the lease. A caller that must not lose it (an
     /// SQS message, a backfill checkpoint) retries after `lease_until` instead of dropping it.
     InFlight { lease_until: Timestamp },
-    /// A newer version (`newest`) was already claimed or sent.
+    /// A newer version (`newest`) was already delivered.
     Stale { newest: Timestamp },
+}
+
+/// The claim decision every backend makes, from the finding's live record (`None`: never seen
+/// or expired) at `now`; the backends apply it atomically (SQLite in a write transaction,
+/// DynamoDB as a conditional write whose condition is this rule). Stale is judged against the
+/// newest version **delivered**, never against a claim: a version that failed, was refused or
+/// whose sender died must not keep older versions from being sent.
+pub fn judge_claim(record: Option<&FindingRecord>, v: Timestamp, now: Timestamp) -> ClaimOutcome {
+    let Some(r) = record else {
+        return ClaimOutcome::New;
+    };
+    // A record written before `sent_version` existed: its latest version, when sent, is the
+    // newest delivered one as far as it can tell.
+    let sent = r
+        .sent_version
+        .or((r.status == Status::Sent).then_some(r.latest_version));
+    match sent {
+        Some(newest) if v < newest => return ClaimOutcome::Stale { newest },
+        Some(newest) if v == newest => return ClaimOutcome::Duplicate,
+        _ => {}
+    }
+    if v > r.latest_version {
+        return ClaimOutcome::New;
+    }
+    // This version, or an older one than the last claimed: only a live claim stands in the
+    // way. A sent latest version is `sent` above; a released one or an ended lease frees it.
+    match (r.status, r.lease_until) {
+        (Status::Pending, Some(lease_until)) if lease_until > now => {
+            ClaimOutcome::InFlight { lease_until }
+        }
+        // A pending claim without a lease cannot come from our writes: the conservative answer.
+        (Status::Pending, None) | (Status::Sent, _) => ClaimOutcome::Duplicate,
+        (Status::Pending | Status::Failed, _) => ClaimOutcome::New,
+    }
 }
 
 /// What Dynatrace accepted for a committed version.
@@ -121,8 +158,14 @@ pub struct FindingRecord {
     pub finding_id: String,
     /// Account, region, type, severity, title of the latest version seen.
     pub meta: FindingMeta,
-    /// Newest version claimed (or sent).
+    /// The version claimed last: normally the newest claimed, but an older version claimed after
+    /// a newer one was released (or its lease ended) takes its place.
     pub latest_version: Timestamp,
+    /// The newest version delivered (committed), which is what makes older versions stale.
+    /// `None` when no version was delivered (or, on a record written before this field
+    /// existed, when its latest version was not the one delivered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_version: Option<Timestamp>,
     pub status: Status,
     /// For `Pending`: when the lease runs out.
     pub lease_until: Option<Timestamp>,
@@ -212,6 +255,13 @@ impl ListQuery {
 pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// Human-readable description for logs and errors, e.g. `sqlite:/path/state.db`.
     fn describe(&self) -> String;
+
+    /// Why this store could never record `req` (a key or item over the backend's limits), or
+    /// `None`. The pipeline asks before claiming and refuses such a finding alone as invalid,
+    /// so one poison finding does not fail the claim of its whole batch. Default: none.
+    fn refuses(&self, _req: &ClaimRequest) -> Option<String> {
+        None
+    }
 
     /// Claims one version under a lease of `lease`. Counts duplicates and stale suppressions.
     async fn claim(&self, req: &ClaimRequest, lease: Duration) -> Result<ClaimOutcome, StoreError>;

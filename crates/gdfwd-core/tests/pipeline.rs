@@ -17,12 +17,15 @@ use gdfwd_core::store::{
 use gdfwd_model::{Enrichment, Finding, Format, Item, Timestamp, parse_document};
 
 /// Just enough of the store contract for pipeline tests (the real contract suite runs against the
-/// real backends): newest version wins, a sent version is a duplicate, a pending one in flight
-/// (under a lease ending at [`LEASE_END`]).
+/// real backends): older than the newest delivered version is stale, the delivered version a
+/// duplicate, this or an older version behind a pending claim in flight (under a lease ending
+/// at [`LEASE_END`]), anything else new.
 #[derive(Debug, Default)]
 struct MemStore {
-    /// finding id → (version, state)
+    /// finding id → (version claimed last, its state)
     items: Mutex<HashMap<String, (Timestamp, &'static str)>>,
+    /// finding id → newest version delivered
+    sent: Mutex<HashMap<String, Timestamp>>,
     committed: Mutex<Vec<(VersionKey, Delivery)>>,
     released: Mutex<Vec<(VersionKey, String)>>,
     fail_claims: bool,
@@ -51,10 +54,16 @@ impl StateStore for MemStore {
         }
         let mut items = self.items.lock().expect("lock");
         let v = req.key.version;
-        match items.get(&req.key.finding_id) {
-            Some((cur, _)) if v < *cur => Ok(ClaimOutcome::Stale { newest: *cur }),
-            Some((cur, "sent")) if v == *cur => Ok(ClaimOutcome::Duplicate),
-            Some((cur, "pending")) if v == *cur => Ok(ClaimOutcome::InFlight {
+        let sent = self
+            .sent
+            .lock()
+            .expect("lock")
+            .get(&req.key.finding_id)
+            .copied();
+        match (sent, items.get(&req.key.finding_id)) {
+            (Some(newest), _) if v < newest => Ok(ClaimOutcome::Stale { newest }),
+            (Some(newest), _) if v == newest => Ok(ClaimOutcome::Duplicate),
+            (_, Some((cur, "pending"))) if v <= *cur => Ok(ClaimOutcome::InFlight {
                 lease_until: LEASE_END,
             }),
             _ => {
@@ -71,10 +80,16 @@ impl StateStore for MemStore {
                 source: "injected outage".into(),
             });
         }
-        self.items
-            .lock()
-            .expect("lock")
-            .insert(key.finding_id.clone(), (key.version, "sent"));
+        let mut items = self.items.lock().expect("lock");
+        if items
+            .get(&key.finding_id)
+            .is_some_and(|(v, _)| *v == key.version)
+        {
+            items.insert(key.finding_id.clone(), (key.version, "sent"));
+        }
+        let mut sent = self.sent.lock().expect("lock");
+        let newest = sent.entry(key.finding_id.clone()).or_insert(key.version);
+        *newest = (*newest).max(key.version);
         self.committed
             .lock()
             .expect("lock")
@@ -82,10 +97,10 @@ impl StateStore for MemStore {
         Ok(())
     }
     async fn release(&self, key: &VersionKey, reason: &str) -> Result<(), StoreError> {
-        self.items
-            .lock()
-            .expect("lock")
-            .insert(key.finding_id.clone(), (key.version, "failed"));
+        let mut items = self.items.lock().expect("lock");
+        if items.get(&key.finding_id) == Some(&(key.version, "pending")) {
+            items.insert(key.finding_id.clone(), (key.version, "failed"));
+        }
         self.released
             .lock()
             .expect("lock")
@@ -179,6 +194,16 @@ impl Sink for FakeSink {
 }
 
 impl FakeSink {
+    /// The next `send` refuses every event for good (HTTP 400).
+    fn refuse_all(&self) {
+        self.script
+            .lock()
+            .expect("lock")
+            .push(Box::new(|_| EventOutcome::Definitive {
+                reason: "HTTP 400".into(),
+            }));
+    }
+
     /// The next `send` fails event `i` with a retryable HTTP 503 and delivers the rest.
     fn fail_503_at(&self, i: usize) {
         self.script.lock().expect("lock").push(Box::new(move |j| {
@@ -287,6 +312,57 @@ async fn older_version_after_newer_is_stale_and_not_sent() {
         }
     );
     assert_eq!(sink.received.lock().expect("lock").len(), 1);
+}
+
+/// Issue #16, defect 1: a newer version that was claimed but not delivered (the endpoint
+/// refused it for good) must not make the real versions after it stale; and an older version
+/// behind a newer one of the same batch follows it: stale when it is delivered, retryable when
+/// it is not.
+#[tokio::test]
+async fn only_a_delivered_version_makes_older_ones_stale() {
+    let store = Arc::new(MemStore::default());
+    let sink = Arc::new(FakeSink::default());
+    let p = pipeline(store.clone(), sink.clone());
+    let far = findings(&finding("f1", "1", "2025-01-01T00:00:09Z"));
+    sink.refuse_all();
+    let r = p.process(&far, None).await;
+    assert!(
+        matches!(
+            r.outcomes[0],
+            Outcome::Failed {
+                retryable: false,
+                ..
+            }
+        ),
+        "{:?}",
+        r.outcomes
+    );
+    let real = findings(&finding("f1", "1", "2025-01-01T00:00:02Z"));
+    let r = p.process(&real, None).await;
+    assert_eq!(r.outcomes, vec![Outcome::Forwarded { events: 1 }]);
+
+    // Newer and older of f2 in one batch, the newer one fails: both are retryable.
+    let batch = findings(&format!(
+        "{}\n{}",
+        finding("f2", "1", "2025-01-01T00:00:05Z"),
+        finding("f2", "1", "2025-01-01T00:00:04Z")
+    ));
+    sink.fail_503_at(0);
+    let r = p.process(&batch, None).await;
+    assert!(
+        matches!(&r.outcomes[1], Outcome::Failed { retryable: true, reason } if reason.contains("waited for the newer version")),
+        "{:?}",
+        r.outcomes
+    );
+    // Again, delivered: the older one is stale, not sent.
+    let before = sink.received.lock().expect("lock").len();
+    let r = p.process(&batch, None).await;
+    let newest = Timestamp::parse("2025-01-01T00:00:05Z").expect("ts");
+    assert_eq!(
+        r.outcomes,
+        vec![Outcome::Forwarded { events: 1 }, Outcome::Stale { newest }]
+    );
+    assert_eq!(sink.received.lock().expect("lock").len(), before + 1);
 }
 
 #[tokio::test]
@@ -599,4 +675,85 @@ async fn a_version_in_flight_elsewhere_is_left_for_a_retry_and_copies_follow_the
         None,
         "a copy of a delivered version is done"
     );
+}
+
+/// [`MemStore`] that, like the DynamoDB store, refuses ids it could not key.
+#[derive(Debug, Default)]
+struct PickyStore(MemStore);
+
+#[async_trait]
+impl StateStore for PickyStore {
+    fn describe(&self) -> String {
+        "picky".into()
+    }
+    fn refuses(&self, req: &ClaimRequest) -> Option<String> {
+        (req.key.finding_id.len() > 100).then(|| "field `id` is too long".to_owned())
+    }
+    async fn claim(&self, req: &ClaimRequest, l: Duration) -> Result<ClaimOutcome, StoreError> {
+        assert!(self.refuses(req).is_none(), "a refused finding was claimed");
+        self.0.claim(req, l).await
+    }
+    async fn commit(&self, key: &VersionKey, d: &Delivery) -> Result<(), StoreError> {
+        self.0.commit(key, d).await
+    }
+    async fn release(&self, key: &VersionKey, reason: &str) -> Result<(), StoreError> {
+        self.0.release(key, reason).await
+    }
+    async fn history(&self, id: &str) -> Result<Option<FindingHistory>, StoreError> {
+        self.0.history(id).await
+    }
+    async fn list(&self, q: &ListQuery) -> Result<Vec<FindingRecord>, StoreError> {
+        self.0.list(q).await
+    }
+    async fn kv_get(&self, ns: &str, k: &str) -> Result<Option<String>, StoreError> {
+        self.0.kv_get(ns, k).await
+    }
+    async fn kv_put(&self, ns: &str, k: &str, v: &str, t: Duration) -> Result<(), StoreError> {
+        self.0.kv_put(ns, k, v, t).await
+    }
+}
+
+/// Issue #16, defects 1 and 3: an `updatedAt` more than a day ahead of the pipeline's clock,
+/// and a finding the store could not record, are each invalid alone, never claimed or sent;
+/// their neighbours in the batch are forwarded.
+#[tokio::test]
+async fn implausible_versions_and_unstorable_findings_are_invalid_alone() {
+    let store = Arc::new(PickyStore::default());
+    let sink = Arc::new(FakeSink::default());
+    let now = Timestamp::parse("2025-01-01T00:00:00Z").expect("ts");
+    let p = Pipeline::new(Some(store), sink.clone(), Format::Raw)
+        .with_clock(Arc::new(gdfwd_core::ManualClock::new(now)));
+    let long_id = "x".repeat(101);
+    let batch = findings(
+        &[
+            finding("ok1", "1", "2025-01-01T00:00:00Z"),
+            finding("future", "1", "2025-01-02T00:00:01Z"),
+            finding("soon", "1", "2025-01-01T23:59:59Z"),
+            finding(&long_id, "1", "2025-01-01T00:00:00Z"),
+            finding("ok2", "1", "2024-12-31T00:00:00Z"),
+        ]
+        .join("\n"),
+    );
+    let r = p.process(&batch, None).await;
+    let fwd = Outcome::Forwarded { events: 1 };
+    assert_eq!(r.outcomes[0], fwd);
+    match &r.outcomes[1] {
+        Outcome::Invalid { reason } => {
+            assert!(
+                reason.contains("updatedAt") && reason.contains("more than a day"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(r.outcomes[2], fwd, "less than a day ahead is fine");
+    match &r.outcomes[3] {
+        Outcome::Invalid { reason } => assert!(reason.contains("`id`"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(r.outcomes[4], fwd);
+    assert_eq!((r.summary.forwarded, r.summary.invalid), (3, 2));
+    assert_eq!(sink.received.lock().expect("lock").len(), 3);
+    let (retryable, _) = r.outcomes[1].undone().expect("not done");
+    assert!(!retryable, "an invalid finding is never retried as it is");
 }

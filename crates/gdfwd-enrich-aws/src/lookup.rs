@@ -267,6 +267,16 @@ impl AwsAccountLookup {
         Ok(out.account_aliases().first().cloned())
     }
 
+    /// Whether the alias can be read for `account_id` the way enrichment reads it (the member
+    /// role, or the own credentials for the own account), without the Organizations fallback:
+    /// `gdfwd doctor`'s alias-role check. The error names the call that failed.
+    pub async fn probe_alias_role(&self, account_id: &str) -> Result<(), String> {
+        if !is_account_id(account_id) {
+            return Err(format!("{account_id:?} is not a 12-digit AWS account id"));
+        }
+        self.alias(account_id).await.map(|_| ())
+    }
+
     async fn alias(&self, account_id: &str) -> Result<Option<String>, String> {
         // When our own account id is unknown (GetCallerIdentity failed) we take the role path:
         // it works for our own account too when the role is deployed there.

@@ -68,7 +68,11 @@ fn main() {
             );
             let client = Arc::new(
                 GuardDutyClient::new(
-                    SharedCredentialsProvider::new(Credentials::from_keys("AKID", "SECRET", None)),
+                    SharedCredentialsProvider::new(Credentials::from_keys(
+                        gdfwd_testkit_guardduty::TEST_ACCESS_KEY_ID,
+                        gdfwd_testkit_guardduty::TEST_SECRET_ACCESS_KEY,
+                        None,
+                    )),
                     Endpoint::Fixed(fake.endpoint()),
                     ClientConfig {
                         max_calls_per_second: 0,

@@ -372,6 +372,12 @@ impl Backfill {
                             !*retryable
                         }
                         Outcome::Duplicate => true,
+                        // Never sendable as it is: reported, and not worth holding the
+                        // checkpoint for (like a definitive failure).
+                        Outcome::Invalid { reason } => {
+                            tracing::warn!(region, finding = %f.id, version = %f.updated_at, reason, "finding refused as invalid");
+                            true
+                        }
                         // Another sender holds it: not settled until that sender commits (or
                         // its lease ends and a later run sends it).
                         Outcome::InFlight { lease_until } => {

@@ -437,7 +437,7 @@ impl GuardDutyClient {
     }
 
     /// One API call with rate limiting and retries; the decoded JSON body.
-    async fn call(
+    pub(crate) async fn call(
         &self,
         region: &str,
         operation: &'static str,
@@ -527,7 +527,7 @@ impl GuardDutyClient {
                 return Attempt::Fail(GuardDutyError::Signing {
                     region: region.to_owned(),
                     operation,
-                    message,
+                    message: gdfwd_aws_error::redact_urls(&message),
                 });
             }
         };
@@ -549,13 +549,7 @@ impl GuardDutyClient {
             Ok(r) => r,
             Err(e) => {
                 return Attempt::Retry(
-                    GuardDutyError::Transport {
-                        region: region.to_owned(),
-                        operation,
-                        url: url.to_owned(),
-                        attempts: attempt,
-                        message: gdfwd_aws_error::chain(&e),
-                    },
+                    transport(region, operation, url, attempt, gdfwd_aws_error::chain(&e)),
                     None,
                 );
             }
@@ -566,20 +560,23 @@ impl GuardDutyClient {
             .get("x-amzn-errortype")
             .and_then(|v| v.to_str().ok())
             .map(|s| s.split(':').next().unwrap_or(s).to_owned());
-        let text = match resp.text().await {
-            Ok(t) => t,
-            Err(e) => {
-                return Attempt::Retry(
-                    GuardDutyError::Transport {
-                        region: region.to_owned(),
-                        operation,
-                        url: url.to_owned(),
-                        attempts: attempt,
-                        message: format!("reading the response: {}", gdfwd_aws_error::chain(&e)),
-                    },
-                    None,
-                );
+        // A page of findings is read whole (it is the payload); an error answer only as far as its
+        // message needs, so a huge or endless error body cannot fill memory.
+        let text = if (200..300).contains(&status) {
+            match resp.text().await {
+                Ok(t) => t,
+                Err(e) => {
+                    let message = format!("reading the response: {}", gdfwd_aws_error::chain(&e));
+                    return Attempt::Retry(
+                        transport(region, operation, url, attempt, message),
+                        None,
+                    );
+                }
             }
+        } else {
+            gdfwd_aws_error::read_capped(resp, gdfwd_aws_error::ERROR_BODY_CAP)
+                .await
+                .0
         };
         let parsed: Result<Value, _> = serde_json::from_str(&text);
         if (200..300).contains(&status) {
@@ -630,6 +627,24 @@ impl GuardDutyClient {
     }
 }
 
+/// A call that got no (complete) answer. The URL and the message are redacted: a fixed endpoint
+/// (`AWS_ENDPOINT_URL`) may carry credentials, and the query holds pagination tokens.
+fn transport(
+    region: &str,
+    operation: &'static str,
+    url: &str,
+    attempts: u32,
+    message: String,
+) -> GuardDutyError {
+    GuardDutyError::Transport {
+        region: region.to_owned(),
+        operation,
+        url: gdfwd_aws_error::redact_url(url),
+        attempts,
+        message: gdfwd_aws_error::redact_urls(&message),
+    }
+}
+
 /// Signs a request; the headers to add (`authorization`, `x-amz-date`, `x-amz-security-token`).
 fn sign(
     creds: &Credentials,
@@ -676,7 +691,7 @@ fn string_list(v: &Value, key: &str) -> Option<Vec<String>> {
 }
 
 /// Percent-encodes a path segment or query value (RFC 3986 unreserved characters kept).
-fn url_escape(s: &str) -> String {
+pub(crate) fn url_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

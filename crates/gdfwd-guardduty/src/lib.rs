@@ -1,9 +1,11 @@
 //! GuardDuty as a source: the API client (REST JSON + SigV4, see [`client`]) and the engines of
-//! `gdfwd backfill` ([`backfill`]) and `gdfwd audit gaps` ([`gaps`]).
+//! `gdfwd backfill` ([`backfill`]) and `gdfwd audit gaps` ([`gaps`]); the administrator's
+//! read-only calls of `gdfwd doctor` ([`admin`]).
 //!
 //! Both engines hand findings to `gdfwd_core::pipeline::Pipeline::process`, the path the Lambda
 //! uses, so dedup, enrichment, the rate-limited send and commit are shared, not re-implemented.
 
+pub mod admin;
 pub mod backfill;
 pub mod client;
 pub mod error;

@@ -243,27 +243,12 @@ fn number(
 }
 
 /// `https://host/...`; plain `http://` only to a loopback host (tests, local benchmarks): the token
-/// must never travel unencrypted over a network.
+/// must never travel unencrypted over a network. The sender's own rule, so the function refuses
+/// what the CLI refuses (credentials, a query string), and says so without repeating them.
 fn check_endpoint(url: &str) -> Result<(), ConfigError> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| err(ENDPOINT, format!("expected an https:// URL, got {url:?}")))?;
-    let host_port = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = match host_port.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => host_port.rsplit_once(':').map_or(host_port, |(h, _)| h),
-    };
-    if host.is_empty() {
-        return Err(err(ENDPOINT, format!("no host in {url:?}")));
-    }
-    match scheme.to_ascii_lowercase().as_str() {
-        "https" => Ok(()),
-        "http" if matches!(host, "127.0.0.1" | "localhost" | "::1") => Ok(()),
-        _ => Err(err(
-            ENDPOINT,
-            format!("expected an https:// URL (http only to 127.0.0.1/localhost), got {url:?}"),
-        )),
-    }
+    gdfwd_sink_http::config::validate_endpoint(url, true)
+        .map(drop)
+        .map_err(|e| err(ENDPOINT, e.to_string()))
 }
 
 fn valid_table_name(s: &str) -> bool {
@@ -465,5 +450,19 @@ mod tests {
             error_of(&with(&[(ENDPOINT, "http://10.0.0.1/x")])).var,
             ENDPOINT
         );
+    }
+
+    /// A token in the endpoint's query or credentials in it fail init, and the message (which
+    /// goes to CloudWatch and the Runtime API) does not repeat them.
+    #[test]
+    fn secrets_in_the_endpoint_fail_init_without_being_shown() {
+        for url in [
+            "https://abc.live.dynatrace.com/platform/ingest/v1/security.events?api-token=dt0c01.SECRET",
+            "https://user:SECRET@abc.live.dynatrace.com/platform/ingest/v1/security.events",
+        ] {
+            let e = error_of(&with(&[(ENDPOINT, url)]));
+            assert_eq!(e.var, ENDPOINT);
+            assert!(!e.to_string().contains("SECRET"), "{e}");
+        }
     }
 }

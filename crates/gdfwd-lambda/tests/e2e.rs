@@ -23,7 +23,9 @@ use gdfwd_testkit_openpipeline::{FakeOpenPipeline, Fault};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "dt0c01.E2ETESTTOKEN.SECRETPART";
-const TIMEOUT: Duration = Duration::from_secs(20);
+/// The function's timeout in `cloudformation/forwarder.yaml`. The driver enforces it as Lambda
+/// does: an invocation not answered by then fails and its process is killed.
+const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn bootstrap_path() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_bootstrap"))
@@ -470,6 +472,8 @@ async fn during_an_outage_item_failures_name_exactly_the_unsent_messages_and_rep
     let (batch, records) = w.ten_distinct();
     let (want, _) = expected_ids(&batch, Format::Semantic);
 
+    // A short timeout (enforced): ten events at two per second cannot all go out before it, and
+    // the function must answer before it, naming what it did not send.
     let id = api.enqueue(&sqs_batch(&records), Duration::from_secs(8));
     // Once the first request is in, Dynatrace starts answering 503.
     wait_until("the first accepted request", || {
@@ -503,7 +507,11 @@ async fn during_an_outage_item_failures_name_exactly_the_unsent_messages_and_rep
     );
     assert_eq!(item_failures(&r), unsent);
     emf_settled(&b, &api).await;
-    assert!(emf_sum(&b, "Retries") > 0 || emf_sum(&b, "RequestsSent") > 1);
+    assert!(
+        emf_sum(&b, "Retries") > 0,
+        "the 503s were retried before the deadline: {:?}",
+        b.emf_lines()
+    );
 
     // Dynatrace is back; SQS redelivers exactly the failed messages.
     w.fake.clear_faults();
@@ -697,6 +705,55 @@ async fn a_wrong_table_or_secret_fails_invocations_naming_the_variable_until_fix
     );
 }
 
+/// A token with a line break inside could never go into a header: every request would fail as a
+/// refusal and every message be dead-lettered. It is a configuration error instead: the
+/// invocation fails with `Runtime.ConfigError` naming the secret and the key (never the value),
+/// nothing is claimed or sent, and the messages stay in the queue for after the fix.
+#[tokio::test]
+async fn a_token_with_a_line_break_is_a_configuration_error_not_a_refusal() {
+    const BROKEN: &str = "dt0c01.BROKEN\nTOKENSECRETPART";
+    let w = World::new().await;
+    let secret = aws_sdk_secretsmanager::Client::new(&w.sdk)
+        .create_secret()
+        .name(moto::unique_name("dt-token-broken"))
+        .secret_string(json!({"DYNATRACE_OPENPIPELINE_INGEST_API_TOKEN": BROKEN}).to_string())
+        .send()
+        .await
+        .expect("CreateSecret");
+    let broken_arn = secret.arn().expect("secret ARN").to_owned();
+    let event = w.events().remove(0);
+    let finding_id = event["detail"]["id"].as_str().expect("id").to_owned();
+    let records = vec![("m0".to_owned(), event.to_string())];
+
+    let api = RuntimeApi::start().await;
+    let _b = w
+        .spawn(&api, &[("AWS_SECRET_ARN", broken_arn.as_str())])
+        .await;
+    for _ in 0..2 {
+        let m = config_error(&api.invoke(&sqs_batch(&records), TIMEOUT).await);
+        assert!(m.starts_with("AWS_SECRET_KEY_NAME: "), "{m}");
+        assert!(
+            m.contains(&broken_arn)
+                && m.contains("DYNATRACE_OPENPIPELINE_INGEST_API_TOKEN")
+                && m.contains("line break"),
+            "{m}"
+        );
+        assert!(
+            !m.contains("TOKENSECRETPART") && !m.contains("dt0c01"),
+            "{m}"
+        );
+    }
+    assert_eq!(w.fake.counters().requests, 0, "nothing sent");
+    assert!(
+        w.store()
+            .history(&finding_id)
+            .await
+            .expect("history")
+            .is_none(),
+        "nothing claimed"
+    );
+}
+
 /// Dynatrace refuses a whole request for one invalid event (400). Only that event's message is
 /// reported, on every receive (so SQS dead-letters it); its batch-mates are delivered once.
 #[tokio::test]
@@ -722,4 +779,84 @@ async fn an_event_dynatrace_refuses_fails_only_its_own_message() {
     let got: HashSet<String> = got.into_iter().collect();
     assert_eq!(got, &want - &refused);
     assert!(w.fake.counters().refused > 0);
+}
+
+/// Distinct findings as EventBridge events in the test's member accounts: the fixture's first
+/// event with `n` different finding ids.
+fn distinct_events(w: &World, n: usize) -> Vec<Value> {
+    let base = w.events().remove(0);
+    (0..n)
+        .map(|i| {
+            let mut e = base.clone();
+            e["detail"]["id"] = json!(format!("{}-{i:03}", moto::unique_name("f").to_lowercase()));
+            e
+        })
+        .collect()
+}
+
+/// The template allows SQS batches of 100; the store's batched reads and writes (DynamoDB caps
+/// a BatchGetItem at 100 keys and a BatchWriteItem at 25 items) must carry a full one, and a
+/// redelivery of it sends nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_100_findings_goes_through_dynamodb_once() {
+    let w = World::new().await;
+    let api = RuntimeApi::start().await;
+    let b = w.spawn(&api, &[("PAYLOAD_FORMAT", "raw")]).await;
+    let events = distinct_events(&w, 100);
+    let (want, versions) = expected_ids(&events, Format::Raw);
+    assert_eq!(versions, 100);
+    let records: Vec<(String, String)> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (format!("m{i}"), e.to_string()))
+        .collect();
+    for receive in 1..=2 {
+        let r = api.invoke(&sqs_batch(&records), TIMEOUT).await;
+        assert_eq!(item_failures(&r), Vec::<String>::new(), "receive {receive}");
+    }
+    let got = w.fake.event_ids();
+    assert_no_duplicates(&got);
+    assert_eq!(got.into_iter().collect::<HashSet<_>>(), want);
+    emf_settled(&b, &api).await;
+    assert_eq!(emf_sum(&b, "Forwarded"), 100);
+    assert_eq!(emf_sum(&b, "Duplicates"), 100, "the redelivery");
+    let store = w.store();
+    for e in &events {
+        let id = e["detail"]["id"].as_str().expect("id");
+        let h = store.history(id).await.expect("history").expect("recorded");
+        assert_eq!(h.record.duplicates, 1, "{id}: {:?}", h.record);
+    }
+}
+
+/// At `LOG_LEVEL=trace` every library logs what it does (HTTP headers, SDK responses); the token
+/// read from Secrets Manager must still appear nowhere in the function's output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_from_secrets_manager_never_appears_at_trace_level() {
+    let w = World::new().await;
+    let api = RuntimeApi::start().await;
+    let b = w.spawn(&api, &[("LOG_LEVEL", "trace")]).await;
+    let (_, records) = w.ten_distinct();
+    let r = api.invoke(&sqs_batch(&records), TIMEOUT).await;
+    assert_eq!(item_failures(&r), Vec::<String>::new());
+    emf_settled(&b, &api).await;
+    assert!(
+        w.fake.counters().events > 0,
+        "something was sent with the token"
+    );
+    let lines: Vec<String> = b
+        .stderr_lines()
+        .into_iter()
+        .chain(b.stdout_lines())
+        .collect();
+    assert!(
+        lines.len() > 20,
+        "trace logging is on: {} lines",
+        lines.len()
+    );
+    let secret_part = TOKEN.rsplit('.').next().expect("secret part");
+    let leaks: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains(TOKEN) || l.contains(secret_part))
+        .collect();
+    assert!(leaks.is_empty(), "the token appears in: {leaks:?}");
 }

@@ -18,4 +18,12 @@ pub enum ModelError {
     },
     #[error("not a GuardDuty finding: {0}")]
     NotAFinding(String),
+    /// Well-formed but not believable: a version far in the future would block every real
+    /// version of the finding, an epoch number in the wrong unit lands in another millennium.
+    #[error("field `{field}` is implausible: {value} ({why})")]
+    Implausible {
+        field: &'static str,
+        value: String,
+        why: String,
+    },
 }

@@ -33,7 +33,25 @@ pub struct FindingMeta {
     pub title: Option<String>,
 }
 
+/// How far ahead of "now" an `updatedAt` may be: clocks differ a little, a version days ahead
+/// is a typo or a test value, and it would make every real version of the finding wait for it.
+pub const MAX_FUTURE_MS: i64 = 24 * 3600 * 1000;
+
 impl Finding {
+    /// Refuses an `updatedAt` more than [`MAX_FUTURE_MS`] after `now` (the caller's clock: the
+    /// model reads none), naming the field.
+    pub fn check_version(&self, now: Timestamp) -> Result<(), crate::ModelError> {
+        let limit = now.saturating_add_millis(MAX_FUTURE_MS);
+        if self.updated_at > limit {
+            return Err(crate::ModelError::Implausible {
+                field: "updatedAt",
+                value: self.updated_at.to_rfc3339(),
+                why: format!("more than a day after now ({now})"),
+            });
+        }
+        Ok(())
+    }
+
     fn str_field(&self, key: &str) -> Option<&str> {
         self.detail.get(key).and_then(Value::as_str)
     }
@@ -51,13 +69,15 @@ impl Finding {
         self.str_field("description")
     }
 
-    /// `severity` as a number (GuardDuty: 1.0 to 10.0; some exports write it as a string).
+    /// `severity` as a finite number (GuardDuty: 1.0 to 10.0; some exports write it as a
+    /// string, where `"NaN"` or `"inf"` would parse but mean nothing).
     pub fn severity(&self) -> Option<f64> {
-        match self.detail.get("severity")? {
+        let n = match self.detail.get("severity")? {
             Value::Number(n) => n.as_f64(),
             Value::String(s) => s.trim().parse().ok(),
             _ => None,
-        }
+        };
+        n.filter(|n| n.is_finite())
     }
 
     pub fn created_at(&self) -> Option<Timestamp> {
@@ -87,8 +107,20 @@ impl Finding {
             account_id: self.account_id.clone(),
             region: self.region.clone(),
             finding_type: self.finding_type().map(str::to_owned),
-            severity: self.severity(),
+            severity: self.severity().and_then(storable_number),
             title: self.title().map(str::to_owned),
         }
+    }
+}
+
+/// A severity the audit record can hold in any store: DynamoDB's numbers stop at 1e126 and below
+/// 1e-130, so an absurd one (`1e300`) would make the whole claim fail. GuardDuty's are 0 to 10;
+/// beyond a billion it is left out of the audit record (the event still carries it), and a
+/// vanishing one is 0.
+fn storable_number(n: f64) -> Option<f64> {
+    match n.abs() {
+        a if a > 1e9 => None,
+        a if a < 1e-9 => Some(0.0),
+        _ => Some(n),
     }
 }

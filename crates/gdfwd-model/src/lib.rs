@@ -22,5 +22,5 @@ pub use map::{Enrichment, Event, Format, ImageRef, event_id, map_finding, severi
 pub use parse::{
     EVENT_DETAIL_TYPE, EVENT_SOURCE, Item, RecordError, parse_document, parse_record, parse_value,
 };
-pub use split::{AffectedObject, split};
+pub use split::{AffectedObject, MAX_EVENTS_PER_FINDING, Overflow, split};
 pub use time::Timestamp;

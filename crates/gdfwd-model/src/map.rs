@@ -15,7 +15,7 @@ use serde_json::{Map, Number, Value};
 
 use crate::finding::Finding;
 use crate::parse::{EVENT_DETAIL_TYPE, EVENT_SOURCE};
-use crate::split::{Selector, selectors, split};
+use crate::split::{Overflow, Selector, capped_selectors, split};
 use crate::time::Timestamp;
 
 /// Payload format.
@@ -90,7 +90,8 @@ pub fn map_finding(finding: &Finding, format: Format, enrichment: &Enrichment) -
             .map(|obj| {
                 let uuid = event_uuid(&finding.id, finding.updated_at, obj.index);
                 let id = uuid.simple().to_string();
-                let body = raw_body(finding, obj.detail, uuid, &id, enrichment);
+                let mut body = raw_body(finding, obj.detail, uuid, &id, enrichment);
+                add_overflow(&mut body, obj.overflow.as_ref());
                 Event {
                     id,
                     object_index: obj.index,
@@ -98,21 +99,40 @@ pub fn map_finding(finding: &Finding, format: Format, enrichment: &Enrichment) -
                 }
             })
             .collect(),
-        Format::Semantic => selectors(&finding.detail)
-            .into_iter()
-            .enumerate()
-            .map(|(i, sel)| {
-                let index = u32::try_from(i).unwrap_or(u32::MAX);
-                let id = event_id(&finding.id, finding.updated_at, index);
-                let body = semantic_body(finding, sel, &id, enrichment);
-                Event {
-                    id,
-                    object_index: index,
-                    body,
-                }
-            })
-            .collect(),
+        Format::Semantic => {
+            let (selectors, overflow) = capped_selectors(&finding.detail);
+            let last = selectors.len().saturating_sub(1);
+            selectors
+                .into_iter()
+                .enumerate()
+                .map(|(i, sel)| {
+                    let index = u32::try_from(i).unwrap_or(u32::MAX);
+                    let id = event_id(&finding.id, finding.updated_at, index);
+                    let mut body = semantic_body(finding, sel, &id, enrichment);
+                    add_overflow(&mut body, overflow.as_ref().filter(|_| i == last));
+                    Event {
+                        id,
+                        object_index: index,
+                        body,
+                    }
+                })
+                .collect()
+        }
     }
+}
+
+/// On a finding's last event when it has more objects than events: how many objects there are,
+/// how many got no event of their own, and the first of their names (same keys in both formats).
+fn add_overflow(body: &mut Value, overflow: Option<&Overflow>) {
+    let (Some(o), Value::Object(m)) = (overflow, body) else {
+        return;
+    };
+    m.insert("gdfwd.objects.total".to_owned(), Value::from(o.total));
+    m.insert("gdfwd.objects.omitted".to_owned(), Value::from(o.omitted));
+    m.insert(
+        "gdfwd.objects.omitted_names".to_owned(),
+        Value::from(o.names.clone()),
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -215,6 +235,12 @@ fn semantic_body(finding: &Finding, sel: Selector, id: &str, enrichment: &Enrich
     if let Some(created) = finding.created_at() {
         put("finding.time.created", created.to_rfc3339().into());
     }
+    // The version: two versions in flight at once may arrive in either order, so queries pick
+    // the latest by this, not by arrival.
+    put(
+        "finding.time.updated",
+        finding.updated_at.to_rfc3339().into(),
+    );
     if let Some(sev) = finding.severity() {
         // The score is GuardDuty's number unchanged (5 stays 5, 8.9 stays 8.9).
         let score = match d.get("severity") {

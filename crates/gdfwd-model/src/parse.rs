@@ -266,10 +266,7 @@ fn finding_from(
     let region = required_str(detail.get("region").or(env_str("region")), "region")?;
     let updated_at = match detail.get("updatedAt") {
         None | Some(Value::Null) => return Err(ModelError::MissingField("updatedAt")),
-        Some(v) => Timestamp::from_json(v).ok_or_else(|| ModelError::BadTimestamp {
-            field: "updatedAt",
-            value: excerpt(&v.to_string()),
-        })?,
+        Some(v) => Timestamp::from_json(v).ok_or_else(|| bad_timestamp("updatedAt", v))?,
     };
     Ok(Finding {
         id,
@@ -279,6 +276,26 @@ fn finding_from(
         detail,
         envelope,
     })
+}
+
+/// Why `v` is not a timestamp: an epoch number in another unit is named as such.
+fn bad_timestamp(field: &'static str, v: &Value) -> ModelError {
+    let epoch = match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    match epoch {
+        Some(n) if n.is_finite() && n.abs() >= crate::time::EPOCH_LIMIT => ModelError::Implausible {
+            field,
+            value: excerpt(&v.to_string()),
+            why: "an epoch number this large is not seconds or milliseconds (microseconds or nanoseconds?)".to_owned(),
+        },
+        _ => ModelError::BadTimestamp {
+            field,
+            value: excerpt(&v.to_string()),
+        },
+    }
 }
 
 /// A required identifier: a non-empty string (an empty one identifies nothing).
@@ -724,6 +741,37 @@ mod tests {
             [Ok(Item::Finding(f))] => assert_eq!(f.updated_at.millis(), 1_740_516_006_000),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Issue #16: an epoch `updatedAt` in microseconds or nanoseconds is refused naming the
+    /// field and the likely unit, not read as a version thousands of years ahead.
+    #[test]
+    fn epoch_updated_at_in_another_unit_is_implausible() {
+        for ts in [
+            json!(1_740_516_006_721_000_i64),
+            json!("1740516006721000000"),
+        ] {
+            let v = json!({"id":"x","accountId":"1","region":"r","updatedAt":ts.clone()});
+            match parse_value(v).as_slice() {
+                [Err(ModelError::Implausible { field, why, .. })] => {
+                    assert_eq!(*field, "updatedAt");
+                    assert!(why.contains("microseconds"), "{why}");
+                }
+                other => panic!("{ts}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_version_more_than_a_day_ahead_is_refused() {
+        let f = findings(BARE).remove(0);
+        let day = crate::finding::MAX_FUTURE_MS;
+        let now = f.updated_at.saturating_add_millis(-day);
+        assert_eq!(f.check_version(now), Ok(()));
+        let err = f
+            .check_version(now.saturating_add_millis(-1))
+            .expect_err("ahead by a day and a millisecond");
+        assert!(err.to_string().contains("`updatedAt`"), "{err}");
     }
 
     #[test]

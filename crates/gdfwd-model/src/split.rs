@@ -9,10 +9,22 @@
 //! The split is described first as a list of [`Selector`]s (indices, no copying), which the
 //! semantic mapping reads directly; only [`split`] materialises narrowed copies, and it copies
 //! the path to the narrowed list level by level instead of cloning whole lists once per object.
+//!
+//! A finding becomes at most [`MAX_EVENTS_PER_FINDING`] events (issue #16: one ECS finding with
+//! 2,000 containers became 2,000 events, 135 MB, more than the Lambda's memory): objects beyond
+//! are summarised in the last event ([`Overflow`]: how many, and the first names), so the
+//! output of one finding is bounded by that cap times the finding's size.
 
 use serde_json::{Map, Value};
 
 use crate::finding::Finding;
+
+/// Most events one finding becomes; the last one also summarises the objects beyond.
+pub const MAX_EVENTS_PER_FINDING: usize = 100;
+/// Most names of summarised objects the last event lists.
+pub const MAX_OVERFLOW_NAMES: usize = 20;
+/// Longest name listed (characters); longer ones are cut.
+const MAX_NAME_CHARS: usize = 200;
 
 /// One affected object of a finding: the finding's `detail` with the object's list narrowed to it.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,6 +34,21 @@ pub struct AffectedObject {
     /// The finding JSON with `s3BucketDetails` / `s3ObjectDetails` / ECS `containers` narrowed
     /// to this one object (unchanged when the finding has a single object).
     pub detail: Map<String, Value>,
+    /// On the last object of a finding with more than [`MAX_EVENTS_PER_FINDING`] objects: the
+    /// ones that get no event of their own.
+    pub overflow: Option<Overflow>,
+}
+
+/// The objects of a finding beyond [`MAX_EVENTS_PER_FINDING`], summarised in its last event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overflow {
+    /// All affected objects of the finding.
+    pub total: usize,
+    /// Those without an event of their own.
+    pub omitted: usize,
+    /// The first [`MAX_OVERFLOW_NAMES`] omitted objects' names (container name, bucket name,
+    /// object key), in the finding's order; objects without a name are counted, not listed.
+    pub names: Vec<String>,
 }
 
 /// Which object of a finding an event is about, as indices into the finding's lists.
@@ -39,23 +66,76 @@ pub(crate) enum Selector {
     EcsContainer(usize),
 }
 
-/// Splits a finding into its affected objects; always at least one.
+/// Splits a finding into its affected objects; always at least one, at most
+/// [`MAX_EVENTS_PER_FINDING`] (the last then carries the [`Overflow`]).
 pub fn split(finding: &Finding) -> Vec<AffectedObject> {
-    let selectors = selectors(&finding.detail);
+    let (selectors, overflow) = capped_selectors(&finding.detail);
     if let [Selector::Whole] = selectors.as_slice() {
         return vec![AffectedObject {
             index: 0,
             detail: finding.detail.clone(),
+            overflow: None,
         }];
     }
+    let last = selectors.len().saturating_sub(1);
+    let mut overflow = overflow;
     selectors
         .iter()
         .enumerate()
         .map(|(i, sel)| AffectedObject {
             index: u32::try_from(i).unwrap_or(u32::MAX),
             detail: narrow(&finding.detail, *sel),
+            overflow: if i == last { overflow.take() } else { None },
         })
         .collect()
+}
+
+/// [`selectors`] cut to [`MAX_EVENTS_PER_FINDING`], with the summary of the rest.
+pub(crate) fn capped_selectors(detail: &Map<String, Value>) -> (Vec<Selector>, Option<Overflow>) {
+    let mut all = selectors(detail);
+    if all.len() <= MAX_EVENTS_PER_FINDING {
+        return (all, None);
+    }
+    let total = all.len();
+    let rest = all.split_off(MAX_EVENTS_PER_FINDING);
+    let names = rest
+        .iter()
+        .filter_map(|sel| object_name(detail, *sel))
+        .take(MAX_OVERFLOW_NAMES)
+        .map(|n| match n.char_indices().nth(MAX_NAME_CHARS) {
+            Some((cut, _)) => format!("{}…", &n[..cut]),
+            None => n.to_owned(),
+        })
+        .collect();
+    let overflow = Overflow {
+        total,
+        omitted: rest.len(),
+        names,
+    };
+    (all, Some(overflow))
+}
+
+fn item(list: &Value, i: usize) -> Option<&Value> {
+    list.as_array().and_then(|a| a.get(i))
+}
+
+/// The name of the selected object: a container's or bucket's `name`, an object's `key`.
+fn object_name(detail: &Map<String, Value>, sel: Selector) -> Option<&str> {
+    let r = detail.get("resource")?;
+    let named = match sel {
+        Selector::Whole => return None,
+        Selector::Bucket(b) => item(r.get("s3BucketDetails")?, b)?.get("name"),
+        Selector::BucketObject(b, o) => {
+            let bucket = item(r.get("s3BucketDetails")?, b)?;
+            item(bucket.get("s3ObjectDetails")?, o)?.get("key")
+        }
+        Selector::ResourceObject(o, _) => item(r.get("s3ObjectDetails")?, o)?.get("key"),
+        Selector::EcsContainer(c) => {
+            let task = r.get("ecsClusterDetails")?.get("taskDetails")?;
+            item(task.get("containers")?, c)?.get("name")
+        }
+    };
+    named?.as_str()
 }
 
 fn non_empty_array(v: Option<&Value>) -> Option<&Vec<Value>> {

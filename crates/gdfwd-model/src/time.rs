@@ -18,6 +18,11 @@ pub struct Timestamp(i64);
 /// the year 5138; 1e11 milliseconds is March 1973, before GuardDuty existed.
 const MILLIS_THRESHOLD: f64 = 1e11;
 
+/// Epoch numbers from this magnitude on are refused: 1e14 milliseconds is the year 5138 again,
+/// so such a number is in another unit (epoch microseconds are ~1.7e15, nanoseconds ~1.7e18)
+/// and reading it as milliseconds would make a version thousands of years ahead.
+pub const EPOCH_LIMIT: f64 = 1e14;
+
 impl Timestamp {
     pub const fn from_millis(ms: i64) -> Self {
         Self(ms)
@@ -40,9 +45,10 @@ impl Timestamp {
         }
     }
 
-    /// Epoch seconds or milliseconds, told apart by magnitude.
+    /// Epoch seconds or milliseconds, told apart by magnitude; `None` from [`EPOCH_LIMIT`] on
+    /// (another unit).
     pub fn from_epoch_number(n: f64) -> Option<Self> {
-        if !n.is_finite() {
+        if !n.is_finite() || n.abs() >= EPOCH_LIMIT {
             return None;
         }
         let ms = if n.abs() >= MILLIS_THRESHOLD {
@@ -50,12 +56,8 @@ impl Timestamp {
         } else {
             n * 1000.0
         };
-        // i64 milliseconds cover ±292 million years; chrono needs far less, check its range.
-        let ms = ms.round();
-        if ms.abs() > 8.0e15 {
-            return None;
-        }
-        Some(Self(ms as i64))
+        // Below EPOCH_LIMIT ms and seconds both stay far inside i64 and chrono's range.
+        Some(Self(ms.round() as i64))
     }
 
     /// Parses ISO-8601 / RFC 3339 (with or without fraction or zone; no zone means UTC),
@@ -152,6 +154,20 @@ mod tests {
             Timestamp::from_json(&serde_json::json!(1_759_329_603)),
             Some(t)
         );
+    }
+
+    /// Issue #16: epoch microseconds or nanoseconds are not read as far-future milliseconds.
+    #[test]
+    fn epoch_numbers_in_another_unit_are_refused() {
+        for n in [
+            1_740_516_006_721_000_f64,
+            1_740_516_006_721_000_000_f64,
+            -1e15,
+        ] {
+            assert_eq!(Timestamp::from_epoch_number(n), None, "{n}");
+        }
+        assert_eq!(Timestamp::parse("1740516006721000"), None);
+        assert!(Timestamp::from_epoch_number(9.9e13).is_some());
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub struct SenderArgs {
     /// OpenPipeline security events endpoint, e.g.
     /// https://<env>.live.dynatrace.com/platform/ingest/v1/security.events (also the legacy
     /// /platform/ingest/v1/events.security or a custom /platform/ingest/custom/security.events/<name>).
+    /// Credentials (user:password@), a query string and a fragment are refused: whatever they hold
+    /// would be logged; the token goes in DT_API_TOKEN or the secret.
     #[arg(long, env = env::ENDPOINT, value_name = "URL")]
     pub endpoint: Option<String>,
 

@@ -257,20 +257,40 @@ impl HttpSinkConfig {
 }
 
 /// Accepts `https://` URLs, and `http://` ones only for a loopback host with the explicit opt-in.
-/// URLs with credentials are refused (they would end up in logs).
+///
+/// Refused, because whatever they hold would end up in logs, errors and the store's `last_error`:
+/// credentials (`user:password@`), a query string (Dynatrace's ingest endpoint takes none; a
+/// `?api-token=` belongs in `DT_API_TOKEN` or the secret) and a fragment. Error messages show the
+/// endpoint redacted ([`gdfwd_aws_error::redact_url`]), never what was refused.
 pub fn validate_endpoint(
     endpoint: &str,
     allow_insecure_loopback: bool,
 ) -> Result<Url, SinkHttpError> {
     let err = |reason: String| SinkHttpError::Endpoint {
-        endpoint: endpoint.to_owned(),
+        endpoint: gdfwd_aws_error::redact_url(endpoint.trim()),
         reason,
     };
     let url = Url::parse(endpoint.trim()).map_err(|e| err(format!("not a URL: {e}")))?;
+    // `https:///path` parses with `path` as the host (the URL standard is forgiving there).
+    if endpoint
+        .trim()
+        .split_once("://")
+        .is_none_or(|(_, rest)| rest.starts_with('/'))
+    {
+        return Err(err("no host".into()));
+    }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(err(
-            "credentials in the URL are not allowed; use a token".into()
+            "credentials (user:password@) in the URL are not allowed: they would be logged; pass the token as DT_API_TOKEN or in the secret".into(),
         ));
+    }
+    if url.query().is_some() {
+        return Err(err(
+            "a query string (?...) is not allowed: the ingest endpoint takes none, and a token in it would be logged; pass the token as DT_API_TOKEN or in the secret".into(),
+        ));
+    }
+    if url.fragment().is_some() {
+        return Err(err("a fragment (#...) is not allowed".into()));
     }
     match url.scheme() {
         "https" => {}
@@ -343,8 +363,30 @@ mod tests {
         assert!(validate_endpoint("http://localhost:8080/x", true).is_ok());
         assert!(validate_endpoint("http://[::1]:8080/x", true).is_ok());
         assert!(validate_endpoint("ftp://localhost/x", true).is_err());
-        assert!(validate_endpoint("https://user:pw@example.com/x", false).is_err());
         assert!(validate_endpoint("not a url", false).is_err());
+        assert!(validate_endpoint("https:///platform/x", false).is_err());
+    }
+
+    /// Credentials, a query or a fragment in the endpoint are refused, and the message shows
+    /// neither them nor anything else that could be a secret.
+    #[test]
+    fn secrets_in_the_endpoint_are_refused_without_repeating_them() {
+        for (bad, why) in [
+            ("https://user:pw0SECRET@example.com/x", "credentials"),
+            ("https://dt0c01.SECRET@example.com/x", "credentials"),
+            (
+                "https://example.com/x?api-token=dt0c01.SECRET",
+                "query string",
+            ),
+            ("https://example.com/x?dt0c01.SECRET", "query string"),
+            ("https://example.com/x#dt0c01.SECRET", "fragment"),
+            ("https://u:SE CRET@exa mple.com/x?t=SECRET", "not a URL"),
+        ] {
+            let e = validate_endpoint(bad, false).expect_err(bad).to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+            assert!(!e.contains("SECRET"), "{bad}: {e}");
+            assert!(!e.contains("pw0"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub enum SinkHttpError {
     /// The secret was read but holds no usable token.
     #[error("secret {arn}: {reason}")]
     SecretContent { arn: String, reason: String },
+    /// The token from the environment variable `var` cannot be a token (a control character).
+    #[error("{var}: {reason}")]
+    StaticToken { var: &'static str, reason: String },
 }
 
 impl SinkHttpError {
@@ -42,7 +45,10 @@ impl SinkHttpError {
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
-            Self::SecretRefused { .. } | Self::SecretContent { .. } | Self::NoToken
+            Self::SecretRefused { .. }
+                | Self::SecretContent { .. }
+                | Self::StaticToken { .. }
+                | Self::NoToken
         )
     }
 }

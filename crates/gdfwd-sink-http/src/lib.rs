@@ -17,6 +17,7 @@
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod probe;
 pub mod request;
 pub mod retry;
 pub mod secret;
@@ -28,6 +29,7 @@ pub mod token;
 pub use cli::SenderArgs;
 pub use config::{AuthScheme, HttpSinkConfig, RetryConfig, TokenConfig};
 pub use error::SinkHttpError;
+pub use probe::{PROBE_BODY, ProbeAnswer, probe};
 pub use secret::Secret;
 pub use sink::HttpSink;
 pub use token::{Refresh, SecretsManagerToken, StaticToken, TokenSource, build_token_source};

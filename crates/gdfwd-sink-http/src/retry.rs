@@ -142,9 +142,11 @@ impl RetryPolicy {
                     reason: format!("HTTP {status} {}", status_text(*status)),
                 };
             }
+            // The configuration is wrong, not the events: keep them for a run with a good token
+            // (token sources refuse such a token where they read it; this is the last guard).
             Attempt::InvalidToken => {
                 return Decision::GiveUp {
-                    retryable: false,
+                    retryable: true,
                     reason: "the API token contains characters not allowed in an HTTP header"
                         .into(),
                 };

@@ -4,6 +4,10 @@
 //! the server offers it over ALPN). Redirects are not followed: an ingest endpoint that redirects
 //! is misconfigured, and following would re-send the token to wherever it points.
 //!
+//! An error answer's body is read only up to [`gdfwd_aws_error::ERROR_BODY_CAP`] (it is logged at
+//! debug level, cut to 500 characters), and transport errors have any URL they quote redacted:
+//! what the sender logs or hands back as a reason ends up in the store's `last_error`.
+//!
 //! [`retry::Attempt`]: crate::retry::Attempt
 
 use std::time::Duration;
@@ -114,8 +118,9 @@ impl Service {
                     .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
                     .map(str::to_owned);
                 if !(200..300).contains(&status) {
-                    // Keep the connection reusable and show what the endpoint said (bounded).
-                    let text = resp.text().await.unwrap_or_default();
+                    // Show what the endpoint said; a short body also keeps the connection reusable.
+                    let (text, _) =
+                        gdfwd_aws_error::read_capped(resp, gdfwd_aws_error::ERROR_BODY_CAP).await;
                     tracing::debug!(status, body = %truncate(&text, 500), "endpoint rejected a batch");
                 }
                 Answer {
@@ -127,6 +132,7 @@ impl Service {
                 }
             }
             Err(e) => {
+                // Redacted: reqwest quotes the URL (see `gdfwd_aws_error::chain`).
                 let msg = gdfwd_aws_error::chain(&e);
                 let attempt = if e.is_timeout() {
                     Attempt::Timeout(msg)

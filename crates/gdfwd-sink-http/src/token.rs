@@ -5,11 +5,22 @@
 //! a restart. Refreshes hit Secrets Manager at most once per `min_refresh_interval` (one minute by
 //! default): a misconfigured token answered 401 by every request must not turn into a flood of
 //! `GetSecretValue` calls.
+//!
+//! A token is checked where it is read ([`check_token`]): one with a line break or another control
+//! character inside could never go into an `Authorization` header, and finding that out request
+//! by request would fail every event as a refusal. Read from the secret, it is a
+//! [`SinkHttpError::SecretContent`] (the Lambda's readiness check fails naming the secret and key,
+//! and leaves the messages in the queue); from `DT_API_TOKEN`, a [`SinkHttpError::StaticToken`].
+//!
+//! The refresh interval is measured on an injectable [`Clock`], so tests step over it instead of
+//! sleeping.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use gdfwd_core::model::Timestamp;
+use gdfwd_core::{Clock, SystemClock};
 
 use crate::config::TokenConfig;
 use crate::error::SinkHttpError;
@@ -63,7 +74,7 @@ impl TokenSource for StaticToken {
 #[derive(Debug)]
 struct Cached {
     token: Secret,
-    fetched: Instant,
+    fetched: Timestamp,
 }
 
 /// A token read from a Secrets Manager secret: a JSON object with the token under `key_name`, or a
@@ -74,6 +85,7 @@ pub struct SecretsManagerToken {
     arn: String,
     key_name: String,
     min_refresh_interval: Duration,
+    clock: Arc<dyn Clock>,
     // A tokio mutex: held across the `GetSecretValue` call so concurrent 401s cause one read.
     cached: tokio::sync::Mutex<Option<Cached>>,
 }
@@ -89,6 +101,7 @@ impl SecretsManagerToken {
             arn: arn.into(),
             key_name: key_name.into(),
             min_refresh_interval: DEFAULT_MIN_REFRESH_INTERVAL,
+            clock: Arc::new(SystemClock),
             cached: tokio::sync::Mutex::new(None),
         }
     }
@@ -109,6 +122,13 @@ impl SecretsManagerToken {
     #[must_use]
     pub fn with_min_refresh_interval(mut self, interval: Duration) -> Self {
         self.min_refresh_interval = interval;
+        self
+    }
+
+    /// Measures the refresh interval on `clock` instead of the wall clock.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -145,6 +165,11 @@ impl SecretsManagerToken {
     }
 }
 
+/// The time from `then` to `now` (zero if the clock went back).
+fn since(then: Timestamp, now: Timestamp) -> Duration {
+    Duration::from_millis(u64::try_from(now.millis() - then.millis()).unwrap_or(0))
+}
+
 /// `GetSecretValue` error codes that refuse the caller rather than report an outage.
 const SECRET_REFUSALS: &[&str] = &[
     "ResourceNotFoundException",
@@ -166,7 +191,7 @@ impl TokenSource for SecretsManagerToken {
         tracing::debug!(secret = %self.arn, "read the Dynatrace API token from Secrets Manager");
         *cached = Some(Cached {
             token: token.clone(),
-            fetched: Instant::now(),
+            fetched: self.clock.now(),
         });
         Ok(token)
     }
@@ -174,7 +199,7 @@ impl TokenSource for SecretsManagerToken {
     async fn refresh(&self) -> Result<Refresh, SinkHttpError> {
         let mut cached = self.cached.lock().await;
         if let Some(c) = cached.as_ref()
-            && c.fetched.elapsed() < self.min_refresh_interval
+            && since(c.fetched, self.clock.now()) < self.min_refresh_interval
         {
             return Ok(Refresh::TooSoon);
         }
@@ -183,10 +208,37 @@ impl TokenSource for SecretsManagerToken {
         tracing::info!(secret = %self.arn, changed, "re-read the Dynatrace API token after a 401");
         *cached = Some(Cached {
             token,
-            fetched: Instant::now(),
+            fetched: self.clock.now(),
         });
         Ok(Refresh::Reloaded)
     }
+}
+
+/// Whether `token` (already trimmed) can be an API token: printable ASCII without spaces, as every
+/// Dynatrace token is, and what an HTTP header can carry. The reason says what is wrong and
+/// where, never any part of the value.
+pub fn check_token(token: &str) -> Result<(), String> {
+    let Some((at, c)) = token
+        .chars()
+        .enumerate()
+        .find(|(_, c)| !c.is_ascii_graphic())
+    else {
+        return if token.is_empty() {
+            Err("the token is empty".to_owned())
+        } else {
+            Ok(())
+        };
+    };
+    let what = match c {
+        '\n' | '\r' => "a line break",
+        c if c.is_control() => "a control character",
+        c if c.is_whitespace() => "a space",
+        _ => "a non-ASCII character",
+    };
+    Err(format!(
+        "the token holds {what} at character {} (a token is printable ASCII without spaces); store it again without it",
+        at + 1
+    ))
 }
 
 /// Extracts the token from a SecretString: `{"<key_name>": "<token>", ...}` as Dynatrace's setup
@@ -200,7 +252,9 @@ pub fn parse_secret_string(s: &str, key_name: &str) -> Result<Secret, String> {
         let v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(trimmed)
             .map_err(|_| "SecretString starts with '{' but is not a JSON object".to_owned())?;
         return match v.get(key_name) {
-            Some(serde_json::Value::String(t)) if !t.trim().is_empty() => Ok(Secret::new(t.trim())),
+            Some(serde_json::Value::String(t)) if !t.trim().is_empty() => check_token(t.trim())
+                .map(|()| Secret::new(t.trim()))
+                .map_err(|reason| format!("JSON key {key_name:?}: {reason}")),
             Some(_) => Err(format!("JSON key {key_name:?} is not a non-empty string")),
             None => {
                 let keys: Vec<&str> = v.keys().map(String::as_str).collect();
@@ -213,6 +267,7 @@ pub fn parse_secret_string(s: &str, key_name: &str) -> Result<Secret, String> {
     if trimmed.chars().any(char::is_whitespace) {
         return Err("SecretString is neither a JSON object nor a single token".to_owned());
     }
+    check_token(trimmed).map_err(|reason| format!("SecretString: {reason}"))?;
     Ok(Secret::new(trimmed))
 }
 
@@ -237,7 +292,12 @@ pub async fn build_token_source(
     }
     match &cfg.static_token {
         Some(t) if !t.expose().trim().is_empty() => {
-            Ok(Arc::new(StaticToken::new(Secret::new(t.expose().trim()))))
+            let token = t.expose().trim();
+            check_token(token).map_err(|reason| SinkHttpError::StaticToken {
+                var: crate::config::env::API_TOKEN,
+                reason,
+            })?;
+            Ok(Arc::new(StaticToken::new(Secret::new(token))))
         }
         _ => Err(SinkHttpError::NoToken),
     }
@@ -279,6 +339,41 @@ mod tests {
         assert!(e.contains("empty"));
         let e = parse_secret_string(r#"{"K": 5}"#, "K").expect_err("must fail");
         assert!(e.contains("non-empty string"), "{e}");
+    }
+
+    /// A token with a line break or another control character inside is refused where it is
+    /// read, naming the key or variable and never the value (it could not go into a header, and
+    /// every request would fail as a refusal).
+    #[tokio::test]
+    async fn a_token_with_a_control_character_is_refused_where_it_is_read() {
+        for bad in [
+            "dt0c01.AAA\nSECRETPART",
+            "dt0c01.AAA\rSECRETPART",
+            "dt0c01.AAA\u{7}SECRETPART",
+            "dt0c01.AAA SECRETPART",
+            "dt0c01.AAAé SECRETPART",
+        ] {
+            let json = serde_json::json!({ "K": bad }).to_string();
+            let e = parse_secret_string(&json, "K").expect_err(bad);
+            assert!(e.contains("\"K\"") && e.contains("character 11"), "{e}");
+            assert!(!e.contains("SECRETPART") && !e.contains("dt0c01"), "{e}");
+
+            let cfg = TokenConfig {
+                static_token: Some(Secret::new(bad)),
+                ..TokenConfig::default()
+            };
+            let e = build_token_source(&cfg, None).await.expect_err(bad);
+            assert!(e.is_refusal(), "{e}");
+            let e = e.to_string();
+            assert!(e.starts_with("DT_API_TOKEN: "), "{e}");
+            assert!(!e.contains("SECRETPART") && !e.contains("dt0c01"), "{e}");
+        }
+        let e = parse_secret_string("dt0c01.AAA\u{1b}SECRETPART", "K").expect_err("bare");
+        assert!(e.contains("control character"), "{e}");
+        assert!(!e.contains("SECRETPART"), "{e}");
+        // Surrounding whitespace is not part of the token.
+        let t = parse_secret_string("{\"K\": \" dt0c01.AAA.BBB\\n\"}", "K").expect("trimmed");
+        assert_eq!(t.expose(), "dt0c01.AAA.BBB");
     }
 
     #[tokio::test]

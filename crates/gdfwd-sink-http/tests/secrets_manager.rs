@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use gdfwd_core::ManualClock;
+use gdfwd_core::model::Timestamp;
 use gdfwd_core::sink::{OutEvent, Sink};
 use gdfwd_sink_http::config::TokenConfig;
 use gdfwd_sink_http::{
@@ -58,15 +60,38 @@ async fn reads_json_secret_and_refresh_is_rate_limited_then_picks_up_rotation() 
     assert_eq!(src.refresh().await.expect("refresh"), Refresh::TooSoon);
     assert_eq!(src.token().await.expect("token").expose(), "dt0c01.FIRST");
 
-    // Same secret, short interval: the refresh reads the rotated value.
-    let fast = SecretsManagerToken::from_sdk_config(&sdk, &arn, KEY)
-        .with_min_refresh_interval(Duration::from_millis(200));
-    assert_eq!(fast.token().await.expect("token").expose(), "dt0c01.SECOND");
+    // The interval on an injected clock: refused until it has passed, however long moto takes.
+    let clock = ManualClock::new(Timestamp::from_millis(1_000_000));
+    let stepped = SecretsManagerToken::from_sdk_config(&sdk, &arn, KEY)
+        .with_min_refresh_interval(Duration::from_secs(60))
+        .with_clock(Arc::new(clock.clone()));
+    assert_eq!(
+        stepped.token().await.expect("token").expose(),
+        "dt0c01.SECOND"
+    );
     rotate(&c, &arn, &json("dt0c01.THIRD")).await;
-    assert_eq!(fast.refresh().await.expect("refresh"), Refresh::TooSoon);
-    tokio::time::sleep(Duration::from_millis(250)).await;
-    assert_eq!(fast.refresh().await.expect("refresh"), Refresh::Reloaded);
-    assert_eq!(fast.token().await.expect("token").expose(), "dt0c01.THIRD");
+    clock.advance(Duration::from_millis(59_999));
+    assert_eq!(stepped.refresh().await.expect("refresh"), Refresh::TooSoon);
+    assert_eq!(
+        stepped.token().await.expect("token").expose(),
+        "dt0c01.SECOND"
+    );
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(stepped.refresh().await.expect("refresh"), Refresh::Reloaded);
+    assert_eq!(
+        stepped.token().await.expect("token").expose(),
+        "dt0c01.THIRD"
+    );
+    // The interval starts again at the refresh.
+    rotate(&c, &arn, &json("dt0c01.FOURTH")).await;
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(stepped.refresh().await.expect("refresh"), Refresh::TooSoon);
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(stepped.refresh().await.expect("refresh"), Refresh::Reloaded);
+    assert_eq!(
+        stepped.token().await.expect("token").expose(),
+        "dt0c01.FOURTH"
+    );
 }
 
 #[tokio::test]

@@ -31,6 +31,9 @@ pub(crate) const FINDING_TYPE: &str = "finding_type";
 pub(crate) const SEVERITY: &str = "severity";
 pub(crate) const TITLE: &str = "title";
 pub(crate) const LATEST: &str = "latest_version";
+/// The newest version delivered: older versions are stale against it alone. Absent until a
+/// version is delivered (and on records written before it existed).
+pub(crate) const SENT: &str = "sent_version";
 pub(crate) const STATUS: &str = "status";
 pub(crate) const LEASE_UNTIL: &str = "lease_until";
 pub(crate) const FIRST_SEEN: &str = "first_seen";
@@ -201,6 +204,7 @@ pub(crate) fn record_from(item: &Item) -> DecodeResult<FindingRecord> {
             title: get_opt_s(item, TITLE)?,
         },
         latest_version: get_ts(item, LATEST)?,
+        sent_version: get_opt_i64(item, SENT)?.map(Timestamp::from_millis),
         status: status_from(get_s(item, STATUS)?)?,
         lease_until: get_opt_i64(item, LEASE_UNTIL)?.map(Timestamp::from_millis),
         first_seen: get_ts(item, FIRST_SEEN)?,
@@ -270,5 +274,85 @@ mod tests {
         let c = history_sk(Timestamp::from_millis(999));
         assert!(a < b, "{a} < {b}");
         assert!(c < a, "{c} < {a}");
+    }
+}
+
+/// DynamoDB's limits a claim's record must fit: partition keys up to 2,048 bytes, sort keys up to
+/// 1,024 (here `gsi1sk`, which holds the finding id after 16 bytes of time), items up to 400 KB.
+const MAX_PARTITION_KEY: usize = 2048;
+const MAX_SORT_KEY: usize = 1024;
+const MAX_ITEM: usize = 400 * 1024;
+/// Room kept in the record for what later writes add: attribute names, numbers, tokens, and a
+/// `last_error` (the sink's reasons are a few hundred bytes).
+const RECORD_RESERVE: usize = 16 * 1024;
+
+/// Why the finding record of `req` could never be written (naming the field), or `None`:
+/// checked before claiming, so one such finding is refused alone instead of failing the claim
+/// transaction of its whole batch.
+pub(crate) fn refusal(req: &gdfwd_core::store::ClaimRequest) -> Option<String> {
+    let id = req.key.finding_id.as_str();
+    let m = &req.meta;
+    let pk = finding_pk(id).len();
+    let sk = gsi1_sk(Timestamp::from_millis(0), id).len();
+    if pk > MAX_PARTITION_KEY || sk > MAX_SORT_KEY {
+        return Some(format!(
+            "field `id` is {} bytes; the DynamoDB state store keys findings by it and holds at most {} bytes",
+            id.len(),
+            MAX_SORT_KEY - (sk - id.len())
+        ));
+    }
+    if account_pk(&m.account_id).len() > MAX_PARTITION_KEY {
+        return Some(format!(
+            "field `accountId` is {} bytes; the DynamoDB state store holds at most {} bytes",
+            m.account_id.len(),
+            MAX_PARTITION_KEY - 2
+        ));
+    }
+    let text = |o: &Option<String>| o.as_ref().map_or(0, String::len);
+    let record = 3 * id.len()
+        + 2 * m.account_id.len()
+        + m.region.len()
+        + text(&m.finding_type)
+        + text(&m.title);
+    if record + RECORD_RESERVE > MAX_ITEM {
+        return Some(format!(
+            "fields `id`, `accountId`, `region`, `type` and `title` take {record} bytes in the state record; DynamoDB items hold at most {MAX_ITEM} bytes (title: {} bytes)",
+            text(&m.title)
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use gdfwd_core::store::{ClaimRequest, VersionKey};
+    use gdfwd_model::{FindingMeta, Timestamp};
+
+    fn req(id: &str, title: &str) -> ClaimRequest {
+        ClaimRequest {
+            key: VersionKey {
+                finding_id: id.to_owned(),
+                version: Timestamp::from_millis(1),
+            },
+            meta: FindingMeta {
+                account_id: "111122223333".into(),
+                region: "eu-west-1".into(),
+                finding_type: None,
+                severity: None,
+                title: Some(title.to_owned()),
+            },
+        }
+    }
+
+    /// Issue #16, defect 3: what DynamoDB would refuse is refused before claiming, naming the
+    /// field; what fits passes.
+    #[test]
+    fn keys_and_items_over_dynamodbs_limits_are_refused_naming_the_field() {
+        assert_eq!(super::refusal(&req(&"a".repeat(1008), "t")), None);
+        let long = super::refusal(&req(&"a".repeat(1009), "t")).expect("refused");
+        assert!(long.contains("`id`") && long.contains("1009"), "{long}");
+        assert_eq!(super::refusal(&req("f", &"t".repeat(300 * 1024))), None);
+        let big = super::refusal(&req("f", &"t".repeat(400 * 1024))).expect("refused");
+        assert!(big.contains("title"), "{big}");
     }
 }

@@ -46,7 +46,7 @@ use aws_sdk_dynamodb::types::{
 use futures::StreamExt;
 use gdfwd_core::store::{
     ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, Finish, HistoryKind,
-    ListQuery, StateStore, Status, StatusFilter, VersionKey,
+    ListQuery, StateStore, Status, StatusFilter, VersionKey, judge_claim,
 };
 use gdfwd_core::{Clock, StoreError};
 use gdfwd_model::Timestamp;
@@ -754,7 +754,8 @@ impl DynamoStore {
     }
 
     /// The winning claim's write: an upsert of the record, conditioned on the record being absent,
-    /// or live with an older latest version, or this version released or its lease run out.
+    /// or live with no newer-or-equal version delivered and either an older latest version or a
+    /// latest claim released or whose lease ran out ([`gdfwd_core::store::judge_claim`]'s New).
     /// The single claim and the batched (transactional) claim use the same write.
     fn claim_write(
         req: &ClaimRequest,
@@ -852,10 +853,13 @@ impl DynamoStore {
         if !removes.is_empty() {
             update.push_str(&format!(" REMOVE {}", removes.join(", ")));
         }
+        // A record without `sent_version` whose latest version is sent fails here (`st` is
+        // neither failed nor pending) and is judged against that version.
         let condition = format!(
-            "attribute_not_exists({pk}) OR ({exp} > {nowv} AND ({lat} < {vv} OR ({lat} = {vv} AND ({st} = {failed} OR ({st} = {pending} AND {lease} <= {nowv})))))",
+            "attribute_not_exists({pk}) OR ({exp} > {nowv} AND (attribute_not_exists({sent}) OR {sent} < {vv}) AND ({lat} < {vv} OR {st} = {failed} OR ({st} = {pending} AND {lease} <= {nowv})))",
             pk = e.n(PK),
             exp = e.n(item::EXPIRES_MS),
+            sent = e.n(item::SENT),
             lat = e.n(item::LATEST),
             st = e.n(item::STATUS),
             lease = e.n(item::LEASE_UNTIL),
@@ -910,9 +914,7 @@ impl DynamoStore {
             // An old item without the attributes every record write sets cannot come from
             // DynamoDB (writes are atomic there); emulators that apply an update attribute by
             // attribute can show one mid-write. Re-run rather than fail (bounded by the loop).
-            let (Ok(is_expired), Ok(latest)) =
-                (item::expired(&old, now), item::get_ts(&old, item::LATEST))
-            else {
+            let Ok(is_expired) = item::expired(&old, now) else {
                 continue;
             };
             // 2. Expired but not yet deleted by DynamoDB: replace it with a fresh record.
@@ -930,29 +932,15 @@ impl DynamoStore {
             if item::is_own_claim(&old, v, &tokens) {
                 return Ok((ClaimOutcome::New, hist(HistoryKind::Claimed)));
             }
-            // 4. The claim lost: the old record says why.
-            let (outcome, counter) = if latest > v {
-                (ClaimOutcome::Stale { newest: latest }, item::STALE)
-            } else if latest == v {
-                // The claim condition failed on this version, so it is sent or under a live
-                // lease; the lease end tells the caller when a retry could claim it.
-                let leased = match item::get_s(&old, item::STATUS).and_then(item::status_from) {
-                    Ok(Status::Pending) => item::get_opt_i64(&old, item::LEASE_UNTIL)
-                        .ok()
-                        .flatten()
-                        .map(Timestamp::from_millis),
-                    _ => None,
-                };
-                match leased {
-                    // Read from a cancelled transaction's reasons a moment ago: the lease may
-                    // have ended since, and then the claim is ours to take. Re-run.
-                    Some(lease_until) if lease_until <= now => continue,
-                    Some(lease_until) => (ClaimOutcome::InFlight { lease_until }, item::DUPLICATES),
-                    None => (ClaimOutcome::Duplicate, item::DUPLICATES),
-                }
-            } else {
-                // Older than our version, yet the condition failed: changed meanwhile; re-run.
+            // 4. The claim lost: the old record says why, by the rule the condition encodes.
+            //    New means it changed since (a lease ended, a claim was released): re-run.
+            let Ok(record) = item::record_from(&old) else {
                 continue;
+            };
+            let (outcome, counter) = match judge_claim(Some(&record), v, now) {
+                ClaimOutcome::New => continue,
+                stale @ ClaimOutcome::Stale { .. } => (stale, item::STALE),
+                other => (other, item::DUPLICATES),
             };
             let mut e = Expr::default();
             let mut sets = Vec::new();
@@ -1118,6 +1106,10 @@ impl DynamoStore {
                 e.v("st", item::s(new_status.as_str()))
             ));
             remove = format!(" REMOVE {}", e.n(item::LEASE_UNTIL));
+            if reason.is_none() {
+                // The latest claimed version is never older than the newest delivered one.
+                sets.push(format!("{} = {vv}", e.n(item::SENT)));
+            }
             condition.push_str(&format!(" AND {} = {vv}", e.n(item::LATEST)));
             if reason.is_some() {
                 // Only a pending claim is freed: a sent version never becomes claimable.
@@ -1139,6 +1131,30 @@ impl DynamoStore {
             e.v("one", item::n(1))
         );
         (e, update, condition)
+    }
+
+    /// After a delivery of `v` that was not the latest claim: the newest delivered version
+    /// becomes `v` unless a newer one was delivered already (a condition, since an update
+    /// expression cannot take a maximum). Losing that condition is the expected answer.
+    async fn raise_sent_version(
+        &self,
+        id: &str,
+        v: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), DynamoStoreError> {
+        let mut e = Expr::default();
+        let sent = e.n(item::SENT);
+        let vv = e.v("v", item::ts(v));
+        let update = format!("SET {sent} = {vv}");
+        let condition = format!(
+            "attribute_exists({}) AND {} > {} AND (attribute_not_exists({sent}) OR {sent} < {vv})",
+            e.n(PK),
+            e.n(item::EXPIRES_MS),
+            e.v("now", item::ts(now)),
+        );
+        self.update_record("commit", id, e, update, condition)
+            .await
+            .map(|_| ())
     }
 
     /// `commit`/`release`: first the write that applies to the latest version, then (when the
@@ -1238,6 +1254,9 @@ impl DynamoStore {
                         "the record changed concurrently (expired or moved) and no longer holds this version",
                     ));
                 }
+            }
+            if finish.reason().is_none() {
+                self.raise_sent_version(id, v, now).await?;
             }
         }
         if !history_written {
@@ -1576,6 +1595,10 @@ impl DynamoStore {
 impl StateStore for DynamoStore {
     fn describe(&self) -> String {
         format!("dynamodb:{}", self.table)
+    }
+
+    fn refuses(&self, req: &ClaimRequest) -> Option<String> {
+        item::refusal(req)
     }
 
     async fn claim(&self, req: &ClaimRequest, lease: Duration) -> Result<ClaimOutcome, StoreError> {

@@ -379,7 +379,12 @@ async fn requests_per_claim() {
     // the transaction is cancelled by the two, re-run without them; the two are decided from
     // the old records the cancellation reasons carry (1 counter UpdateItem each, no repeated
     // conditional write), the repeat takes the single path (its failed conditional write + 1
-    // counter); history entries of the single path in one BatchWriteItem.
+    // counter); history entries of the single path in one BatchWriteItem. `b2` v1 was
+    // delivered, so its v0 is stale.
+    store
+        .commit(&batch[2].key, &Default::default())
+        .await
+        .expect("commit");
     proxy.reset_counts();
     let mixed = vec![
         req("b1", 1),
@@ -411,7 +416,7 @@ async fn requests_per_claim() {
     assert_eq!(b1.record.duplicates, 1, "{b1:?}");
     let b2 = history(&store, "b2").await;
     assert_eq!(b2.record.stale, 1, "{b2:?}");
-    assert_eq!(b2.entries.len(), 2, "claimed, stale: {b2:?}");
+    assert_eq!(b2.entries.len(), 3, "claimed, sent, stale: {b2:?}");
 
     // Finishing a batch whose versions are all the latest: ONE transaction for the commits and
     // the release, record updates with their history entries.
@@ -435,7 +440,8 @@ async fn requests_per_claim() {
     assert_eq!((b9.record.failures, b9.entries.len()), (1, 2), "{b9:?}");
 
     // One superseded version in the batch: the transaction is cancelled by it and re-run
-    // without it; it gets its counters-only update and its history entry separately.
+    // without it; it gets its counters-only update, the conditional update of the newest
+    // delivered version, and its history entry separately.
     proxy.reset_counts();
     let finishes = vec![
         (req("b1", 1).key, sent.clone()), // committed again: still the latest
@@ -445,9 +451,9 @@ async fn requests_per_claim() {
     let results = store.finish_many(&finishes).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert_eq!(proxy.count("TransactWriteItems"), 2, "{:?}", proxy.counts());
-    assert_eq!(proxy.count("UpdateItem"), 1, "{:?}", proxy.counts());
+    assert_eq!(proxy.count("UpdateItem"), 2, "{:?}", proxy.counts());
     assert_eq!(proxy.count("PutItem"), 1, "{:?}", proxy.counts());
-    assert_eq!(proxy.total(), 4, "{:?}", proxy.counts());
+    assert_eq!(proxy.total(), 5, "{:?}", proxy.counts());
 }
 
 #[tokio::test]

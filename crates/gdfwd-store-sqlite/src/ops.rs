@@ -6,7 +6,7 @@
 
 use gdfwd_core::store::{
     ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, HistoryEntry, HistoryKind,
-    ListQuery, Status, StatusFilter, VersionKey,
+    ListQuery, Status, StatusFilter, VersionKey, judge_claim,
 };
 use gdfwd_model::{FindingMeta, Timestamp};
 use rusqlite::types::Value;
@@ -22,7 +22,7 @@ macro_rules! record_columns {
     () => {
         "finding_id, account_id, region, finding_type, severity, title, latest_version, status, \
          lease_until, first_seen, last_seen, versions_sent, duplicates, stale, failures, \
-         last_error, expires_at"
+         last_error, expires_at, sent_version"
     };
 }
 
@@ -78,6 +78,7 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<Findin
         failures: count(row.get(14)?),
         last_error: row.get(15)?,
         expires_at: Timestamp::from_millis(row.get(16)?),
+        sent_version: row.get::<_, Option<i64>>(17)?.map(Timestamp::from_millis),
     }))
 }
 
@@ -188,29 +189,14 @@ pub(crate) fn claim(
     drop_if_expired(inner, tx, now, id, OP)?;
     let existing = read_record(inner, tx, now, id, OP)?;
 
-    let outcome = match &existing {
-        None => ClaimOutcome::New,
-        Some(r) if v > r.latest_version => ClaimOutcome::New,
-        Some(r) if v == r.latest_version => {
-            match (r.status, r.lease_until) {
-                (Status::Sent, _) => ClaimOutcome::Duplicate,
-                (Status::Pending, Some(lease_until)) if lease_until > now => {
-                    ClaimOutcome::InFlight { lease_until }
-                }
-                // Lease ran out (the sender died) or the claim was released: claim it again.
-                (Status::Pending | Status::Failed, _) => ClaimOutcome::New,
-            }
-        }
-        Some(r) => ClaimOutcome::Stale {
-            newest: r.latest_version,
-        },
-    };
+    let outcome = judge_claim(existing.as_ref(), v, now);
 
     // Duplicate and Stale only arise from an existing record, so their UPDATEs always hit a row.
     match outcome {
         ClaimOutcome::New => {
-            // New finding or newer version: either way the claimed version is now the latest and
-            // its meta describes the finding; a new row starts its first_seen now.
+            // The claimed version is now the one the record follows (also an older one whose
+            // newer claim was released) and its meta describes the finding; a new row starts
+            // its first_seen now.
             exec(
                 inner,
                 tx,
@@ -302,19 +288,23 @@ pub(crate) fn commit(
     let expires = now.saturating_add_millis(inner.retention_ms).millis();
     // Only the latest version changes the status: a late commit of an older version (a newer
     // one was claimed meanwhile) is counted and recorded but never moves the finding back.
+    // Either way the newest delivered version (what older versions are judged stale by) moves
+    // up to this one.
     let sql = if key.version == r.latest_version {
         "UPDATE findings SET versions_sent = versions_sent + 1, status = 'sent', \
-         lease_until = NULL, updated_at = ?2, expires_at = ?3 WHERE finding_id = ?1"
+         lease_until = NULL, updated_at = ?2, expires_at = ?3, \
+         sent_version = max(coalesce(sent_version, ?4), ?4) WHERE finding_id = ?1"
     } else {
         "UPDATE findings SET versions_sent = versions_sent + 1, updated_at = ?2, \
-         expires_at = ?3 WHERE finding_id = ?1"
+         expires_at = ?3, sent_version = max(coalesce(sent_version, ?4), ?4) \
+         WHERE finding_id = ?1"
     };
     exec(
         inner,
         tx,
         OP,
         sql,
-        params![key.finding_id, now.millis(), expires],
+        params![key.finding_id, now.millis(), expires, key.version.millis()],
     )?;
     let kind = HistoryKind::Sent {
         event_ids: delivery.event_ids.clone(),

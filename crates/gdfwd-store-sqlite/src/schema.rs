@@ -60,8 +60,18 @@ CREATE TABLE kv (
 ) STRICT, WITHOUT ROWID;
 "#;
 
+/// The newest version delivered, which alone makes older versions stale (before, the newest
+/// claimed one did, so a claim that failed blocked every older version). Existing records take
+/// it from their history's deliveries.
+const V2: &str = r#"
+ALTER TABLE findings ADD COLUMN sent_version INTEGER;
+UPDATE findings SET sent_version =
+    (SELECT MAX(version) FROM history
+     WHERE history.finding_id = findings.finding_id AND history.kind = 'sent');
+"#;
+
 /// Migration `i` upgrades from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes.
 pub const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;

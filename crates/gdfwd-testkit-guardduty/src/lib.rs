@@ -1,30 +1,38 @@
 //! A fake Amazon GuardDuty API for tests and benchmarks: moto has no GuardDuty findings API.
 //!
-//! It serves the three operations backfill uses, over GuardDuty's REST JSON protocol with its
+//! It serves the operations backfill and doctor use, over GuardDuty's REST JSON protocol with its
 //! camelCase wire names (checked against the botocore service model):
 //! - `GET /detector` (`ListDetectors`) → `{"detectorIds": [...]}`;
 //! - `POST /detector/{detectorId}/findings` (`ListFindings`) with `findingCriteria.criterion`
 //!   (`eq`/`neq`/`equals`/`notEquals` lists, `gt`/`gte`/`lt`/`lte` and the long forms), `sortCriteria
 //!   {attributeName, orderBy}`, `maxResults` (≤ 50) and `nextToken`;
-//! - `POST /detector/{detectorId}/findings/get` (`GetFindings`, ≤ 50 ids) → `{"findings": [...]}`.
+//! - `POST /detector/{detectorId}/findings/get` (`GetFindings`, ≤ 50 ids) → `{"findings": [...]}`;
+//! - and, in `admin.rs`, the administrator's reads `gdfwd doctor` makes (`GetDetector`,
+//!   `ListMembers`, `DescribeOrganizationConfiguration`, `ListOrganizationAdminAccounts`).
 //!
 //! One server plays every region: the region is read from the SigV4 credential scope of the
 //! `Authorization` header, the way the real endpoint's region is implied by its host name, so a
-//! client pointed at it through `AWS_ENDPOINT_URL_GUARDDUTY` exercises its real signing code. The
-//! signature itself is not verified (the header must be present).
+//! client pointed at it through `AWS_ENDPOINT_URL_GUARDDUTY` exercises its real signing code, and
+//! the signature is verified against the credentials the fake accepts ([`sigv4`]).
 //!
 //! Faults a test can inject: throttling (`429 TooManyRequestsException`, the next N requests or a
 //! seeded random share), a `ListFindings` page that hands back the token it was given (a client
-//! that does not detect it loops forever), and per-request latency. Same-`updatedAt` ties across
+//! that does not detect it loops forever), per-request latency, and error answers with a huge body
+//! made only as fast as the client reads it. Same-`updatedAt` ties across
 //! page boundaries are a property of the data: see [`fixtures::GenSpec::tie_every`].
 //!
 //! Pagination tokens are offsets into the query's result sorted by the sort attribute, then by id
 //! (a stable order, so ties are ordered the same way on every call).
 
+mod admin;
 pub mod fixtures;
+mod sigv4;
+
+pub use sigv4::{TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY};
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -66,6 +74,9 @@ pub struct Counters {
     pub rejected: u64,
     /// Findings returned by `GetFindings`.
     pub findings_returned: u64,
+    /// Bytes of [`FakeGuardDuty::huge_error_next`] bodies handed to connections (what a client
+    /// read, plus what socket buffers took before it stopped reading).
+    pub error_body_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -83,6 +94,9 @@ struct Faults {
     /// it was called with.
     repeat_token_at: Option<u64>,
     latency: Duration,
+    /// The next this many requests are answered 500 with a body of `huge_error_bytes` bytes.
+    huge_errors_next: u64,
+    huge_error_bytes: u64,
 }
 
 impl Default for Faults {
@@ -93,6 +107,8 @@ impl Default for Faults {
             rng: StdRng::seed_from_u64(0),
             repeat_token_at: None,
             latency: Duration::ZERO,
+            huge_errors_next: 0,
+            huge_error_bytes: 0,
         }
     }
 }
@@ -107,7 +123,7 @@ struct Inner {
 }
 
 #[derive(Debug, Default)]
-struct Shared(Mutex<Inner>);
+struct Shared(Mutex<Inner>, Arc<AtomicU64>);
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -122,6 +138,8 @@ impl Shared {
 pub struct FakeGuardDuty {
     addr: SocketAddr,
     shared: Arc<Shared>,
+    keys: Arc<sigv4::Keyring>,
+    admin: Arc<admin::AdminState>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -133,13 +151,20 @@ impl FakeGuardDuty {
             .map_err(FakeError::Bind)?;
         let addr = listener.local_addr().map_err(FakeError::Bind)?;
         let shared = Arc::new(Shared::default());
+        let keys = Arc::new(sigv4::Keyring::with_test_key());
+        let admin = Arc::new(admin::AdminState::default());
         let app = Router::new()
+            .merge(admin::routes(shared.clone(), admin.clone()))
             .route("/detector", get(list_detectors))
             .route("/detector/{detector_id}/findings", post(list_findings))
             .route("/detector/{detector_id}/findings/get", post(get_findings))
             .route("/listRegions", post(list_regions))
             .fallback(not_found)
-            .with_state(shared.clone());
+            .with_state(shared.clone())
+            .layer(axum::middleware::from_fn_with_state(
+                (shared.clone(), keys.clone()),
+                sigv4::verify,
+            ));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -152,6 +177,8 @@ impl FakeGuardDuty {
         Ok(Self {
             addr,
             shared,
+            keys,
+            admin,
             shutdown: Some(tx),
         })
     }
@@ -163,6 +190,19 @@ impl FakeGuardDuty {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Also accepts requests signed with these credentials (a session token makes them temporary
+    /// ones: requests must then carry exactly that token). [`TEST_ACCESS_KEY_ID`] is accepted from
+    /// the start.
+    pub fn accept_credentials(
+        &self,
+        access_key_id: &str,
+        secret_access_key: &str,
+        session_token: Option<&str>,
+    ) {
+        self.keys
+            .insert(access_key_id, secret_access_key, session_token);
     }
 
     /// Adds a detector to `region` (one per region, as GuardDuty has) and returns its id.
@@ -229,13 +269,24 @@ impl FakeGuardDuty {
         inner.faults.repeat_token_at = Some(seen + nth);
     }
 
+    /// The next `n` requests are answered `500 InternalServerErrorException` with a body of
+    /// `bytes` bytes, produced as the client reads it ([`Counters::error_body_bytes`]).
+    pub fn huge_error_next(&self, n: u64, bytes: u64) {
+        let mut inner = self.shared.lock();
+        inner.faults.huge_errors_next = n;
+        inner.faults.huge_error_bytes = bytes;
+    }
+
     /// Every request waits this long before it is answered.
     pub fn set_latency(&self, latency: Duration) {
         self.shared.lock().faults.latency = latency;
     }
 
     pub fn counters(&self) -> Counters {
-        self.shared.lock().counters.clone()
+        Counters {
+            error_body_bytes: self.shared.1.load(Ordering::Relaxed),
+            ..self.shared.lock().counters.clone()
+        }
     }
 
     /// The most requests for `region` seen within any window of length `window`.
@@ -308,6 +359,28 @@ fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response
         .into_response()
 }
 
+/// A 500 whose body of `bytes` bytes is made 16 KiB at a time as the connection asks for it,
+/// each chunk counted in `served`.
+fn huge_error(bytes: u64, served: &Arc<AtomicU64>) -> Response {
+    static FILLER: [u8; 16 * 1024] = [b'x'; 16 * 1024];
+    let served = Arc::clone(served);
+    let chunk = FILLER.len() as u64;
+    let chunks = (0..bytes.div_ceil(chunk)).map(move |i| {
+        let n = chunk.min(bytes - i * chunk);
+        served.fetch_add(n, Ordering::Relaxed);
+        Ok::<_, std::convert::Infallible>(Bytes::from_static(
+            &FILLER[..usize::try_from(n).unwrap_or(FILLER.len())],
+        ))
+    });
+    let body = axum::body::Body::from_stream(futures::stream::iter(chunks));
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        [("x-amzn-ErrorType", "InternalServerErrorException")],
+        body,
+    )
+        .into_response()
+}
+
 fn ok(body: Value) -> Response {
     (
         StatusCode::OK,
@@ -350,6 +423,10 @@ async fn admit(
         ));
     };
     inner.calls.push((region.clone(), Instant::now()));
+    if inner.faults.huge_errors_next > 0 {
+        inner.faults.huge_errors_next -= 1;
+        return Err(huge_error(inner.faults.huge_error_bytes, &shared.1));
+    }
     let throttle = if inner.faults.throttle_next > 0 {
         inner.faults.throttle_next -= 1;
         true

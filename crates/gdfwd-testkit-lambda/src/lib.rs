@@ -13,6 +13,11 @@
 //!   init, config errors, the runtime client and process death (`kill -9`) are all exercised;
 //! - `/next` is a long poll like Lambda's: the runtime waits until something is enqueued, and each
 //!   invocation's deadline (`Lambda-Runtime-Deadline-Ms`) starts when it is handed out;
+//! - the deadline is enforced as Lambda enforces it: an invocation not answered by then is
+//!   [`InvocationResult::TimedOut`] (a failed invocation: for SQS the whole batch comes back), and
+//!   the execution environment is reset, i.e. every process spawned against this API is killed
+//!   (`SIGKILL`). An answer posted after the deadline is refused and does not replace the timeout,
+//!   so a function that finishes late can never pass for one that finished in time;
 //! - every arrival of `/next` is timestamped, so a benchmark measures init time (spawn to first
 //!   `/next`) from the server side;
 //! - like `gdfwd-testkit-moto`, it panics with clear messages instead of returning errors: every
@@ -51,18 +56,29 @@ pub enum InvocationResult {
         error_type: Option<String>,
         body: Value,
     },
+    /// No answer by the deadline (`Sandbox.Timedout` in Lambda): the invocation failed, and the
+    /// process was killed.
+    TimedOut {
+        /// The invocation's timeout.
+        after: Duration,
+    },
 }
 
 impl InvocationResult {
     pub fn response(&self) -> Option<&Value> {
         match self {
             Self::Response(v) => Some(v),
-            Self::Error { .. } => None,
+            Self::Error { .. } | Self::TimedOut { .. } => None,
         }
     }
 
+    /// Whether the invocation failed (an error answer or a timeout).
     pub fn is_error(&self) -> bool {
-        matches!(self, Self::Error { .. })
+        matches!(self, Self::Error { .. } | Self::TimedOut { .. })
+    }
+
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::TimedOut { .. })
     }
 }
 
@@ -80,6 +96,13 @@ struct Inner {
     results: HashMap<String, InvocationResult>,
     init_error: Option<(Option<String>, Value)>,
     next_polls: Vec<Instant>,
+    /// When each handed-out invocation's deadline passes, and its timeout.
+    deadlines: HashMap<String, (Instant, Duration)>,
+    /// Answers posted after their invocation's deadline (refused).
+    late_answers: Vec<String>,
+    /// Process ids of the running processes spawned against this API (the execution
+    /// environment a timeout resets).
+    sandbox: Vec<u32>,
 }
 
 #[derive(Debug, Default)]
@@ -158,7 +181,13 @@ impl RuntimeApi {
         id
     }
 
-    /// How many invocations the function has answered (response or error).
+    /// Answers the function posted after their invocation's deadline, by request id (refused:
+    /// the invocation had already timed out).
+    pub fn late_answers(&self) -> Vec<String> {
+        self.shared.lock().late_answers.clone()
+    }
+
+    /// How many invocations the function has answered (response or error) or timed out.
     pub fn answered(&self) -> usize {
         self.shared.lock().results.len()
     }
@@ -243,10 +272,20 @@ async fn next(State(shared): State<Arc<Shared>>) -> Response {
         }
         notified.await;
     };
-    shared
-        .lock()
-        .handed_out
-        .insert(pending.id.clone(), Instant::now());
+    let handed_out = Instant::now();
+    {
+        let mut inner = shared.lock();
+        inner.handed_out.insert(pending.id.clone(), handed_out);
+        inner.deadlines.insert(
+            pending.id.clone(),
+            (handed_out + pending.timeout, pending.timeout),
+        );
+    }
+    tokio::spawn(enforce_deadline(
+        Arc::clone(&shared),
+        pending.id.clone(),
+        handed_out + pending.timeout,
+    ));
     let deadline = SystemTime::now() + pending.timeout;
     let deadline_ms = deadline
         .duration_since(UNIX_EPOCH)
@@ -277,6 +316,59 @@ async fn next(State(shared): State<Arc<Shared>>) -> Response {
     (StatusCode::OK, headers, pending.payload).into_response()
 }
 
+/// At `deadline`, times invocation `id` out unless it was answered, and resets the environment.
+async fn enforce_deadline(shared: Arc<Shared>, id: String, deadline: Instant) {
+    tokio::time::sleep_until(deadline.into()).await;
+    let pids = {
+        let mut inner = shared.lock();
+        if inner.results.contains_key(&id) {
+            return;
+        }
+        time_out(&mut inner, &id);
+        std::mem::take(&mut inner.sandbox)
+    };
+    for pid in pids {
+        // `kill` rather than the `Child` handle, which the test's `Bootstrap` owns. The pid is
+        // still ours: a `Bootstrap` deregisters it before it reaps the process.
+        let _ = tokio::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .await;
+    }
+}
+
+/// Records invocation `id` as timed out.
+fn time_out(inner: &mut Inner, id: &str) {
+    let after = inner.deadlines.get(id).map_or(Duration::ZERO, |d| d.1);
+    inner
+        .results
+        .insert(id.to_owned(), InvocationResult::TimedOut { after });
+}
+
+/// Records an answer unless its invocation is past its deadline (then refuses it, as the Runtime
+/// API refuses a request id it no longer serves).
+fn record_answer(shared: &Shared, id: String, result: InvocationResult) -> Response {
+    let mut inner = shared.lock();
+    let late = inner.results.contains_key(&id)
+        || inner
+            .deadlines
+            .get(&id)
+            .is_some_and(|(deadline, _)| Instant::now() > *deadline);
+    if late {
+        if !inner.results.contains_key(&id) {
+            time_out(&mut inner, &id);
+        }
+        inner.late_answers.push(id);
+        return (
+            StatusCode::BAD_REQUEST,
+            r#"{"errorMessage":"Invalid request ID","errorType":"InvalidRequestID"}"#,
+        )
+            .into_response();
+    }
+    inner.results.insert(id, result);
+    (StatusCode::ACCEPTED, r#"{"status":"OK"}"#).into_response()
+}
+
 fn json_or_string(body: &[u8]) -> Value {
     serde_json::from_slice(body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
@@ -286,12 +378,12 @@ async fn response(
     State(shared): State<Arc<Shared>>,
     UrlPath(id): UrlPath<String>,
     body: Bytes,
-) -> impl IntoResponse {
-    shared
-        .lock()
-        .results
-        .insert(id, InvocationResult::Response(json_or_string(&body)));
-    (StatusCode::ACCEPTED, r#"{"status":"OK"}"#)
+) -> Response {
+    record_answer(
+        &shared,
+        id,
+        InvocationResult::Response(json_or_string(&body)),
+    )
 }
 
 fn error_type(headers: &HeaderMap) -> Option<String> {
@@ -306,15 +398,12 @@ async fn error(
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> impl IntoResponse {
-    shared.lock().results.insert(
-        id,
-        InvocationResult::Error {
-            error_type: error_type(&headers),
-            body: json_or_string(&body),
-        },
-    );
-    (StatusCode::ACCEPTED, r#"{"status":"OK"}"#)
+) -> Response {
+    let result = InvocationResult::Error {
+        error_type: error_type(&headers),
+        body: json_or_string(&body),
+    };
+    record_answer(&shared, id, result)
 }
 
 async fn init_error(
@@ -334,6 +423,8 @@ type Lines = Arc<Mutex<Vec<String>>>;
 pub struct Bootstrap {
     child: tokio::process::Child,
     pid: u32,
+    /// The API's state, to leave its execution environment when the process is reaped.
+    api: Arc<Shared>,
     spawned: Instant,
     stdout: Lines,
     stderr: Lines,
@@ -388,6 +479,7 @@ impl Bootstrap {
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {}: {e}", binary.display()));
         let pid = child.id().unwrap_or(0);
+        api.shared.lock().sandbox.push(pid);
         let stdout: Lines = Arc::default();
         let stderr: Lines = Arc::default();
         let mut readers = Vec::new();
@@ -400,6 +492,7 @@ impl Bootstrap {
         Self {
             child,
             pid,
+            api: Arc::clone(&api.shared),
             spawned,
             stdout,
             stderr,
@@ -444,8 +537,15 @@ impl Bootstrap {
         parse_json_lines(&self.stderr_lines())
     }
 
+    /// Takes the process out of the API's execution environment (before it is reaped, so a
+    /// deadline never signals a reused pid).
+    fn leave_sandbox(&self) {
+        self.api.lock().sandbox.retain(|p| *p != self.pid);
+    }
+
     /// `SIGKILL`s the process (as `kill -9` would) and waits for it.
     pub async fn kill(&mut self) {
+        self.leave_sandbox();
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
     }
@@ -457,6 +557,7 @@ impl Bootstrap {
             .await
             .ok()?
             .ok()?;
+        self.leave_sandbox();
         for r in self.readers.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(5), r).await;
         }
@@ -465,12 +566,17 @@ impl Bootstrap {
 
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        let running = matches!(self.child.try_wait(), Ok(None));
+        if !running {
+            self.leave_sandbox();
+        }
+        running
     }
 }
 
 impl Drop for Bootstrap {
     fn drop(&mut self) {
+        self.leave_sandbox();
         let _ = self.child.start_kill();
         if std::thread::panicking() {
             let err = self.stderr_lines();
@@ -620,6 +726,87 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(api.next_polls().len(), 2);
+    }
+
+    /// A shell script at a fresh path; the "function" of a test.
+    fn script(name: &str, body: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "gdfwd-testkit-lambda-{}-{name}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("bootstrap.sh");
+        std::fs::write(&path, body).expect("write script");
+        let mut perm = std::fs::metadata(&path).expect("meta").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+        std::fs::set_permissions(&path, perm).expect("chmod");
+        path
+    }
+
+    #[tokio::test]
+    async fn an_answer_after_the_deadline_is_a_timeout_and_the_process_is_killed() {
+        let api = RuntimeApi::start().await;
+        // The "function" hangs; the test plays its runtime client.
+        let mut p = Bootstrap::spawn(&script("hang", "#!/bin/sh\nexec sleep 600\n"), &api, &[]);
+        let addr = api.address();
+        let id = api.enqueue(&serde_json::json!({"n": 1}), Duration::from_millis(300));
+        let (status, _, _) =
+            http(&addr, "GET", "/2018-06-01/runtime/invocation/next", "", "").await;
+        assert_eq!(status, 200);
+        assert!(
+            api.result(&id).is_none(),
+            "not timed out before the deadline"
+        );
+        let r = api
+            .await_result(&id, Duration::from_secs(10))
+            .await
+            .expect("a result at the deadline");
+        assert_eq!(
+            r,
+            InvocationResult::TimedOut {
+                after: Duration::from_millis(300)
+            }
+        );
+        assert!(r.is_error() && r.is_timeout());
+        let status = p
+            .wait_exit(Duration::from_secs(10))
+            .await
+            .expect("the process is killed at the deadline");
+        assert!(!status.success());
+
+        // The late answer is refused and does not turn the timeout into a success.
+        let (status, _, body) = http(
+            &addr,
+            "POST",
+            &format!("/2018-06-01/runtime/invocation/{id}/response"),
+            r#"{"ok":true}"#,
+            "",
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains("InvalidRequestID"), "{body}");
+        assert_eq!(api.late_answers(), vec![id.clone()]);
+        assert!(api.result(&id).is_some_and(|r| r.is_timeout()));
+    }
+
+    #[tokio::test]
+    async fn an_answer_racing_the_deadline_is_judged_by_the_clock() {
+        let api = RuntimeApi::start().await;
+        let addr = api.address();
+        let id = api.enqueue(&serde_json::json!({}), Duration::from_millis(200));
+        http(&addr, "GET", "/2018-06-01/runtime/invocation/next", "", "").await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        // Whether or not the deadline task ran yet, the answer is past the deadline.
+        let (status, _, _) = http(
+            &addr,
+            "POST",
+            &format!("/2018-06-01/runtime/invocation/{id}/error"),
+            r#"{"errorMessage":"late"}"#,
+            "",
+        )
+        .await;
+        assert_eq!(status, 400);
+        assert!(api.result(&id).is_some_and(|r| r.is_timeout()));
     }
 
     #[tokio::test]

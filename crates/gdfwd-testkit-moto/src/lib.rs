@@ -112,6 +112,55 @@ pub async fn assume_account(account_id: &str, session: &str) -> Credentials {
     )
 }
 
+/// A fresh organization at moto: a random management account of its own (moto holds one
+/// organization per account, so tests never collide) and `members` member accounts.
+#[derive(Debug, Clone)]
+pub struct Organization {
+    pub management: String,
+    pub credentials: Credentials,
+    /// An SDK config acting as the management account.
+    pub config: SdkConfig,
+    /// (account id moto generated, Organizations name).
+    pub members: Vec<(String, String)>,
+}
+
+/// Creates an [`Organization`] with `members` member accounts.
+pub async fn organization(members: usize) -> Organization {
+    use aws_sdk_organizations::types::OrganizationFeatureSet;
+    let management = random_account_id();
+    let credentials = assume_account(&management, "org-setup").await;
+    let config = sdk_config_with_credentials(&endpoint(), credentials.clone()).await;
+    let org = aws_sdk_organizations::Client::new(&config);
+    org.create_organization()
+        .feature_set(OrganizationFeatureSet::All)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("CreateOrganization at moto: {e:?}"));
+    let mut out = Vec::new();
+    for _ in 0..members {
+        let name = unique_name("Member");
+        let created = org
+            .create_account()
+            .account_name(&name)
+            .email(format!("{}@example.com", unique_name("m").to_lowercase()))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("CreateAccount at moto: {e:?}"));
+        let id = created
+            .create_account_status()
+            .and_then(|s| s.account_id())
+            .unwrap_or_else(|| panic!("moto returned no account id for {name}"))
+            .to_owned();
+        out.push((id, name));
+    }
+    Organization {
+        management,
+        credentials,
+        config,
+        members: out,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

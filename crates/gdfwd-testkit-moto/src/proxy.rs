@@ -34,10 +34,13 @@ pub enum Fault {
     InternalError,
     /// HTTP 503 `ServiceUnavailable`.
     ServiceUnavailable,
+    /// HTTP 403 `AccessDeniedException` (JSON protocols) or `AccessDenied` (query protocols): a
+    /// permission the caller lacks.
+    AccessDenied,
 }
 
 impl Fault {
-    fn status_and_code(&self, dynamodb: bool) -> (StatusCode, &'static str) {
+    fn status_and_code(&self, dynamodb: bool, json: bool) -> (StatusCode, &'static str) {
         match self {
             Self::Throttling if dynamodb => (StatusCode::BAD_REQUEST, "ThrottlingException"),
             Self::Throttling => (StatusCode::BAD_REQUEST, "Throttling"),
@@ -50,6 +53,8 @@ impl Fault {
             }
             Self::InternalError => (StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure"),
             Self::ServiceUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
+            Self::AccessDenied if json => (StatusCode::FORBIDDEN, "AccessDeniedException"),
+            Self::AccessDenied => (StatusCode::FORBIDDEN, "AccessDenied"),
         }
     }
 }
@@ -64,6 +69,8 @@ struct Rule {
     /// Forward the request first (it takes effect upstream), then answer with the fault: an
     /// answer lost after the write, as a timeout or a 5xx after commit looks to a client.
     after_forward: bool,
+    /// Only requests whose body contains this text (e.g. one account id in an AssumeRole).
+    body: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -151,6 +158,7 @@ impl FaultProxy {
             only: only.map(str::to_owned),
             remaining: Some(n),
             after_forward: false,
+            body: None,
         });
     }
 
@@ -162,6 +170,7 @@ impl FaultProxy {
             only: only.map(str::to_owned),
             remaining: Some(n),
             after_forward: true,
+            body: None,
         });
     }
 
@@ -173,6 +182,19 @@ impl FaultProxy {
             only: only.map(str::to_owned),
             remaining: None,
             after_forward: false,
+            body: None,
+        });
+    }
+
+    /// Like [`FaultProxy::fail_always`], only for requests of operation `only` whose body
+    /// contains `body` (as sent: form bodies are URL-encoded), e.g. the AssumeRole of one account.
+    pub fn fail_always_matching(&self, fault: Fault, only: &str, body: &str) {
+        lock(&self.inner.rules).push(Rule {
+            fault,
+            only: Some(only.to_owned()),
+            remaining: None,
+            after_forward: false,
+            body: Some(body.to_owned()),
         });
     }
 
@@ -299,9 +321,12 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
 
     let fault = {
         let mut rules = lock(&inner.rules);
-        let hit = rules
-            .iter_mut()
-            .find(|r| r.remaining != Some(0) && r.only.as_deref().is_none_or(|s| op.contains(s)));
+        let text = String::from_utf8_lossy(&body);
+        let hit = rules.iter_mut().find(|r| {
+            r.remaining != Some(0)
+                && r.only.as_deref().is_none_or(|s| op.contains(s))
+                && r.body.as_deref().is_none_or(|b| text.contains(b))
+        });
         hit.map(|r| {
             if let Some(n) = r.remaining.as_mut() {
                 *n -= 1;
@@ -362,7 +387,7 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
 fn fault_response(fault: &Fault, headers: &HeaderMap, op: &str) -> Response {
     let json = headers.contains_key("x-amz-target");
     let dynamodb = op.starts_with("DynamoDB");
-    let (status, code) = fault.status_and_code(dynamodb);
+    let (status, code) = fault.status_and_code(dynamodb, json);
     let message = format!("injected by FaultProxy ({code} for {op})");
     let (content_type, body) = if json {
         let ty = if dynamodb {

@@ -3,14 +3,23 @@
 //! [`FakeOpenPipeline::start`] listens on `127.0.0.1` port 0 twice: once with TLS (a CA and a leaf
 //! certificate for `127.0.0.1`/`localhost` generated per instance, the CA handed to the client as a
 //! PEM file, as a real TLS-intercepting proxy's CA would be) and once in plain HTTP. It behaves like
-//! the real endpoint where the sender can observe it: it checks the `Authorization` header, accepts
-//! one event object or an array of events (optionally gzip-compressed), answers 202, and answers 413
-//! for bodies over a configurable size.
+//! the real endpoint where the sender can observe it: it answers 202 to a valid request and
+//! refuses with the status codes of the OpenPipeline ingest API reference:
+//! - `POST` only (405), to an ingest path for security events (404 otherwise):
+//!   `/platform/ingest/v1/security.events`, the legacy `/platform/ingest/v1/events.security` or a
+//!   custom `/platform/ingest/custom/security.events/<name>`;
+//! - `Authorization` as configured (401);
+//! - `Content-Type: application/json`, parameters such as `charset` allowed (415 otherwise);
+//! - bodies over a configurable size (413);
+//! - one event object or an array of event objects, optionally gzip-compressed (400 otherwise).
 //!
 //! Faults are injected on demand, either scripted ([`FakeOpenPipeline::push_faults`]: the next
 //! requests get these answers, in order) or at random with a seeded RNG
 //! ([`FakeOpenPipeline::set_random_faults`]), so a test run is reproducible. An injected fault never
-//! records the request's events: "delivered exactly once" then measures the sender alone.
+//! records the request's events: "delivered exactly once" then measures the sender alone. The
+//! exception is [`Fault::AcceptThenDrop`], which is what real Dynatrace can produce: the events
+//! are accepted, then the answer is lost; a correct sender resends them, so they arrive twice
+//! (a duplicate, never a loss).
 //!
 //! Everything the fake sees is recorded with its own monotonic timestamps ([`RequestRecord`],
 //! [`RecordedEvent`]), so tests assert on what the server observed (ordering, rates) rather than
@@ -21,14 +30,20 @@
 //! service returns an error.
 
 use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -75,20 +90,30 @@ pub enum Fault {
     Drop,
     /// Wait this long, then answer 504 (a client with a shorter timeout has given up by then).
     Slow(Duration),
+    /// Answer `status` with a body of `bytes` bytes, produced only as fast as the client reads
+    /// it; [`Counters::error_body_bytes`] counts what was handed to the connection.
+    HugeBody { status: u16, bytes: u64 },
     /// No fault: process normally (to script "fail after N good requests").
     Pass,
+    /// Process normally, and when the request is accepted (the 202 is decided and its events are
+    /// recorded), close the connection instead of answering: the accepted events' answer is lost.
+    /// A refused request is answered as usual.
+    AcceptThenDrop,
 }
 
 /// What the fake did with one request, in arrival order.
 #[derive(Debug, Clone)]
 pub struct RequestRecord {
+    /// When the request's head arrived (before its body was read).
+    pub started: Instant,
     /// When the request's body had been read.
     pub received: Instant,
     /// The same moment on the wall clock (the clock `Retry-After` dates are read against).
     pub received_wall: SystemTime,
     /// When the answer was handed to the connection (for `Drop`: when it was dropped).
     pub answered: Instant,
-    /// The status answered; `None` for a dropped connection.
+    /// The status answered; `None` for a dropped connection (`Some(202)` for
+    /// [`Fault::AcceptThenDrop`]: the status decided, whose answer was lost).
     pub status: Option<u16>,
     /// The injected fault, if any.
     pub fault: Option<Fault>,
@@ -99,7 +124,8 @@ pub struct RequestRecord {
     /// Body bytes as sent (compressed if gzip).
     pub body_bytes: usize,
     pub gzip: bool,
-    /// Events in the body when it parsed (also counted for rejected requests).
+    /// Events in the body when it parsed (also counted for rejected and faulted requests: a retry
+    /// spends the sender's rate budget as much as a first attempt).
     pub events: usize,
     /// The request path.
     pub path: String,
@@ -125,6 +151,12 @@ pub struct Counters {
     pub too_large: u64,
     /// Requests answered 400 because they held an event [`FakeOpenPipeline::refuse_events`] names.
     pub refused: u64,
+    /// Requests refused for their path (404), method (405), `Content-Type` (415) or body (400:
+    /// not gzip, not JSON, not an event object or an array of them).
+    pub malformed: u64,
+    /// Bytes of [`Fault::HugeBody`] bodies handed to connections (what a client read, plus what
+    /// socket and flow-control buffers took before it stopped reading).
+    pub error_body_bytes: u64,
 }
 
 #[derive(Debug)]
@@ -146,6 +178,8 @@ struct State {
     next_request_id: u64,
     record_events: bool,
     refuse_ids: std::collections::HashSet<String>,
+    /// Shared with the [`HugeBody`] bodies in flight.
+    huge_body_bytes: Arc<AtomicU64>,
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -191,6 +225,7 @@ impl FakeOpenPipeline {
             next_request_id: 1,
             record_events: true,
             refuse_ids: std::collections::HashSet::new(),
+            huge_body_bytes: Arc::new(AtomicU64::new(0)),
         }));
         let https_l = TcpListener::bind("127.0.0.1:0")
             .await
@@ -295,7 +330,11 @@ impl FakeOpenPipeline {
     }
 
     pub fn counters(&self) -> Counters {
-        lock(&self.state).counters
+        let s = lock(&self.state);
+        Counters {
+            error_body_bytes: s.huge_body_bytes.load(Ordering::Relaxed),
+            ..s.counters
+        }
     }
 
     /// Every request seen, in arrival order.
@@ -332,6 +371,46 @@ impl FakeOpenPipeline {
             buckets[i] += 1;
         }
         buckets
+    }
+
+    /// The largest number of events that arrived within any window of length `window`, counting
+    /// every request whatever its answer (accepted, refused, faulted): what a sender's events per
+    /// second limit must hold, retries included.
+    pub fn max_sent_in_window(&self, window: Duration) -> u64 {
+        let s = lock(&self.state);
+        let arrivals: Vec<(Instant, u64)> = s
+            .requests
+            .iter()
+            .map(|r| (r.received, r.events as u64))
+            .collect();
+        max_weight_in_window(arrivals, window)
+    }
+
+    /// The largest number of requests that arrived within any window of length `window`, whatever
+    /// their answer.
+    pub fn max_requests_in_window(&self, window: Duration) -> u64 {
+        let s = lock(&self.state);
+        let arrivals: Vec<(Instant, u64)> = s.requests.iter().map(|r| (r.started, 1)).collect();
+        max_weight_in_window(arrivals, window)
+    }
+
+    /// The most requests the fake was handling at once (from each request's head arriving to its
+    /// answer or drop): what a sender's in-flight limit must hold.
+    pub fn max_concurrent_requests(&self) -> usize {
+        let s = lock(&self.state);
+        // Ends sort before starts at the same instant: back-to-back requests do not overlap.
+        let mut edges: Vec<(Instant, i32)> = s
+            .requests
+            .iter()
+            .flat_map(|r| [(r.started, 1), (r.answered, -1)])
+            .collect();
+        edges.sort();
+        let (mut now, mut best) = (0i32, 0i32);
+        for (_, d) in edges {
+            now += d;
+            best = best.max(now);
+        }
+        usize::try_from(best).unwrap_or(0)
     }
 
     /// The largest number of events accepted within any window of length `window` (sliding over
@@ -371,6 +450,21 @@ impl Drop for FakeOpenPipeline {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The largest total weight of the `(arrival, weight)` pairs within any window of length `window`.
+fn max_weight_in_window(mut arrivals: Vec<(Instant, u64)>, window: Duration) -> u64 {
+    arrivals.sort_by_key(|a| a.0);
+    let (mut best, mut sum, mut start) = (0u64, 0u64, 0usize);
+    for end in 0..arrivals.len() {
+        sum += arrivals[end].1;
+        while arrivals[end].0.duration_since(arrivals[start].0) >= window {
+            sum -= arrivals[start].1;
+            start += 1;
+        }
+        best = best.max(sum);
+    }
+    best
 }
 
 /// Generates a CA and a leaf for 127.0.0.1/localhost; returns the CA PEM and the server config.
@@ -446,8 +540,11 @@ async fn accept_loop(listener: TcpListener, tls: Option<tokio_rustls::TlsAccepto
 #[error("fault injected: connection dropped")]
 struct DroppedByFault;
 
-fn answer(status: u16, body: &str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body.to_owned())));
+/// Every answer's body: a short one in full, or a [`HugeBody`].
+type AnswerBody = BoxBody<Bytes, Infallible>;
+
+fn answer(status: u16, body: &str) -> Response<AnswerBody> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_owned())).boxed());
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     r
 }
@@ -455,8 +552,15 @@ fn answer(status: u16, body: &str) -> Response<Full<Bytes>> {
 async fn handle(
     req: Request<Incoming>,
     state: Shared,
-) -> Result<Response<Full<Bytes>>, DroppedByFault> {
+) -> Result<Response<AnswerBody>, DroppedByFault> {
+    let started = Instant::now();
     let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    let content_type = req
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let auth = req
         .headers()
         .get(hyper::header::AUTHORIZATION)
@@ -491,7 +595,9 @@ async fn handle(
     };
 
     let fault = fault.filter(|f| *f != Fault::Pass);
+    let drop_answer = fault == Some(Fault::AcceptThenDrop);
     let mut rec = RequestRecord {
+        started,
         received,
         received_wall,
         retry_not_before: None,
@@ -505,7 +611,8 @@ async fn handle(
         path,
     };
 
-    if let Some(f) = fault {
+    if let Some(f) = fault.filter(|f| *f != Fault::AcceptThenDrop) {
+        rec.events = decode(&body, gzip).map_or(0, |plain| count_events(&plain));
         let result = match f {
             Fault::Status(code) => {
                 rec.status = Some(code);
@@ -543,12 +650,26 @@ async fn handle(
                 Ok(r)
             }
             Fault::Drop => Err(DroppedByFault),
+            Fault::HugeBody { status, bytes } => {
+                rec.status = Some(status);
+                let served = lock(&state).huge_body_bytes.clone();
+                let mut r = Response::new(
+                    HugeBody {
+                        left: bytes,
+                        served,
+                    }
+                    .boxed(),
+                );
+                *r.status_mut() =
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                Ok(r)
+            }
             Fault::Slow(d) => {
                 tokio::time::sleep(d).await;
                 rec.status = Some(504);
                 Ok(answer(504, "{\"error\":\"slow answer\"}"))
             }
-            Fault::Pass => unreachable_pass(),
+            Fault::Pass | Fault::AcceptThenDrop => unreachable_pass(),
         };
         rec.answered = Instant::now();
         let mut s = lock(&state);
@@ -561,7 +682,12 @@ async fn handle(
     let status;
     let mut resp_body = String::new();
     let mut request_id = None;
-    if s.expected_auth
+    if let Some((code, message)) = check_route(&method, &rec.path) {
+        status = code;
+        s.counters.malformed += 1;
+        resp_body = error_envelope(code, message);
+    } else if s
+        .expected_auth
         .as_ref()
         .is_some_and(|e| auth.as_ref() != Some(e))
     {
@@ -570,10 +696,18 @@ async fn handle(
         resp_body.push_str(
             "{\"error\":{\"code\":401,\"message\":\"Missing or invalid authorization\"}}",
         );
+    } else if !is_json(content_type.as_deref()) {
+        status = 415;
+        s.counters.malformed += 1;
+        resp_body = error_envelope(
+            415,
+            &format!("Unsupported media type {content_type:?}: application/json is expected"),
+        );
     } else {
         match decode(&body, gzip) {
             Err(msg) => {
                 status = 400;
+                s.counters.malformed += 1;
                 resp_body = format!("{{\"error\":{{\"code\":400,\"message\":{msg:?}}}}}");
             }
             Ok(plain) if s.max_body_bytes.is_some_and(|m| plain.len() > m) => {
@@ -583,6 +717,14 @@ async fn handle(
                 resp_body.push_str("{\"error\":{\"code\":413,\"message\":\"Payload too large\"}}");
             }
             Ok(plain) => match serde_json::from_slice::<Value>(&plain) {
+                Ok(v) if !is_events(&v) => {
+                    status = 400;
+                    s.counters.malformed += 1;
+                    resp_body = error_envelope(
+                        400,
+                        "The input is invalid: expected an event object or an array of event objects",
+                    );
+                }
                 Ok(v) => {
                     let events: Vec<Value> = match v {
                         Value::Array(a) => a,
@@ -624,6 +766,7 @@ async fn handle(
                 }
                 Err(e) => {
                     status = 400;
+                    s.counters.malformed += 1;
                     resp_body = format!(
                         "{{\"error\":{{\"code\":400,\"message\":{:?}}}}}",
                         e.to_string()
@@ -640,12 +783,80 @@ async fn handle(
     }
     rec.status = Some(status);
     rec.answered = Instant::now();
+    if drop_answer {
+        s.counters.faults += 1;
+    }
     s.requests.push(rec);
+    if drop_answer && status == 202 {
+        return Err(DroppedByFault);
+    }
     Ok(r)
 }
 
+/// Dynatrace's error body: `{"error": {"code": ..., "message": ...}}`.
+fn error_envelope(code: u16, message: &str) -> String {
+    serde_json::json!({"error": {"code": code, "message": message}}).to_string()
+}
+
+/// The refusal for a request that is not a `POST` to a security events ingest path.
+fn check_route(method: &hyper::Method, path: &str) -> Option<(u16, &'static str)> {
+    let custom = path
+        .strip_prefix("/platform/ingest/custom/security.events/")
+        .is_some_and(|name| !name.is_empty() && !name.contains('/'));
+    let builtin = path == SECURITY_EVENTS_PATH || path == "/platform/ingest/v1/events.security";
+    if !(builtin || custom) {
+        return Some((404, "Failed. Endpoint not found."));
+    }
+    (*method != hyper::Method::POST).then_some((405, "Method not allowed"))
+}
+
+/// `application/json`, with or without parameters (`; charset=utf-8`), in any case.
+fn is_json(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|ct| {
+        ct.split(';')
+            .next()
+            .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+    })
+}
+
+/// One event object, or an array of event objects.
+fn is_events(v: &Value) -> bool {
+    match v {
+        Value::Object(_) => true,
+        Value::Array(a) => a.iter().all(Value::is_object),
+        _ => false,
+    }
+}
+
+/// A body of `left` more bytes, made chunk by chunk as the connection asks for them, counting
+/// each chunk handed over: a client that stops reading stops the count.
+struct HugeBody {
+    left: u64,
+    served: Arc<AtomicU64>,
+}
+
+static FILLER: [u8; 16 * 1024] = [b'x'; 16 * 1024];
+
+impl hyper::body::Body for HugeBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        let n = usize::try_from(self.left).map_or(FILLER.len(), |l| l.min(FILLER.len()));
+        self.left -= n as u64;
+        self.served.fetch_add(n as u64, Ordering::Relaxed);
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&FILLER[..n])))))
+    }
+}
+
 /// `Pass` is filtered out before faults are applied.
-fn unreachable_pass() -> Result<Response<Full<Bytes>>, DroppedByFault> {
+fn unreachable_pass() -> Result<Response<AnswerBody>, DroppedByFault> {
     Ok(answer(500, "{\"error\":\"internal: Pass fault applied\"}"))
 }
 

@@ -1,10 +1,33 @@
-//! Helpers the CLI's end-to-end tests share: running `gdfwd` isolated from the caller's
-//! environment, waiting for a fake to see traffic, and interrupting a running `gdfwd` the way a
-//! user does (SIGINT).
+//! Helpers the CLI's end-to-end tests share: the fixtures, a `gdfwd` command with a private state
+//! directory, waiting for a fake to see traffic, and interrupting a running `gdfwd` the way a user
+//! (SIGINT) or a service manager (SIGTERM) does.
 
-use std::path::Path;
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+/// The shared GuardDuty fixtures (`tests/fixtures/guardduty`).
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/guardduty")
+}
+
+/// The built `gdfwd` with `args`, its default store under `state`, and none of the environment
+/// variables that would point it elsewhere (store, endpoint, secret, token, format, log filter).
+pub fn gdfwd(args: &[&str], state: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gdfwd"));
+    cmd.args(args)
+        .env("XDG_STATE_HOME", state)
+        .env_remove("GDFWD_STORE")
+        .env_remove("DYNATRACE_OPENPIPELINE_SECURITY_ENDPOINT")
+        .env_remove("AWS_SECRET_ARN")
+        .env_remove("DT_API_TOKEN")
+        .env_remove("PAYLOAD_FORMAT")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    cmd
+}
 
 /// Polls `cond` every 25 ms for up to 10 s; panics naming `what` if it never holds.
 pub async fn wait_until(what: &str, cond: impl Fn() -> bool) {
@@ -19,14 +42,19 @@ pub async fn wait_until(what: &str, cond: impl Fn() -> bool) {
 
 /// Sends SIGINT to `child`, as Ctrl-C does.
 pub fn interrupt(child: &Child) {
+    signal(child, "INT");
+}
+
+/// Sends `SIG<name>` (`INT`, `TERM`, ...) to `child`.
+pub fn signal(child: &Child, name: &str) {
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")
-            .args(["-INT", &pid])
+            .args([&format!("-{name}"), &pid])
             .status()
             .expect("kill")
             .success(),
-        "kill -INT {pid}"
+        "kill -{name} {pid}"
     );
 }
 
@@ -38,25 +66,7 @@ pub fn spawn(cmd: &mut Command) -> Child {
         .expect("spawn gdfwd")
 }
 
-/// `gdfwd ARGS` with its state under `state` and no configuration from the caller's environment.
-// Not every test binary that includes this module runs `gdfwd` this way.
-#[allow(dead_code)]
-pub fn gdfwd(args: &[&str], state: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gdfwd"));
-    cmd.args(args)
-        .env("XDG_STATE_HOME", state)
-        .env_remove("GDFWD_STORE")
-        .env_remove("DYNATRACE_OPENPIPELINE_SECURITY_ENDPOINT")
-        .env_remove("AWS_SECRET_ARN")
-        .env_remove("PAYLOAD_FORMAT")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null());
-    cmd
-}
-
 /// `gdfwd forward FILE` sending to `fake` (token `tok`, its CA), with `extra` options.
-// Not every test binary that includes this module sends to a fake.
-#[allow(dead_code)]
 pub fn forward_to(
     fake: &gdfwd_testkit_openpipeline::FakeOpenPipeline,
     ca: &Path,

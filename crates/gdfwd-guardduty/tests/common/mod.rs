@@ -18,18 +18,25 @@ use gdfwd_core::{Clock, ManualClock};
 use gdfwd_guardduty::{ClientConfig, Endpoint, FindingQuery, GuardDutyClient};
 use gdfwd_model::{Format, Timestamp};
 use gdfwd_store_sqlite::SqliteStore;
-use gdfwd_testkit_guardduty::FakeGuardDuty;
 use gdfwd_testkit_guardduty::fixtures::{GenSpec, accounts, generate};
+use gdfwd_testkit_guardduty::{FakeGuardDuty, TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY};
 use serde_json::Value;
 
 pub const REGIONS: [&str; 3] = ["eu-west-1", "us-east-1", "ap-southeast-2"];
 
+/// A client signing with the key the fake accepts from its start.
 pub fn client(fake: &FakeGuardDuty, calls_per_second: u32) -> Arc<GuardDutyClient> {
-    let creds = SharedCredentialsProvider::new(Credentials::from_keys(
-        "AKIDTESTGDFWD",
-        "test-secret-key",
-        None,
-    ));
+    let creds = Credentials::from_keys(TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY, None);
+    client_with(fake, calls_per_second, creds)
+}
+
+/// A client signing with `creds` (which the fake may or may not accept).
+pub fn client_with(
+    fake: &FakeGuardDuty,
+    calls_per_second: u32,
+    creds: Credentials,
+) -> Arc<GuardDutyClient> {
+    let creds = SharedCredentialsProvider::new(creds);
     let config = ClientConfig {
         max_calls_per_second: calls_per_second,
         max_attempts: 10,

@@ -1,0 +1,61 @@
+//! Issue #16, defect 4: one wide finding (an ECS task with 2,000 containers) becomes at most
+//! `MAX_EVENTS_PER_FINDING` events, the last summarising the rest, in both formats.
+
+use gdfwd_model::{Enrichment, Format, Item, MAX_EVENTS_PER_FINDING, map_finding, parse_document};
+use serde_json::{Value, json};
+
+fn wide_ecs_finding(containers: usize) -> gdfwd_model::Finding {
+    let cs: Vec<Value> = (0..containers)
+        .map(|i| json!({"name": format!("c{i}"), "image": "nginx:1"}))
+        .collect();
+    let v = json!({
+        "id": "wide", "accountId": "111122223333", "region": "eu-west-1",
+        "updatedAt": "2025-01-01T00:00:00Z", "type": "Execution:Runtime/NewBinaryExecuted",
+        "severity": 5,
+        "resource": {"resourceType": "ECSCluster",
+            "ecsClusterDetails": {"name": "cl", "taskDetails": {"arn": "t", "containers": cs}}}
+    });
+    match parse_document(&v.to_string()).remove(0) {
+        Ok(Item::Finding(f)) => *f,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_wide_finding_is_capped_and_the_last_event_summarises_the_rest() {
+    let f = wide_ecs_finding(2000);
+    let finding_bytes = serde_json::to_string(&f.detail).expect("json").len();
+    for format in [Format::Raw, Format::Semantic] {
+        let events = map_finding(&f, format, &Enrichment::default());
+        assert_eq!(events.len(), MAX_EVENTS_PER_FINDING, "{format:?}");
+        let last = &events[MAX_EVENTS_PER_FINDING - 1].body;
+        assert_eq!(last["gdfwd.objects.total"], 2000, "{format:?}");
+        assert_eq!(last["gdfwd.objects.omitted"], 1900, "{format:?}");
+        let names = last["gdfwd.objects.omitted_names"]
+            .as_array()
+            .expect("names");
+        assert_eq!(names.len(), 20);
+        assert_eq!(
+            names[0], "c100",
+            "the first object without an event of its own"
+        );
+        assert!(events[0].body.get("gdfwd.objects.total").is_none());
+        // Every event is at most about the finding's size: the output is bounded by the cap.
+        for e in &events {
+            let n = serde_json::to_string(&e.body).expect("json").len();
+            assert!(
+                n <= finding_bytes + 4096,
+                "{format:?}: {n} > {finding_bytes}"
+            );
+        }
+    }
+    // At the cap exactly, nothing is summarised.
+    let f = wide_ecs_finding(MAX_EVENTS_PER_FINDING);
+    let events = map_finding(&f, Format::Raw, &Enrichment::default());
+    assert_eq!(events.len(), MAX_EVENTS_PER_FINDING);
+    assert!(
+        events
+            .iter()
+            .all(|e| e.body.get("gdfwd.objects.total").is_none())
+    );
+}
