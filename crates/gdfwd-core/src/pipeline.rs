@@ -71,7 +71,7 @@ impl Outcome {
         match self {
             Self::Forwarded { .. } | Self::Duplicate | Self::Stale { .. } => None,
             Self::Failed { retryable, reason } => Some((*retryable, reason.clone())),
-            Self::Invalid { reason } => Some((false, format!("invalid: {reason}"))),
+            Self::Invalid { reason } => Some((false, reason.clone())),
             Self::InFlight { lease_until } => Some((
                 true,
                 format!(
