@@ -4,28 +4,17 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use gdfwd_testkit_openpipeline::{FakeOpenPipeline, Fault};
 
 mod common;
 
+use common::gdfwd;
+
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/guardduty")
-}
-
-fn gdfwd(args: &[&str], env_store: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gdfwd"));
-    cmd.args(args)
-        .env("XDG_STATE_HOME", env_store)
-        .env_remove("GDFWD_STORE")
-        .env_remove("DYNATRACE_OPENPIPELINE_SECURITY_ENDPOINT")
-        .env_remove("AWS_SECRET_ARN")
-        .env_remove("PAYLOAD_FORMAT")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null());
-    cmd
 }
 
 /// `gdfwd forward FILE` sending to `fake` (token `tok`, its CA), with `extra` options.

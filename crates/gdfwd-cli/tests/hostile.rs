@@ -4,9 +4,13 @@
 //! good records around it are forwarded unchanged.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use serde_json::{Value, json};
+
+mod common;
+
+use common::gdfwd;
 
 /// What one dry run made of a file: its exit code, summary, events and stderr.
 struct Run {
@@ -96,25 +100,12 @@ fn dry_run(bytes: &[u8]) -> Run {
     let file = dir.path().join("input.ndjson");
     std::fs::write(&file, bytes).expect("write input");
     let sum = dir.path().join("summary.json");
-    let out = gdfwd(dir.path())
-        .args(["forward", "--dry-run", "--summary"])
+    let out = gdfwd(&["forward", "--dry-run", "--summary"], dir.path())
         .arg(&sum)
         .arg(&file)
         .output()
         .expect("run gdfwd");
     parse_run(&out, &sum)
-}
-
-fn gdfwd(state: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gdfwd"));
-    cmd.env("XDG_STATE_HOME", state)
-        .env_remove("GDFWD_STORE")
-        .env_remove("DYNATRACE_OPENPIPELINE_SECURITY_ENDPOINT")
-        .env_remove("AWS_SECRET_ARN")
-        .env_remove("PAYLOAD_FORMAT")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null());
-    cmd
 }
 
 fn parse_run(out: &Output, sum: &Path) -> Run {

@@ -1,6 +1,10 @@
 //! Helpers the CLI's end-to-end tests share: waiting for a fake to see traffic, and interrupting
-//! a running `gdfwd` the way a user does (SIGINT).
+//! a running `gdfwd` the way a user does (SIGINT), and starting it with a clean environment.
 
+// Each test binary compiles this module and uses only some of it.
+#![allow(dead_code)]
+
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -34,4 +38,19 @@ pub fn spawn(cmd: &mut Command) -> Child {
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn gdfwd")
+}
+
+/// `gdfwd ARGS` with its state (the SQLite store) under `env_store` and none of the user's
+/// environment that would change what it does (store, endpoint, secret, format, log filter).
+pub fn gdfwd(args: &[&str], env_store: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gdfwd"));
+    cmd.args(args)
+        .env("XDG_STATE_HOME", env_store)
+        .env_remove("GDFWD_STORE")
+        .env_remove("DYNATRACE_OPENPIPELINE_SECURITY_ENDPOINT")
+        .env_remove("AWS_SECRET_ARN")
+        .env_remove("PAYLOAD_FORMAT")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    cmd
 }
