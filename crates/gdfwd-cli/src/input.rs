@@ -66,13 +66,33 @@ pub fn read_source(src: &Source) -> anyhow::Result<String> {
 
 fn decode(bytes: &[u8], name: &str) -> anyhow::Result<String> {
     if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut out = String::new();
+        let mut out = Vec::new();
         flate2::read::MultiGzDecoder::new(bytes)
-            .read_to_string(&mut out)
+            .read_to_end(&mut out)
             .with_context(|| format!("decompressing {name} (gzip)"))?;
-        Ok(out)
+        Ok(text_of(&out))
     } else {
-        String::from_utf8(bytes.to_vec()).with_context(|| format!("{name} is not UTF-8 text"))
+        Ok(text_of(bytes))
+    }
+}
+
+/// The bytes as text. A line that is not UTF-8 (one record mangled by another encoding) is
+/// replaced by a line saying so, which the parser reports as that line's error, so the records
+/// around it still count (before, the whole file was refused).
+fn text_of(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => bytes
+            .split(|&b| b == b'\n')
+            .map(|line| match std::str::from_utf8(line) {
+                Ok(s) => std::borrow::Cow::Borrowed(s),
+                Err(e) => std::borrow::Cow::Owned(format!(
+                    "(not UTF-8: invalid byte at column {})",
+                    e.valid_up_to() + 1
+                )),
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
     }
 }
 
