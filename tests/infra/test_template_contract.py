@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import pytest
 
-from gdfwd_infra import FORWARDER, MEMBER_ROLE, REGION_RELAY, TABLE_DEFINITION, load_template
+from gdfwd_infra import FORWARDER, MEMBER_ROLE, ORGANIZATION, REGION_RELAY, TABLE_DEFINITION, load_template
 
 LAMBDA_ENV = {
     "DYNATRACE_OPENPIPELINE_SECURITY_ENDPOINT",
@@ -110,6 +110,25 @@ def test_dynatrace_parameter_names_and_defaults(fwd: dict) -> None:
     assert params["Trigger"]["Default"] == "sqs" and set(params["Trigger"]["AllowedValues"]) == {"sqs", "direct"}
     assert params["Architecture"]["Default"] == "arm64"
     assert params["AliasExternalId"].get("NoEcho") is True
+
+
+@pytest.mark.parametrize("path", [FORWARDER, ORGANIZATION], ids=lambda p: p.name)
+def test_endpoint_parameter_refuses_secrets_in_the_url(path) -> None:
+    """The function refuses an endpoint with credentials, a query or a fragment (issue #16): the
+    template refuses it before anything is created, so a token never lands in a stack parameter."""
+    import re
+
+    pattern = load_template(path)["Parameters"]["DynatraceOpenPipelineEndpoint"]["AllowedPattern"]
+    ok = "https://abc12345.apps.dynatrace.com/platform/ingest/v1/security.events"
+    assert re.fullmatch(pattern, ok)
+    for bad in [
+        "https://user:secret@abc12345.apps.dynatrace.com/platform/ingest/v1/security.events",
+        ok + "?api-token=dt0c01.SECRET",
+        ok + "#frag",
+        "http://abc12345.apps.dynatrace.com/platform/ingest/v1/security.events",
+        "https://",
+    ]:
+        assert not re.fullmatch(pattern, bad), bad
 
 
 def test_function_environment_is_what_the_lambda_reads(fwd: dict) -> None:

@@ -44,7 +44,8 @@ pub struct DoctorArgs {
     #[arg(long, default_value = RELAY_STACK_SET, value_name = "NAME")]
     pub relay_stack_set: String,
 
-    /// The forwarder's DynamoDB table: short for `--store dynamodb:TABLE`.
+    /// The forwarder's DynamoDB table: short for `--store dynamodb:TABLE`; default: the table of
+    /// `--stack` (nested stacks included).
     #[arg(long, value_name = "TABLE", conflicts_with = "store")]
     pub table: Option<String>,
 
@@ -129,10 +130,12 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         since,
         concurrency: usize::from(args.concurrency),
     };
+    let aws = Arc::new(gdfwd_inspect_aws::AwsInspect::new(sdk));
+    let store = store_spec(&args, aws.as_ref(), &scope).await;
     let ports = Ports {
         guardduty,
-        aws: Arc::new(gdfwd_inspect_aws::AwsInspect::new(sdk)),
-        store: open_store(&args).await,
+        aws,
+        store: open_store(&args.store, store).await,
         alias: args
             .enrich
             .enabled()
@@ -154,15 +157,33 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The store named by `--table` or `--store`; a failure to open it makes the flow checks
-/// `unknown` instead of stopping the others.
-async fn open_store(
+/// The store the flow checks read: `--table`, else an explicit `--store` (or `GDFWD_STORE`), else
+/// the forwarder stack's own table, else the default store (whose absence is then reported).
+async fn store_spec(
     args: &DoctorArgs,
-) -> Result<Arc<dyn gdfwd_core::store::StateStore>, ObserveError> {
-    let mut store = args.store.clone();
+    aws: &dyn gdfwd_doctor::AwsInspector,
+    scope: &Scope,
+) -> StoreSpec {
     if let Some(t) = &args.table {
-        store.store = StoreSpec::DynamoDb(t.clone());
+        return StoreSpec::DynamoDb(t.clone());
     }
+    if args.store.store != StoreSpec::Sqlite(None) {
+        return args.store.store.clone();
+    }
+    match gdfwd_doctor::collect::forwarder_table(aws, &scope.home_region, &scope.stack_name).await {
+        Some(t) => StoreSpec::DynamoDb(t),
+        None => args.store.store.clone(),
+    }
+}
+
+/// `spec` opened as it exists; a failure to open it makes the flow checks `unknown` instead of
+/// stopping the others.
+async fn open_store(
+    args: &StoreArgs,
+    spec: StoreSpec,
+) -> Result<Arc<dyn gdfwd_core::store::StateStore>, ObserveError> {
+    let mut store = args.clone();
+    store.store = spec;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     store
         .open_existing(clock)

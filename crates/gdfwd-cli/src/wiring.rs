@@ -95,6 +95,14 @@ impl PipelineArgs {
             None
         };
         let tokens = gdfwd_sink_http::build_token_source(&config.token, sdk).await?;
+        // A secret that refuses to give a token (missing, no such key, a token with a line break
+        // or another control character) fails the run here, naming it, before anything is
+        // claimed; an outage is left to the sender's retries.
+        if let Err(e) = tokens.token().await
+            && e.is_refusal()
+        {
+            return Err(e.into());
+        }
         let mut http = gdfwd_sink_http::HttpSink::new(config, tokens)?;
         if let Some(interrupt) = interrupt {
             http = http.with_stop(interrupt.subscribe());

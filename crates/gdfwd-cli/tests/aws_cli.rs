@@ -1,6 +1,7 @@
 //! The AWS-facing commands as a user runs them, against moto: `store init` and `audit` on a
 //! DynamoDB table, `forward` deduplicating through it (dry run and real sends to the fake
-//! OpenPipeline), and `accounts` resolving an alias.
+//! OpenPipeline), `accounts` resolving an alias, and a secret whose token is broken failing
+//! `forward` before anything is claimed.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -192,4 +193,63 @@ async fn accounts_reads_the_own_accounts_alias() {
     let json: serde_json::Value = serde_json::from_str(&ok(&out)).expect("json");
     assert_eq!(json[0]["name"], alias.as_str(), "{json}");
     assert_eq!(json[0]["alias"], alias.as_str(), "{json}");
+}
+
+/// A Secrets Manager secret whose token holds a line break: `forward` fails at once with exit 1,
+/// naming the secret and the key but never the value, before anything is claimed or sent.
+#[test]
+fn a_secret_holding_a_broken_token_fails_forward_naming_it() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let arn = runtime.block_on(async {
+        let sdk = moto::sdk_config().await;
+        let secret = serde_json::json!({
+            "DYNATRACE_OPENPIPELINE_INGEST_API_TOKEN": "dt0c01.BROKEN\nTOKENSECRETPART"
+        });
+        aws_sdk_secretsmanager::Client::new(&sdk)
+            .create_secret()
+            .name(moto::unique_name("dt-broken"))
+            .secret_string(secret.to_string())
+            .send()
+            .await
+            .expect("CreateSecret")
+            .arn()
+            .expect("ARN")
+            .to_owned()
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = format!("sqlite:{}", dir.path().join("state.db").display());
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(
+        "../../tests/fixtures/guardduty/real/aws-samples-auto-response__guardduty_ec2_event.json",
+    );
+    let out = gdfwd(
+        &[
+            "forward",
+            "--endpoint",
+            "https://127.0.0.1:9/platform/ingest/v1/security.events",
+            "--token-secret-arn",
+            &arn,
+            "--no-enrich",
+            "--store",
+            &store,
+            file.to_str().expect("utf8"),
+        ],
+        TEST_KEYS,
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&arn)
+            && err.contains("DYNATRACE_OPENPIPELINE_INGEST_API_TOKEN")
+            && err.contains("line break"),
+        "{err}"
+    );
+    assert!(!err.contains("TOKENSECRETPART"), "{err}");
+    let listed = gdfwd(
+        &["audit", "list", "--store", &store, "--output", "json"],
+        TEST_KEYS,
+    );
+    assert_eq!(ok(&listed).trim(), "[]", "nothing claimed");
 }

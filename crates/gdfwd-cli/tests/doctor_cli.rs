@@ -102,6 +102,12 @@ impl World {
         let members: Vec<String> = org.members.into_iter().map(|(id, _)| id).collect();
 
         let gd = FakeGuardDuty::start().await.expect("fake GuardDuty");
+        // doctor signs with the organization's (session) credentials; the fake checks them.
+        gd.accept_credentials(
+            creds.access_key_id(),
+            creds.secret_access_key(),
+            creds.session_token(),
+        );
         for r in REGIONS {
             gd.set_admin(r, &admin);
             for m in &members {

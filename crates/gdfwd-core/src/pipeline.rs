@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, SystemClock};
 use crate::enrich::AccountResolver;
+use crate::error::StoreError;
 use crate::sink::{EventOutcome, OutEvent, SendStats, Sink};
 use crate::store::{ClaimOutcome, ClaimRequest, Delivery, Finish, StateStore, VersionKey};
 
@@ -71,7 +72,7 @@ impl Outcome {
         match self {
             Self::Forwarded { .. } | Self::Duplicate | Self::Stale { .. } => None,
             Self::Failed { retryable, reason } => Some((*retryable, reason.clone())),
-            Self::Invalid { reason } => Some((false, format!("invalid: {reason}"))),
+            Self::Invalid { reason } => Some((false, reason.clone())),
             Self::InFlight { lease_until } => Some((
                 true,
                 format!(
@@ -242,6 +243,15 @@ impl Pipeline {
                         c.len(),
                         reqs.len()
                     )),
+                    // The store refused the batch's data (a value it cannot hold that
+                    // `refuses` did not foresee) and wrote nothing: claim one by one, so only
+                    // the offending finding is refused.
+                    Err(e @ StoreError::Invalid { .. }) if reqs.len() > 1 => {
+                        tracing::warn!(store = %store.describe(), error = %e, "the store refused a batch's claims; claiming one by one");
+                        Ok(self
+                            .claim_one_by_one(store.as_ref(), &valid, &reqs, &mut outcomes)
+                            .await)
+                    }
                     Err(e) => {
                         tracing::error!(store = %store.describe(), error = %e, "claiming failed; batch will be retried");
                         Err(format!("claiming in the state store failed: {e}"))
@@ -415,6 +425,36 @@ impl Pipeline {
             summary.count(o);
         }
         BatchReport { outcomes, summary }
+    }
+
+    /// Claims `reqs` (of findings `idxs`) one at a time: a claim the store refuses as invalid
+    /// makes its finding [`Outcome::Invalid`], another error fails it retryably, and the rest go
+    /// on.
+    async fn claim_one_by_one(
+        &self,
+        store: &dyn StateStore,
+        idxs: &[usize],
+        reqs: &[ClaimRequest],
+        outcomes: &mut [Option<Outcome>],
+    ) -> Vec<(usize, ClaimOutcome)> {
+        let mut claims = Vec::with_capacity(reqs.len());
+        for (&i, req) in idxs.iter().zip(reqs) {
+            match store.claim(req, self.lease).await {
+                Ok(c) => claims.push((i, c)),
+                Err(e @ StoreError::Invalid { .. }) => {
+                    outcomes[i] = Some(Outcome::Invalid {
+                        reason: e.to_string(),
+                    });
+                }
+                Err(e) => {
+                    outcomes[i] = Some(Outcome::Failed {
+                        retryable: true,
+                        reason: format!("claiming in the state store failed: {e}"),
+                    });
+                }
+            }
+        }
+        claims
     }
 
     async fn enrich(&self, findings: &[Finding], which: &[usize]) -> HashMap<String, Enrichment> {

@@ -677,21 +677,48 @@ async fn a_version_in_flight_elsewhere_is_left_for_a_retry_and_copies_follow_the
     );
 }
 
-/// [`MemStore`] that, like the DynamoDB store, refuses ids it could not key.
+/// [`MemStore`] with a backend's limits: like the DynamoDB store it declares ids over 100 bytes
+/// unstorable (`refuses`), and like DynamoDB it refuses as invalid any claim batch holding an
+/// id starting with `poison` (a value it could not foresee), and that id's single claim.
 #[derive(Debug, Default)]
-struct PickyStore(MemStore);
+struct LimitedStore(MemStore);
+
+fn poison_error() -> StoreError {
+    StoreError::Invalid {
+        backend: "limited".into(),
+        operation: "claim",
+        message: "ValidationException: an item's value is out of range".into(),
+    }
+}
 
 #[async_trait]
-impl StateStore for PickyStore {
+impl StateStore for LimitedStore {
     fn describe(&self) -> String {
-        "picky".into()
+        "limited".into()
     }
     fn refuses(&self, req: &ClaimRequest) -> Option<String> {
         (req.key.finding_id.len() > 100).then(|| "field `id` is too long".to_owned())
     }
     async fn claim(&self, req: &ClaimRequest, l: Duration) -> Result<ClaimOutcome, StoreError> {
         assert!(self.refuses(req).is_none(), "a refused finding was claimed");
+        if req.key.finding_id.starts_with("poison") {
+            return Err(poison_error());
+        }
         self.0.claim(req, l).await
+    }
+    async fn claim_many(
+        &self,
+        reqs: &[ClaimRequest],
+        l: Duration,
+    ) -> Result<Vec<ClaimOutcome>, StoreError> {
+        if reqs.iter().any(|r| r.key.finding_id.starts_with("poison")) {
+            return Err(poison_error());
+        }
+        let mut out = Vec::new();
+        for r in reqs {
+            out.push(self.claim(r, l).await?);
+        }
+        Ok(out)
     }
     async fn commit(&self, key: &VersionKey, d: &Delivery) -> Result<(), StoreError> {
         self.0.commit(key, d).await
@@ -718,7 +745,7 @@ impl StateStore for PickyStore {
 /// their neighbours in the batch are forwarded.
 #[tokio::test]
 async fn implausible_versions_and_unstorable_findings_are_invalid_alone() {
-    let store = Arc::new(PickyStore::default());
+    let store = Arc::new(LimitedStore::default());
     let sink = Arc::new(FakeSink::default());
     let now = Timestamp::parse("2025-01-01T00:00:00Z").expect("ts");
     let p = Pipeline::new(Some(store), sink.clone(), Format::Raw)
@@ -756,4 +783,25 @@ async fn implausible_versions_and_unstorable_findings_are_invalid_alone() {
     assert_eq!(sink.received.lock().expect("lock").len(), 3);
     let (retryable, _) = r.outcomes[1].undone().expect("not done");
     assert!(!retryable, "an invalid finding is never retried as it is");
+}
+
+/// Issue #16, defect 3: when the store refuses a batch's claims for one item it could not
+/// foresee, that finding alone is invalid; the rest of the batch is claimed and delivered.
+#[tokio::test]
+async fn a_claim_batch_refused_for_one_item_is_retried_without_it() {
+    let store = Arc::new(LimitedStore::default());
+    let sink = Arc::new(FakeSink::default());
+    let p = Pipeline::new(Some(store), sink.clone(), Format::Raw);
+    let batch = same_version(&["good-1", "poison", "good-2"]);
+    let r = p.process(&batch, None).await;
+    let fwd = Outcome::Forwarded { events: 1 };
+    assert_eq!(r.outcomes[0], fwd);
+    assert!(
+        matches!(&r.outcomes[1], Outcome::Invalid { reason } if reason.contains("ValidationException")),
+        "{:?}",
+        r.outcomes[1]
+    );
+    assert_eq!(r.outcomes[2], fwd);
+    assert_eq!((r.summary.forwarded, r.summary.invalid), (2, 1));
+    assert_eq!(sink.received.lock().expect("lock").len(), 2);
 }

@@ -250,6 +250,23 @@ async fn home_pipeline(aws: &dyn AwsInspector, region: &str, stack_name: &str) -
     }
 }
 
+/// The forwarder stack's dedup table (its `AWS::DynamoDB::Table`, nested stacks included), so
+/// `gdfwd doctor` reads the deployed forwarder's store without being told its generated name.
+/// `None` when the stack cannot be read or holds no table.
+pub async fn forwarder_table(
+    aws: &dyn AwsInspector,
+    region: &str,
+    stack_name: &str,
+) -> Option<String> {
+    let mut stack = aws.stack(region, stack_name).await.ok()??;
+    nested_resources(aws, region, &mut stack).await;
+    stack
+        .resources
+        .into_iter()
+        .find(|r| r.resource_type == "AWS::DynamoDB::Table")
+        .and_then(|r| r.physical_id)
+}
+
 /// Adds the resources of the stack's nested stacks (one level, as a template that holds the
 /// forwarder as a nested stack has), their logical ids prefixed with the nested stack's. A nested
 /// stack that cannot be read shows as a resource in a failed state.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use gdfwd_core::store::{ClaimRequest, Delivery, StateStore, VersionKey};
+use gdfwd_doctor::collect::forwarder_table;
 use gdfwd_doctor::{
     AdminAccount, AwsInspector, Detector, GuardDutyAdmin, Member, Obs, ObserveError, OrgAccount,
     Ports, QueueState, Rule, Scope, Stack, StackInstance, StackResource, collect, diagnose,
@@ -122,6 +123,7 @@ impl AwsInspector for FakeAws {
                 resource("FindingsQueue", "AWS::SQS::Queue", "https://q"),
                 resource("DeadLetterQueue", "AWS::SQS::Queue", "https://dlq"),
                 resource("ForwarderFunction", "AWS::Lambda::Function", "fn"),
+                resource("DedupTable", "AWS::DynamoDB::Table", "gdfwd-dedup-abc123"),
             ]
         } else {
             vec![resource(
@@ -275,4 +277,13 @@ async fn gathers_everything_within_the_bound_and_asks_guardduty_only_where_nothi
     );
     let flow: BTreeMap<_, _> = obs.flow.expect("flow");
     assert_eq!(flow[&(MEMBER.to_owned(), "eu-west-1".to_owned())].sent, 1);
+}
+
+#[tokio::test]
+async fn the_forwarder_table_is_found_inside_a_nested_stack() {
+    let aws = FakeAws::default();
+    assert_eq!(
+        forwarder_table(&aws, HOME, "gdfwd").await.as_deref(),
+        Some("gdfwd-dedup-abc123")
+    );
 }

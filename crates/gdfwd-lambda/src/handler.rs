@@ -282,6 +282,7 @@ impl Handler {
         summary.received += extra.skipped + extra.invalid;
 
         let mut failures = Vec::new();
+        let mut reported = std::collections::HashSet::new();
         for msg in &messages {
             let mut retry_reason = None;
             let mut rejected = msg.rejected.clone();
@@ -302,6 +303,11 @@ impl Handler {
             } else if let Some(reason) = retry_reason {
                 tracing::warn!(request_id = %inv.request_id, message_id = %msg.id, %reason, "message not delivered; SQS will redeliver it");
             } else {
+                continue;
+            }
+            // SQS never repeats a message id within a batch; a hand-made payload may, and the
+            // answer names each message once all the same.
+            if !reported.insert(msg.id.as_str()) {
                 continue;
             }
             failures.push(BatchItemFailure {

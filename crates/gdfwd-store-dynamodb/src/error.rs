@@ -59,6 +59,16 @@ pub enum DynamoStoreError {
     /// The existing table does not have the layout [`crate::table_definition`] describes.
     #[error("DynamoDB table {table} exists but does not match the expected definition: {message}")]
     Mismatch { table: String, message: String },
+    /// DynamoDB refused the request's data (`ValidationException`: a key or item over its
+    /// limits, a number out of range). Not an outage: the same request fails again. The port
+    /// sees it as [`StoreError::Invalid`], so the pipeline retries the batch's other items
+    /// without the offending one.
+    #[error("DynamoDB table {table}: {operation} refused the data: {message}")]
+    Refused {
+        table: String,
+        operation: &'static str,
+        message: String,
+    },
     /// AWS refused the credentials or the permission (`AccessDeniedException`, ...).
     #[error("DynamoDB table {table}: {operation} refused: {message}")]
     Denied {
@@ -90,6 +100,7 @@ impl DynamoStoreError {
         match self {
             Self::Call { operation, .. }
             | Self::Denied { operation, .. }
+            | Self::Refused { operation, .. }
             | Self::NoTable { operation, .. }
             | Self::Contended { operation, .. }
             | Self::Corrupt { operation, .. }
@@ -112,13 +123,13 @@ impl From<DynamoStoreError> for StoreError {
                 operation,
                 source: Box::new(e),
             },
-            Self_::Corrupt { ref table, .. } | Self_::NotClaimed { ref table, .. } => {
-                StoreError::Invalid {
-                    backend: format!("dynamodb:{table}"),
-                    operation,
-                    message: e.to_string(),
-                }
-            }
+            Self_::Corrupt { ref table, .. }
+            | Self_::NotClaimed { ref table, .. }
+            | Self_::Refused { ref table, .. } => StoreError::Invalid {
+                backend: format!("dynamodb:{table}"),
+                operation,
+                message: e.to_string(),
+            },
             Self_::NoTable { .. } | Self_::TableName(_) | Self_::Mismatch { .. } => {
                 StoreError::Config(e.to_string())
             }

@@ -360,6 +360,13 @@ impl DynamoStore {
                 operation,
             };
         }
+        if gdfwd_aws_error::has_code(&e, &["ValidationException"]) {
+            return DynamoStoreError::Refused {
+                table: self.table.clone(),
+                operation,
+                message: gdfwd_aws_error::describe(&e),
+            };
+        }
         if gdfwd_aws_error::has_code(&e, error::REFUSAL_CODES) {
             return DynamoStoreError::Denied {
                 table: self.table.clone(),
@@ -1324,6 +1331,11 @@ impl DynamoStore {
                     }
                     failed_condition.extend(run.condition_failed);
                     single.extend(run.single);
+                }
+                // DynamoDB refused the transaction's data as a whole (one item it cannot hold)
+                // and wrote nothing: each item alone, so only that one fails (issue #16).
+                Err(DynamoStoreError::Refused { .. }) if chunk.len() > 1 => {
+                    single.extend_from_slice(chunk);
                 }
                 // The call failed after the SDK's retries: the single path would only fail
                 // the same way, once per item.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gdfwd_core::store::{
-    ClaimOutcome, ClaimRequest, FindingHistory, Finish, HistoryKind, StateStore, VersionKey,
+    ClaimOutcome, ClaimRequest, FindingHistory, Finish, HistoryKind, StateStore, Status, VersionKey,
 };
 use gdfwd_core::{ManualClock, StoreError};
 use gdfwd_model::{FindingMeta, Timestamp};
@@ -496,4 +496,55 @@ async fn requests_per_claim_without_transactions() {
     assert_eq!(proxy.total(), 2, "{:?}", proxy.counts());
     let h = history(&store, "b0").await;
     assert_eq!(h.entries.len(), 2, "claimed, sent: {h:?}");
+}
+
+/// Issue #16, defect 3: DynamoDB refuses a whole transaction for one item over its limits (here
+/// a 3,000-byte key, which `refuses` would have caught before claiming). The claim batch is
+/// refused as invalid with nothing written (the pipeline then claims one by one), and a commit
+/// batch records every other item, failing only the offending one.
+#[tokio::test]
+async fn a_transaction_refused_for_one_item_fails_only_that_item() {
+    let proxy = FaultProxy::start_moto().await;
+    let store = store_via(&proxy, 1).await;
+    let poison = "p".repeat(3000);
+    assert!(store.refuses(&req(&poison, 1)).is_some());
+
+    let err = store
+        .claim_many(&[req("ok-1", 1), req(&poison, 1)], LEASE)
+        .await
+        .expect_err("refused");
+    assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
+    assert!(
+        StateStore::history(&store, "ok-1")
+            .await
+            .expect("history")
+            .is_none(),
+        "nothing of the refused batch was written"
+    );
+
+    let got = store
+        .claim_many(&[req("ok-1", 1), req("ok-2", 1)], LEASE)
+        .await
+        .expect("claim_many");
+    assert_eq!(got, vec![ClaimOutcome::New; 2]);
+    let sent = Finish::Commit(Default::default());
+    let results = store
+        .finish_many(&[
+            (req("ok-1", 1).key, sent.clone()),
+            (req(&poison, 1).key, sent.clone()),
+            (req("ok-2", 1).key, sent),
+        ])
+        .await;
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    assert!(
+        matches!(results[1], Err(StoreError::Invalid { .. })),
+        "{results:?}"
+    );
+    for id in ["ok-1", "ok-2"] {
+        assert_eq!(
+            history(&store, id).await.record.status,
+            Status::Sent,
+            "{id}"
+        );
+    }
 }

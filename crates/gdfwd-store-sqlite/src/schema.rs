@@ -126,3 +126,39 @@ pub(crate) fn migrate(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A version 1 file gets `sent_version` from its history: the newest version delivered,
+    /// also when the latest claim failed after it (issue #16), and none without a delivery.
+    #[test]
+    fn v2_takes_the_newest_delivered_version_from_the_history() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch(V1).expect("v1");
+        conn.pragma_update(None, "user_version", 1)
+            .expect("version");
+        conn.execute_batch(
+            "INSERT INTO findings (finding_id, account_id, region, latest_version, status, \
+             first_seen, last_seen, updated_at, expires_at) VALUES \
+             ('a', '1', 'r', 3000, 'failed', 0, 0, 0, 9), ('b', '1', 'r', 1000, 'failed', 0, 0, 0, 9);
+             INSERT INTO history (finding_id, at, version, kind, data) VALUES \
+             ('a', 0, 1000, 'sent', '{}'), ('a', 0, 2000, 'sent', '{}'), \
+             ('a', 0, 3000, 'failed', '{}'), ('b', 0, 1000, 'failed', '{}');",
+        )
+        .expect("v1 rows");
+        migrate(&mut conn, Path::new(":memory:"), std::time::Duration::ZERO).expect("migrate");
+        let sent = |id: &str| -> Option<i64> {
+            conn.query_row(
+                "SELECT sent_version FROM findings WHERE finding_id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .expect("row")
+        };
+        assert_eq!(sent("a"), Some(2000));
+        assert_eq!(sent("b"), None);
+        assert_eq!(user_version(&conn).expect("version"), CURRENT_VERSION);
+    }
+}
