@@ -1,10 +1,14 @@
 //! `gdfwd forward`: files or stdin in, Dynatrace (or stdout with `--dry-run`) out.
 //!
-//! Input is read source by source and fed to the pipeline in chunks, so memory stays bounded by
-//! one source plus one chunk and an interruption loses at most the chunk in flight (whose claims
-//! are released). Exit status ([`EXIT_STATUS`]): 130 interrupted, else 1 some findings not
-//! delivered (whatever else happened: undelivered findings must never hide behind invalid input),
-//! else 2 some input invalid, else 0.
+//! Input streams: a reader thread ([`input::spawn_reader`]) cuts the sources into chunks of
+//! `--chunk` findings while the pipeline claims, sends and commits the previous one, through a
+//! channel of one chunk, so memory stays bounded by a few chunks whatever the input's size, and a
+//! slow or throttling endpoint slows the reading down. After each settled chunk of a file the
+//! file's checkpoint advances ([`crate::checkpoint`]), so an interrupted run is resumed where it
+//! stopped; an interruption loses at most the chunk in flight (whose claims are released).
+//! Exit status ([`EXIT_STATUS`]): 130 interrupted, else 1 some findings not delivered (whatever
+//! else happened: undelivered findings must never hide behind invalid input), else 2 some input
+//! invalid, else 0.
 //!
 //! Every line that shows text from the input (file names, finding ids, reasons quoting a finding
 //! or a server) goes through [`printable`], as the audit tables do, so a finding cannot drive the
@@ -15,6 +19,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -22,8 +27,10 @@ use gdfwd_core::audit::printable;
 use gdfwd_core::pipeline::{Outcome, Summary};
 use gdfwd_core::{Clock, SystemClock};
 
+use crate::checkpoint::FileCheckpoint;
 use crate::input;
 use crate::interrupt::{EXIT_INTERRUPTED, Interrupt};
+use crate::progress::Progress;
 use crate::wiring::PipelineArgs;
 
 #[derive(Debug, clap::Args)]
@@ -59,6 +66,21 @@ pub struct ForwardArgs {
     /// Findings handed to the pipeline at a time.
     #[arg(long, default_value_t = 500, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub chunk: u64,
+
+    /// Longest input record (an NDJSON line, one element of a JSON array, a whole JSON document)
+    /// in bytes; a longer one is reported invalid with its file and line, and reading goes on.
+    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1024..=1024 * 1024 * 1024))]
+    pub max_record_bytes: u64,
+
+    /// Read every file from its start, ignoring the checkpoints earlier runs saved (the store
+    /// still sends nothing twice). By default a file an earlier run was interrupted in is read
+    /// on from where everything before was settled.
+    #[arg(long)]
+    pub no_resume: bool,
+
+    /// No progress bar (it is shown only when stderr is a terminal).
+    #[arg(long)]
+    pub quiet: bool,
 
     /// Also write the summary as JSON to this file.
     #[arg(long, value_name = "FILE")]
@@ -114,87 +136,76 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let run_deadline = args.deadline.map(|d| started + d);
 
+    let (plans, mut checkpoints): (Vec<input::Plan>, Vec<Option<FileCheckpoint>>) =
+        plan_sources(&args, &sources, pipeline.store())
+            .await
+            .into_iter()
+            .unzip();
+    let read = Arc::new(AtomicU64::new(0));
+    let total = sources.iter().map(input::Source::size).sum::<Option<u64>>();
+    let show = !args.quiet
+        && std::io::stderr().is_terminal()
+        && !(dry_run && std::io::stdout().is_terminal());
+    let progress = Progress::new(show, total, read.clone());
+    let config = input::ReadConfig {
+        chunk_findings: usize::try_from(args.chunk).unwrap_or(500),
+        max_record_bytes: usize::try_from(args.max_record_bytes).unwrap_or(usize::MAX),
+    };
+    // One chunk waits in the channel while the pipeline works on another: reading, parsing and
+    // sending overlap, and the reader waits when the pipeline is slow.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<input::Chunk>(1);
+    let reader = input::spawn_reader(plans, config, read, tx).context("starting the reader")?;
+
     let mut summary = Summary::default();
-    let mut interrupted = false;
+    let mut handled = 0u64;
     // A whole-run problem (a refused token, an unreachable endpoint) fails every finding with the
     // same reason: name the first few findings, then count the rest.
     let mut reasons: HashMap<String, u64> = HashMap::new();
-    'sources: for src in &sources {
-        // Reading blocks (stdin may stay open for ever): do it off the runtime, and stop waiting
-        // for it when interrupted.
-        let read = {
-            let src = src.clone();
-            tokio::task::spawn_blocking(move || input::read_source(&src))
+    loop {
+        let chunk = tokio::select! {
+            c = rx.recv() => c,
+            () = interrupt.wait() => None,
         };
-        let read = tokio::select! {
-            r = read => r.unwrap_or_else(|e| Err(anyhow::anyhow!("reading {}: {e}", src.name()))),
-            () = interrupt.wait() => {
-                interrupted = true;
-                break 'sources;
-            }
-        };
-        let text = match read {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("error: {}", printable(&gdfwd_aws_error::chain(e.as_ref())));
-                summary.invalid += 1;
-                summary.received += 1;
-                continue;
-            }
-        };
-        let parsed = input::parse_source(&src.name(), &text);
-        drop(text);
-        for e in &parsed.errors {
-            eprintln!("invalid: {}", printable(e));
+        let Some(chunk) = chunk else { break };
+        for p in &chunk.problems {
+            progress.println(&printable(p));
         }
-        summary.invalid += parsed.errors.len() as u64;
-        summary.skipped += parsed.skipped;
-        summary.received += parsed.errors.len() as u64 + parsed.skipped;
-        for chunk in parsed
-            .findings
-            .chunks(usize::try_from(args.chunk).unwrap_or(500))
-        {
-            if interrupt.is_set() {
-                interrupted = true;
-                break 'sources;
-            }
+        summary.invalid += chunk.invalid;
+        summary.skipped += chunk.skipped;
+        summary.received += chunk.invalid + chunk.skipped;
+        if interrupt.is_set() {
+            break;
+        }
+        let name = sources[chunk.source].name();
+        let mut settled = true;
+        if !chunk.findings.is_empty() {
             // The pipeline also stops each chunk's sending before its claims' lease ends.
-            let report = pipeline.process(chunk, run_deadline).await;
-            for (f, o) in chunk.iter().zip(&report.outcomes) {
-                if let Some((retryable, reason)) = o.undone() {
-                    let kind = if retryable {
-                        "will retry on the next run"
-                    } else {
-                        "definitive"
-                    };
-                    // In-flight reasons differ only by their lease end: one group.
-                    let (what, group) = match o {
-                        Outcome::InFlight { .. } => (
-                            "in flight",
-                            "being sent by another run (claims held; run again after they end)"
-                                .to_owned(),
-                        ),
-                        Outcome::Invalid { .. } => ("invalid", reason.clone()),
-                        _ => ("failed", reason.clone()),
-                    };
-                    let seen = reasons.entry(group).or_default();
-                    *seen += 1;
-                    if *seen > SAME_REASON_SHOWN {
-                        continue;
-                    }
-                    eprintln!(
-                        "{what}: {} finding {} version {}: {} ({kind})",
-                        printable(&src.name()),
-                        printable(&f.id),
-                        f.updated_at,
-                        printable(&reason)
-                    );
-                }
-            }
+            let report = pipeline.process(&chunk.findings, run_deadline).await;
+            settled = report_undone(
+                &name,
+                &chunk.findings,
+                &report.outcomes,
+                &mut reasons,
+                &progress,
+            );
             summary.merge(&report.summary);
+            handled += chunk.findings.len() as u64;
         }
+        if let (Some(cp), Some(at)) = (&mut checkpoints[chunk.source], chunk.resume_at)
+            && let Err(e) = cp.advance(at, settled, chunk.last && chunk.complete).await
+        {
+            progress.println(&printable(&format!("warning: {e:#}")));
+        }
+        progress.update(handled);
     }
-    interrupted |= interrupt.is_set();
+    progress.finish();
+    drop(rx);
+    // Not interrupted: the channel closed because the reader is done. (Interrupted, it may be
+    // blocked on stdin: leave it.)
+    if !interrupt.is_set() && reader.join().is_err() {
+        anyhow::bail!("the input reader failed (a bug): some input may not have been read");
+    }
+    let interrupted = interrupt.is_set();
     let mut repeated: Vec<(String, u64)> = reasons
         .into_iter()
         .filter(|(_, n)| *n > SAME_REASON_SHOWN)
@@ -229,6 +240,92 @@ fn exit_status(summary: &Summary, interrupted: bool) -> u8 {
     } else {
         0
     }
+}
+
+/// Reports the findings of a chunk that are not done (failed, refused as invalid by the pipeline,
+/// or in flight elsewhere), the first few per reason; returns whether every finding is settled.
+/// A finding the pipeline refused as invalid leaves its chunk unsettled, so the file's checkpoint
+/// stops before it: an `updatedAt` too far ahead may be accepted by a later run.
+fn report_undone(
+    name: &str,
+    findings: &[gdfwd_model::Finding],
+    outcomes: &[Outcome],
+    reasons: &mut HashMap<String, u64>,
+    progress: &Progress,
+) -> bool {
+    let mut settled = true;
+    for (f, o) in findings.iter().zip(outcomes) {
+        let Some((retryable, reason)) = o.undone() else {
+            continue;
+        };
+        settled = false;
+        let kind = if retryable {
+            "will retry on the next run"
+        } else {
+            "definitive"
+        };
+        // In-flight reasons differ only by their lease end: one group.
+        let (what, group) = match o {
+            Outcome::InFlight { .. } => (
+                "in flight",
+                "being sent by another run (claims held; run again after they end)".to_owned(),
+            ),
+            Outcome::Invalid { .. } => ("invalid", reason.clone()),
+            _ => ("failed", reason.clone()),
+        };
+        let seen = reasons.entry(group).or_default();
+        *seen += 1;
+        if *seen > SAME_REASON_SHOWN {
+            continue;
+        }
+        progress.println(&format!(
+            "{what}: {} finding {} version {}: {} ({kind})",
+            printable(name),
+            printable(&f.id),
+            f.updated_at,
+            printable(&reason)
+        ));
+    }
+    settled
+}
+
+/// What the reader reads from where: each source with its checkpoint (files, with a store, and
+/// not with `--no-resume`: the stored position; a new checkpoint otherwise).
+async fn plan_sources(
+    args: &ForwardArgs,
+    sources: &[input::Source],
+    store: Option<&Arc<dyn gdfwd_core::store::StateStore>>,
+) -> Vec<(input::Plan, Option<FileCheckpoint>)> {
+    let mut out = Vec::with_capacity(sources.len());
+    for source in sources {
+        let checkpoint = match (source, store) {
+            (input::Source::File(path), Some(store)) => {
+                FileCheckpoint::load(
+                    store.clone(),
+                    path,
+                    !args.no_resume,
+                    args.pipeline.store.retention(),
+                )
+                .await
+            }
+            _ => None,
+        };
+        let from = checkpoint.as_ref().map(|c| c.start).unwrap_or_default();
+        if from.offset > 0 {
+            eprintln!(
+                "gdfwd forward: {}: resuming after line {} (settled by an earlier run; --no-resume reads it all)",
+                printable(&source.name()),
+                from.line
+            );
+        }
+        let plan = input::Plan {
+            source: source.clone(),
+            from,
+            resumable: checkpoint.is_some(),
+        };
+        out.push((plan, checkpoint));
+    }
+    out
 }
 
 fn print_summary(s: &Summary, dry_run: bool, took: Duration) {

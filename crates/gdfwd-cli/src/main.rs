@@ -5,11 +5,13 @@ mod accounts;
 mod audit;
 mod aws;
 mod backfill;
+mod checkpoint;
 mod doctor;
 mod endpoint;
 mod forward;
 mod input;
 mod interrupt;
+mod progress;
 mod store;
 mod wiring;
 

@@ -11,30 +11,7 @@ use std::time::Duration;
 use gdfwd_testkit_openpipeline::{FakeOpenPipeline, Fault};
 
 mod common;
-use common::{fixtures, gdfwd};
-
-/// `gdfwd forward FILE` sending to `fake` (token `tok`, its CA), with `extra` options.
-fn forward_to(
-    fake: &FakeOpenPipeline,
-    ca: &Path,
-    state: &Path,
-    extra: &[&str],
-    file: &Path,
-) -> Command {
-    let mut c = gdfwd(
-        &[
-            "forward",
-            "--endpoint",
-            &fake.endpoint(),
-            "--ca-file",
-            ca.to_str().expect("utf8"),
-            "--no-enrich",
-        ],
-        state,
-    );
-    c.args(extra).arg(file).env("DT_API_TOKEN", "tok");
-    c
-}
+use common::{fixtures, forward_to, gdfwd};
 
 /// An interrupted run finished or released every claim it took.
 fn assert_no_pending_claims(state: &Path) {
@@ -392,6 +369,8 @@ fn assert_no_event_twice(fake: &FakeOpenPipeline) {
 /// Two batches accepted, the third in flight (slow) when `signal` arrives: the run finishes or
 /// releases the batch in flight, exits 130, leaves no pending claim, and the next run counts the
 /// accepted ones as duplicates (committed before the stop, never sent again) and delivers the rest.
+/// The next run reads the file whole (`--no-resume`): this is about the store's commits; resuming
+/// from the file's checkpoint is tested in `forward_stream.rs`.
 async fn stop_after_accepted_batches(signal: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let fake = FakeOpenPipeline::start("tok").await.expect("fake");
@@ -428,8 +407,9 @@ async fn stop_after_accepted_batches(signal: &str) {
     );
 
     fake.clear_faults();
+    let again = [&options[..], &["--no-resume"]].concat();
     let out = tokio::task::spawn_blocking({
-        let mut c = forward_to(&fake, &ca, dir.path(), &options, &file);
+        let mut c = forward_to(&fake, &ca, dir.path(), &again, &file);
         move || c.output()
     })
     .await

@@ -32,21 +32,10 @@ fn finding_with_id(id: &str) -> String {
 /// `gdfwd forward FILE` to `fake` (expecting token `tok`) with `token` as DT_API_TOKEN.
 fn forward_to(fake: &FakeOpenPipeline, dir: &Path, token: &str, file: &Path) -> Output {
     let ca = fake.write_ca_file(dir).expect("CA file");
-    gdfwd(
-        &[
-            "forward",
-            "--endpoint",
-            &fake.endpoint(),
-            "--ca-file",
-            ca.to_str().expect("utf8"),
-            "--no-enrich",
-            file.to_str().expect("utf8"),
-        ],
-        dir,
-    )
-    .env("DT_API_TOKEN", token)
-    .output()
-    .expect("run gdfwd")
+    common::forward_to(fake, &ca, dir, &[], file)
+        .env("DT_API_TOKEN", token)
+        .output()
+        .expect("run gdfwd")
 }
 
 /// The README's first command exits 0 on the clean sample and prints exactly the summary the

@@ -86,22 +86,32 @@ fn line_with(id: &str, f: impl FnOnce(&mut serde_json::Map<String, Value>)) -> S
 /// `gdfwd forward --dry-run` (with the SQLite store under `XDG_STATE_HOME` in a temp dir) on a
 /// file holding a good finding, `hostile`, and another good finding, one per line.
 fn dry_run_between(hostile: &[u8]) -> Run {
+    dry_run_between_with(hostile, &[])
+}
+
+/// [`dry_run_between`] with `extra` options.
+fn dry_run_between_with(hostile: &[u8], extra: &[&str]) -> Run {
     let mut bytes = good("good-before").to_string().into_bytes();
     bytes.push(b'\n');
     bytes.extend_from_slice(hostile);
     bytes.push(b'\n');
     bytes.extend_from_slice(good("good-after").to_string().as_bytes());
     bytes.push(b'\n');
-    dry_run(&bytes)
+    dry_run_with(&bytes, extra)
 }
 
 fn dry_run(bytes: &[u8]) -> Run {
+    dry_run_with(bytes, &[])
+}
+
+fn dry_run_with(bytes: &[u8], extra: &[&str]) -> Run {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("input.ndjson");
     std::fs::write(&file, bytes).expect("write input");
     let sum = dir.path().join("summary.json");
     let out = gdfwd(&["forward", "--dry-run", "--summary"], dir.path())
         .arg(&sum)
+        .args(extra)
         .arg(&file)
         .output()
         .expect("run gdfwd");
@@ -326,13 +336,24 @@ fn another_event_type_is_skipped() {
     r.assert_neighbours_forwarded();
 }
 
-/// One 10 MB line (a huge description) is one finding, forwarded whole as one event.
+/// One 10 MB line (a huge description) is over the default `--max-record-bytes` (1 MiB): one
+/// invalid record naming its line and the limit, its neighbours forwarded. Under a raised limit it
+/// is one finding, forwarded whole as one event.
 #[test]
-fn a_10_mb_single_line_is_forwarded() {
+fn a_10_mb_single_line_is_invalid_by_default_and_forwarded_under_a_raised_limit() {
     let big = line_with("big", |m| {
         m.insert("description".into(), json!("d".repeat(10 * 1024 * 1024)));
     });
     let r = dry_run_between(big.as_bytes());
+    r.assert_counts(2, 1, 0);
+    r.assert_neighbours_forwarded();
+    assert!(
+        r.stderr.contains("input.ndjson:2: record of") && r.stderr.contains("--max-record-bytes"),
+        "{}",
+        r.stderr
+    );
+
+    let r = dry_run_between_with(big.as_bytes(), &["--max-record-bytes", "16777216"]);
     r.assert_counts(3, 0, 0);
     r.assert_neighbours_forwarded();
     let evs = r.events_of("big");

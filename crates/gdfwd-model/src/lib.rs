@@ -19,6 +19,8 @@ pub mod time;
 pub use error::ModelError;
 pub use finding::{Finding, FindingMeta};
 pub use map::{Enrichment, Event, Format, ImageRef, event_id, map_finding, severity_label};
-pub use parse::{EVENT_DETAIL_TYPE, EVENT_SOURCE, Item, RecordError, parse_document, parse_value};
+pub use parse::{
+    EVENT_DETAIL_TYPE, EVENT_SOURCE, Item, RecordError, parse_document, parse_record, parse_value,
+};
 pub use split::{AffectedObject, MAX_EVENTS_PER_FINDING, Overflow, split};
 pub use time::Timestamp;

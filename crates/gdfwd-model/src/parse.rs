@@ -117,16 +117,23 @@ fn parse_lines(text: &str) -> Vec<Result<Item, RecordError>> {
         if line.is_empty() {
             continue;
         }
-        let results = match serde_json::from_str::<Value>(line) {
-            Ok(value) => parse_value(value),
-            Err(e) => vec![Err(ModelError::Json(format!(
-                "{e} (line starts {:?})",
-                excerpt(line)
-            )))],
-        };
-        push_records(&mut out, results, Some(i + 1));
+        push_records(&mut out, parse_record(line), Some(i + 1));
     }
     out
+}
+
+/// Parses one record's text (an NDJSON line, one element of a streamed array): a JSON value that
+/// may hold several findings (an array, a `{"findings": [...]}` wrapper). Text that is not JSON is
+/// one error quoting its start. Streaming readers call this per record; [`parse_document`] is
+/// for whole documents held in memory.
+pub fn parse_record(text: &str) -> Vec<Result<Item, ModelError>> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(value) => parse_value(value),
+        Err(e) => vec![Err(ModelError::Json(format!(
+            "{e} (record starts {:?})",
+            excerpt(text.trim_start())
+        )))],
+    }
 }
 
 fn push_records(

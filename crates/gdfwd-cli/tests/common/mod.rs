@@ -65,3 +65,26 @@ pub fn spawn(cmd: &mut Command) -> Child {
         .spawn()
         .expect("spawn gdfwd")
 }
+
+/// `gdfwd forward FILE` sending to `fake` (token `tok`, its CA), with `extra` options.
+pub fn forward_to(
+    fake: &gdfwd_testkit_openpipeline::FakeOpenPipeline,
+    ca: &Path,
+    state: &Path,
+    extra: &[&str],
+    file: &Path,
+) -> Command {
+    let mut c = gdfwd(
+        &[
+            "forward",
+            "--endpoint",
+            &fake.endpoint(),
+            "--ca-file",
+            ca.to_str().expect("utf8"),
+            "--no-enrich",
+        ],
+        state,
+    );
+    c.args(extra).arg(file).env("DT_API_TOKEN", "tok");
+    c
+}

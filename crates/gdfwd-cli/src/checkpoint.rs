@@ -1,0 +1,150 @@
+//! Resume points of `gdfwd forward` on files, so an interrupted bulk run does not read again
+//! what an earlier run already settled.
+//!
+//! They live in the state store's key/value space, in the namespace backfill uses for its
+//! checkpoints (`checkpoint`), under `forward/<uuid of the canonical path>`, and expire with the
+//! store's retention. A checkpoint holds the line-boundary [`Position`] up to which every finding
+//! of the file is settled (delivered, a duplicate, stale or an invalid record; not a finding the
+//! pipeline refused, see `forward::report_undone`) and the file's length and modification time
+//! when it was saved: a file that changed since is read from its start (the dedup store still
+//! sends nothing twice). Only line-mode files get one (see [`crate::input`]); stdin, the samples
+//! and whole JSON documents are always read in full.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use gdfwd_core::store::StateStore;
+use gdfwd_guardduty::query::CHECKPOINT_NAMESPACE;
+use serde::{Deserialize, Serialize};
+
+use crate::input::Position;
+
+/// What identifies the file a position belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Identity {
+    len: u64,
+    modified_ns: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Stored {
+    path: String,
+    identity: Identity,
+    position: Position,
+}
+
+/// One file's checkpoint: where to start, and where to save progress.
+#[derive(Debug)]
+pub struct FileCheckpoint {
+    store: Arc<dyn StateStore>,
+    key: String,
+    path: String,
+    identity: Identity,
+    /// Where this run started reading.
+    pub start: Position,
+    /// What the store holds now (the start when nothing).
+    saved: Position,
+    /// Set once a chunk of this file was not settled: nothing after it may be marked done.
+    capped: bool,
+    ttl: Duration,
+}
+
+fn identity(path: &Path) -> Option<Identity> {
+    let meta = std::fs::metadata(path).ok()?;
+    let modified = meta.modified().ok()?.duration_since(UNIX_EPOCH).ok()?;
+    Some(Identity {
+        len: meta.len(),
+        modified_ns: u64::try_from(modified.as_nanos()).ok()?,
+    })
+}
+
+fn key(path: &Path) -> (String, String) {
+    const NS: uuid::Uuid = uuid::Uuid::from_u128(0x6764_6677_642d_666f_7277_6172_642d_6670);
+    let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let shown = canonical.display().to_string();
+    let id = uuid::Uuid::new_v5(&NS, shown.as_bytes());
+    (format!("forward/{}", id.simple()), shown)
+}
+
+impl FileCheckpoint {
+    /// The checkpoint of `path` in `store`, starting where a stored one for the unchanged file
+    /// ends (when `resume`), else at the start. `None` when the file cannot be inspected (reading
+    /// it reports why). A stored checkpoint that cannot be read is a warning, not an error: the
+    /// file is then read in full.
+    pub async fn load(
+        store: Arc<dyn StateStore>,
+        path: &Path,
+        resume: bool,
+        ttl: Duration,
+    ) -> Option<Self> {
+        let identity = identity(path)?;
+        let (key, shown) = key(path);
+        // What the store holds for this file as it is now (a changed file's is as good as none).
+        let mut saved = None;
+        match store.kv_get(CHECKPOINT_NAMESPACE, &key).await {
+            Ok(Some(text)) => match serde_json::from_str::<Stored>(&text) {
+                Ok(s) if s.identity == identity => saved = Some(s.position),
+                Ok(_) => {
+                    tracing::info!(file = %shown, "file changed since its checkpoint; reading it from the start")
+                }
+                Err(e) => {
+                    tracing::warn!(file = %shown, error = %e, "unreadable forward checkpoint; reading the file from the start")
+                }
+            },
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(file = %shown, error = %e, "reading the forward checkpoint failed; reading the file from the start")
+            }
+        }
+        let start = saved.filter(|_| resume).unwrap_or_default();
+        Some(Self {
+            store,
+            key,
+            path: shown,
+            identity,
+            start,
+            saved: saved.unwrap_or_default(),
+            capped: false,
+            ttl,
+        })
+    }
+
+    /// Records that everything up to `at` is settled when `settled` (else nothing is recorded
+    /// from now on: what follows an unsettled chunk is read again next time). `complete`: the
+    /// file was read to its end; once all of it is settled there is nothing to resume, and the
+    /// next run reads it again from the start (showing its findings as duplicates), as a run
+    /// over a file it has seen always did.
+    pub async fn advance(
+        &mut self,
+        at: Position,
+        settled: bool,
+        complete: bool,
+    ) -> anyhow::Result<()> {
+        self.capped |= !settled;
+        if self.capped {
+            return Ok(());
+        }
+        let position = if complete { Position::default() } else { at };
+        if position == self.saved {
+            return Ok(());
+        }
+        self.saved = position;
+        let stored = Stored {
+            path: self.path.clone(),
+            identity: self.identity,
+            position,
+        };
+        let text = serde_json::to_string(&stored)?;
+        self.store
+            .kv_put(CHECKPOINT_NAMESPACE, &self.key, &text, self.ttl)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "saving the forward checkpoint of {} in {}: {e}",
+                    self.path,
+                    self.store.describe()
+                )
+            })
+    }
+}
