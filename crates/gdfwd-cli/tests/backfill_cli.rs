@@ -171,11 +171,7 @@ async fn sigint_mid_backfill_exits_130_and_the_rerun_completes_exactly_once() {
         env.op.counters().requests > 0
     })
     .await;
-    common::interrupt(&child);
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .expect("join")
-        .expect("wait");
+    let out = common::interrupt_and_wait(child).await;
     assert_eq!(
         out.status.code(),
         Some(130),

@@ -350,11 +350,7 @@ async fn an_interrupted_run_resumes_where_it_stopped() {
         fake.counters().requests >= 4
     })
     .await;
-    common::interrupt(&child);
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .expect("join")
-        .expect("wait");
+    let out = common::interrupt_and_wait(child).await;
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     let pending = gdfwd(
         &["audit", "list", "--status", "pending", "--output", "json"],

@@ -45,6 +45,15 @@ pub fn interrupt(child: &Child) {
     signal(child, "INT");
 }
 
+/// Interrupts `child` (SIGINT) and waits for it to end: its exit status and captured output.
+pub async fn interrupt_and_wait(child: Child) -> std::process::Output {
+    interrupt(&child);
+    tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wait")
+}
+
 /// Sends `SIG<name>` (`INT`, `TERM`, ...) to `child`.
 pub fn signal(child: &Child, name: &str) {
     let pid = child.id().to_string();
