@@ -215,18 +215,26 @@ impl Pipeline {
         //    future would block every real version; values the store cannot hold would fail
         //    the claim of the whole batch.
         let now = self.clock.now();
+        // The claim requests are built here once, checked, and claimed in step 1.
         let mut valid: Vec<usize> = Vec::with_capacity(findings.len());
+        let mut reqs: Vec<ClaimRequest> = Vec::with_capacity(findings.len());
         for (i, f) in findings.iter().enumerate() {
-            let refused = match f.check_version(now) {
-                Err(e) => Some(e.to_string()),
-                Ok(()) => self
-                    .store
-                    .as_ref()
-                    .and_then(|s| s.refuses(&claim_request(f))),
-            };
-            match refused {
-                Some(reason) => outcomes[i] = Some(Outcome::Invalid { reason }),
-                None => valid.push(i),
+            let checked =
+                f.check_version(now)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| match &self.store {
+                        None => Ok(None),
+                        Some(s) => {
+                            let req = claim_request(f);
+                            s.refuses(&req).map_or(Ok(Some(req)), Err)
+                        }
+                    });
+            match checked {
+                Err(reason) => outcomes[i] = Some(Outcome::Invalid { reason }),
+                Ok(req) => {
+                    valid.push(i);
+                    reqs.extend(req);
+                }
             }
         }
 
@@ -234,8 +242,6 @@ impl Pipeline {
         let claims: Vec<(usize, ClaimOutcome)> = match &self.store {
             None => valid.iter().map(|&i| (i, ClaimOutcome::New)).collect(),
             Some(store) => {
-                let reqs: Vec<ClaimRequest> =
-                    valid.iter().map(|&i| claim_request(&findings[i])).collect();
                 let failure = match store.claim_many(&reqs, self.lease).await {
                     Ok(c) if c.len() == reqs.len() => Ok(valid.iter().copied().zip(c).collect()),
                     Ok(c) => Err(format!(
