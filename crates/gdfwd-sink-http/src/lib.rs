@@ -17,6 +17,7 @@
 pub mod cli;
 pub mod config;
 pub mod error;
+mod halving;
 pub mod probe;
 pub mod request;
 pub mod retry;

@@ -5,7 +5,8 @@
 //! retries consume the same budget as first attempts), then POSTs with the per-attempt timeout
 //! (shortened to the deadline). The pure [`RetryPolicy`] decides what follows each answer; a 413
 //! (too large) or a 400 (OpenPipeline refuses the whole request for one invalid event) splits the
-//! batch in halves, which are sent in turn under the same slot, so one bad event fails alone.
+//! batch in halves, which are sent in turn under the same slot, so one bad event fails alone
+//! (the order of the halves: [`crate::halving`]).
 //!
 //! A stop signal ([`HttpSink::with_stop`], the CLI's interrupt) ends every wait at once (the
 //! in-flight slot, the rate limiters, a retry's backoff or `Retry-After`) as the deadline would,
@@ -15,7 +16,6 @@
 //! Every input event gets exactly one outcome: batches are contiguous ranges of the input, each
 //! range's future returns one outcome per event of the range, and the ranges are joined in order.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::num::NonZeroU32;
 use std::ops::Range;
@@ -31,8 +31,10 @@ use tokio::sync::Semaphore;
 
 use crate::config::HttpSinkConfig;
 use crate::error::SinkHttpError;
-use crate::request::{gzip, halves, json_array, plan_batches};
+use crate::halving::{Halving, Step};
+use crate::request::{gzip, json_array, plan_batches};
 use crate::retry::{Attempt, BatchState, Decision, RetryPolicy, SplitCause};
+use crate::secret::Secret;
 use crate::service::Service;
 use crate::token::{Refresh, TokenSource};
 
@@ -197,18 +199,7 @@ impl HttpSink {
 
     /// Sends one contiguous range of the input under one in-flight slot, halving it on 413 (until
     /// the parts fit) and on 400 (to isolate the events OpenPipeline refuses, so one invalid
-    /// event does not take its batch-mates down with it).
-    ///
-    /// Halves are sent level by level (breadth first). While nothing of the range has been
-    /// accepted and every part of a level at quarter size or below was refused, the refusal may
-    /// not be about particular events (a wrong payload format, a pipeline change), or invalid
-    /// events may sit in every part (every other event invalid). Only single events can tell:
-    /// the other parts are set aside and one part is halved down to single events, two requests a
-    /// level. If anything is accepted on the way, the parts set aside come back and halving goes on
-    /// to single events everywhere, each event decided for itself. If everything down to single
-    /// events is refused, the refusal is about the payload and the parts set aside are refused
-    /// without further requests: 1 + 2 + 4 requests, then 2 per level below quarters (15 for 64
-    /// events, about 21 for 1000) instead of 2n - 1.
+    /// event does not take its batch-mates down with it), in the order [`Halving`] decides.
     async fn send_range(
         &self,
         events: &[OutEvent],
@@ -223,81 +214,26 @@ impl HttpSink {
         };
         let base = range.start;
         let mut out: Vec<Option<EventOutcome>> = vec![None; range.len()];
-        // (range, level): level 0 is the planned batch, level k its parts of 1/2^k.
-        let mut work = VecDeque::from([(range, 0usize)]);
-        // Per level: parts tried, and parts refused (400 split or definitive failure).
-        let mut levels: Vec<(usize, usize)> = Vec::new();
-        let mut any_sent = false;
-        // Parts set aside while one part is halved down to single events (see above), and
-        // whether that probe ended without a verdict (then halving simply goes on).
-        let mut parked: Vec<(Range<usize>, usize)> = Vec::new();
-        let mut inconclusive = false;
-        // The level and size of the last part sent.
-        let mut last = (0usize, usize::MAX);
+        let mut set = |r: Range<usize>, outcome: &EventOutcome| {
+            out[r.start - base..r.end - base].fill(Some(outcome.clone()));
+        };
+        let mut halving = Halving::new(range);
         loop {
-            // Whether the next part starts a level deeper than the last one sent.
-            let deeper = work.front().is_some_and(|(_, level)| *level > last.0);
-            let suspected = !any_sent
-                && !inconclusive
-                && deeper
-                && work
-                    .front()
-                    .is_some_and(|(_, level)| systemic_refusal(&levels, *level).is_some());
-            if suspected {
-                // Keep the first part and its sibling; set the rest aside.
-                parked.extend(work.drain(2.min(work.len())..));
-            } else if !parked.is_empty() && (any_sent || deeper) {
-                // Something was accepted, or a level was not refused as a whole: not systemic.
-                inconclusive |= !any_sent;
-                work.extend(parked.drain(..));
-            }
-            let Some((r, level)) = work.pop_front() else {
-                if parked.is_empty() {
-                    break;
-                }
-                let (level, size) = last;
-                let all_refused = levels.get(level).is_some_and(|&(t, f)| t > 0 && t == f);
-                if any_sent || !all_refused {
-                    inconclusive |= !any_sent;
-                    work.extend(parked.drain(..));
-                    continue;
-                }
-                let reason = format!(
-                    "not sent: Dynatrace refused every part of this batch it was sent, down to parts of {size} event(s); the refusal is not about particular events"
-                );
-                for (rest, _) in parked.drain(..) {
-                    for slot in &mut out[rest.start - base..rest.end - base] {
-                        *slot = Some(EventOutcome::Definitive {
-                            reason: reason.clone(),
-                        });
+            match halving.next() {
+                Step::Done => break,
+                Step::Refuse { parts, reason } => {
+                    let refused = EventOutcome::Definitive { reason };
+                    for r in parts {
+                        set(r, &refused);
                     }
                 }
-                break;
-            };
-            if levels.len() <= level {
-                levels.resize(level + 1, (0, 0));
-            }
-            levels[level].0 += 1;
-            last = (level, r.len());
-            match self.send_batch(&events[r.clone()], deadline, stats).await {
-                Batch::Done(outcome) => {
-                    match outcome {
-                        EventOutcome::Definitive { .. } => levels[level].1 += 1,
-                        EventOutcome::Sent { .. } => any_sent = true,
-                        EventOutcome::Retryable { .. } => {}
+                Step::Send(r) => match self.send_batch(&events[r.clone()], deadline, stats).await {
+                    Batch::Done(outcome) => {
+                        halving.answered(&outcome);
+                        set(r, &outcome);
                     }
-                    for slot in &mut out[r.start - base..r.end - base] {
-                        *slot = Some(outcome.clone());
-                    }
-                }
-                Batch::Split(cause) => {
-                    if cause == SplitCause::Refused {
-                        levels[level].1 += 1;
-                    }
-                    let (a, b) = halves(&r);
-                    work.push_back((a, level + 1));
-                    work.push_back((b, level + 1));
-                }
+                    Batch::Split(cause) => halving.split(cause),
+                },
             }
         }
         out.into_iter()
@@ -309,67 +245,31 @@ impl HttpSink {
             .collect()
     }
 
-    /// Sends one batch with retries, or says to split it.
+    /// Sends one batch with retries, or says to split it: encodes once, then runs attempts until
+    /// the [`RetryPolicy`] reaches a verdict, the deadline comes or the sender is stopped.
     async fn send_batch(
         &self,
         batch: &[OutEvent],
         deadline: Option<Instant>,
         stats: &Counters,
     ) -> Batch {
-        let plain = json_array(batch);
-        let (payload, gz) = if self.cfg.compress {
-            match gzip(&plain) {
-                Ok(z) => (Bytes::from(z), true),
-                Err(e) => {
-                    tracing::warn!(error = %e, "gzip failed; sending uncompressed");
-                    (Bytes::from(plain), false)
-                }
-            }
-        } else {
-            (Bytes::from(plain), false)
-        };
+        let (payload, gz) = self.encode(batch);
         let n = batch.len();
-        let mut attempts: u32 = 0;
-        let mut token_refreshed = false;
-        let mut last: Option<String> = None;
-        let past_deadline = |last: &Option<String>| {
-            Batch::Done(EventOutcome::Retryable {
-                reason: self.cut_reason(last.as_deref()),
-            })
+        let mut state = BatchState {
+            attempts: 0,
+            events: n,
+            token_refreshed: false,
         };
+        // The last retryable reason, for the outcome when the deadline or a stop ends the loop.
+        let mut last: Option<String> = None;
         loop {
-            if deadline.is_some_and(|d| Instant::now() >= d) || self.is_stopped() {
-                return past_deadline(&last);
-            }
-            if !self.acquire(n, deadline).await {
-                return past_deadline(&last);
-            }
-            // Reading the token can wait on Secrets Manager (and on other batches reading it).
-            let Some(token) = self.until_cut(deadline, self.tokens.token()).await else {
-                return past_deadline(&last);
+            let (token, timeout) = match self.ready_to_send(n, deadline, &last).await {
+                Ok(ready) => ready,
+                Err(done) => return done,
             };
-            let token = match token {
-                Ok(t) => t,
-                Err(e) => {
-                    return Batch::Done(EventOutcome::Retryable {
-                        reason: format!("getting the API token: {e}"),
-                    });
-                }
-            };
-            let timeout = match deadline {
-                Some(d) => self
-                    .cfg
-                    .timeout
-                    .min(d.saturating_duration_since(Instant::now())),
-                None => self.cfg.timeout,
-            };
-            // The last moment to not start a request: after this, its answer is awaited.
-            if timeout.is_zero() || self.is_stopped() {
-                return past_deadline(&last);
-            }
-            attempts += 1;
+            state.attempts += 1;
             stats.requests.fetch_add(1, Ordering::Relaxed);
-            if attempts > 1 {
+            if state.attempts > 1 {
                 stats.retries.fetch_add(1, Ordering::Relaxed);
             }
             let answer = self
@@ -379,17 +279,13 @@ impl HttpSink {
             if matches!(answer.attempt, Attempt::Status { status: 429, .. }) {
                 stats.throttled.fetch_add(1, Ordering::Relaxed);
             }
-            let state = BatchState {
-                attempts,
-                events: n,
-                token_refreshed,
-            };
             let decision = self.policy.decide(
                 &answer.attempt,
                 state,
                 SystemTime::now(),
                 rand::random::<f64>(),
             );
+            let attempts = state.attempts;
             match decision {
                 Decision::Sent => {
                     stats.events_sent.fetch_add(n as u64, Ordering::Relaxed);
@@ -401,64 +297,25 @@ impl HttpSink {
                 Decision::Retry { wait, reason } => {
                     if deadline.is_some_and(|d| Instant::now() + wait >= d) {
                         tracing::warn!(events = n, attempts, %reason, "not retrying: the deadline comes first");
-                        return past_deadline(&Some(reason));
+                        return self.cut(Some(&reason));
                     }
                     tracing::warn!(events = n, attempts, wait_ms = wait.as_millis() as u64, %reason, "retrying batch");
-                    last = Some(reason);
-                    if self
+                    let stopped = self
                         .until_cut(None, tokio::time::sleep(wait))
                         .await
-                        .is_none()
-                    {
+                        .is_none();
+                    if stopped {
                         tracing::warn!(events = n, attempts, "not retrying: stopped");
-                        return past_deadline(&last);
+                        return self.cut(Some(&reason));
                     }
+                    last = Some(reason);
                 }
                 Decision::RefreshToken { reason } => {
-                    token_refreshed = true;
-                    let reread = async {
-                        let refreshed = self.tokens.refresh().await;
-                        (refreshed, self.tokens.token().await)
-                    };
-                    let Some((refreshed, current)) = self.until_cut(deadline, reread).await else {
-                        return past_deadline(&Some(reason));
-                    };
-                    match (refreshed, current) {
-                        (Ok(r), Ok(new)) if new != token => {
-                            tracing::info!(refresh = ?r, "{reason}: retrying with the re-read token");
-                            last = Some(reason);
-                        }
-                        (Ok(Refresh::TooSoon), Ok(_)) => {
-                            // A rotation may have happened since the last read; the next run (or
-                            // a retry after the interval) can read it: not a definitive failure.
-                            tracing::warn!(
-                                events = n,
-                                "{reason}: the token was re-read less than the minimum interval ago"
-                            );
-                            return Batch::Done(EventOutcome::Retryable {
-                                reason: format!(
-                                    "{reason}: the token was re-read less than the minimum interval ago; will re-read later"
-                                ),
-                            });
-                        }
-                        (Ok(r), Ok(_)) => {
-                            let why = if r == Refresh::Fixed {
-                                "the token comes from DT_API_TOKEN and cannot change"
-                            } else {
-                                "the re-read token is the same"
-                            };
-                            tracing::error!(events = n, "{reason}: {why}");
-                            return Batch::Done(EventOutcome::Definitive {
-                                reason: format!("{reason}: {why}; check the token and its scope"),
-                            });
-                        }
-                        (Err(e), _) | (_, Err(e)) => {
-                            tracing::error!(events = n, error = %e, "{reason}: re-reading the token failed");
-                            return Batch::Done(EventOutcome::Retryable {
-                                reason: format!("{reason}; re-reading the token failed: {e}"),
-                            });
-                        }
+                    state.token_refreshed = true;
+                    if let Err(done) = self.refresh_token(&reason, &token, n, deadline).await {
+                        return done;
                     }
+                    last = Some(reason);
                 }
                 Decision::Split { reason, cause } => {
                     tracing::info!(events = n, "{reason}: splitting the batch");
@@ -475,6 +332,123 @@ impl HttpSink {
             }
         }
     }
+
+    /// The request body: a JSON array, gzipped when configured (uncompressed if gzip fails, which
+    /// costs bandwidth, not correctness).
+    fn encode(&self, batch: &[OutEvent]) -> (Bytes, bool) {
+        let plain = json_array(batch);
+        if !self.cfg.compress {
+            return (Bytes::from(plain), false);
+        }
+        match gzip(&plain) {
+            Ok(z) => (Bytes::from(z), true),
+            Err(e) => {
+                tracing::warn!(error = %e, "gzip failed; sending uncompressed");
+                (Bytes::from(plain), false)
+            }
+        }
+    }
+
+    /// Everything an attempt waits for before it may start, in order: the rate limiters, then the
+    /// token (which can wait on Secrets Manager). Returns the token and the attempt's timeout
+    /// (shortened to the deadline), or the batch's outcome when the deadline or a stop comes
+    /// first, or the token cannot be read.
+    async fn ready_to_send(
+        &self,
+        n: usize,
+        deadline: Option<Instant>,
+        last: &Option<String>,
+    ) -> Result<(Secret, Duration), Batch> {
+        if deadline.is_some_and(|d| Instant::now() >= d) || self.is_stopped() {
+            return Err(self.cut(last.as_deref()));
+        }
+        if !self.acquire(n, deadline).await {
+            return Err(self.cut(last.as_deref()));
+        }
+        let Some(token) = self.until_cut(deadline, self.tokens.token()).await else {
+            return Err(self.cut(last.as_deref()));
+        };
+        let token = token.map_err(|e| {
+            Batch::Done(EventOutcome::Retryable {
+                reason: format!("getting the API token: {e}"),
+            })
+        })?;
+        let timeout = match deadline {
+            Some(d) => self
+                .cfg
+                .timeout
+                .min(d.saturating_duration_since(Instant::now())),
+            None => self.cfg.timeout,
+        };
+        // The last moment to not start a request: after this, its answer is awaited.
+        if timeout.is_zero() || self.is_stopped() {
+            return Err(self.cut(last.as_deref()));
+        }
+        Ok((token, timeout))
+    }
+
+    /// The batch's outcome when the deadline or a stop ends it unsent.
+    fn cut(&self, last: Option<&str>) -> Batch {
+        Batch::Done(EventOutcome::Retryable {
+            reason: self.cut_reason(last),
+        })
+    }
+
+    /// After a 401/403: re-reads the token. `Ok` when a different token was read (retry with
+    /// it); otherwise the batch's outcome: retryable when a rotation may still come (re-read too
+    /// soon, or the read failed), definitive when the token cannot change or did not.
+    async fn refresh_token(
+        &self,
+        reason: &str,
+        used: &Secret,
+        n: usize,
+        deadline: Option<Instant>,
+    ) -> Result<(), Batch> {
+        let reread = async {
+            let refreshed = self.tokens.refresh().await;
+            (refreshed, self.tokens.token().await)
+        };
+        let Some((refreshed, current)) = self.until_cut(deadline, reread).await else {
+            return Err(self.cut(Some(reason)));
+        };
+        let outcome = match (refreshed, current) {
+            (Ok(r), Ok(new)) if new != *used => {
+                tracing::info!(refresh = ?r, "{reason}: retrying with the re-read token");
+                return Ok(());
+            }
+            (Ok(Refresh::TooSoon), Ok(_)) => {
+                // A rotation may have happened since the last read; the next run (or a retry
+                // after the interval) can read it: not a definitive failure.
+                tracing::warn!(
+                    events = n,
+                    "{reason}: the token was re-read less than the minimum interval ago"
+                );
+                EventOutcome::Retryable {
+                    reason: format!(
+                        "{reason}: the token was re-read less than the minimum interval ago; will re-read later"
+                    ),
+                }
+            }
+            (Ok(r), Ok(_)) => {
+                let why = if r == Refresh::Fixed {
+                    "the token comes from DT_API_TOKEN and cannot change"
+                } else {
+                    "the re-read token is the same"
+                };
+                tracing::error!(events = n, "{reason}: {why}");
+                EventOutcome::Definitive {
+                    reason: format!("{reason}: {why}; check the token and its scope"),
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(events = n, error = %e, "{reason}: re-reading the token failed");
+                EventOutcome::Retryable {
+                    reason: format!("{reason}; re-reading the token failed: {e}"),
+                }
+            }
+        };
+        Err(Batch::Done(outcome))
+    }
 }
 
 /// What [`HttpSink::send_batch`] made of a batch.
@@ -483,16 +457,6 @@ enum Batch {
     Done(EventOutcome),
     /// Send it again in halves.
     Split(SplitCause),
-}
-
-/// The level whose parts were all refused, as the fraction's denominator (4 for quarters), when
-/// that holds for a level of quarters or smaller: then a systemic refusal is suspected (see
-/// [`HttpSink::send_range`]). Halves alone are not enough: two invalid events, one in each half,
-/// refuse both.
-fn systemic_refusal(levels: &[(usize, usize)], next: usize) -> Option<usize> {
-    let last = next.checked_sub(1)?;
-    let (tried, refused) = *levels.get(last)?;
-    (last >= 2 && tried > 0 && refused == tried).then(|| 1usize << last.min(63))
 }
 
 #[derive(Debug, Default)]
