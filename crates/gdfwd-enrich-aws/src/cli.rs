@@ -1,5 +1,6 @@
-//! Command-line flags and environment variables of enrichment (feature `cli`), shared by the CLI
-//! and the Lambda binary so both spell them the same.
+//! Command-line flags and environment variables of enrichment (feature `cli`), for the `gdfwd`
+//! CLI. The Lambda reads the same variable names in its own configuration
+//! (`gdfwd-lambda/src/config.rs`) and builds the same [`EnrichConfig`].
 
 use std::time::Duration;
 

@@ -12,7 +12,8 @@
 //! Throttling: every call first waits for a per-region token bucket (`--max-api-calls-per-second`;
 //! GuardDuty's quotas are per account and region, so the limit is too), then retries
 //! `429`/`TooManyRequestsException`/`ThrottlingException`, 5xx and transport errors with capped
-//! exponential backoff and full jitter, as the SDK's standard retry mode does.
+//! exponential backoff and "equal" jitter (a random wait between half and all of the backoff), so
+//! clients spread out but every retry still backs off.
 //!
 //! Endpoints: `AWS_ENDPOINT_URL_GUARDDUTY`, else `AWS_ENDPOINT_URL` / the profile's
 //! `endpoint_url` (as the SDK resolves them), else `https://guardduty.{region}.amazonaws.com`.
@@ -40,7 +41,7 @@ pub struct ClientConfig {
     pub max_calls_per_second: u32,
     /// Attempts per call (first try included) for retryable answers.
     pub max_attempts: u32,
-    /// First backoff; doubles per retry up to `max_backoff`, full jitter.
+    /// First backoff; doubles per retry up to `max_backoff`, then a random half to all of it.
     pub base_backoff: Duration,
     pub max_backoff: Duration,
     /// Per-request timeout.
@@ -501,7 +502,7 @@ impl GuardDutyClient {
             .base_backoff
             .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
         let cap = exp.min(self.config.max_backoff);
-        // Full jitter, but never less than half: a storm of clients spreads out, yet we back off.
+        // Equal jitter (half to all of the backoff): a storm of clients spreads out, yet each backs off.
         let f: f64 = rand::rng().random_range(0.5..=1.0);
         cap.mul_f64(f)
     }
