@@ -60,7 +60,7 @@ pub struct ForwardArgs {
 
     /// Stop retrying after this long (e.g. `10m`, `1h`); what is unsent then is released for a
     /// later run and counted as failed.
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, value_parser = gdfwd_core::timespec::parse_duration, value_name = "DURATION")]
     pub deadline: Option<Duration>,
 
     /// Findings handed to the pipeline at a time.
@@ -85,12 +85,6 @@ pub struct ForwardArgs {
     /// Also write the summary as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub summary: Option<PathBuf>,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    gdfwd_core::timespec::parse_duration_ms(s)
-        .map(|ms| Duration::from_millis(ms.unsigned_abs()))
-        .ok_or_else(|| format!("invalid duration {s:?}: expected e.g. 30s, 10m, 2h"))
 }
 
 /// The exit statuses of `gdfwd forward`, in precedence order (`--help` shows this text).

@@ -320,29 +320,8 @@ pub fn validate_endpoint(
     Ok(url)
 }
 
-/// Parses `10`, `10s`, `500ms`, `2m`, `1.5s` (a bare number is seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let (num, unit) = match t.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => t.split_at(i),
-        None => (t, "s"),
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?} (examples: 10s, 500ms, 2m)"))?;
-    let secs = match unit.trim() {
-        "ms" => n / 1000.0,
-        "s" | "" => n,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => {
-            return Err(format!(
-                "invalid duration unit in {s:?} (use ms, s, m or h)"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("invalid duration {s:?}"))
-}
+/// Durations of the sender's flags and variables, in the one grammar every flag uses.
+pub use gdfwd_core::timespec::parse_duration;
 
 #[cfg(test)]
 mod tests {
