@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use crate::collect::{RELAY_BUS, RELAY_RULE};
-use crate::observe::{EndpointAnswer, Observations, ObserveError, OrgAccount, QueueState};
+use crate::observe::{
+    EndpointAnswer, GuardDutyRegion, Observations, ObserveError, OrgAccount, QueueState,
+};
 
 /// A check's verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -128,6 +130,12 @@ impl Diag<'_> {
         });
     }
 
+    /// A check that found a gap: the check fails with `detail`, and the gap says how to fix it.
+    fn failed(&mut self, check: &'static str, region: Option<&str>, detail: String, fix: String) {
+        self.gap(check, None, region, detail.clone(), fix);
+        self.check(check, region, Status::Gap, detail);
+    }
+
     /// An observation that failed: the check is `unknown`, and a gap says what to grant.
     fn unknown(
         &mut self,
@@ -216,13 +224,25 @@ fn guardduty(d: &mut Diag<'_>, region: &str, accounts: Option<&[OrgAccount]>) {
     let Some(g) = d.obs.guardduty.get(region) else {
         return;
     };
+    gd_admin(d, region, g);
+    let Some(detector) = gd_detector(d, region, g) else {
+        let r = Some(region);
+        d.check(GD_AUTO_ENABLE, r, Status::Skipped, "no detector".to_owned());
+        d.check(GD_MEMBERS, r, Status::Skipped, "no detector".to_owned());
+        return;
+    };
+    gd_auto_enable(d, region, g, &detector);
+    members(d, region, &detector, accounts);
+}
+
+/// Delegated administrator: ListOrganizationAdminAccounts when allowed (management account only),
+/// else DescribeOrganizationConfiguration answering is the proof.
+fn gd_admin(d: &mut Diag<'_>, region: &str, g: &GuardDutyRegion) {
     let r = Some(region);
     let own = d.own().to_owned();
     let enable_admin = format!(
         "from the management account: aws guardduty enable-organization-admin-account --admin-account-id {own} --region {region}"
     );
-    // Delegated administrator: ListOrganizationAdminAccounts when allowed (management account
-    // only), else DescribeOrganizationConfiguration answering is the proof.
     match (&g.admin_accounts, &g.auto_enable) {
         (Ok(admins), _) => {
             let enabled: Vec<&str> = admins
@@ -238,8 +258,7 @@ fn guardduty(d: &mut Diag<'_>, region: &str, accounts: Option<&[OrgAccount]>) {
                 } else {
                     format!("the delegated administrator is {}, not {own}", enabled.join(", "))
                 };
-                d.gap(GD_ADMIN, None, r, detail.clone(), enable_admin);
-                d.check(GD_ADMIN, r, Status::Gap, detail);
+                d.failed(GD_ADMIN, r, detail, enable_admin);
             }
         }
         (Err(_), Some(Ok(Some(_)))) => d.check(
@@ -250,13 +269,16 @@ fn guardduty(d: &mut Diag<'_>, region: &str, accounts: Option<&[OrgAccount]>) {
         ),
         (Err(_), Some(Ok(None))) => {
             let detail = format!("{own} is not the GuardDuty delegated administrator");
-            d.gap(GD_ADMIN, None, r, detail.clone(), enable_admin);
-            d.check(GD_ADMIN, r, Status::Gap, detail);
+            d.failed(GD_ADMIN, r, detail, enable_admin);
         }
         (Err(e), _) => d.unknown(GD_ADMIN, None, r, e),
     }
+}
 
-    let detector = match &g.detector {
+/// The region's detector, enabled; its id when there is one.
+fn gd_detector(d: &mut Diag<'_>, region: &str, g: &GuardDutyRegion) -> Option<String> {
+    let r = Some(region);
+    match &g.detector {
         Ok(Some(det)) if det.enabled => {
             d.check(
                 GD_DETECTOR,
@@ -268,42 +290,37 @@ fn guardduty(d: &mut Diag<'_>, region: &str, accounts: Option<&[OrgAccount]>) {
         }
         Ok(Some(det)) => {
             let detail = format!("detector {} is disabled", det.id);
-            d.gap(
+            d.failed(
                 GD_DETECTOR,
-                None,
                 r,
-                detail.clone(),
+                detail,
                 format!(
                     "aws guardduty update-detector --detector-id {} --enable --region {region}",
                     det.id
                 ),
             );
-            d.check(GD_DETECTOR, r, Status::Gap, detail);
             Some(det.id.clone())
         }
         Ok(None) => {
             let detail = "no GuardDuty detector".to_owned();
-            d.gap(
+            d.failed(
                 GD_DETECTOR,
-                None,
                 r,
-                detail.clone(),
+                detail,
                 format!("aws guardduty create-detector --enable --region {region}"),
             );
-            d.check(GD_DETECTOR, r, Status::Gap, detail);
             None
         }
         Err(e) => {
             d.unknown(GD_DETECTOR, None, r, e);
             None
         }
-    };
-    let Some(detector) = detector else {
-        d.check(GD_AUTO_ENABLE, r, Status::Skipped, "no detector".to_owned());
-        d.check(GD_MEMBERS, r, Status::Skipped, "no detector".to_owned());
-        return;
-    };
+    }
+}
 
+/// Organization auto-enable, so accounts that join are monitored.
+fn gd_auto_enable(d: &mut Diag<'_>, region: &str, g: &GuardDutyRegion, detector: &str) {
+    let r = Some(region);
     match &g.auto_enable {
         Some(Ok(Some(mode))) if mode == "ALL" || mode == "NEW" => d.check(
             GD_AUTO_ENABLE,
@@ -314,14 +331,7 @@ fn guardduty(d: &mut Diag<'_>, region: &str, accounts: Option<&[OrgAccount]>) {
         Some(Ok(Some(mode))) => {
             let detail =
                 format!("organization auto-enable is {mode}: accounts that join are not monitored");
-            d.gap(
-                GD_AUTO_ENABLE,
-                None,
-                r,
-                detail.clone(),
-                format!("aws guardduty update-organization-configuration --detector-id {detector} --auto-enable-organization-members ALL --region {region}"),
-            );
-            d.check(GD_AUTO_ENABLE, r, Status::Gap, detail);
+            d.failed(GD_AUTO_ENABLE, r, detail, format!("aws guardduty update-organization-configuration --detector-id {detector} --auto-enable-organization-members ALL --region {region}"));
         }
         Some(Ok(None)) | None => d.check(
             GD_AUTO_ENABLE,
@@ -331,8 +341,6 @@ fn guardduty(d: &mut Diag<'_>, region: &str, accounts: Option<&[OrgAccount]>) {
         ),
         Some(Err(e)) => d.unknown(GD_AUTO_ENABLE, None, r, e),
     }
-
-    members(d, region, &detector, accounts);
 }
 
 fn members(d: &mut Diag<'_>, region: &str, detector: &str, accounts: Option<&[OrgAccount]>) {
@@ -412,6 +420,14 @@ fn create_members(detector: &str, a: &OrgAccount, region: &str) -> String {
 }
 
 fn pipeline(d: &mut Diag<'_>) {
+    stack(d);
+    rules(d);
+    relays(d);
+    relay_instances(d);
+}
+
+/// The forwarder stack is healthy and holds its rule, queues and function.
+fn stack(d: &mut Diag<'_>) {
     let obs = d.obs;
     let home = obs.scope.home_region.as_str();
     let h = Some(home);
@@ -472,19 +488,18 @@ fn pipeline(d: &mut Diag<'_>) {
         }
         Ok(None) => {
             let detail = format!("no stack {stack_name} in {home}");
-            d.gap(
-                STACK,
-                None,
-                h,
-                detail.clone(),
-                format!("deploy cloudformation/forwarder.yaml as {stack_name} in {home} (docs/deploy.md, step 3), or pass --stack NAME"),
-            );
-            d.check(STACK, h, Status::Gap, detail);
+            d.failed(STACK, h, detail, format!("deploy cloudformation/forwarder.yaml as {stack_name} in {home} (docs/deploy.md, step 3), or pass --stack NAME"));
         }
         Err(e) => d.unknown(STACK, None, h, e),
     }
+}
 
-    // The stack's rules are enabled, and one listens on every bus a relay targets.
+/// The stack's rules are enabled, and one listens on every bus a relay targets.
+fn rules(d: &mut Diag<'_>) {
+    let obs = d.obs;
+    let home = obs.scope.home_region.as_str();
+    let h = Some(home);
+    let stack_name = obs.scope.stack_name.as_str();
     let mut consumed: BTreeSet<String> = BTreeSet::new();
     let mut rule_problems = 0;
     for (id, rule) in &obs.home.rules {
@@ -556,9 +571,6 @@ fn pipeline(d: &mut Diag<'_>) {
     } else {
         d.check(RULES, h, Status::Skipped, "no forwarder stack".to_owned());
     }
-
-    relays(d);
-    relay_instances(d);
 }
 
 /// The bus name when `arn` is an event bus of the home region.
@@ -581,14 +593,12 @@ fn relays(d: &mut Diag<'_>) {
         match &relay.rule {
             Ok(Some(rule)) if !rule.enabled => {
                 let detail = format!("relay rule {RELAY_RULE} is disabled");
-                d.gap(
+                d.failed(
                     RELAY,
-                    None,
                     r,
-                    detail.clone(),
+                    detail,
                     format!("aws events enable-rule --name {RELAY_RULE} --region {region}"),
                 );
-                d.check(RELAY, r, Status::Gap, detail);
             }
             Ok(Some(rule)) => {
                 let buses: Vec<String> = rule
@@ -601,14 +611,7 @@ fn relays(d: &mut Diag<'_>) {
                         "relay rule {RELAY_RULE} targets {} instead of a bus in {home}",
                         rule.target_arns.join(", ")
                     );
-                    d.gap(
-                        RELAY,
-                        None,
-                        r,
-                        detail.clone(),
-                        format!("aws cloudformation update-stack-instances --stack-set-name {set} --accounts {own} --regions {region} --parameter-overrides ParameterKey=HomeRegion,ParameterValue={home} --region {home}"),
-                    );
-                    d.check(RELAY, r, Status::Gap, detail);
+                    d.failed(RELAY, r, detail, format!("aws cloudformation update-stack-instances --stack-set-name {set} --accounts {own} --regions {region} --parameter-overrides ParameterKey=HomeRegion,ParameterValue={home} --region {home}"));
                 } else {
                     d.check(
                         RELAY,
@@ -622,8 +625,7 @@ fn relays(d: &mut Diag<'_>) {
                 let detail = format!(
                     "no relay rule {RELAY_RULE}: findings of {region} never reach the forwarder"
                 );
-                d.gap(RELAY, None, r, detail.clone(), create);
-                d.check(RELAY, r, Status::Gap, detail);
+                d.failed(RELAY, r, detail, create);
             }
             Err(e) => d.unknown(RELAY, None, r, e),
         }
@@ -799,14 +801,7 @@ fn queue_age(d: &mut Diag<'_>, home: &str, logical: &str, q: &QueueState) {
                 "{depth}; {}: the forwarder is not keeping up or failing",
                 age_text(q)
             );
-            d.gap(
-                QUEUE,
-                None,
-                h,
-                detail.clone(),
-                format!("check the function's Errors and Throttles and its log (aws logs tail /aws/lambda/{}-forwarder --since 1h --region {home})", d.obs.scope.stack_name),
-            );
-            d.check(QUEUE, h, Status::Gap, detail);
+            d.failed(QUEUE, h, detail, format!("check the function's Errors and Throttles and its log (aws logs tail /aws/lambda/{}-forwarder --since 1h --region {home})", d.obs.scope.stack_name));
         }
         Some(Err(e)) => d.unknown(QUEUE, None, h, e),
         _ => d.check(QUEUE, h, Status::Ok, format!("{depth}; {}", age_text(q))),
@@ -928,7 +923,6 @@ fn endpoint(d: &mut Diag<'_>) {
     if ok {
         d.check(ENDPOINT, None, Status::Ok, detail);
     } else {
-        d.gap(ENDPOINT, None, None, detail.clone(), fix);
-        d.check(ENDPOINT, None, Status::Gap, detail);
+        d.failed(ENDPOINT, None, detail, fix);
     }
 }
