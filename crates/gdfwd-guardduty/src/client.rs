@@ -462,6 +462,14 @@ impl GuardDutyClient {
         body: Option<&Value>,
     ) -> Result<Value, GuardDutyError> {
         let body_bytes = body.map(Value::to_string).unwrap_or_default().into_bytes();
+        let call = Call {
+            region,
+            service,
+            operation,
+            method,
+            url,
+            body: &body_bytes,
+        };
         let limiter = self.limiter(region);
         let mut attempt = 0u32;
         loop {
@@ -470,17 +478,7 @@ impl GuardDutyClient {
                 l.until_ready().await;
             }
             self.bump(|s| s.calls += 1);
-            let outcome = self
-                .attempt(
-                    region,
-                    service,
-                    operation,
-                    method,
-                    url,
-                    &body_bytes,
-                    attempt,
-                )
-                .await;
+            let outcome = self.attempt(&call, attempt).await;
             let (err, wait) = match outcome {
                 Attempt::Done(v) => return Ok(v),
                 Attempt::Fail(e) => return Err(e),
@@ -507,52 +505,23 @@ impl GuardDutyClient {
         cap.mul_f64(f)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn attempt(
-        &self,
-        region: &str,
-        service: &'static str,
-        operation: &'static str,
-        method: &str,
-        url: &str,
-        body: &[u8],
-        attempt: u32,
-    ) -> Attempt {
-        let creds = match self.credentials().await {
-            Ok(c) => c,
+    /// One signed request and its answer: done, retry (throttling, 5xx, transport) or fail.
+    async fn attempt(&self, call: &Call<'_>, attempt: u32) -> Attempt {
+        let Call {
+            region,
+            operation,
+            url,
+            ..
+        } = *call;
+        let req = match self.signed_request(call).await {
+            Ok(r) => r,
             Err(e) => return Attempt::Fail(e),
         };
-        let signed = match sign(&creds, region, service, method, url, body) {
-            Ok(h) => h,
-            Err(message) => {
-                return Attempt::Fail(GuardDutyError::Signing {
-                    region: region.to_owned(),
-                    operation,
-                    message: gdfwd_aws_error::redact_urls(&message),
-                });
-            }
-        };
-        let m = if method == "GET" {
-            reqwest::Method::GET
-        } else {
-            reqwest::Method::POST
-        };
-        let mut req = self.http.request(m, url);
-        if !body.is_empty() {
-            req = req
-                .header("content-type", "application/json")
-                .body(body.to_vec());
-        }
-        for (k, v) in signed {
-            req = req.header(k, v);
-        }
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {
-                return Attempt::Retry(
-                    transport(region, operation, url, attempt, gdfwd_aws_error::chain(&e)),
-                    None,
-                );
+                let message = gdfwd_aws_error::chain(&e);
+                return Attempt::Retry(transport(region, operation, url, attempt, message), None);
             }
         };
         let status = resp.status().as_u16();
@@ -561,36 +530,113 @@ impl GuardDutyClient {
             .get("x-amzn-errortype")
             .and_then(|v| v.to_str().ok())
             .map(|s| s.split(':').next().unwrap_or(s).to_owned());
-        // A page of findings is read whole (it is the payload); an error answer only as far as its
-        // message needs, so a huge or endless error body cannot fill memory.
-        let text = if (200..300).contains(&status) {
-            match resp.text().await {
-                Ok(t) => t,
+        if (200..300).contains(&status) {
+            // A page of findings is read whole: it is the payload.
+            return match resp.text().await {
+                Ok(text) => decode_page(call, &text),
                 Err(e) => {
                     let message = format!("reading the response: {}", gdfwd_aws_error::chain(&e));
-                    return Attempt::Retry(
-                        transport(region, operation, url, attempt, message),
-                        None,
-                    );
+                    Attempt::Retry(transport(region, operation, url, attempt, message), None)
                 }
-            }
-        } else {
-            gdfwd_aws_error::read_capped(resp, gdfwd_aws_error::ERROR_BODY_CAP)
-                .await
-                .0
-        };
-        let parsed: Result<Value, _> = serde_json::from_str(&text);
-        if (200..300).contains(&status) {
-            return match parsed {
-                Ok(v) => Attempt::Done(v),
-                Err(e) => Attempt::Fail(GuardDutyError::Decode {
-                    region: region.to_owned(),
-                    operation,
-                    message: format!("body is not JSON ({e}): {:.120}", text),
-                }),
             };
         }
-        let body = parsed.ok();
+        // An error answer only as far as its message needs, so a huge or endless error body
+        // cannot fill memory.
+        let text = gdfwd_aws_error::read_capped(resp, gdfwd_aws_error::ERROR_BODY_CAP)
+            .await
+            .0;
+        let answer = ApiError::judge(status, header_kind, &text);
+        if answer.throttled {
+            self.bump(|s| s.throttled += 1);
+        }
+        let retry = answer.throttled || status >= 500;
+        let err = GuardDutyError::Api {
+            region: region.to_owned(),
+            operation,
+            status,
+            kind: answer.kind,
+            message: answer.message,
+            attempts: attempt,
+        };
+        if retry {
+            Attempt::Retry(err, None)
+        } else {
+            Attempt::Fail(err)
+        }
+    }
+
+    /// The request of `call`, signed with SigV4 by the current credentials.
+    async fn signed_request(
+        &self,
+        call: &Call<'_>,
+    ) -> Result<reqwest::RequestBuilder, GuardDutyError> {
+        let creds = self.credentials().await?;
+        let signed = sign(
+            &creds,
+            call.region,
+            call.service,
+            call.method,
+            call.url,
+            call.body,
+        )
+        .map_err(|message| GuardDutyError::Signing {
+            region: call.region.to_owned(),
+            operation: call.operation,
+            message: gdfwd_aws_error::redact_urls(&message),
+        })?;
+        let m = if call.method == "GET" {
+            reqwest::Method::GET
+        } else {
+            reqwest::Method::POST
+        };
+        let mut req = self.http.request(m, call.url);
+        if !call.body.is_empty() {
+            req = req
+                .header("content-type", "application/json")
+                .body(call.body.to_vec());
+        }
+        for (k, v) in signed {
+            req = req.header(k, v);
+        }
+        Ok(req)
+    }
+}
+
+/// One API call as [`GuardDutyClient::attempt`] makes it (every attempt the same).
+#[derive(Debug, Clone, Copy)]
+struct Call<'a> {
+    region: &'a str,
+    service: &'static str,
+    operation: &'static str,
+    method: &'a str,
+    url: &'a str,
+    body: &'a [u8],
+}
+
+/// A 2xx answer's body: JSON, else a decode failure (not retried: the same answer would come).
+fn decode_page(call: &Call<'_>, text: &str) -> Attempt {
+    match serde_json::from_str(text) {
+        Ok(v) => Attempt::Done(v),
+        Err(e) => Attempt::Fail(GuardDutyError::Decode {
+            region: call.region.to_owned(),
+            operation: call.operation,
+            message: format!("body is not JSON ({e}): {:.120}", text),
+        }),
+    }
+}
+
+/// What an error answer says, from its `x-amzn-ErrorType` header or its JSON body.
+#[derive(Debug, PartialEq, Eq)]
+struct ApiError {
+    kind: String,
+    message: String,
+    /// Throttling, however GuardDuty spells it (429, the error type, or the message).
+    throttled: bool,
+}
+
+impl ApiError {
+    fn judge(status: u16, header_kind: Option<String>, text: &str) -> Self {
+        let body: Option<Value> = serde_json::from_str(text).ok();
         let kind = header_kind
             .or_else(|| {
                 body.as_ref()
@@ -609,21 +655,10 @@ impl GuardDutyClient {
             || kind.contains("TooManyRequests")
             || kind.contains("Throttl")
             || message.contains("Rate exceeded");
-        if throttled {
-            self.bump(|s| s.throttled += 1);
-        }
-        let err = GuardDutyError::Api {
-            region: region.to_owned(),
-            operation,
-            status,
+        Self {
             kind,
             message,
-            attempts: attempt,
-        };
-        if throttled || status >= 500 {
-            Attempt::Retry(err, None)
-        } else {
-            Attempt::Fail(err)
+            throttled,
         }
     }
 }
@@ -702,4 +737,61 @@ pub(crate) fn url_escape(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_answer_is_judged_from_its_header_then_its_body() {
+        let header = ApiError::judge(
+            400,
+            Some("BadRequestException".into()),
+            r#"{"message":"detector not found","__type":"Other"}"#,
+        );
+        assert_eq!(header.kind, "BadRequestException");
+        assert_eq!(header.message, "detector not found");
+        assert!(!header.throttled);
+
+        let body = ApiError::judge(
+            400,
+            None,
+            r#"{"Message":"slow down","__type":"com.amazonaws#ThrottlingException"}"#,
+        );
+        assert_eq!(body.kind, "ThrottlingException");
+        assert!(body.throttled, "the error type says throttling");
+
+        let text = ApiError::judge(503, None, "<html>Service Unavailable</html>");
+        assert_eq!(text.kind, "UnknownError");
+        assert_eq!(text.message, "<html>Service Unavailable</html>");
+        assert!(!text.throttled);
+
+        assert!(ApiError::judge(429, None, "").throttled);
+        assert!(ApiError::judge(400, None, r#"{"message":"Rate exceeded"}"#).throttled);
+    }
+
+    #[test]
+    fn a_page_that_is_not_json_fails_without_a_retry() {
+        let call = Call {
+            region: "eu-west-1",
+            service: "guardduty",
+            operation: "ListFindings",
+            method: "POST",
+            url: "https://guardduty.eu-west-1.amazonaws.com/detector/d/findings",
+            body: b"",
+        };
+        assert!(matches!(
+            decode_page(&call, r#"{"findingIds":[]}"#),
+            Attempt::Done(_)
+        ));
+        match decode_page(&call, "not json") {
+            Attempt::Fail(GuardDutyError::Decode {
+                region, operation, ..
+            }) => {
+                assert_eq!((region.as_str(), operation), ("eu-west-1", "ListFindings"));
+            }
+            _ => panic!("a page that is not JSON must fail"),
+        }
+    }
 }
