@@ -11,7 +11,8 @@ use serde::Serialize;
 
 use crate::collect::{RELAY_BUS, RELAY_RULE};
 use crate::observe::{
-    EndpointAnswer, GuardDutyRegion, Observations, ObserveError, OrgAccount, QueueState,
+    EndpointAnswer, GuardDutyRegion, HomePipeline, Observations, ObserveError, OrgAccount,
+    QueueState, Stack,
 };
 
 /// A check's verdict.
@@ -434,46 +435,13 @@ fn stack(d: &mut Diag<'_>) {
     let stack_name = obs.scope.stack_name.as_str();
     match &obs.home.stack {
         Ok(Some(stack)) => {
-            let healthy = |s: &str| {
-                s.ends_with("_COMPLETE") && !s.contains("ROLLBACK") && !s.contains("DELETE")
-            };
-            let mut problems: Vec<String> = Vec::new();
-            if !healthy(&stack.status) {
-                problems.push(format!("stack status {}", stack.status));
-            }
-            for res in &stack.resources {
-                if !healthy(&res.status) {
-                    problems.push(format!(
-                        "{} ({}) is {}",
-                        res.logical_id, res.resource_type, res.status
-                    ));
-                }
-            }
-            for (logical, q) in &obs.home.queues {
-                if let Ok(None) = q {
-                    problems.push(format!("queue {logical} no longer exists"));
-                }
-            }
-            let kinds = [
-                "AWS::Events::Rule",
-                "AWS::SQS::Queue",
-                "AWS::Lambda::Function",
-            ];
-            for kind in kinds {
-                if !stack.resources.iter().any(|r| r.resource_type == kind) {
-                    problems.push(format!("the stack has no {kind}"));
-                }
-            }
+            let problems = stack_problems(stack, &obs.home);
             if problems.is_empty() {
-                d.check(
-                    STACK,
-                    h,
-                    Status::Ok,
-                    format!(
-                        "{stack_name} {} with its rule, queues and function",
-                        stack.status
-                    ),
+                let detail = format!(
+                    "{stack_name} {} with its rule, queues and function",
+                    stack.status
                 );
+                d.check(STACK, h, Status::Ok, detail);
             } else {
                 let detail = problems.join("; ");
                 d.gap(
@@ -494,8 +462,59 @@ fn stack(d: &mut Diag<'_>) {
     }
 }
 
+/// What is wrong with the forwarder stack: a status that is not a settled success (of the stack
+/// or a resource), a queue that is gone, a kind of resource the forwarder needs that is missing.
+fn stack_problems(stack: &Stack, home: &HomePipeline) -> Vec<String> {
+    let healthy =
+        |s: &str| s.ends_with("_COMPLETE") && !s.contains("ROLLBACK") && !s.contains("DELETE");
+    let mut problems: Vec<String> = Vec::new();
+    if !healthy(&stack.status) {
+        problems.push(format!("stack status {}", stack.status));
+    }
+    for res in stack.resources.iter().filter(|r| !healthy(&r.status)) {
+        let (id, kind, status) = (&res.logical_id, &res.resource_type, &res.status);
+        problems.push(format!("{id} ({kind}) is {status}"));
+    }
+    for (logical, q) in &home.queues {
+        if let Ok(None) = q {
+            problems.push(format!("queue {logical} no longer exists"));
+        }
+    }
+    let kinds = [
+        "AWS::Events::Rule",
+        "AWS::SQS::Queue",
+        "AWS::Lambda::Function",
+    ];
+    for kind in kinds {
+        if !stack.resources.iter().any(|r| r.resource_type == kind) {
+            problems.push(format!("the stack has no {kind}"));
+        }
+    }
+    problems
+}
+
 /// The stack's rules are enabled, and one listens on every bus a relay targets.
 fn rules(d: &mut Diag<'_>) {
+    let obs = d.obs;
+    let h = Some(obs.scope.home_region.as_str());
+    let (consumed, mut rule_problems) = rule_states(d);
+    if !obs.home.stack.as_ref().is_ok_and(Option::is_some) {
+        d.check(RULES, h, Status::Skipped, "no forwarder stack".to_owned());
+        return;
+    }
+    rule_problems += unread_relay_buses(d, &consumed);
+    if rule_problems == 0 {
+        let buses: Vec<&str> = consumed.iter().map(String::as_str).collect();
+        let detail = format!("enabled on bus {}", buses.join(", "));
+        d.check(RULES, h, Status::Ok, detail);
+    } else if !d.checks.iter().any(|c| c.check == RULES) {
+        d.check(RULES, h, Status::Gap, format!("{rule_problems} problem(s)"));
+    }
+}
+
+/// Each of the stack's rules: the buses the enabled ones read, and how many problems were found
+/// (a disabled or deleted rule, or one that could not be read), each a gap.
+fn rule_states(d: &mut Diag<'_>) -> (BTreeSet<String>, usize) {
     let obs = d.obs;
     let home = obs.scope.home_region.as_str();
     let h = Some(home);
@@ -539,6 +558,14 @@ fn rules(d: &mut Diag<'_>) {
             }
         }
     }
+    (consumed, rule_problems)
+}
+
+/// Buses of the home region that relays put findings on and no enabled rule reads: one gap each.
+fn unread_relay_buses(d: &mut Diag<'_>, consumed: &BTreeSet<String>) -> usize {
+    let obs = d.obs;
+    let home = obs.scope.home_region.as_str();
+    let h = Some(home);
     let relay_buses: BTreeSet<String> = obs
         .relays
         .values()
@@ -546,31 +573,18 @@ fn rules(d: &mut Diag<'_>) {
         .flat_map(|r| r.target_arns)
         .filter_map(|arn| home_bus(&arn, home))
         .collect();
-    if obs.home.stack.as_ref().is_ok_and(Option::is_some) {
-        for bus in relay_buses.iter().filter(|b| !consumed.contains(*b)) {
-            rule_problems += 1;
-            d.gap(
-                RULES,
-                None,
-                h,
-                format!("relays put findings on the bus {bus} in {home}, and no enabled forwarder rule reads it"),
-                format!("deploy the organization template (cloudformation/organization.yaml), whose forwarder reads {RELAY_BUS}; or point the relays at the default bus"),
-            );
-        }
-        if rule_problems == 0 {
-            let buses: Vec<&str> = consumed.iter().map(String::as_str).collect();
-            d.check(
-                RULES,
-                h,
-                Status::Ok,
-                format!("enabled on bus {}", buses.join(", ")),
-            );
-        } else if !d.checks.iter().any(|c| c.check == RULES) {
-            d.check(RULES, h, Status::Gap, format!("{rule_problems} problem(s)"));
-        }
-    } else {
-        d.check(RULES, h, Status::Skipped, "no forwarder stack".to_owned());
+    let mut rule_problems = 0;
+    for bus in relay_buses.iter().filter(|b| !consumed.contains(*b)) {
+        rule_problems += 1;
+        d.gap(
+            RULES,
+            None,
+            h,
+            format!("relays put findings on the bus {bus} in {home}, and no enabled forwarder rule reads it"),
+            format!("deploy the organization template (cloudformation/organization.yaml), whose forwarder reads {RELAY_BUS}; or point the relays at the default bus"),
+        );
     }
+    rule_problems
 }
 
 /// The bus name when `arn` is an event bus of the home region.
