@@ -86,7 +86,8 @@ impl RetryPolicy {
         ceiling.mul_f64(jitter.clamp(0.0, 1.0))
     }
 
-    /// Decides what to do after an attempt.
+    /// Decides what to do after an attempt: the answer's verdict when it has one (sent, refresh
+    /// the token, split, give up), else a retry unless attempts or `Retry-After` say otherwise.
     pub fn decide(
         &self,
         attempt: &Attempt,
@@ -94,66 +95,9 @@ impl RetryPolicy {
         now: SystemTime,
         jitter: f64,
     ) -> Decision {
-        let (reason, retry_after) = match attempt {
-            Attempt::Status { status, .. } if (200..300).contains(status) => return Decision::Sent,
-            Attempt::Status { status: 401, .. } => {
-                return if batch.token_refreshed {
-                    Decision::GiveUp {
-                        retryable: false,
-                        reason: "HTTP 401 Unauthorized, also after re-reading the token: check the token and its scope (openpipeline.events_security)".into(),
-                    }
-                } else {
-                    Decision::RefreshToken {
-                        reason: "HTTP 401 Unauthorized".into(),
-                    }
-                };
-            }
-            Attempt::Status { status: 413, .. } => {
-                return if batch.events > 1 {
-                    Decision::Split {
-                        reason: format!("HTTP 413 Payload Too Large for {} events", batch.events),
-                        cause: SplitCause::TooLarge,
-                    }
-                } else {
-                    Decision::GiveUp {
-                        retryable: false,
-                        reason: "HTTP 413 Payload Too Large for a single event".into(),
-                    }
-                };
-            }
-            Attempt::Status { status: 400, .. } if batch.events > 1 => {
-                return Decision::Split {
-                    reason: format!("HTTP 400 Bad Request for {} events", batch.events),
-                    cause: SplitCause::Refused,
-                };
-            }
-            Attempt::Status {
-                status,
-                retry_after,
-            } if is_retryable_status(*status) => {
-                let wait = retry_after
-                    .as_deref()
-                    .and_then(|v| parse_retry_after(v, now));
-                (format!("HTTP {status} {}", status_text(*status)), wait)
-            }
-            Attempt::Status { status, .. } => {
-                return Decision::GiveUp {
-                    retryable: false,
-                    reason: format!("HTTP {status} {}", status_text(*status)),
-                };
-            }
-            // The configuration is wrong, not the events: keep them for a run with a good token
-            // (token sources refuse such a token where they read it; this is the last guard).
-            Attempt::InvalidToken => {
-                return Decision::GiveUp {
-                    retryable: true,
-                    reason: "the API token contains characters not allowed in an HTTP header"
-                        .into(),
-                };
-            }
-            Attempt::Connect(e) => (format!("connection failed: {e}"), None),
-            Attempt::Timeout(e) => (format!("timed out: {e}"), None),
-            Attempt::Transport(e) => (format!("connection broken: {e}"), None),
+        let (reason, retry_after) = match classify(attempt, batch, now) {
+            Ok(retryable) => retryable,
+            Err(verdict) => return verdict,
         };
         if batch.attempts >= self.cfg.max_attempts {
             return Decision::GiveUp {
@@ -179,6 +123,64 @@ impl RetryPolicy {
                 reason,
             },
         }
+    }
+}
+
+/// An attempt's own verdict (`Err`), or why it is worth retrying and the server's `Retry-After`.
+fn classify(
+    attempt: &Attempt,
+    batch: BatchState,
+    now: SystemTime,
+) -> Result<(String, Option<Duration>), Decision> {
+    match attempt {
+        Attempt::Status { status, .. } if (200..300).contains(status) => Err(Decision::Sent),
+        Attempt::Status { status: 401, .. } => Err(if batch.token_refreshed {
+            Decision::GiveUp {
+                retryable: false,
+                reason: "HTTP 401 Unauthorized, also after re-reading the token: check the token and its scope (openpipeline.events_security)".into(),
+            }
+        } else {
+            Decision::RefreshToken {
+                reason: "HTTP 401 Unauthorized".into(),
+            }
+        }),
+        Attempt::Status { status: 413, .. } => Err(if batch.events > 1 {
+            Decision::Split {
+                reason: format!("HTTP 413 Payload Too Large for {} events", batch.events),
+                cause: SplitCause::TooLarge,
+            }
+        } else {
+            Decision::GiveUp {
+                retryable: false,
+                reason: "HTTP 413 Payload Too Large for a single event".into(),
+            }
+        }),
+        Attempt::Status { status: 400, .. } if batch.events > 1 => Err(Decision::Split {
+            reason: format!("HTTP 400 Bad Request for {} events", batch.events),
+            cause: SplitCause::Refused,
+        }),
+        Attempt::Status {
+            status,
+            retry_after,
+        } if is_retryable_status(*status) => {
+            let wait = retry_after
+                .as_deref()
+                .and_then(|v| parse_retry_after(v, now));
+            Ok((format!("HTTP {status} {}", status_text(*status)), wait))
+        }
+        Attempt::Status { status, .. } => Err(Decision::GiveUp {
+            retryable: false,
+            reason: format!("HTTP {status} {}", status_text(*status)),
+        }),
+        // The configuration is wrong, not the events: keep them for a run with a good token
+        // (token sources refuse such a token where they read it; this is the last guard).
+        Attempt::InvalidToken => Err(Decision::GiveUp {
+            retryable: true,
+            reason: "the API token contains characters not allowed in an HTTP header".into(),
+        }),
+        Attempt::Connect(e) => Ok((format!("connection failed: {e}"), None)),
+        Attempt::Timeout(e) => Ok((format!("timed out: {e}"), None)),
+        Attempt::Transport(e) => Ok((format!("connection broken: {e}"), None)),
     }
 }
 
