@@ -86,28 +86,12 @@ pub async fn collect(scope: &Scope, ports: &Ports, progress: Progress) -> Observ
         progress(d, total);
     };
 
-    let guardduty = async {
-        futures::stream::iter(scope.regions.clone())
-            .map(|region| async {
-                let r = guardduty_region(ports.guardduty.as_ref(), &region).await;
-                tick();
-                (region, r)
-            })
-            .buffer_unordered(n)
-            .collect::<BTreeMap<_, _>>()
-            .await
-    };
-    let relays = async {
-        futures::stream::iter(others)
-            .map(|region| async {
-                let r = relay_region(ports.aws.as_ref(), &region).await;
-                tick();
-                (region, r)
-            })
-            .buffer_unordered(n)
-            .collect::<BTreeMap<_, _>>()
-            .await
-    };
+    let guardduty = each(scope.regions.clone(), n, &tick, |region| async move {
+        guardduty_region(ports.guardduty.as_ref(), &region).await
+    });
+    let relays = each(others, n, &tick, |region| async move {
+        relay_region(ports.aws.as_ref(), &region).await
+    });
     let home = async {
         let h = home_pipeline(ports.aws.as_ref(), &scope.home_region, &scope.stack_name).await;
         tick();
@@ -132,15 +116,11 @@ pub async fn collect(scope: &Scope, ports: &Ports, progress: Progress) -> Observ
     let alias_roles = async {
         match &ports.alias {
             Some(probe) => {
-                futures::stream::iter(account_ids.clone())
-                    .map(|account| async {
-                        let r = probe.probe(&account).await;
-                        tick();
-                        (account, r)
-                    })
-                    .buffer_unordered(n)
-                    .collect::<BTreeMap<_, _>>()
-                    .await
+                let probe = probe.as_ref();
+                each(account_ids.clone(), n, &tick, |account| async move {
+                    probe.probe(&account).await
+                })
+                .await
             }
             None => BTreeMap::new(),
         }
@@ -174,6 +154,31 @@ pub async fn collect(scope: &Scope, ports: &Ports, progress: Progress) -> Observ
         alias_roles,
         endpoint,
     }
+}
+
+/// Runs `f` for every key, `n` at a time, ticking the progress after each: the answers by key.
+async fn each<K, V, Fut>(
+    keys: Vec<K>,
+    n: usize,
+    tick: &(dyn Fn() + Sync),
+    f: impl Fn(K) -> Fut,
+) -> BTreeMap<K, V>
+where
+    K: Ord + Clone,
+    Fut: Future<Output = V>,
+{
+    futures::stream::iter(keys)
+        .map(|key| {
+            let answer = f(key.clone());
+            async move {
+                let v = answer.await;
+                tick();
+                (key, v)
+            }
+        })
+        .buffer_unordered(n)
+        .collect()
+        .await
 }
 
 async fn guardduty_region(gd: &dyn GuardDutyAdmin, region: &str) -> GuardDutyRegion {
