@@ -42,7 +42,7 @@ use crate::clock::{Clock, ManualClock};
 use crate::error::StoreError;
 use crate::store::{
     ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, Finish, HistoryKind,
-    ListQuery, StateStore, Status, StatusFilter, VersionKey,
+    ListQuery, Owner, StateStore, Status, StatusFilter, VersionKey,
 };
 
 /// The retention every contract store must be created with.
@@ -135,13 +135,26 @@ impl StateStore for Guarded {
     ) -> Result<Vec<ClaimOutcome>, StoreError> {
         self.store.claim_many(reqs, lease).await
     }
-    async fn commit(&self, key: &VersionKey, delivery: &Delivery) -> Result<(), StoreError> {
-        self.store.commit(key, delivery).await
+    async fn commit(
+        &self,
+        key: &VersionKey,
+        owner: Owner,
+        delivery: &Delivery,
+    ) -> Result<(), StoreError> {
+        self.store.commit(key, owner, delivery).await
     }
-    async fn release(&self, key: &VersionKey, reason: &str) -> Result<(), StoreError> {
-        self.store.release(key, reason).await
+    async fn release(
+        &self,
+        key: &VersionKey,
+        owner: Owner,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        self.store.release(key, owner, reason).await
     }
-    async fn finish_many(&self, items: &[(VersionKey, Finish)]) -> Vec<Result<(), StoreError>> {
+    async fn finish_many(
+        &self,
+        items: &[(VersionKey, Owner, Finish)],
+    ) -> Vec<Result<(), StoreError>> {
         self.store.finish_many(items).await
     }
     async fn history(&self, finding_id: &str) -> Result<Option<FindingHistory>, StoreError> {
@@ -222,22 +235,79 @@ fn in_flight(claimed_at: Timestamp) -> ClaimOutcome {
     }
 }
 
+/// A winning claim, with its owner token cleared so cases can compare outcomes; the token is
+/// kept in [`OWNERS`] for the case's commit and release.
+const NEW: ClaimOutcome = ClaimOutcome::New { owner: Owner::NONE };
+
+/// The owner of the last winning claim each case made, per store (its `describe`), finding and
+/// version: what the sender that claimed it would hold.
+static OWNERS: std::sync::Mutex<
+    std::collections::BTreeMap<(String, String, Timestamp), Owner>,
+> = std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+fn owners() -> std::sync::MutexGuard<'static, std::collections::BTreeMap<(String, String, Timestamp), Owner>>
+{
+    OWNERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Records a winning claim's owner and returns the outcome with it cleared ([`NEW`]).
+fn track(s: &dyn StateStore, k: &VersionKey, o: ClaimOutcome) -> ClaimOutcome {
+    match o {
+        ClaimOutcome::New { owner } => {
+            owners().insert((s.describe(), k.finding_id.clone(), k.version), owner);
+            NEW
+        }
+        other => other,
+    }
+}
+
+/// The owner token of the last winning claim of `k` made through these helpers.
+fn owner_of(s: &dyn StateStore, k: &VersionKey) -> Owner {
+    owners()
+        .get(&(s.describe(), k.finding_id.clone(), k.version))
+        .copied()
+        .unwrap_or(Owner::NONE)
+}
+
 async fn claim(s: &dyn StateStore, r: &ClaimRequest) -> ClaimOutcome {
-    s.claim(r, LEASE)
+    let o = s
+        .claim(r, LEASE)
         .await
-        .unwrap_or_else(|e| panic!("claim {:?} on {}: {e}", r.key, s.describe()))
+        .unwrap_or_else(|e| panic!("claim {:?} on {}: {e}", r.key, s.describe()));
+    track(s, &r.key, o)
+}
+
+async fn claim_many(s: &dyn StateStore, reqs: &[ClaimRequest]) -> Vec<ClaimOutcome> {
+    let got = s
+        .claim_many(reqs, LEASE)
+        .await
+        .unwrap_or_else(|e| panic!("claim_many on {}: {e}", s.describe()));
+    got.into_iter()
+        .zip(reqs)
+        .map(|(o, r)| track(s, &r.key, o))
+        .collect()
 }
 
 async fn commit(s: &dyn StateStore, k: &VersionKey) {
-    s.commit(k, &delivery(&["ev-1"], "req-1"))
+    s.commit(k, owner_of(s, k), &delivery(&["ev-1"], "req-1"))
         .await
         .unwrap_or_else(|e| panic!("commit {k:?} on {}: {e}", s.describe()));
 }
 
 async fn release(s: &dyn StateStore, k: &VersionKey, reason: &str) {
-    s.release(k, reason)
+    s.release(k, owner_of(s, k), reason)
         .await
         .unwrap_or_else(|e| panic!("release {k:?} on {}: {e}", s.describe()));
+}
+
+/// The history with the latest claim's owner token cleared, to compare two stores.
+fn without_owner(h: Option<FindingHistory>) -> Option<FindingHistory> {
+    h.map(|mut h| {
+        h.record.owner = None;
+        h
+    })
 }
 
 async fn history(s: &dyn StateStore, id: &str) -> Option<FindingHistory> {
@@ -281,7 +351,7 @@ where
     let s = s.as_ref();
     assert!(!s.describe().is_empty(), "describe() names the backend");
     let t0 = st.clock.now();
-    assert_eq!(claim(s, &req("a", v(1))).await, ClaimOutcome::New);
+    assert_eq!(claim(s, &req("a", v(1))).await, NEW);
     assert_eq!(
         claim(s, &req("a", v(1))).await,
         in_flight(t0),
@@ -293,7 +363,7 @@ where
         ClaimOutcome::Duplicate,
         "same version after it was sent"
     );
-    assert_eq!(claim(s, &req("a", v(2))).await, ClaimOutcome::New);
+    assert_eq!(claim(s, &req("a", v(2))).await, NEW);
     commit(s, &key("a", v(2))).await;
     assert_eq!(
         claim(s, &req("a", v(1))).await,
@@ -301,12 +371,12 @@ where
     );
     assert_eq!(
         claim(s, &req("b", v(1))).await,
-        ClaimOutcome::New,
+        NEW,
         "another finding is independent"
     );
     // Versions differing by one millisecond are different versions.
     let plus1 = v(2).saturating_add_millis(1);
-    assert_eq!(claim(s, &req("a", plus1)).await, ClaimOutcome::New);
+    assert_eq!(claim(s, &req("a", plus1)).await, NEW);
     commit(s, &key("a", plus1)).await;
     assert_eq!(
         claim(s, &req("a", v(2))).await,
@@ -326,7 +396,7 @@ where
     let s = make(st).await;
     let s = s.as_ref();
     let t0 = clock.now();
-    assert_eq!(claim(s, &req("a", v(1))).await, ClaimOutcome::New);
+    assert_eq!(claim(s, &req("a", v(1))).await, NEW);
     let r = record(s, "a").await;
     assert_eq!(r.status, Status::Pending);
     assert_eq!(
@@ -343,7 +413,7 @@ where
     clock.advance(secs(1));
     assert_eq!(
         claim(s, &req("a", v(1))).await,
-        ClaimOutcome::New,
+        NEW,
         "lease ended exactly now: claimable again"
     );
     let t1 = clock.now();
@@ -376,7 +446,7 @@ where
     let st = setup("release_frees_at_once", start_time());
     let s = make(st).await;
     let s = s.as_ref();
-    assert_eq!(claim(s, &req("a", v(1))).await, ClaimOutcome::New);
+    assert_eq!(claim(s, &req("a", v(1))).await, NEW);
     release(s, &key("a", v(1)), "HTTP 503 from Dynatrace").await;
     let r = record(s, "a").await;
     assert_eq!(r.status, Status::Failed);
@@ -385,7 +455,7 @@ where
     assert_eq!(r.last_error.as_deref(), Some("HTTP 503 from Dynatrace"));
     assert_eq!(
         claim(s, &req("a", v(1))).await,
-        ClaimOutcome::New,
+        NEW,
         "released: claimable again at once"
     );
     assert_eq!(record(s, "a").await.status, Status::Pending);
@@ -415,7 +485,7 @@ where
     let mut dup = 0;
     for t in tasks {
         match t.await.expect("claim task panicked") {
-            Ok(ClaimOutcome::New) => new += 1,
+            Ok(ClaimOutcome::New { .. }) => new += 1,
             Ok(o) if o == held => dup += 1,
             other => panic!("unexpected concurrent claim result {other:?}"),
         }
@@ -437,10 +507,10 @@ where
     let seq_store = make(setup("claim_many_equals_sequential", start)).await;
     // The same prior state in both: `d` v1 sent, `e` v3 pending, `f` v2 sent.
     for s in [&batch_store, &seq_store] {
-        assert_eq!(claim(s.as_ref(), &req("d", v(1))).await, ClaimOutcome::New);
+        assert_eq!(claim(s.as_ref(), &req("d", v(1))).await, NEW);
         commit(s.as_ref(), &key("d", v(1))).await;
-        assert_eq!(claim(s.as_ref(), &req("e", v(3))).await, ClaimOutcome::New);
-        assert_eq!(claim(s.as_ref(), &req("f", v(2))).await, ClaimOutcome::New);
+        assert_eq!(claim(s.as_ref(), &req("e", v(3))).await, NEW);
+        assert_eq!(claim(s.as_ref(), &req("f", v(2))).await, NEW);
         commit(s.as_ref(), &key("f", v(2))).await;
     }
     let newer_meta = meta("111122223333", "Recon:EC2/Portscan", 8.0, "Portscan, newer");
@@ -457,21 +527,18 @@ where
         req("f", v(1)), // older than a sent version
     ];
     let want = vec![
-        ClaimOutcome::New,
-        ClaimOutcome::New,
+        NEW,
+        NEW,
         in_flight(start),
-        ClaimOutcome::New,
+        NEW,
         in_flight(start),
-        ClaimOutcome::New,
+        NEW,
         in_flight(start),
         ClaimOutcome::Duplicate,
         in_flight(start),
         ClaimOutcome::Stale { newest: v(2) },
     ];
-    let got = batch_store
-        .claim_many(&reqs, LEASE)
-        .await
-        .expect("claim_many");
+    let got = claim_many(batch_store.as_ref(), &reqs).await;
     let mut seq = Vec::new();
     for r in &reqs {
         seq.push(claim(seq_store.as_ref(), r).await);
@@ -480,8 +547,8 @@ where
     assert_eq!(got, want, "claim_many must equal sequential claims");
     for id in ["a", "b", "c", "d", "e", "f"] {
         assert_eq!(
-            history(batch_store.as_ref(), id).await,
-            history(seq_store.as_ref(), id).await,
+            without_owner(history(batch_store.as_ref(), id).await),
+            without_owner(history(seq_store.as_ref(), id).await),
             "record and history of {id:?} after claim_many vs sequential"
         );
     }
@@ -522,8 +589,14 @@ where
             req("e", v(1)),
             req("e", v(2)),
         ] {
-            assert_eq!(claim(s, &r).await, ClaimOutcome::New, "{:?}", r.key);
+            assert_eq!(claim(s, &r).await, NEW, "{:?}", r.key);
         }
+        // `g` v1 is claimed and released, and another sender claims it again (untracked):
+        // the first claim's owner is stale, and the batch below finishes as that sender.
+        assert_eq!(claim(s, &req("g", v(1))).await, NEW);
+        release(s, &key("g", v(1)), "first try failed").await;
+        let again = s.claim(&req("g", v(1)), LEASE).await.expect("claim g");
+        assert!(again.is_new(), "{again:?}");
     }
     let sent = |ids: &[&str]| Finish::Commit(delivery(ids, "req-9"));
     let failed = |why: &str| Finish::Release(why.to_owned());
@@ -536,13 +609,20 @@ where
         (key("d", v(1)), failed("timeout")),
         (key("e", v(1)), failed("older failed")), // leaves e v2's lease alone
         (key("e", v(2)), sent(&["e-2", "e-2b"])),
+        (key("g", v(1)), sent(&["g-1"])), // by a stale owner: refused, nothing written
     ];
-    let got = batch_store.finish_many(&items).await;
+    let owned = |s: &dyn StateStore| -> Vec<(VersionKey, Owner, Finish)> {
+        items
+            .iter()
+            .map(|(k, f)| (k.clone(), owner_of(s, k), f.clone()))
+            .collect()
+    };
+    let got = batch_store.finish_many(&owned(batch_store.as_ref())).await;
     let mut seq = Vec::new();
-    for (k, f) in &items {
+    for (k, owner, f) in owned(seq_store.as_ref()) {
         seq.push(match f {
-            Finish::Commit(d) => seq_store.commit(k, d).await,
-            Finish::Release(r) => seq_store.release(k, r).await,
+            Finish::Commit(d) => seq_store.commit(&k, owner, &d).await,
+            Finish::Release(r) => seq_store.release(&k, owner, &r).await,
         });
     }
     let shape = |rs: &[Result<(), StoreError>]| {
@@ -550,11 +630,22 @@ where
             .map(|r| match r {
                 Ok(()) => "ok",
                 Err(StoreError::Invalid { .. }) => "invalid",
+                Err(StoreError::StaleOwner { .. }) => "stale owner",
                 Err(_) => "error",
             })
             .collect::<Vec<_>>()
     };
-    let want = vec!["ok", "ok", "ok", "ok", "invalid", "ok", "ok", "ok"];
+    let want = vec![
+        "ok",
+        "ok",
+        "ok",
+        "ok",
+        "invalid",
+        "ok",
+        "ok",
+        "ok",
+        "stale owner",
+    ];
     assert_eq!(
         shape(&seq),
         want,
@@ -563,8 +654,8 @@ where
     assert_eq!(shape(&got), want, "finish_many must equal them: {got:?}");
     for id in ["a", "b", "c", "d", "e", "nobody"] {
         assert_eq!(
-            history(batch_store.as_ref(), id).await,
-            history(seq_store.as_ref(), id).await,
+            without_owner(history(batch_store.as_ref(), id).await),
+            without_owner(history(seq_store.as_ref(), id).await),
             "record and history of {id:?} after finish_many vs one by one"
         );
     }
@@ -581,7 +672,7 @@ where
     );
     assert_eq!(
         claim(batch_store.as_ref(), &req("b", v(1))).await,
-        ClaimOutcome::New
+        NEW
     );
     assert!(batch_store.finish_many(&[]).await.is_empty(), "empty batch");
 }
@@ -598,8 +689,8 @@ where
     let retention = st.retention;
     let s = make(st).await;
     let s = s.as_ref();
-    assert_eq!(claim(s, &req("a", v(1))).await, ClaimOutcome::New);
-    assert_eq!(claim(s, &req("b", v(1))).await, ClaimOutcome::New);
+    assert_eq!(claim(s, &req("a", v(1))).await, NEW);
+    assert_eq!(claim(s, &req("b", v(1))).await, NEW);
     commit(s, &key("b", v(1))).await;
     clock.advance(secs(10));
     commit(s, &key("a", v(1))).await;
@@ -624,7 +715,7 @@ where
     );
     assert_eq!(
         claim(s, &req("a", v(1))).await,
-        ClaimOutcome::New,
+        NEW,
         "an expired record is forgotten: the version is New again"
     );
     let h = history(s, "a").await.expect("fresh record");
@@ -654,7 +745,7 @@ where
     let m_old = meta("999988887777", "Other:Type", 1.0, "stale title");
     assert_eq!(
         claim(s, &req_with("a", v(1), m1.clone())).await,
-        ClaimOutcome::New
+        NEW
     );
     assert_eq!(
         claim(s, &req_with("a", v(1), m1.clone())).await,
@@ -670,7 +761,7 @@ where
     clock.advance(secs(5));
     assert_eq!(
         claim(s, &req_with("a", v(2), m2.clone())).await,
-        ClaimOutcome::New
+        NEW
     );
     assert_eq!(
         claim(s, &req_with("a", v(0), m_old)).await,
@@ -681,7 +772,7 @@ where
     clock.advance(secs(5));
     assert_eq!(
         claim(s, &req_with("a", v(2), m2.clone())).await,
-        ClaimOutcome::New
+        NEW
     );
     let last_claim = clock.now();
     clock.advance(secs(5));
@@ -717,12 +808,13 @@ where
     let s = s.as_ref();
     assert!(history(s, "a").await.is_none(), "unknown finding");
     let t0 = clock.now();
-    assert_eq!(claim(s, &req("a", v(1))).await, ClaimOutcome::New);
+    assert_eq!(claim(s, &req("a", v(1))).await, NEW);
     clock.advance(secs(1));
     assert_eq!(claim(s, &req("a", v(1))).await, in_flight(t0));
     clock.advance(secs(1));
     s.commit(
         &key("a", v(1)),
+        owner_of(s, &key("a", v(1))),
         &Delivery {
             event_ids: vec!["e1".into(), "e2".into()],
             request_id: Some("r-42".into()),
@@ -731,7 +823,7 @@ where
     .await
     .expect("commit");
     clock.advance(secs(1));
-    assert_eq!(claim(s, &req("a", v(2))).await, ClaimOutcome::New);
+    assert_eq!(claim(s, &req("a", v(2))).await, NEW);
     clock.advance(secs(1));
     assert_eq!(
         claim(s, &req("a", v(0))).await,
@@ -786,7 +878,7 @@ where
     // f1 (t+0): acc1, Recon:EC2/Portscan, sent, then a duplicate.
     let t_f1 = clock.now();
     let r = req_with("f1", v(1), meta(acc1, "Recon:EC2/Portscan", 5.0, "one"));
-    assert_eq!(claim(s, &r).await, ClaimOutcome::New);
+    assert_eq!(claim(s, &r).await, NEW);
     commit(s, &key("f1", v(1))).await;
     assert_eq!(claim(s, &r).await, ClaimOutcome::Duplicate);
     // f2 (t+60s): acc2, Recon:EC2/PortProbeUnprotectedPort, failed.
@@ -797,7 +889,7 @@ where
         v(1),
         meta(acc2, "Recon:EC2/PortProbeUnprotectedPort", 2.0, "two"),
     );
-    assert_eq!(claim(s, &r).await, ClaimOutcome::New);
+    assert_eq!(claim(s, &r).await, NEW);
     release(s, &key("f2", v(1)), "boom").await;
     // f3 (t+120s): acc1, UnauthorizedAccess:IAMUser/..., v2 sent, a stale claim, v3 pending.
     clock.advance(secs(60));
@@ -805,18 +897,18 @@ where
     let m3 = meta(acc1, "UnauthorizedAccess:IAMUser/TorIPCaller", 8.0, "three");
     assert_eq!(
         claim(s, &req_with("f3", v(2), m3.clone())).await,
-        ClaimOutcome::New
+        NEW
     );
     commit(s, &key("f3", v(2))).await;
     assert_eq!(
         claim(s, &req_with("f3", v(1), m3.clone())).await,
         ClaimOutcome::Stale { newest: v(2) }
     );
-    assert_eq!(claim(s, &req_with("f3", v(3), m3)).await, ClaimOutcome::New);
+    assert_eq!(claim(s, &req_with("f3", v(3), m3)).await, NEW);
     // f4 (t+180s): acc2, a type with SQL wildcard characters, sent.
     clock.advance(secs(60));
     let r = req_with("f4", v(1), meta(acc2, "Recon_EC2%Weird", 1.0, "four"));
-    assert_eq!(claim(s, &r).await, ClaimOutcome::New);
+    assert_eq!(claim(s, &r).await, NEW);
     commit(s, &key("f4", v(1))).await;
 
     let ids = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
@@ -1020,10 +1112,10 @@ where
     let t0 = st.clock.now();
     let s = make(st).await;
     let s = s.as_ref();
-    assert_eq!(claim(s, &req("a", v(1))).await, ClaimOutcome::New);
+    assert_eq!(claim(s, &req("a", v(1))).await, NEW);
     assert_eq!(
         claim(s, &req("a", v(2))).await,
-        ClaimOutcome::New,
+        NEW,
         "newer wins"
     );
     commit(s, &key("a", v(1))).await;
@@ -1062,7 +1154,7 @@ where
     let t0 = clock.now();
     let s = make(st).await;
     let s = s.as_ref();
-    assert_eq!(claim(s, &req("a", v(2))).await, ClaimOutcome::New);
+    assert_eq!(claim(s, &req("a", v(2))).await, NEW);
     assert_eq!(
         claim(s, &req("a", v(1))).await,
         in_flight(t0),
@@ -1071,7 +1163,7 @@ where
     release(s, &key("a", v(2)), "refused").await;
     assert_eq!(
         claim(s, &req("a", v(1))).await,
-        ClaimOutcome::New,
+        NEW,
         "the newer version was released: the older one is sent"
     );
     commit(s, &key("a", v(1))).await;
@@ -1087,21 +1179,21 @@ where
     );
     assert_eq!(
         claim(s, &req("a", v(2))).await,
-        ClaimOutcome::New,
+        NEW,
         "the released newer version is sent when it comes again"
     );
     // Its sender dies: once the lease ended, an older (undelivered) version is New.
     let t1 = clock.now();
     assert_eq!(
         claim(s, &req("b", v(9))).await,
-        ClaimOutcome::New,
+        NEW,
         "b: a version far ahead"
     );
     assert_eq!(claim(s, &req("b", v(3))).await, in_flight(t1));
     clock.advance(LEASE * 2);
     assert_eq!(
         claim(s, &req("b", v(3))).await,
-        ClaimOutcome::New,
+        NEW,
         "after the newer claim's lease ended"
     );
     commit(s, &key("b", v(3))).await;
@@ -1116,7 +1208,7 @@ where
     );
     assert_eq!(
         claim(s, &req("b", v(9))).await,
-        ClaimOutcome::New,
+        NEW,
         "the newer version is still sendable"
     );
     commit(s, &key("b", v(9))).await;
@@ -1137,8 +1229,8 @@ where
     let t0 = st.clock.now();
     let s = make(st).await;
     let s = s.as_ref();
-    assert_eq!(claim(s, &req("a", v(1))).await, ClaimOutcome::New);
-    assert_eq!(claim(s, &req("a", v(2))).await, ClaimOutcome::New);
+    assert_eq!(claim(s, &req("a", v(1))).await, NEW);
+    assert_eq!(claim(s, &req("a", v(2))).await, NEW);
     release(s, &key("a", v(1)), "older failed").await;
     let r = record(s, "a").await;
     assert_eq!(r.status, Status::Pending, "v2's claim is untouched");
@@ -1183,27 +1275,27 @@ where
     let d = delivery(&["e"], "r");
     let is_invalid = |r: Result<(), StoreError>| matches!(r, Err(StoreError::Invalid { .. }));
     assert!(
-        is_invalid(s.commit(&key("nobody", v(1)), &d).await),
+        is_invalid(s.commit(&key("nobody", v(1)), Owner::NONE, &d).await),
         "commit of an unknown finding"
     );
     assert!(
-        is_invalid(s.release(&key("nobody", v(1)), "x").await),
+        is_invalid(s.release(&key("nobody", v(1)), Owner::NONE, "x").await),
         "release of an unknown finding"
     );
     assert!(history(s, "nobody").await.is_none(), "nothing recorded");
-    assert_eq!(claim(s, &req("a", v(1))).await, ClaimOutcome::New);
+    assert_eq!(claim(s, &req("a", v(1))).await, NEW);
     let before = history(s, "a").await;
     assert!(
-        is_invalid(s.commit(&key("a", v(2)), &d).await),
+        is_invalid(s.commit(&key("a", v(2)), Owner::NONE, &d).await),
         "commit of a version newer than any claim"
     );
     assert!(
-        is_invalid(s.release(&key("a", v(2)), "x").await),
+        is_invalid(s.release(&key("a", v(2)), Owner::NONE, "x").await),
         "release of a version newer than any claim"
     );
     assert_eq!(history(s, "a").await, before, "nothing changed");
     let err = s
-        .commit(&key("nobody", v(1)), &d)
+        .commit(&key("nobody", v(1)), Owner::NONE, &d)
         .await
         .expect_err("refused")
         .to_string();

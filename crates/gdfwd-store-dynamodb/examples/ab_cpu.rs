@@ -57,7 +57,7 @@ async fn main() {
         let t0 = cpu_seconds();
         for batch in reqs.chunks(10) {
             let got = store.claim_many(batch, lease).await.expect("claim_many");
-            assert!(got.iter().all(|o| *o == ClaimOutcome::New));
+            assert!(got.iter().all(|o| *o.is_new()));
             for r in batch {
                 store
                     .commit(&r.key, &Delivery::default())

@@ -140,10 +140,7 @@ async fn throttled_writes_are_retried_and_the_claim_succeeds() {
     let proxy = FaultProxy::start_moto().await;
     let store = store_via(&proxy, 5).await;
     proxy.fail_next(2, Fault::ProvisionedThroughputExceeded, Some("UpdateItem"));
-    assert_eq!(
-        store.claim(&req("a", 1), LEASE).await.expect("claim"),
-        ClaimOutcome::New
-    );
+    assert!((store.claim(&req("a", 1), LEASE).await.expect("claim")).is_new());
     assert_eq!(proxy.faulted("UpdateItem"), 2);
     assert_eq!(proxy.count("UpdateItem"), 3, "two throttled, one through");
     // The claim really happened: the same version is now a duplicate.
@@ -180,10 +177,7 @@ async fn a_store_that_stays_throttled_is_unavailable_naming_the_table() {
     assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
     // Once the throttling ends the store works again.
     proxy.clear_faults();
-    assert_eq!(
-        store.claim(&req("a", 1), LEASE).await.expect("claim"),
-        ClaimOutcome::New
-    );
+    assert!((store.claim(&req("a", 1), LEASE).await.expect("claim")).is_new());
 }
 
 #[tokio::test]
@@ -191,10 +185,7 @@ async fn five_hundreds_are_retried() {
     let proxy = FaultProxy::start_moto().await;
     let store = store_via(&proxy, 5).await;
     proxy.fail_next(2, Fault::InternalError, None);
-    assert_eq!(
-        store.claim(&req("a", 1), LEASE).await.expect("claim"),
-        ClaimOutcome::New
-    );
+    assert!((store.claim(&req("a", 1), LEASE).await.expect("claim")).is_new());
     store
         .kv_put("alias", "1", "x", LEASE)
         .await
@@ -212,9 +203,7 @@ async fn a_claim_whose_answer_was_lost_is_still_new() {
     let claimed_entries = |h: &FindingHistory| entries(h, |k| matches!(k, HistoryKind::Claimed));
 
     proxy.lose_next_answers(1, Fault::InternalError, Some("UpdateItem"));
-    assert_eq!(
-        store.claim(&req("a", 1), LEASE).await.expect("claim"),
-        ClaimOutcome::New,
+    assert!((store.claim(&req("a", 1), LEASE).await.expect("claim")).is_new(),
         "its own claim, applied before the answer was lost"
     );
     assert_eq!(proxy.faulted("UpdateItem"), 1, "{:?}", proxy.counts());
@@ -334,10 +323,7 @@ async fn requests_per_claim() {
     let proxy = FaultProxy::start_moto().await;
     let store = store_via(&proxy, 1).await;
     proxy.reset_counts();
-    assert_eq!(
-        store.claim(&req("a", 1), LEASE).await.expect("claim"),
-        ClaimOutcome::New
-    );
+    assert!((store.claim(&req("a", 1), LEASE).await.expect("claim")).is_new());
     assert_eq!(proxy.count("UpdateItem"), 1);
     assert_eq!(proxy.count("PutItem"), 1);
     assert_eq!(proxy.count("GetItem") + proxy.count("Query"), 0, "no read");
@@ -395,11 +381,9 @@ async fn requests_per_claim() {
         req("b3", 2),
     ];
     let got = store.claim_many(&mixed, LEASE).await.expect("claim_many");
-    assert_eq!(
-        got,
+    assert!((got,
         vec![
-            HELD,
-            ClaimOutcome::New,
+            HELD).is_new(),
             ClaimOutcome::Stale {
                 newest: Timestamp::from_millis(1)
             },
