@@ -230,9 +230,12 @@ fn delivery(ids: &[&str], request: &str) -> Delivery {
 /// The answer for a version claimed at `claimed_at` whose lease ([`LEASE`]) is still live.
 fn in_flight(claimed_at: Timestamp) -> ClaimOutcome {
     ClaimOutcome::InFlight {
-        lease_until: claimed_at
-            .saturating_add_millis(i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX)),
+        lease_until: in_flight_until(claimed_at),
     }
+}
+
+fn in_flight_until(claimed_at: Timestamp) -> Timestamp {
+    claimed_at.saturating_add_millis(i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// A winning claim, with its owner token cleared so cases can compare outcomes; the token is
@@ -492,7 +495,10 @@ where
     }
     assert_eq!((new, dup), (1, 49), "exactly one claimant wins");
     let r = record(s.as_ref(), "hot").await;
-    assert_eq!(r.duplicates, 49);
+    assert_eq!(
+        r.duplicates, 0,
+        "an answer in flight is not final, so it is not counted"
+    );
     assert_eq!(r.status, Status::Pending);
 }
 
@@ -555,7 +561,11 @@ where
     let a = record(batch_store.as_ref(), "a").await;
     assert_eq!(a.latest_version, v(2));
     assert_eq!(a.meta.title.as_deref(), Some("Portscan, newer"));
-    assert_eq!((a.duplicates, a.stale), (2, 0));
+    assert_eq!(
+        (a.duplicates, a.stale),
+        (0, 0),
+        "answers in flight are not counted"
+    );
     assert_eq!(record(batch_store.as_ref(), "f").await.stale, 1);
     assert_eq!(
         batch_store
@@ -758,6 +768,13 @@ where
     );
     commit(s, &key("a", v(1))).await;
     assert_eq!(record(s, "a").await.meta, m1);
+    // Two copies arrive after the version was sent: duplicates.
+    for _ in 0..2 {
+        assert_eq!(
+            claim(s, &req_with("a", v(1), m1.clone())).await,
+            ClaimOutcome::Duplicate
+        );
+    }
     clock.advance(secs(5));
     assert_eq!(
         claim(s, &req_with("a", v(2), m2.clone())).await,
@@ -779,7 +796,10 @@ where
     commit(s, &key("a", v(2))).await;
     let r = record(s, "a").await;
     assert_eq!(r.versions_sent, 2);
-    assert_eq!(r.duplicates, 2);
+    assert_eq!(
+        r.duplicates, 2,
+        "copies after the version was sent; not the two answered in flight"
+    );
     assert_eq!(r.stale, 1);
     assert_eq!(r.failures, 1);
     assert_eq!(r.last_error.as_deref(), Some("timeout"));
@@ -839,7 +859,13 @@ where
         .collect();
     let want = vec![
         (0, v(1), HistoryKind::Claimed),
-        (1000, v(1), HistoryKind::Duplicate),
+        (
+            1000,
+            v(1),
+            HistoryKind::InFlight {
+                lease_until: in_flight_until(t0),
+            },
+        ),
         (
             2000,
             v(1),
@@ -1302,6 +1328,168 @@ where
     assert!(err.contains("nobody"), "the error names the finding: {err}");
 }
 
+/// Every winning claim has its own owner token, and only the current owner may commit or
+/// release: a sender whose lease ran out and whose version another sender claimed is refused
+/// ([`StoreError::StaleOwner`]) for both, and nothing is written; the new owner goes on.
+pub async fn stale_owner_refused<F, Fut>(make: &F)
+where
+    F: Fn(StoreSetup) -> Fut,
+    Fut: Future<Output = Arc<dyn StateStore>>,
+{
+    let st = setup("stale_owner_refused", start_time());
+    let clock = st.clock.clone();
+    let s = make(st).await;
+    let s = s.as_ref();
+    let k = key("a", v(1));
+    let first = s.claim(&req("a", v(1)), LEASE).await.expect("claim");
+    let first = first.owner().expect("the first claim wins");
+    clock.advance(LEASE + secs(1));
+    let second = s.claim(&req("a", v(1)), LEASE).await.expect("re-claim");
+    let second = second.owner().expect("the lease ended: the second claim wins");
+    assert_ne!(first, second, "every claim has its own owner token");
+    let before = history(s, "a").await;
+    let d = delivery(&["late"], "req-late");
+    let stale = |r: Result<(), StoreError>| matches!(r, Err(StoreError::StaleOwner { .. }));
+    let late_commit = s.commit(&k, first, &d).await;
+    assert!(stale(late_commit), "a stale owner's commit is refused");
+    let late_release = s.release(&k, first, "late failure").await;
+    assert!(stale(late_release), "a stale owner's release is refused");
+    let batch = s
+        .finish_many(&[(k.clone(), first, Finish::Release("late".into()))])
+        .await;
+    assert!(
+        matches!(batch.as_slice(), [Err(StoreError::StaleOwner { .. })]),
+        "{batch:?}"
+    );
+    assert_eq!(history(s, "a").await, before, "nothing written");
+    assert_eq!(
+        claim(s, &req("a", v(1))).await,
+        in_flight(clock.now()),
+        "the second owner's claim still holds"
+    );
+    let err = s
+        .commit(&k, first, &d)
+        .await
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("\"a\""), "the error names the finding: {err}");
+    s.commit(&k, second, &delivery(&["e"], "r"))
+        .await
+        .expect("the current owner commits");
+    let r = record(s, "a").await;
+    assert_eq!((r.status, r.versions_sent, r.failures), (Status::Sent, 1, 0));
+}
+
+/// Two writers interleaving claims, commits and releases of one finding leave a history whose
+/// sequence numbers run 1, 2, 3... without gap or duplicate, in the order the store applied
+/// them, ending at the record's count; `audit check` finds nothing wrong.
+pub async fn history_sequence_interleaved<F, Fut>(make: &F)
+where
+    F: Fn(StoreSetup) -> Fut,
+    Fut: Future<Output = Arc<dyn StateStore>>,
+{
+    let st = setup("history_sequence_interleaved", start_time());
+    let clock = st.clock.clone();
+    let s = make(st).await;
+    // Two writers, each claiming versions 1..=4 of `hot` in its own order, concurrently; each
+    // commits what it wins (the in-process stripes of a backend may serialise them; the
+    // sequence must hold either way).
+    let writer = |order: Vec<i64>| {
+        let s = Arc::clone(&s);
+        tokio::spawn(async move {
+            for n in order {
+                let r = req("hot", v(n));
+                let o = s.claim(&r, LEASE).await.expect("claim");
+                if let Some(owner) = o.owner() {
+                    s.commit(&r.key, owner, &delivery(&["e"], "r"))
+                        .await
+                        .expect("commit by its owner");
+                }
+            }
+        })
+    };
+    let a = writer(vec![1, 2, 3, 4]);
+    let b = writer(vec![2, 1, 4, 3]);
+    a.await.expect("writer a");
+    b.await.expect("writer b");
+    let s = s.as_ref();
+    let h = history(s, "hot").await.expect("history");
+    let seqs: Vec<Option<u64>> = h.entries.iter().map(|e| e.seq).collect();
+    let want: Vec<Option<u64>> = (1..=h.entries.len() as u64).map(Some).collect();
+    assert_eq!(seqs, want, "no gap, no duplicate, in order: {:?}", h.entries);
+    assert_eq!(h.record.seq, h.entries.len() as u64, "the record counts them");
+    assert_eq!(
+        crate::audit_check::check(&h, clock.now()),
+        vec![],
+        "{:?}",
+        h.entries
+    );
+    // Every claim left one entry, and every commit one more.
+    let claims = h
+        .entries
+        .iter()
+        .filter(|e| !matches!(e.kind, HistoryKind::Sent { .. }))
+        .count();
+    assert_eq!(claims, 8, "{:?}", h.entries);
+}
+
+/// After a record expired, a new record of the same finding shows only its own entries, numbered
+/// from 1, whatever the writers' clocks say: an entry written with a clock behind the new
+/// record's `first_seen` (another host's skew) is still shown, in store order.
+pub async fn expired_record_history_is_hidden<F, Fut>(make: &F)
+where
+    F: Fn(StoreSetup) -> Fut,
+    Fut: Future<Output = Arc<dyn StateStore>>,
+{
+    let st = setup("expired_record_history_is_hidden", start_time());
+    let clock = st.clock.clone();
+    let retention = st.retention;
+    let s = make(st).await;
+    let s = s.as_ref();
+    assert_eq!(claim(s, &req("a", v(1))).await, NEW);
+    commit(s, &key("a", v(1))).await;
+    assert_eq!(claim(s, &req("a", v(1))).await, ClaimOutcome::Duplicate);
+    clock.advance(retention + secs(1));
+    assert!(history(s, "a").await.is_none(), "expired");
+    let t1 = clock.now();
+    assert_eq!(claim(s, &req("a", v(2))).await, NEW);
+    // A second writer whose clock is 2 s behind.
+    clock.set(t1.saturating_add_millis(-2000));
+    assert_eq!(claim(s, &req("a", v(2))).await, in_flight(t1));
+    clock.set(t1.saturating_add_millis(1000));
+    commit(s, &key("a", v(2))).await;
+    let h = history(s, "a").await.expect("history");
+    let got: Vec<_> = h
+        .entries
+        .iter()
+        .map(|e| (e.seq, e.at.millis() - t1.millis(), e.kind.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (Some(1), 0, HistoryKind::Claimed),
+            (
+                Some(2),
+                -2000,
+                HistoryKind::InFlight {
+                    lease_until: in_flight_until(t1)
+                }
+            ),
+            (
+                Some(3),
+                1000,
+                HistoryKind::Sent {
+                    event_ids: vec!["ev-1".into()],
+                    request_id: Some("req-1".into())
+                }
+            ),
+        ],
+        "only the new record's entries, in store order"
+    );
+    let r = h.record;
+    assert_eq!((r.versions_sent, r.duplicates, r.seq), (1, 0, 3));
+}
+
 /// Expands to one `#[tokio::test]` per contract case, each calling `$crate::contract::<case>`
 /// with a reference to `$make` (an `async fn(StoreSetup) -> Arc<dyn StateStore>` or a closure
 /// returning such a future). The calling crate needs `tokio` with `macros` and `rt-multi-thread`.
@@ -1324,6 +1512,9 @@ macro_rules! contract_tests {
             stale_only_behind_delivered,
             release_not_latest_only_records,
             unclaimed_commit_release_invalid,
+            stale_owner_refused,
+            history_sequence_interleaved,
+            expired_record_history_is_hidden,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -1357,4 +1548,7 @@ where
     stale_only_behind_delivered(&make).await;
     release_not_latest_only_records(&make).await;
     unclaimed_commit_release_invalid(&make).await;
+    stale_owner_refused(&make).await;
+    history_sequence_interleaved(&make).await;
+    expired_record_history_is_hidden(&make).await;
 }
