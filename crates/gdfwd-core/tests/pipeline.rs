@@ -12,7 +12,7 @@ use gdfwd_core::pipeline::{Outcome, Pipeline};
 use gdfwd_core::sink::{EventOutcome, OutEvent, SendReport, SendStats, Sink};
 use gdfwd_core::store::{
     ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, Finish, ListQuery,
-    StateStore, VersionKey,
+    Owner, StateStore, VersionKey,
 };
 use gdfwd_model::{Enrichment, Finding, Format, Item, Timestamp, parse_document};
 
@@ -33,6 +33,8 @@ struct MemStore {
     finish_calls: Mutex<Vec<usize>>,
     /// Commits of this finding fail (after Dynatrace accepted it).
     fail_commit_of: Option<String>,
+    /// Commits of this finding are refused: another sender claimed it after our lease.
+    stale_owner_of: Option<String>,
 }
 
 #[async_trait]
@@ -68,11 +70,26 @@ impl StateStore for MemStore {
             }),
             _ => {
                 items.insert(req.key.finding_id.clone(), (v, "pending"));
-                Ok(ClaimOutcome::New { .. })
+                Ok(ClaimOutcome::New {
+                    owner: Owner(u128::from(v.millis().unsigned_abs())),
+                })
             }
         }
     }
-    async fn commit(&self, key: &VersionKey, d: &Delivery) -> Result<(), StoreError> {
+    async fn commit(
+        &self,
+        key: &VersionKey,
+        _owner: Owner,
+        d: &Delivery,
+    ) -> Result<(), StoreError> {
+        if self.stale_owner_of.as_ref() == Some(&key.finding_id) {
+            return Err(StoreError::StaleOwner {
+                backend: "memory".into(),
+                operation: "commit",
+                finding_id: key.finding_id.clone(),
+                version: key.version,
+            });
+        }
         if self.fail_commit_of.as_ref() == Some(&key.finding_id) {
             return Err(StoreError::Unavailable {
                 backend: "memory".into(),
@@ -96,7 +113,12 @@ impl StateStore for MemStore {
             .push((key.clone(), d.clone()));
         Ok(())
     }
-    async fn release(&self, key: &VersionKey, reason: &str) -> Result<(), StoreError> {
+    async fn release(
+        &self,
+        key: &VersionKey,
+        _owner: Owner,
+        reason: &str,
+    ) -> Result<(), StoreError> {
         let mut items = self.items.lock().expect("lock");
         if items.get(&key.finding_id) == Some(&(key.version, "pending")) {
             items.insert(key.finding_id.clone(), (key.version, "failed"));
@@ -107,13 +129,16 @@ impl StateStore for MemStore {
             .push((key.clone(), reason.to_owned()));
         Ok(())
     }
-    async fn finish_many(&self, items: &[(VersionKey, Finish)]) -> Vec<Result<(), StoreError>> {
+    async fn finish_many(
+        &self,
+        items: &[(VersionKey, Owner, Finish)],
+    ) -> Vec<Result<(), StoreError>> {
         self.finish_calls.lock().expect("lock").push(items.len());
         let mut out = Vec::new();
-        for (key, finish) in items {
+        for (key, owner, finish) in items {
             out.push(match finish {
-                Finish::Commit(d) => self.commit(key, d).await,
-                Finish::Release(r) => self.release(key, r).await,
+                Finish::Commit(d) => self.commit(key, *owner, d).await,
+                Finish::Release(r) => self.release(key, *owner, r).await,
             });
         }
         out
@@ -717,11 +742,11 @@ impl StateStore for LimitedStore {
         }
         Ok(out)
     }
-    async fn commit(&self, key: &VersionKey, d: &Delivery) -> Result<(), StoreError> {
-        self.0.commit(key, d).await
+    async fn commit(&self, key: &VersionKey, o: Owner, d: &Delivery) -> Result<(), StoreError> {
+        self.0.commit(key, o, d).await
     }
-    async fn release(&self, key: &VersionKey, reason: &str) -> Result<(), StoreError> {
-        self.0.release(key, reason).await
+    async fn release(&self, key: &VersionKey, o: Owner, reason: &str) -> Result<(), StoreError> {
+        self.0.release(key, o, reason).await
     }
     async fn history(&self, id: &str) -> Result<Option<FindingHistory>, StoreError> {
         self.0.history(id).await

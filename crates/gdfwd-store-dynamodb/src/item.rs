@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use gdfwd_core::store::{FindingRecord, HistoryEntry, HistoryKind, Status};
+use gdfwd_core::store::{FindingRecord, HistoryEntry, HistoryKind, Owner, Status};
 use gdfwd_model::{FindingMeta, Timestamp};
 
 pub(crate) type Item = HashMap<String, AttributeValue>;
@@ -53,6 +53,8 @@ pub(crate) const CLAIM_TOKEN: &str = "claim_token";
 /// retry fails its condition against that very write, the retry recognises it by the token
 /// instead of counting the delivery (or failure) a second time.
 pub(crate) const FINISH_TOKEN: &str = "finish_token";
+/// History entries written to this incarnation of the record: the last entry's number.
+pub(crate) const SEQ_NO: &str = "seq";
 // History attributes.
 pub(crate) const AT: &str = "at";
 pub(crate) const VERSION: &str = "version";
@@ -63,6 +65,12 @@ pub(crate) const VALUE: &str = "v";
 /// A fresh random token ([`CLAIM_TOKEN`], [`FINISH_TOKEN`]).
 pub(crate) fn new_token() -> String {
     format!("{:032x}", rand::random::<u128>())
+}
+
+/// The claim's owner token is its [`CLAIM_TOKEN`]; a token this build cannot read matches no
+/// caller (its commit is refused as a stale owner's).
+pub(crate) fn owner_of(token: &str) -> Owner {
+    token.parse().unwrap_or(Owner::NONE)
 }
 
 /// Whether `old` was last finished by the write that carried `token`.
@@ -215,6 +223,10 @@ pub(crate) fn record_from(item: &Item) -> DecodeResult<FindingRecord> {
         failures: get_count(item, FAILURES)?,
         last_error: get_opt_s(item, LAST_ERROR)?,
         expires_at: get_ts(item, EXPIRES_MS)?,
+        owner: get_opt_s(item, CLAIM_TOKEN)?.map(|t| owner_of(&t)),
+        seq: get_opt_i64(item, SEQ_NO)?
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(0),
     })
 }
 
@@ -223,6 +235,7 @@ pub(crate) fn history_from(item: &Item) -> DecodeResult<HistoryEntry> {
     let kind: HistoryKind =
         serde_json::from_str(kind).map_err(|e| format!("history kind {kind:?}: {e}"))?;
     Ok(HistoryEntry {
+        seq: get_opt_i64(item, SEQ_NO)?.and_then(|n| u64::try_from(n).ok()),
         at: get_ts(item, AT)?,
         version: get_ts(item, VERSION)?,
         kind,

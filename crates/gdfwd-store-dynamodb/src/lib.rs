@@ -45,8 +45,9 @@ use aws_sdk_dynamodb::types::{
 };
 use futures::StreamExt;
 use gdfwd_core::store::{
-    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, Finish, HistoryKind,
-    ListQuery, StateStore, Status, StatusFilter, VersionKey, judge_claim,
+    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, Finish, FinishCheck,
+    HistoryKind, ListQuery, Owner, StateStore, Status, StatusFilter, VersionKey, judge_claim,
+    judge_finish,
 };
 use gdfwd_core::{Clock, StoreError};
 use gdfwd_model::Timestamp;
@@ -175,7 +176,8 @@ struct PendingHistory {
 /// What a batch's claim transaction decided: claims won, claims left to the single path, and for
 /// some of those the record as it was when their condition failed.
 struct TxClaims {
-    won: Vec<usize>,
+    /// With the owner token each won claim carries.
+    won: Vec<(usize, Owner)>,
     single: Vec<usize>,
     /// With the claim token the cancelled write carried.
     known: Vec<(usize, (Item, String))>,
@@ -601,7 +603,11 @@ impl DynamoStore {
             .await?;
         drop(guards);
         let mut claims = TxClaims {
-            won: run.applied.into_iter().map(|(i, _)| i).collect(),
+            won: run
+                .applied
+                .into_iter()
+                .map(|(i, token)| (i, item::owner_of(&token)))
+                .collect(),
             single: run.single,
             known: Vec::new(),
         };
@@ -617,7 +623,7 @@ impl DynamoStore {
                         std::slice::from_ref(&token),
                     ) =>
                 {
-                    claims.won.push(i);
+                    claims.won.push((i, item::owner_of(&token)));
                 }
                 // The claim lost (or the record expired): the single path decides which,
                 // starting from the old record the reason carries (no second failed write).
@@ -910,9 +916,12 @@ impl DynamoStore {
             } else {
                 let token = item::new_token();
                 let (e, update, condition) = Self::claim_write(req, now, lease_ms, expires, &token);
+                let owner = item::owner_of(&token);
                 tokens.push(token);
                 match self.update_record(OP, id, e, update, condition).await? {
-                    Written::Ok => return Ok((ClaimOutcome::New, hist(HistoryKind::Claimed))),
+                    Written::Ok => {
+                        return Ok((ClaimOutcome::New { owner }, hist(HistoryKind::Claimed)));
+                    }
                     Written::ConditionFailed(Some(old)) => old,
                     // No record and yet the condition failed: it was created concurrently; re-run.
                     Written::ConditionFailed(None) => continue,
@@ -928,26 +937,30 @@ impl DynamoStore {
             if is_expired {
                 let token = item::new_token();
                 let fresh = self.put_fresh(req, now, lease_ms, &token).await;
+                let owner = item::owner_of(&token);
                 tokens.push(token);
                 if fresh? {
-                    return Ok((ClaimOutcome::New, hist(HistoryKind::Claimed)));
+                    return Ok((ClaimOutcome::New { owner }, hist(HistoryKind::Claimed)));
                 }
                 continue;
             }
             // 3. Our own claim, applied by an attempt whose answer was lost (a timeout or a 5xx
             //    after the write) and refused to the SDK's retry: we hold the lease.
             if item::is_own_claim(&old, v, &tokens) {
-                return Ok((ClaimOutcome::New, hist(HistoryKind::Claimed)));
+                let owner = item::get_s(&old, item::CLAIM_TOKEN).map_or(Owner::NONE, item::owner_of);
+                return Ok((ClaimOutcome::New { owner }, hist(HistoryKind::Claimed)));
             }
             // 4. The claim lost: the old record says why, by the rule the condition encodes.
             //    New means it changed since (a lease ended, a claim was released): re-run.
             let Ok(record) = item::record_from(&old) else {
                 continue;
             };
+            // An answer in flight is not final (the caller tries again): no counter.
             let (outcome, counter) = match judge_claim(Some(&record), v, now) {
-                ClaimOutcome::New => continue,
-                stale @ ClaimOutcome::Stale { .. } => (stale, item::STALE),
-                other => (other, item::DUPLICATES),
+                ClaimOutcome::New { .. } => continue,
+                stale @ ClaimOutcome::Stale { .. } => (stale, Some(item::STALE)),
+                in_flight @ ClaimOutcome::InFlight { .. } => (in_flight, None),
+                other => (other, Some(item::DUPLICATES)),
             };
             let mut e = Expr::default();
             let mut sets = Vec::new();
@@ -960,12 +973,10 @@ impl DynamoStore {
                 e.n(GSI1_SK),
                 e.v("g1sk", item::s(item::gsi1_sk(now, id)))
             ));
-            let update = format!(
-                "SET {} ADD {} {}",
-                sets.join(", "),
-                e.n(counter),
-                e.v("one", item::n(1))
-            );
+            let mut update = format!("SET {}", sets.join(", "));
+            if let Some(counter) = counter {
+                update.push_str(&format!(" ADD {} {}", e.n(counter), e.v("one", item::n(1))));
+            }
             let condition = format!(
                 "attribute_exists({}) AND {} > {nowv}",
                 e.n(PK),
@@ -975,6 +986,9 @@ impl DynamoStore {
                 Written::Ok => {
                     let kind = match outcome {
                         ClaimOutcome::Stale { newest } => HistoryKind::Stale { newest },
+                        ClaimOutcome::InFlight { lease_until } => {
+                            HistoryKind::InFlight { lease_until }
+                        }
                         _ => HistoryKind::Duplicate,
                     };
                     return Ok((outcome, hist(kind)));
@@ -1071,7 +1085,7 @@ impl DynamoStore {
         now: Timestamp,
         expires: Timestamp,
         reason: Option<&str>,
-        latest_only: bool,
+        latest_only: Option<Owner>,
         token: &str,
     ) -> (Expr, String, String) {
         let mut e = Expr::default();
@@ -1101,7 +1115,7 @@ impl DynamoStore {
             e.n(item::EXPIRES_MS)
         );
         let mut remove = String::new();
-        if latest_only {
+        if let Some(owner) = latest_only {
             let new_status = if reason.is_some() {
                 Status::Failed
             } else {
@@ -1118,6 +1132,12 @@ impl DynamoStore {
                 sets.push(format!("{} = {vv}", e.n(item::SENT)));
             }
             condition.push_str(&format!(" AND {} = {vv}", e.n(item::LATEST)));
+            // Only the claim's current owner (issue #20).
+            condition.push_str(&format!(
+                " AND {} = {}",
+                e.n(item::CLAIM_TOKEN),
+                e.v("owner", item::s(owner.to_string()))
+            ));
             if reason.is_some() {
                 // Only a pending claim is freed: a sent version never becomes claimable.
                 condition.push_str(&format!(
@@ -1169,6 +1189,7 @@ impl DynamoStore {
     async fn finish(
         &self,
         key: &VersionKey,
+        owner: Owner,
         finish: Finishing<'_>,
     ) -> Result<(), DynamoStoreError> {
         let id = key.finding_id.as_str();
@@ -1177,7 +1198,16 @@ impl DynamoStore {
         // The common case (the version is the latest) in ONE request: the record update and its
         // history entry in one transaction. The rare cases take the separate writes below.
         let token = item::new_token();
-        let write = || Self::finish_write(key.version, now, expires, finish.reason(), true, &token);
+        let write = || {
+            Self::finish_write(
+                key.version,
+                now,
+                expires,
+                finish.reason(),
+                Some(owner),
+                &token,
+            )
+        };
         let (e, u, c) = write();
         let (first, history_written) = if self.transactions {
             let hist = item::history_item(id, now, key.version, &finish.kind(), expires);
@@ -1194,7 +1224,7 @@ impl DynamoStore {
         } else {
             (self.update_record(finish.op(), id, e, u, c).await?, false)
         };
-        self.finish_rest(key, finish, now, first, history_written, &token)
+        self.finish_rest(key, owner, finish, now, first, history_written, &token)
             .await
     }
 
@@ -1203,9 +1233,11 @@ impl DynamoStore {
     /// an older version, and writes the history entry unless it was written with the record.
     /// `history_written`: the history entry went with the record's write (a transaction), so it
     /// exists exactly when that write was applied.
+    #[allow(clippy::too_many_arguments)]
     async fn finish_rest(
         &self,
         key: &VersionKey,
+        owner: Owner,
         finish: Finishing<'_>,
         now: Timestamp,
         first: Written,
@@ -1236,21 +1268,30 @@ impl DynamoStore {
                         "the finding was never claimed (or its record expired)",
                     ));
                 }
-                if item::get_ts(&old, item::LATEST).map_err(corrupt)? < v {
-                    return Err(self.not_claimed(
-                        op,
-                        key,
-                        "this version is newer than every claimed version, so it was never claimed",
-                    ));
+                let record = item::record_from(&old).map_err(corrupt)?;
+                match judge_finish(Some(&record), key, owner) {
+                    FinishCheck::NotClaimed(message) => {
+                        return Err(self.not_claimed(op, key, message));
+                    }
+                    FinishCheck::StaleOwner => {
+                        return Err(DynamoStoreError::StaleOwner {
+                            table: self.table.clone(),
+                            operation: op,
+                            finding_id: key.finding_id.clone(),
+                            version: key.version,
+                        });
+                    }
+                    // An older version, or the latest whose status the write must not change
+                    // (a release of a version already sent): counters and history only.
+                    FinishCheck::Older | FinishCheck::Latest => false,
                 }
-                false
             }
         };
         // A cancelled transaction wrote nothing, its history entry included.
         history_written &= done;
         if !done {
             let token = item::new_token();
-            let (e, u, c) = Self::finish_write(v, now, expires, finish.reason(), false, &token);
+            let (e, u, c) = Self::finish_write(v, now, expires, finish.reason(), None, &token);
             match self.update_record(op, id, e, u, c).await? {
                 Written::Ok => {}
                 Written::ConditionFailed(Some(old)) if item::is_own_finish(&old, &token) => {}
@@ -1289,14 +1330,14 @@ impl DynamoStore {
     /// one in order.
     async fn finish_batch(
         &self,
-        items: &[(VersionKey, Finish)],
+        items: &[(VersionKey, Owner, Finish)],
     ) -> Vec<Result<(), DynamoStoreError>> {
         const OP: &str = "finish_many";
         let mut results: Vec<Option<Result<(), DynamoStoreError>>> =
             (0..items.len()).map(|_| None).collect();
         let mut seen = std::collections::HashSet::new();
         let (mut firsts, mut single) = (Vec::new(), Vec::new());
-        for (i, (key, _)) in items.iter().enumerate() {
+        for (i, (key, _, _)) in items.iter().enumerate() {
             if seen.insert(key.finding_id.as_str()) {
                 firsts.push(i);
             } else {
@@ -1308,7 +1349,7 @@ impl DynamoStore {
         for chunk in firsts.chunks(MAX_TX_CLAIMS) {
             let run = self
                 .transact_batch(OP, chunk, |i, now, expires| {
-                    let (key, finish) = &items[i];
+                    let (key, owner, finish) = &items[i];
                     let finish = Finishing::from(finish);
                     let id = key.finding_id.as_str();
                     let token = item::new_token();
@@ -1317,7 +1358,7 @@ impl DynamoStore {
                         now,
                         expires,
                         finish.reason(),
-                        true,
+                        Some(*owner),
                         &token,
                     );
                     let h = item::history_item(id, now, key.version, &finish.kind(), expires);
@@ -1348,11 +1389,12 @@ impl DynamoStore {
         }
         failed_condition.sort_by_key(|(i, _, _, _)| *i);
         for (i, token, old, now) in failed_condition {
-            let (key, finish) = &items[i];
+            let (key, owner, finish) = &items[i];
             // The history entry went with the record's write in the transaction.
             let r = self
                 .finish_rest(
                     key,
+                    *owner,
                     finish.into(),
                     now,
                     Written::ConditionFailed(old),
@@ -1364,8 +1406,8 @@ impl DynamoStore {
         }
         single.sort_unstable();
         for i in single {
-            let (key, finish) = &items[i];
-            results[i] = Some(self.finish(key, finish.into()).await);
+            let (key, owner, finish) = &items[i];
+            results[i] = Some(self.finish(key, *owner, finish.into()).await);
         }
         results
             .into_iter()
@@ -1649,8 +1691,8 @@ impl StateStore for DynamoStore {
         let mut known = HashMap::new();
         for chunk in firsts.chunks(MAX_TX_CLAIMS) {
             let tx = self.claim_transaction(reqs, chunk, lease_ms).await?;
-            for i in tx.won {
-                outcomes[i] = Some(ClaimOutcome::New);
+            for (i, owner) in tx.won {
+                outcomes[i] = Some(ClaimOutcome::New { owner });
             }
             rest.extend(tx.single);
             known.extend(tx.known);
@@ -1715,23 +1757,36 @@ impl StateStore for DynamoStore {
             .collect()
     }
 
-    async fn commit(&self, key: &VersionKey, delivery: &Delivery) -> Result<(), StoreError> {
-        Ok(self.finish(key, Finishing::Commit(delivery)).await?)
+    async fn commit(
+        &self,
+        key: &VersionKey,
+        owner: Owner,
+        delivery: &Delivery,
+    ) -> Result<(), StoreError> {
+        Ok(self.finish(key, owner, Finishing::Commit(delivery)).await?)
     }
 
-    async fn release(&self, key: &VersionKey, reason: &str) -> Result<(), StoreError> {
-        Ok(self.finish(key, Finishing::Release(reason)).await?)
+    async fn release(
+        &self,
+        key: &VersionKey,
+        owner: Owner,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        Ok(self.finish(key, owner, Finishing::Release(reason)).await?)
     }
 
     /// One `TransactWriteItems` for a batch whose versions are all the latest (see
     /// `finish_batch`); without transactions, or for one item, the single path.
-    async fn finish_many(&self, items: &[(VersionKey, Finish)]) -> Vec<Result<(), StoreError>> {
+    async fn finish_many(
+        &self,
+        items: &[(VersionKey, Owner, Finish)],
+    ) -> Vec<Result<(), StoreError>> {
         let results = if self.transactions && items.len() > 1 {
             self.finish_batch(items).await
         } else {
             let mut out = Vec::with_capacity(items.len());
-            for (key, finish) in items {
-                out.push(self.finish(key, finish.into()).await);
+            for (key, owner, finish) in items {
+                out.push(self.finish(key, *owner, finish.into()).await);
             }
             out
         };
