@@ -249,7 +249,11 @@ impl Pipeline {
         //    batch already asks for (a redelivered copy, or an older version behind a newer
         //    one) is not claimed now: it follows its holder's outcome, and is claimed once that
         //    is recorded (step 6), so the store counts what it finally was.
-        let (copies, valid, reqs) = split_copies(findings, valid, reqs);
+        //    Without a store (no dedup) every copy is sent.
+        let (copies, valid, reqs) = match &self.store {
+            Some(_) => split_copies(findings, valid, reqs),
+            None => (Vec::new(), valid, reqs),
+        };
         let claims: Vec<(usize, ClaimOutcome)> = match &self.store {
             None => valid
                 .iter()

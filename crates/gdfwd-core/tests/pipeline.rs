@@ -35,6 +35,8 @@ struct MemStore {
     fail_commit_of: Option<String>,
     /// Commits of this finding are refused: another sender claimed it after our lease.
     stale_owner_of: Option<String>,
+    /// Every claim's answer, in order.
+    answers: Mutex<Vec<ClaimOutcome>>,
 }
 
 #[async_trait]
@@ -62,7 +64,7 @@ impl StateStore for MemStore {
             .expect("lock")
             .get(&req.key.finding_id)
             .copied();
-        match (sent, items.get(&req.key.finding_id)) {
+        let answer = match (sent, items.get(&req.key.finding_id)) {
             (Some(newest), _) if v < newest => Ok(ClaimOutcome::Stale { newest }),
             (Some(newest), _) if v == newest => Ok(ClaimOutcome::Duplicate),
             (_, Some((cur, "pending"))) if v <= *cur => Ok(ClaimOutcome::InFlight {
@@ -74,7 +76,11 @@ impl StateStore for MemStore {
                     owner: Owner(u128::from(v.millis().unsigned_abs())),
                 })
             }
+        };
+        if let Ok(a) = &answer {
+            self.answers.lock().expect("lock").push(*a);
         }
+        answer
     }
     async fn commit(
         &self,
@@ -826,4 +832,65 @@ async fn a_claim_batch_refused_for_one_item_is_retried_without_it() {
     assert_eq!(r.outcomes[2], fwd);
     assert_eq!((r.summary.forwarded, r.summary.invalid), (2, 1));
     assert_eq!(sink.received.lock().expect("lock").len(), 2);
+}
+
+/// A commit the store refuses because another sender claimed the version after our lease ran
+/// out is counted as `stale_owner`, never retried as a failure: the events were delivered.
+#[tokio::test]
+async fn a_commit_refused_for_a_stale_owner_is_counted_not_failed() {
+    let store = Arc::new(MemStore {
+        stale_owner_of: Some("f2".into()),
+        ..MemStore::default()
+    });
+    let sink = Arc::new(FakeSink::default());
+    let p = pipeline(store.clone(), sink.clone());
+    let r = p.process(&same_version(&["f1", "f2"]), None).await;
+    assert_eq!(
+        r.outcomes,
+        vec![Outcome::Forwarded { events: 1 }, Outcome::Forwarded { events: 1 }]
+    );
+    assert_eq!((r.summary.stale_owner, r.summary.failed), (1, 0));
+    let committed = store.committed.lock().expect("lock").len();
+    assert_eq!(committed, 1, "only f1's commit was applied");
+}
+
+/// A copy of a version this batch sends is claimed only after the holder's commit, so the
+/// store answers (and counts) what it finally is: a duplicate of the delivered version, or
+/// stale behind the newer one delivered.
+#[tokio::test]
+async fn copies_are_claimed_after_their_holder_is_recorded() {
+    let store = Arc::new(MemStore::default());
+    let sink = Arc::new(FakeSink::default());
+    let p = pipeline(store.clone(), sink.clone());
+    let mut batch = findings(&finding("f1", "1", "2025-01-01T00:00:02Z"));
+    batch.extend(findings(&finding("f1", "1", "2025-01-01T00:00:01Z")));
+    batch.extend(findings(&finding("f1", "1", "2025-01-01T00:00:02Z")));
+    let r = p.process(&batch, None).await;
+    let newest = batch[0].updated_at;
+    assert_eq!(
+        r.outcomes,
+        vec![
+            Outcome::Forwarded { events: 1 },
+            Outcome::Stale { newest },
+            Outcome::Duplicate,
+        ]
+    );
+    // MemStore answers InFlight while a version is pending: only claims made after the
+    // commit get Stale and Duplicate from it.
+    let answers = store.answers.lock().expect("lock").clone();
+    assert_eq!(
+        answers,
+        vec![
+            ClaimOutcome::New {
+                owner: Owner(u128::from(newest.millis().unsigned_abs()))
+            },
+            ClaimOutcome::Stale { newest },
+            ClaimOutcome::Duplicate,
+        ]
+    );
+    assert_eq!(
+        (r.summary.stale, r.summary.duplicates, r.summary.in_flight),
+        (1, 1, 0)
+    );
+    assert_eq!(sink.received.lock().expect("lock").len(), 1);
 }
