@@ -23,6 +23,7 @@ use std::fmt;
 use gdfwd_model::Timestamp;
 use serde::Serialize;
 
+use crate::audit::OutputFormat;
 use crate::store::{FindingHistory, HistoryKind, Status};
 
 /// Which invariant a [`Violation`] breaks.
@@ -158,6 +159,60 @@ pub fn check(h: &FindingHistory, now: Timestamp) -> Vec<Violation> {
     out
 }
 
+impl Rule {
+    /// The rule's name in every output format.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::SentWithoutClaim => "sent_without_claim",
+            Self::PendingPastLease { .. } => "pending_past_lease",
+            Self::OlderSentAfterNewer { .. } => "older_sent_after_newer",
+            Self::SequenceGap { .. } => "sequence_gap",
+            Self::SequenceDuplicate { .. } => "sequence_duplicate",
+            Self::SequenceEnd { .. } => "sequence_end",
+        }
+    }
+}
+
+/// `audit check`'s output for `violations` among `checked` findings. Table: one sentence per
+/// violation, then a count line; JSON: `{"checked": N, "violations": [{finding_id, version,
+/// rule, ...}]}`; CSV: `finding_id,version,rule,detail`.
+pub fn render(violations: &[Violation], checked: usize, format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Json => {
+            let v = serde_json::json!({ "checked": checked, "violations": violations });
+            let mut s = serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string());
+            s.push('\n');
+            s
+        }
+        OutputFormat::Csv => {
+            let rows: Vec<Vec<String>> = violations
+                .iter()
+                .map(|v| {
+                    vec![
+                        v.finding_id.clone(),
+                        v.version.to_rfc3339(),
+                        v.rule.name().to_owned(),
+                        v.to_string(),
+                    ]
+                })
+                .collect();
+            crate::audit::csv(&["finding_id", "version", "rule", "detail"], &rows)
+        }
+        OutputFormat::Table => {
+            let mut out = String::new();
+            for v in violations {
+                out.push_str(&v.to_string());
+                out.push('\n');
+            }
+            out.push_str(&format!(
+                "checked {checked} finding(s): {} violation(s)\n",
+                violations.len()
+            ));
+            out
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,6 +314,22 @@ mod tests {
         assert_eq!(rules(&h, 4).len(), 4, "the lease still runs at 4");
         let shown = check(&h, t(5))[0].to_string();
         assert!(shown.contains("finding f") && shown.contains("no claimed"), "{shown}");
+        let all = check(&h, t(5));
+        let json: serde_json::Value =
+            serde_json::from_str(&render(&all, 1, OutputFormat::Json)).expect("json");
+        assert_eq!(json["checked"], 1);
+        assert_eq!(json["violations"][1]["rule"], "sequence_gap");
+        assert_eq!(json["violations"][1]["seq"], 4);
+        assert_eq!(json["violations"][1]["finding_id"], "f");
+        let table = render(&all, 1, OutputFormat::Table);
+        assert_eq!(table.lines().count(), 6, "{table}");
+        assert!(table.ends_with("checked 1 finding(s): 5 violation(s)\n"), "{table}");
+        let csv = render(&all, 1, OutputFormat::Csv);
+        assert!(csv.starts_with("finding_id,version,rule,detail\n"), "{csv}");
+        assert_eq!(
+            render(&[], 3, OutputFormat::Table),
+            "checked 3 finding(s): 0 violation(s)\n"
+        );
     }
 
     #[test]
