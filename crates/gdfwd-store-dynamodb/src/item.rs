@@ -269,7 +269,8 @@ pub(crate) fn record_from(item: &Item) -> DecodeResult<FindingRecord> {
         failures: get_count(item, FAILURES)?,
         last_error: get_opt_s(item, LAST_ERROR)?,
         expires_at: get_ts(item, EXPIRES_MS)?,
-        owner: get_opt_s(item, CLAIM_TOKEN)?.map(|t| owner_of(&t)),
+        // A token this build cannot read (an older gdfwd's) is nobody's: refused as stale.
+        owner: get_opt_s(item, CLAIM_TOKEN)?.and_then(|t| t.parse().ok()),
         seq: get_opt_i64(item, SEQ_NO)?
             .and_then(|n| u64::try_from(n).ok())
             .unwrap_or(0),

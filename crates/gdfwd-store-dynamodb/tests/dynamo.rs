@@ -8,7 +8,7 @@ use gdfwd_core::store::{
     ClaimOutcome, ClaimRequest, Delivery, FindingHistory, Finish, HistoryKind, Owner, StateStore,
     Status, VersionKey,
 };
-use gdfwd_core::{ManualClock, StoreError};
+use gdfwd_core::{Clock, ManualClock, StoreError};
 use gdfwd_model::{FindingMeta, Timestamp};
 use gdfwd_store_dynamodb::{
     CreateOutcome, DEFAULT_RETENTION, DynamoStore, client, client_with_retries, create_table,
@@ -636,4 +636,111 @@ async fn a_transaction_refused_for_one_item_fails_only_that_item() {
             "{id}"
         );
     }
+}
+
+/// A record and history an older gdfwd wrote (no owner token it can match, no `seq`, history
+/// keys ordered by time) still read: its entries in their old order, unnumbered. New writes
+/// number theirs from 1 after them, a commit by a claim that gdfwd made is refused as a stale
+/// owner's, and `audit check` finds the mixed history in order.
+#[tokio::test]
+async fn records_of_an_older_gdfwd_still_read_and_continue_numbered() {
+    use aws_sdk_dynamodb::types::AttributeValue as A;
+    let table = unique_name("gdfwd-legacy");
+    let raw = client(&sdk_config().await);
+    create_table(&raw, &table).await.expect("create table");
+    let clock = clock();
+    let t0 = clock.now().millis();
+    let store = DynamoStore::new(raw.clone(), table.clone(), clock.clone(), DEFAULT_RETENTION);
+    let s = |v: &str| A::S(v.to_owned());
+    let n = |v: i64| A::N(v.to_string());
+    let exp = t0 + 86_400_000;
+    let put = |item: Vec<(&str, A)>| {
+        let raw = raw.clone();
+        let table = table.clone();
+        let item: std::collections::HashMap<String, A> =
+            item.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        async move {
+            raw.put_item()
+                .table_name(table)
+                .set_item(Some(item))
+                .send()
+                .await
+                .expect("put legacy item");
+        }
+    };
+    put(vec![
+        ("pk", s("F#old")),
+        ("sk", s("R")),
+        ("finding_id", s("old")),
+        ("account_id", s("111122223333")),
+        ("region", s("eu-west-1")),
+        ("latest_version", n(2)),
+        ("status", s("pending")),
+        ("lease_until", n(t0 + 300_000)),
+        ("first_seen", n(t0 - 2000)),
+        ("last_seen", n(t0 - 1000)),
+        ("updated_at", n(t0 - 1000)),
+        ("versions_sent", n(1)),
+        ("duplicates", n(0)),
+        ("stale", n(0)),
+        ("failures", n(0)),
+        ("sent_version", n(1)),
+        ("claim_token", s("legacy-token")),
+        ("expires_at_ms", n(exp)),
+        ("expires_at", n(exp / 1000)),
+        ("gsi1pk", s("A#111122223333")),
+        ("gsi1sk", s(&format!("{:015}#old", t0 - 1000))),
+    ])
+    .await;
+    // Written out of time order (the second one first): the key orders them by time.
+    for (at, version, kind) in [
+        (t0 - 1000, 2, r#"{"kind":"claimed"}"#),
+        (t0 - 2000, 1, r#"{"kind":"claimed"}"#),
+        (t0 - 1500, 1, r#"{"kind":"sent","event_ids":["e"],"request_id":null}"#),
+    ] {
+        put(vec![
+            ("pk", s("F#old")),
+            ("sk", s(&format!("H#{at:015}#000000000001#0000abcd"))),
+            ("at", n(at)),
+            ("version", n(version)),
+            ("kind", s(kind)),
+            ("expires_at_ms", n(exp)),
+            ("expires_at", n(exp / 1000)),
+        ])
+        .await;
+    }
+    let h = history(&store, "old").await;
+    let got: Vec<_> = h
+        .entries
+        .iter()
+        .map(|e| (e.seq, e.at.millis() - t0, e.version.millis()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![(None, -2000, 1), (None, -1500, 1), (None, -1000, 2)],
+        "time order, unnumbered"
+    );
+    assert_eq!(h.record.seq, 0);
+
+    // The old process's claim of version 2 is not this gdfwd's: its commit is refused...
+    let refused = store
+        .commit(&req("old", 2).key, Owner::NONE, &Delivery::default())
+        .await;
+    assert!(matches!(refused, Err(StoreError::StaleOwner { .. })), "{refused:?}");
+    // ...and once its lease ended, a new claim takes it, numbered after the old entries.
+    clock.advance(LEASE + Duration::from_secs(1));
+    assert_eq!(store.claim_t(&req("old", 2), LEASE).await.expect("claim"), NEW);
+    store
+        .commit_t(&req("old", 2).key, &Delivery::default())
+        .await
+        .expect("commit");
+    let h = history(&store, "old").await;
+    let seqs: Vec<Option<u64>> = h.entries.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![None, None, None, Some(1), Some(2)]);
+    assert_eq!((h.record.seq, h.record.versions_sent), (2, 2));
+    assert_eq!(
+        gdfwd_core::audit_check::check(&h, clock.now()),
+        vec![],
+        "{h:?}"
+    );
 }

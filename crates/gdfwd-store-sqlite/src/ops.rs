@@ -83,7 +83,7 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<Findin
         // An owner this build cannot read matches no caller: its commit is refused as stale.
         owner: row
             .get::<_, Option<String>>(18)?
-            .map(|o| o.parse().unwrap_or(Owner::NONE)),
+            .and_then(|o| o.parse().ok()),
         seq: count(row.get(19)?),
     }))
 }
