@@ -172,13 +172,8 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
             };
             let store = common.store.open_existing(clock.clone()).await?;
             let records = store.list(&query).await?;
-            let violations = check_all(
-                store.as_ref(),
-                &records,
-                concurrency.max(1),
-                clock.now(),
-            )
-            .await?;
+            let violations =
+                check_all(store.as_ref(), &records, concurrency.max(1), clock.now()).await?;
             let format = output(common.output);
             print!(
                 "{}",

@@ -85,8 +85,7 @@ async fn concurrent_forwards_with_a_kill_leave_an_audit_trail_without_violations
         let out = gdfwd(&["audit", "check", "--output", "json"], dir)
             .output()
             .expect("audit check");
-        let report: serde_json::Value =
-            serde_json::from_slice(&out.stdout).expect("check JSON");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("check JSON");
         (out.status.code(), report)
     };
 

@@ -493,8 +493,13 @@ fn event_name(k: &HistoryKind) -> &'static str {
 /// An entry as JSON values in [`HISTORY_FIELDS`] order (without `finding_id`).
 fn entry_values(e: &HistoryEntry) -> Vec<Value> {
     let time = |t: &Timestamp| Value::String(t.to_rfc3339());
-    let (mut ids, mut request, mut newest, mut lease, mut reason) =
-        (Value::Null, Value::Null, Value::Null, Value::Null, Value::Null);
+    let (mut ids, mut request, mut newest, mut lease, mut reason) = (
+        Value::Null,
+        Value::Null,
+        Value::Null,
+        Value::Null,
+        Value::Null,
+    );
     match &e.kind {
         HistoryKind::Sent {
             event_ids,

@@ -126,8 +126,7 @@ pub fn check(h: &FindingHistory, now: Timestamp) -> Vec<Violation> {
                 if !claimed.contains(&e.version) {
                     out.push(v(e.version, Rule::SentWithoutClaim));
                 }
-                if let Some(&(_, newer)) = claimed_late.iter().find(|(ver, _)| *ver == e.version)
-                {
+                if let Some(&(_, newer)) = claimed_late.iter().find(|(ver, _)| *ver == e.version) {
                     out.push(v(e.version, Rule::OlderSentAfterNewer { newer }));
                 }
                 newest_sent = Some(newest_sent.map_or(e.version, |n| n.max(e.version)));
@@ -313,7 +312,10 @@ mod tests {
         );
         assert_eq!(rules(&h, 4).len(), 4, "the lease still runs at 4");
         let shown = check(&h, t(5))[0].to_string();
-        assert!(shown.contains("finding f") && shown.contains("no claimed"), "{shown}");
+        assert!(
+            shown.contains("finding f") && shown.contains("no claimed"),
+            "{shown}"
+        );
         let all = check(&h, t(5));
         let json: serde_json::Value =
             serde_json::from_str(&render(&all, 1, OutputFormat::Json)).expect("json");
@@ -323,7 +325,10 @@ mod tests {
         assert_eq!(json["violations"][1]["finding_id"], "f");
         let table = render(&all, 1, OutputFormat::Table);
         assert_eq!(table.lines().count(), 6, "{table}");
-        assert!(table.ends_with("checked 1 finding(s): 5 violation(s)\n"), "{table}");
+        assert!(
+            table.ends_with("checked 1 finding(s): 5 violation(s)\n"),
+            "{table}"
+        );
         let csv = render(&all, 1, OutputFormat::Csv);
         assert!(csv.starts_with("finding_id,version,rule,detail\n"), "{csv}");
         assert_eq!(

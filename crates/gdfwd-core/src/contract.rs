@@ -244,12 +244,11 @@ const NEW: ClaimOutcome = ClaimOutcome::New { owner: Owner::NONE };
 
 /// The owner of the last winning claim each case made, per store (its `describe`), finding and
 /// version: what the sender that claimed it would hold.
-static OWNERS: std::sync::Mutex<
-    std::collections::BTreeMap<(String, String, Timestamp), Owner>,
-> = std::sync::Mutex::new(std::collections::BTreeMap::new());
+static OWNERS: std::sync::Mutex<std::collections::BTreeMap<(String, String, Timestamp), Owner>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
 
-fn owners() -> std::sync::MutexGuard<'static, std::collections::BTreeMap<(String, String, Timestamp), Owner>>
-{
+fn owners()
+-> std::sync::MutexGuard<'static, std::collections::BTreeMap<(String, String, Timestamp), Owner>> {
     OWNERS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -680,10 +679,7 @@ where
         (e.status, e.versions_sent, e.failures),
         (Status::Sent, 1, 1)
     );
-    assert_eq!(
-        claim(batch_store.as_ref(), &req("b", v(1))).await,
-        NEW
-    );
+    assert_eq!(claim(batch_store.as_ref(), &req("b", v(1))).await, NEW);
     assert!(batch_store.finish_many(&[]).await.is_empty(), "empty batch");
 }
 
@@ -753,10 +749,7 @@ where
     let m1 = meta("111122223333", "Recon:EC2/Portscan", 2.0, "first title");
     let m2 = meta("111122223333", "Recon:EC2/Portscan", 8.5, "second title");
     let m_old = meta("999988887777", "Other:Type", 1.0, "stale title");
-    assert_eq!(
-        claim(s, &req_with("a", v(1), m1.clone())).await,
-        NEW
-    );
+    assert_eq!(claim(s, &req_with("a", v(1), m1.clone())).await, NEW);
     assert_eq!(
         claim(s, &req_with("a", v(1), m1.clone())).await,
         in_flight(t0)
@@ -776,10 +769,7 @@ where
         );
     }
     clock.advance(secs(5));
-    assert_eq!(
-        claim(s, &req_with("a", v(2), m2.clone())).await,
-        NEW
-    );
+    assert_eq!(claim(s, &req_with("a", v(2), m2.clone())).await, NEW);
     assert_eq!(
         claim(s, &req_with("a", v(0), m_old)).await,
         ClaimOutcome::Stale { newest: v(1) },
@@ -787,10 +777,7 @@ where
     );
     release(s, &key("a", v(2)), "timeout").await;
     clock.advance(secs(5));
-    assert_eq!(
-        claim(s, &req_with("a", v(2), m2.clone())).await,
-        NEW
-    );
+    assert_eq!(claim(s, &req_with("a", v(2), m2.clone())).await, NEW);
     let last_claim = clock.now();
     clock.advance(secs(5));
     commit(s, &key("a", v(2))).await;
@@ -921,10 +908,7 @@ where
     clock.advance(secs(60));
     let t_f3 = clock.now();
     let m3 = meta(acc1, "UnauthorizedAccess:IAMUser/TorIPCaller", 8.0, "three");
-    assert_eq!(
-        claim(s, &req_with("f3", v(2), m3.clone())).await,
-        NEW
-    );
+    assert_eq!(claim(s, &req_with("f3", v(2), m3.clone())).await, NEW);
     commit(s, &key("f3", v(2))).await;
     assert_eq!(
         claim(s, &req_with("f3", v(1), m3.clone())).await,
@@ -1139,11 +1123,7 @@ where
     let s = make(st).await;
     let s = s.as_ref();
     assert_eq!(claim(s, &req("a", v(1))).await, NEW);
-    assert_eq!(
-        claim(s, &req("a", v(2))).await,
-        NEW,
-        "newer wins"
-    );
+    assert_eq!(claim(s, &req("a", v(2))).await, NEW, "newer wins");
     commit(s, &key("a", v(1))).await;
     let r = record(s, "a").await;
     assert_eq!(
@@ -1345,7 +1325,9 @@ where
     let first = first.owner().expect("the first claim wins");
     clock.advance(LEASE + secs(1));
     let second = s.claim(&req("a", v(1)), LEASE).await.expect("re-claim");
-    let second = second.owner().expect("the lease ended: the second claim wins");
+    let second = second
+        .owner()
+        .expect("the lease ended: the second claim wins");
     assert_ne!(first, second, "every claim has its own owner token");
     let before = history(s, "a").await;
     let d = delivery(&["late"], "req-late");
@@ -1377,7 +1359,10 @@ where
         .await
         .expect("the current owner commits");
     let r = record(s, "a").await;
-    assert_eq!((r.status, r.versions_sent, r.failures), (Status::Sent, 1, 0));
+    assert_eq!(
+        (r.status, r.versions_sent, r.failures),
+        (Status::Sent, 1, 0)
+    );
 }
 
 /// Two writers interleaving claims, commits and releases of one finding leave a history whose
@@ -1416,8 +1401,16 @@ where
     let h = history(s, "hot").await.expect("history");
     let seqs: Vec<Option<u64>> = h.entries.iter().map(|e| e.seq).collect();
     let want: Vec<Option<u64>> = (1..=h.entries.len() as u64).map(Some).collect();
-    assert_eq!(seqs, want, "no gap, no duplicate, in order: {:?}", h.entries);
-    assert_eq!(h.record.seq, h.entries.len() as u64, "the record counts them");
+    assert_eq!(
+        seqs, want,
+        "no gap, no duplicate, in order: {:?}",
+        h.entries
+    );
+    assert_eq!(
+        h.record.seq,
+        h.entries.len() as u64,
+        "the record counts them"
+    );
     assert_eq!(
         crate::audit_check::check(&h, clock.now()),
         vec![],

@@ -25,9 +25,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::enrich::AccountResolver;
 use crate::error::StoreError;
 use crate::sink::{EventOutcome, OutEvent, SendStats, Sink};
-use crate::store::{
-    ClaimOutcome, ClaimRequest, Delivery, Finish, Owner, StateStore, VersionKey,
-};
+use crate::store::{ClaimOutcome, ClaimRequest, Delivery, Finish, Owner, StateStore, VersionKey};
 
 /// Default claim lease: long enough for a slow send with retries, short enough that a crashed
 /// sender's findings are picked up again soon (must stay below the SQS visibility timeout).
@@ -257,14 +255,7 @@ impl Pipeline {
         let claims: Vec<(usize, ClaimOutcome)> = match &self.store {
             None => valid
                 .iter()
-                .map(|&i| {
-                    (
-                        i,
-                        ClaimOutcome::New {
-                            owner: Owner::NONE,
-                        },
-                    )
-                })
+                .map(|&i| (i, ClaimOutcome::New { owner: Owner::NONE }))
                 .collect(),
             Some(store) => {
                 let failure = match store.claim_many(&reqs, self.lease).await {
@@ -496,7 +487,10 @@ impl Pipeline {
                         // refused): this copy holds a claim it did not send with; free it.
                         ClaimOutcome::New { owner } => {
                             let reason = "claimed after its batch had sent; left for a retry";
-                            if let Err(e) = store.release(&version_key(&findings[i]), owner, reason).await {
+                            if let Err(e) = store
+                                .release(&version_key(&findings[i]), owner, reason)
+                                .await
+                            {
                                 tracing::warn!(finding = %findings[i].id, error = %e, "releasing a copy's claim failed; it frees itself when the lease ends");
                             }
                             Outcome::Failed {

@@ -14,8 +14,8 @@ use gdfwd_model::Timestamp;
 
 use crate::error::StoreError;
 use crate::store::{
-    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, ListQuery, Owner, StateStore,
-    VersionKey, judge_claim,
+    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, ListQuery, Owner,
+    StateStore, VersionKey, judge_claim,
 };
 
 #[derive(Debug)]
@@ -158,15 +158,21 @@ mod tests {
             }
         );
         let ended = record(Status::Pending, 100, Some(1_000));
-        assert_eq!(judge_claim(Some(&ended), v, now), ClaimOutcome::New {
-            owner: crate::store::Owner::NONE
-        });
+        assert_eq!(
+            judge_claim(Some(&ended), v, now),
+            ClaimOutcome::New {
+                owner: crate::store::Owner::NONE
+            }
+        );
         let sent = record(Status::Sent, 100, None);
         assert_eq!(judge_claim(Some(&sent), v, now), ClaimOutcome::Duplicate);
         let failed = record(Status::Failed, 100, None);
-        assert_eq!(judge_claim(Some(&failed), v, now), ClaimOutcome::New {
-            owner: crate::store::Owner::NONE
-        });
+        assert_eq!(
+            judge_claim(Some(&failed), v, now),
+            ClaimOutcome::New {
+                owner: crate::store::Owner::NONE
+            }
+        );
         let newer = record(Status::Sent, 200, None);
         assert_eq!(
             judge_claim(Some(&newer), v, now),
@@ -174,8 +180,11 @@ mod tests {
                 newest: Timestamp::from_millis(200)
             }
         );
-        assert_eq!(judge_claim(None, v, now), ClaimOutcome::New {
-            owner: crate::store::Owner::NONE
-        });
+        assert_eq!(
+            judge_claim(None, v, now),
+            ClaimOutcome::New {
+                owner: crate::store::Owner::NONE
+            }
+        );
     }
 }

@@ -92,9 +92,7 @@ pub enum ClaimOutcome {
 /// newest version **delivered**, never against a claim: a version that failed, was refused or
 /// whose sender died must not keep older versions from being sent.
 pub fn judge_claim(record: Option<&FindingRecord>, v: Timestamp, now: Timestamp) -> ClaimOutcome {
-    let new = ClaimOutcome::New {
-        owner: Owner::NONE,
-    };
+    let new = ClaimOutcome::New { owner: Owner::NONE };
     let Some(r) = record else {
         return new;
     };

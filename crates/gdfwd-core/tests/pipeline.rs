@@ -11,8 +11,8 @@ use gdfwd_core::enrich::{AccountResolver, EnrichStats};
 use gdfwd_core::pipeline::{Outcome, Pipeline};
 use gdfwd_core::sink::{EventOutcome, OutEvent, SendReport, SendStats, Sink};
 use gdfwd_core::store::{
-    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, Finish, ListQuery,
-    Owner, StateStore, VersionKey,
+    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, Finish, ListQuery, Owner,
+    StateStore, VersionKey,
 };
 use gdfwd_model::{Enrichment, Finding, Format, Item, Timestamp, parse_document};
 
@@ -657,10 +657,13 @@ async fn a_version_in_flight_elsewhere_is_left_for_a_retry_and_copies_follow_the
     // Another sender holds f1.
     let f1 = findings(&finding("f1", "1", "2025-01-01T00:00:01Z"));
     let other = gdfwd_core::pipeline::claim_request(&f1[0]);
-    assert!((store
+    assert!(
+        (store
             .claim(&other, Duration::from_secs(300))
             .await
-            .expect("claim")).is_new());
+            .expect("claim"))
+        .is_new()
+    );
     // f2 (the first event sent) fails retryably; f3 is delivered; each has a copy in the batch.
     sink.fail_503_at(0);
     let p = pipeline(store.clone(), sink.clone());
@@ -847,7 +850,10 @@ async fn a_commit_refused_for_a_stale_owner_is_counted_not_failed() {
     let r = p.process(&same_version(&["f1", "f2"]), None).await;
     assert_eq!(
         r.outcomes,
-        vec![Outcome::Forwarded { events: 1 }, Outcome::Forwarded { events: 1 }]
+        vec![
+            Outcome::Forwarded { events: 1 },
+            Outcome::Forwarded { events: 1 }
+        ]
     );
     assert_eq!((r.summary.stale_owner, r.summary.failed), (1, 0));
     let committed = store.committed.lock().expect("lock").len();

@@ -333,7 +333,11 @@ mod tests {
     fn history_keys_sort_by_incarnation_then_sequence_after_old_ones() {
         let t = Timestamp::from_millis(1_700_000_000_000);
         let slot = |seq| Slot { first_seen: t, seq };
-        let (a, b, c) = (history_sk(slot(2)), history_sk(slot(10)), history_sk(slot(1_000)));
+        let (a, b, c) = (
+            history_sk(slot(2)),
+            history_sk(slot(10)),
+            history_sk(slot(1_000)),
+        );
         assert!(a < b && b < c, "{a} < {b} < {c}");
         // An older gdfwd's key (time, counter, process tag) sorts before every numbered one.
         let old = format!("{HISTORY_PREFIX}{}#000000000007#0000abcd", ms15(t));

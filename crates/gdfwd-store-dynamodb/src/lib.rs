@@ -1014,7 +1014,10 @@ impl DynamoStore {
                 match self.update_record(OP, id, e, update, condition).await? {
                     Written::Ok => {
                         self.wrote(id, slot);
-                        return Ok((ClaimOutcome::New { owner }, hist(HistoryKind::Claimed, slot)));
+                        return Ok((
+                            ClaimOutcome::New { owner },
+                            hist(HistoryKind::Claimed, slot),
+                        ));
                     }
                     Written::ConditionFailed(Some(old)) => old,
                     // No record: it expired and was deleted (our guess was stale); re-run.
@@ -1041,7 +1044,10 @@ impl DynamoStore {
                 tokens.push((token, slot));
                 if fresh? {
                     self.wrote(id, slot);
-                    return Ok((ClaimOutcome::New { owner }, hist(HistoryKind::Claimed, slot)));
+                    return Ok((
+                        ClaimOutcome::New { owner },
+                        hist(HistoryKind::Claimed, slot),
+                    ));
                 }
                 continue;
             }
@@ -1053,7 +1059,10 @@ impl DynamoStore {
                 if let Some((token, slot)) = tokens.iter().find(|(t, _)| t == mine) {
                     self.wrote(id, *slot);
                     let owner = item::owner_of(token);
-                    return Ok((ClaimOutcome::New { owner }, hist(HistoryKind::Claimed, *slot)));
+                    return Ok((
+                        ClaimOutcome::New { owner },
+                        hist(HistoryKind::Claimed, *slot),
+                    ));
                 }
             }
             // 4. The claim lost: the old record says why, by the rule the condition encodes.
@@ -1529,8 +1538,7 @@ impl DynamoStore {
                         &token,
                         self.guess(id),
                     );
-                    let h =
-                        item::history_item(id, slot, now, key.version, &finish.kind(), expires);
+                    let h = item::history_item(id, slot, now, key.version, &finish.kind(), expires);
                     Ok((
                         self.tx_update(OP, id, e, u, c)?,
                         self.tx_put(OP, h)?,

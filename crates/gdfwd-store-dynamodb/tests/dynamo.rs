@@ -69,7 +69,10 @@ trait AsClaimant {
 
 impl AsClaimant for DynamoStore {
     async fn claim_t(&self, r: &ClaimRequest, lease: Duration) -> Result<ClaimOutcome, StoreError> {
-        Ok(self.claim_many_t(std::slice::from_ref(r), lease).await?.remove(0))
+        Ok(self
+            .claim_many_t(std::slice::from_ref(r), lease)
+            .await?
+            .remove(0))
     }
     async fn claim_many_t(
         &self,
@@ -228,7 +231,10 @@ async fn throttled_writes_are_retried_and_the_claim_succeeds() {
     assert_eq!(proxy.count("UpdateItem"), 3, "two throttled, one through");
     // The claim really happened: the same version is now a duplicate.
     proxy.fail_next(1, Fault::Throttling, Some("UpdateItem"));
-    assert_eq!(store.claim_t(&req("a", 1), LEASE).await.expect("claim"), HELD);
+    assert_eq!(
+        store.claim_t(&req("a", 1), LEASE).await.expect("claim"),
+        HELD
+    );
 }
 
 #[tokio::test]
@@ -428,7 +434,10 @@ async fn requests_per_claim() {
     assert_eq!(proxy.count("GetItem") + proxy.count("Query"), 0, "no read");
 
     proxy.reset_counts();
-    assert_eq!(store.claim_t(&req("a", 1), LEASE).await.expect("claim"), HELD);
+    assert_eq!(
+        store.claim_t(&req("a", 1), LEASE).await.expect("claim"),
+        HELD
+    );
     assert_eq!(
         proxy.count("UpdateItem"),
         2,
@@ -696,7 +705,11 @@ async fn records_of_an_older_gdfwd_still_read_and_continue_numbered() {
     for (at, version, kind) in [
         (t0 - 1000, 2, r#"{"kind":"claimed"}"#),
         (t0 - 2000, 1, r#"{"kind":"claimed"}"#),
-        (t0 - 1500, 1, r#"{"kind":"sent","event_ids":["e"],"request_id":null}"#),
+        (
+            t0 - 1500,
+            1,
+            r#"{"kind":"sent","event_ids":["e"],"request_id":null}"#,
+        ),
     ] {
         put(vec![
             ("pk", s("F#old")),
@@ -726,10 +739,16 @@ async fn records_of_an_older_gdfwd_still_read_and_continue_numbered() {
     let refused = store
         .commit(&req("old", 2).key, Owner::NONE, &Delivery::default())
         .await;
-    assert!(matches!(refused, Err(StoreError::StaleOwner { .. })), "{refused:?}");
+    assert!(
+        matches!(refused, Err(StoreError::StaleOwner { .. })),
+        "{refused:?}"
+    );
     // ...and once its lease ended, a new claim takes it, numbered after the old entries.
     clock.advance(LEASE + Duration::from_secs(1));
-    assert_eq!(store.claim_t(&req("old", 2), LEASE).await.expect("claim"), NEW);
+    assert_eq!(
+        store.claim_t(&req("old", 2), LEASE).await.expect("claim"),
+        NEW
+    );
     store
         .commit_t(&req("old", 2).key, &Delivery::default())
         .await

@@ -5,9 +5,8 @@
 //! and the write). The rules are the port's contract, spelled out in `docs/state-store.md`.
 
 use gdfwd_core::store::{
-    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, FinishCheck,
-    HistoryEntry, HistoryKind, ListQuery, Owner, Status, StatusFilter, VersionKey, judge_claim,
-    judge_finish,
+    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, FinishCheck, HistoryEntry,
+    HistoryKind, ListQuery, Owner, Status, StatusFilter, VersionKey, judge_claim, judge_finish,
 };
 use gdfwd_model::{FindingMeta, Timestamp};
 use rusqlite::types::Value;
@@ -254,7 +253,15 @@ pub(crate) fn claim(
                  WHERE finding_id = ?1",
                 params![id, now.millis(), expires],
             )?;
-            add_history(inner, tx, OP, id, now, v, &HistoryKind::InFlight { lease_until })?;
+            add_history(
+                inner,
+                tx,
+                OP,
+                id,
+                now,
+                v,
+                &HistoryKind::InFlight { lease_until },
+            )?;
         }
         ClaimOutcome::Duplicate => {
             exec(

@@ -79,7 +79,11 @@ async fn locked_file_is_unavailable_naming_the_path_then_recovers() {
         &path,
         "commit",
     );
-    assert_unavailable_naming(store.release(&key, Owner::NONE, "x").await, &path, "release");
+    assert_unavailable_naming(
+        store.release(&key, Owner::NONE, "x").await,
+        &path,
+        "release",
+    );
     assert_unavailable_naming(
         store
             .kv_put("alias", "1", "a", Duration::from_secs(60))
@@ -140,10 +144,7 @@ async fn two_stores_on_one_file_race_to_exactly_one_new() {
     let (ra, rb) = tokio::join!(a.claim_many(&batch, LEASE), b.claim_many(&batch, LEASE));
     let (ra, rb) = (ra.expect("batch a"), rb.expect("batch b"));
     for i in 0..50 {
-        let news = [ra[i], rb[i]]
-            .iter()
-            .filter(|o| o.is_new())
-            .count();
+        let news = [ra[i], rb[i]].iter().filter(|o| o.is_new()).count();
         assert_eq!(news, 1, "f{i}: {:?} / {:?}", ra[i], rb[i]);
     }
 }
