@@ -215,7 +215,7 @@ pub fn render(violations: &[Violation], checked: usize, format: OutputFormat) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{FindingRecord, HistoryEntry};
+    use crate::store::HistoryEntry;
 
     fn t(ms: i64) -> Timestamp {
         Timestamp::from_millis(ms)
@@ -239,27 +239,11 @@ mod tests {
 
     fn history(status: Status, lease: Option<i64>, entries: Vec<HistoryEntry>) -> FindingHistory {
         let seq = entries.iter().filter_map(|e| e.seq).max().unwrap_or(0);
-        FindingHistory {
-            record: FindingRecord {
-                finding_id: "f".into(),
-                meta: Default::default(),
-                latest_version: t(2),
-                sent_version: None,
-                status,
-                lease_until: lease.map(t),
-                first_seen: t(0),
-                last_seen: t(0),
-                versions_sent: 0,
-                duplicates: 0,
-                stale: 0,
-                failures: 0,
-                last_error: None,
-                expires_at: t(i64::MAX),
-                owner: None,
-                seq,
-            },
-            entries,
-        }
+        // The preview's test record: finding `f`, version 2, no delivery.
+        let mut record = crate::preview::tests::record(status, 2, lease);
+        record.sent_version = None;
+        record.seq = seq;
+        FindingHistory { record, entries }
     }
 
     fn rules(h: &FindingHistory, now: i64) -> Vec<(i64, Rule)> {

@@ -119,11 +119,12 @@ impl StateStore for PreviewStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::Status;
 
-    fn record(status: Status, latest: i64, lease_until: Option<i64>) -> FindingRecord {
+    /// A record of finding `f` at version `latest` (sent when `status` is), other fields empty.
+    pub(crate) fn record(status: Status, latest: i64, lease_until: Option<i64>) -> FindingRecord {
         let t = Timestamp::from_millis;
         FindingRecord {
             finding_id: "f".into(),
