@@ -175,7 +175,7 @@ mod tests {
         assert_eq!(directive["Dimensions"], json!([["FunctionName"]]));
         assert_eq!(doc["_aws"]["Timestamp"], 1_700_000_000_000_i64);
         let declared = directive["Metrics"].as_array().expect("metrics array");
-        assert_eq!(declared.len(), 18);
+        assert_eq!(declared.len(), 19);
         for d in declared {
             let name = d["Name"].as_str().expect("name");
             assert!(doc[name].is_u64(), "{name} has a numeric value");
