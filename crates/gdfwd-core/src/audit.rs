@@ -122,7 +122,8 @@ pub struct StatsRow {
 
 /// Versions of a finding the forwarder received, defined from the counters as
 /// `versions_sent + duplicates + stale + failures + (1 if pending)`: every claim ends as exactly
-/// one of sent, duplicate, stale, failed, or is still pending. It over-counts a version that
+/// one of sent, duplicate, stale, failed, or is still pending (an answer in flight is not an
+/// end: its copy comes back and ends as one of those). It over-counts a version that
 /// failed and was then sent on retry (one version, two attempts), and under-counts a claim whose
 /// lease ran out and was re-claimed (no counter records the abandoned attempt); the store's
 /// history has the exact story for one finding.

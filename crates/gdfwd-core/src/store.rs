@@ -6,8 +6,8 @@
 //! - `claim` decides as [`judge_claim`] does on the finding's record: [`ClaimOutcome::Stale`]
 //!   only when a newer version was **delivered**; [`ClaimOutcome::Duplicate`] when this exact
 //!   version was delivered; [`ClaimOutcome::InFlight`] when this version or a newer one is
-//!   under another live lease (counted as a duplicate too, but not known delivered: its holder
-//!   may still fail); otherwise [`ClaimOutcome::New`] (never seen, newer than every claim, or
+//!   under another live lease (recorded in the history but counted nowhere: not a final answer,
+//!   its holder may still fail); otherwise [`ClaimOutcome::New`] (never seen, newer than every claim, or
 //!   the claim that stood in its way was released or its lease ended). A claim that failed or
 //!   was refused therefore never blocks an older version;
 //! - every winning claim carries a random [`Owner`] token; `commit` (marks the version sent)
@@ -361,7 +361,8 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         None
     }
 
-    /// Claims one version under a lease of `lease`. Counts duplicates and stale suppressions.
+    /// Claims one version under a lease of `lease`. Counts duplicates and stale suppressions
+    /// (final answers; an answer in flight is only recorded in the history).
     async fn claim(&self, req: &ClaimRequest, lease: Duration) -> Result<ClaimOutcome, StoreError>;
 
     /// Claims several versions; outcomes in input order. Backends may batch the writes, but the
