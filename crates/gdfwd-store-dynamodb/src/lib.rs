@@ -322,6 +322,25 @@ impl DynamoStore {
         self.stripes.get(i).unwrap_or(&self.stripes[0])
     }
 
+    /// Holds the stripes of `keys`' findings like a single write does, taken in stripe order
+    /// so that two batches never wait for each other crosswise. Never held across a call that
+    /// takes a stripe itself.
+    async fn lock_stripes<'k>(
+        &self,
+        keys: impl Iterator<Item = &'k VersionKey>,
+    ) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = keys.map(|k| Self::stripe_index(&k.finding_id)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for s in stripes {
+            if let Some(m) = self.stripes.get(s) {
+                guards.push(m.lock().await);
+            }
+        }
+        guards
+    }
+
     fn stripe_index(id: &str) -> usize {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -648,21 +667,9 @@ impl DynamoStore {
         lease_ms: i64,
     ) -> Result<TxClaims, DynamoStoreError> {
         const OP: &str = "claim_many";
-        // Hold the findings' stripes like the single path does, taken in index order so that
-        // two batches never wait for each other crosswise.
-        let mut stripes: Vec<usize> = idxs
-            .iter()
-            .filter_map(|&i| reqs.get(i))
-            .map(|r| Self::stripe_index(&r.key.finding_id))
-            .collect();
-        stripes.sort_unstable();
-        stripes.dedup();
-        let mut guards = Vec::with_capacity(stripes.len());
-        for s in stripes {
-            if let Some(m) = self.stripes.get(s) {
-                guards.push(m.lock().await);
-            }
-        }
+        let guards = self
+            .lock_stripes(idxs.iter().filter_map(|&i| reqs.get(i)).map(|r| &r.key))
+            .await;
         let run = self
             .transact_batch(OP, idxs, |i, now, expires| {
                 let r = &reqs[i];
@@ -1358,6 +1365,10 @@ impl DynamoStore {
         let id = key.finding_id.as_str();
         let v = key.version;
         let never = "the finding was never claimed (or its record expired)";
+        // Writes of one finding from this process queue here, as claims do: each would only
+        // fail the other's history-count condition (and moto applies concurrent conditional
+        // updates of one item non-atomically).
+        let _serial = self.stripe(id).lock().await;
         for _ in 0..MAX_CLAIM_LOOPS {
             let now = self.clock.now();
             let expires = self.expiry(now);
@@ -1523,6 +1534,9 @@ impl DynamoStore {
         type Failed = (usize, (String, item::Slot), Option<Item>, Timestamp);
         let mut failed_condition: Vec<Failed> = Vec::new();
         for chunk in firsts.chunks(MAX_TX_CLAIMS) {
+            let guards = self
+                .lock_stripes(chunk.iter().filter_map(|&i| items.get(i)).map(|it| &it.0))
+                .await;
             let run = self
                 .transact_batch(OP, chunk, |i, now, expires| {
                     let (key, owner, finish) = &items[i];
@@ -1546,6 +1560,7 @@ impl DynamoStore {
                     ))
                 })
                 .await;
+            drop(guards);
             match run {
                 Ok(run) => {
                     for (i, (_, slot)) in run.applied {
