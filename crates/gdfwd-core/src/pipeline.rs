@@ -409,7 +409,10 @@ impl Pipeline {
         }
 
         // 6. Copies follow their holder's outcome.
-        self.settle_copies(findings, &copies, &mut outcomes).await;
+        if let Some(store) = &self.store {
+            self.settle_copies(store.as_ref(), findings, &copies, &mut outcomes)
+                .await;
+        }
         let outcomes: Vec<Outcome> = outcomes
             .into_iter()
             .map(|o| {
@@ -432,6 +435,7 @@ impl Pipeline {
     /// it) instead of an answer given while the holder was still sending.
     async fn settle_copies(
         &self,
+        store: &dyn StateStore,
         findings: &[Finding],
         copies: &[(usize, usize)],
         outcomes: &mut [Option<Outcome>],
@@ -464,14 +468,9 @@ impl Pipeline {
                 }
                 other => other,
             };
-            match &self.store {
-                Some(_) => to_claim.push((copy, settled)),
-                None => outcomes[copy] = Some(settled),
-            }
+            // The fallback if the claim below fails: what the holder's outcome implies.
+            to_claim.push((copy, settled));
         }
-        let Some(store) = &self.store else {
-            return;
-        };
         if to_claim.is_empty() {
             return;
         }
