@@ -304,8 +304,13 @@ fn print_summary(r: &BackfillReport, dry_run: bool, took: Duration) {
     } else {
         "forwarded"
     };
+    // Only when it happened: a commit or release the store refused as a stale owner's.
+    let stale_owner = match s.stale_owner {
+        0 => String::new(),
+        n => format!(", stale owner {n}"),
+    };
     eprintln!(
-        "gdfwd backfill: listed {}, fetched {}, {verb} {} ({} events), duplicates {}, in flight elsewhere {}, stale {}, filtered {}, invalid {}, failed {}, requests {}; GuardDuty calls {} (throttled {}, retries {}) ({:.1}s)",
+        "gdfwd backfill: listed {}, fetched {}, {verb} {} ({} events), duplicates {}, in flight elsewhere {}, stale {}, filtered {}, invalid {}, failed {}, requests {}{stale_owner}; GuardDuty calls {} (throttled {}, retries {}) ({:.1}s)",
         r.listed,
         r.fetched,
         s.forwarded,

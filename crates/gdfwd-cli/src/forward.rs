@@ -328,8 +328,13 @@ fn print_summary(s: &Summary, dry_run: bool, took: Duration) {
     } else {
         "forwarded"
     };
+    // Only when it happened: a commit or release the store refused as a stale owner's.
+    let stale_owner = match s.stale_owner {
+        0 => String::new(),
+        n => format!(", stale owner {n}"),
+    };
     eprintln!(
-        "gdfwd forward: received {}, {verb} {} ({} events), duplicates {}, in flight elsewhere {}, stale {}, skipped {}, invalid {}, failed {}, requests {} ({:.1}s)",
+        "gdfwd forward: received {}, {verb} {} ({} events), duplicates {}, in flight elsewhere {}, stale {}, skipped {}, invalid {}, failed {}, requests {}{stale_owner} ({:.1}s)",
         s.received,
         s.forwarded,
         s.events,

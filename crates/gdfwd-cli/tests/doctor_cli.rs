@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::{Region, SdkConfig};
-use gdfwd_core::store::{ClaimOutcome, ClaimRequest, Delivery, StateStore, VersionKey};
+use gdfwd_core::store::{ClaimRequest, Delivery, StateStore, VersionKey};
 use gdfwd_model::{FindingMeta, Timestamp};
 use gdfwd_testkit_guardduty::FakeGuardDuty;
 use gdfwd_testkit_guardduty::fixtures::{GenSpec, generate};
@@ -216,15 +216,14 @@ impl World {
             },
         };
         let store = self.store();
-        assert_eq!(
-            store
-                .claim(&req, Duration::from_secs(300))
-                .await
-                .expect("claim"),
-            ClaimOutcome::New
-        );
+        let owner = store
+            .claim(&req, Duration::from_secs(300))
+            .await
+            .expect("claim")
+            .owner()
+            .expect("a new claim");
         store
-            .commit(&key, &Delivery::default())
+            .commit(&key, owner, &Delivery::default())
             .await
             .expect("commit");
     }

@@ -597,14 +597,17 @@ fn summary_counts(line: &str) -> Vec<(&'static str, u64)> {
 /// a duplicate, an older one stale; non-findings are skipped, unusable records invalid.
 fn expected_counts(text: &str) -> (u64, u64, u64, u64, u64, u64) {
     use gdfwd_model::{Item, Timestamp, parse_document, split};
+    // The sample is one chunk (one batch). A version newer than every earlier one of its
+    // finding is sent; any other (a copy or an older version) is decided once the batch's
+    // versions are recorded: a duplicate of the newest version the batch sent, else stale.
     let mut newest: std::collections::HashMap<String, Timestamp> = Default::default();
+    let mut followers: Vec<(String, Timestamp)> = Vec::new();
     let (mut forwarded, mut events, mut duplicates, mut stale, mut skipped, mut invalid) =
         (0, 0, 0, 0, 0, 0);
     for record in parse_document(text) {
         match record {
             Ok(Item::Finding(f)) => match newest.get(&f.id) {
-                Some(t) if *t == f.updated_at => duplicates += 1,
-                Some(t) if *t > f.updated_at => stale += 1,
+                Some(t) if *t >= f.updated_at => followers.push((f.id.clone(), f.updated_at)),
                 _ => {
                     newest.insert(f.id.clone(), f.updated_at);
                     forwarded += 1;
@@ -613,6 +616,13 @@ fn expected_counts(text: &str) -> (u64, u64, u64, u64, u64, u64) {
             },
             Ok(Item::Skipped { .. }) => skipped += 1,
             Err(_) => invalid += 1,
+        }
+    }
+    for (id, v) in followers {
+        if newest.get(&id) == Some(&v) {
+            duplicates += 1;
+        } else {
+            stale += 1;
         }
     }
     (forwarded, events, duplicates, stale, skipped, invalid)

@@ -62,7 +62,7 @@ fn the_readme_sample_run_is_clean_and_prints_the_readme_summary() {
         .expect("a summary line");
     assert_eq!(without_duration(printed), without_duration(shown));
     assert!(
-        printed.contains("duplicates 30") && printed.contains("stale 9"),
+        printed.contains("duplicates 18") && printed.contains("stale 21"),
         "dedup at work: {printed}"
     );
 

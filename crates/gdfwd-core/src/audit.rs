@@ -122,7 +122,8 @@ pub struct StatsRow {
 
 /// Versions of a finding the forwarder received, defined from the counters as
 /// `versions_sent + duplicates + stale + failures + (1 if pending)`: every claim ends as exactly
-/// one of sent, duplicate, stale, failed, or is still pending. It over-counts a version that
+/// one of sent, duplicate, stale, failed, or is still pending (an answer in flight is not an
+/// end: its copy comes back and ends as one of those). It over-counts a version that
 /// failed and was then sent on retry (one version, two attempts), and under-counts a claim whose
 /// lease ran out and was re-claimed (no counter records the abandoned attempt); the store's
 /// history has the exact story for one finding.
@@ -466,14 +467,16 @@ pub fn render_records(records: &[FindingRecord], format: OutputFormat) -> String
     }
 }
 
-const HISTORY_FIELDS: [&str; 8] = [
+const HISTORY_FIELDS: [&str; 10] = [
     "finding_id",
+    "seq",
     "at",
     "version",
     "event",
     "event_ids",
     "request_id",
     "newest",
+    "lease_until",
     "reason",
 ];
 
@@ -482,6 +485,7 @@ fn event_name(k: &HistoryKind) -> &'static str {
         HistoryKind::Claimed => "claimed",
         HistoryKind::Sent { .. } => "sent",
         HistoryKind::Duplicate => "duplicate",
+        HistoryKind::InFlight { .. } => "in_flight",
         HistoryKind::Stale { .. } => "stale",
         HistoryKind::Failed { .. } => "failed",
     }
@@ -489,39 +493,36 @@ fn event_name(k: &HistoryKind) -> &'static str {
 
 /// An entry as JSON values in [`HISTORY_FIELDS`] order (without `finding_id`).
 fn entry_values(e: &HistoryEntry) -> Vec<Value> {
-    let (ids, request, newest, reason) = match &e.kind {
+    let time = |t: &Timestamp| Value::String(t.to_rfc3339());
+    let (mut ids, mut request, mut newest, mut lease, mut reason) = (
+        Value::Null,
+        Value::Null,
+        Value::Null,
+        Value::Null,
+        Value::Null,
+    );
+    match &e.kind {
         HistoryKind::Sent {
             event_ids,
             request_id,
-        } => (
-            json!(event_ids),
-            request_id.clone().map_or(Value::Null, Value::String),
-            Value::Null,
-            Value::Null,
-        ),
-        HistoryKind::Stale { newest } => (
-            Value::Null,
-            Value::Null,
-            Value::String(newest.to_rfc3339()),
-            Value::Null,
-        ),
-        HistoryKind::Failed { reason } => (
-            Value::Null,
-            Value::Null,
-            Value::Null,
-            Value::String(reason.clone()),
-        ),
-        HistoryKind::Claimed | HistoryKind::Duplicate => {
-            (Value::Null, Value::Null, Value::Null, Value::Null)
+        } => {
+            ids = json!(event_ids);
+            request = request_id.clone().map_or(Value::Null, Value::String);
         }
-    };
+        HistoryKind::Stale { newest: n } => newest = time(n),
+        HistoryKind::InFlight { lease_until } => lease = time(lease_until),
+        HistoryKind::Failed { reason: r } => reason = Value::String(r.clone()),
+        HistoryKind::Claimed | HistoryKind::Duplicate => {}
+    }
     vec![
+        e.seq.map_or(Value::Null, |n| json!(n)),
         Value::String(e.at.to_rfc3339()),
         Value::String(e.version.to_rfc3339()),
         Value::String(event_name(&e.kind).to_owned()),
         ids,
         request,
         newest,
+        lease,
         reason,
     ]
 }
@@ -540,7 +541,10 @@ fn entry_detail(k: &HistoryKind) -> String {
             }
             s
         }
-        HistoryKind::Stale { newest } => format!("newer version {newest} already claimed"),
+        HistoryKind::Stale { newest } => format!("newer version {newest} already sent"),
+        HistoryKind::InFlight { lease_until } => {
+            format!("being sent under another claim until {lease_until}")
+        }
         HistoryKind::Failed { reason } => reason.clone(),
     }
 }
@@ -628,6 +632,7 @@ pub fn render_history(h: &FindingHistory, format: OutputFormat) -> String {
                 .iter()
                 .map(|e| {
                     vec![
+                        e.seq.map_or_else(|| "-".to_owned(), |n| n.to_string()),
                         e.at.to_rfc3339(),
                         e.version.to_rfc3339(),
                         event_name(&e.kind).to_owned(),
@@ -635,10 +640,11 @@ pub fn render_history(h: &FindingHistory, format: OutputFormat) -> String {
                     ]
                 })
                 .collect();
+            // SEQ is the store's order (the rows' order); AT is the writer's clock beside it.
             out.push_str(&table(
-                &["AT", "VERSION", "EVENT", "DETAIL"],
+                &["SEQ", "AT", "VERSION", "EVENT", "DETAIL"],
                 &rows,
-                &[false; 4],
+                &[true, false, false, false, false],
             ));
             out
         }
@@ -769,6 +775,8 @@ mod tests {
             failures: counts[3],
             last_error: (counts[3] > 0).then(|| "HTTP 503, \"retry later\"".to_owned()),
             expires_at: last_seen.saturating_add_millis(90 * 86_400_000),
+            owner: None,
+            seq: 0,
         }
     }
 
@@ -1016,11 +1024,13 @@ mod tests {
         let v2 = ts(-3600);
         let entries = vec![
             HistoryEntry {
+                seq: Some(1),
                 at: ts(-7200),
                 version: v1,
                 kind: HistoryKind::Claimed,
             },
             HistoryEntry {
+                seq: Some(2),
                 at: ts(-7190),
                 version: v1,
                 kind: HistoryKind::Sent {
@@ -1029,16 +1039,19 @@ mod tests {
                 },
             },
             HistoryEntry {
+                seq: Some(3),
                 at: ts(-3600),
                 version: v2,
                 kind: HistoryKind::Claimed,
             },
             HistoryEntry {
+                seq: Some(4),
                 at: ts(-3500),
                 version: v1,
                 kind: HistoryKind::Stale { newest: v2 },
             },
             HistoryEntry {
+                seq: Some(5),
                 at: ts(-3000),
                 version: v2,
                 kind: HistoryKind::Failed {
@@ -1046,6 +1059,7 @@ mod tests {
                 },
             },
             HistoryEntry {
+                seq: Some(6),
                 at: ts(-2000),
                 version: v2,
                 kind: HistoryKind::Duplicate,

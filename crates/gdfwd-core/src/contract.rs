@@ -42,7 +42,7 @@ use crate::clock::{Clock, ManualClock};
 use crate::error::StoreError;
 use crate::store::{
     ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, Finish, HistoryKind,
-    ListQuery, StateStore, Status, StatusFilter, VersionKey,
+    ListQuery, Owner, StateStore, Status, StatusFilter, VersionKey,
 };
 
 /// The retention every contract store must be created with.
@@ -135,13 +135,26 @@ impl StateStore for Guarded {
     ) -> Result<Vec<ClaimOutcome>, StoreError> {
         self.store.claim_many(reqs, lease).await
     }
-    async fn commit(&self, key: &VersionKey, delivery: &Delivery) -> Result<(), StoreError> {
-        self.store.commit(key, delivery).await
+    async fn commit(
+        &self,
+        key: &VersionKey,
+        owner: Owner,
+        delivery: &Delivery,
+    ) -> Result<(), StoreError> {
+        self.store.commit(key, owner, delivery).await
     }
-    async fn release(&self, key: &VersionKey, reason: &str) -> Result<(), StoreError> {
-        self.store.release(key, reason).await
+    async fn release(
+        &self,
+        key: &VersionKey,
+        owner: Owner,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        self.store.release(key, owner, reason).await
     }
-    async fn finish_many(&self, items: &[(VersionKey, Finish)]) -> Vec<Result<(), StoreError>> {
+    async fn finish_many(
+        &self,
+        items: &[(VersionKey, Owner, Finish)],
+    ) -> Vec<Result<(), StoreError>> {
         self.store.finish_many(items).await
     }
     async fn history(&self, finding_id: &str) -> Result<Option<FindingHistory>, StoreError> {
@@ -217,27 +230,86 @@ fn delivery(ids: &[&str], request: &str) -> Delivery {
 /// The answer for a version claimed at `claimed_at` whose lease ([`LEASE`]) is still live.
 fn in_flight(claimed_at: Timestamp) -> ClaimOutcome {
     ClaimOutcome::InFlight {
-        lease_until: claimed_at
-            .saturating_add_millis(i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX)),
+        lease_until: in_flight_until(claimed_at),
     }
 }
 
+fn in_flight_until(claimed_at: Timestamp) -> Timestamp {
+    claimed_at.saturating_add_millis(i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A winning claim, with its owner token cleared so cases can compare outcomes; the token is
+/// kept in [`OWNERS`] for the case's commit and release.
+const NEW: ClaimOutcome = ClaimOutcome::New { owner: Owner::NONE };
+
+/// The owner of the last winning claim each case made, per store (its `describe`), finding and
+/// version: what the sender that claimed it would hold.
+static OWNERS: std::sync::Mutex<std::collections::BTreeMap<(String, String, Timestamp), Owner>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+fn owners()
+-> std::sync::MutexGuard<'static, std::collections::BTreeMap<(String, String, Timestamp), Owner>> {
+    OWNERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Records a winning claim's owner and returns the outcome with it cleared ([`NEW`]).
+fn track(s: &dyn StateStore, k: &VersionKey, o: ClaimOutcome) -> ClaimOutcome {
+    match o {
+        ClaimOutcome::New { owner } => {
+            owners().insert((s.describe(), k.finding_id.clone(), k.version), owner);
+            NEW
+        }
+        other => other,
+    }
+}
+
+/// The owner token of the last winning claim of `k` made through these helpers.
+fn owner_of(s: &dyn StateStore, k: &VersionKey) -> Owner {
+    owners()
+        .get(&(s.describe(), k.finding_id.clone(), k.version))
+        .copied()
+        .unwrap_or(Owner::NONE)
+}
+
 async fn claim(s: &dyn StateStore, r: &ClaimRequest) -> ClaimOutcome {
-    s.claim(r, LEASE)
+    let o = s
+        .claim(r, LEASE)
         .await
-        .unwrap_or_else(|e| panic!("claim {:?} on {}: {e}", r.key, s.describe()))
+        .unwrap_or_else(|e| panic!("claim {:?} on {}: {e}", r.key, s.describe()));
+    track(s, &r.key, o)
+}
+
+async fn claim_many(s: &dyn StateStore, reqs: &[ClaimRequest]) -> Vec<ClaimOutcome> {
+    let got = s
+        .claim_many(reqs, LEASE)
+        .await
+        .unwrap_or_else(|e| panic!("claim_many on {}: {e}", s.describe()));
+    got.into_iter()
+        .zip(reqs)
+        .map(|(o, r)| track(s, &r.key, o))
+        .collect()
 }
 
 async fn commit(s: &dyn StateStore, k: &VersionKey) {
-    s.commit(k, &delivery(&["ev-1"], "req-1"))
+    s.commit(k, owner_of(s, k), &delivery(&["ev-1"], "req-1"))
         .await
         .unwrap_or_else(|e| panic!("commit {k:?} on {}: {e}", s.describe()));
 }
 
 async fn release(s: &dyn StateStore, k: &VersionKey, reason: &str) {
-    s.release(k, reason)
+    s.release(k, owner_of(s, k), reason)
         .await
         .unwrap_or_else(|e| panic!("release {k:?} on {}: {e}", s.describe()));
+}
+
+/// The history with the latest claim's owner token cleared, to compare two stores.
+fn without_owner(h: Option<FindingHistory>) -> Option<FindingHistory> {
+    h.map(|mut h| {
+        h.record.owner = None;
+        h
+    })
 }
 
 async fn history(s: &dyn StateStore, id: &str) -> Option<FindingHistory> {
@@ -281,7 +353,7 @@ where
     let s = s.as_ref();
     assert!(!s.describe().is_empty(), "describe() names the backend");
     let t0 = st.clock.now();
-    assert_eq!(claim(s, &req("a", v(1))).await, ClaimOutcome::New);
+    assert_eq!(claim(s, &req("a", v(1))).await, NEW);
     assert_eq!(
         claim(s, &req("a", v(1))).await,
         in_flight(t0),
@@ -293,7 +365,7 @@ where
         ClaimOutcome::Duplicate,
         "same version after it was sent"
     );
-    assert_eq!(claim(s, &req("a", v(2))).await, ClaimOutcome::New);
+    assert_eq!(claim(s, &req("a", v(2))).await, NEW);
     commit(s, &key("a", v(2))).await;
     assert_eq!(
         claim(s, &req("a", v(1))).await,
@@ -301,12 +373,12 @@ where
     );
     assert_eq!(
         claim(s, &req("b", v(1))).await,
-        ClaimOutcome::New,
+        NEW,
         "another finding is independent"
     );
     // Versions differing by one millisecond are different versions.
     let plus1 = v(2).saturating_add_millis(1);
-    assert_eq!(claim(s, &req("a", plus1)).await, ClaimOutcome::New);
+    assert_eq!(claim(s, &req("a", plus1)).await, NEW);
     commit(s, &key("a", plus1)).await;
     assert_eq!(
         claim(s, &req("a", v(2))).await,
@@ -326,7 +398,7 @@ where
     let s = make(st).await;
     let s = s.as_ref();
     let t0 = clock.now();
-    assert_eq!(claim(s, &req("a", v(1))).await, ClaimOutcome::New);
+    assert_eq!(claim(s, &req("a", v(1))).await, NEW);
     let r = record(s, "a").await;
     assert_eq!(r.status, Status::Pending);
     assert_eq!(
@@ -343,7 +415,7 @@ where
     clock.advance(secs(1));
     assert_eq!(
         claim(s, &req("a", v(1))).await,
-        ClaimOutcome::New,
+        NEW,
         "lease ended exactly now: claimable again"
     );
     let t1 = clock.now();
@@ -376,7 +448,7 @@ where
     let st = setup("release_frees_at_once", start_time());
     let s = make(st).await;
     let s = s.as_ref();
-    assert_eq!(claim(s, &req("a", v(1))).await, ClaimOutcome::New);
+    assert_eq!(claim(s, &req("a", v(1))).await, NEW);
     release(s, &key("a", v(1)), "HTTP 503 from Dynatrace").await;
     let r = record(s, "a").await;
     assert_eq!(r.status, Status::Failed);
@@ -385,7 +457,7 @@ where
     assert_eq!(r.last_error.as_deref(), Some("HTTP 503 from Dynatrace"));
     assert_eq!(
         claim(s, &req("a", v(1))).await,
-        ClaimOutcome::New,
+        NEW,
         "released: claimable again at once"
     );
     assert_eq!(record(s, "a").await.status, Status::Pending);
@@ -415,14 +487,17 @@ where
     let mut dup = 0;
     for t in tasks {
         match t.await.expect("claim task panicked") {
-            Ok(ClaimOutcome::New) => new += 1,
+            Ok(ClaimOutcome::New { .. }) => new += 1,
             Ok(o) if o == held => dup += 1,
             other => panic!("unexpected concurrent claim result {other:?}"),
         }
     }
     assert_eq!((new, dup), (1, 49), "exactly one claimant wins");
     let r = record(s.as_ref(), "hot").await;
-    assert_eq!(r.duplicates, 49);
+    assert_eq!(
+        r.duplicates, 0,
+        "an answer in flight is not final, so it is not counted"
+    );
     assert_eq!(r.status, Status::Pending);
 }
 
@@ -437,10 +512,10 @@ where
     let seq_store = make(setup("claim_many_equals_sequential", start)).await;
     // The same prior state in both: `d` v1 sent, `e` v3 pending, `f` v2 sent.
     for s in [&batch_store, &seq_store] {
-        assert_eq!(claim(s.as_ref(), &req("d", v(1))).await, ClaimOutcome::New);
+        assert_eq!(claim(s.as_ref(), &req("d", v(1))).await, NEW);
         commit(s.as_ref(), &key("d", v(1))).await;
-        assert_eq!(claim(s.as_ref(), &req("e", v(3))).await, ClaimOutcome::New);
-        assert_eq!(claim(s.as_ref(), &req("f", v(2))).await, ClaimOutcome::New);
+        assert_eq!(claim(s.as_ref(), &req("e", v(3))).await, NEW);
+        assert_eq!(claim(s.as_ref(), &req("f", v(2))).await, NEW);
         commit(s.as_ref(), &key("f", v(2))).await;
     }
     let newer_meta = meta("111122223333", "Recon:EC2/Portscan", 8.0, "Portscan, newer");
@@ -457,21 +532,18 @@ where
         req("f", v(1)), // older than a sent version
     ];
     let want = vec![
-        ClaimOutcome::New,
-        ClaimOutcome::New,
+        NEW,
+        NEW,
         in_flight(start),
-        ClaimOutcome::New,
+        NEW,
         in_flight(start),
-        ClaimOutcome::New,
+        NEW,
         in_flight(start),
         ClaimOutcome::Duplicate,
         in_flight(start),
         ClaimOutcome::Stale { newest: v(2) },
     ];
-    let got = batch_store
-        .claim_many(&reqs, LEASE)
-        .await
-        .expect("claim_many");
+    let got = claim_many(batch_store.as_ref(), &reqs).await;
     let mut seq = Vec::new();
     for r in &reqs {
         seq.push(claim(seq_store.as_ref(), r).await);
@@ -480,15 +552,19 @@ where
     assert_eq!(got, want, "claim_many must equal sequential claims");
     for id in ["a", "b", "c", "d", "e", "f"] {
         assert_eq!(
-            history(batch_store.as_ref(), id).await,
-            history(seq_store.as_ref(), id).await,
+            without_owner(history(batch_store.as_ref(), id).await),
+            without_owner(history(seq_store.as_ref(), id).await),
             "record and history of {id:?} after claim_many vs sequential"
         );
     }
     let a = record(batch_store.as_ref(), "a").await;
     assert_eq!(a.latest_version, v(2));
     assert_eq!(a.meta.title.as_deref(), Some("Portscan, newer"));
-    assert_eq!((a.duplicates, a.stale), (2, 0));
+    assert_eq!(
+        (a.duplicates, a.stale),
+        (0, 0),
+        "answers in flight are not counted"
+    );
     assert_eq!(record(batch_store.as_ref(), "f").await.stale, 1);
     assert_eq!(
         batch_store
@@ -522,8 +598,14 @@ where
             req("e", v(1)),
             req("e", v(2)),
         ] {
-            assert_eq!(claim(s, &r).await, ClaimOutcome::New, "{:?}", r.key);
+            assert_eq!(claim(s, &r).await, NEW, "{:?}", r.key);
         }
+        // `g` v1 is claimed and released, and another sender claims it again (untracked):
+        // the first claim's owner is stale, and the batch below finishes as that sender.
+        assert_eq!(claim(s, &req("g", v(1))).await, NEW);
+        release(s, &key("g", v(1)), "first try failed").await;
+        let again = s.claim(&req("g", v(1)), LEASE).await.expect("claim g");
+        assert!(again.is_new(), "{again:?}");
     }
     let sent = |ids: &[&str]| Finish::Commit(delivery(ids, "req-9"));
     let failed = |why: &str| Finish::Release(why.to_owned());
@@ -536,13 +618,20 @@ where
         (key("d", v(1)), failed("timeout")),
         (key("e", v(1)), failed("older failed")), // leaves e v2's lease alone
         (key("e", v(2)), sent(&["e-2", "e-2b"])),
+        (key("g", v(1)), sent(&["g-1"])), // by a stale owner: refused, nothing written
     ];
-    let got = batch_store.finish_many(&items).await;
+    let owned = |s: &dyn StateStore| -> Vec<(VersionKey, Owner, Finish)> {
+        items
+            .iter()
+            .map(|(k, f)| (k.clone(), owner_of(s, k), f.clone()))
+            .collect()
+    };
+    let got = batch_store.finish_many(&owned(batch_store.as_ref())).await;
     let mut seq = Vec::new();
-    for (k, f) in &items {
+    for (k, owner, f) in owned(seq_store.as_ref()) {
         seq.push(match f {
-            Finish::Commit(d) => seq_store.commit(k, d).await,
-            Finish::Release(r) => seq_store.release(k, r).await,
+            Finish::Commit(d) => seq_store.commit(&k, owner, &d).await,
+            Finish::Release(r) => seq_store.release(&k, owner, &r).await,
         });
     }
     let shape = |rs: &[Result<(), StoreError>]| {
@@ -550,11 +639,22 @@ where
             .map(|r| match r {
                 Ok(()) => "ok",
                 Err(StoreError::Invalid { .. }) => "invalid",
+                Err(StoreError::StaleOwner { .. }) => "stale owner",
                 Err(_) => "error",
             })
             .collect::<Vec<_>>()
     };
-    let want = vec!["ok", "ok", "ok", "ok", "invalid", "ok", "ok", "ok"];
+    let want = vec![
+        "ok",
+        "ok",
+        "ok",
+        "ok",
+        "invalid",
+        "ok",
+        "ok",
+        "ok",
+        "stale owner",
+    ];
     assert_eq!(
         shape(&seq),
         want,
@@ -563,8 +663,8 @@ where
     assert_eq!(shape(&got), want, "finish_many must equal them: {got:?}");
     for id in ["a", "b", "c", "d", "e", "nobody"] {
         assert_eq!(
-            history(batch_store.as_ref(), id).await,
-            history(seq_store.as_ref(), id).await,
+            without_owner(history(batch_store.as_ref(), id).await),
+            without_owner(history(seq_store.as_ref(), id).await),
             "record and history of {id:?} after finish_many vs one by one"
         );
     }
@@ -579,10 +679,7 @@ where
         (e.status, e.versions_sent, e.failures),
         (Status::Sent, 1, 1)
     );
-    assert_eq!(
-        claim(batch_store.as_ref(), &req("b", v(1))).await,
-        ClaimOutcome::New
-    );
+    assert_eq!(claim(batch_store.as_ref(), &req("b", v(1))).await, NEW);
     assert!(batch_store.finish_many(&[]).await.is_empty(), "empty batch");
 }
 
@@ -598,8 +695,8 @@ where
     let retention = st.retention;
     let s = make(st).await;
     let s = s.as_ref();
-    assert_eq!(claim(s, &req("a", v(1))).await, ClaimOutcome::New);
-    assert_eq!(claim(s, &req("b", v(1))).await, ClaimOutcome::New);
+    assert_eq!(claim(s, &req("a", v(1))).await, NEW);
+    assert_eq!(claim(s, &req("b", v(1))).await, NEW);
     commit(s, &key("b", v(1))).await;
     clock.advance(secs(10));
     commit(s, &key("a", v(1))).await;
@@ -624,7 +721,7 @@ where
     );
     assert_eq!(
         claim(s, &req("a", v(1))).await,
-        ClaimOutcome::New,
+        NEW,
         "an expired record is forgotten: the version is New again"
     );
     let h = history(s, "a").await.expect("fresh record");
@@ -652,10 +749,7 @@ where
     let m1 = meta("111122223333", "Recon:EC2/Portscan", 2.0, "first title");
     let m2 = meta("111122223333", "Recon:EC2/Portscan", 8.5, "second title");
     let m_old = meta("999988887777", "Other:Type", 1.0, "stale title");
-    assert_eq!(
-        claim(s, &req_with("a", v(1), m1.clone())).await,
-        ClaimOutcome::New
-    );
+    assert_eq!(claim(s, &req_with("a", v(1), m1.clone())).await, NEW);
     assert_eq!(
         claim(s, &req_with("a", v(1), m1.clone())).await,
         in_flight(t0)
@@ -667,11 +761,15 @@ where
     );
     commit(s, &key("a", v(1))).await;
     assert_eq!(record(s, "a").await.meta, m1);
+    // Two copies arrive after the version was sent: duplicates.
+    for _ in 0..2 {
+        assert_eq!(
+            claim(s, &req_with("a", v(1), m1.clone())).await,
+            ClaimOutcome::Duplicate
+        );
+    }
     clock.advance(secs(5));
-    assert_eq!(
-        claim(s, &req_with("a", v(2), m2.clone())).await,
-        ClaimOutcome::New
-    );
+    assert_eq!(claim(s, &req_with("a", v(2), m2.clone())).await, NEW);
     assert_eq!(
         claim(s, &req_with("a", v(0), m_old)).await,
         ClaimOutcome::Stale { newest: v(1) },
@@ -679,16 +777,16 @@ where
     );
     release(s, &key("a", v(2)), "timeout").await;
     clock.advance(secs(5));
-    assert_eq!(
-        claim(s, &req_with("a", v(2), m2.clone())).await,
-        ClaimOutcome::New
-    );
+    assert_eq!(claim(s, &req_with("a", v(2), m2.clone())).await, NEW);
     let last_claim = clock.now();
     clock.advance(secs(5));
     commit(s, &key("a", v(2))).await;
     let r = record(s, "a").await;
     assert_eq!(r.versions_sent, 2);
-    assert_eq!(r.duplicates, 2);
+    assert_eq!(
+        r.duplicates, 2,
+        "copies after the version was sent; not the two answered in flight"
+    );
     assert_eq!(r.stale, 1);
     assert_eq!(r.failures, 1);
     assert_eq!(r.last_error.as_deref(), Some("timeout"));
@@ -717,12 +815,13 @@ where
     let s = s.as_ref();
     assert!(history(s, "a").await.is_none(), "unknown finding");
     let t0 = clock.now();
-    assert_eq!(claim(s, &req("a", v(1))).await, ClaimOutcome::New);
+    assert_eq!(claim(s, &req("a", v(1))).await, NEW);
     clock.advance(secs(1));
     assert_eq!(claim(s, &req("a", v(1))).await, in_flight(t0));
     clock.advance(secs(1));
     s.commit(
         &key("a", v(1)),
+        owner_of(s, &key("a", v(1))),
         &Delivery {
             event_ids: vec!["e1".into(), "e2".into()],
             request_id: Some("r-42".into()),
@@ -731,7 +830,7 @@ where
     .await
     .expect("commit");
     clock.advance(secs(1));
-    assert_eq!(claim(s, &req("a", v(2))).await, ClaimOutcome::New);
+    assert_eq!(claim(s, &req("a", v(2))).await, NEW);
     clock.advance(secs(1));
     assert_eq!(
         claim(s, &req("a", v(0))).await,
@@ -747,7 +846,13 @@ where
         .collect();
     let want = vec![
         (0, v(1), HistoryKind::Claimed),
-        (1000, v(1), HistoryKind::Duplicate),
+        (
+            1000,
+            v(1),
+            HistoryKind::InFlight {
+                lease_until: in_flight_until(t0),
+            },
+        ),
         (
             2000,
             v(1),
@@ -786,7 +891,7 @@ where
     // f1 (t+0): acc1, Recon:EC2/Portscan, sent, then a duplicate.
     let t_f1 = clock.now();
     let r = req_with("f1", v(1), meta(acc1, "Recon:EC2/Portscan", 5.0, "one"));
-    assert_eq!(claim(s, &r).await, ClaimOutcome::New);
+    assert_eq!(claim(s, &r).await, NEW);
     commit(s, &key("f1", v(1))).await;
     assert_eq!(claim(s, &r).await, ClaimOutcome::Duplicate);
     // f2 (t+60s): acc2, Recon:EC2/PortProbeUnprotectedPort, failed.
@@ -797,26 +902,23 @@ where
         v(1),
         meta(acc2, "Recon:EC2/PortProbeUnprotectedPort", 2.0, "two"),
     );
-    assert_eq!(claim(s, &r).await, ClaimOutcome::New);
+    assert_eq!(claim(s, &r).await, NEW);
     release(s, &key("f2", v(1)), "boom").await;
     // f3 (t+120s): acc1, UnauthorizedAccess:IAMUser/..., v2 sent, a stale claim, v3 pending.
     clock.advance(secs(60));
     let t_f3 = clock.now();
     let m3 = meta(acc1, "UnauthorizedAccess:IAMUser/TorIPCaller", 8.0, "three");
-    assert_eq!(
-        claim(s, &req_with("f3", v(2), m3.clone())).await,
-        ClaimOutcome::New
-    );
+    assert_eq!(claim(s, &req_with("f3", v(2), m3.clone())).await, NEW);
     commit(s, &key("f3", v(2))).await;
     assert_eq!(
         claim(s, &req_with("f3", v(1), m3.clone())).await,
         ClaimOutcome::Stale { newest: v(2) }
     );
-    assert_eq!(claim(s, &req_with("f3", v(3), m3)).await, ClaimOutcome::New);
+    assert_eq!(claim(s, &req_with("f3", v(3), m3)).await, NEW);
     // f4 (t+180s): acc2, a type with SQL wildcard characters, sent.
     clock.advance(secs(60));
     let r = req_with("f4", v(1), meta(acc2, "Recon_EC2%Weird", 1.0, "four"));
-    assert_eq!(claim(s, &r).await, ClaimOutcome::New);
+    assert_eq!(claim(s, &r).await, NEW);
     commit(s, &key("f4", v(1))).await;
 
     let ids = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
@@ -1020,12 +1122,8 @@ where
     let t0 = st.clock.now();
     let s = make(st).await;
     let s = s.as_ref();
-    assert_eq!(claim(s, &req("a", v(1))).await, ClaimOutcome::New);
-    assert_eq!(
-        claim(s, &req("a", v(2))).await,
-        ClaimOutcome::New,
-        "newer wins"
-    );
+    assert_eq!(claim(s, &req("a", v(1))).await, NEW);
+    assert_eq!(claim(s, &req("a", v(2))).await, NEW, "newer wins");
     commit(s, &key("a", v(1))).await;
     let r = record(s, "a").await;
     assert_eq!(
@@ -1062,7 +1160,7 @@ where
     let t0 = clock.now();
     let s = make(st).await;
     let s = s.as_ref();
-    assert_eq!(claim(s, &req("a", v(2))).await, ClaimOutcome::New);
+    assert_eq!(claim(s, &req("a", v(2))).await, NEW);
     assert_eq!(
         claim(s, &req("a", v(1))).await,
         in_flight(t0),
@@ -1071,7 +1169,7 @@ where
     release(s, &key("a", v(2)), "refused").await;
     assert_eq!(
         claim(s, &req("a", v(1))).await,
-        ClaimOutcome::New,
+        NEW,
         "the newer version was released: the older one is sent"
     );
     commit(s, &key("a", v(1))).await;
@@ -1087,21 +1185,21 @@ where
     );
     assert_eq!(
         claim(s, &req("a", v(2))).await,
-        ClaimOutcome::New,
+        NEW,
         "the released newer version is sent when it comes again"
     );
     // Its sender dies: once the lease ended, an older (undelivered) version is New.
     let t1 = clock.now();
     assert_eq!(
         claim(s, &req("b", v(9))).await,
-        ClaimOutcome::New,
+        NEW,
         "b: a version far ahead"
     );
     assert_eq!(claim(s, &req("b", v(3))).await, in_flight(t1));
     clock.advance(LEASE * 2);
     assert_eq!(
         claim(s, &req("b", v(3))).await,
-        ClaimOutcome::New,
+        NEW,
         "after the newer claim's lease ended"
     );
     commit(s, &key("b", v(3))).await;
@@ -1116,7 +1214,7 @@ where
     );
     assert_eq!(
         claim(s, &req("b", v(9))).await,
-        ClaimOutcome::New,
+        NEW,
         "the newer version is still sendable"
     );
     commit(s, &key("b", v(9))).await;
@@ -1137,8 +1235,8 @@ where
     let t0 = st.clock.now();
     let s = make(st).await;
     let s = s.as_ref();
-    assert_eq!(claim(s, &req("a", v(1))).await, ClaimOutcome::New);
-    assert_eq!(claim(s, &req("a", v(2))).await, ClaimOutcome::New);
+    assert_eq!(claim(s, &req("a", v(1))).await, NEW);
+    assert_eq!(claim(s, &req("a", v(2))).await, NEW);
     release(s, &key("a", v(1)), "older failed").await;
     let r = record(s, "a").await;
     assert_eq!(r.status, Status::Pending, "v2's claim is untouched");
@@ -1183,31 +1281,206 @@ where
     let d = delivery(&["e"], "r");
     let is_invalid = |r: Result<(), StoreError>| matches!(r, Err(StoreError::Invalid { .. }));
     assert!(
-        is_invalid(s.commit(&key("nobody", v(1)), &d).await),
+        is_invalid(s.commit(&key("nobody", v(1)), Owner::NONE, &d).await),
         "commit of an unknown finding"
     );
     assert!(
-        is_invalid(s.release(&key("nobody", v(1)), "x").await),
+        is_invalid(s.release(&key("nobody", v(1)), Owner::NONE, "x").await),
         "release of an unknown finding"
     );
     assert!(history(s, "nobody").await.is_none(), "nothing recorded");
-    assert_eq!(claim(s, &req("a", v(1))).await, ClaimOutcome::New);
+    assert_eq!(claim(s, &req("a", v(1))).await, NEW);
     let before = history(s, "a").await;
     assert!(
-        is_invalid(s.commit(&key("a", v(2)), &d).await),
+        is_invalid(s.commit(&key("a", v(2)), Owner::NONE, &d).await),
         "commit of a version newer than any claim"
     );
     assert!(
-        is_invalid(s.release(&key("a", v(2)), "x").await),
+        is_invalid(s.release(&key("a", v(2)), Owner::NONE, "x").await),
         "release of a version newer than any claim"
     );
     assert_eq!(history(s, "a").await, before, "nothing changed");
     let err = s
-        .commit(&key("nobody", v(1)), &d)
+        .commit(&key("nobody", v(1)), Owner::NONE, &d)
         .await
         .expect_err("refused")
         .to_string();
     assert!(err.contains("nobody"), "the error names the finding: {err}");
+}
+
+/// Every winning claim has its own owner token, and only the current owner may commit or
+/// release: a sender whose lease ran out and whose version another sender claimed is refused
+/// ([`StoreError::StaleOwner`]) for both, and nothing is written; the new owner goes on.
+pub async fn stale_owner_refused<F, Fut>(make: &F)
+where
+    F: Fn(StoreSetup) -> Fut,
+    Fut: Future<Output = Arc<dyn StateStore>>,
+{
+    let st = setup("stale_owner_refused", start_time());
+    let clock = st.clock.clone();
+    let s = make(st).await;
+    let s = s.as_ref();
+    let k = key("a", v(1));
+    let first = s.claim(&req("a", v(1)), LEASE).await.expect("claim");
+    let first = first.owner().expect("the first claim wins");
+    clock.advance(LEASE + secs(1));
+    let second = s.claim(&req("a", v(1)), LEASE).await.expect("re-claim");
+    let second = second
+        .owner()
+        .expect("the lease ended: the second claim wins");
+    assert_ne!(first, second, "every claim has its own owner token");
+    let before = history(s, "a").await;
+    let d = delivery(&["late"], "req-late");
+    let stale = |r: Result<(), StoreError>| matches!(r, Err(StoreError::StaleOwner { .. }));
+    let late_commit = s.commit(&k, first, &d).await;
+    assert!(stale(late_commit), "a stale owner's commit is refused");
+    let late_release = s.release(&k, first, "late failure").await;
+    assert!(stale(late_release), "a stale owner's release is refused");
+    let batch = s
+        .finish_many(&[(k.clone(), first, Finish::Release("late".into()))])
+        .await;
+    assert!(
+        matches!(batch.as_slice(), [Err(StoreError::StaleOwner { .. })]),
+        "{batch:?}"
+    );
+    assert_eq!(history(s, "a").await, before, "nothing written");
+    assert_eq!(
+        claim(s, &req("a", v(1))).await,
+        in_flight(clock.now()),
+        "the second owner's claim still holds"
+    );
+    let err = s
+        .commit(&k, first, &d)
+        .await
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("\"a\""), "the error names the finding: {err}");
+    s.commit(&k, second, &delivery(&["e"], "r"))
+        .await
+        .expect("the current owner commits");
+    let r = record(s, "a").await;
+    assert_eq!(
+        (r.status, r.versions_sent, r.failures),
+        (Status::Sent, 1, 0)
+    );
+}
+
+/// Two writers interleaving claims, commits and releases of one finding leave a history whose
+/// sequence numbers run 1, 2, 3... without gap or duplicate, in the order the store applied
+/// them, ending at the record's count; `audit check` finds nothing wrong.
+pub async fn history_sequence_interleaved<F, Fut>(make: &F)
+where
+    F: Fn(StoreSetup) -> Fut,
+    Fut: Future<Output = Arc<dyn StateStore>>,
+{
+    let st = setup("history_sequence_interleaved", start_time());
+    let clock = st.clock.clone();
+    let s = make(st).await;
+    // Two writers, each claiming versions 1..=4 of `hot` in its own order, concurrently; each
+    // commits what it wins (the in-process stripes of a backend may serialise them; the
+    // sequence must hold either way).
+    let writer = |order: Vec<i64>| {
+        let s = Arc::clone(&s);
+        tokio::spawn(async move {
+            for n in order {
+                let r = req("hot", v(n));
+                let o = s.claim(&r, LEASE).await.expect("claim");
+                if let Some(owner) = o.owner() {
+                    s.commit(&r.key, owner, &delivery(&["e"], "r"))
+                        .await
+                        .expect("commit by its owner");
+                }
+            }
+        })
+    };
+    let a = writer(vec![1, 2, 3, 4]);
+    let b = writer(vec![2, 1, 4, 3]);
+    a.await.expect("writer a");
+    b.await.expect("writer b");
+    let s = s.as_ref();
+    let h = history(s, "hot").await.expect("history");
+    let seqs: Vec<Option<u64>> = h.entries.iter().map(|e| e.seq).collect();
+    let want: Vec<Option<u64>> = (1..=h.entries.len() as u64).map(Some).collect();
+    assert_eq!(
+        seqs, want,
+        "no gap, no duplicate, in order: {:?}",
+        h.entries
+    );
+    assert_eq!(
+        h.record.seq,
+        h.entries.len() as u64,
+        "the record counts them"
+    );
+    assert_eq!(
+        crate::audit_check::check(&h, clock.now()),
+        vec![],
+        "{:?}",
+        h.entries
+    );
+    // Every claim left one entry, and every commit one more.
+    let claims = h
+        .entries
+        .iter()
+        .filter(|e| !matches!(e.kind, HistoryKind::Sent { .. }))
+        .count();
+    assert_eq!(claims, 8, "{:?}", h.entries);
+}
+
+/// After a record expired, a new record of the same finding shows only its own entries, numbered
+/// from 1, whatever the writers' clocks say: an entry written with a clock behind the new
+/// record's `first_seen` (another host's skew) is still shown, in store order.
+pub async fn expired_record_history_is_hidden<F, Fut>(make: &F)
+where
+    F: Fn(StoreSetup) -> Fut,
+    Fut: Future<Output = Arc<dyn StateStore>>,
+{
+    let st = setup("expired_record_history_is_hidden", start_time());
+    let clock = st.clock.clone();
+    let retention = st.retention;
+    let s = make(st).await;
+    let s = s.as_ref();
+    assert_eq!(claim(s, &req("a", v(1))).await, NEW);
+    commit(s, &key("a", v(1))).await;
+    assert_eq!(claim(s, &req("a", v(1))).await, ClaimOutcome::Duplicate);
+    clock.advance(retention + secs(1));
+    assert!(history(s, "a").await.is_none(), "expired");
+    let t1 = clock.now();
+    assert_eq!(claim(s, &req("a", v(2))).await, NEW);
+    // A second writer whose clock is 2 s behind.
+    clock.set(t1.saturating_add_millis(-2000));
+    assert_eq!(claim(s, &req("a", v(2))).await, in_flight(t1));
+    clock.set(t1.saturating_add_millis(1000));
+    commit(s, &key("a", v(2))).await;
+    let h = history(s, "a").await.expect("history");
+    let got: Vec<_> = h
+        .entries
+        .iter()
+        .map(|e| (e.seq, e.at.millis() - t1.millis(), e.kind.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (Some(1), 0, HistoryKind::Claimed),
+            (
+                Some(2),
+                -2000,
+                HistoryKind::InFlight {
+                    lease_until: in_flight_until(t1)
+                }
+            ),
+            (
+                Some(3),
+                1000,
+                HistoryKind::Sent {
+                    event_ids: vec!["ev-1".into()],
+                    request_id: Some("req-1".into())
+                }
+            ),
+        ],
+        "only the new record's entries, in store order"
+    );
+    let r = h.record;
+    assert_eq!((r.versions_sent, r.duplicates, r.seq), (1, 0, 3));
 }
 
 /// Expands to one `#[tokio::test]` per contract case, each calling `$crate::contract::<case>`
@@ -1232,6 +1505,9 @@ macro_rules! contract_tests {
             stale_only_behind_delivered,
             release_not_latest_only_records,
             unclaimed_commit_release_invalid,
+            stale_owner_refused,
+            history_sequence_interleaved,
+            expired_record_history_is_hidden,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -1265,4 +1541,7 @@ where
     stale_only_behind_delivered(&make).await;
     release_not_latest_only_records(&make).await;
     unclaimed_commit_release_invalid(&make).await;
+    stale_owner_refused(&make).await;
+    history_sequence_interleaved(&make).await;
+    expired_record_history_is_hidden(&make).await;
 }

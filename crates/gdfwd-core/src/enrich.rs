@@ -425,10 +425,20 @@ mod tests {
         async fn claim(&self, _: &ClaimRequest, _: Duration) -> Result<ClaimOutcome, StoreError> {
             Err(unused("claim"))
         }
-        async fn commit(&self, _: &VersionKey, _: &Delivery) -> Result<(), StoreError> {
+        async fn commit(
+            &self,
+            _: &VersionKey,
+            _: crate::store::Owner,
+            _: &Delivery,
+        ) -> Result<(), StoreError> {
             Err(unused("commit"))
         }
-        async fn release(&self, _: &VersionKey, _: &str) -> Result<(), StoreError> {
+        async fn release(
+            &self,
+            _: &VersionKey,
+            _: crate::store::Owner,
+            _: &str,
+        ) -> Result<(), StoreError> {
             Err(unused("release"))
         }
         async fn history(&self, _: &str) -> Result<Option<FindingHistory>, StoreError> {

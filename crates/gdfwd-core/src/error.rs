@@ -24,6 +24,18 @@ pub enum StoreError {
         operation: &'static str,
         message: String,
     },
+    /// A commit or release by a sender whose claim is no longer the current one: its lease ran
+    /// out and another sender claimed the version. Refused and not applied; counted as
+    /// `stale_owner` in summaries.
+    #[error(
+        "state store {backend} refused {operation} of finding {finding_id:?} version {version}: this sender's claim is stale (its lease ended and another sender claimed the version)"
+    )]
+    StaleOwner {
+        backend: String,
+        operation: &'static str,
+        finding_id: String,
+        version: gdfwd_model::Timestamp,
+    },
     /// Configuration (a path, a table name) is wrong.
     #[error("state store configuration: {0}")]
     Config(String),

@@ -6,6 +6,7 @@
 //! compiles in seconds.
 
 pub mod audit;
+pub mod audit_check;
 pub mod clock;
 #[cfg(feature = "contract")]
 pub mod contract;

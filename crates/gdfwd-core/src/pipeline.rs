@@ -25,7 +25,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::enrich::AccountResolver;
 use crate::error::StoreError;
 use crate::sink::{EventOutcome, OutEvent, SendStats, Sink};
-use crate::store::{ClaimOutcome, ClaimRequest, Delivery, Finish, StateStore, VersionKey};
+use crate::store::{ClaimOutcome, ClaimRequest, Delivery, Finish, Owner, StateStore, VersionKey};
 
 /// Default claim lease: long enough for a slow send with retries, short enough that a crashed
 /// sender's findings are picked up again soon (must stay below the SQS visibility timeout).
@@ -106,6 +106,10 @@ pub struct Summary {
     pub requests: u64,
     pub retries: u64,
     pub throttled: u64,
+    /// Commits and releases the store refused because the claim was no longer this sender's
+    /// (its lease ran out and another sender claimed the version): never applied.
+    #[serde(default)]
+    pub stale_owner: u64,
 }
 
 impl Summary {
@@ -122,6 +126,7 @@ impl Summary {
         self.requests += o.requests;
         self.retries += o.retries;
         self.throttled += o.throttled;
+        self.stale_owner += o.stale_owner;
     }
 
     fn count(&mut self, o: &Outcome) {
@@ -238,9 +243,20 @@ impl Pipeline {
             }
         }
 
-        // 1. Claim. Without a store every finding is "new".
+        // 1. Claim. Without a store every finding is "new". A later copy of a version this
+        //    batch already asks for (a redelivered copy, or an older version behind a newer
+        //    one) is not claimed now: it follows its holder's outcome, and is claimed once that
+        //    is recorded (step 6), so the store counts what it finally was.
+        //    Without a store (no dedup) every copy is sent.
+        let (copies, valid, reqs) = match &self.store {
+            Some(_) => split_copies(findings, valid, reqs),
+            None => (Vec::new(), valid, reqs),
+        };
         let claims: Vec<(usize, ClaimOutcome)> = match &self.store {
-            None => valid.iter().map(|&i| (i, ClaimOutcome::New)).collect(),
+            None => valid
+                .iter()
+                .map(|&i| (i, ClaimOutcome::New { owner: Owner::NONE }))
+                .collect(),
             Some(store) => {
                 let failure = match store.claim_many(&reqs, self.lease).await {
                     Ok(c) if c.len() == reqs.len() => Ok(valid.iter().copied().zip(c).collect()),
@@ -270,30 +286,15 @@ impl Pipeline {
             }
         };
         let mut to_send = Vec::new();
-        // Versions held by another finding of this same batch (a redelivered copy, or an older
-        // version behind a newer one claimed here): theirs follow the holder's outcome once it
-        // is known, instead of waiting out our own lease.
-        let mut copies: Vec<(usize, usize)> = Vec::new();
-        // finding id → (newest version claimed in this batch, its index).
-        let mut claimed_here: HashMap<&str, (Timestamp, usize)> = HashMap::new();
+        // The owner token of each claim won, for its commit or release.
+        let mut owners: HashMap<usize, Owner> = HashMap::new();
         for (i, c) in claims {
-            let f = &findings[i];
             match c {
-                ClaimOutcome::New => {
-                    let newest = claimed_here
-                        .entry(f.id.as_str())
-                        .or_insert((f.updated_at, i));
-                    if f.updated_at >= newest.0 {
-                        *newest = (f.updated_at, i);
-                    }
+                ClaimOutcome::New { owner } => {
+                    owners.insert(i, owner);
                     to_send.push(i);
                 }
-                ClaimOutcome::Duplicate => outcomes[i] = Some(Outcome::Duplicate),
-                ClaimOutcome::InFlight { lease_until } => match claimed_here.get(f.id.as_str()) {
-                    Some(&(held, holder)) if held >= f.updated_at => copies.push((i, holder)),
-                    _ => outcomes[i] = Some(Outcome::InFlight { lease_until }),
-                },
-                ClaimOutcome::Stale { newest } => outcomes[i] = Some(Outcome::Stale { newest }),
+                other => outcomes[i] = Some(claim_answer(other)),
             }
         }
 
@@ -348,7 +349,7 @@ impl Pipeline {
 
         // 5. Commit or release every sent finding's claim, in one store call (one request per
         //    batch on DynamoDB, instead of one per finding).
-        let mut finishes: Vec<(VersionKey, Finish)> = Vec::new();
+        let mut finishes: Vec<(VersionKey, Owner, Finish)> = Vec::new();
         for (i, range) in ranges {
             let results = report.outcomes.get(range.clone()).unwrap_or(&[]);
             let outcome = event_outcome(results, range.len());
@@ -367,8 +368,8 @@ impl Pipeline {
                     | Outcome::Stale { .. }
                     | Outcome::Invalid { .. } => None,
                 };
-                if let Some(finish) = finish {
-                    finishes.push((version_key(&findings[i]), finish));
+                if let (Some(finish), Some(owner)) = (finish, owners.get(&i)) {
+                    finishes.push((version_key(&findings[i]), *owner, finish));
                 }
             }
             outcomes[i] = Some(outcome);
@@ -377,9 +378,16 @@ impl Pipeline {
             && !finishes.is_empty()
         {
             let results = store.finish_many(&finishes).await;
-            for (k, (key, finish)) in finishes.iter().enumerate() {
+            for (k, (key, _, finish)) in finishes.iter().enumerate() {
                 let error = match results.get(k) {
                     Some(Ok(())) => continue,
+                    // Our lease ran out and another sender claimed the version: the store
+                    // refused to apply our commit or release over its claim (issue #20).
+                    Some(Err(e @ StoreError::StaleOwner { .. })) => {
+                        summary.stale_owner += 1;
+                        tracing::warn!(finding = %key.finding_id, version = %key.version, error = %e, "the claim was no longer ours; the store refused the finish");
+                        continue;
+                    }
                     Some(Err(e)) => e.to_string(),
                     None => format!(
                         "the state store returned {} results for {} items",
@@ -400,23 +408,10 @@ impl Pipeline {
             }
         }
 
-        for (copy, holder) in copies {
-            let newer = findings[holder].updated_at;
-            let older = findings[copy].updated_at < newer;
-            outcomes[copy] = outcomes[holder].as_ref().map(|o| match o {
-                // Behind a newer version delivered now: stale, as the store will say from now on.
-                Outcome::Forwarded { .. } if older => Outcome::Stale { newest: newer },
-                Outcome::Forwarded { .. } => Outcome::Duplicate,
-                // The newer version was not delivered, so the older one may be sent after all:
-                // a retry (its claim is free now) decides, whatever stopped the newer one.
-                Outcome::Failed { reason, .. } if older => Outcome::Failed {
-                    retryable: true,
-                    reason: format!(
-                        "not sent: waited for the newer version {newer}, which failed: {reason}"
-                    ),
-                },
-                other => other.clone(),
-            });
+        // 6. Copies follow their holder's outcome.
+        if let Some(store) = &self.store {
+            self.settle_copies(store.as_ref(), findings, &copies, &mut outcomes)
+                .await;
         }
         let outcomes: Vec<Outcome> = outcomes
             .into_iter()
@@ -431,6 +426,90 @@ impl Pipeline {
             summary.count(o);
         }
         BatchReport { outcomes, summary }
+    }
+
+    /// Settles the batch's copies of versions it claimed itself (`(copy, holder)` pairs) once
+    /// their holders' outcomes are recorded. A copy of a version that was not delivered fails
+    /// retryably without a claim (its retry decides). Every other copy is claimed now, so the
+    /// store records what it finally is (a duplicate of the delivered version, or stale behind
+    /// it) instead of an answer given while the holder was still sending.
+    async fn settle_copies(
+        &self,
+        store: &dyn StateStore,
+        findings: &[Finding],
+        copies: &[(usize, usize)],
+        outcomes: &mut [Option<Outcome>],
+    ) {
+        let mut to_claim: Vec<(usize, Outcome)> = Vec::new();
+        for &(copy, holder) in copies {
+            let newer = findings[holder].updated_at;
+            let older = findings[copy].updated_at < newer;
+            let Some(held) = outcomes[holder].clone() else {
+                continue;
+            };
+            let settled = match held {
+                // Behind a newer version delivered now: stale, as the store will say.
+                Outcome::Forwarded { .. } if older => Outcome::Stale { newest: newer },
+                Outcome::Forwarded { .. } => Outcome::Duplicate,
+                // The newer version was not delivered, so the older one may be sent after all:
+                // a retry (its claim is free now) decides, whatever stopped the newer one.
+                Outcome::Failed { reason, .. } if older => {
+                    outcomes[copy] = Some(Outcome::Failed {
+                        retryable: true,
+                        reason: format!(
+                            "not sent: waited for the newer version {newer}, which failed: {reason}"
+                        ),
+                    });
+                    continue;
+                }
+                other @ (Outcome::Failed { .. } | Outcome::Invalid { .. }) => {
+                    outcomes[copy] = Some(other);
+                    continue;
+                }
+                other => other,
+            };
+            // The fallback if the claim below fails: what the holder's outcome implies.
+            to_claim.push((copy, settled));
+        }
+        if to_claim.is_empty() {
+            return;
+        }
+        let reqs: Vec<ClaimRequest> = to_claim
+            .iter()
+            .map(|&(i, _)| claim_request(&findings[i]))
+            .collect();
+        match store.claim_many(&reqs, self.lease).await {
+            Ok(claims) if claims.len() == reqs.len() => {
+                for ((i, _), c) in to_claim.into_iter().zip(claims) {
+                    outcomes[i] = Some(match c {
+                        // The holder's claim was given up meanwhile (released, or its commit
+                        // refused): this copy holds a claim it did not send with; free it.
+                        ClaimOutcome::New { owner } => {
+                            let reason = "claimed after its batch had sent; left for a retry";
+                            if let Err(e) = store
+                                .release(&version_key(&findings[i]), owner, reason)
+                                .await
+                            {
+                                tracing::warn!(finding = %findings[i].id, error = %e, "releasing a copy's claim failed; it frees itself when the lease ends");
+                            }
+                            Outcome::Failed {
+                                retryable: true,
+                                reason: reason.to_owned(),
+                            }
+                        }
+                        other => claim_answer(other),
+                    });
+                }
+            }
+            other => {
+                // The copies' outcomes follow their holders' as before; only the audit
+                // counters miss them.
+                tracing::warn!(store = %store.describe(), result = ?other.map(|c| c.len()), "claiming the batch's copies after their holders failed");
+                for (i, settled) in to_claim {
+                    outcomes[i] = Some(settled);
+                }
+            }
+        }
     }
 
     /// Claims `reqs` (of findings `idxs`) one at a time: a claim the store refuses as invalid
@@ -505,6 +584,52 @@ impl Pipeline {
         }
         BatchReport { outcomes, summary }
     }
+}
+
+/// The outcome of a claim that was not won.
+fn claim_answer(c: ClaimOutcome) -> Outcome {
+    match c {
+        ClaimOutcome::Duplicate => Outcome::Duplicate,
+        ClaimOutcome::InFlight { lease_until } => Outcome::InFlight { lease_until },
+        ClaimOutcome::Stale { newest } => Outcome::Stale { newest },
+        // Only a caller that holds no owner token for it gets here (a copy's late claim).
+        ClaimOutcome::New { .. } => Outcome::Failed {
+            retryable: true,
+            reason: "claimed without being sent; left for a retry".to_owned(),
+        },
+    }
+}
+
+/// Splits the batch's copies (a version of a finding that an earlier item of the batch asks for
+/// too, or an older version behind it) from the findings to claim now. Returns the
+/// `(copy, holder)` pairs and the remaining indices with their claim requests.
+fn split_copies(
+    findings: &[Finding],
+    valid: Vec<usize>,
+    reqs: Vec<ClaimRequest>,
+) -> (Vec<(usize, usize)>, Vec<usize>, Vec<ClaimRequest>) {
+    // finding id → (newest version asked for so far, its index).
+    let mut newest: HashMap<&str, (Timestamp, usize)> = HashMap::new();
+    let mut copies = Vec::new();
+    let mut keep = Vec::with_capacity(valid.len());
+    let mut keep_reqs = Vec::with_capacity(reqs.len());
+    let mut reqs = reqs.into_iter();
+    for i in valid {
+        let f = &findings[i];
+        let req = reqs.next();
+        match newest.get(f.id.as_str()) {
+            Some(&(held, holder)) if held >= f.updated_at => {
+                copies.push((i, holder));
+                continue;
+            }
+            _ => {
+                newest.insert(f.id.as_str(), (f.updated_at, i));
+            }
+        }
+        keep.push(i);
+        keep_reqs.extend(req);
+    }
+    (copies, keep, keep_reqs)
 }
 
 /// A finding's outcome from its events' send outcomes: forwarded when every one was accepted,

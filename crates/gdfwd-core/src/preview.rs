@@ -14,8 +14,8 @@ use gdfwd_model::Timestamp;
 
 use crate::error::StoreError;
 use crate::store::{
-    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, ListQuery, StateStore,
-    VersionKey, judge_claim,
+    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, ListQuery, Owner,
+    StateStore, VersionKey, judge_claim,
 };
 
 #[derive(Debug)]
@@ -65,7 +65,7 @@ impl StateStore for PreviewStore {
                 judge_claim(history.as_ref().map(|h| &h.record), v, Timestamp::now())
             }
         };
-        if outcome == ClaimOutcome::New {
+        if outcome.is_new() {
             self.claimed
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -74,11 +74,21 @@ impl StateStore for PreviewStore {
         Ok(outcome)
     }
 
-    async fn commit(&self, _key: &VersionKey, _delivery: &Delivery) -> Result<(), StoreError> {
+    async fn commit(
+        &self,
+        _key: &VersionKey,
+        _owner: Owner,
+        _delivery: &Delivery,
+    ) -> Result<(), StoreError> {
         Ok(())
     }
 
-    async fn release(&self, key: &VersionKey, _reason: &str) -> Result<(), StoreError> {
+    async fn release(
+        &self,
+        key: &VersionKey,
+        _owner: Owner,
+        _reason: &str,
+    ) -> Result<(), StoreError> {
         let mut claimed = self
             .claimed
             .lock()
@@ -109,11 +119,12 @@ impl StateStore for PreviewStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::Status;
 
-    fn record(status: Status, latest: i64, lease_until: Option<i64>) -> FindingRecord {
+    /// A record of finding `f` at version `latest` (sent when `status` is), other fields empty.
+    pub(crate) fn record(status: Status, latest: i64, lease_until: Option<i64>) -> FindingRecord {
         let t = Timestamp::from_millis;
         FindingRecord {
             finding_id: "f".into(),
@@ -130,6 +141,8 @@ mod tests {
             failures: 0,
             last_error: None,
             expires_at: t(i64::MAX),
+            owner: None,
+            seq: 0,
         }
     }
 
@@ -146,11 +159,21 @@ mod tests {
             }
         );
         let ended = record(Status::Pending, 100, Some(1_000));
-        assert_eq!(judge_claim(Some(&ended), v, now), ClaimOutcome::New);
+        assert_eq!(
+            judge_claim(Some(&ended), v, now),
+            ClaimOutcome::New {
+                owner: crate::store::Owner::NONE
+            }
+        );
         let sent = record(Status::Sent, 100, None);
         assert_eq!(judge_claim(Some(&sent), v, now), ClaimOutcome::Duplicate);
         let failed = record(Status::Failed, 100, None);
-        assert_eq!(judge_claim(Some(&failed), v, now), ClaimOutcome::New);
+        assert_eq!(
+            judge_claim(Some(&failed), v, now),
+            ClaimOutcome::New {
+                owner: crate::store::Owner::NONE
+            }
+        );
         let newer = record(Status::Sent, 200, None);
         assert_eq!(
             judge_claim(Some(&newer), v, now),
@@ -158,6 +181,11 @@ mod tests {
                 newest: Timestamp::from_millis(200)
             }
         );
-        assert_eq!(judge_claim(None, v, now), ClaimOutcome::New);
+        assert_eq!(
+            judge_claim(None, v, now),
+            ClaimOutcome::New {
+                owner: crate::store::Owner::NONE
+            }
+        );
     }
 }

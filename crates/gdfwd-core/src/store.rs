@@ -6,11 +6,17 @@
 //! - `claim` decides as [`judge_claim`] does on the finding's record: [`ClaimOutcome::Stale`]
 //!   only when a newer version was **delivered**; [`ClaimOutcome::Duplicate`] when this exact
 //!   version was delivered; [`ClaimOutcome::InFlight`] when this version or a newer one is
-//!   under another live lease (counted as a duplicate too, but not known delivered: its holder
-//!   may still fail); otherwise [`ClaimOutcome::New`] (never seen, newer than every claim, or
+//!   under another live lease (recorded in the history but counted nowhere: not a final answer,
+//!   its holder may still fail); otherwise [`ClaimOutcome::New`] (never seen, newer than every claim, or
 //!   the claim that stood in its way was released or its lease ended). A claim that failed or
 //!   was refused therefore never blocks an older version;
-//! - `commit` marks a claimed version sent; `release` frees it at once and records why;
+//! - every winning claim carries a random [`Owner`] token; `commit` (marks the version sent)
+//!   and `release` (frees it at once and records why) are applied only for the claim's current
+//!   owner, as [`judge_finish`] decides: a sender whose lease ran out and whose version another
+//!   sender re-claimed gets [`StoreError::StaleOwner`], and nothing is written;
+//! - every history entry carries a per-finding sequence number the store increments in the same
+//!   write (transaction) that records the event, so the history is ordered by the store, not by
+//!   the writers' clocks;
 //! - records expire `retention` after their last update; expired records read as absent;
 //! - a small key/value space (alias cache, backfill checkpoints) lives beside the findings.
 
@@ -35,10 +41,38 @@ pub struct ClaimRequest {
     pub meta: FindingMeta,
 }
 
+/// The token of one winning claim (random per claim). Only the claim's owner may commit or
+/// release it: a sender whose lease ran out, and whose version another sender then claimed,
+/// holds a stale token, and its late commit or release is refused instead of overwriting what
+/// the new owner does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Owner(pub u128);
+
+impl Owner {
+    /// The owner of claims made without a store (`--dry-run`, `--no-dedup`): never committed.
+    pub const NONE: Owner = Owner(0);
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl std::str::FromStr for Owner {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        u128::from_str_radix(s, 16)
+            .map(Owner)
+            .map_err(|e| format!("owner token {s:?} is not 32 hex digits: {e}"))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClaimOutcome {
-    /// The caller holds a lease on this version and must send it, then commit or release.
-    New,
+    /// The caller holds a lease on this version and must send it, then commit or release it
+    /// as `owner`.
+    New { owner: Owner },
     /// This exact version was sent.
     Duplicate,
     /// This exact version, or a newer one, is being sent under another live lease, which ends
@@ -58,8 +92,9 @@ pub enum ClaimOutcome {
 /// newest version **delivered**, never against a claim: a version that failed, was refused or
 /// whose sender died must not keep older versions from being sent.
 pub fn judge_claim(record: Option<&FindingRecord>, v: Timestamp, now: Timestamp) -> ClaimOutcome {
+    let new = ClaimOutcome::New { owner: Owner::NONE };
     let Some(r) = record else {
-        return ClaimOutcome::New;
+        return new;
     };
     // A record written before `sent_version` existed: its latest version, when sent, is the
     // newest delivered one as far as it can tell.
@@ -72,7 +107,7 @@ pub fn judge_claim(record: Option<&FindingRecord>, v: Timestamp, now: Timestamp)
         _ => {}
     }
     if v > r.latest_version {
-        return ClaimOutcome::New;
+        return new;
     }
     // This version, or an older one than the last claimed: only a live claim stands in the
     // way. A sent latest version is `sent` above; a released one or an ended lease frees it.
@@ -82,7 +117,51 @@ pub fn judge_claim(record: Option<&FindingRecord>, v: Timestamp, now: Timestamp)
         }
         // A pending claim without a lease cannot come from our writes: the conservative answer.
         (Status::Pending, None) | (Status::Sent, _) => ClaimOutcome::Duplicate,
-        (Status::Pending | Status::Failed, _) => ClaimOutcome::New,
+        (Status::Pending | Status::Failed, _) => new,
+    }
+}
+
+impl ClaimOutcome {
+    /// The owner token of a winning claim; `None` for every other outcome.
+    pub fn owner(&self) -> Option<Owner> {
+        match self {
+            Self::New { owner } => Some(*owner),
+            _ => None,
+        }
+    }
+
+    pub fn is_new(&self) -> bool {
+        matches!(self, Self::New { .. })
+    }
+}
+
+/// How a `commit` or `release` of `key` by `owner` applies to the finding's live record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FinishCheck {
+    /// The latest version, claimed by this owner: the status changes.
+    Latest,
+    /// An older version than the latest (a newer one was claimed since): recorded (counters,
+    /// history) without changing the newer version's status. The record keeps only the latest
+    /// claim's owner, so an older version's owner cannot be checked.
+    Older,
+    /// The latest version, but its current claim is another owner's (this sender's lease ran
+    /// out and another sender claimed it): refused, nothing written.
+    StaleOwner,
+    /// Never claimed (unknown finding, expired record, or newer than every claim): refused.
+    NotClaimed(&'static str),
+}
+
+/// The finish decision every backend makes (SQLite in its write transaction, DynamoDB as the
+/// write's condition, then from the old record the failed condition returns).
+pub fn judge_finish(record: Option<&FindingRecord>, key: &VersionKey, owner: Owner) -> FinishCheck {
+    match record {
+        None => FinishCheck::NotClaimed("the finding was never claimed (or its record expired)"),
+        Some(r) if key.version > r.latest_version => FinishCheck::NotClaimed(
+            "this version is newer than every claimed version, so it was never claimed",
+        ),
+        Some(r) if key.version < r.latest_version => FinishCheck::Older,
+        Some(r) if r.owner == Some(owner) => FinishCheck::Latest,
+        Some(_) => FinishCheck::StaleOwner,
     }
 }
 
@@ -134,6 +213,12 @@ pub enum HistoryKind {
         request_id: Option<String>,
     },
     Duplicate,
+    /// The version (or a newer one) was being sent under another live claim: not a final
+    /// answer (the caller tries again later), so no counter records it.
+    #[serde(rename = "in_flight")]
+    InFlight {
+        lease_until: Timestamp,
+    },
     Stale {
         newest: Timestamp,
     },
@@ -144,7 +229,13 @@ pub enum HistoryKind {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryEntry {
-    /// When it happened (store clock).
+    /// The entry's place in the finding's history, counted by the store in the write that
+    /// recorded it: 1, 2, 3... per record (a record that expired and started afresh counts from
+    /// 1 again). `None` for an entry written before sequence numbers existed (DynamoDB items of
+    /// an older gdfwd; SQLite numbers its old entries when it migrates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// When it happened, by the writer's clock (shown beside the order; never used to order).
     pub at: Timestamp,
     /// Which version of the finding it concerned.
     pub version: Timestamp,
@@ -178,6 +269,13 @@ pub struct FindingRecord {
     pub last_error: Option<String>,
     /// When the record expires (TTL).
     pub expires_at: Timestamp,
+    /// The owner token of the latest claim (`None` on a record whose latest claim an older
+    /// gdfwd made).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+    /// History entries written to this record so far: the sequence number of the last one.
+    #[serde(default)]
+    pub seq: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -263,7 +361,8 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         None
     }
 
-    /// Claims one version under a lease of `lease`. Counts duplicates and stale suppressions.
+    /// Claims one version under a lease of `lease`. Counts duplicates and stale suppressions
+    /// (final answers; an answer in flight is only recorded in the history).
     async fn claim(&self, req: &ClaimRequest, lease: Duration) -> Result<ClaimOutcome, StoreError>;
 
     /// Claims several versions; outcomes in input order. Backends may batch the writes, but the
@@ -280,23 +379,35 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         Ok(out)
     }
 
-    /// Marks a claimed version sent. Committing a version that is no longer the latest (a newer
-    /// one was claimed meanwhile) records the delivery without moving `latest_version` back.
-    async fn commit(&self, key: &VersionKey, delivery: &Delivery) -> Result<(), StoreError>;
+    /// Marks a version `owner` claimed as sent. Committing a version that is no longer the
+    /// latest (a newer one was claimed meanwhile) records the delivery without moving
+    /// `latest_version` back. [`StoreError::StaleOwner`] when another claim replaced `owner`'s
+    /// ([`judge_finish`]); nothing is written then.
+    async fn commit(
+        &self,
+        key: &VersionKey,
+        owner: Owner,
+        delivery: &Delivery,
+    ) -> Result<(), StoreError>;
 
-    /// Frees a claimed version at once (a retry may claim it again) and records `reason`.
-    async fn release(&self, key: &VersionKey, reason: &str) -> Result<(), StoreError>;
+    /// Frees a version `owner` claimed at once (a retry may claim it again) and records
+    /// `reason`; refused as `commit` is.
+    async fn release(&self, key: &VersionKey, owner: Owner, reason: &str)
+    -> Result<(), StoreError>;
 
     /// Commits or releases several claimed versions: one result per input, in input order.
     /// Backends may batch the writes (the Lambda's per-finding cost is mostly per request), but
     /// the result must equal calling [`commit`](Self::commit) / [`release`](Self::release) one
     /// by one in order, and one item's failure must not keep the others from being recorded.
-    async fn finish_many(&self, items: &[(VersionKey, Finish)]) -> Vec<Result<(), StoreError>> {
+    async fn finish_many(
+        &self,
+        items: &[(VersionKey, Owner, Finish)],
+    ) -> Vec<Result<(), StoreError>> {
         let mut out = Vec::with_capacity(items.len());
-        for (key, finish) in items {
+        for (key, owner, finish) in items {
             out.push(match finish {
-                Finish::Commit(d) => self.commit(key, d).await,
-                Finish::Release(reason) => self.release(key, reason).await,
+                Finish::Commit(d) => self.commit(key, *owner, d).await,
+                Finish::Release(reason) => self.release(key, *owner, reason).await,
             });
         }
         out

@@ -11,7 +11,7 @@ use gdfwd_core::enrich::{AccountResolver, EnrichStats};
 use gdfwd_core::pipeline::{Outcome, Pipeline};
 use gdfwd_core::sink::{EventOutcome, OutEvent, SendReport, SendStats, Sink};
 use gdfwd_core::store::{
-    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, Finish, ListQuery,
+    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, Finish, ListQuery, Owner,
     StateStore, VersionKey,
 };
 use gdfwd_model::{Enrichment, Finding, Format, Item, Timestamp, parse_document};
@@ -33,6 +33,10 @@ struct MemStore {
     finish_calls: Mutex<Vec<usize>>,
     /// Commits of this finding fail (after Dynatrace accepted it).
     fail_commit_of: Option<String>,
+    /// Commits of this finding are refused: another sender claimed it after our lease.
+    stale_owner_of: Option<String>,
+    /// Every claim's answer, in order.
+    answers: Mutex<Vec<ClaimOutcome>>,
 }
 
 #[async_trait]
@@ -60,7 +64,7 @@ impl StateStore for MemStore {
             .expect("lock")
             .get(&req.key.finding_id)
             .copied();
-        match (sent, items.get(&req.key.finding_id)) {
+        let answer = match (sent, items.get(&req.key.finding_id)) {
             (Some(newest), _) if v < newest => Ok(ClaimOutcome::Stale { newest }),
             (Some(newest), _) if v == newest => Ok(ClaimOutcome::Duplicate),
             (_, Some((cur, "pending"))) if v <= *cur => Ok(ClaimOutcome::InFlight {
@@ -68,11 +72,30 @@ impl StateStore for MemStore {
             }),
             _ => {
                 items.insert(req.key.finding_id.clone(), (v, "pending"));
-                Ok(ClaimOutcome::New)
+                Ok(ClaimOutcome::New {
+                    owner: Owner(u128::from(v.millis().unsigned_abs())),
+                })
             }
+        };
+        if let Ok(a) = &answer {
+            self.answers.lock().expect("lock").push(*a);
         }
+        answer
     }
-    async fn commit(&self, key: &VersionKey, d: &Delivery) -> Result<(), StoreError> {
+    async fn commit(
+        &self,
+        key: &VersionKey,
+        _owner: Owner,
+        d: &Delivery,
+    ) -> Result<(), StoreError> {
+        if self.stale_owner_of.as_ref() == Some(&key.finding_id) {
+            return Err(StoreError::StaleOwner {
+                backend: "memory".into(),
+                operation: "commit",
+                finding_id: key.finding_id.clone(),
+                version: key.version,
+            });
+        }
         if self.fail_commit_of.as_ref() == Some(&key.finding_id) {
             return Err(StoreError::Unavailable {
                 backend: "memory".into(),
@@ -96,7 +119,12 @@ impl StateStore for MemStore {
             .push((key.clone(), d.clone()));
         Ok(())
     }
-    async fn release(&self, key: &VersionKey, reason: &str) -> Result<(), StoreError> {
+    async fn release(
+        &self,
+        key: &VersionKey,
+        _owner: Owner,
+        reason: &str,
+    ) -> Result<(), StoreError> {
         let mut items = self.items.lock().expect("lock");
         if items.get(&key.finding_id) == Some(&(key.version, "pending")) {
             items.insert(key.finding_id.clone(), (key.version, "failed"));
@@ -107,13 +135,16 @@ impl StateStore for MemStore {
             .push((key.clone(), reason.to_owned()));
         Ok(())
     }
-    async fn finish_many(&self, items: &[(VersionKey, Finish)]) -> Vec<Result<(), StoreError>> {
+    async fn finish_many(
+        &self,
+        items: &[(VersionKey, Owner, Finish)],
+    ) -> Vec<Result<(), StoreError>> {
         self.finish_calls.lock().expect("lock").push(items.len());
         let mut out = Vec::new();
-        for (key, finish) in items {
+        for (key, owner, finish) in items {
             out.push(match finish {
-                Finish::Commit(d) => self.commit(key, d).await,
-                Finish::Release(r) => self.release(key, r).await,
+                Finish::Commit(d) => self.commit(key, *owner, d).await,
+                Finish::Release(r) => self.release(key, *owner, r).await,
             });
         }
         out
@@ -626,12 +657,12 @@ async fn a_version_in_flight_elsewhere_is_left_for_a_retry_and_copies_follow_the
     // Another sender holds f1.
     let f1 = findings(&finding("f1", "1", "2025-01-01T00:00:01Z"));
     let other = gdfwd_core::pipeline::claim_request(&f1[0]);
-    assert_eq!(
-        store
+    assert!(
+        (store
             .claim(&other, Duration::from_secs(300))
             .await
-            .expect("claim"),
-        ClaimOutcome::New
+            .expect("claim"))
+        .is_new()
     );
     // f2 (the first event sent) fails retryably; f3 is delivered; each has a copy in the batch.
     sink.fail_503_at(0);
@@ -720,11 +751,11 @@ impl StateStore for LimitedStore {
         }
         Ok(out)
     }
-    async fn commit(&self, key: &VersionKey, d: &Delivery) -> Result<(), StoreError> {
-        self.0.commit(key, d).await
+    async fn commit(&self, key: &VersionKey, o: Owner, d: &Delivery) -> Result<(), StoreError> {
+        self.0.commit(key, o, d).await
     }
-    async fn release(&self, key: &VersionKey, reason: &str) -> Result<(), StoreError> {
-        self.0.release(key, reason).await
+    async fn release(&self, key: &VersionKey, o: Owner, reason: &str) -> Result<(), StoreError> {
+        self.0.release(key, o, reason).await
     }
     async fn history(&self, id: &str) -> Result<Option<FindingHistory>, StoreError> {
         self.0.history(id).await
@@ -804,4 +835,68 @@ async fn a_claim_batch_refused_for_one_item_is_retried_without_it() {
     assert_eq!(r.outcomes[2], fwd);
     assert_eq!((r.summary.forwarded, r.summary.invalid), (2, 1));
     assert_eq!(sink.received.lock().expect("lock").len(), 2);
+}
+
+/// A commit the store refuses because another sender claimed the version after our lease ran
+/// out is counted as `stale_owner`, never retried as a failure: the events were delivered.
+#[tokio::test]
+async fn a_commit_refused_for_a_stale_owner_is_counted_not_failed() {
+    let store = Arc::new(MemStore {
+        stale_owner_of: Some("f2".into()),
+        ..MemStore::default()
+    });
+    let sink = Arc::new(FakeSink::default());
+    let p = pipeline(store.clone(), sink.clone());
+    let r = p.process(&same_version(&["f1", "f2"]), None).await;
+    assert_eq!(
+        r.outcomes,
+        vec![
+            Outcome::Forwarded { events: 1 },
+            Outcome::Forwarded { events: 1 }
+        ]
+    );
+    assert_eq!((r.summary.stale_owner, r.summary.failed), (1, 0));
+    let committed = store.committed.lock().expect("lock").len();
+    assert_eq!(committed, 1, "only f1's commit was applied");
+}
+
+/// A copy of a version this batch sends is claimed only after the holder's commit, so the
+/// store answers (and counts) what it finally is: a duplicate of the delivered version, or
+/// stale behind the newer one delivered.
+#[tokio::test]
+async fn copies_are_claimed_after_their_holder_is_recorded() {
+    let store = Arc::new(MemStore::default());
+    let sink = Arc::new(FakeSink::default());
+    let p = pipeline(store.clone(), sink.clone());
+    let mut batch = findings(&finding("f1", "1", "2025-01-01T00:00:02Z"));
+    batch.extend(findings(&finding("f1", "1", "2025-01-01T00:00:01Z")));
+    batch.extend(findings(&finding("f1", "1", "2025-01-01T00:00:02Z")));
+    let r = p.process(&batch, None).await;
+    let newest = batch[0].updated_at;
+    assert_eq!(
+        r.outcomes,
+        vec![
+            Outcome::Forwarded { events: 1 },
+            Outcome::Stale { newest },
+            Outcome::Duplicate,
+        ]
+    );
+    // MemStore answers InFlight while a version is pending: only claims made after the
+    // commit get Stale and Duplicate from it.
+    let answers = store.answers.lock().expect("lock").clone();
+    assert_eq!(
+        answers,
+        vec![
+            ClaimOutcome::New {
+                owner: Owner(u128::from(newest.millis().unsigned_abs()))
+            },
+            ClaimOutcome::Stale { newest },
+            ClaimOutcome::Duplicate,
+        ]
+    );
+    assert_eq!(
+        (r.summary.stale, r.summary.duplicates, r.summary.in_flight),
+        (1, 1, 0)
+    );
+    assert_eq!(sink.received.lock().expect("lock").len(), 1);
 }

@@ -191,12 +191,14 @@ async fn store_with_one_sent(dir: &std::path::Path) -> Arc<dyn StateStore> {
             title: None,
         },
     };
-    store
+    let owner = store
         .claim(&req, Duration::from_secs(60))
         .await
-        .expect("claim");
+        .expect("claim")
+        .owner()
+        .expect("a new claim");
     store
-        .commit(&key, &Delivery::default())
+        .commit(&key, owner, &Delivery::default())
         .await
         .expect("commit");
     Arc::new(store)

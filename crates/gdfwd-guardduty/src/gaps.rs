@@ -136,7 +136,9 @@ pub fn classify(
             GapReason::Stale,
             Some(format!("newer version {newest} was claimed but not sent")),
         )),
-        Some(HistoryKind::Claimed | HistoryKind::Duplicate) => Some((GapReason::Pending, None)),
+        Some(HistoryKind::Claimed | HistoryKind::Duplicate | HistoryKind::InFlight { .. }) => {
+            Some((GapReason::Pending, None))
+        }
         Some(HistoryKind::Sent { .. }) => None,
         None if r.latest_version > version => Some((
             GapReason::Stale,

@@ -48,7 +48,7 @@ impl InvocationMetrics {
         timestamp_ms: i64,
     ) -> Value {
         let s = &self.summary;
-        let values: [(&str, u64, &str); 18] = [
+        let values: [(&str, u64, &str); 19] = [
             ("Received", s.received, "Count"),
             ("Forwarded", s.forwarded, "Count"),
             ("Duplicates", s.duplicates, "Count"),
@@ -57,6 +57,7 @@ impl InvocationMetrics {
             ("Skipped", s.skipped, "Count"),
             ("Invalid", s.invalid, "Count"),
             ("Failed", s.failed, "Count"),
+            ("StaleOwner", s.stale_owner, "Count"),
             ("BatchItemFailures", self.batch_item_failures, "Count"),
             ("Retries", s.retries, "Count"),
             ("Throttled", s.throttled, "Count"),
@@ -157,6 +158,7 @@ mod tests {
                 requests: 2,
                 retries: 1,
                 throttled: 1,
+                stale_owner: 2,
             },
             batch_item_failures: 1,
             enrich: EnrichStats {
@@ -173,7 +175,7 @@ mod tests {
         assert_eq!(directive["Dimensions"], json!([["FunctionName"]]));
         assert_eq!(doc["_aws"]["Timestamp"], 1_700_000_000_000_i64);
         let declared = directive["Metrics"].as_array().expect("metrics array");
-        assert_eq!(declared.len(), 18);
+        assert_eq!(declared.len(), 19);
         for d in declared {
             let name = d["Name"].as_str().expect("name");
             assert!(doc[name].is_u64(), "{name} has a numeric value");
@@ -185,5 +187,6 @@ mod tests {
         assert_eq!(doc["SendLatency"], 42);
         assert_eq!(doc["BatchItemFailures"], 1);
         assert_eq!(doc["InFlightElsewhere"], 3);
+        assert_eq!(doc["StaleOwner"], 2);
     }
 }

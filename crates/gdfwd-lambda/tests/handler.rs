@@ -562,13 +562,13 @@ async fn a_finding_in_flight_elsewhere_is_retried_not_dropped() {
         other => panic!("fixture is not a finding: {other:?}"),
     };
     // Another sender holds the first finding.
-    assert_eq!(
-        r.store
-            .claim(&held, Duration::from_secs(300))
-            .await
-            .expect("claim"),
-        gdfwd_core::store::ClaimOutcome::New
-    );
+    let holder = r
+        .store
+        .claim(&held, Duration::from_secs(300))
+        .await
+        .expect("claim")
+        .owner()
+        .expect("the other sender's claim wins");
     let id0 = finding_id(&events[0]);
     let mut records: Vec<(String, String)> = events
         .iter()
@@ -597,7 +597,7 @@ async fn a_finding_in_flight_elsewhere_is_retried_not_dropped() {
 
     // The holder gave up: the redelivered message is sent.
     r.store
-        .release(&held.key, "holder failed")
+        .release(&held.key, holder, "holder failed")
         .await
         .expect("release");
     let h = r.handler.handle(sqs_batch(&records[..1]), &inv("f3")).await;

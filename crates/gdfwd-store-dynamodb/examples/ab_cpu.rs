@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gdfwd_core::SystemClock;
-use gdfwd_core::store::{ClaimOutcome, ClaimRequest, Delivery, StateStore, VersionKey};
+use gdfwd_core::store::{ClaimRequest, Delivery, StateStore, VersionKey};
 use gdfwd_model::{FindingMeta, Timestamp};
 use gdfwd_store_dynamodb::{DEFAULT_RETENTION, DynamoStore, client, create_table};
 
@@ -57,10 +57,10 @@ async fn main() {
         let t0 = cpu_seconds();
         for batch in reqs.chunks(10) {
             let got = store.claim_many(batch, lease).await.expect("claim_many");
-            assert!(got.iter().all(|o| *o == ClaimOutcome::New));
-            for r in batch {
+            for (r, o) in batch.iter().zip(got) {
+                let owner = o.owner().expect("every claim of a fresh table wins");
                 store
-                    .commit(&r.key, &Delivery::default())
+                    .commit(&r.key, owner, &Delivery::default())
                     .await
                     .expect("commit");
             }

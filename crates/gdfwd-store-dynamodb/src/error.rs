@@ -53,6 +53,16 @@ pub enum DynamoStoreError {
         version: Timestamp,
         message: &'static str,
     },
+    /// `commit`/`release` by a sender whose claim another sender replaced (its lease ended).
+    #[error(
+        "DynamoDB table {table}: {operation} of finding {finding_id:?} version {version} refused: the claim is no longer this sender's"
+    )]
+    StaleOwner {
+        table: String,
+        operation: &'static str,
+        finding_id: String,
+        version: Timestamp,
+    },
     /// The table name is not a valid DynamoDB table name.
     #[error("invalid DynamoDB table name {0:?}: 3 to 255 characters of A-Z a-z 0-9 _ - .")]
     TableName(String),
@@ -104,7 +114,8 @@ impl DynamoStoreError {
             | Self::NoTable { operation, .. }
             | Self::Contended { operation, .. }
             | Self::Corrupt { operation, .. }
-            | Self::NotClaimed { operation, .. } => operation,
+            | Self::NotClaimed { operation, .. }
+            | Self::StaleOwner { operation, .. } => operation,
             Self::TableName(_) | Self::Mismatch { .. } => "configuration",
         }
     }
@@ -129,6 +140,17 @@ impl From<DynamoStoreError> for StoreError {
                 backend: format!("dynamodb:{table}"),
                 operation,
                 message: e.to_string(),
+            },
+            Self_::StaleOwner {
+                table,
+                finding_id,
+                version,
+                ..
+            } => StoreError::StaleOwner {
+                backend: format!("dynamodb:{table}"),
+                operation,
+                finding_id,
+                version,
             },
             Self_::NoTable { .. } | Self_::TableName(_) | Self_::Mismatch { .. } => {
                 StoreError::Config(e.to_string())

@@ -5,17 +5,18 @@
 //!   the latest version's meta, `gsi1pk`/`gsi1sk` for the audit index, and the expiry twice:
 //!   `expires_at_ms` (exact, what reads compare with the store clock) and `expires_at` (epoch
 //!   seconds rounded up, for DynamoDB's TTL deletion);
-//! - history entry: `pk = F#<id>`, `sk = H#<at ms, 15 digits>#<seq, 12 digits>#<process tag>`;
-//!   the sort key orders entries by time, then by the writing process's sequence, so entries
-//!   written in the same millisecond keep their order;
+//! - history entry: `pk = F#<id>`, `sk = H#S<first_seen ms, 15 digits>#<seq, 12 digits>`: the
+//!   record's incarnation (its `first_seen`, set once when the record is created) and the entry's
+//!   sequence number, which the record write that recorded the event counted (`seq` on the
+//!   record, conditioned on its previous value), so the sort key is the store's order. Entries
+//!   of an older gdfwd have `sk = H#<at ms, 15 digits>#<n, 12 digits>#<process tag>` (time
+//!   order) and sort before these;
 //! - key/value: `pk = KV#<namespace>`, `sk = <key>`, `v`, expiry as above.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use gdfwd_core::store::{FindingRecord, HistoryEntry, HistoryKind, Status};
+use gdfwd_core::store::{FindingRecord, HistoryEntry, HistoryKind, Owner, Status};
 use gdfwd_model::{FindingMeta, Timestamp};
 
 pub(crate) type Item = HashMap<String, AttributeValue>;
@@ -53,6 +54,8 @@ pub(crate) const CLAIM_TOKEN: &str = "claim_token";
 /// retry fails its condition against that very write, the retry recognises it by the token
 /// instead of counting the delivery (or failure) a second time.
 pub(crate) const FINISH_TOKEN: &str = "finish_token";
+/// History entries written to this incarnation of the record: the last entry's number.
+pub(crate) const SEQ_NO: &str = "seq";
 // History attributes.
 pub(crate) const AT: &str = "at";
 pub(crate) const VERSION: &str = "version";
@@ -63,6 +66,12 @@ pub(crate) const VALUE: &str = "v";
 /// A fresh random token ([`CLAIM_TOKEN`], [`FINISH_TOKEN`]).
 pub(crate) fn new_token() -> String {
     format!("{:032x}", rand::random::<u128>())
+}
+
+/// The claim's owner token is its [`CLAIM_TOKEN`]; a token this build cannot read matches no
+/// caller (its commit is refused as a stale owner's).
+pub(crate) fn owner_of(token: &str) -> Owner {
+    token.parse().unwrap_or(Owner::NONE)
 }
 
 /// Whether `old` was last finished by the write that carried `token`.
@@ -99,14 +108,59 @@ pub(crate) fn gsi1_sk(last_seen: Timestamp, id: &str) -> String {
     format!("{}#{id}", ms15(last_seen))
 }
 
-static SEQ: AtomicU64 = AtomicU64::new(0);
-static PROCESS_TAG: OnceLock<u32> = OnceLock::new();
+/// The place a history-producing write gives its entry: the record's incarnation (its
+/// `first_seen`) and the entry's sequence number in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Slot {
+    pub(crate) first_seen: Timestamp,
+    pub(crate) seq: u64,
+}
 
-/// A history sort key unique across processes and ordered within this one.
-pub(crate) fn history_sk(at: Timestamp) -> String {
-    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-    let tag = *PROCESS_TAG.get_or_init(rand::random);
-    format!("{HISTORY_PREFIX}{}#{seq:012}#{tag:08x}", ms15(at))
+/// What a history-producing record write expects to find, as its condition: no record (a
+/// first claim), or this incarnation with this many history entries. A concurrent writer that
+/// got there first makes the condition fail, and the write is decided again from the record it
+/// returns: so each entry's number is given once, in the order the store applied the writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expect {
+    Absent,
+    At { first_seen: Timestamp, seq: u64 },
+}
+
+impl Expect {
+    /// What `old` (a record) holds; a record of an older gdfwd has no `seq`: 0.
+    pub(crate) fn of(old: &Item) -> DecodeResult<Expect> {
+        Ok(Expect::At {
+            first_seen: get_ts(old, FIRST_SEEN)?,
+            seq: get_opt_i64(old, SEQ_NO)?
+                .and_then(|n| u64::try_from(n).ok())
+                .unwrap_or(0),
+        })
+    }
+
+    /// The slot of the next entry: the first of a record created at `now`, or the next one.
+    pub(crate) fn next(self, now: Timestamp) -> Slot {
+        match self {
+            Expect::Absent => Slot {
+                first_seen: now,
+                seq: 1,
+            },
+            Expect::At { first_seen, seq } => Slot {
+                first_seen,
+                seq: seq.saturating_add(1),
+            },
+        }
+    }
+}
+
+/// The sort key prefix of one incarnation's numbered entries.
+pub(crate) fn history_prefix(first_seen: Timestamp) -> String {
+    format!("{HISTORY_PREFIX}S{}#", ms15(first_seen))
+}
+
+/// A history sort key: the incarnation, then the sequence number (fixed width, so string order
+/// is number order).
+pub(crate) fn history_sk(slot: Slot) -> String {
+    format!("{}{:012}", history_prefix(slot.first_seen), slot.seq)
 }
 
 /// Epoch seconds for DynamoDB TTL, rounded up so DynamoDB never deletes before we call it expired.
@@ -215,6 +269,11 @@ pub(crate) fn record_from(item: &Item) -> DecodeResult<FindingRecord> {
         failures: get_count(item, FAILURES)?,
         last_error: get_opt_s(item, LAST_ERROR)?,
         expires_at: get_ts(item, EXPIRES_MS)?,
+        // A token this build cannot read (an older gdfwd's) is nobody's: refused as stale.
+        owner: get_opt_s(item, CLAIM_TOKEN)?.and_then(|t| t.parse().ok()),
+        seq: get_opt_i64(item, SEQ_NO)?
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(0),
     })
 }
 
@@ -223,6 +282,7 @@ pub(crate) fn history_from(item: &Item) -> DecodeResult<HistoryEntry> {
     let kind: HistoryKind =
         serde_json::from_str(kind).map_err(|e| format!("history kind {kind:?}: {e}"))?;
     Ok(HistoryEntry {
+        seq: get_opt_i64(item, SEQ_NO)?.and_then(|n| u64::try_from(n).ok()),
         at: get_ts(item, AT)?,
         version: get_ts(item, VERSION)?,
         kind,
@@ -232,6 +292,7 @@ pub(crate) fn history_from(item: &Item) -> DecodeResult<HistoryEntry> {
 /// A history item to write: `pk`, `sk`, at, version, kind (JSON), expiry.
 pub(crate) fn history_item(
     id: &str,
+    slot: Slot,
     at: Timestamp,
     version: Timestamp,
     kind: &HistoryKind,
@@ -244,7 +305,8 @@ pub(crate) fn history_item(
     });
     HashMap::from([
         (crate::table::PK.to_owned(), s(finding_pk(id))),
-        (crate::table::SK.to_owned(), s(history_sk(at))),
+        (crate::table::SK.to_owned(), s(history_sk(slot))),
+        (SEQ_NO.to_owned(), n(slot.seq)),
         (AT.to_owned(), ts(at)),
         (VERSION.to_owned(), ts(version)),
         (KIND.to_owned(), s(kind)),
@@ -268,12 +330,28 @@ mod tests {
     }
 
     #[test]
-    fn history_keys_sort_by_time_then_sequence() {
-        let a = history_sk(Timestamp::from_millis(1_700_000_000_000));
-        let b = history_sk(Timestamp::from_millis(1_700_000_000_000));
-        let c = history_sk(Timestamp::from_millis(999));
-        assert!(a < b, "{a} < {b}");
-        assert!(c < a, "{c} < {a}");
+    fn history_keys_sort_by_incarnation_then_sequence_after_old_ones() {
+        let t = Timestamp::from_millis(1_700_000_000_000);
+        let slot = |seq| Slot { first_seen: t, seq };
+        let (a, b, c) = (
+            history_sk(slot(2)),
+            history_sk(slot(10)),
+            history_sk(slot(1_000)),
+        );
+        assert!(a < b && b < c, "{a} < {b} < {c}");
+        // An older gdfwd's key (time, counter, process tag) sorts before every numbered one.
+        let old = format!("{HISTORY_PREFIX}{}#000000000007#0000abcd", ms15(t));
+        assert!(old < history_sk(slot(1)), "{old}");
+        assert!(history_sk(slot(1)).starts_with(&history_prefix(t)));
+        assert_eq!(Expect::Absent.next(t), slot(1));
+        assert_eq!(
+            Expect::At {
+                first_seen: t,
+                seq: 4
+            }
+            .next(Timestamp::from_millis(5)),
+            slot(5)
+        );
     }
 }
 

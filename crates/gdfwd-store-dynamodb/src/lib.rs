@@ -45,8 +45,9 @@ use aws_sdk_dynamodb::types::{
 };
 use futures::StreamExt;
 use gdfwd_core::store::{
-    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, Finish, HistoryKind,
-    ListQuery, StateStore, Status, StatusFilter, VersionKey, judge_claim,
+    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, Finish, FinishCheck,
+    HistoryKind, ListQuery, Owner, StateStore, Status, StatusFilter, VersionKey, judge_claim,
+    judge_finish,
 };
 use gdfwd_core::{Clock, StoreError};
 use gdfwd_model::Timestamp;
@@ -132,7 +133,14 @@ pub struct DynamoStore {
     retention_ms: i64,
     stripes: Arc<[tokio::sync::Mutex<()>]>,
     transactions: bool,
+    /// The record state this process last wrote per finding (incarnation and history count):
+    /// the first guess of the next write's condition, so a commit after a claim needs no read.
+    /// Only a guess: a wrong one fails the condition, which returns the record to go on from.
+    known: Arc<std::sync::Mutex<HashMap<String, item::Expect>>>,
 }
+
+/// Entries of [`DynamoStore::known`] kept before it is emptied (it is only a cache).
+const KNOWN_MAX: usize = 4096;
 
 /// Expression attribute names and values, recorded as they are used (DynamoDB rejects unused ones).
 #[derive(Default)]
@@ -166,6 +174,7 @@ enum Written {
 /// A history entry decided by an operation, written after it.
 struct PendingHistory {
     id: String,
+    slot: item::Slot,
     at: Timestamp,
     version: Timestamp,
     kind: HistoryKind,
@@ -175,10 +184,11 @@ struct PendingHistory {
 /// What a batch's claim transaction decided: claims won, claims left to the single path, and for
 /// some of those the record as it was when their condition failed.
 struct TxClaims {
-    won: Vec<usize>,
+    /// With the owner token each won claim carries.
+    won: Vec<(usize, Owner)>,
     single: Vec<usize>,
     /// With the claim token the cancelled write carried.
-    known: Vec<(usize, (Item, String))>,
+    known: Vec<(usize, Item)>,
 }
 
 /// What [`DynamoStore::transact_batch`] did with each index, with the tag its build returned.
@@ -288,6 +298,7 @@ impl DynamoStore {
             retention_ms: i64::try_from(retention.as_millis()).unwrap_or(i64::MAX),
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             transactions: true,
+            known: Arc::default(),
         }
     }
 
@@ -309,6 +320,25 @@ impl DynamoStore {
         let i = Self::stripe_index(id);
         // `stripes` always has STRIPES entries; index 0 is the (unreachable) fallback.
         self.stripes.get(i).unwrap_or(&self.stripes[0])
+    }
+
+    /// Holds the stripes of `keys`' findings like a single write does, taken in stripe order
+    /// so that two batches never wait for each other crosswise. Never held across a call that
+    /// takes a stripe itself.
+    async fn lock_stripes<'k>(
+        &self,
+        keys: impl Iterator<Item = &'k VersionKey>,
+    ) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = keys.map(|k| Self::stripe_index(&k.finding_id)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for s in stripes {
+            if let Some(m) = self.stripes.get(s) {
+                guards.push(m.lock().await);
+            }
+        }
+        guards
     }
 
     fn stripe_index(id: &str) -> usize {
@@ -407,6 +437,69 @@ impl DynamoStore {
 
     fn expiry(&self, now: Timestamp) -> Timestamp {
         now.saturating_add_millis(self.retention_ms)
+    }
+
+    fn known_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, item::Expect>> {
+        self.known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The guess for the next write of `id` (see [`DynamoStore::known`]); none: no record.
+    fn guess(&self, id: &str) -> item::Expect {
+        self.known_lock()
+            .get(id)
+            .copied()
+            .unwrap_or(item::Expect::Absent)
+    }
+
+    /// Remembers that this process wrote entry `slot` of `id`.
+    fn wrote(&self, id: &str, slot: item::Slot) {
+        let mut known = self.known_lock();
+        if known.len() >= KNOWN_MAX {
+            known.clear();
+        }
+        known.insert(
+            id.to_owned(),
+            item::Expect::At {
+                first_seen: slot.first_seen,
+                seq: slot.seq,
+            },
+        );
+    }
+
+    /// The condition that the record is as `expect` says, and the update that counts entry
+    /// `slot` (`expect`'s next); both go with the write that records the event.
+    fn expect_clause(
+        e: &mut Expr,
+        sets: &mut Vec<String>,
+        expect: item::Expect,
+        slot: item::Slot,
+    ) -> String {
+        sets.push(format!(
+            "{} = {}",
+            e.n(item::SEQ_NO),
+            e.v("nseq", item::n(slot.seq))
+        ));
+        match expect {
+            item::Expect::Absent => format!("attribute_not_exists({})", e.n(PK)),
+            item::Expect::At { first_seen, seq } => {
+                let sq = e.n(item::SEQ_NO);
+                let sv = e.v("eseq", item::n(seq));
+                // A record of an older gdfwd has no count yet: it counts from 0.
+                let count = if seq == 0 {
+                    format!("(attribute_not_exists({sq}) OR {sq} = {sv})")
+                } else {
+                    format!("{sq} = {sv}")
+                };
+                format!(
+                    "attribute_exists({}) AND {} = {} AND {count}",
+                    e.n(PK),
+                    e.n(item::FIRST_SEEN),
+                    e.v("efs", item::ts(first_seen))
+                )
+            }
+        }
     }
 
     /// Sets both expiry attributes (exact ms for reads, rounded-up seconds for DynamoDB TTL).
@@ -574,38 +667,42 @@ impl DynamoStore {
         lease_ms: i64,
     ) -> Result<TxClaims, DynamoStoreError> {
         const OP: &str = "claim_many";
-        // Hold the findings' stripes like the single path does, taken in index order so that
-        // two batches never wait for each other crosswise.
-        let mut stripes: Vec<usize> = idxs
-            .iter()
-            .filter_map(|&i| reqs.get(i))
-            .map(|r| Self::stripe_index(&r.key.finding_id))
-            .collect();
-        stripes.sort_unstable();
-        stripes.dedup();
-        let mut guards = Vec::with_capacity(stripes.len());
-        for s in stripes {
-            if let Some(m) = self.stripes.get(s) {
-                guards.push(m.lock().await);
-            }
-        }
+        let guards = self
+            .lock_stripes(idxs.iter().filter_map(|&i| reqs.get(i)).map(|r| &r.key))
+            .await;
         let run = self
             .transact_batch(OP, idxs, |i, now, expires| {
                 let r = &reqs[i];
                 let id = r.key.finding_id.as_str();
                 let token = item::new_token();
-                let (e, u, c) = Self::claim_write(r, now, lease_ms, expires, &token);
-                let h = item::history_item(id, now, r.key.version, &HistoryKind::Claimed, expires);
-                Ok((self.tx_update(OP, id, e, u, c)?, self.tx_put(OP, h)?, token))
+                let (e, u, c, slot) =
+                    Self::claim_write(r, now, lease_ms, expires, &token, self.guess(id));
+                let h = item::history_item(
+                    id,
+                    slot,
+                    now,
+                    r.key.version,
+                    &HistoryKind::Claimed,
+                    expires,
+                );
+                Ok((
+                    self.tx_update(OP, id, e, u, c)?,
+                    self.tx_put(OP, h)?,
+                    (token, slot),
+                ))
             })
             .await?;
         drop(guards);
         let mut claims = TxClaims {
-            won: run.applied.into_iter().map(|(i, _)| i).collect(),
+            won: Vec::with_capacity(run.applied.len()),
             single: run.single,
             known: Vec::new(),
         };
-        for (i, token, old, _) in run.condition_failed {
+        for (i, (token, slot)) in run.applied {
+            self.wrote(&reqs[i].key.finding_id, slot);
+            claims.won.push((i, item::owner_of(&token)));
+        }
+        for (i, (token, slot), old, _) in run.condition_failed {
             match old {
                 // Our own claim: an attempt was applied but its answer lost, and the SDK's
                 // retry (where DynamoDB did not treat it as the same transaction) failed its
@@ -617,13 +714,14 @@ impl DynamoStore {
                         std::slice::from_ref(&token),
                     ) =>
                 {
-                    claims.won.push(i);
+                    self.wrote(&reqs[i].key.finding_id, slot);
+                    claims.won.push((i, item::owner_of(&token)));
                 }
                 // The claim lost (or the record expired): the single path decides which,
                 // starting from the old record the reason carries (no second failed write).
                 Some(old) => {
                     claims.single.push(i);
-                    claims.known.push((i, (old, token)));
+                    claims.known.push((i, old));
                 }
                 None => claims.single.push(i),
             }
@@ -701,7 +799,7 @@ impl DynamoStore {
     async fn write_history(&self, entries: Vec<PendingHistory>) {
         let items: Vec<Item> = entries
             .iter()
-            .map(|h| item::history_item(&h.id, h.at, h.version, &h.kind, h.expires))
+            .map(|h| item::history_item(&h.id, h.slot, h.at, h.version, &h.kind, h.expires))
             .collect();
         if let [one] = items.as_slice() {
             let res = self
@@ -770,7 +868,8 @@ impl DynamoStore {
         lease_ms: i64,
         expires: Timestamp,
         token: &str,
-    ) -> (Expr, String, String) {
+        expect: item::Expect,
+    ) -> (Expr, String, String, item::Slot) {
         let id = req.key.finding_id.as_str();
         let v = req.key.version;
         let mut e = Expr::default();
@@ -856,98 +955,135 @@ impl DynamoStore {
             let c = e.n(c);
             sets.push(format!("{c} = if_not_exists({c}, {zero})"));
         }
+        let slot = expect.next(now);
+        let expected = Self::expect_clause(&mut e, &mut sets, expect, slot);
         let mut update = format!("SET {}", sets.join(", "));
         if !removes.is_empty() {
             update.push_str(&format!(" REMOVE {}", removes.join(", ")));
         }
         // A record without `sent_version` whose latest version is sent fails here (`st` is
         // neither failed nor pending) and is judged against that version.
-        let condition = format!(
-            "attribute_not_exists({pk}) OR ({exp} > {nowv} AND (attribute_not_exists({sent}) OR {sent} < {vv}) AND ({lat} < {vv} OR {st} = {failed} OR ({st} = {pending} AND {lease} <= {nowv})))",
-            pk = e.n(PK),
-            exp = e.n(item::EXPIRES_MS),
-            sent = e.n(item::SENT),
-            lat = e.n(item::LATEST),
-            st = e.n(item::STATUS),
-            lease = e.n(item::LEASE_UNTIL),
-            failed = e.v("failed", item::s(Status::Failed.as_str())),
-        );
-        (e, update, condition)
+        // A first claim expects no record; any other expects the record it was decided from
+        // (or guessed: a wrong guess fails and returns the record to decide from).
+        let condition = match expect {
+            item::Expect::Absent => expected,
+            item::Expect::At { .. } => format!(
+                "{expected} AND {exp} > {nowv} AND (attribute_not_exists({sent}) OR {sent} < {vv}) AND ({lat} < {vv} OR {st} = {failed} OR ({st} = {pending} AND {lease} <= {nowv}))",
+                exp = e.n(item::EXPIRES_MS),
+                sent = e.n(item::SENT),
+                lat = e.n(item::LATEST),
+                st = e.n(item::STATUS),
+                lease = e.n(item::LEASE_UNTIL),
+                failed = e.v("failed", item::s(Status::Failed.as_str())),
+            ),
+        };
+        (e, update, condition, slot)
     }
 
     /// Decides one claim (the record writes), returning the outcome and the history entry to write.
     /// `known_old`: the record as a batch transaction found it when this claim's condition
-    /// failed, with the claim token that write carried; the first round then starts from it
-    /// instead of repeating the failed write.
+    /// failed; the first round then starts from it instead of repeating the failed write.
     async fn decide_claim(
         &self,
         req: &ClaimRequest,
         lease: Duration,
-        mut known_old: Option<(Item, String)>,
+        mut known_old: Option<Item>,
     ) -> Result<(ClaimOutcome, PendingHistory), DynamoStoreError> {
         const OP: &str = "claim";
         let id = req.key.finding_id.as_str();
         let v = req.key.version;
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
         let _serial = self.stripe(id).lock().await;
-        // Every claim token this decision wrote (or tried to): a record holding one of them is
-        // our own claim, applied although its answer was lost.
-        let mut tokens: Vec<String> = Vec::new();
+        // Every claim token this decision wrote (or tried to), with the entry it numbered: a
+        // record holding one of them is our own claim, applied although its answer was lost.
+        let mut tokens: Vec<(String, item::Slot)> = Vec::new();
+        let mut expect = self.guess(id);
         for _ in 0..MAX_CLAIM_LOOPS {
             let now = self.clock.now();
             let expires = self.expiry(now);
-            let hist = |kind| PendingHistory {
+            let hist = |kind, slot| PendingHistory {
                 id: id.to_owned(),
+                slot,
                 at: now,
                 version: v,
                 kind,
                 expires,
             };
             // 1. The winning claim, as an upsert on an absent or live record.
-            let old = if let Some((old, token)) = known_old.take() {
-                tokens.push(token);
+            let old = if let Some(old) = known_old.take() {
                 old
             } else {
                 let token = item::new_token();
-                let (e, update, condition) = Self::claim_write(req, now, lease_ms, expires, &token);
-                tokens.push(token);
+                let (e, update, condition, slot) =
+                    Self::claim_write(req, now, lease_ms, expires, &token, expect);
+                let owner = item::owner_of(&token);
+                tokens.push((token, slot));
                 match self.update_record(OP, id, e, update, condition).await? {
-                    Written::Ok => return Ok((ClaimOutcome::New, hist(HistoryKind::Claimed))),
+                    Written::Ok => {
+                        self.wrote(id, slot);
+                        return Ok((
+                            ClaimOutcome::New { owner },
+                            hist(HistoryKind::Claimed, slot),
+                        ));
+                    }
                     Written::ConditionFailed(Some(old)) => old,
-                    // No record and yet the condition failed: it was created concurrently; re-run.
-                    Written::ConditionFailed(None) => continue,
+                    // No record: it expired and was deleted (our guess was stale); re-run.
+                    Written::ConditionFailed(None) => {
+                        expect = item::Expect::Absent;
+                        continue;
+                    }
                 }
             };
             // An old item without the attributes every record write sets cannot come from
             // DynamoDB (writes are atomic there); emulators that apply an update attribute by
             // attribute can show one mid-write. Re-run rather than fail (bounded by the loop).
-            let Ok(is_expired) = item::expired(&old, now) else {
+            let (Ok(is_expired), Ok(was)) = (item::expired(&old, now), item::Expect::of(&old))
+            else {
                 continue;
             };
+            expect = was;
             // 2. Expired but not yet deleted by DynamoDB: replace it with a fresh record.
             if is_expired {
                 let token = item::new_token();
                 let fresh = self.put_fresh(req, now, lease_ms, &token).await;
-                tokens.push(token);
+                let owner = item::owner_of(&token);
+                let slot = item::Expect::Absent.next(now);
+                tokens.push((token, slot));
                 if fresh? {
-                    return Ok((ClaimOutcome::New, hist(HistoryKind::Claimed)));
+                    self.wrote(id, slot);
+                    return Ok((
+                        ClaimOutcome::New { owner },
+                        hist(HistoryKind::Claimed, slot),
+                    ));
                 }
                 continue;
             }
             // 3. Our own claim, applied by an attempt whose answer was lost (a timeout or a 5xx
             //    after the write) and refused to the SDK's retry: we hold the lease.
-            if item::is_own_claim(&old, v, &tokens) {
-                return Ok((ClaimOutcome::New, hist(HistoryKind::Claimed)));
+            let names: Vec<String> = tokens.iter().map(|(t, _)| t.clone()).collect();
+            if item::is_own_claim(&old, v, &names) {
+                let mine = item::get_s(&old, item::CLAIM_TOKEN).unwrap_or_default();
+                if let Some((token, slot)) = tokens.iter().find(|(t, _)| t == mine) {
+                    self.wrote(id, *slot);
+                    let owner = item::owner_of(token);
+                    return Ok((
+                        ClaimOutcome::New { owner },
+                        hist(HistoryKind::Claimed, *slot),
+                    ));
+                }
             }
             // 4. The claim lost: the old record says why, by the rule the condition encodes.
-            //    New means it changed since (a lease ended, a claim was released): re-run.
+            //    New means it changed since (a lease ended, a claim was released, or only its
+            //    history count moved): re-run from it.
             let Ok(record) = item::record_from(&old) else {
                 continue;
             };
+            // An answer in flight is not final (the caller tries again): no counter.
             let (outcome, counter) = match judge_claim(Some(&record), v, now) {
-                ClaimOutcome::New => continue,
-                stale @ ClaimOutcome::Stale { .. } => (stale, item::STALE),
-                other => (other, item::DUPLICATES),
+                ClaimOutcome::New { .. } => continue,
+                stale @ ClaimOutcome::Stale { .. } => (stale, Some(item::STALE)),
+                in_flight @ ClaimOutcome::InFlight { .. } => (in_flight, None),
+                other => (other, Some(item::DUPLICATES)),
             };
             let mut e = Expr::default();
             let mut sets = Vec::new();
@@ -960,27 +1096,28 @@ impl DynamoStore {
                 e.n(GSI1_SK),
                 e.v("g1sk", item::s(item::gsi1_sk(now, id)))
             ));
-            let update = format!(
-                "SET {} ADD {} {}",
-                sets.join(", "),
-                e.n(counter),
-                e.v("one", item::n(1))
-            );
-            let condition = format!(
-                "attribute_exists({}) AND {} > {nowv}",
-                e.n(PK),
-                e.n(item::EXPIRES_MS)
-            );
+            let slot = expect.next(now);
+            let expected = Self::expect_clause(&mut e, &mut sets, expect, slot);
+            let mut update = format!("SET {}", sets.join(", "));
+            if let Some(counter) = counter {
+                update.push_str(&format!(" ADD {} {}", e.n(counter), e.v("one", item::n(1))));
+            }
+            let condition = format!("{expected} AND {} > {nowv}", e.n(item::EXPIRES_MS));
             match self.update_record(OP, id, e, update, condition).await? {
                 Written::Ok => {
+                    self.wrote(id, slot);
                     let kind = match outcome {
                         ClaimOutcome::Stale { newest } => HistoryKind::Stale { newest },
+                        ClaimOutcome::InFlight { lease_until } => {
+                            HistoryKind::InFlight { lease_until }
+                        }
                         _ => HistoryKind::Duplicate,
                     };
-                    return Ok((outcome, hist(kind)));
+                    return Ok((outcome, hist(kind, slot)));
                 }
-                // Expired in between: re-run, the claim is New now.
-                Written::ConditionFailed(_) => continue,
+                // Changed (or expired) in between: decide again from what it is now.
+                Written::ConditionFailed(Some(old)) => known_old = Some(old),
+                Written::ConditionFailed(None) => expect = item::Expect::Absent,
             }
         }
         Err(DynamoStoreError::Contended {
@@ -1023,6 +1160,8 @@ impl DynamoStore {
             (item::DUPLICATES.to_owned(), item::n(0)),
             (item::STALE.to_owned(), item::n(0)),
             (item::FAILURES.to_owned(), item::n(0)),
+            // A new incarnation (first_seen = now) numbers its history from 1.
+            (item::SEQ_NO.to_owned(), item::n(1)),
             (item::EXPIRES_MS.to_owned(), item::ts(expires)),
             (
                 TTL_ATTRIBUTE.to_owned(),
@@ -1071,11 +1210,14 @@ impl DynamoStore {
         now: Timestamp,
         expires: Timestamp,
         reason: Option<&str>,
-        latest_only: bool,
+        latest_only: Option<Owner>,
         token: &str,
-    ) -> (Expr, String, String) {
+        expect: item::Expect,
+    ) -> (Expr, String, String, item::Slot) {
         let mut e = Expr::default();
         let mut sets = Vec::new();
+        let slot = expect.next(now);
+        let expected = Self::expect_clause(&mut e, &mut sets, expect, slot);
         let nowv = e.v("now", item::ts(now));
         let vv = e.v("v", item::ts(v));
         sets.push(format!("{} = {nowv}", e.n(item::UPDATED_AT)));
@@ -1096,12 +1238,11 @@ impl DynamoStore {
         };
         // Never twice the same write: a retry of an applied write fails here and finds its token.
         let mut condition = format!(
-            "attribute_exists({}) AND {} > {nowv} AND (attribute_not_exists({ft}) OR {ft} <> {ftok})",
-            e.n(PK),
+            "{expected} AND {} > {nowv} AND (attribute_not_exists({ft}) OR {ft} <> {ftok})",
             e.n(item::EXPIRES_MS)
         );
         let mut remove = String::new();
-        if latest_only {
+        if let Some(owner) = latest_only {
             let new_status = if reason.is_some() {
                 Status::Failed
             } else {
@@ -1118,6 +1259,12 @@ impl DynamoStore {
                 sets.push(format!("{} = {vv}", e.n(item::SENT)));
             }
             condition.push_str(&format!(" AND {} = {vv}", e.n(item::LATEST)));
+            // Only the claim's current owner (issue #20).
+            condition.push_str(&format!(
+                " AND {} = {}",
+                e.n(item::CLAIM_TOKEN),
+                e.v("owner", item::s(owner.to_string()))
+            ));
             if reason.is_some() {
                 // Only a pending claim is freed: a sent version never becomes claimable.
                 condition.push_str(&format!(
@@ -1137,7 +1284,7 @@ impl DynamoStore {
             e.n(counter),
             e.v("one", item::n(1))
         );
-        (e, update, condition)
+        (e, update, condition, slot)
     }
 
     /// After a delivery of `v` that was not the latest claim: the newest delivered version
@@ -1164,119 +1311,199 @@ impl DynamoStore {
             .map(|_| ())
     }
 
-    /// `commit`/`release`: first the write that applies to the latest version, then (when the
-    /// record shows an older version was meant) the counters-only write.
+    /// The record as it is now, for the first write of a finish this process has no guess for.
+    async fn read_expect(&self, id: &str) -> Result<item::Expect, DynamoStoreError> {
+        const OP: &str = "commit";
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .key(PK, item::s(item::finding_pk(id)))
+            .key(SK, item::s(item::RECORD_SK))
+            .send()
+            .await
+            .map_err(|e| self.call_err(OP, e))?;
+        match out.item() {
+            None => Ok(item::Expect::Absent),
+            Some(it) => {
+                item::Expect::of(it).map_err(|m| self.corrupt(OP, &item::finding_pk(id), m))
+            }
+        }
+    }
+
+    /// `commit`/`release`: the write that applies when the version is the latest and `owner`'s
+    /// claim (with its history entry, in one transaction when transactions are on), or, when
+    /// the record it returns shows an older version was meant, the counters-only write. Every
+    /// write expects the record's history count it was decided from; when another writer moved
+    /// it, the finish is decided again from the record the failed condition returns.
     async fn finish(
         &self,
         key: &VersionKey,
+        owner: Owner,
         finish: Finishing<'_>,
     ) -> Result<(), DynamoStoreError> {
         let id = key.finding_id.as_str();
-        let now = self.clock.now();
-        let expires = self.expiry(now);
-        // The common case (the version is the latest) in ONE request: the record update and its
-        // history entry in one transaction. The rare cases take the separate writes below.
-        let token = item::new_token();
-        let write = || Self::finish_write(key.version, now, expires, finish.reason(), true, &token);
-        let (e, u, c) = write();
-        let (first, history_written) = if self.transactions {
-            let hist = item::history_item(id, now, key.version, &finish.kind(), expires);
-            match self
-                .update_with_history(finish.op(), id, e, u, c, hist)
-                .await?
-            {
-                Some(w) => (w, true),
-                None => {
-                    let (e, u, c) = write();
-                    (self.update_record(finish.op(), id, e, u, c).await?, false)
-                }
-            }
-        } else {
-            (self.update_record(finish.op(), id, e, u, c).await?, false)
+        let expect = match self.guess(id) {
+            item::Expect::Absent => self.read_expect(id).await?,
+            known => known,
         };
-        self.finish_rest(key, finish, now, first, history_written, &token)
-            .await
+        self.finish_from(key, owner, finish, expect, None).await
     }
 
-    /// The rest of a commit/release after its latest-version write (`first`, written at `now`
-    /// with `token`): refuses a version that was never claimed, applies the counters-only write to
-    /// an older version, and writes the history entry unless it was written with the record.
-    /// `history_written`: the history entry went with the record's write (a transaction), so it
-    /// exists exactly when that write was applied.
-    async fn finish_rest(
+    /// [`DynamoStore::finish`] from `expect`, or from `old`: the record a batch transaction's
+    /// write of this finish found when its condition failed (with that write's finish token).
+    async fn finish_from(
         &self,
         key: &VersionKey,
+        owner: Owner,
         finish: Finishing<'_>,
-        now: Timestamp,
-        first: Written,
-        mut history_written: bool,
-        token: &str,
+        mut expect: item::Expect,
+        mut old: Option<(Item, String)>,
     ) -> Result<(), DynamoStoreError> {
         let op = finish.op();
         let id = key.finding_id.as_str();
         let v = key.version;
-        let expires = self.expiry(now);
-        let done = match first {
-            Written::Ok => true,
-            Written::ConditionFailed(None) => {
-                return Err(self.not_claimed(
-                    op,
-                    key,
-                    "the finding was never claimed (or its record expired)",
-                ));
-            }
-            // Our own write, applied before its answer was lost: done, and counted once.
-            Written::ConditionFailed(Some(old)) if item::is_own_finish(&old, token) => true,
-            Written::ConditionFailed(Some(old)) => {
-                let corrupt = |m| self.corrupt(op, &item::finding_pk(id), m);
-                if item::expired(&old, now).map_err(corrupt)? {
-                    return Err(self.not_claimed(
-                        op,
-                        key,
-                        "the finding was never claimed (or its record expired)",
-                    ));
+        let never = "the finding was never claimed (or its record expired)";
+        // Writes of one finding from this process queue here, as claims do: each would only
+        // fail the other's history-count condition (and moto applies concurrent conditional
+        // updates of one item non-atomically).
+        let _serial = self.stripe(id).lock().await;
+        for _ in 0..MAX_CLAIM_LOOPS {
+            let now = self.clock.now();
+            let expires = self.expiry(now);
+            let (found, token) = match old.take() {
+                Some(found) => found,
+                None => {
+                    if expect == item::Expect::Absent {
+                        return Err(self.not_claimed(op, key, never));
+                    }
+                    // The common case (the version is the latest) in ONE request.
+                    let token = item::new_token();
+                    let write = || {
+                        Self::finish_write(
+                            v,
+                            now,
+                            expires,
+                            finish.reason(),
+                            Some(owner),
+                            &token,
+                            expect,
+                        )
+                    };
+                    let (e, u, c, slot) = write();
+                    let hist = item::history_item(id, slot, now, v, &finish.kind(), expires);
+                    let (written, with_history) = if self.transactions {
+                        match self.update_with_history(op, id, e, u, c, hist).await? {
+                            Some(w) => (w, true),
+                            None => {
+                                let (e, u, c, _) = write();
+                                (self.update_record(op, id, e, u, c).await?, false)
+                            }
+                        }
+                    } else {
+                        (self.update_record(op, id, e, u, c).await?, false)
+                    };
+                    match written {
+                        Written::ConditionFailed(None) => {
+                            return Err(self.not_claimed(op, key, never));
+                        }
+                        Written::ConditionFailed(Some(found))
+                            if !item::is_own_finish(&found, &token) =>
+                        {
+                            (found, token)
+                        }
+                        // Applied (perhaps by an attempt whose answer was lost: counted once).
+                        _ => {
+                            self.finished(id, slot, now, v, finish, expires, with_history)
+                                .await;
+                            return Ok(());
+                        }
+                    }
                 }
-                if item::get_ts(&old, item::LATEST).map_err(corrupt)? < v {
-                    return Err(self.not_claimed(
-                        op,
-                        key,
-                        "this version is newer than every claimed version, so it was never claimed",
-                    ));
-                }
-                false
+            };
+            // A batch's write that was applied before its answer was lost: done, history too.
+            if item::is_own_finish(&found, &token) {
+                return Ok(());
             }
-        };
-        // A cancelled transaction wrote nothing, its history entry included.
-        history_written &= done;
-        if !done {
+            let corrupt = |m| self.corrupt(op, &item::finding_pk(id), m);
+            if item::expired(&found, now).map_err(corrupt)? {
+                return Err(self.not_claimed(op, key, never));
+            }
+            let record = item::record_from(&found).map_err(corrupt)?;
+            expect = item::Expect::of(&found).map_err(corrupt)?;
+            match judge_finish(Some(&record), key, owner) {
+                FinishCheck::NotClaimed(message) => {
+                    return Err(self.not_claimed(op, key, message));
+                }
+                FinishCheck::StaleOwner => {
+                    return Err(DynamoStoreError::StaleOwner {
+                        table: self.table.clone(),
+                        operation: op,
+                        finding_id: key.finding_id.clone(),
+                        version: key.version,
+                    });
+                }
+                // Only the history count moved under it: the latest write again, from now.
+                FinishCheck::Latest
+                    if finish.reason().is_none() || record.status == Status::Pending =>
+                {
+                    continue;
+                }
+                // An older version, or a release of the latest version once it was sent
+                // (never made claimable again): counters and history only.
+                FinishCheck::Latest | FinishCheck::Older => {}
+            }
             let token = item::new_token();
-            let (e, u, c) = Self::finish_write(v, now, expires, finish.reason(), false, &token);
+            let (e, u, c, slot) =
+                Self::finish_write(v, now, expires, finish.reason(), None, &token, expect);
             match self.update_record(op, id, e, u, c).await? {
-                Written::Ok => {}
-                Written::ConditionFailed(Some(old)) if item::is_own_finish(&old, &token) => {}
-                Written::ConditionFailed(_) => {
-                    return Err(self.not_claimed(
-                        op,
-                        key,
-                        "the record changed concurrently (expired or moved) and no longer holds this version",
-                    ));
+                Written::ConditionFailed(None) => return Err(self.not_claimed(op, key, never)),
+                Written::ConditionFailed(Some(found)) if !item::is_own_finish(&found, &token) => {
+                    old = Some((found, token));
                 }
-            }
-            if finish.reason().is_none() {
-                self.raise_sent_version(id, v, now).await?;
+                _ => {
+                    if finish.reason().is_none() {
+                        self.raise_sent_version(id, v, now).await?;
+                    }
+                    self.finished(id, slot, now, v, finish, expires, false)
+                        .await;
+                    return Ok(());
+                }
             }
         }
-        if !history_written {
+        Err(DynamoStoreError::Contended {
+            table: self.table.clone(),
+            operation: op,
+            finding_id: id.to_owned(),
+        })
+    }
+
+    /// After a finish's record write numbered entry `slot`: remembers it, and writes the
+    /// history entry unless it went with the record (`with_history`).
+    #[allow(clippy::too_many_arguments)]
+    async fn finished(
+        &self,
+        id: &str,
+        slot: item::Slot,
+        at: Timestamp,
+        version: Timestamp,
+        finish: Finishing<'_>,
+        expires: Timestamp,
+        with_history: bool,
+    ) {
+        self.wrote(id, slot);
+        if !with_history {
             self.write_history(vec![PendingHistory {
                 id: id.to_owned(),
-                at: now,
-                version: v,
+                slot,
+                at,
+                version,
                 kind: finish.kind(),
                 expires,
             }])
             .await;
         }
-        Ok(())
     }
 
     /// `finish_many` with transactions: the first commit/release of each finding goes into one
@@ -1289,44 +1516,55 @@ impl DynamoStore {
     /// one in order.
     async fn finish_batch(
         &self,
-        items: &[(VersionKey, Finish)],
+        items: &[(VersionKey, Owner, Finish)],
     ) -> Vec<Result<(), DynamoStoreError>> {
         const OP: &str = "finish_many";
         let mut results: Vec<Option<Result<(), DynamoStoreError>>> =
             (0..items.len()).map(|_| None).collect();
         let mut seen = std::collections::HashSet::new();
         let (mut firsts, mut single) = (Vec::new(), Vec::new());
-        for (i, (key, _)) in items.iter().enumerate() {
+        for (i, (key, _, _)) in items.iter().enumerate() {
             if seen.insert(key.finding_id.as_str()) {
                 firsts.push(i);
             } else {
                 single.push(i);
             }
         }
-        // (index, finish token, old record, the attempt's "now"), as `TxRun` reports them.
-        let mut failed_condition: Vec<(usize, String, Option<Item>, Timestamp)> = Vec::new();
+        // (index, (finish token, entry), old record, the attempt's "now"), as `TxRun` has them.
+        type Failed = (usize, (String, item::Slot), Option<Item>, Timestamp);
+        let mut failed_condition: Vec<Failed> = Vec::new();
         for chunk in firsts.chunks(MAX_TX_CLAIMS) {
+            let guards = self
+                .lock_stripes(chunk.iter().filter_map(|&i| items.get(i)).map(|it| &it.0))
+                .await;
             let run = self
                 .transact_batch(OP, chunk, |i, now, expires| {
-                    let (key, finish) = &items[i];
+                    let (key, owner, finish) = &items[i];
                     let finish = Finishing::from(finish);
                     let id = key.finding_id.as_str();
                     let token = item::new_token();
-                    let (e, u, c) = Self::finish_write(
+                    let (e, u, c, slot) = Self::finish_write(
                         key.version,
                         now,
                         expires,
                         finish.reason(),
-                        true,
+                        Some(*owner),
                         &token,
+                        self.guess(id),
                     );
-                    let h = item::history_item(id, now, key.version, &finish.kind(), expires);
-                    Ok((self.tx_update(OP, id, e, u, c)?, self.tx_put(OP, h)?, token))
+                    let h = item::history_item(id, slot, now, key.version, &finish.kind(), expires);
+                    Ok((
+                        self.tx_update(OP, id, e, u, c)?,
+                        self.tx_put(OP, h)?,
+                        (token, slot),
+                    ))
                 })
                 .await;
+            drop(guards);
             match run {
                 Ok(run) => {
-                    for (i, _) in run.applied {
+                    for (i, (_, slot)) in run.applied {
+                        self.wrote(&items[i].0.finding_id, slot);
                         results[i] = Some(Ok(()));
                     }
                     failed_condition.extend(run.condition_failed);
@@ -1347,25 +1585,36 @@ impl DynamoStore {
             }
         }
         failed_condition.sort_by_key(|(i, _, _, _)| *i);
-        for (i, token, old, now) in failed_condition {
-            let (key, finish) = &items[i];
-            // The history entry went with the record's write in the transaction.
-            let r = self
-                .finish_rest(
+        for (i, (token, slot), old, _) in failed_condition {
+            let (key, owner, finish) = &items[i];
+            let r = match old {
+                None => Err(self.not_claimed(
+                    "finish_many",
                     key,
-                    finish.into(),
-                    now,
-                    Written::ConditionFailed(old),
-                    true,
-                    &token,
-                )
-                .await;
+                    "the finding was never claimed (or its record expired)",
+                )),
+                // Applied before its answer was lost: the history entry went with it.
+                Some(old) if item::is_own_finish(&old, &token) => {
+                    self.wrote(&key.finding_id, slot);
+                    Ok(())
+                }
+                Some(old) => {
+                    self.finish_from(
+                        key,
+                        *owner,
+                        finish.into(),
+                        item::Expect::Absent,
+                        Some((old, token)),
+                    )
+                    .await
+                }
+            };
             results[i] = Some(r);
         }
         single.sort_unstable();
         for i in single {
-            let (key, finish) = &items[i];
-            results[i] = Some(self.finish(key, finish.into()).await);
+            let (key, owner, finish) = &items[i];
+            results[i] = Some(self.finish(key, *owner, finish.into()).await);
         }
         results
             .into_iter()
@@ -1388,7 +1637,7 @@ impl DynamoStore {
         reqs: &[ClaimRequest],
         idxs: Vec<usize>,
         lease: Duration,
-        known: &HashMap<usize, (Item, String)>,
+        known: &HashMap<usize, Item>,
     ) -> GroupResult {
         let mut done = Vec::with_capacity(idxs.len());
         for i in idxs {
@@ -1440,10 +1689,21 @@ impl DynamoStore {
         }
         let record = item::record_from(&rec).map_err(|m| self.corrupt(OP, &key, m))?;
         let mut entries = Vec::with_capacity(raw_entries.len());
+        // This incarnation's numbered entries: an earlier, expired incarnation of the record
+        // (not yet deleted by TTL) numbered its own under its own `first_seen`.
+        let ours = item::history_prefix(record.first_seen);
+        let numbered = format!("{}S", item::HISTORY_PREFIX);
         for it in &raw_entries {
+            let sk = item::get_s(it, SK).map_err(|m| self.corrupt(OP, &key, m))?;
             let e = item::history_from(it).map_err(|m| self.corrupt(OP, &key, m))?;
-            // Entries of an earlier, expired incarnation of the record (not yet deleted by TTL).
-            if e.at >= record.first_seen {
+            let keep = if sk.starts_with(&numbered) {
+                sk.starts_with(&ours)
+            } else {
+                // An older gdfwd's entry (time-ordered key, no number): the time cut-off it
+                // was written for.
+                e.at >= record.first_seen
+            };
+            if keep {
                 entries.push(e);
             }
         }
@@ -1649,8 +1909,8 @@ impl StateStore for DynamoStore {
         let mut known = HashMap::new();
         for chunk in firsts.chunks(MAX_TX_CLAIMS) {
             let tx = self.claim_transaction(reqs, chunk, lease_ms).await?;
-            for i in tx.won {
-                outcomes[i] = Some(ClaimOutcome::New);
+            for (i, owner) in tx.won {
+                outcomes[i] = Some(ClaimOutcome::New { owner });
             }
             rest.extend(tx.single);
             known.extend(tx.known);
@@ -1715,23 +1975,36 @@ impl StateStore for DynamoStore {
             .collect()
     }
 
-    async fn commit(&self, key: &VersionKey, delivery: &Delivery) -> Result<(), StoreError> {
-        Ok(self.finish(key, Finishing::Commit(delivery)).await?)
+    async fn commit(
+        &self,
+        key: &VersionKey,
+        owner: Owner,
+        delivery: &Delivery,
+    ) -> Result<(), StoreError> {
+        Ok(self.finish(key, owner, Finishing::Commit(delivery)).await?)
     }
 
-    async fn release(&self, key: &VersionKey, reason: &str) -> Result<(), StoreError> {
-        Ok(self.finish(key, Finishing::Release(reason)).await?)
+    async fn release(
+        &self,
+        key: &VersionKey,
+        owner: Owner,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        Ok(self.finish(key, owner, Finishing::Release(reason)).await?)
     }
 
     /// One `TransactWriteItems` for a batch whose versions are all the latest (see
     /// `finish_batch`); without transactions, or for one item, the single path.
-    async fn finish_many(&self, items: &[(VersionKey, Finish)]) -> Vec<Result<(), StoreError>> {
+    async fn finish_many(
+        &self,
+        items: &[(VersionKey, Owner, Finish)],
+    ) -> Vec<Result<(), StoreError>> {
         let results = if self.transactions && items.len() > 1 {
             self.finish_batch(items).await
         } else {
             let mut out = Vec::with_capacity(items.len());
-            for (key, finish) in items {
-                out.push(self.finish(key, finish.into()).await);
+            for (key, owner, finish) in items {
+                out.push(self.finish(key, *owner, finish.into()).await);
             }
             out
         };

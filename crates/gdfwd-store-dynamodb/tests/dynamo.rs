@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gdfwd_core::store::{
-    ClaimOutcome, ClaimRequest, FindingHistory, Finish, HistoryKind, StateStore, Status, VersionKey,
+    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, Finish, HistoryKind, Owner, StateStore,
+    Status, VersionKey,
 };
-use gdfwd_core::{ManualClock, StoreError};
+use gdfwd_core::{Clock, ManualClock, StoreError};
 use gdfwd_model::{FindingMeta, Timestamp};
 use gdfwd_store_dynamodb::{
     CreateOutcome, DEFAULT_RETENTION, DynamoStore, client, client_with_retries, create_table,
@@ -34,6 +35,88 @@ fn req(id: &str, version_ms: i64) -> ClaimRequest {
             severity: Some(5.0),
             title: Some("Portscan".into()),
         },
+    }
+}
+
+/// A winning claim with its owner token cleared, to compare outcomes.
+const NEW: ClaimOutcome = ClaimOutcome::New { owner: Owner::NONE };
+
+type Owners = std::collections::BTreeMap<(String, String, Timestamp), Owner>;
+
+/// The owner token of each winning claim these tests made, per table, finding and version.
+static OWNERS: std::sync::Mutex<Owners> = std::sync::Mutex::new(Owners::new());
+
+fn owners() -> std::sync::MutexGuard<'static, Owners> {
+    OWNERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The store as the claimant: claims remember their owner tokens (and answer [`NEW`]), and
+/// commits and releases go out as the owner of the last winning claim of their version.
+trait AsClaimant {
+    async fn claim_t(&self, r: &ClaimRequest, lease: Duration) -> Result<ClaimOutcome, StoreError>;
+    async fn claim_many_t(
+        &self,
+        rs: &[ClaimRequest],
+        lease: Duration,
+    ) -> Result<Vec<ClaimOutcome>, StoreError>;
+    fn owner_of(&self, k: &VersionKey) -> Owner;
+    async fn commit_t(&self, k: &VersionKey, d: &Delivery) -> Result<(), StoreError>;
+    async fn release_t(&self, k: &VersionKey, reason: &str) -> Result<(), StoreError>;
+    async fn finish_many_t(&self, items: &[(VersionKey, Finish)]) -> Vec<Result<(), StoreError>>;
+}
+
+impl AsClaimant for DynamoStore {
+    async fn claim_t(&self, r: &ClaimRequest, lease: Duration) -> Result<ClaimOutcome, StoreError> {
+        Ok(self
+            .claim_many_t(std::slice::from_ref(r), lease)
+            .await?
+            .remove(0))
+    }
+    async fn claim_many_t(
+        &self,
+        rs: &[ClaimRequest],
+        lease: Duration,
+    ) -> Result<Vec<ClaimOutcome>, StoreError> {
+        let got = if let [one] = rs {
+            vec![self.claim(one, lease).await?]
+        } else {
+            self.claim_many(rs, lease).await?
+        };
+        Ok(got
+            .into_iter()
+            .zip(rs)
+            .map(|(o, r)| match o {
+                ClaimOutcome::New { owner } => {
+                    owners().insert(
+                        (self.describe(), r.key.finding_id.clone(), r.key.version),
+                        owner,
+                    );
+                    NEW
+                }
+                other => other,
+            })
+            .collect())
+    }
+    fn owner_of(&self, k: &VersionKey) -> Owner {
+        owners()
+            .get(&(self.describe(), k.finding_id.clone(), k.version))
+            .copied()
+            .unwrap_or(Owner::NONE)
+    }
+    async fn commit_t(&self, k: &VersionKey, d: &Delivery) -> Result<(), StoreError> {
+        self.commit(k, self.owner_of(k), d).await
+    }
+    async fn release_t(&self, k: &VersionKey, reason: &str) -> Result<(), StoreError> {
+        self.release(k, self.owner_of(k), reason).await
+    }
+    async fn finish_many_t(&self, items: &[(VersionKey, Finish)]) -> Vec<Result<(), StoreError>> {
+        let owned: Vec<_> = items
+            .iter()
+            .map(|(k, f)| (k.clone(), self.owner_of(k), f.clone()))
+            .collect();
+        self.finish_many(&owned).await
     }
 }
 
@@ -141,14 +224,17 @@ async fn throttled_writes_are_retried_and_the_claim_succeeds() {
     let store = store_via(&proxy, 5).await;
     proxy.fail_next(2, Fault::ProvisionedThroughputExceeded, Some("UpdateItem"));
     assert_eq!(
-        store.claim(&req("a", 1), LEASE).await.expect("claim"),
-        ClaimOutcome::New
+        store.claim_t(&req("a", 1), LEASE).await.expect("claim"),
+        NEW
     );
     assert_eq!(proxy.faulted("UpdateItem"), 2);
     assert_eq!(proxy.count("UpdateItem"), 3, "two throttled, one through");
     // The claim really happened: the same version is now a duplicate.
     proxy.fail_next(1, Fault::Throttling, Some("UpdateItem"));
-    assert_eq!(store.claim(&req("a", 1), LEASE).await.expect("claim"), HELD);
+    assert_eq!(
+        store.claim_t(&req("a", 1), LEASE).await.expect("claim"),
+        HELD
+    );
 }
 
 #[tokio::test]
@@ -157,7 +243,7 @@ async fn a_store_that_stays_throttled_is_unavailable_naming_the_table() {
     let store = store_via(&proxy, 2).await;
     proxy.fail_always(Fault::ProvisionedThroughputExceeded, Some("UpdateItem"));
     let err = store
-        .claim(&req("a", 1), LEASE)
+        .claim_t(&req("a", 1), LEASE)
         .await
         .expect_err("throttled forever");
     assert!(
@@ -174,15 +260,15 @@ async fn a_store_that_stays_throttled_is_unavailable_naming_the_table() {
         Some("TransactWriteItems"),
     );
     let err = store
-        .claim_many(&[req("b", 1), req("c", 1)], LEASE)
+        .claim_many_t(&[req("b", 1), req("c", 1)], LEASE)
         .await
         .expect_err("throttled forever");
     assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
     // Once the throttling ends the store works again.
     proxy.clear_faults();
     assert_eq!(
-        store.claim(&req("a", 1), LEASE).await.expect("claim"),
-        ClaimOutcome::New
+        store.claim_t(&req("a", 1), LEASE).await.expect("claim"),
+        NEW
     );
 }
 
@@ -192,8 +278,8 @@ async fn five_hundreds_are_retried() {
     let store = store_via(&proxy, 5).await;
     proxy.fail_next(2, Fault::InternalError, None);
     assert_eq!(
-        store.claim(&req("a", 1), LEASE).await.expect("claim"),
-        ClaimOutcome::New
+        store.claim_t(&req("a", 1), LEASE).await.expect("claim"),
+        NEW
     );
     store
         .kv_put("alias", "1", "x", LEASE)
@@ -213,8 +299,8 @@ async fn a_claim_whose_answer_was_lost_is_still_new() {
 
     proxy.lose_next_answers(1, Fault::InternalError, Some("UpdateItem"));
     assert_eq!(
-        store.claim(&req("a", 1), LEASE).await.expect("claim"),
-        ClaimOutcome::New,
+        store.claim_t(&req("a", 1), LEASE).await.expect("claim"),
+        NEW,
         "its own claim, applied before the answer was lost"
     );
     assert_eq!(proxy.faulted("UpdateItem"), 1, "{:?}", proxy.counts());
@@ -224,20 +310,25 @@ async fn a_claim_whose_answer_was_lost_is_still_new() {
         "the write and the SDK's retry"
     );
     assert_eq!(
-        store.claim(&req("a", 1), LEASE).await.expect("claim"),
+        store.claim_t(&req("a", 1), LEASE).await.expect("claim"),
         HELD,
         "anyone else's claim of the same version finds it in flight"
     );
     let h = history(&store, "a").await;
     assert_eq!(claimed_entries(&h), 1, "{h:?}");
-    assert_eq!(h.record.duplicates, 1, "{h:?}");
+    let in_flight = entries(&h, |k| matches!(k, HistoryKind::InFlight { .. }));
+    assert_eq!(
+        (h.record.duplicates, in_flight),
+        (0, 1),
+        "an answer in flight is recorded, not counted: {h:?}"
+    );
 
     proxy.reset_counts();
     proxy.lose_next_answers(1, Fault::InternalError, Some("TransactWriteItems"));
     let batch: Vec<_> = (0..3).map(|i| req(&format!("t{i}"), 1)).collect();
     assert_eq!(
-        store.claim_many(&batch, LEASE).await.expect("claim_many"),
-        vec![ClaimOutcome::New; 3]
+        store.claim_many_t(&batch, LEASE).await.expect("claim_many"),
+        vec![NEW; 3]
     );
     assert_eq!(
         proxy.faulted("TransactWriteItems"),
@@ -251,7 +342,7 @@ async fn a_claim_whose_answer_was_lost_is_still_new() {
         assert_eq!(h.record.duplicates, 0, "{h:?}");
     }
     assert_eq!(
-        store.claim_many(&batch, LEASE).await.expect("claim_many"),
+        store.claim_many_t(&batch, LEASE).await.expect("claim_many"),
         vec![HELD; 3]
     );
 }
@@ -279,10 +370,10 @@ async fn a_finish_whose_answer_was_lost_is_recorded_once() {
         };
 
         // commit
-        store.claim(&req("c", 1), LEASE).await.expect("claim");
+        store.claim_t(&req("c", 1), LEASE).await.expect("claim");
         proxy.lose_next_answers(1, Fault::InternalError, Some(op));
         store
-            .commit(&req("c", 1).key, &delivery())
+            .commit_t(&req("c", 1).key, &delivery())
             .await
             .expect("its own commit, applied before the answer was lost");
         assert_eq!(proxy.faulted(op), 1, "{:?}", proxy.counts());
@@ -294,10 +385,10 @@ async fn a_finish_whose_answer_was_lost_is_recorded_once() {
         assert_eq!(sent(&h), 1, "transactions {transactions}: {h:?}");
 
         // release
-        store.claim(&req("r", 1), LEASE).await.expect("claim");
+        store.claim_t(&req("r", 1), LEASE).await.expect("claim");
         proxy.lose_next_answers(1, Fault::InternalError, Some(op));
         store
-            .release(&req("r", 1).key, "HTTP 503")
+            .release_t(&req("r", 1).key, "HTTP 503")
             .await
             .expect("its own release");
         let h = history(&store, "r").await;
@@ -306,13 +397,13 @@ async fn a_finish_whose_answer_was_lost_is_recorded_once() {
 
         // a batch's commits
         let batch: Vec<_> = (0..3).map(|i| req(&format!("b{i}"), 1)).collect();
-        store.claim_many(&batch, LEASE).await.expect("claim_many");
+        store.claim_many_t(&batch, LEASE).await.expect("claim_many");
         proxy.lose_next_answers(1, Fault::InternalError, Some(op));
         let finishes: Vec<_> = batch
             .iter()
             .map(|r| (r.key.clone(), Finish::Commit(delivery())))
             .collect();
-        for r in store.finish_many(&finishes).await {
+        for r in store.finish_many_t(&finishes).await {
             r.expect("finish_many");
         }
         for i in 0..3 {
@@ -335,15 +426,18 @@ async fn requests_per_claim() {
     let store = store_via(&proxy, 1).await;
     proxy.reset_counts();
     assert_eq!(
-        store.claim(&req("a", 1), LEASE).await.expect("claim"),
-        ClaimOutcome::New
+        store.claim_t(&req("a", 1), LEASE).await.expect("claim"),
+        NEW
     );
     assert_eq!(proxy.count("UpdateItem"), 1);
     assert_eq!(proxy.count("PutItem"), 1);
     assert_eq!(proxy.count("GetItem") + proxy.count("Query"), 0, "no read");
 
     proxy.reset_counts();
-    assert_eq!(store.claim(&req("a", 1), LEASE).await.expect("claim"), HELD);
+    assert_eq!(
+        store.claim_t(&req("a", 1), LEASE).await.expect("claim"),
+        HELD
+    );
     assert_eq!(
         proxy.count("UpdateItem"),
         2,
@@ -355,8 +449,8 @@ async fn requests_per_claim() {
     // A batch of new findings: ONE transaction (record updates and history entries).
     proxy.reset_counts();
     let batch: Vec<_> = (0..10).map(|i| req(&format!("b{i}"), 1)).collect();
-    let got = store.claim_many(&batch, LEASE).await.expect("claim_many");
-    assert_eq!(got, vec![ClaimOutcome::New; 10]);
+    let got = store.claim_many_t(&batch, LEASE).await.expect("claim_many");
+    assert_eq!(got, vec![NEW; 10]);
     assert_eq!(proxy.total(), 1, "{:?}", proxy.counts());
     assert_eq!(proxy.count("TransactWriteItems"), 1);
     for i in 0..10 {
@@ -367,7 +461,7 @@ async fn requests_per_claim() {
     // Committing one: the record update and its history entry in one transaction.
     proxy.reset_counts();
     store
-        .commit(&batch[0].key, &Default::default())
+        .commit_t(&batch[0].key, &Default::default())
         .await
         .expect("commit");
     assert_eq!(proxy.total(), 1, "{:?}", proxy.counts());
@@ -382,7 +476,7 @@ async fn requests_per_claim() {
     // counter); history entries of the single path in one BatchWriteItem. `b2` v1 was
     // delivered, so its v0 is stale.
     store
-        .commit(&batch[2].key, &Default::default())
+        .commit_t(&batch[2].key, &Default::default())
         .await
         .expect("commit");
     proxy.reset_counts();
@@ -394,18 +488,18 @@ async fn requests_per_claim() {
         req("c1", 1),
         req("b3", 2),
     ];
-    let got = store.claim_many(&mixed, LEASE).await.expect("claim_many");
+    let got = store.claim_many_t(&mixed, LEASE).await.expect("claim_many");
     assert_eq!(
         got,
         vec![
             HELD,
-            ClaimOutcome::New,
+            NEW,
             ClaimOutcome::Stale {
                 newest: Timestamp::from_millis(1)
             },
-            ClaimOutcome::New,
+            NEW,
             HELD,
-            ClaimOutcome::New,
+            NEW,
         ]
     );
     assert_eq!(proxy.count("TransactWriteItems"), 2, "{:?}", proxy.counts());
@@ -413,7 +507,11 @@ async fn requests_per_claim() {
     assert_eq!(proxy.count("BatchWriteItem"), 1, "{:?}", proxy.counts());
     assert_eq!(proxy.total(), 7, "{:?}", proxy.counts());
     let b1 = history(&store, "b1").await;
-    assert_eq!(b1.record.duplicates, 1, "{b1:?}");
+    assert_eq!(
+        (b1.record.duplicates, b1.entries.len()),
+        (0, 2),
+        "claimed, in flight: {b1:?}"
+    );
     let b2 = history(&store, "b2").await;
     assert_eq!(b2.record.stale, 1, "{b2:?}");
     assert_eq!(b2.entries.len(), 3, "claimed, sent, stale: {b2:?}");
@@ -426,7 +524,7 @@ async fn requests_per_claim() {
         .map(|i| (batch[i].key.clone(), sent.clone()))
         .chain([(batch[9].key.clone(), Finish::Release("503".into()))])
         .collect();
-    let results = store.finish_many(&finishes).await;
+    let results = store.finish_many_t(&finishes).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert_eq!(proxy.total(), 1, "{:?}", proxy.counts());
     assert_eq!(proxy.count("TransactWriteItems"), 1);
@@ -448,7 +546,7 @@ async fn requests_per_claim() {
         (req("b3", 1).key, sent.clone()), // b3's latest is version 2
         (req("c2", 1).key, sent.clone()),
     ];
-    let results = store.finish_many(&finishes).await;
+    let results = store.finish_many_t(&finishes).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert_eq!(proxy.count("TransactWriteItems"), 2, "{:?}", proxy.counts());
     assert_eq!(proxy.count("UpdateItem"), 2, "{:?}", proxy.counts());
@@ -465,7 +563,7 @@ async fn a_missing_table_is_a_configuration_error() {
         DEFAULT_RETENTION,
     );
     let err = store
-        .claim(&req("a", 1), LEASE)
+        .claim_t(&req("a", 1), LEASE)
         .await
         .expect_err("no table");
     assert!(matches!(err, StoreError::Config(_)), "{err:?}");
@@ -480,15 +578,15 @@ async fn requests_per_claim_without_transactions() {
     let store = store_via(&proxy, 1).await.with_transactions(false);
     proxy.reset_counts();
     let batch: Vec<_> = (0..10).map(|i| req(&format!("b{i}"), 1)).collect();
-    let got = store.claim_many(&batch, LEASE).await.expect("claim_many");
-    assert_eq!(got, vec![ClaimOutcome::New; 10]);
+    let got = store.claim_many_t(&batch, LEASE).await.expect("claim_many");
+    assert_eq!(got, vec![NEW; 10]);
     assert_eq!(proxy.count("UpdateItem"), 10);
     assert_eq!(proxy.count("BatchWriteItem"), 1, "history in one batch");
     assert_eq!(proxy.total(), 11, "{:?}", proxy.counts());
 
     proxy.reset_counts();
     store
-        .commit(&batch[0].key, &Default::default())
+        .commit_t(&batch[0].key, &Default::default())
         .await
         .expect("commit");
     assert_eq!(proxy.count("UpdateItem"), 1);
@@ -510,7 +608,7 @@ async fn a_transaction_refused_for_one_item_fails_only_that_item() {
     assert!(store.refuses(&req(&poison, 1)).is_some());
 
     let err = store
-        .claim_many(&[req("ok-1", 1), req(&poison, 1)], LEASE)
+        .claim_many_t(&[req("ok-1", 1), req(&poison, 1)], LEASE)
         .await
         .expect_err("refused");
     assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
@@ -523,13 +621,13 @@ async fn a_transaction_refused_for_one_item_fails_only_that_item() {
     );
 
     let got = store
-        .claim_many(&[req("ok-1", 1), req("ok-2", 1)], LEASE)
+        .claim_many_t(&[req("ok-1", 1), req("ok-2", 1)], LEASE)
         .await
         .expect("claim_many");
-    assert_eq!(got, vec![ClaimOutcome::New; 2]);
+    assert_eq!(got, vec![NEW; 2]);
     let sent = Finish::Commit(Default::default());
     let results = store
-        .finish_many(&[
+        .finish_many_t(&[
             (req("ok-1", 1).key, sent.clone()),
             (req(&poison, 1).key, sent.clone()),
             (req("ok-2", 1).key, sent),
@@ -547,4 +645,121 @@ async fn a_transaction_refused_for_one_item_fails_only_that_item() {
             "{id}"
         );
     }
+}
+
+/// A record and history an older gdfwd wrote (no owner token it can match, no `seq`, history
+/// keys ordered by time) still read: its entries in their old order, unnumbered. New writes
+/// number theirs from 1 after them, a commit by a claim that gdfwd made is refused as a stale
+/// owner's, and `audit check` finds the mixed history in order.
+#[tokio::test]
+async fn records_of_an_older_gdfwd_still_read_and_continue_numbered() {
+    use aws_sdk_dynamodb::types::AttributeValue as A;
+    let table = unique_name("gdfwd-legacy");
+    let raw = client(&sdk_config().await);
+    create_table(&raw, &table).await.expect("create table");
+    let clock = clock();
+    let t0 = clock.now().millis();
+    let store = DynamoStore::new(raw.clone(), table.clone(), clock.clone(), DEFAULT_RETENTION);
+    let s = |v: &str| A::S(v.to_owned());
+    let n = |v: i64| A::N(v.to_string());
+    let exp = t0 + 86_400_000;
+    let put = |item: Vec<(&str, A)>| {
+        let raw = raw.clone();
+        let table = table.clone();
+        let item: std::collections::HashMap<String, A> =
+            item.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        async move {
+            raw.put_item()
+                .table_name(table)
+                .set_item(Some(item))
+                .send()
+                .await
+                .expect("put legacy item");
+        }
+    };
+    put(vec![
+        ("pk", s("F#old")),
+        ("sk", s("R")),
+        ("finding_id", s("old")),
+        ("account_id", s("111122223333")),
+        ("region", s("eu-west-1")),
+        ("latest_version", n(2)),
+        ("status", s("pending")),
+        ("lease_until", n(t0 + 300_000)),
+        ("first_seen", n(t0 - 2000)),
+        ("last_seen", n(t0 - 1000)),
+        ("updated_at", n(t0 - 1000)),
+        ("versions_sent", n(1)),
+        ("duplicates", n(0)),
+        ("stale", n(0)),
+        ("failures", n(0)),
+        ("sent_version", n(1)),
+        ("claim_token", s("legacy-token")),
+        ("expires_at_ms", n(exp)),
+        ("expires_at", n(exp / 1000)),
+        ("gsi1pk", s("A#111122223333")),
+        ("gsi1sk", s(&format!("{:015}#old", t0 - 1000))),
+    ])
+    .await;
+    // Written out of time order (the second one first): the key orders them by time.
+    for (at, version, kind) in [
+        (t0 - 1000, 2, r#"{"kind":"claimed"}"#),
+        (t0 - 2000, 1, r#"{"kind":"claimed"}"#),
+        (
+            t0 - 1500,
+            1,
+            r#"{"kind":"sent","event_ids":["e"],"request_id":null}"#,
+        ),
+    ] {
+        put(vec![
+            ("pk", s("F#old")),
+            ("sk", s(&format!("H#{at:015}#000000000001#0000abcd"))),
+            ("at", n(at)),
+            ("version", n(version)),
+            ("kind", s(kind)),
+            ("expires_at_ms", n(exp)),
+            ("expires_at", n(exp / 1000)),
+        ])
+        .await;
+    }
+    let h = history(&store, "old").await;
+    let got: Vec<_> = h
+        .entries
+        .iter()
+        .map(|e| (e.seq, e.at.millis() - t0, e.version.millis()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![(None, -2000, 1), (None, -1500, 1), (None, -1000, 2)],
+        "time order, unnumbered"
+    );
+    assert_eq!(h.record.seq, 0);
+
+    // The old process's claim of version 2 is not this gdfwd's: its commit is refused...
+    let refused = store
+        .commit(&req("old", 2).key, Owner::NONE, &Delivery::default())
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::StaleOwner { .. })),
+        "{refused:?}"
+    );
+    // ...and once its lease ended, a new claim takes it, numbered after the old entries.
+    clock.advance(LEASE + Duration::from_secs(1));
+    assert_eq!(
+        store.claim_t(&req("old", 2), LEASE).await.expect("claim"),
+        NEW
+    );
+    store
+        .commit_t(&req("old", 2).key, &Delivery::default())
+        .await
+        .expect("commit");
+    let h = history(&store, "old").await;
+    let seqs: Vec<Option<u64>> = h.entries.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![None, None, None, Some(1), Some(2)]);
+    assert_eq!((h.record.seq, h.record.versions_sent), (2, 2));
+    assert_eq!(
+        gdfwd_core::audit_check::check(&h, clock.now()),
+        vec![],
+        "{h:?}"
+    );
 }

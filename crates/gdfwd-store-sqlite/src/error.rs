@@ -80,6 +80,16 @@ pub enum SqliteStoreError {
         version: gdfwd_model::Timestamp,
         message: &'static str,
     },
+    /// A commit or release by a sender whose claim another sender replaced.
+    #[error(
+        "state database {path}: {operation} of finding {finding_id:?} version {version} refused: the claim is no longer this sender's"
+    )]
+    StaleOwner {
+        path: PathBuf,
+        operation: &'static str,
+        finding_id: String,
+        version: gdfwd_model::Timestamp,
+    },
     /// The blocking task running the query panicked or was cancelled.
     #[error("state database {path}: {operation} did not complete: {message}")]
     Task {
@@ -115,6 +125,16 @@ impl SqliteStoreError {
     /// Converts to the port's error; `backend` is the store's `describe()`.
     pub(crate) fn into_store_error(self, backend: String, operation: &'static str) -> StoreError {
         match self {
+            Self::StaleOwner {
+                finding_id,
+                version,
+                ..
+            } => StoreError::StaleOwner {
+                backend,
+                operation,
+                finding_id,
+                version,
+            },
             Self::Corrupt { .. } | Self::NotClaimed { .. } => StoreError::Invalid {
                 backend,
                 operation,

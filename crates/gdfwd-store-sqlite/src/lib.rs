@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use gdfwd_core::store::{
-    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, Finish, ListQuery,
+    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, Finish, ListQuery, Owner,
     StateStore, VersionKey,
 };
 use gdfwd_core::{Clock, StoreError};
@@ -327,23 +327,33 @@ impl StateStore for SqliteStore {
         .await
     }
 
-    async fn commit(&self, key: &VersionKey, delivery: &Delivery) -> Result<(), StoreError> {
+    async fn commit(
+        &self,
+        key: &VersionKey,
+        owner: Owner,
+        delivery: &Delivery,
+    ) -> Result<(), StoreError> {
         let key = key.clone();
         let delivery = delivery.clone();
         self.run("commit", move |inner, conn| {
             inner.write(conn, "commit", |tx, now| {
-                ops::commit(inner, tx, now, &key, &delivery)
+                ops::commit(inner, tx, now, &key, owner, &delivery)
             })
         })
         .await
     }
 
-    async fn release(&self, key: &VersionKey, reason: &str) -> Result<(), StoreError> {
+    async fn release(
+        &self,
+        key: &VersionKey,
+        owner: Owner,
+        reason: &str,
+    ) -> Result<(), StoreError> {
         let key = key.clone();
         let reason = reason.to_owned();
         self.run("release", move |inner, conn| {
             inner.write(conn, "release", |tx, now| {
-                ops::release(inner, tx, now, &key, &reason)
+                ops::release(inner, tx, now, &key, owner, &reason)
             })
         })
         .await
@@ -352,7 +362,10 @@ impl StateStore for SqliteStore {
     /// One transaction for the batch (one lock, one WAL commit, as `claim_many`); each item in
     /// a savepoint, so an item that fails (a version never claimed) is rolled back alone and the
     /// others are still recorded.
-    async fn finish_many(&self, items: &[(VersionKey, Finish)]) -> Vec<Result<(), StoreError>> {
+    async fn finish_many(
+        &self,
+        items: &[(VersionKey, Owner, Finish)],
+    ) -> Vec<Result<(), StoreError>> {
         const OP: &str = "finish_many";
         if items.is_empty() {
             return Vec::new();
@@ -363,12 +376,14 @@ impl StateStore for SqliteStore {
             .run(OP, move |inner, conn| {
                 inner.write(conn, OP, |tx, now| {
                     let mut out = Vec::with_capacity(owned.len());
-                    for (key, finish) in &owned {
+                    for (key, owner, finish) in &owned {
                         tx.execute_batch("SAVEPOINT finish_item")
                             .map_err(|e| inner.sql_err(OP, e))?;
                         let r = match finish {
-                            Finish::Commit(d) => ops::commit(inner, tx, now, key, d),
-                            Finish::Release(reason) => ops::release(inner, tx, now, key, reason),
+                            Finish::Commit(d) => ops::commit(inner, tx, now, key, *owner, d),
+                            Finish::Release(reason) => {
+                                ops::release(inner, tx, now, key, *owner, reason)
+                            }
                         };
                         let end = if r.is_ok() {
                             "RELEASE finish_item"

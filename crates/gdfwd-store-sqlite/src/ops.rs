@@ -5,8 +5,8 @@
 //! and the write). The rules are the port's contract, spelled out in `docs/state-store.md`.
 
 use gdfwd_core::store::{
-    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, HistoryEntry, HistoryKind,
-    ListQuery, Status, StatusFilter, VersionKey, judge_claim,
+    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, FinishCheck, HistoryEntry,
+    HistoryKind, ListQuery, Owner, Status, StatusFilter, VersionKey, judge_claim, judge_finish,
 };
 use gdfwd_model::{FindingMeta, Timestamp};
 use rusqlite::types::Value;
@@ -22,7 +22,7 @@ macro_rules! record_columns {
     () => {
         "finding_id, account_id, region, finding_type, severity, title, latest_version, status, \
          lease_until, first_seen, last_seen, versions_sent, duplicates, stale, failures, \
-         last_error, expires_at, sent_version"
+         last_error, expires_at, sent_version, owner, seq"
     };
 }
 
@@ -79,6 +79,11 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<Findin
         last_error: row.get(15)?,
         expires_at: Timestamp::from_millis(row.get(16)?),
         sent_version: row.get::<_, Option<i64>>(17)?.map(Timestamp::from_millis),
+        // An owner this build cannot read matches no caller: its commit is refused as stale.
+        owner: row
+            .get::<_, Option<String>>(18)?
+            .and_then(|o| o.parse().ok()),
+        seq: count(row.get(19)?),
     }))
 }
 
@@ -159,15 +164,23 @@ fn add_history(
         HistoryKind::Claimed => "claimed",
         HistoryKind::Sent { .. } => "sent",
         HistoryKind::Duplicate => "duplicate",
+        HistoryKind::InFlight { .. } => "in_flight",
         HistoryKind::Stale { .. } => "stale",
         HistoryKind::Failed { .. } => "failed",
     };
+    // The entry's sequence number is counted on the record in this same transaction, so the
+    // history is in the order the store applied its events, whatever the writers' clocks say.
+    let seq: i64 = tx
+        .prepare_cached("UPDATE findings SET seq = seq + 1 WHERE finding_id = ?1 RETURNING seq")
+        .and_then(|mut st| st.query_row(params![id], |r| r.get(0)))
+        .map_err(|e| inner.sql_err(operation, e))?;
     exec(
         inner,
         tx,
         operation,
-        "INSERT INTO history (finding_id, at, version, kind, data) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![id, at.millis(), version.millis(), tag, data],
+        "INSERT INTO history (finding_id, at, version, kind, data, seq) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![id, at.millis(), version.millis(), tag, data, seq],
     )?;
     Ok(())
 }
@@ -189,11 +202,16 @@ pub(crate) fn claim(
     drop_if_expired(inner, tx, now, id, OP)?;
     let existing = read_record(inner, tx, now, id, OP)?;
 
-    let outcome = judge_claim(existing.as_ref(), v, now);
+    let outcome = match judge_claim(existing.as_ref(), v, now) {
+        ClaimOutcome::New { .. } => ClaimOutcome::New {
+            owner: Owner(rand::random()),
+        },
+        other => other,
+    };
 
     // Duplicate and Stale only arise from an existing record, so their UPDATEs always hit a row.
     match outcome {
-        ClaimOutcome::New => {
+        ClaimOutcome::New { owner } => {
             // The claimed version is now the one the record follows (also an older one whose
             // newer claim was released) and its meta describes the finding; a new row starts
             // its first_seen now.
@@ -203,11 +221,12 @@ pub(crate) fn claim(
                 OP,
                 "INSERT INTO findings (finding_id, account_id, region, finding_type, severity, \
                  title, latest_version, status, lease_until, first_seen, last_seen, updated_at, \
-                 expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?9, ?9, ?10) \
+                 expires_at, owner) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?9, ?9, ?10, ?11) \
                  ON CONFLICT (finding_id) DO UPDATE SET account_id = ?2, region = ?3, \
                  finding_type = ?4, severity = ?5, title = ?6, latest_version = ?7, \
                  status = 'pending', lease_until = ?8, last_seen = ?9, updated_at = ?9, \
-                 expires_at = ?10",
+                 expires_at = ?10, owner = ?11",
                 params![
                     id,
                     m.account_id,
@@ -218,13 +237,33 @@ pub(crate) fn claim(
                     v.millis(),
                     lease_until,
                     now.millis(),
-                    expires
+                    expires,
+                    owner.to_string()
                 ],
             )?;
             add_history(inner, tx, OP, id, now, v, &HistoryKind::Claimed)?;
         }
-        // A copy of a version in flight elsewhere is a duplicate for the counters and history.
-        ClaimOutcome::Duplicate | ClaimOutcome::InFlight { .. } => {
+        // Not a final answer (the caller tries again later): history only, no counter.
+        ClaimOutcome::InFlight { lease_until } => {
+            exec(
+                inner,
+                tx,
+                OP,
+                "UPDATE findings SET last_seen = ?2, updated_at = ?2, expires_at = ?3 \
+                 WHERE finding_id = ?1",
+                params![id, now.millis(), expires],
+            )?;
+            add_history(
+                inner,
+                tx,
+                OP,
+                id,
+                now,
+                v,
+                &HistoryKind::InFlight { lease_until },
+            )?;
+        }
+        ClaimOutcome::Duplicate => {
             exec(
                 inner,
                 tx,
@@ -250,29 +289,35 @@ pub(crate) fn claim(
     Ok(outcome)
 }
 
-/// The record a `commit`/`release` of `key` applies to, or the reason it is refused.
+/// The record a `commit`/`release` of `key` by `owner` applies to, and whether it is the
+/// latest version's; or the reason it is refused ([`judge_finish`]).
 fn claimed_record(
     inner: &Inner,
     tx: &Transaction<'_>,
     now: Timestamp,
     key: &VersionKey,
+    owner: Owner,
     operation: &'static str,
-) -> Result<FindingRecord> {
-    let refuse = |message| SqliteStoreError::NotClaimed {
-        path: inner.path.clone(),
-        operation,
-        finding_id: key.finding_id.clone(),
-        version: key.version,
-        message,
-    };
-    match read_record(inner, tx, now, &key.finding_id, operation)? {
-        None => Err(refuse(
-            "the finding was never claimed (or its record expired)",
-        )),
-        Some(r) if key.version > r.latest_version => Err(refuse(
-            "this version is newer than every claimed version, so it was never claimed",
-        )),
-        Some(r) => Ok(r),
+) -> Result<(FindingRecord, bool)> {
+    let record = read_record(inner, tx, now, &key.finding_id, operation)?;
+    match judge_finish(record.as_ref(), key, owner) {
+        FinishCheck::NotClaimed(message) => Err(SqliteStoreError::NotClaimed {
+            path: inner.path.clone(),
+            operation,
+            finding_id: key.finding_id.clone(),
+            version: key.version,
+            message,
+        }),
+        FinishCheck::StaleOwner => Err(SqliteStoreError::StaleOwner {
+            path: inner.path.clone(),
+            operation,
+            finding_id: key.finding_id.clone(),
+            version: key.version,
+        }),
+        check => match record {
+            Some(r) => Ok((r, check == FinishCheck::Latest)),
+            None => Err(corrupt(inner, operation, "record vanished".to_owned())),
+        },
     }
 }
 
@@ -281,16 +326,17 @@ pub(crate) fn commit(
     tx: &Transaction<'_>,
     now: Timestamp,
     key: &VersionKey,
+    owner: Owner,
     delivery: &Delivery,
 ) -> Result<()> {
     const OP: &str = "commit";
-    let r = claimed_record(inner, tx, now, key, OP)?;
+    let (_, latest) = claimed_record(inner, tx, now, key, owner, OP)?;
     let expires = now.saturating_add_millis(inner.retention_ms).millis();
     // Only the latest version changes the status: a late commit of an older version (a newer
     // one was claimed meanwhile) is counted and recorded but never moves the finding back.
     // Either way the newest delivered version (what older versions are judged stale by) moves
     // up to this one.
-    let sql = if key.version == r.latest_version {
+    let sql = if latest {
         "UPDATE findings SET versions_sent = versions_sent + 1, status = 'sent', \
          lease_until = NULL, updated_at = ?2, expires_at = ?3, \
          sent_version = max(coalesce(sent_version, ?4), ?4) WHERE finding_id = ?1"
@@ -318,15 +364,16 @@ pub(crate) fn release(
     tx: &Transaction<'_>,
     now: Timestamp,
     key: &VersionKey,
+    owner: Owner,
     reason: &str,
 ) -> Result<()> {
     const OP: &str = "release";
-    let r = claimed_record(inner, tx, now, key, OP)?;
+    let (r, latest) = claimed_record(inner, tx, now, key, owner, OP)?;
     let expires = now.saturating_add_millis(inner.retention_ms).millis();
     // Only a pending latest version is freed. A release of an older version, or of a version
     // another sender already committed, only records the failure: flipping a sent version to
     // failed would make it claimable and send it twice.
-    let frees = key.version == r.latest_version && r.status == Status::Pending;
+    let frees = latest && r.status == Status::Pending;
     let sql = if frees {
         "UPDATE findings SET failures = failures + 1, last_error = ?4, status = 'failed', \
          lease_until = NULL, updated_at = ?2, expires_at = ?3 WHERE finding_id = ?1"
@@ -359,7 +406,8 @@ pub(crate) fn history(
     };
     let mut stmt = tx
         .prepare_cached(
-            "SELECT at, version, data FROM history WHERE finding_id = ?1 ORDER BY id ASC",
+            "SELECT at, version, data, seq FROM history WHERE finding_id = ?1 \
+             ORDER BY seq ASC, id ASC",
         )
         .map_err(|e| inner.sql_err(OP, e))?;
     let rows = stmt
@@ -368,12 +416,13 @@ pub(crate) fn history(
                 row.get::<_, i64>(0)?,
                 row.get::<_, i64>(1)?,
                 row.get::<_, String>(2)?,
+                row.get::<_, Option<i64>>(3)?,
             ))
         })
         .map_err(|e| inner.sql_err(OP, e))?;
     let mut entries = Vec::new();
     for row in rows {
-        let (at, version, data) = row.map_err(|e| inner.sql_err(OP, e))?;
+        let (at, version, data, seq) = row.map_err(|e| inner.sql_err(OP, e))?;
         let kind: HistoryKind = serde_json::from_str(&data).map_err(|e| {
             corrupt(
                 inner,
@@ -382,6 +431,7 @@ pub(crate) fn history(
             )
         })?;
         entries.push(HistoryEntry {
+            seq: seq.and_then(|n| u64::try_from(n).ok()),
             at: Timestamp::from_millis(at),
             version: Timestamp::from_millis(version),
             kind,

@@ -70,8 +70,24 @@ UPDATE findings SET sent_version =
      WHERE history.finding_id = findings.finding_id AND history.kind = 'sent');
 "#;
 
+/// Claim owners and store-ordered history (issue #20): `owner` is the latest claim's token
+/// (NULL on rows an older gdfwd claimed: their commit by a new gdfwd is refused as a stale
+/// owner, and they are claimable again once their lease ends); `seq` counts each record's
+/// history entries, and existing entries are numbered in the order they were written (`id`).
+const V3: &str = r#"
+ALTER TABLE findings ADD COLUMN owner TEXT;
+ALTER TABLE findings ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE history ADD COLUMN seq INTEGER;
+UPDATE history SET seq =
+    (SELECT COUNT(*) FROM history AS h
+     WHERE h.finding_id = history.finding_id AND h.id <= history.id);
+UPDATE findings SET seq =
+    (SELECT COUNT(*) FROM history WHERE history.finding_id = findings.finding_id);
+CREATE INDEX history_finding_seq ON history (finding_id, seq);
+"#;
+
 /// Migration `i` upgrades from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build writes.
 pub const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -160,5 +176,51 @@ mod tests {
         assert_eq!(sent("a"), Some(2000));
         assert_eq!(sent("b"), None);
         assert_eq!(user_version(&conn).expect("version"), CURRENT_VERSION);
+    }
+
+    /// A version 2 file numbers each finding's history entries in the order they were written,
+    /// and its records count them; their latest claims have no owner.
+    #[test]
+    fn v3_numbers_existing_history_in_write_order() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch(V1).expect("v1");
+        conn.execute_batch(V2).expect("v2");
+        conn.pragma_update(None, "user_version", 2)
+            .expect("version");
+        conn.execute_batch(
+            "INSERT INTO findings (finding_id, account_id, region, latest_version, status, \
+             first_seen, last_seen, updated_at, expires_at) VALUES \
+             ('a', '1', 'r', 3000, 'pending', 0, 0, 0, 9), ('b', '1', 'r', 1000, 'sent', 0, 0, 0, 9);
+             INSERT INTO history (finding_id, at, version, kind, data) VALUES \
+             ('a', 50, 1000, 'claimed', '{}'), ('b', 10, 1000, 'claimed', '{}'), \
+             ('a', 40, 1000, 'sent', '{}'), ('a', 60, 3000, 'claimed', '{}');",
+        )
+        .expect("v2 rows");
+        migrate(&mut conn, Path::new(":memory:"), std::time::Duration::ZERO).expect("migrate");
+        let seqs: Vec<(String, i64, i64)> = conn
+            .prepare("SELECT finding_id, at, seq FROM history ORDER BY finding_id, seq")
+            .expect("prepare")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(
+            seqs,
+            vec![
+                ("a".into(), 50, 1),
+                ("a".into(), 40, 2),
+                ("a".into(), 60, 3),
+                ("b".into(), 10, 1)
+            ],
+            "write order, not time order"
+        );
+        let rec: Vec<(String, i64, Option<String>)> = conn
+            .prepare("SELECT finding_id, seq, owner FROM findings ORDER BY finding_id")
+            .expect("prepare")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(rec, vec![("a".into(), 3, None), ("b".into(), 1, None)]);
     }
 }

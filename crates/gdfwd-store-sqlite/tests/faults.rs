@@ -6,7 +6,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gdfwd_core::store::{ClaimOutcome, ClaimRequest, Delivery, StateStore, VersionKey};
+use gdfwd_core::store::{ClaimOutcome, ClaimRequest, Delivery, Owner, StateStore, VersionKey};
 use gdfwd_core::{Clock, StoreError, SystemClock};
 use gdfwd_model::{FindingMeta, Timestamp};
 use gdfwd_store_sqlite::{SqliteOptions, SqliteStore, SqliteStoreError};
@@ -75,11 +75,15 @@ async fn locked_file_is_unavailable_naming_the_path_then_recovers() {
     );
     let key = req("f").key;
     assert_unavailable_naming(
-        store.commit(&key, &Delivery::default()).await,
+        store.commit(&key, Owner::NONE, &Delivery::default()).await,
         &path,
         "commit",
     );
-    assert_unavailable_naming(store.release(&key, "x").await, &path, "release");
+    assert_unavailable_naming(
+        store.release(&key, Owner::NONE, "x").await,
+        &path,
+        "release",
+    );
     assert_unavailable_naming(
         store
             .kv_put("alias", "1", "a", Duration::from_secs(60))
@@ -90,10 +94,7 @@ async fn locked_file_is_unavailable_naming_the_path_then_recovers() {
 
     // Nothing was claimed while locked: once the lock is gone the first claim is New.
     other.execute_batch("ROLLBACK").expect("unlock");
-    assert_eq!(
-        store.claim(&req("f"), LEASE).await.expect("claim"),
-        ClaimOutcome::New
-    );
+    assert!((store.claim(&req("f"), LEASE).await.expect("claim")).is_new());
     assert!(matches!(
         store.claim(&req("f"), LEASE).await.expect("claim"),
         ClaimOutcome::InFlight { .. }
@@ -105,10 +106,7 @@ async fn readers_are_not_blocked_by_a_writer() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("wal.db");
     let store = open(&path, Duration::from_millis(100));
-    assert_eq!(
-        store.claim(&req("f"), LEASE).await.expect("claim"),
-        ClaimOutcome::New
-    );
+    assert!((store.claim(&req("f"), LEASE).await.expect("claim")).is_new());
     let other = rusqlite::Connection::open(&path).expect("second connection");
     other.execute_batch("BEGIN EXCLUSIVE").expect("lock");
     // WAL mode: `audit` keeps working while a forwarder holds the write lock.
@@ -134,7 +132,7 @@ async fn two_stores_on_one_file_race_to_exactly_one_new() {
     for t in tasks {
         outcomes.push(t.await.expect("task").expect("claim"));
     }
-    let new = outcomes.iter().filter(|o| **o == ClaimOutcome::New).count();
+    let new = outcomes.iter().filter(|o| o.is_new()).count();
     let dup = outcomes
         .iter()
         .filter(|o| matches!(o, ClaimOutcome::InFlight { .. }))
@@ -146,10 +144,7 @@ async fn two_stores_on_one_file_race_to_exactly_one_new() {
     let (ra, rb) = tokio::join!(a.claim_many(&batch, LEASE), b.claim_many(&batch, LEASE));
     let (ra, rb) = (ra.expect("batch a"), rb.expect("batch b"));
     for i in 0..50 {
-        let news = [ra[i], rb[i]]
-            .iter()
-            .filter(|o| **o == ClaimOutcome::New)
-            .count();
+        let news = [ra[i], rb[i]].iter().filter(|o| o.is_new()).count();
         assert_eq!(news, 1, "f{i}: {:?} / {:?}", ra[i], rb[i]);
     }
 }
@@ -174,7 +169,7 @@ async fn child_claimer() {
             v
         };
         for (r, o) in reqs.iter().zip(outcomes) {
-            println!("CLAIM {} {}", r.key.finding_id, o == ClaimOutcome::New);
+            println!("CLAIM {} {}", r.key.finding_id, o.is_new());
         }
     }
 }
@@ -238,10 +233,7 @@ fn reopening_keeps_state_and_schema_version() {
     let path = dir.path().join("nested/dirs/state.db");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let s = open(&path, Duration::from_secs(1));
-    assert_eq!(
-        rt.block_on(s.claim(&req("f"), LEASE)).expect("claim"),
-        ClaimOutcome::New
-    );
+    assert!((rt.block_on(s.claim(&req("f"), LEASE)).expect("claim")).is_new());
     drop(s);
     let s = open(&path, Duration::from_secs(1));
     assert!(
