@@ -15,7 +15,7 @@ use serde_json::{Map, Number, Value};
 
 use crate::finding::Finding;
 use crate::parse::{EVENT_DETAIL_TYPE, EVENT_SOURCE};
-use crate::split::{Overflow, Selector, capped_selectors, split};
+use crate::split::{Overflow, Selector, attack_sequence, capped_selectors, split};
 use crate::time::Timestamp;
 
 /// Payload format.
@@ -310,6 +310,9 @@ fn semantic_body(finding: &Finding, sel: Selector, id: &str, enrichment: &Enrich
     if let Some(v) = a.k8s_pod {
         put("k8s.pod.name", v.into());
     }
+    if let Some(seq) = attack_sequence(d) {
+        sequence_fields(seq, &mut put);
+    }
     add_enrichment(&mut m, enrichment);
     Value::Object(m)
 }
@@ -384,9 +387,97 @@ impl<'a> Affected<'a> {
         self.resource("AWS::EKS::Cluster", text(path(eks, &["arn"])), name);
     }
 
+    /// A resource of an attack sequence (the model's `ResourceV2`): `uid`, `name`, and a
+    /// `resourceType` from the model's `FindingResourceType` enum (`EC2_INSTANCE`, `S3_BUCKET`…).
+    fn sequence_resource(&mut self, res: &'a Value) {
+        let uid = text(res.get("uid"));
+        let name = text(res.get("name")).or(uid);
+        let (cfn, object) = match text(res.get("resourceType")) {
+            Some(t) => resource_v2_types(t),
+            None => ("AWS::GuardDuty::Resource".to_owned(), "RESOURCE".to_owned()),
+        };
+        self.resource(&cfn, uid, name);
+        self.object_is_resource(&object);
+        self.object_id = uid.or(name);
+    }
+
     fn ecs(&mut self, ecs: Option<&'a Value>) {
         let name = text(path(ecs, &["name"]));
         self.resource("AWS::ECS::Cluster", text(path(ecs, &["arn"])), name);
+    }
+}
+
+/// `aws.resource.type` and `object.type` of a `ResourceV2.resourceType`: CloudFormation types
+/// where one exists, else `AWS::GuardDuty::<type>`; the object type is the enum value itself,
+/// except where the v1 resource types already named the same thing differently.
+fn resource_v2_types(t: &str) -> (String, String) {
+    let cfn = match t {
+        "EC2_INSTANCE" => "AWS::EC2::Instance",
+        "EC2_NETWORK_INTERFACE" => "AWS::EC2::NetworkInterface",
+        "S3_BUCKET" => "AWS::S3::Bucket",
+        "ACCESS_KEY" => "AWS::IAM::AccessKey",
+        "EKS_CLUSTER" => "AWS::EKS::Cluster",
+        "ECS_CLUSTER" => "AWS::ECS::Cluster",
+        "AUTOSCALING_AUTO_SCALING_GROUP" => "AWS::AutoScaling::AutoScalingGroup",
+        "IAM_INSTANCE_PROFILE" => "AWS::IAM::InstanceProfile",
+        other => return (format!("AWS::GuardDuty::{other}"), upper_snake(other)),
+    };
+    let object = match t {
+        "ACCESS_KEY" => "IAM_ACCESS_KEY".to_owned(),
+        "EKS_CLUSTER" => "KUBERNETES_CLUSTER".to_owned(),
+        other => upper_snake(other),
+    };
+    (cfn.to_owned(), object)
+}
+
+/// Most distinct tactics or techniques listed per event: a sequence has at most 100 signals of
+/// up to 400 indicator values each, and the event must stay small.
+const MAX_ATTACK_VALUES: usize = 50;
+
+/// What every event of an attack sequence says about the sequence as a whole: its uid, how many
+/// signals and resources it has, and the MITRE ATT&CK tactics and techniques of its indicators
+/// (the sequence's own, then its signals', each value once, in order of appearance).
+fn sequence_fields(seq: &Map<String, Value>, put: &mut impl FnMut(&str, Value)) {
+    if let Some(uid) = text(seq.get("uid")) {
+        put("aws.guardduty.sequence.uid", uid.into());
+    }
+    let count = |key: &str| seq.get(key).and_then(Value::as_array).map(Vec::len);
+    if let Some(n) = count("signals") {
+        put("aws.guardduty.sequence.signal_count", n.into());
+    }
+    if let Some(n) = count("resources") {
+        put("aws.guardduty.sequence.resource_count", n.into());
+    }
+    let signals = seq.get("signals").and_then(Value::as_array);
+    let indicators = std::iter::once(seq.get("sequenceIndicators"))
+        .chain(
+            signals
+                .into_iter()
+                .flatten()
+                .map(|s| s.get("signalIndicators")),
+        )
+        .filter_map(|i| i.and_then(Value::as_array))
+        .flatten();
+    let mut tactics: Vec<&str> = Vec::new();
+    let mut techniques: Vec<&str> = Vec::new();
+    for ind in indicators {
+        let list = match ind.get("key").and_then(Value::as_str) {
+            Some("ATTACK_TACTIC") => &mut tactics,
+            Some("ATTACK_TECHNIQUE") => &mut techniques,
+            _ => continue,
+        };
+        let values = ind.get("values").and_then(Value::as_array);
+        for v in values.into_iter().flatten().filter_map(|v| text(Some(v))) {
+            if list.len() < MAX_ATTACK_VALUES && !list.contains(&v) {
+                list.push(v);
+            }
+        }
+    }
+    if !tactics.is_empty() {
+        put("aws.guardduty.sequence.tactics", tactics.into());
+    }
+    if !techniques.is_empty() {
+        put("aws.guardduty.sequence.techniques", techniques.into());
     }
 }
 
@@ -401,6 +492,17 @@ fn name_tag(inst: Option<&Value>) -> Option<&str> {
 
 fn affected(d: &Map<String, Value>, sel: Selector) -> Affected<'_> {
     let mut a = Affected::default();
+    if let Some(seq) = attack_sequence(d) {
+        let resources = seq.get("resources");
+        let res = match sel {
+            Selector::SequenceResource(i) => list_item(resources, i),
+            _ => only_item(resources),
+        };
+        if let Some(res) = res {
+            a.sequence_resource(res);
+            return a;
+        }
+    }
     let Some(r) = d.get("resource").filter(|r| r.is_object()) else {
         return a;
     };
@@ -534,7 +636,7 @@ fn s3<'a>(a: &mut Affected<'a>, r: Option<&'a Value>, sel: Selector, object_find
             b.map_or_else(|| only_item(buckets), |b| list_item(buckets, b)),
             list_item(path(r, &["s3ObjectDetails"]), o),
         ),
-        Selector::Whole | Selector::EcsContainer(_) => {
+        Selector::Whole | Selector::EcsContainer(_) | Selector::SequenceResource(_) => {
             let bucket = only_item(buckets);
             let object = only_item(path(bucket, &["s3ObjectDetails"]))
                 .or_else(|| only_item(path(r, &["s3ObjectDetails"])));

@@ -151,6 +151,14 @@ fn attack_sequence() {
     );
 }
 
+/// A generated Extended Threat Detection finding with three resources (EC2 instance, S3 bucket,
+/// access key): one event per resource.
+#[test]
+fn attack_sequence_resources() {
+    let mut all = findings(&read("generated/attack-sequences.ndjson"));
+    check("attack_sequence_resources", &all.remove(0));
+}
+
 #[test]
 fn pascal_case_root_user() {
     check(
