@@ -324,6 +324,7 @@ impl AccountLookup for AwsAccountLookup {
             return Ok(AccountInfo {
                 alias: Some(alias),
                 org_name: None,
+                ..AccountInfo::default()
             });
         }
         let org_name = self.org_name(account_id).await;
@@ -331,6 +332,7 @@ impl AccountLookup for AwsAccountLookup {
             (_, Ok(Some(name))) => Ok(AccountInfo {
                 alias: None,
                 org_name: Some(name),
+                ..AccountInfo::default()
             }),
             (Ok(_), Ok(None)) => Ok(AccountInfo::default()),
             (Ok(_), Err(o)) => Err(fail(format!("no IAM account alias; {o}"))),

@@ -144,10 +144,12 @@ mod tests {
                 "111111111111" => Ok(AccountInfo {
                     alias: Some("prod-payments".to_owned()),
                     org_name: None,
+                    ..AccountInfo::default()
                 }),
                 "222222222222" => Ok(AccountInfo {
                     alias: None,
                     org_name: Some("Sandbox, Team \"A\"".to_owned()),
+                    ..AccountInfo::default()
                 }),
                 "444444444444" => {
                     tokio::time::sleep(Duration::from_secs(60)).await;

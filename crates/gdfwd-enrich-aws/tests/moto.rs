@@ -129,6 +129,7 @@ fn alias(a: &str) -> Enrichment {
     Enrichment {
         account_name: Some(a.to_owned()),
         account_alias: Some(a.to_owned()),
+        fields: Vec::new(),
     }
 }
 
@@ -136,6 +137,7 @@ fn org_named(n: &str) -> Enrichment {
     Enrichment {
         account_name: Some(n.to_owned()),
         account_alias: None,
+        fields: Vec::new(),
     }
 }
 
@@ -204,6 +206,7 @@ async fn the_raw_lookup_reports_why_it_found_nothing() {
         AccountInfo {
             alias: None,
             org_name: Some(name.clone())
+            ..AccountInfo::default()
         }
     );
     let stranger = moto::random_account_id();

@@ -166,6 +166,7 @@ impl AccountResolver for FakeResolver {
         Enrichment {
             account_name: Some(format!("name-{account_id}")),
             account_alias: None,
+            fields: Vec::new(),
         }
     }
     fn stats(&self) -> EnrichStats {

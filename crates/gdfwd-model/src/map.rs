@@ -48,13 +48,17 @@ impl fmt::Display for Format {
     }
 }
 
-/// Account details found by enrichment; both absent when enrichment is off or failed.
+/// Account details found by enrichment; absent when enrichment is off or failed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Enrichment {
     /// Goes to `aws.account.name` (the IAM alias when there is one, else the Organizations name).
     pub account_name: Option<String>,
     /// Goes to `aws.account.alias` when the name came from an IAM account alias.
     pub account_alias: Option<String>,
+    /// The configured account context fields (`--account-field`, e.g. `dt.security_context`)
+    /// with their values for this account, in the configured order; top level in both formats.
+    /// A field the mapping already set is not overwritten.
+    pub fields: Vec<(String, String)>,
 }
 
 /// One payload event, ready to serialise.
@@ -188,6 +192,10 @@ fn add_enrichment(body: &mut Map<String, Value>, enrichment: &Enrichment) {
     }
     if let Some(alias) = &enrichment.account_alias {
         body.insert("aws.account.alias".to_owned(), Value::from(alias.as_str()));
+    }
+    for (field, value) in &enrichment.fields {
+        body.entry(field.as_str())
+            .or_insert_with(|| Value::from(value.as_str()));
     }
 }
 
@@ -859,6 +867,7 @@ mod tests {
         let enrichment = Enrichment {
             account_name: Some("prod".into()),
             account_alias: Some("prod-alias".into()),
+            fields: Vec::new(),
         };
         let body = &map_finding(&f, Format::Raw, &enrichment)[0].body;
         assert_eq!(body["id"], "eb-id");
@@ -870,6 +879,7 @@ mod tests {
         let no_alias = Enrichment {
             account_name: Some("prod".into()),
             account_alias: None,
+            fields: Vec::new(),
         };
         let body = &map_finding(&f, Format::Raw, &no_alias)[0].body;
         assert!(body.get("aws.account.alias").is_none());

@@ -155,6 +155,7 @@ fn enrichment_and_sequences_go_together() {
     let enrichment = Enrichment {
         account_name: Some("prod".into()),
         account_alias: None,
+        fields: Vec::new(),
     };
     for format in [Format::Raw, Format::Semantic] {
         for ev in map_finding(&f, format, &enrichment) {

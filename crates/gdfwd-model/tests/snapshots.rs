@@ -50,6 +50,7 @@ fn enrichment() -> Enrichment {
     Enrichment {
         account_name: Some("payments-prod".into()),
         account_alias: Some("payments-prod".into()),
+        fields: Vec::new(),
     }
 }
 
