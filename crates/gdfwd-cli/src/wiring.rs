@@ -78,6 +78,8 @@ impl PipelineArgs {
         clock: Arc<dyn Clock>,
         interrupt: Option<&crate::interrupt::Interrupt>,
     ) -> anyhow::Result<Pipeline> {
+        // Checked first, so a bad --account-field fails a dry run too.
+        let enrich = self.enrich.config().map_err(|e| crate::Usage(e.to_string()))?;
         let real_store = if dedup {
             Some(self.store.open(clock.clone()).await?)
         } else {
@@ -111,7 +113,7 @@ impl PipelineArgs {
         let resolver = match sdk {
             Some(sdk) => {
                 gdfwd_enrich_aws::build_resolver(
-                    &self.enrich.config(),
+                    &enrich,
                     sdk,
                     real_store.clone(),
                     clock,

@@ -12,6 +12,7 @@
 //! See docs/enrichment.md for the IAM setup.
 
 mod build;
+mod context;
 #[cfg(feature = "cli")]
 mod cli;
 mod error;
@@ -21,6 +22,7 @@ mod report;
 pub use build::{EnrichConfig, build_lookup, build_resolver};
 #[cfg(feature = "cli")]
 pub use cli::EnrichArgs;
+pub use context::ROOT_NAME;
 pub use error::EnrichError;
 pub use lookup::{
     AwsAccountLookup, DEFAULT_ROLE_NAME, LookupOptions, SESSION_NAME, partition_for_region,
