@@ -32,7 +32,10 @@ pub async fn run(args: AccountsArgs) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
-    let config = args.enrich.config().map_err(|e| crate::Usage(e.to_string()))?;
+    let config = args
+        .enrich
+        .config()
+        .map_err(|e| crate::Usage(e.to_string()))?;
     let lookup = build_lookup(&config, crate::aws::sdk_config().await);
     let ids = if args.accounts.is_empty() {
         lookup
@@ -52,10 +55,7 @@ pub async fn run(args: AccountsArgs) -> anyhow::Result<ExitCode> {
         usize::from(args.concurrency),
     )
     .await;
-    print!(
-        "{}",
-        render(&reports, &config.account_fields, args.output)?
-    );
+    print!("{}", render(&reports, &config.account_fields, args.output)?);
     let unresolved = reports.iter().filter(|r| r.name.is_none()).count();
     if unresolved > 0 {
         eprintln!(

@@ -105,9 +105,7 @@ fn is_false(b: &bool) -> bool {
 impl ContextNeeds {
     /// Whether an answer looked up with `self` also answers `other`.
     pub fn covers(self, other: ContextNeeds) -> bool {
-        (self.org_name || !other.org_name)
-            && (self.tags || !other.tags)
-            && (self.ou || !other.ou)
+        (self.org_name || !other.org_name) && (self.tags || !other.tags) && (self.ou || !other.ou)
     }
 
     /// Whether any AWS Organizations call beyond the name fallback is needed.
@@ -430,7 +428,11 @@ mod tests {
     #[test]
     fn bad_specs_name_the_bad_entry() {
         for (specs, entry, reason) in [
-            (vec!["ok.field=ou,nofield"], "nofield", "expected FIELD=SOURCE"),
+            (
+                vec!["ok.field=ou,nofield"],
+                "nofield",
+                "expected FIELD=SOURCE",
+            ),
             (vec!["=ou"], "=ou", "empty"),
             (vec!["security_context=ou"], "security_context=ou", "dotted"),
             (vec!["a..b=ou"], "a..b=ou", "dotted"),
@@ -442,8 +444,16 @@ mod tests {
             (vec!["a.b=''"], "a.b=''", "empty"),
             (vec!["a.b='open"], "a.b='open", "not closed"),
             (vec!["a.b=ou", "a.b=name"], "a.b=name", "twice"),
-            (vec!["aws.account.name=tag:x"], "aws.account.name=tag:x", "reserved"),
-            (vec!["finding.severity='LOW'"], "finding.severity='LOW'", "reserved"),
+            (
+                vec!["aws.account.name=tag:x"],
+                "aws.account.name=tag:x",
+                "reserved",
+            ),
+            (
+                vec!["finding.severity='LOW'"],
+                "finding.severity='LOW'",
+                "reserved",
+            ),
             (vec!["aws.region=ou"], "aws.region=ou", "reserved"),
         ] {
             let e = parse(&specs).expect_err(entry);
@@ -454,8 +464,12 @@ mod tests {
         assert!(parse(&[&long_key]).is_err());
         let long_name = format!("a.{}=ou", "b".repeat(99));
         assert!(parse(&[&long_name]).is_err());
-        let many: Vec<String> = (0..=MAX_ACCOUNT_FIELDS).map(|i| format!("f.n{i}=ou")).collect();
-        let e = AccountFields::parse(&many).expect_err("too many").to_string();
+        let many: Vec<String> = (0..=MAX_ACCOUNT_FIELDS)
+            .map(|i| format!("f.n{i}=ou"))
+            .collect();
+        let e = AccountFields::parse(&many)
+            .expect_err("too many")
+            .to_string();
         assert!(e.contains("21") && e.contains("20"), "{e}");
     }
 

@@ -389,7 +389,11 @@ mod tests {
         Slow(Duration),
         /// An alias, and the account's tags when asked for them (`looked_up` = what was asked);
         /// `Err` makes the tags lookup fail.
-        Tagged(&'static str, Result<&'static str, &'static str>, ContextNeeds),
+        Tagged(
+            &'static str,
+            Result<&'static str, &'static str>,
+            ContextNeeds,
+        ),
     }
 
     #[derive(Debug)]

@@ -61,7 +61,11 @@ pub struct EnrichArgs {
     /// Organizations name), alias (its IAM alias) or 'literal'. Repeatable, or comma-separated,
     /// e.g. dt.security_context=tag:dt-security-context. tag:, ou and name need the forwarder to
     /// run in the management account or a delegated administrator for AWS Organizations.
-    #[arg(long = "account-field", env = "ACCOUNT_FIELDS", value_name = "FIELD=SOURCE")]
+    #[arg(
+        long = "account-field",
+        env = "ACCOUNT_FIELDS",
+        value_name = "FIELD=SOURCE"
+    )]
     pub account_field: Vec<String>,
 }
 

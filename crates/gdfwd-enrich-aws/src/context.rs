@@ -85,7 +85,10 @@ impl AwsAccountLookup {
                 .send()
                 .await
                 .map_err(|e| org_error("organizations:ListParents", &describe(&e)))?;
-            let parent = out.parents().first().and_then(|p| Some((p.id()?, p.r#type())));
+            let parent = out
+                .parents()
+                .first()
+                .and_then(|p| Some((p.id()?, p.r#type())));
             let Some((id, kind)) = parent else {
                 return Err(format!(
                     "organizations:ListParents: {child} has no parent in the answer"
@@ -180,9 +183,15 @@ mod tests {
             "organizations:ListTagsForResource",
             "AccessDeniedException: You don't have permissions to access this resource.",
         );
-        assert!(e.starts_with("organizations:ListTagsForResource: AccessDenied"), "{e}");
+        assert!(
+            e.starts_with("organizations:ListTagsForResource: AccessDenied"),
+            "{e}"
+        );
         assert!(e.contains("delegated administrator"), "{e}");
-        let e = org_error("organizations:ListParents", "ChildNotFoundException: no such child");
+        let e = org_error(
+            "organizations:ListParents",
+            "ChildNotFoundException: no such child",
+        );
         assert!(!e.contains("delegated administrator"), "{e}");
     }
 }

@@ -12,9 +12,9 @@
 //! See docs/enrichment.md for the IAM setup.
 
 mod build;
-mod context;
 #[cfg(feature = "cli")]
 mod cli;
+mod context;
 mod error;
 mod lookup;
 mod report;

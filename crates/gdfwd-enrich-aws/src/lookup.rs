@@ -309,7 +309,9 @@ impl AwsAccountLookup {
             .account_id(account_id)
             .send()
             .await
-            .map_err(|e| crate::context::org_error("organizations:DescribeAccount", &describe(&e)))?;
+            .map_err(|e| {
+                crate::context::org_error("organizations:DescribeAccount", &describe(&e))
+            })?;
         Ok(out
             .account()
             .and_then(|a| a.name())

@@ -233,7 +233,10 @@ mod tests {
         let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
         assert_eq!(
             r[0].fields,
-            vec![pair("dt.security_context", "payments"), pair("team.x", "sec")]
+            vec![
+                pair("dt.security_context", "payments"),
+                pair("team.x", "sec")
+            ]
         );
         assert_eq!(r[1].fields, vec![pair("team.x", "sec")], "untagged");
         assert_eq!(r[2].fields, vec![pair("team.x", "sec")], "failed lookup");
@@ -253,7 +256,8 @@ mod tests {
         assert!(lines[3].contains("AccessDenied"), "{table}");
 
         let json: serde_json::Value =
-            serde_json::from_str(&render(&r, &fields(), AccountsFormat::Json).expect("json")).expect("parse");
+            serde_json::from_str(&render(&r, &fields(), AccountsFormat::Json).expect("json"))
+                .expect("parse");
         assert_eq!(json[0]["account_id"], "111111111111");
         assert_eq!(json[1]["source"], "organizations");
         assert_eq!(json[2]["name"], serde_json::Value::Null);
@@ -276,6 +280,11 @@ mod tests {
             lines[2],
             "222222222222,\"Sandbox, Team \"\"A\"\"\",,organizations,,sec,"
         );
-        assert!(table.lines().next().is_some_and(|h| h.contains("dt.security_context")));
+        assert!(
+            table
+                .lines()
+                .next()
+                .is_some_and(|h| h.contains("dt.security_context"))
+        );
     }
 }

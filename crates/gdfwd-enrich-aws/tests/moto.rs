@@ -205,7 +205,7 @@ async fn the_raw_lookup_reports_why_it_found_nothing() {
         lookup.lookup(member).await.expect("org name"),
         AccountInfo {
             alias: None,
-            org_name: Some(name.clone())
+            org_name: Some(name.clone()),
             ..AccountInfo::default()
         }
     );

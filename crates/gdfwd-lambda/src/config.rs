@@ -152,10 +152,9 @@ impl Config {
             ));
         }
         let alias_external_id = get(ALIAS_EXTERNAL_ID);
-        let account_fields = gdfwd_core::account_fields::AccountFields::parse(
-            get(ACCOUNT_FIELDS).as_slice(),
-        )
-        .map_err(|e| err(ACCOUNT_FIELDS, e.to_string()))?;
+        let account_fields =
+            gdfwd_core::account_fields::AccountFields::parse(get(ACCOUNT_FIELDS).as_slice())
+                .map_err(|e| err(ACCOUNT_FIELDS, e.to_string()))?;
         if !enrich && !account_fields.is_empty() {
             return Err(err(
                 ACCOUNT_FIELDS,
@@ -484,7 +483,12 @@ mod tests {
     #[test]
     fn account_fields_are_one_comma_separated_variable() {
         let mut vars = minimal();
-        assert!(Config::from_vars(&vars).expect("minimal").account_fields.is_empty());
+        assert!(
+            Config::from_vars(&vars)
+                .expect("minimal")
+                .account_fields
+                .is_empty()
+        );
         vars.insert(
             ACCOUNT_FIELDS.to_owned(),
             " dt.security_context=tag:dt-security-context, aws.organization.unit=ou,\
@@ -512,7 +516,10 @@ mod tests {
         assert_eq!(e.var, ACCOUNT_FIELDS);
         assert!(e.message.contains("\"costcenter=tag:CostCenter\""), "{e}");
 
-        vars.insert(ACCOUNT_FIELDS.to_owned(), "dt.security_context=ou".to_owned());
+        vars.insert(
+            ACCOUNT_FIELDS.to_owned(),
+            "dt.security_context=ou".to_owned(),
+        );
         vars.insert(ENRICH.to_owned(), "false".to_owned());
         let e = Config::from_vars(&vars).expect_err("enrichment off");
         assert_eq!(e.var, ACCOUNT_FIELDS);
