@@ -888,6 +888,29 @@ mod tests {
     }
 
     #[test]
+    fn account_fields_go_top_level_in_both_formats_and_never_overwrite() {
+        let f = finding(json!({"id": "fid", "severity": 5}), None);
+        let enrichment = Enrichment {
+            account_name: Some("prod".into()),
+            fields: vec![
+                ("dt.security_context".into(), "payments".into()),
+                // Refused by the spec parser; even so the mapping's own field wins.
+                ("aws.account.id".into(), "spoofed".into()),
+                ("region".into(), "spoofed".into()),
+            ],
+            ..Enrichment::default()
+        };
+        let raw = &map_finding(&f, Format::Raw, &enrichment)[0].body;
+        assert_eq!(raw["dt.security_context"], "payments");
+        assert_eq!(raw["aws.account.name"], "prod");
+        assert_eq!(raw["region"], "eu-west-1");
+        assert!(raw["detail"].get("dt.security_context").is_none());
+        let semantic = &map_finding(&f, Format::Semantic, &enrichment)[0].body;
+        assert_eq!(semantic["dt.security_context"], "payments");
+        assert_eq!(semantic["aws.account.id"], "111122223333");
+    }
+
+    #[test]
     fn partial_envelope_is_completed() {
         let f = finding(json!({"id": "fid"}), Some(json!({"region": "us-east-1"})));
         let body = &map_finding(&f, Format::Raw, &Enrichment::default())[0].body;
