@@ -95,7 +95,7 @@ pub enum AccountsFormat {
 const HEADERS: [&str; 4] = ["account_id", "name", "alias", "source"];
 
 /// The columns: the fixed ones, one per account field (in the order configured), `error` last.
-fn headers<'a>(fields: &'a AccountFields) -> Vec<&'a str> {
+fn headers(fields: &AccountFields) -> Vec<&str> {
     let mut h = HEADERS.to_vec();
     h.extend(fields.iter().map(|f| f.field.as_str()));
     h.push("error");
