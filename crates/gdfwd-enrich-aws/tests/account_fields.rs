@@ -6,15 +6,14 @@
 //! Isolation without resetting moto: moto holds one organization per management account, so every
 //! test creates its own (`moto::organization`, a random management account) with its own OUs.
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+mod common;
 
-use gdfwd_core::SystemClock;
+use std::sync::Arc;
+
 use gdfwd_core::account_fields::AccountFields;
-use gdfwd_core::enrich::{AccountLookup, AccountResolver, CacheConfig, CachingResolver};
+use gdfwd_core::enrich::{AccountLookup, AccountResolver, CachingResolver};
 use gdfwd_core::model::{Format, Item, parse_document};
 use gdfwd_core::pipeline::Pipeline;
-use gdfwd_core::sink::{EventOutcome, OutEvent, SendReport, SendStats, Sink};
 use gdfwd_enrich_aws::{AwsAccountLookup, LookupOptions};
 use gdfwd_testkit_moto::{self as moto, Fault, FaultProxy, Organization};
 use serde_json::Value;
@@ -83,17 +82,7 @@ async fn lookup_via(
 }
 
 fn resolver(lookup: Arc<AwsAccountLookup>, fields: &AccountFields) -> CachingResolver {
-    CachingResolver::new(
-        lookup,
-        None,
-        Arc::new(SystemClock),
-        CacheConfig {
-            // moto on a loaded 2-core machine can be slow; the budget is not what is tested here.
-            budget: Duration::from_secs(30),
-            ..CacheConfig::default()
-        },
-    )
-    .with_account_fields(fields.clone())
+    common::resolver(lookup).with_account_fields(fields.clone())
 }
 
 fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -203,24 +192,6 @@ async fn a_denied_tags_lookup_keeps_the_name_says_who_may_call_and_is_counted() 
     assert_eq!(r.stats().failures, 1);
 }
 
-/// Records what the pipeline sends.
-#[derive(Debug, Default)]
-struct RecordingSink(Mutex<Vec<OutEvent>>);
-
-#[async_trait::async_trait]
-impl Sink for RecordingSink {
-    async fn send(&self, events: &[OutEvent], _deadline: Option<std::time::Instant>) -> SendReport {
-        self.0.lock().expect("sink lock").extend_from_slice(events);
-        SendReport {
-            outcomes: events
-                .iter()
-                .map(|_| EventOutcome::Sent { request_id: None })
-                .collect(),
-            stats: SendStats::default(),
-        }
-    }
-}
-
 /// One S3 finding about two buckets (two events) for each account.
 fn findings(accounts: &[&str]) -> Vec<gdfwd_core::model::Finding> {
     let text = accounts
@@ -253,7 +224,7 @@ async fn every_event_of_a_tagged_account_carries_the_fields_in_both_formats() {
 
     for format in [Format::Raw, Format::Semantic] {
         let r: Arc<dyn AccountResolver> = Arc::new(resolver(Arc::clone(&lookup), &f));
-        let sink = Arc::new(RecordingSink::default());
+        let sink = Arc::new(common::RecordingSink::default());
         let pipeline = Pipeline::new(None, sink.clone(), format).with_resolver(Some(r.clone()));
         let report = pipeline.process(&input, None).await;
         assert_eq!(
@@ -261,13 +232,7 @@ async fn every_event_of_a_tagged_account_carries_the_fields_in_both_formats() {
             "{format}: {:?}",
             report.summary
         );
-        let sent: Vec<Value> = sink
-            .0
-            .lock()
-            .expect("sink lock")
-            .iter()
-            .map(|e| serde_json::from_str(&e.json).expect("event json"))
-            .collect();
+        let sent: Vec<Value> = sink.bodies();
         assert_eq!(sent.len(), 6, "two events per finding");
         let account = |e: &Value| {
             e.get("account")
