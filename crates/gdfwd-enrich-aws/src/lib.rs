@@ -6,6 +6,8 @@
 //!   [`AccountLookup`](gdfwd_core::enrich::AccountLookup);
 //! - [`build_resolver`]: the cached, time-bounded, never-failing resolver the pipeline takes
 //!   (the caching rules live in the core, [`gdfwd_core::enrich::CachingResolver`]);
+//! - the account context account fields read (`--account-field`: Organizations tags, the OU path),
+//!   looked up with the name when configured (`LookupOptions::context`);
 //! - [`resolve_all`] and [`render`]: `gdfwd accounts`, to check the role setup;
 //! - `EnrichArgs` (feature `cli`): the flags and environment variables.
 //!

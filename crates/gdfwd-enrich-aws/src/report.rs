@@ -9,12 +9,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use gdfwd_core::account_fields::AccountFields;
 use gdfwd_core::enrich::AccountLookup;
-use serde::Serialize;
 
 use crate::error::EnrichError;
 
 /// What enrichment resolves for one account.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountReport {
     pub account_id: String,
     /// What goes to `aws.account.name`.
