@@ -98,7 +98,8 @@ def test_forwarder_sqs_stack_creates_its_resources(new_account) -> None:
     assert (fn["Runtime"], fn["Handler"], fn["MemorySize"], fn["Timeout"]) == ("provided.al2023", "bootstrap", 128, 60)
     assert fn["Role"] == out["FunctionRoleArn"]
     env = {k: str(v) for k, v in fn["Environment"]["Variables"].items()}
-    assert set(env) == LAMBDA_ENV - {"GDFWD_CA_FILE"}  # CaFile left empty: the variable is omitted
+    # CaFile and AccountFields left empty: their variables are omitted.
+    assert set(env) == LAMBDA_ENV - {"GDFWD_CA_FILE", "ACCOUNT_FIELDS"}
     assert env["DYNATRACE_OPENPIPELINE_SECURITY_ENDPOINT"] == ENDPOINT
     assert env["AWS_SECRET_ARN"] == SECRET_ARN
     assert env["AWS_SECRET_KEY_NAME"] == "DYNATRACE_OPENPIPELINE_INGEST_API_TOKEN"
@@ -362,8 +363,18 @@ def test_region_relay_alarms_to_its_topic_and_takes_the_boundary(new_account) ->
 
 def test_describe_account_is_confined_to_the_organization(new_account) -> None:
     acct = new_account()
-    out = acct.deploy_forwarder(unique("gdfwd-org"), OrganizationId="o-abcdef1234")
+    fields = "dt.security_context=tag:dt-security-context,aws.organization.unit=ou"
+    out = acct.deploy_forwarder(unique("gdfwd-org"), OrganizationId="o-abcdef1234", AccountFields=fields)
     by_sid = {s["Sid"]: s for s in _policy_statements(acct.client("iam"), out["FunctionRoleArn"].rsplit("/", 1)[1])}
     assert by_sid["AccountNames"]["Action"] == "organizations:DescribeAccount"
     assert by_sid["AccountNames"]["Resource"] == "arn:aws:organizations::*:account/o-abcdef1234/*"
     assert by_sid["AccountAliases"]["Resource"] == "*"
+    # Account fields: their Organizations reads, confined the same way, and the variable.
+    assert sorted(by_sid["AccountContext"]["Action"]) == [
+        "organizations:DescribeOrganizationalUnit", "organizations:ListParents", "organizations:ListTagsForResource",
+    ]
+    assert by_sid["AccountContext"]["Resource"] == [
+        "arn:aws:organizations::*:account/o-abcdef1234/*", "arn:aws:organizations::*:ou/o-abcdef1234/ou-*",
+    ]
+    fn = acct.client("lambda").get_function_configuration(FunctionName=out["FunctionName"])
+    assert fn["Environment"]["Variables"]["ACCOUNT_FIELDS"] == fields

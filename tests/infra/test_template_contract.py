@@ -28,6 +28,7 @@ LAMBDA_ENV = {
     "ALIAS_ROLE_NAME",
     "ALIAS_EXTERNAL_ID",
     "ENRICH",
+    "ACCOUNT_FIELDS",
     "DEDUP_TTL_DAYS",
     "DEDUP_LEASE_SECONDS",
     "GDFWD_CA_FILE",
@@ -232,11 +233,36 @@ def test_iam_least_privilege(fwd: dict) -> None:
         "HasOrganizationId", {"Fn::Sub": "arn:${AWS::Partition}:organizations::*:account/${OrganizationId}/*"}, "*",
     ]}
     assert st["AccountAliases"] == {"Sid": "AccountAliases", "Effect": "Allow", "Action": "iam:ListAccountAliases", "Resource": "*"}
+    # Account fields' context (tags, OU path) only when AccountFields is set, confined like DescribeAccount.
+    assert sorted(st["AccountContext"]["Action"]) == [
+        "organizations:DescribeOrganizationalUnit", "organizations:ListParents", "organizations:ListTagsForResource",
+    ]
+    assert st["AccountContext"]["Resource"] == {"Fn::If": [
+        "HasOrganizationId",
+        [
+            {"Fn::Sub": "arn:${AWS::Partition}:organizations::*:account/${OrganizationId}/*"},
+            {"Fn::Sub": "arn:${AWS::Partition}:organizations::*:ou/${OrganizationId}/ou-*"},
+        ],
+        "*",
+    ]}
     # Nothing else: each statement above is the whole policy.
     assert set(st) == {
         "OwnLogGroup", "DedupTableItems", "IngestToken", "MemberAccountAliasRole", "AccountNames", "AccountAliases",
-        "ConsumeFindingsQueue", "OnFailureDestination",
+        "AccountContext", "ConsumeFindingsQueue", "OnFailureDestination",
     }
+
+
+def test_account_fields_add_their_permissions_and_variable_only_when_set(fwd: dict) -> None:
+    assert fwd["Parameters"]["AccountFields"]["Default"] == ""
+    assert fwd["Conditions"]["HasAccountFields"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "AccountFields"}, ""]}]}
+    [context] = [
+        s for s in res(fwd, "ForwarderRole")["Policies"][0]["PolicyDocument"]["Statement"]
+        if "Fn::If" in s and s["Fn::If"][1].get("Sid") == "AccountContext"
+    ]
+    assert context["Fn::If"][0] == "HasAccountFields"
+    assert context["Fn::If"][2] == {"Ref": "AWS::NoValue"}
+    env = res(fwd, "ForwarderFunction")["Environment"]["Variables"]
+    assert env["ACCOUNT_FIELDS"] == {"Fn::If": ["HasAccountFields", {"Ref": "AccountFields"}, {"Ref": "AWS::NoValue"}]}
 
 
 def test_alarms_cover_dlq_errors_throttles_and_age(fwd: dict) -> None:

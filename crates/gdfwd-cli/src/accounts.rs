@@ -1,5 +1,5 @@
-//! `gdfwd accounts`: resolves account names the way the forwarder would, to check the alias
-//! role and Organizations access before (or after) a rollout.
+//! `gdfwd accounts`: resolves account names (and the `--account-field` values) the way the
+//! forwarder would, to check the alias role and Organizations access before (or after) a rollout.
 
 use std::process::ExitCode;
 
@@ -32,7 +32,10 @@ pub async fn run(args: AccountsArgs) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
-    let config = args.enrich.config();
+    let config = args
+        .enrich
+        .config()
+        .map_err(|e| crate::Usage(e.to_string()))?;
     let lookup = build_lookup(&config, crate::aws::sdk_config().await);
     let ids = if args.accounts.is_empty() {
         lookup
@@ -44,8 +47,15 @@ pub async fn run(args: AccountsArgs) -> anyhow::Result<ExitCode> {
     } else {
         args.accounts.clone()
     };
-    let reports = resolve_all(&lookup, &ids, config.budget, usize::from(args.concurrency)).await;
-    print!("{}", render(&reports, args.output)?);
+    let reports = resolve_all(
+        &lookup,
+        &ids,
+        &config.account_fields,
+        config.budget,
+        usize::from(args.concurrency),
+    )
+    .await;
+    print!("{}", render(&reports, &config.account_fields, args.output)?);
     let unresolved = reports.iter().filter(|r| r.name.is_none()).count();
     if unresolved > 0 {
         eprintln!(

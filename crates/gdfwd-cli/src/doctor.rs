@@ -113,7 +113,8 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         regions.push(home_region.clone());
         regions.sort();
     }
-    let lookup = Arc::new(build_lookup(&args.enrich.config(), sdk));
+    let enrich = args.enrich.config().map_err(|e| Usage(e.to_string()))?;
+    let lookup = Arc::new(build_lookup(&enrich, sdk));
     let own_account = match lookup.own_account_id().await {
         Ok(id) => Some(id.to_owned()),
         Err(e) => {

@@ -78,6 +78,11 @@ impl PipelineArgs {
         clock: Arc<dyn Clock>,
         interrupt: Option<&crate::interrupt::Interrupt>,
     ) -> anyhow::Result<Pipeline> {
+        // Checked first, so a bad --account-field fails a dry run too.
+        let enrich = self
+            .enrich
+            .config()
+            .map_err(|e| crate::Usage(e.to_string()))?;
         let real_store = if dedup {
             Some(self.store.open(clock.clone()).await?)
         } else {
@@ -110,13 +115,7 @@ impl PipelineArgs {
         let sink: Arc<dyn Sink> = Arc::new(http);
         let resolver = match sdk {
             Some(sdk) => {
-                gdfwd_enrich_aws::build_resolver(
-                    &self.enrich.config(),
-                    sdk,
-                    real_store.clone(),
-                    clock,
-                )
-                .await
+                gdfwd_enrich_aws::build_resolver(&enrich, sdk, real_store.clone(), clock).await
             }
             None => None,
         };

@@ -5,7 +5,7 @@
 //! time. The caching resolver lives here because its rules (TTL, negative caching, one lookup in
 //! flight per account) are the same whichever lookup is behind it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use gdfwd_model::{Enrichment, Timestamp};
 use serde::{Deserialize, Serialize};
 
+use crate::account_fields::{AccountFields, ContextNeeds};
 use crate::clock::Clock;
 use crate::error::LookupError;
 use crate::store::StateStore;
@@ -23,8 +24,25 @@ use crate::store::StateStore;
 pub struct AccountInfo {
     /// The IAM account alias, when the account has one and we could read it.
     pub alias: Option<String>,
-    /// The Organizations account name (fallback).
+    /// The Organizations account name (fallback; also looked up when the `name` account field
+    /// needs it).
     pub org_name: Option<String>,
+    /// The account's tags in AWS Organizations; `None` unless a `tag:` account field asked for
+    /// them and they could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<BTreeMap<String, String>>,
+    /// The account's organizational-unit path (`Root/Workloads/Prod`); `None` unless the `ou`
+    /// account field asked for it and it could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ou_path: Option<String>,
+    /// The extra lookups this answer includes (tried, whether or not they succeeded): an entry
+    /// cached before an account field was configured does not cover it and is looked up again.
+    #[serde(default)]
+    pub looked_up: ContextNeeds,
+    /// Why extra lookups the account fields need failed (the name may still be known). Such an
+    /// answer is cached for the negative TTL only and counted as a failure.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub context_errors: Vec<String>,
 }
 
 impl AccountInfo {
@@ -33,6 +51,7 @@ impl AccountInfo {
         Enrichment {
             account_name: self.alias.clone().or_else(|| self.org_name.clone()),
             account_alias: self.alias.clone(),
+            fields: Vec::new(),
         }
     }
 }
@@ -121,6 +140,7 @@ pub struct CachingResolver {
     store: Option<Arc<dyn StateStore>>,
     clock: Arc<dyn Clock>,
     config: CacheConfig,
+    fields: AccountFields,
     slots: Mutex<HashMap<String, Slot>>,
     warned: Mutex<HashSet<String>>,
     hits: AtomicU64,
@@ -151,6 +171,7 @@ impl CachingResolver {
             store,
             clock,
             config,
+            fields: AccountFields::default(),
             slots: Mutex::new(HashMap::new()),
             warned: Mutex::new(HashSet::new()),
             hits: AtomicU64::new(0),
@@ -163,13 +184,31 @@ impl CachingResolver {
         self.config
     }
 
+    /// Sets `fields` on every resolved [`Enrichment`]. The lookup behind must look up what they
+    /// need ([`AccountFields::needs`]); cached answers that do not include it are looked up again.
+    pub fn with_account_fields(mut self, fields: AccountFields) -> Self {
+        self.fields = fields;
+        self
+    }
+
+    fn enrichment(&self, info: Option<&AccountInfo>) -> Enrichment {
+        let mut e = info.map(AccountInfo::enrichment).unwrap_or_default();
+        e.fields = self.fields.resolve(info);
+        e
+    }
+
     fn slot(&self, account_id: &str) -> Slot {
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         Arc::clone(slots.entry(account_id.to_owned()).or_default())
     }
 
+    /// Not expired, and (for a positive entry) including the lookups the account fields need.
     fn is_live(&self, entry: &CacheEntry) -> bool {
         entry.expires_at > self.clock.now()
+            && entry
+                .info
+                .as_ref()
+                .is_none_or(|i| i.looked_up.covers(self.fields.needs()))
     }
 
     fn entry_for(&self, info: Option<AccountInfo>, ttl: Duration) -> CacheEntry {
@@ -245,7 +284,8 @@ impl CachingResolver {
                 account_id,
                 reason,
                 "account enrichment failed: findings of this account are forwarded without \
-                 aws.account.name (logged once per account; retried after the negative cache TTL)"
+                 aws.account.name or without the account fields it could not resolve (logged \
+                 once per account; retried after the negative cache TTL)"
             );
         } else {
             tracing::debug!(account_id, reason, "account enrichment failed again");
@@ -263,19 +303,11 @@ impl AccountResolver for CachingResolver {
 
         if let Some(entry) = cached.as_ref().filter(|e| self.is_live(e)) {
             self.hits.fetch_add(1, Ordering::Relaxed);
-            return entry
-                .info
-                .as_ref()
-                .map(AccountInfo::enrichment)
-                .unwrap_or_default();
+            return self.enrichment(entry.info.as_ref());
         }
         if let Some(entry) = self.store_get(account_id).await {
             self.hits.fetch_add(1, Ordering::Relaxed);
-            let out = entry
-                .info
-                .as_ref()
-                .map(AccountInfo::enrichment)
-                .unwrap_or_default();
+            let out = self.enrichment(entry.info.as_ref());
             *cached = Some(entry);
             return out;
         }
@@ -294,18 +326,24 @@ impl AccountResolver for CachingResolver {
                     None
                 }
             };
-        let ttl = if found.is_some() {
+        // A name without the account fields' context (tags or OU denied) is used, but only
+        // until the negative TTL: the context is retried as soon as a failed lookup would be.
+        let complete = match &found {
+            Some(info) if !info.context_errors.is_empty() => {
+                self.warn_once(account_id, &info.context_errors.join("; "));
+                false
+            }
+            Some(_) => true,
+            None => false,
+        };
+        let ttl = if complete {
             self.config.ttl
         } else {
             self.failures.fetch_add(1, Ordering::Relaxed);
             self.config.negative_ttl
         };
         let entry = self.entry_for(found, ttl);
-        let out = entry
-            .info
-            .as_ref()
-            .map(AccountInfo::enrichment)
-            .unwrap_or_default();
+        let out = self.enrichment(entry.info.as_ref());
         self.store_put(account_id, &entry, ttl).await;
         *cached = Some(entry);
         out
@@ -349,6 +387,13 @@ mod tests {
         Fail,
         /// Sleeps this long (tokio time), then answers with an alias.
         Slow(Duration),
+        /// An alias, and the account's tags when asked for them (`looked_up` = what was asked);
+        /// `Err` makes the tags lookup fail.
+        Tagged(
+            &'static str,
+            Result<&'static str, &'static str>,
+            ContextNeeds,
+        ),
     }
 
     #[derive(Debug)]
@@ -381,20 +426,40 @@ mod tests {
                 Answer::Alias(a) => Ok(AccountInfo {
                     alias: Some(a.to_owned()),
                     org_name: None,
+                    ..AccountInfo::default()
                 }),
                 Answer::OrgName(n) => Ok(AccountInfo {
                     alias: None,
                     org_name: Some(n.to_owned()),
+                    ..AccountInfo::default()
                 }),
                 Answer::Fail => Err(LookupError {
                     account_id: account_id.to_owned(),
                     message: "AccessDenied".to_owned(),
                 }),
+                Answer::Tagged(alias, tag, looked_up) => {
+                    let mut info = AccountInfo {
+                        alias: Some(alias.to_owned()),
+                        looked_up,
+                        ..AccountInfo::default()
+                    };
+                    if looked_up.tags {
+                        match tag {
+                            Ok(v) => {
+                                info.tags =
+                                    Some(BTreeMap::from([("Context".to_owned(), v.to_owned())]))
+                            }
+                            Err(e) => info.context_errors.push(e.to_owned()),
+                        }
+                    }
+                    Ok(info)
+                }
                 Answer::Slow(d) => {
                     tokio::time::sleep(d).await;
                     Ok(AccountInfo {
                         alias: Some("slow".to_owned()),
                         org_name: None,
+                        ..AccountInfo::default()
                     })
                 }
             }
@@ -487,6 +552,7 @@ mod tests {
         Enrichment {
             account_name: Some(alias.to_owned()),
             account_alias: Some(alias.to_owned()),
+            fields: Vec::new(),
         }
     }
 
@@ -531,6 +597,7 @@ mod tests {
         let want = Enrichment {
             account_name: Some("Payments Prod".to_owned()),
             account_alias: None,
+            fields: Vec::new(),
         };
         assert_eq!(r.resolve("111111111111").await, want);
         assert_eq!(r.resolve("222222222222").await, want);
@@ -761,5 +828,90 @@ mod tests {
 
         let warned = warns.0.lock().expect("warn lock").clone();
         assert_eq!(warned, vec!["888888888888", "999999999999"]);
+    }
+
+    fn tagged(fields: &[&str]) -> (AccountFields, ContextNeeds) {
+        let f = AccountFields::parse(fields).expect("account fields");
+        let needs = f.needs();
+        (f, needs)
+    }
+
+    fn with_fields(
+        lookup: &Arc<FakeLookup>,
+        store: Option<Arc<KvStore>>,
+        clock: &ManualClock,
+        fields: &AccountFields,
+    ) -> CachingResolver {
+        resolver(lookup, store, clock).with_account_fields(fields.clone())
+    }
+
+    #[tokio::test]
+    async fn account_fields_come_with_the_name_and_are_cached_with_it() {
+        let _serial = SERIAL.lock().await;
+        let clock = ManualClock::new(T0);
+        let (fields, needs) = tagged(&["dt.security_context=tag:Context", "team.x='t'"]);
+        let lookup = FakeLookup::new(Answer::Tagged("prod", Ok("payments"), needs));
+        let r = with_fields(&lookup, None, &clock, &fields);
+        let want = Enrichment {
+            fields: vec![
+                ("dt.security_context".to_owned(), "payments".to_owned()),
+                ("team.x".to_owned(), "t".to_owned()),
+            ],
+            ..named("prod")
+        };
+        assert_eq!(r.resolve("111111111111").await, want);
+        assert_eq!(r.resolve("111111111111").await, want);
+        assert_eq!(lookup.calls(), 1);
+        assert_eq!(r.stats().failures, 0);
+
+        // A failed lookup still carries the literal.
+        lookup.set(Answer::Fail);
+        let e = r.resolve("222222222222").await;
+        assert_eq!(e.fields, vec![("team.x".to_owned(), "t".to_owned())]);
+        assert_eq!(e.account_name, None);
+    }
+
+    #[tokio::test]
+    async fn entries_cached_before_a_field_was_configured_are_looked_up_again() {
+        let _serial = SERIAL.lock().await;
+        let clock = ManualClock::new(T0);
+        let store = Arc::new(KvStore::default());
+        let plain = FakeLookup::new(Answer::Alias("prod"));
+        resolver(&plain, Some(Arc::clone(&store)), &clock)
+            .resolve("111111111111")
+            .await;
+
+        let (fields, needs) = tagged(&["dt.security_context=tag:Context"]);
+        let lookup = FakeLookup::new(Answer::Tagged("prod", Ok("payments"), needs));
+        let r = with_fields(&lookup, Some(Arc::clone(&store)), &clock, &fields);
+        let e = r.resolve("111111111111").await;
+        assert_eq!(lookup.calls(), 1, "the stored entry has no tags: looked up");
+        assert_eq!(e.fields[0].1, "payments");
+        // The new entry covers the fields: a fresh process reads it from the store.
+        let again = FakeLookup::new(Answer::Fail);
+        let r = with_fields(&again, Some(store), &clock, &fields);
+        assert_eq!(r.resolve("111111111111").await.fields[0].1, "payments");
+        assert_eq!(again.calls(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failed_context_lookup_keeps_the_name_is_counted_and_retried_after_the_negative_ttl()
+    {
+        let _serial = SERIAL.lock().await;
+        let clock = ManualClock::new(T0);
+        let (fields, needs) = tagged(&["dt.security_context=tag:Context"]);
+        let lookup = FakeLookup::new(Answer::Tagged("prod", Err("AccessDenied"), needs));
+        let r = with_fields(&lookup, None, &clock, &fields);
+        assert_eq!(r.resolve("333333333333").await, named("prod"));
+        assert_eq!(r.stats().failures, 1);
+        clock.advance(CacheConfig::DEFAULT_NEGATIVE_TTL - Duration::from_secs(1));
+        assert_eq!(r.resolve("333333333333").await, named("prod"));
+        assert_eq!(lookup.calls(), 1);
+
+        lookup.set(Answer::Tagged("prod", Ok("payments"), needs));
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(r.resolve("333333333333").await.fields.len(), 1);
+        assert_eq!(lookup.calls(), 2);
+        assert_eq!(r.stats().failures, 1);
     }
 }

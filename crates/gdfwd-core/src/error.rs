@@ -58,3 +58,13 @@ pub struct LookupError {
     pub account_id: String,
     pub message: String,
 }
+
+/// An account field spec (`--account-field`, `ACCOUNT_FIELDS`) is unusable; the message names the
+/// entry and says why.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum AccountFieldError {
+    #[error("account field {entry:?}: {reason}")]
+    Invalid { entry: String, reason: String },
+    #[error("{count} account fields configured; at most {max} are allowed")]
+    TooMany { count: usize, max: usize },
+}

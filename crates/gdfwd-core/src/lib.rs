@@ -5,6 +5,7 @@
 //! here performs network I/O or links an AWS SDK, so the pipeline is tested with in-memory fakes and
 //! compiles in seconds.
 
+pub mod account_fields;
 pub mod audit;
 pub mod audit_check;
 pub mod clock;
@@ -20,5 +21,5 @@ pub mod store;
 pub mod timespec;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::{SinkError, StoreError};
+pub use error::{AccountFieldError, SinkError, StoreError};
 pub use gdfwd_model as model;

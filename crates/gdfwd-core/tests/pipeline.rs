@@ -568,6 +568,7 @@ impl AccountResolver for CountingResolver {
         Enrichment {
             account_name: Some(format!("name-{account_id}")),
             account_alias: None,
+            fields: Vec::new(),
         }
     }
     fn stats(&self) -> EnrichStats {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use aws_config::SdkConfig;
 use gdfwd_core::Clock;
+use gdfwd_core::account_fields::AccountFields;
 use gdfwd_core::enrich::{AccountResolver, CacheConfig, CachingResolver};
 use gdfwd_core::store::StateStore;
 
@@ -26,6 +27,8 @@ pub struct EnrichConfig {
     pub negative_ttl: Duration,
     /// ARN partition; `None` derives it from the SDK region.
     pub partition: Option<String>,
+    /// Account context fields set on every event (`--account-field`, `ACCOUNT_FIELDS`).
+    pub account_fields: AccountFields,
 }
 
 impl std::fmt::Debug for EnrichConfig {
@@ -38,6 +41,7 @@ impl std::fmt::Debug for EnrichConfig {
             .field("ttl", &self.ttl)
             .field("negative_ttl", &self.negative_ttl)
             .field("partition", &self.partition)
+            .field("account_fields", &self.account_fields.to_string())
             .finish()
     }
 }
@@ -52,6 +56,7 @@ impl Default for EnrichConfig {
             ttl: CacheConfig::DEFAULT_TTL,
             negative_ttl: CacheConfig::DEFAULT_NEGATIVE_TTL,
             partition: None,
+            account_fields: AccountFields::default(),
         }
     }
 }
@@ -72,7 +77,21 @@ impl EnrichConfig {
             partition: self.partition.clone(),
             own_account_id: None,
             max_attempts: None,
+            context: self.account_fields.needs(),
         }
+    }
+
+    /// Account fields are resolved by the enrichment: configuring them with enrichment off is a
+    /// contradiction the user should hear about, not a silent no-op.
+    pub fn check(&self) -> Result<(), crate::EnrichError> {
+        if !self.enabled && !self.account_fields.is_empty() {
+            return Err(crate::EnrichError::Config(format!(
+                "account fields ({}) are set by account enrichment, which is off: turn it on \
+                 (drop --no-enrich / ENRICH=false) or drop the account fields",
+                self.account_fields
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -105,10 +124,8 @@ pub async fn build_resolver(
     {
         tracing::warn!(error = %e, "cannot tell which account the forwarder runs in yet; will retry on first lookup");
     }
-    Some(Arc::new(CachingResolver::new(
-        Arc::new(lookup),
-        store,
-        clock,
-        config.cache_config(),
-    )))
+    Some(Arc::new(
+        CachingResolver::new(Arc::new(lookup), store, clock, config.cache_config())
+            .with_account_fields(config.account_fields.clone()),
+    ))
 }

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 
+use gdfwd_core::account_fields::AccountFields;
+
+use crate::EnrichError;
 use crate::build::EnrichConfig;
 use crate::lookup::DEFAULT_ROLE_NAME;
 
@@ -53,6 +56,18 @@ pub struct EnrichArgs {
         value_parser = clap::value_parser!(u64).range(1..=8760)
     )]
     pub enrich_ttl_hours: u64,
+
+    /// Set FIELD on every event of an account's findings, from SOURCE: tag:KEY (the account's tag
+    /// in AWS Organizations), ou (its organizational-unit path, Root/Workloads/Prod), name (its
+    /// Organizations name), alias (its IAM alias) or 'literal'. Repeatable, or comma-separated,
+    /// e.g. dt.security_context=tag:dt-security-context. tag:, ou and name need the forwarder to
+    /// run in the management account or a delegated administrator for AWS Organizations.
+    #[arg(
+        long = "account-field",
+        env = "ACCOUNT_FIELDS",
+        value_name = "FIELD=SOURCE"
+    )]
+    pub account_field: Vec<String>,
 }
 
 impl std::fmt::Debug for EnrichArgs {
@@ -67,6 +82,7 @@ impl std::fmt::Debug for EnrichArgs {
             )
             .field("enrich_timeout_ms", &self.enrich_timeout_ms)
             .field("enrich_ttl_hours", &self.enrich_ttl_hours)
+            .field("account_field", &self.account_field)
             .finish()
     }
 }
@@ -76,21 +92,20 @@ impl EnrichArgs {
         self.enrich && !self.no_enrich
     }
 
-    pub fn config(&self) -> EnrichConfig {
-        EnrichConfig {
+    /// The settings; an error when an account field spec is unusable or account fields are
+    /// configured with enrichment off.
+    pub fn config(&self) -> Result<EnrichConfig, EnrichError> {
+        let config = EnrichConfig {
             enabled: self.enabled(),
             role_name: self.alias_role_name.clone(),
             external_id: self.alias_external_id.clone().filter(|x| !x.is_empty()),
             budget: Duration::from_millis(self.enrich_timeout_ms),
             ttl: Duration::from_secs(self.enrich_ttl_hours * 3600),
+            account_fields: AccountFields::parse(&self.account_field)?,
             ..EnrichConfig::default()
-        }
-    }
-}
-
-impl From<&EnrichArgs> for EnrichConfig {
-    fn from(args: &EnrichArgs) -> Self {
-        args.config()
+        };
+        config.check()?;
+        Ok(config)
     }
 }
 
@@ -108,9 +123,12 @@ mod tests {
 
     // Environment variables are process-global and tests run in parallel, so only the flag side is
     // tested here; `ENRICH` uses the same parser as `--enrich`.
-    fn parse(args: &[&str]) -> Result<EnrichConfig, clap::Error> {
+    fn parse(args: &[&str]) -> Result<EnrichConfig, String> {
         Cli::try_parse_from(std::iter::once("gdfwd").chain(args.iter().copied()))
-            .map(|c| c.enrich.config())
+            .map_err(|e| e.to_string())?
+            .enrich
+            .config()
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -151,5 +169,30 @@ mod tests {
         assert_eq!(c.budget, Duration::from_millis(500));
         assert_eq!(c.ttl, Duration::from_secs(6 * 3600));
         assert!(parse(&["--enrich-timeout-ms", "0"]).is_err());
+    }
+
+    #[test]
+    fn account_fields_repeat_or_come_as_one_list() {
+        let c = parse(&[
+            "--account-field",
+            "dt.security_context=tag:dt-security-context",
+            "--account-field",
+            "dt.cost.costcenter=tag:CostCenter,aws.organization.unit=ou",
+        ])
+        .expect("parse");
+        assert_eq!(
+            c.account_fields.to_string(),
+            "dt.security_context=tag:dt-security-context,dt.cost.costcenter=tag:CostCenter,\
+             aws.organization.unit=ou"
+        );
+        let needs = c.lookup_options().context;
+        assert!(needs.tags && needs.ou && !needs.org_name, "{needs:?}");
+        assert!(parse(&[]).expect("parse").account_fields.is_empty());
+        assert!(!parse(&[]).expect("parse").lookup_options().context.any());
+
+        let e = parse(&["--account-field", "dt.security_context=tags:x"]).expect_err("bad");
+        assert!(e.contains("\"dt.security_context=tags:x\""), "{e}");
+        let e = parse(&["--no-enrich", "--account-field", "a.b='x'"]).expect_err("off");
+        assert!(e.contains("enrichment, which is off"), "{e}");
     }
 }

@@ -16,6 +16,9 @@ pub enum EnrichError {
     /// A value given on the command line or in the environment is unusable.
     #[error("enrichment configuration: {0}")]
     Config(String),
+    /// An account field spec (`--account-field`, `ACCOUNT_FIELDS`) is unusable.
+    #[error(transparent)]
+    AccountFields(#[from] gdfwd_core::AccountFieldError),
     /// Rendering the `gdfwd accounts` output failed.
     #[error("rendering accounts as {format}: {message}")]
     Render {

@@ -6,6 +6,8 @@
 //!   [`AccountLookup`](gdfwd_core::enrich::AccountLookup);
 //! - [`build_resolver`]: the cached, time-bounded, never-failing resolver the pipeline takes
 //!   (the caching rules live in the core, [`gdfwd_core::enrich::CachingResolver`]);
+//! - the account context account fields read (`--account-field`: Organizations tags, the OU path),
+//!   looked up with the name when configured (`LookupOptions::context`);
 //! - [`resolve_all`] and [`render`]: `gdfwd accounts`, to check the role setup;
 //! - `EnrichArgs` (feature `cli`): the flags and environment variables.
 //!
@@ -14,6 +16,7 @@
 mod build;
 #[cfg(feature = "cli")]
 mod cli;
+mod context;
 mod error;
 mod lookup;
 mod report;
@@ -21,6 +24,7 @@ mod report;
 pub use build::{EnrichConfig, build_lookup, build_resolver};
 #[cfg(feature = "cli")]
 pub use cli::EnrichArgs;
+pub use context::ROOT_NAME;
 pub use error::EnrichError;
 pub use lookup::{
     AwsAccountLookup, DEFAULT_ROLE_NAME, LookupOptions, SESSION_NAME, partition_for_region,

@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_config::retry::RetryConfig;
 use gdfwd_aws_error::describe;
+use gdfwd_core::account_fields::ContextNeeds;
 use gdfwd_core::enrich::{AccountInfo, AccountLookup};
 use gdfwd_core::error::LookupError;
 use tokio::sync::OnceCell;
@@ -68,6 +69,9 @@ pub struct LookupOptions {
     /// Attempts per AWS call; `None` keeps the SDK config's retry settings. Enrichment runs under a
     /// short budget, where backoff between attempts rarely pays off.
     pub max_attempts: Option<u32>,
+    /// What the configured account fields need beyond the name (tags, OU path, the Organizations
+    /// name even when an alias was found); nothing by default.
+    pub context: ContextNeeds,
 }
 
 impl std::fmt::Debug for LookupOptions {
@@ -78,6 +82,7 @@ impl std::fmt::Debug for LookupOptions {
             .field("partition", &self.partition)
             .field("own_account_id", &self.own_account_id)
             .field("max_attempts", &self.max_attempts)
+            .field("context", &self.context)
             .finish()
     }
 }
@@ -90,6 +95,7 @@ impl Default for LookupOptions {
             partition: None,
             own_account_id: None,
             max_attempts: None,
+            context: ContextNeeds::default(),
         }
     }
 }
@@ -104,6 +110,7 @@ pub struct AwsAccountLookup {
     external_id: Option<String>,
     partition: String,
     own_account: OnceCell<String>,
+    context: ContextNeeds,
 }
 
 impl std::fmt::Debug for AwsAccountLookup {
@@ -149,7 +156,12 @@ impl AwsAccountLookup {
             external_id: options.external_id,
             partition,
             own_account,
+            context: options.context,
         }
+    }
+
+    pub(crate) fn org(&self) -> &aws_sdk_organizations::Client {
+        &self.org
     }
 
     /// The ARN partition role ARNs are built with.
@@ -290,14 +302,16 @@ impl AwsAccountLookup {
         }
     }
 
-    async fn org_name(&self, account_id: &str) -> Result<Option<String>, String> {
+    pub(crate) async fn org_name(&self, account_id: &str) -> Result<Option<String>, String> {
         let out = self
             .org
             .describe_account()
             .account_id(account_id)
             .send()
             .await
-            .map_err(|e| format!("organizations:DescribeAccount: {}", describe(&e)))?;
+            .map_err(|e| {
+                crate::context::org_error("organizations:DescribeAccount", &describe(&e))
+            })?;
         Ok(out
             .account()
             .and_then(|a| a.name())
@@ -310,7 +324,9 @@ impl AwsAccountLookup {
 impl AccountLookup for AwsAccountLookup {
     /// The alias when readable; else the Organizations name. An error when no name was found and
     /// a source failed (the reasons of both are in the message, for the operator's log); an empty
-    /// [`AccountInfo`] when both sources answered and neither has a name.
+    /// [`AccountInfo`] when both sources answered and neither has a name. With a name, also the
+    /// context the account fields need (`LookupOptions::context`), whose failures are reported in
+    /// `context_errors` instead of failing the lookup.
     async fn lookup(&self, account_id: &str) -> Result<AccountInfo, LookupError> {
         let fail = |message: String| LookupError {
             account_id: account_id.to_owned(),
@@ -319,23 +335,34 @@ impl AccountLookup for AwsAccountLookup {
         if !is_account_id(account_id) {
             return Err(fail("not a 12-digit AWS account id".to_owned()));
         }
+        let mut info = self.name(account_id).await.map_err(fail)?;
+        if self.context.any() {
+            self.add_context(account_id, self.context, &mut info).await;
+        }
+        Ok(info)
+    }
+}
+
+impl AwsAccountLookup {
+    /// The alias, else the Organizations name (see [`AccountLookup::lookup`]).
+    async fn name(&self, account_id: &str) -> Result<AccountInfo, String> {
         let alias = self.alias(account_id).await;
         if let Ok(Some(alias)) = alias {
             return Ok(AccountInfo {
                 alias: Some(alias),
-                org_name: None,
+                ..AccountInfo::default()
             });
         }
         let org_name = self.org_name(account_id).await;
         match (alias, org_name) {
             (_, Ok(Some(name))) => Ok(AccountInfo {
-                alias: None,
                 org_name: Some(name),
+                ..AccountInfo::default()
             }),
             (Ok(_), Ok(None)) => Ok(AccountInfo::default()),
-            (Ok(_), Err(o)) => Err(fail(format!("no IAM account alias; {o}"))),
-            (Err(a), Ok(None)) => Err(fail(format!("{a}; Organizations has no name for it"))),
-            (Err(a), Err(o)) => Err(fail(format!("{a}; {o}"))),
+            (Ok(_), Err(o)) => Err(format!("no IAM account alias; {o}")),
+            (Err(a), Ok(None)) => Err(format!("{a}; Organizations has no name for it")),
+            (Err(a), Err(o)) => Err(format!("{a}; {o}")),
         }
     }
 }

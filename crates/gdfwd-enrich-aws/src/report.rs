@@ -7,13 +7,13 @@
 use std::time::Duration;
 
 use futures::StreamExt;
+use gdfwd_core::account_fields::AccountFields;
 use gdfwd_core::enrich::AccountLookup;
-use serde::Serialize;
 
 use crate::error::EnrichError;
 
 /// What enrichment resolves for one account.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountReport {
     pub account_id: String,
     /// What goes to `aws.account.name`.
@@ -22,15 +22,21 @@ pub struct AccountReport {
     pub alias: Option<String>,
     /// `iam-alias`, `organizations`, or absent when nothing was found.
     pub source: Option<&'static str>,
-    /// Why nothing was found, when a lookup failed or ran over budget.
+    /// Why nothing was found, when a lookup failed or ran over budget; also why an account
+    /// field's context (tags, OU path) could not be read.
     pub error: Option<String>,
+    /// The configured account fields and the values they get for this account, in the configured
+    /// order; a field without a value for it is absent.
+    pub fields: Vec<(String, String)>,
 }
 
-/// Looks every account up (at most `concurrency` at a time, each bounded by `budget`); the
-/// reports come back in the order of `account_ids`.
+/// Looks every account up (at most `concurrency` at a time, each bounded by `budget`) and
+/// resolves `fields` for it; the reports come back in the order of `account_ids`. The lookup must
+/// have been built with the context the fields need (`EnrichConfig::lookup_options`).
 pub async fn resolve_all(
     lookup: &dyn AccountLookup,
     account_ids: &[String],
+    fields: &AccountFields,
     budget: Duration,
     concurrency: usize,
 ) -> Vec<AccountReport> {
@@ -43,9 +49,14 @@ pub async fn resolve_all(
                 alias: None,
                 source: None,
                 error: None,
+                fields: Vec::new(),
             };
             match result {
                 Ok(Ok(info)) => {
+                    report.fields = fields.resolve(Some(&info));
+                    if !info.context_errors.is_empty() {
+                        report.error = Some(info.context_errors.join("; "));
+                    }
                     let e = info.enrichment();
                     report.source = if info.alias.is_some() {
                         Some("iam-alias")
@@ -59,6 +70,9 @@ pub async fn resolve_all(
                 }
                 Ok(Err(e)) => report.error = Some(e.message),
                 Err(_) => report.error = Some(format!("lookup exceeded its budget of {budget:?}")),
+            }
+            if report.name.is_none() && report.source.is_none() {
+                report.fields = fields.resolve(None);
             }
             report
         })
@@ -77,54 +91,76 @@ pub enum AccountsFormat {
     Csv,
 }
 
-const HEADERS: [&str; 5] = ["account_id", "name", "alias", "source", "error"];
+const HEADERS: [&str; 4] = ["account_id", "name", "alias", "source"];
 
-fn cells(r: &AccountReport) -> [&str; 5] {
-    [
-        r.account_id.as_str(),
-        r.name.as_deref().unwrap_or(""),
-        r.alias.as_deref().unwrap_or(""),
-        r.source.unwrap_or(""),
-        r.error.as_deref().unwrap_or(""),
-    ]
+/// The columns: the fixed ones, one per account field (in the order configured), `error` last.
+fn headers(fields: &AccountFields) -> Vec<&str> {
+    let mut h = HEADERS.to_vec();
+    h.extend(fields.iter().map(|f| f.field.as_str()));
+    h.push("error");
+    h
 }
 
-/// Renders the reports; every format ends with a newline.
-pub fn render(reports: &[AccountReport], format: AccountsFormat) -> Result<String, EnrichError> {
+/// One row; `blank` stands for an absent name, alias, source or field value.
+fn cells(r: &AccountReport, fields: &AccountFields, blank: &str) -> Vec<String> {
+    let or_blank = |v: Option<&str>| v.filter(|v| !v.is_empty()).unwrap_or(blank).to_owned();
+    let mut c = vec![
+        r.account_id.clone(),
+        or_blank(r.name.as_deref()),
+        or_blank(r.alias.as_deref()),
+        or_blank(r.source),
+    ];
+    for f in fields.iter() {
+        let value = r.fields.iter().find(|(k, _)| *k == f.field);
+        c.push(or_blank(value.map(|(_, v)| v.as_str())));
+    }
+    c.push(r.error.clone().unwrap_or_default());
+    c
+}
+
+/// Renders the reports, with a column (table, CSV) or key (JSON `fields`) per account field;
+/// every format ends with a newline.
+pub fn render(
+    reports: &[AccountReport],
+    fields: &AccountFields,
+    format: AccountsFormat,
+) -> Result<String, EnrichError> {
     match format {
-        AccountsFormat::Json => serde_json::to_string_pretty(reports)
-            .map(|s| s + "\n")
-            .map_err(|e| EnrichError::Render {
-                format: "json",
-                message: e.to_string(),
-            }),
-        AccountsFormat::Csv => Ok(render_csv(reports)),
-        AccountsFormat::Table => Ok(render_table(reports)),
+        AccountsFormat::Json => {
+            let json: Vec<serde_json::Value> = reports.iter().map(report_json).collect();
+            serde_json::to_string_pretty(&json)
+                .map(|s| s + "\n")
+                .map_err(|e| EnrichError::Render {
+                    format: "json",
+                    message: e.to_string(),
+                })
+        }
+        AccountsFormat::Csv => {
+            let rows: Vec<Vec<String>> = reports.iter().map(|r| cells(r, fields, "")).collect();
+            Ok(gdfwd_core::audit::csv(&headers(fields), &rows))
+        }
+        AccountsFormat::Table => {
+            let rows: Vec<Vec<String>> = reports.iter().map(|r| cells(r, fields, "-")).collect();
+            Ok(gdfwd_core::audit::table(&headers(fields), &rows, &[]))
+        }
     }
 }
 
-fn render_csv(reports: &[AccountReport]) -> String {
-    let rows: Vec<Vec<String>> = reports
+/// The report as JSON, `fields` as an object in the configured order.
+fn report_json(r: &AccountReport) -> serde_json::Value {
+    let fields: serde_json::Map<String, serde_json::Value> = r
+        .fields
         .iter()
-        .map(|r| cells(r).map(str::to_owned).to_vec())
+        .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
         .collect();
-    gdfwd_core::audit::csv(&HEADERS, &rows)
-}
-
-fn render_table(reports: &[AccountReport]) -> String {
-    let rows: Vec<Vec<String>> = reports
-        .iter()
-        .map(|r| {
-            let mut c = cells(r).map(str::to_owned);
-            for cell in &mut c[1..4] {
-                if cell.is_empty() {
-                    *cell = "-".to_owned();
-                }
-            }
-            c.to_vec()
-        })
-        .collect();
-    gdfwd_core::audit::table(&HEADERS, &rows, &[])
+    serde_json::json!({
+        "account_id": r.account_id,
+        "name": r.name,
+        "alias": r.alias,
+        "source": r.source,
+        "error": r.error,
+        "fields": fields,
+    })
 }
 
 #[cfg(test)]
@@ -143,11 +179,14 @@ mod tests {
             match account_id {
                 "111111111111" => Ok(AccountInfo {
                     alias: Some("prod-payments".to_owned()),
+                    tags: Some([("Ctx".to_owned(), "payments".to_owned())].into()),
                     org_name: None,
+                    ..AccountInfo::default()
                 }),
                 "222222222222" => Ok(AccountInfo {
                     alias: None,
                     org_name: Some("Sandbox, Team \"A\"".to_owned()),
+                    ..AccountInfo::default()
                 }),
                 "444444444444" => {
                     tokio::time::sleep(Duration::from_secs(60)).await;
@@ -161,6 +200,10 @@ mod tests {
         }
     }
 
+    fn fields() -> AccountFields {
+        AccountFields::parse(&["dt.security_context=tag:Ctx,team.x='sec'"]).expect("fields")
+    }
+
     async fn reports() -> Vec<AccountReport> {
         let ids: Vec<String> = [
             "111111111111",
@@ -170,7 +213,7 @@ mod tests {
         ]
         .map(String::from)
         .into();
-        resolve_all(&Fixed, &ids, Duration::from_secs(2), 3).await
+        resolve_all(&Fixed, &ids, &fields(), Duration::from_secs(2), 3).await
     }
 
     #[tokio::test(start_paused = true)]
@@ -186,12 +229,22 @@ mod tests {
         assert_eq!(r[2].name, None);
         assert_eq!(r[2].error.as_deref(), Some("sts:AssumeRole: AccessDenied"));
         assert!(r[3].error.as_deref().is_some_and(|e| e.contains("budget")));
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        assert_eq!(
+            r[0].fields,
+            vec![
+                pair("dt.security_context", "payments"),
+                pair("team.x", "sec")
+            ]
+        );
+        assert_eq!(r[1].fields, vec![pair("team.x", "sec")], "untagged");
+        assert_eq!(r[2].fields, vec![pair("team.x", "sec")], "failed lookup");
     }
 
     #[tokio::test(start_paused = true)]
     async fn renders_table_json_and_csv() {
         let r = reports().await;
-        let table = render(&r, AccountsFormat::Table).expect("table");
+        let table = render(&r, &fields(), AccountsFormat::Table).expect("table");
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 5);
         assert!(lines[0].starts_with("account_id    name"), "{table}");
@@ -202,21 +255,35 @@ mod tests {
         assert!(lines[3].contains("AccessDenied"), "{table}");
 
         let json: serde_json::Value =
-            serde_json::from_str(&render(&r, AccountsFormat::Json).expect("json")).expect("parse");
+            serde_json::from_str(&render(&r, &fields(), AccountsFormat::Json).expect("json"))
+                .expect("parse");
         assert_eq!(json[0]["account_id"], "111111111111");
         assert_eq!(json[1]["source"], "organizations");
         assert_eq!(json[2]["name"], serde_json::Value::Null);
+        assert_eq!(
+            json[0]["fields"],
+            serde_json::json!({"dt.security_context": "payments", "team.x": "sec"})
+        );
 
-        let csv = render(&r, AccountsFormat::Csv).expect("csv");
+        let csv = render(&r, &fields(), AccountsFormat::Csv).expect("csv");
         let lines: Vec<&str> = csv.lines().collect();
-        assert_eq!(lines[0], "account_id,name,alias,source,error");
+        assert_eq!(
+            lines[0],
+            "account_id,name,alias,source,dt.security_context,team.x,error"
+        );
         assert_eq!(
             lines[1],
-            "111111111111,prod-payments,prod-payments,iam-alias,"
+            "111111111111,prod-payments,prod-payments,iam-alias,payments,sec,"
         );
         assert_eq!(
             lines[2],
-            "222222222222,\"Sandbox, Team \"\"A\"\"\",,organizations,"
+            "222222222222,\"Sandbox, Team \"\"A\"\"\",,organizations,,sec,"
+        );
+        assert!(
+            table
+                .lines()
+                .next()
+                .is_some_and(|h| h.contains("dt.security_context"))
         );
     }
 }

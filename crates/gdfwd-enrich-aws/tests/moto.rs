@@ -16,16 +16,16 @@
 //! Isolation without resetting moto: every test creates its own management ("admin") account id at
 //! random, its own organization in it, and its own member accounts and aliases.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
 use aws_sdk_organizations::types::OrganizationFeatureSet;
-use gdfwd_core::enrich::{
-    AccountInfo, AccountLookup, AccountResolver, CacheConfig, CachingResolver,
-};
+use gdfwd_core::ManualClock;
+use gdfwd_core::enrich::{AccountInfo, AccountLookup, AccountResolver, CacheConfig};
 use gdfwd_core::model::Enrichment;
-use gdfwd_core::{ManualClock, SystemClock};
 use gdfwd_enrich_aws::{AwsAccountLookup, EnrichConfig, LookupOptions, build_resolver};
 use gdfwd_testkit_moto::{self as moto, Credentials, Fault, FaultProxy};
 
@@ -112,23 +112,13 @@ async fn lookup_via(proxy: &FaultProxy, org: &Org) -> Arc<AwsAccountLookup> {
     ))
 }
 
-fn resolver(lookup: Arc<AwsAccountLookup>) -> CachingResolver {
-    CachingResolver::new(
-        lookup,
-        None,
-        Arc::new(SystemClock),
-        CacheConfig {
-            // moto on a loaded 2-core machine can be slow; the budget is not what is tested here.
-            budget: Duration::from_secs(30),
-            ..CacheConfig::default()
-        },
-    )
-}
+use common::resolver;
 
 fn alias(a: &str) -> Enrichment {
     Enrichment {
         account_name: Some(a.to_owned()),
         account_alias: Some(a.to_owned()),
+        fields: Vec::new(),
     }
 }
 
@@ -136,6 +126,7 @@ fn org_named(n: &str) -> Enrichment {
     Enrichment {
         account_name: Some(n.to_owned()),
         account_alias: None,
+        fields: Vec::new(),
     }
 }
 
@@ -203,7 +194,8 @@ async fn the_raw_lookup_reports_why_it_found_nothing() {
         lookup.lookup(member).await.expect("org name"),
         AccountInfo {
             alias: None,
-            org_name: Some(name.clone())
+            org_name: Some(name.clone()),
+            ..AccountInfo::default()
         }
     );
     let stranger = moto::random_account_id();
@@ -349,28 +341,6 @@ async fn the_store_cache_survives_the_process_and_expires() {
     );
 }
 
-/// Records what the pipeline sends.
-#[derive(Debug, Default)]
-struct RecordingSink(std::sync::Mutex<Vec<gdfwd_core::sink::OutEvent>>);
-
-#[async_trait::async_trait]
-impl gdfwd_core::sink::Sink for RecordingSink {
-    async fn send(
-        &self,
-        events: &[gdfwd_core::sink::OutEvent],
-        _deadline: Option<std::time::Instant>,
-    ) -> gdfwd_core::sink::SendReport {
-        self.0.lock().expect("sink lock").extend_from_slice(events);
-        gdfwd_core::sink::SendReport {
-            outcomes: events
-                .iter()
-                .map(|_| gdfwd_core::sink::EventOutcome::Sent { request_id: None })
-                .collect(),
-            stats: gdfwd_core::sink::SendStats::default(),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn findings_of_unresolvable_accounts_are_forwarded_without_the_name() {
     use gdfwd_core::model::{Format, Item, parse_document};
@@ -383,7 +353,7 @@ async fn findings_of_unresolvable_accounts_are_forwarded_without_the_name() {
     let stranger = moto::random_account_id();
     let proxy = FaultProxy::start_moto().await;
     let resolver: Arc<dyn AccountResolver> = Arc::new(resolver(lookup_via(&proxy, &org).await));
-    let sink = Arc::new(RecordingSink::default());
+    let sink = Arc::new(common::RecordingSink::default());
     let pipeline =
         Pipeline::new(None, sink.clone(), Format::Semantic).with_resolver(Some(resolver));
 
@@ -405,13 +375,7 @@ async fn findings_of_unresolvable_accounts_are_forwarded_without_the_name() {
 
     let report = pipeline.process(&findings, None).await;
     assert_eq!(report.summary.forwarded, 2, "{:?}", report.summary);
-    let sent: Vec<serde_json::Value> = sink
-        .0
-        .lock()
-        .expect("sink lock")
-        .iter()
-        .map(|e| serde_json::from_str(&e.json).expect("event json"))
-        .collect();
+    let sent: Vec<serde_json::Value> = sink.bodies();
     let by_account = |acct: &str| {
         sent.iter()
             .find(|e| e["aws.account.id"] == acct)

@@ -26,6 +26,7 @@ pub const MAX_CONCURRENCY: &str = "MAX_CONCURRENCY";
 pub const ALIAS_ROLE_NAME: &str = "ALIAS_ROLE_NAME";
 pub const ALIAS_EXTERNAL_ID: &str = "ALIAS_EXTERNAL_ID";
 pub const ENRICH: &str = "ENRICH";
+pub const ACCOUNT_FIELDS: &str = "ACCOUNT_FIELDS";
 pub const DEDUP_TTL_DAYS: &str = "DEDUP_TTL_DAYS";
 pub const DEDUP_LEASE_SECONDS: &str = "DEDUP_LEASE_SECONDS";
 pub const CA_FILE: &str = "GDFWD_CA_FILE";
@@ -57,6 +58,8 @@ pub struct Config {
     pub alias_role_name: String,
     /// Kept out of `Debug`-printed logs by [`Config::summary`]; it is a shared secret of sorts.
     pub alias_external_id: Option<String>,
+    /// Account context fields set on every event (`FIELD=SOURCE,...`, as `--account-field`).
+    pub account_fields: gdfwd_core::account_fields::AccountFields,
     /// How long dedup records are kept after their last update.
     pub dedup_retention: Duration,
     /// Claim lease while a finding version is being sent.
@@ -149,6 +152,15 @@ impl Config {
             ));
         }
         let alias_external_id = get(ALIAS_EXTERNAL_ID);
+        let account_fields =
+            gdfwd_core::account_fields::AccountFields::parse(get(ACCOUNT_FIELDS).as_slice())
+                .map_err(|e| err(ACCOUNT_FIELDS, e.to_string()))?;
+        if !enrich && !account_fields.is_empty() {
+            return Err(err(
+                ACCOUNT_FIELDS,
+                format!("{ENRICH} is false, but the account fields are set by account enrichment"),
+            ));
+        }
         let ttl_days = number(&get, DEDUP_TTL_DAYS, 90, 1, 3650)?;
         let lease_seconds = number(&get, DEDUP_LEASE_SECONDS, 300, 1, 3600)?;
         let ca_file = get(CA_FILE).map(PathBuf::from);
@@ -193,6 +205,7 @@ impl Config {
             enrich,
             alias_role_name,
             alias_external_id,
+            account_fields,
             dedup_retention: Duration::from_secs(u64::from(ttl_days) * 86_400),
             dedup_lease: Duration::from_secs(u64::from(lease_seconds)),
             ca_file,
@@ -215,6 +228,7 @@ impl Config {
             "enrich": self.enrich,
             "alias_role_name": self.alias_role_name,
             "alias_external_id_set": self.alias_external_id.is_some(),
+            "account_fields": self.account_fields.to_string(),
             "dedup_ttl_days": self.dedup_retention.as_secs() / 86_400,
             "dedup_lease_seconds": self.dedup_lease.as_secs(),
             "ca_file": self.ca_file.as_ref().map(|p| p.display().to_string()),
@@ -464,5 +478,51 @@ mod tests {
             assert_eq!(e.var, ENDPOINT);
             assert!(!e.to_string().contains("SECRET"), "{e}");
         }
+    }
+
+    #[test]
+    fn account_fields_are_one_comma_separated_variable() {
+        let mut vars = minimal();
+        assert!(
+            Config::from_vars(&vars)
+                .expect("minimal")
+                .account_fields
+                .is_empty()
+        );
+        vars.insert(
+            ACCOUNT_FIELDS.to_owned(),
+            " dt.security_context=tag:dt-security-context, aws.organization.unit=ou,\
+              team.owner='Payments, EMEA' "
+                .to_owned(),
+        );
+        let c = Config::from_vars(&vars).expect("config");
+        assert_eq!(
+            c.account_fields.to_string(),
+            "dt.security_context=tag:dt-security-context,aws.organization.unit=ou,\
+             team.owner='Payments, EMEA'"
+        );
+        let needs = c.account_fields.needs();
+        assert!(needs.tags && needs.ou && !needs.org_name);
+        assert_eq!(
+            c.summary()["account_fields"],
+            c.account_fields.to_string().as_str()
+        );
+
+        vars.insert(
+            ACCOUNT_FIELDS.to_owned(),
+            "dt.security_context=tag:x,costcenter=tag:CostCenter".to_owned(),
+        );
+        let e = Config::from_vars(&vars).expect_err("bad field name");
+        assert_eq!(e.var, ACCOUNT_FIELDS);
+        assert!(e.message.contains("\"costcenter=tag:CostCenter\""), "{e}");
+
+        vars.insert(
+            ACCOUNT_FIELDS.to_owned(),
+            "dt.security_context=ou".to_owned(),
+        );
+        vars.insert(ENRICH.to_owned(), "false".to_owned());
+        let e = Config::from_vars(&vars).expect_err("enrichment off");
+        assert_eq!(e.var, ACCOUNT_FIELDS);
+        assert!(e.message.contains("ENRICH is false"), "{e}");
     }
 }

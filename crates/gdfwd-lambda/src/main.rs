@@ -149,6 +149,7 @@ async fn build(config: &Config) -> Result<(Handler, Readiness), InitError> {
         enabled: config.enrich,
         role_name: config.alias_role_name.clone(),
         external_id: config.alias_external_id.clone(),
+        account_fields: config.account_fields.clone(),
         ..EnrichConfig::default()
     };
     let ready = Readiness::start(aws_checks(dynamo.clone(), Arc::clone(&tokens)));

@@ -166,6 +166,7 @@ impl AccountResolver for FakeResolver {
         Enrichment {
             account_name: Some(format!("name-{account_id}")),
             account_alias: None,
+            fields: Vec::new(),
         }
     }
     fn stats(&self) -> EnrichStats {
@@ -603,4 +604,141 @@ async fn a_finding_in_flight_elsewhere_is_retried_not_dropped() {
     let h = r.handler.handle(sqs_batch(&records[..1]), &inv("f3")).await;
     assert!(failures(h.response.as_ref().expect("answer")).is_empty());
     assert_eq!(r.sink.sent_containing(&id0), 1);
+}
+
+/// The Organizations answers behind the account fields test: the first account is tagged, the
+/// second untagged, any other cannot be looked up.
+#[derive(Debug)]
+struct TaggedLookup {
+    tagged: String,
+    untagged: String,
+}
+
+#[async_trait]
+impl gdfwd_core::enrich::AccountLookup for TaggedLookup {
+    async fn lookup(
+        &self,
+        account_id: &str,
+    ) -> Result<gdfwd_core::enrich::AccountInfo, gdfwd_core::error::LookupError> {
+        let tags = if account_id == self.tagged {
+            [("dt-security-context".to_owned(), "payments".to_owned())].into()
+        } else if account_id == self.untagged {
+            Default::default()
+        } else {
+            return Err(gdfwd_core::error::LookupError {
+                account_id: account_id.to_owned(),
+                message: "AccessDenied".to_owned(),
+            });
+        };
+        Ok(gdfwd_core::enrich::AccountInfo {
+            org_name: Some(format!("org-{account_id}")),
+            tags: Some(tags),
+            looked_up: gdfwd_core::account_fields::ContextNeeds {
+                tags: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+    }
+}
+
+/// `ACCOUNT_FIELDS` as the function reads it at init, through the handler: every event of the
+/// tagged account carries the field, the untagged and the unresolvable accounts' events do not
+/// (and are forwarded all the same, the failed lookup counted).
+#[tokio::test]
+async fn account_fields_from_the_environment_reach_every_event_of_the_account() {
+    let vars: HashMap<String, String> = [
+        (
+            gdfwd_lambda::config::ENDPOINT,
+            "https://abc12345.live.dynatrace.com/platform/ingest/v1/security.events",
+        ),
+        (
+            gdfwd_lambda::config::SECRET_ARN,
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:t-AbCdEf",
+        ),
+        (gdfwd_lambda::config::DEDUP_TABLE_NAME, "gdfwd-dedup"),
+        (
+            gdfwd_lambda::config::ACCOUNT_FIELDS,
+            "dt.security_context=tag:dt-security-context",
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let config = gdfwd_lambda::config::Config::from_vars(&vars).expect("config");
+
+    let events = distinct_events(9);
+    let accounts: Vec<String> = events
+        .iter()
+        .map(|e| {
+            e["detail"]["accountId"]
+                .as_str()
+                .expect("account")
+                .to_owned()
+        })
+        .collect();
+    let distinct: HashSet<&String> = accounts.iter().collect();
+    assert!(distinct.len() >= 3, "the fixture has several accounts");
+    let tagged = accounts[0].clone();
+    let untagged = accounts
+        .iter()
+        .find(|a| **a != tagged)
+        .expect("a second account")
+        .clone();
+    let resolver = gdfwd_core::enrich::CachingResolver::new(
+        Arc::new(TaggedLookup {
+            tagged: tagged.clone(),
+            untagged: untagged.clone(),
+        }),
+        None,
+        Arc::new(SystemClock),
+        gdfwd_core::enrich::CacheConfig::default(),
+    )
+    .with_account_fields(config.account_fields.clone());
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(
+        SqliteStore::open(
+            &dir.path().join("state.db"),
+            Arc::new(SystemClock),
+            Duration::from_secs(86_400),
+        )
+        .expect("open store"),
+    );
+    let sink = Arc::new(FakeSink::default());
+    let handler = Handler::new(
+        Some(store as Arc<dyn StateStore>),
+        Arc::clone(&sink) as Arc<dyn Sink>,
+        Some(Arc::new(resolver) as Arc<dyn AccountResolver>),
+        Format::Semantic,
+        Duration::from_secs(300),
+    );
+    let records: Vec<(String, String)> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (format!("m{i}"), e.to_string()))
+        .collect();
+    let h = handler.handle(sqs_batch(&records), &inv("af")).await;
+    assert!(failures(&h.response.expect("answer")).is_empty());
+    assert_eq!(h.metrics.summary.forwarded, 9);
+
+    let sent: Vec<Value> = sink
+        .sent()
+        .iter()
+        .map(|e| serde_json::from_str(&e.json).expect("event json"))
+        .collect();
+    assert_eq!(sent.len() as u64, h.metrics.summary.events);
+    let mut of_tagged = 0;
+    for e in &sent {
+        let account = e["aws.account.id"].as_str().expect("account id");
+        if account == tagged {
+            assert_eq!(e["dt.security_context"], "payments", "{e}");
+            of_tagged += 1;
+        } else {
+            assert!(e.get("dt.security_context").is_none(), "{e}");
+        }
+    }
+    assert!(of_tagged > 0);
+    let unresolvable = distinct.len() as u64 - 2;
+    assert_eq!(h.metrics.enrich.failures, unresolvable);
 }

@@ -53,6 +53,7 @@ fn bench(c: &mut Criterion) {
     let enrichment = Enrichment {
         account_name: Some("payments-prod".into()),
         account_alias: None,
+        fields: Vec::new(),
     };
     let findings: usize = docs
         .iter()

@@ -33,6 +33,7 @@ fn main() {
     let enrichment = Enrichment {
         account_name: Some("payments-prod".into()),
         account_alias: None,
+        fields: Vec::new(),
     };
     if thread_cpu_ns().is_none() {
         eprintln!("/proc/thread-self/schedstat is not readable: Linux only");

@@ -15,7 +15,7 @@ use serde_json::{Map, Number, Value};
 
 use crate::finding::Finding;
 use crate::parse::{EVENT_DETAIL_TYPE, EVENT_SOURCE};
-use crate::split::{Overflow, Selector, capped_selectors, split};
+use crate::split::{Overflow, Selector, attack_sequence, capped_selectors, split};
 use crate::time::Timestamp;
 
 /// Payload format.
@@ -48,13 +48,17 @@ impl fmt::Display for Format {
     }
 }
 
-/// Account details found by enrichment; both absent when enrichment is off or failed.
+/// Account details found by enrichment; absent when enrichment is off or failed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Enrichment {
     /// Goes to `aws.account.name` (the IAM alias when there is one, else the Organizations name).
     pub account_name: Option<String>,
     /// Goes to `aws.account.alias` when the name came from an IAM account alias.
     pub account_alias: Option<String>,
+    /// The configured account context fields (`--account-field`, e.g. `dt.security_context`)
+    /// with their values for this account, in the configured order; top level in both formats.
+    /// A field the mapping already set is not overwritten.
+    pub fields: Vec<(String, String)>,
 }
 
 /// One payload event, ready to serialise.
@@ -189,6 +193,10 @@ fn add_enrichment(body: &mut Map<String, Value>, enrichment: &Enrichment) {
     if let Some(alias) = &enrichment.account_alias {
         body.insert("aws.account.alias".to_owned(), Value::from(alias.as_str()));
     }
+    for (field, value) in &enrichment.fields {
+        body.entry(field.as_str())
+            .or_insert_with(|| Value::from(value.as_str()));
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -310,6 +318,9 @@ fn semantic_body(finding: &Finding, sel: Selector, id: &str, enrichment: &Enrich
     if let Some(v) = a.k8s_pod {
         put("k8s.pod.name", v.into());
     }
+    if let Some(seq) = attack_sequence(d) {
+        sequence_fields(seq, &mut put);
+    }
     add_enrichment(&mut m, enrichment);
     Value::Object(m)
 }
@@ -384,9 +395,97 @@ impl<'a> Affected<'a> {
         self.resource("AWS::EKS::Cluster", text(path(eks, &["arn"])), name);
     }
 
+    /// A resource of an attack sequence (the model's `ResourceV2`): `uid`, `name`, and a
+    /// `resourceType` from the model's `FindingResourceType` enum (`EC2_INSTANCE`, `S3_BUCKET`…).
+    fn sequence_resource(&mut self, res: &'a Value) {
+        let uid = text(res.get("uid"));
+        let name = text(res.get("name")).or(uid);
+        let (cfn, object) = match text(res.get("resourceType")) {
+            Some(t) => resource_v2_types(t),
+            None => ("AWS::GuardDuty::Resource".to_owned(), "RESOURCE".to_owned()),
+        };
+        self.resource(&cfn, uid, name);
+        self.object_is_resource(&object);
+        self.object_id = uid.or(name);
+    }
+
     fn ecs(&mut self, ecs: Option<&'a Value>) {
         let name = text(path(ecs, &["name"]));
         self.resource("AWS::ECS::Cluster", text(path(ecs, &["arn"])), name);
+    }
+}
+
+/// `aws.resource.type` and `object.type` of a `ResourceV2.resourceType`: CloudFormation types
+/// where one exists, else `AWS::GuardDuty::<type>`; the object type is the enum value itself,
+/// except where the v1 resource types already named the same thing differently.
+fn resource_v2_types(t: &str) -> (String, String) {
+    let cfn = match t {
+        "EC2_INSTANCE" => "AWS::EC2::Instance",
+        "EC2_NETWORK_INTERFACE" => "AWS::EC2::NetworkInterface",
+        "S3_BUCKET" => "AWS::S3::Bucket",
+        "ACCESS_KEY" => "AWS::IAM::AccessKey",
+        "EKS_CLUSTER" => "AWS::EKS::Cluster",
+        "ECS_CLUSTER" => "AWS::ECS::Cluster",
+        "AUTOSCALING_AUTO_SCALING_GROUP" => "AWS::AutoScaling::AutoScalingGroup",
+        "IAM_INSTANCE_PROFILE" => "AWS::IAM::InstanceProfile",
+        other => return (format!("AWS::GuardDuty::{other}"), upper_snake(other)),
+    };
+    let object = match t {
+        "ACCESS_KEY" => "IAM_ACCESS_KEY".to_owned(),
+        "EKS_CLUSTER" => "KUBERNETES_CLUSTER".to_owned(),
+        other => upper_snake(other),
+    };
+    (cfn.to_owned(), object)
+}
+
+/// Most distinct tactics or techniques listed per event: a sequence has at most 100 signals of
+/// up to 400 indicator values each, and the event must stay small.
+const MAX_ATTACK_VALUES: usize = 50;
+
+/// What every event of an attack sequence says about the sequence as a whole: its uid, how many
+/// signals and resources it has, and the MITRE ATT&CK tactics and techniques of its indicators
+/// (the sequence's own, then its signals', each value once, in order of appearance).
+fn sequence_fields(seq: &Map<String, Value>, put: &mut impl FnMut(&str, Value)) {
+    if let Some(uid) = text(seq.get("uid")) {
+        put("aws.guardduty.sequence.uid", uid.into());
+    }
+    let count = |key: &str| seq.get(key).and_then(Value::as_array).map(Vec::len);
+    if let Some(n) = count("signals") {
+        put("aws.guardduty.sequence.signal_count", n.into());
+    }
+    if let Some(n) = count("resources") {
+        put("aws.guardduty.sequence.resource_count", n.into());
+    }
+    let signals = seq.get("signals").and_then(Value::as_array);
+    let indicators = std::iter::once(seq.get("sequenceIndicators"))
+        .chain(
+            signals
+                .into_iter()
+                .flatten()
+                .map(|s| s.get("signalIndicators")),
+        )
+        .filter_map(|i| i.and_then(Value::as_array))
+        .flatten();
+    let mut tactics: Vec<&str> = Vec::new();
+    let mut techniques: Vec<&str> = Vec::new();
+    for ind in indicators {
+        let list = match ind.get("key").and_then(Value::as_str) {
+            Some("ATTACK_TACTIC") => &mut tactics,
+            Some("ATTACK_TECHNIQUE") => &mut techniques,
+            _ => continue,
+        };
+        let values = ind.get("values").and_then(Value::as_array);
+        for v in values.into_iter().flatten().filter_map(|v| text(Some(v))) {
+            if list.len() < MAX_ATTACK_VALUES && !list.contains(&v) {
+                list.push(v);
+            }
+        }
+    }
+    if !tactics.is_empty() {
+        put("aws.guardduty.sequence.tactics", tactics.into());
+    }
+    if !techniques.is_empty() {
+        put("aws.guardduty.sequence.techniques", techniques.into());
     }
 }
 
@@ -401,6 +500,17 @@ fn name_tag(inst: Option<&Value>) -> Option<&str> {
 
 fn affected(d: &Map<String, Value>, sel: Selector) -> Affected<'_> {
     let mut a = Affected::default();
+    if let Some(seq) = attack_sequence(d) {
+        let resources = seq.get("resources");
+        let res = match sel {
+            Selector::SequenceResource(i) => list_item(resources, i),
+            _ => only_item(resources),
+        };
+        if let Some(res) = res {
+            a.sequence_resource(res);
+            return a;
+        }
+    }
     let Some(r) = d.get("resource").filter(|r| r.is_object()) else {
         return a;
     };
@@ -534,7 +644,7 @@ fn s3<'a>(a: &mut Affected<'a>, r: Option<&'a Value>, sel: Selector, object_find
             b.map_or_else(|| only_item(buckets), |b| list_item(buckets, b)),
             list_item(path(r, &["s3ObjectDetails"]), o),
         ),
-        Selector::Whole | Selector::EcsContainer(_) => {
+        Selector::Whole | Selector::EcsContainer(_) | Selector::SequenceResource(_) => {
             let bucket = only_item(buckets);
             let object = only_item(path(bucket, &["s3ObjectDetails"]))
                 .or_else(|| only_item(path(r, &["s3ObjectDetails"])));
@@ -757,6 +867,7 @@ mod tests {
         let enrichment = Enrichment {
             account_name: Some("prod".into()),
             account_alias: Some("prod-alias".into()),
+            fields: Vec::new(),
         };
         let body = &map_finding(&f, Format::Raw, &enrichment)[0].body;
         assert_eq!(body["id"], "eb-id");
@@ -768,11 +879,35 @@ mod tests {
         let no_alias = Enrichment {
             account_name: Some("prod".into()),
             account_alias: None,
+            fields: Vec::new(),
         };
         let body = &map_finding(&f, Format::Raw, &no_alias)[0].body;
         assert!(body.get("aws.account.alias").is_none());
         let body = &map_finding(&f, Format::Raw, &Enrichment::default())[0].body;
         assert!(body.get("aws.account.name").is_none());
+    }
+
+    #[test]
+    fn account_fields_go_top_level_in_both_formats_and_never_overwrite() {
+        let f = finding(json!({"id": "fid", "severity": 5}), None);
+        let enrichment = Enrichment {
+            account_name: Some("prod".into()),
+            fields: vec![
+                ("dt.security_context".into(), "payments".into()),
+                // Refused by the spec parser; even so the mapping's own field wins.
+                ("aws.account.id".into(), "spoofed".into()),
+                ("region".into(), "spoofed".into()),
+            ],
+            ..Enrichment::default()
+        };
+        let raw = &map_finding(&f, Format::Raw, &enrichment)[0].body;
+        assert_eq!(raw["dt.security_context"], "payments");
+        assert_eq!(raw["aws.account.name"], "prod");
+        assert_eq!(raw["region"], "eu-west-1");
+        assert!(raw["detail"].get("dt.security_context").is_none());
+        let semantic = &map_finding(&f, Format::Semantic, &enrichment)[0].body;
+        assert_eq!(semantic["dt.security_context"], "payments");
+        assert_eq!(semantic["aws.account.id"], "111122223333");
     }
 
     #[test]

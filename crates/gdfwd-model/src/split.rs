@@ -3,8 +3,10 @@
 //! A GuardDuty finding can name several affected objects: an S3 finding lists buckets
 //! (`resource.s3BucketDetails[]`), a Malware Protection for S3 finding lists objects
 //! (`s3ObjectDetails[]`, inside each bucket or at resource level), and an ECS runtime finding
-//! lists the task's containers (`resource.ecsClusterDetails.taskDetails.containers[]`). Each
-//! becomes its own event, whose `detail` is the finding with that list narrowed to the one object.
+//! lists the task's containers (`resource.ecsClusterDetails.taskDetails.containers[]`), and an
+//! attack sequence (GuardDuty Extended Threat Detection, `resourceType: AttackSequence`) lists the
+//! resources its signals touched (`service.detection.sequence.resources[]`). Each becomes its own
+//! event, whose `detail` is the finding with that list narrowed to the one object.
 //!
 //! The split is described first as a list of [`Selector`]s (indices, no copying), which the
 //! semantic mapping reads directly; only [`split`] materialises narrowed copies, and it copies
@@ -64,6 +66,8 @@ pub(crate) enum Selector {
     ResourceObject(usize, Option<usize>),
     /// `resource.ecsClusterDetails.taskDetails.containers[c]`.
     EcsContainer(usize),
+    /// `service.detection.sequence.resources[r]` of an attack sequence.
+    SequenceResource(usize),
 }
 
 /// Splits a finding into its affected objects; always at least one, at most
@@ -134,8 +138,40 @@ fn object_name(detail: &Map<String, Value>, sel: Selector) -> Option<&str> {
             let task = r.get("ecsClusterDetails")?.get("taskDetails")?;
             item(task.get("containers")?, c)?.get("name")
         }
+        Selector::SequenceResource(i) => {
+            let res = item(attack_sequence(detail)?.get("resources")?, i)?;
+            res.get("name")
+                .filter(|n| n.as_str().is_some_and(|n| !n.is_empty()))
+                .or_else(|| res.get("uid"))
+        }
     };
     named?.as_str()
+}
+
+/// The `service.detection.sequence` of an attack sequence finding (`resourceType:
+/// AttackSequence`, or a `type` starting `AttackSequence:` when the resource is missing).
+/// Other findings may carry a `detection` too (anomalies), but only attack sequences are about
+/// the sequence's resources.
+pub(crate) fn attack_sequence(detail: &Map<String, Value>) -> Option<&Map<String, Value>> {
+    let rtype = detail
+        .get("resource")
+        .and_then(|r| r.get("resourceType"))
+        .and_then(Value::as_str);
+    let is_sequence = match rtype {
+        Some(t) => t == "AttackSequence",
+        None => detail
+            .get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| t.starts_with("AttackSequence:")),
+    };
+    if !is_sequence {
+        return None;
+    }
+    detail
+        .get("service")?
+        .get("detection")?
+        .get("sequence")?
+        .as_object()
 }
 
 fn non_empty_array(v: Option<&Value>) -> Option<&Vec<Value>> {
@@ -144,6 +180,12 @@ fn non_empty_array(v: Option<&Value>) -> Option<&Vec<Value>> {
 
 /// The objects a finding is about, in a stable order (the order of GuardDuty's lists).
 pub(crate) fn selectors(detail: &Map<String, Value>) -> Vec<Selector> {
+    if let Some(seq) = attack_sequence(detail) {
+        return match non_empty_array(seq.get("resources")) {
+            Some(r) if r.len() > 1 => (0..r.len()).map(Selector::SequenceResource).collect(),
+            _ => vec![Selector::Whole],
+        };
+    }
     let Some(resource) = detail.get("resource").and_then(Value::as_object) else {
         return vec![Selector::Whole];
     };
@@ -239,6 +281,17 @@ fn narrow(detail: &Map<String, Value>, sel: Selector) -> Map<String, Value> {
                 Some(b) => narrow_list(&r, "s3BucketDetails", b, |bucket| bucket.clone()),
                 None => r,
             }
+        }),
+        Selector::SequenceResource(i) => copy_with(detail, "service", |service| {
+            with_object(service, |sm| {
+                copy_with(sm, "detection", |det| {
+                    with_object(det, |dm| {
+                        copy_with(dm, "sequence", |seq| {
+                            with_object(seq, |qm| copy_with(qm, "resources", |rs| single(rs, i)))
+                        })
+                    })
+                })
+            })
         }),
         Selector::EcsContainer(c) => with_resource(detail, |r| {
             copy_with(r, "ecsClusterDetails", |ecs| {
@@ -422,6 +475,39 @@ mod tests {
             serde_json::to_string(&got[1]).expect("serialises"),
             serde_json::to_string(&want).expect("serialises")
         );
+    }
+
+    #[test]
+    fn one_event_per_attack_sequence_resource_with_signals_kept() {
+        let d = json!({"type": "AttackSequence:IAM/CompromisedCredentials",
+            "resource": {"resourceType": "AttackSequence"},
+            "service": {"count": 1, "detection": {"sequence": {"uid": "s1",
+                "resources": [{"uid": "i-1", "resourceType": "EC2_INSTANCE"},
+                              {"uid": "arn:aws:s3:::b", "name": "b", "resourceType": "S3_BUCKET"}],
+                "signals": [{"uid": "g1", "resourceUids": ["i-1", "arn:aws:s3:::b"]}]}}}});
+        let got = details(&finding(d.clone()));
+        assert_eq!(got.len(), 2);
+        for (i, r) in [0, 1].into_iter().enumerate() {
+            let mut want = d.clone();
+            want["service"]["detection"]["sequence"]["resources"] =
+                json!([d["service"]["detection"]["sequence"]["resources"][r].clone()]);
+            assert_eq!(got[i], want);
+        }
+        // One resource, no resources, or a sequence on another finding type: not split.
+        for d in [
+            json!({"resource": {"resourceType": "AttackSequence"},
+                "service": {"detection": {"sequence": {"resources": [{"uid": "x"}]}}}}),
+            json!({"resource": {"resourceType": "AttackSequence"},
+                "service": {"detection": {"sequence": {"resources": []}}}}),
+            json!({"resource": {"resourceType": "Instance"},
+                "service": {"detection": {"sequence": {"resources": [{"uid": "x"}, {"uid": "y"}]}}}}),
+        ] {
+            assert_eq!(details(&finding(d.clone())), vec![d]);
+        }
+        // Without `resource`, the type says it is a sequence.
+        let d = json!({"type": "AttackSequence:S3/CompromisedData",
+            "service": {"detection": {"sequence": {"resources": [{"uid": "x"}, {"uid": "y"}]}}}});
+        assert_eq!(details(&finding(d)).len(), 2);
     }
 
     #[test]

@@ -42,6 +42,7 @@ fn map_all(findings: &[Finding]) -> (usize, usize) {
     let enrichment = Enrichment {
         account_name: Some("acct".into()),
         account_alias: None,
+        fields: Vec::new(),
     };
     let (mut raw_n, mut sem_n) = (0, 0);
     for f in findings {

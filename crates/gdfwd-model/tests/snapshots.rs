@@ -50,6 +50,7 @@ fn enrichment() -> Enrichment {
     Enrichment {
         account_name: Some("payments-prod".into()),
         account_alias: Some("payments-prod".into()),
+        fields: Vec::new(),
     }
 }
 
@@ -149,6 +150,14 @@ fn attack_sequence() {
         "attack_sequence",
         &real("panther__critical-critical-sev-finding.json"),
     );
+}
+
+/// A generated Extended Threat Detection finding with three resources (EC2 instance, S3 bucket,
+/// access key): one event per resource.
+#[test]
+fn attack_sequence_resources() {
+    let mut all = findings(&read("generated/attack-sequences.ndjson"));
+    check("attack_sequence_resources", &all.remove(0));
 }
 
 #[test]

@@ -161,6 +161,74 @@ pub async fn organization(members: usize) -> Organization {
     }
 }
 
+impl Organization {
+    fn client(&self) -> aws_sdk_organizations::Client {
+        aws_sdk_organizations::Client::new(&self.config)
+    }
+
+    /// The id of the organization's root.
+    pub async fn root_id(&self) -> String {
+        let roots = self
+            .client()
+            .list_roots()
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("ListRoots at moto: {e:?}"));
+        roots
+            .roots()
+            .first()
+            .and_then(|r| r.id())
+            .unwrap_or_else(|| panic!("moto returned no root"))
+            .to_owned()
+    }
+
+    /// Creates the organizational unit `name` under `parent` (a root or OU id); returns its id.
+    pub async fn create_ou(&self, parent: &str, name: &str) -> String {
+        let out = self
+            .client()
+            .create_organizational_unit()
+            .parent_id(parent)
+            .name(name)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("CreateOrganizationalUnit {name} at moto: {e:?}"));
+        out.organizational_unit()
+            .and_then(|u| u.id())
+            .unwrap_or_else(|| panic!("moto returned no OU id for {name}"))
+            .to_owned()
+    }
+
+    /// Moves `account` from `from` to `to` (root or OU ids).
+    pub async fn move_account(&self, account: &str, from: &str, to: &str) {
+        self.client()
+            .move_account()
+            .account_id(account)
+            .source_parent_id(from)
+            .destination_parent_id(to)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("MoveAccount {account} at moto: {e:?}"));
+    }
+
+    /// Tags `account` in Organizations.
+    pub async fn tag_account(&self, account: &str, tags: &[(&str, &str)]) {
+        let tags = tags.iter().map(|(k, v)| {
+            aws_sdk_organizations::types::Tag::builder()
+                .key(*k)
+                .value(*v)
+                .build()
+                .unwrap_or_else(|e| panic!("tag {k}: {e}"))
+        });
+        self.client()
+            .tag_resource()
+            .resource_id(account)
+            .set_tags(Some(tags.collect()))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("TagResource {account} at moto: {e:?}"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
