@@ -70,7 +70,11 @@ pub fn parse_key(key: &str) -> Option<ExportKey> {
     if *logs != "AWSLogs" || *service != "GuardDuty" || !is_account || !is_region {
         return None;
     }
-    if name.is_empty() || [y, m, d].iter().any(|s| !s.bytes().all(|b| b.is_ascii_digit())) {
+    if name.is_empty()
+        || [y, m, d]
+            .iter()
+            .any(|s| !s.bytes().all(|b| b.is_ascii_digit()))
+    {
         return None;
     }
     if y.len() != 4 || m.len() != 2 || d.len() != 2 {
@@ -192,11 +196,20 @@ mod tests {
     #[test]
     fn urls_name_a_bucket_and_a_prefix() {
         let l = Location::parse("s3://my-bucket/exports/AWSLogs/").expect("url");
-        assert_eq!((l.bucket.as_str(), l.prefix.as_str()), ("my-bucket", "exports/AWSLogs/"));
+        assert_eq!(
+            (l.bucket.as_str(), l.prefix.as_str()),
+            ("my-bucket", "exports/AWSLogs/")
+        );
         let l = Location::parse("s3://my-bucket").expect("url");
         assert_eq!((l.bucket.as_str(), l.prefix.as_str()), ("my-bucket", ""));
         assert_eq!(l.url_of("a/b"), "s3://my-bucket/a/b");
-        for bad in ["s3://", "s3:///x", "https://b/x", "s3://Bad_Bucket/x", "file.json"] {
+        for bad in [
+            "s3://",
+            "s3:///x",
+            "https://b/x",
+            "s3://Bad_Bucket/x",
+            "file.json",
+        ] {
             assert_eq!(Location::parse(bad), None, "{bad}");
         }
     }
@@ -212,7 +225,10 @@ mod tests {
             })
         );
         let no_prefix = "AWSLogs/111122223333/GuardDuty/us-east-1/2023/12/31/x.jsonl.gz";
-        assert_eq!(parse_key(no_prefix).map(|k| k.date), Some(date(2023, 12, 31)));
+        assert_eq!(
+            parse_key(no_prefix).map(|k| k.date),
+            Some(date(2023, 12, 31))
+        );
     }
 
     #[test]

@@ -25,7 +25,9 @@ pub use key::{ExportKey, Location, Selection, Verdict, listing_prefixes, parse_k
 /// What failed talking to S3, naming the bucket or object.
 #[derive(Debug, thiserror::Error)]
 pub enum S3Error {
-    #[error("s3://{bucket}: no such bucket (check its name, and that the account you read with can see it)")]
+    #[error(
+        "s3://{bucket}: no such bucket (check its name, and that the account you read with can see it)"
+    )]
     NoSuchBucket { bucket: String },
     #[error(
         "s3://{bucket}: the bucket is in region {region}, not the configured one: set AWS_REGION={region}"
@@ -115,10 +117,13 @@ impl Export {
 
     /// Lists the export objects under `location` that `selection` reads, narrowing the listing
     /// to the selected accounts and regions where the layout allows ([`listing_prefixes`]).
-    pub async fn list(&self, location: &Location, selection: &Selection) -> Result<Listing, S3Error> {
+    pub async fn list(
+        &self,
+        location: &Location,
+        selection: &Selection,
+    ) -> Result<Listing, S3Error> {
         let mut listing = Listing::default();
-        let prefixes =
-            listing_prefixes(&location.prefix, &selection.accounts, &selection.regions);
+        let prefixes = listing_prefixes(&location.prefix, &selection.accounts, &selection.regions);
         for prefix in prefixes {
             let mut pages = self
                 .client
@@ -136,7 +141,10 @@ impl Export {
                         Verdict::Read(export) => listing.objects.push(ExportObject {
                             bucket: location.bucket.clone(),
                             key: key.to_owned(),
-                            size: object.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                            size: object
+                                .size()
+                                .and_then(|s| u64::try_from(s).ok())
+                                .unwrap_or(0),
                             etag: object.e_tag().unwrap_or_default().to_owned(),
                             export,
                         }),
