@@ -165,12 +165,7 @@ async fn main() {
         .env("DT_API_TOKEN", TOKEN)
         .env_remove("RUST_LOG");
     if let Some(proxy) = &proxy {
-        cmd.env("AWS_ENDPOINT_URL", proxy.endpoint())
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", gdfwd_testkit_moto::REGION)
-            .env_remove("AWS_SESSION_TOKEN")
-            .env_remove("AWS_PROFILE");
+        s3export::aws_env(&mut cmd, &proxy.endpoint());
     }
     let out = tokio::task::spawn_blocking(move || cmd.output())
         .await

@@ -64,12 +64,7 @@ async fn export_tree() -> (String, Vec<String>, Vec<String>) {
 
 /// `cmd` reading S3 through `proxy`, with moto's test credentials.
 fn via(cmd: &mut Command, proxy: &FaultProxy) {
-    cmd.env("AWS_ENDPOINT_URL", proxy.endpoint())
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", gdfwd_testkit_moto::REGION)
-        .env_remove("AWS_SESSION_TOKEN")
-        .env_remove("AWS_PROFILE");
+    s3export::aws_env(cmd, &proxy.endpoint());
 }
 
 fn stderr(out: &Output) -> String {
@@ -175,13 +170,7 @@ async fn an_interrupted_export_import_resumes_and_forwards_each_finding_once() {
         0,
         "a day outside the window was read"
     );
-    let pending = gdfwd(
-        &["audit", "list", "--status", "pending", "--output", "json"],
-        dir.path(),
-    )
-    .output()
-    .expect("audit");
-    assert_eq!(String::from_utf8_lossy(&pending.stdout).trim(), "[]");
+    common::assert_nothing_pending(dir.path());
 
     // The resumed run fetches only the objects the first did not finish.
     fake.clear_faults();
@@ -194,19 +183,7 @@ async fn an_interrupted_export_import_resumes_and_forwards_each_finding_once() {
     assert_eq!(gets(&proxy, &bucket, "/"), 12 - finished, "{err}");
 
     // Every finding of the window arrived, each event once; none outside it.
-    let mut ids = fake.event_ids();
-    let events = ids.len();
-    ids.sort();
-    ids.dedup();
-    assert_eq!(ids.len(), events, "an event arrived twice");
-    let mut findings: Vec<String> = fake
-        .events()
-        .iter()
-        .filter_map(|e| e.body["detail"]["id"].as_str().map(str::to_owned))
-        .collect();
-    findings.sort();
-    findings.dedup();
-    assert_eq!(findings, inside);
+    assert_eq!(common::delivered_once(&fake), inside);
 
     // The second run read the objects after the finished ones, in key order: their findings
     // inside the window were forwarded, the two per 03-07 object after 10:03 skipped.

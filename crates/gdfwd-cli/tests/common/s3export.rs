@@ -17,6 +17,17 @@ pub async fn client(endpoint: &str) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(conf)
 }
 
+/// Points a `gdfwd` command's AWS calls at `endpoint` (moto, or a proxy in front of it), with
+/// moto's test credentials and region and nothing from the caller's AWS environment.
+pub fn aws_env(cmd: &mut std::process::Command, endpoint: &str) {
+    cmd.env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", gdfwd_testkit_moto::REGION)
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE");
+}
+
 /// The 40 generated fixture findings (API shape), parsed.
 pub fn base_findings() -> Vec<serde_json::Value> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
