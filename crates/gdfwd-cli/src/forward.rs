@@ -79,7 +79,8 @@ pub struct ForwardArgs {
 
     /// Read every file from its start, ignoring the checkpoints earlier runs saved (the store
     /// still sends nothing twice). By default a file an earlier run was interrupted in is read
-    /// on from where everything before was settled.
+    /// on from where everything before was settled, and an S3 export object an earlier run
+    /// finished is not read again.
     #[arg(long)]
     pub no_resume: bool,
 

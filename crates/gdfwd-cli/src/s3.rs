@@ -25,30 +25,33 @@ use crate::checkpoint::{Checkpoint, ObjectCheckpoint};
 use crate::forward::ForwardArgs;
 use crate::input::{self, Chunk, Counting, Plan, Position, ReadConfig, Source};
 
+/// The help heading of the `s3://` input's options (per option: a heading on the flattened
+/// struct would also cover the options `forward` declares after it).
+const HEADING: &str = "S3 export (inputs s3://BUCKET/PREFIX)";
+
 /// Options of the `s3://` input.
 #[derive(Debug, Clone, clap::Args)]
-#[command(next_help_heading = "S3 export (inputs s3://BUCKET/PREFIX)")]
 pub struct S3Args {
     /// Oldest `updatedAt` to forward: RFC 3339 or relative (`400d`, `12h`). Objects written on
     /// an earlier day are not read.
-    #[arg(long, value_name = "TIME")]
+    #[arg(long, value_name = "TIME", help_heading = HEADING)]
     pub since: Option<String>,
 
     /// Newest `updatedAt` to forward (exclusive). Objects written more than a day after it (the
     /// export's lag) are not read.
-    #[arg(long, value_name = "TIME")]
+    #[arg(long, value_name = "TIME", help_heading = HEADING)]
     pub until: Option<String>,
 
     /// Only these accounts (comma-separated 12-digit ids): only their prefixes are listed.
-    #[arg(long, value_delimiter = ',', value_name = "ACCOUNTS")]
+    #[arg(long, value_delimiter = ',', value_name = "ACCOUNTS", help_heading = HEADING)]
     pub accounts: Vec<String>,
 
     /// Only these regions (comma-separated): with --accounts, only their prefixes are listed.
-    #[arg(long, value_delimiter = ',', value_name = "REGIONS")]
+    #[arg(long, value_delimiter = ',', value_name = "REGIONS", help_heading = HEADING)]
     pub regions: Vec<String>,
 
     /// Export objects fetched at a time (each is held in memory, compressed, until it is read).
-    #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=64))]
+    #[arg(long, default_value_t = 8, value_name = "N", help_heading = HEADING, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub s3_concurrency: u64,
 }
 
