@@ -4,6 +4,11 @@
 //! Usage: `bulk_bench <gdfwd binary> [findings]` (default 1,000,000). The binary runs under
 //! `/usr/bin/time -v`, which reports its peak RSS and CPU time; the fake runs in this process
 //! (its CPU time is reported apart: on a real deployment Dynatrace pays it).
+//!
+//! With `BULK_SOURCE=s3` the same findings are uploaded to moto S3 as a GuardDuty export tree
+//! (3 accounts x 2 regions, [`S3_OBJECT_FINDINGS`] findings per gzip object, one object a day)
+//! and read as `s3://BUCKET/export/` through a request-counting proxy; the S3 requests are
+//! reported next to the OpenPipeline ones. moto: `GDFWD_TEST_MOTO_ENDPOINT`, else one is started.
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -11,6 +16,13 @@ use std::process::Command;
 use std::time::Instant;
 
 use gdfwd_testkit_openpipeline::FakeOpenPipeline;
+
+#[path = "../tests/common/s3export.rs"]
+mod s3export;
+
+/// Findings per export object (GuardDuty's own objects are usually smaller; larger ones keep
+/// the upload of a million findings into moto short).
+const S3_OBJECT_FINDINGS: usize = 5000;
 
 const TOKEN: &str = "bench-token";
 
@@ -59,6 +71,46 @@ fn own_cpu() -> f64 {
     ticks / 100.0
 }
 
+/// Uploads `n` findings as an export tree into a new moto bucket; returns the `s3://` URL, the
+/// compressed bytes and the objects.
+async fn upload_export(n: usize) -> (String, u64, usize) {
+    let client = s3export::client(&gdfwd_testkit_moto::endpoint()).await;
+    let bucket = s3export::bucket_name("gdfwd-bulk-bench");
+    s3export::bucket(&client, &bucket).await;
+    let base = s3export::base_findings();
+    let accounts = ["111100000001", "111100000002", "111100000003"];
+    let regions = ["us-east-1", "eu-west-1"];
+    let start = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).expect("date");
+    let (mut bytes, mut objects, mut i) = (0u64, 0usize, 0usize);
+    while i < n {
+        let scope = objects % (accounts.len() * regions.len());
+        let (account, region) = (
+            accounts[scope / regions.len()],
+            regions[scope % regions.len()],
+        );
+        let day = start + chrono::Days::new((objects / 6) as u64);
+        let date = day.format("%Y-%m-%d").to_string();
+        let take = S3_OBJECT_FINDINGS.min(n - i);
+        let lines: Vec<String> = (i..i + take)
+            .map(|k| {
+                let updated = format!("{date}T{:02}:{:02}:00.000Z", (k / 60) % 24, k % 60);
+                s3export::finding(&base, k, &format!("bulk{k:012}"), account, region, &updated)
+            })
+            .collect();
+        let key = s3export::key(
+            "export/",
+            account,
+            region,
+            &date,
+            &format!("obj{objects:06}"),
+        );
+        bytes += s3export::put(&client, &bucket, &key, &lines).await;
+        i += take;
+        objects += 1;
+    }
+    (format!("s3://{bucket}/export/"), bytes, objects)
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -68,14 +120,31 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     let dir = tempfile::tempdir().expect("tempdir");
-    let input = dir.path().join("findings.ndjson");
+    let s3 = std::env::var("BULK_SOURCE").is_ok_and(|v| v == "s3");
     let started = Instant::now();
-    let bytes = generate(n, &input);
-    eprintln!(
-        "generated {n} findings, {:.0} MB, in {:.1}s",
-        bytes as f64 / 1e6,
-        started.elapsed().as_secs_f64()
-    );
+    let (input, bytes) = if s3 {
+        let (url, bytes, objects) = upload_export(n).await;
+        eprintln!(
+            "uploaded {n} findings in {objects} objects, {:.0} MB compressed, in {:.1}s",
+            bytes as f64 / 1e6,
+            started.elapsed().as_secs_f64()
+        );
+        (PathBuf::from(url), bytes)
+    } else {
+        let input = dir.path().join("findings.ndjson");
+        let bytes = generate(n, &input);
+        eprintln!(
+            "generated {n} findings, {:.0} MB, in {:.1}s",
+            bytes as f64 / 1e6,
+            started.elapsed().as_secs_f64()
+        );
+        (input, bytes)
+    };
+    let proxy = if s3 {
+        Some(gdfwd_testkit_moto::FaultProxy::start_moto().await)
+    } else {
+        None
+    };
 
     let fake = FakeOpenPipeline::start(TOKEN).await.expect("fake");
     fake.set_record_events(false);
@@ -95,6 +164,9 @@ async fn main() {
         .arg(&input)
         .env("DT_API_TOKEN", TOKEN)
         .env_remove("RUST_LOG");
+    if let Some(proxy) = &proxy {
+        s3export::aws_env(&mut cmd, &proxy.endpoint());
+    }
     let out = tokio::task::spawn_blocking(move || cmd.output())
         .await
         .expect("join")
@@ -133,6 +205,14 @@ async fn main() {
         per(c.requests as f64, 1000.0),
         c.events,
     );
+    if let Some(proxy) = &proxy {
+        let s3_requests = proxy.total();
+        println!(
+            "S3 requests (list + get): {s3_requests} ({:.3} per 1000 findings); all requests per 1000 findings: {:.2}",
+            per(s3_requests as f64, 1000.0),
+            per((s3_requests + c.requests) as f64, 1000.0)
+        );
+    }
     println!(
         "gdfwd: {}",
         report

@@ -9,6 +9,13 @@
 //! when it was saved: a file that changed since is read from its start (the dedup store still
 //! sends nothing twice). Only line-mode files get one (see [`crate::input`]); stdin, the samples
 //! and whole JSON documents are always read in full.
+//!
+//! Objects of GuardDuty's S3 export get an [`ObjectCheckpoint`] instead, under
+//! `forward-s3/<uuid of s3://bucket/key>`: export objects never change once written, so a
+//! checkpoint only says "every finding of this object (this entity tag) is settled", and a later
+//! run skips the object without fetching it. An object interrupted part-way is read again in full
+//! (its settled findings are then duplicates the store suppresses): objects are small, and a
+//! position inside a gzip stream would save little.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -146,5 +153,105 @@ impl FileCheckpoint {
                     self.store.describe()
                 )
             })
+    }
+}
+
+/// An export object settled by an earlier run, as stored.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredObject {
+    url: String,
+    etag: String,
+    size: u64,
+}
+
+/// One S3 export object's checkpoint (see the module documentation).
+#[derive(Debug)]
+pub struct ObjectCheckpoint {
+    store: Arc<dyn StateStore>,
+    key: String,
+    stored: StoredObject,
+    /// Set once a chunk of this object was not settled: it is not marked finished.
+    capped: bool,
+    ttl: Duration,
+}
+
+impl ObjectCheckpoint {
+    pub fn new(
+        store: Arc<dyn StateStore>,
+        url: &str,
+        etag: &str,
+        size: u64,
+        ttl: Duration,
+    ) -> Self {
+        const NS: uuid::Uuid = uuid::Uuid::from_u128(0x6764_6677_642d_7333_2d6f_626a_6563_7473);
+        let id = uuid::Uuid::new_v5(&NS, url.as_bytes());
+        Self {
+            store,
+            key: format!("forward-s3/{}", id.simple()),
+            stored: StoredObject {
+                url: url.to_owned(),
+                etag: etag.to_owned(),
+                size,
+            },
+            capped: false,
+            ttl,
+        }
+    }
+
+    /// Whether an earlier run settled this very object (same entity tag and size). A checkpoint
+    /// that cannot be read counts as none (the object is read; the store sends nothing twice).
+    pub async fn finished(&self) -> bool {
+        match self.store.kv_get(CHECKPOINT_NAMESPACE, &self.key).await {
+            Ok(Some(text)) => serde_json::from_str::<StoredObject>(&text)
+                .is_ok_and(|s| s.etag == self.stored.etag && s.size == self.stored.size),
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(object = %self.stored.url, error = %e, "reading the object's checkpoint failed; reading the object");
+                false
+            }
+        }
+    }
+
+    /// Marks the object finished once it was read to its end with every chunk settled.
+    pub async fn advance(&mut self, settled: bool, complete: bool) -> anyhow::Result<()> {
+        self.capped |= !settled;
+        if self.capped || !complete {
+            return Ok(());
+        }
+        let text = serde_json::to_string(&self.stored)?;
+        self.store
+            .kv_put(CHECKPOINT_NAMESPACE, &self.key, &text, self.ttl)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "saving the checkpoint of {} in {}: {e}",
+                    self.stored.url,
+                    self.store.describe()
+                )
+            })
+    }
+}
+
+/// A source's checkpoint, whichever kind of source it is.
+#[derive(Debug)]
+pub enum Checkpoint {
+    File(FileCheckpoint),
+    Object(ObjectCheckpoint),
+}
+
+impl Checkpoint {
+    /// After a chunk: `at` its resume position (files in line mode only), `settled` whether
+    /// every finding in it is settled, `complete` whether the source was read to its end.
+    pub async fn advance(
+        &mut self,
+        at: Option<Position>,
+        settled: bool,
+        complete: bool,
+    ) -> anyhow::Result<()> {
+        match (self, at) {
+            (Self::File(f), Some(at)) => f.advance(at, settled, complete).await,
+            (Self::File(_), None) => Ok(()),
+            (Self::Object(o), _) => o.advance(settled, complete).await,
+        }
     }
 }

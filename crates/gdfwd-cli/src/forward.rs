@@ -27,7 +27,7 @@ use gdfwd_core::audit::printable;
 use gdfwd_core::pipeline::{Outcome, Summary};
 use gdfwd_core::{Clock, SystemClock};
 
-use crate::checkpoint::FileCheckpoint;
+use crate::checkpoint::{Checkpoint, FileCheckpoint};
 use crate::input;
 use crate::interrupt::{EXIT_INTERRUPTED, Interrupt};
 use crate::progress::Progress;
@@ -37,6 +37,8 @@ use crate::wiring::PipelineArgs;
 pub struct ForwardArgs {
     /// Input files (JSON, JSON arrays, NDJSON, EventBridge events, GetFindings output; `.gz` too).
     /// `-` reads stdin, which is also the default when stdin is not a terminal.
+    /// `s3://BUCKET/PREFIX` reads GuardDuty's S3 findings export instead (see the S3 export
+    /// options below and docs/bulk-import.md).
     #[arg(value_name = "FILES")]
     pub files: Vec<PathBuf>,
 
@@ -58,6 +60,9 @@ pub struct ForwardArgs {
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 
+    #[command(flatten)]
+    pub s3: crate::s3::S3Args,
+
     /// Stop retrying after this long (e.g. `10m`, `1h`); what is unsent then is released for a
     /// later run and counted as failed.
     #[arg(long, value_parser = gdfwd_core::timespec::parse_duration, value_name = "DURATION")]
@@ -74,7 +79,8 @@ pub struct ForwardArgs {
 
     /// Read every file from its start, ignoring the checkpoints earlier runs saved (the store
     /// still sends nothing twice). By default a file an earlier run was interrupted in is read
-    /// on from where everything before was settled.
+    /// on from where everything before was settled, and an S3 export object an earlier run
+    /// finished is not read again.
     #[arg(long)]
     pub no_resume: bool,
 
@@ -106,6 +112,7 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
         }
         files.push(PathBuf::from("-"));
     }
+    let s3 = crate::s3::S3Input::from_args(&args)?;
     let sources = input::sources(&files, args.sample, args.sample_invalid);
     // Checked before sending: a summary that cannot be written would turn a delivered run into
     // a failed one at the very end.
@@ -130,11 +137,13 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let run_deadline = args.deadline.map(|d| started + d);
 
-    let (plans, mut checkpoints): (Vec<input::Plan>, Vec<Option<FileCheckpoint>>) =
-        plan_sources(&args, &sources, pipeline.store())
-            .await
-            .into_iter()
-            .unzip();
+    let planned = match &s3 {
+        Some(s3) => s3.plan(&args, pipeline.store()).await?,
+        None => plan_sources(&args, &sources, pipeline.store()).await,
+    };
+    let (plans, mut checkpoints): (Vec<input::Plan>, Vec<Option<Checkpoint>>) =
+        planned.into_iter().unzip();
+    let sources: Vec<input::Source> = plans.iter().map(|p| p.source.clone()).collect();
     let read = Arc::new(AtomicU64::new(0));
     let total = sources.iter().map(input::Source::size).sum::<Option<u64>>();
     let show = !args.quiet
@@ -148,7 +157,11 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
     // One chunk waits in the channel while the pipeline works on another: reading, parsing and
     // sending overlap, and the reader waits when the pipeline is slow.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<input::Chunk>(1);
-    let reader = input::spawn_reader(plans, config, read, tx).context("starting the reader")?;
+    let reader = match &s3 {
+        Some(s3) => s3.spawn_reader(plans, config, read, tx),
+        None => input::spawn_reader(plans, config, read, tx),
+    }
+    .context("starting the reader")?;
 
     let mut summary = Summary::default();
     let mut handled = 0u64;
@@ -185,8 +198,10 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
             summary.merge(&report.summary);
             handled += chunk.findings.len() as u64;
         }
-        if let (Some(cp), Some(at)) = (&mut checkpoints[chunk.source], chunk.resume_at)
-            && let Err(e) = cp.advance(at, settled, chunk.last && chunk.complete).await
+        if let Some(cp) = &mut checkpoints[chunk.source]
+            && let Err(e) = cp
+                .advance(chunk.resume_at, settled, chunk.last && chunk.complete)
+                .await
         {
             progress.println(&printable(&format!("warning: {e:#}")));
         }
@@ -289,7 +304,7 @@ async fn plan_sources(
     args: &ForwardArgs,
     sources: &[input::Source],
     store: Option<&Arc<dyn gdfwd_core::store::StateStore>>,
-) -> Vec<(input::Plan, Option<FileCheckpoint>)> {
+) -> Vec<(input::Plan, Option<Checkpoint>)> {
     let mut out = Vec::with_capacity(sources.len());
     for source in sources {
         let checkpoint = match (source, store) {
@@ -317,7 +332,7 @@ async fn plan_sources(
             from,
             resumable: checkpoint.is_some(),
         };
-        out.push((plan, checkpoint));
+        out.push((plan, checkpoint.map(Checkpoint::File)));
     }
     out
 }

@@ -40,7 +40,7 @@ pub const SAMPLE: &str = include_str!("sample-findings.ndjson");
 pub const SAMPLE_INVALID: &str = include_str!("sample-invalid.ndjson");
 
 /// Read buffer (and gzip output buffer) per source.
-const BUFFER: usize = 64 * 1024;
+pub const BUFFER: usize = 64 * 1024;
 
 /// A chunk is handed on at this many bytes of records even when it holds fewer findings than
 /// `--chunk`, so large records cannot make a chunk large.
@@ -57,6 +57,13 @@ pub enum Source {
     File(PathBuf),
     Sample,
     SampleInvalid,
+    /// An object of GuardDuty's S3 export, read by [`crate::s3`]'s reader (its size from the
+    /// listing).
+    S3 {
+        bucket: String,
+        key: String,
+        size: u64,
+    },
 }
 
 impl Source {
@@ -66,6 +73,7 @@ impl Source {
             Self::File(p) => p.display().to_string(),
             Self::Sample => "<sample>".to_owned(),
             Self::SampleInvalid => "<sample-invalid>".to_owned(),
+            Self::S3 { bucket, key, .. } => format!("s3://{bucket}/{key}"),
         }
     }
 
@@ -76,6 +84,7 @@ impl Source {
             Self::File(p) => std::fs::metadata(p).ok().map(|m| m.len()),
             Self::Sample => Some(SAMPLE.len() as u64),
             Self::SampleInvalid => Some(SAMPLE_INVALID.len() as u64),
+            Self::S3 { size, .. } => Some(*size),
         }
     }
 }
@@ -173,6 +182,9 @@ pub fn open(src: &Source, from: Position, count: Arc<AtomicU64>) -> io::Result<(
             SAMPLE_INVALID.as_bytes(),
             count,
         ))),
+        Source::S3 { .. } => Err(io::Error::other(
+            "an S3 object is fetched by the S3 reader, not opened",
+        )),
         Source::File(p) => {
             let mut file = File::open(p)?;
             // The magic is read apart, so the counter (the bar's position) counts each byte once.
@@ -195,7 +207,7 @@ pub fn open(src: &Source, from: Position, count: Arc<AtomicU64>) -> io::Result<(
 }
 
 /// Wraps a raw byte stream in a gzip decoder when it starts with the gzip magic.
-fn content<R: BufRead + Send + 'static>(mut raw: R) -> io::Result<(Input, bool)> {
+pub fn content<R: BufRead + Send + 'static>(mut raw: R) -> io::Result<(Input, bool)> {
     if raw.fill_buf()?.starts_with(&GZIP_MAGIC) {
         let decoder = flate2::bufread::MultiGzDecoder::new(raw);
         Ok((Box::new(BufReader::with_capacity(BUFFER, decoder)), true))
@@ -654,14 +666,7 @@ pub fn spawn_reader(
                 match open(&plan.source, plan.from, count.clone()) {
                     Ok((input, gzip)) => read_source(index, plan, input, gzip, config, &mut emit),
                     Err(e) => {
-                        let failed = Chunk {
-                            source: index,
-                            problems: vec![format!("error: reading {name}: {e}")],
-                            invalid: 1,
-                            last: true,
-                            ..Chunk::default()
-                        };
-                        if !emit(failed) {
+                        if !emit(unreadable(index, format!("error: reading {name}: {e}"))) {
                             return;
                         }
                     }
@@ -671,6 +676,17 @@ pub fn spawn_reader(
                 }
             }
         })
+}
+
+/// The one chunk of a source that could not be opened: one invalid record naming it.
+pub fn unreadable(index: usize, problem: String) -> Chunk {
+    Chunk {
+        source: index,
+        problems: vec![problem],
+        invalid: 1,
+        last: true,
+        ..Chunk::default()
+    }
 }
 
 /// Parses one record into `chunk`; returns its size.

@@ -12,6 +12,7 @@ mod forward;
 mod input;
 mod interrupt;
 mod progress;
+mod s3;
 mod store;
 mod wiring;
 
@@ -48,7 +49,8 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Read findings from files or stdin and forward them (or, with --dry-run, print the events).
+    /// Read findings from files, stdin or GuardDuty's S3 export (s3://BUCKET/PREFIX) and forward
+    /// them (or, with --dry-run, print the events).
     #[command(after_help = forward::EXIT_STATUS)]
     Forward(Box<forward::ForwardArgs>),
     /// Send the findings GuardDuty already holds (up to 90 days), resumably, through the same

@@ -1,5 +1,6 @@
 //! The progress bar of `gdfwd forward`: bytes read of the input's known size (so the ETA comes
-//! from file sizes, compressed sizes for gzip), findings handled and their rate, on stderr.
+//! from file sizes, compressed sizes for gzip, or the S3 listing's object sizes for an `s3://`
+//! input), findings handled and their rate, on stderr.
 //!
 //! Only on a terminal, and not while a dry run prints its events on the same terminal; otherwise
 //! nothing (the one-line summary at the end is printed either way). Messages printed while the bar

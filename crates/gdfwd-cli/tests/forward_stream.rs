@@ -352,13 +352,7 @@ async fn an_interrupted_run_resumes_where_it_stopped() {
     .await;
     let out = common::interrupt_and_wait(child).await;
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
-    let pending = gdfwd(
-        &["audit", "list", "--status", "pending", "--output", "json"],
-        dir.path(),
-    )
-    .output()
-    .expect("audit");
-    assert_eq!(String::from_utf8_lossy(&pending.stdout).trim(), "[]");
+    common::assert_nothing_pending(dir.path());
 
     fake.clear_faults();
     let sum = dir.path().join("s.json");
@@ -382,17 +376,9 @@ async fn an_interrupted_run_resumes_where_it_stopped() {
     let s: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&sum).expect("summary")).expect("json");
     assert_eq!((n(&s, "received"), n(&s, "forwarded")), (25, 25), "{s}");
-    let mut ids = fake.event_ids();
-    let events = ids.len();
-    ids.sort();
-    ids.dedup();
-    assert_eq!(ids.len(), events, "an event arrived twice");
-    let mut findings: Vec<String> = fake
-        .events()
-        .iter()
-        .filter_map(|e| e.body["detail"]["id"].as_str().map(str::to_owned))
-        .collect();
-    findings.sort();
-    findings.dedup();
-    assert_eq!(findings.len(), 40, "every finding delivered");
+    assert_eq!(
+        common::delivered_once(&fake).len(),
+        40,
+        "every finding delivered"
+    );
 }

@@ -97,3 +97,33 @@ pub fn forward_to(
     c.args(extra).arg(file).env("DT_API_TOKEN", "tok");
     c
 }
+
+/// Asserts that `fake` received no event twice (event ids are per finding version and object),
+/// and returns the distinct finding ids it received, sorted.
+pub fn delivered_once(fake: &gdfwd_testkit_openpipeline::FakeOpenPipeline) -> Vec<String> {
+    let mut ids = fake.event_ids();
+    let events = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), events, "an event arrived twice");
+    let mut findings: Vec<String> = fake
+        .events()
+        .iter()
+        .filter_map(|e| e.body["detail"]["id"].as_str().map(str::to_owned))
+        .collect();
+    findings.sort();
+    findings.dedup();
+    findings
+}
+
+/// Asserts that the store under `state` holds no claim (`audit list --status pending` is empty):
+/// what an interrupted run had in flight was released.
+pub fn assert_nothing_pending(state: &Path) {
+    let pending = gdfwd(
+        &["audit", "list", "--status", "pending", "--output", "json"],
+        state,
+    )
+    .output()
+    .expect("audit");
+    assert_eq!(String::from_utf8_lossy(&pending.stdout).trim(), "[]");
+}

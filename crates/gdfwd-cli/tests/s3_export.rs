@@ -1,0 +1,347 @@
+//! `gdfwd forward s3://BUCKET/PREFIX` end to end: a GuardDuty findings export in moto S3 (3
+//! accounts x 2 regions x 3 days), read through a counting, fault-injecting proxy, forwarded to
+//! the fake OpenPipeline. A date window leaves whole days unread and single findings out; an
+//! interrupted run resumes without fetching the objects it finished and every finding arrives
+//! once; a missing bucket and a denied object are errors naming them.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use gdfwd_testkit_moto::{Fault as S3Fault, FaultProxy};
+use gdfwd_testkit_openpipeline::{FakeOpenPipeline, Fault};
+
+mod common;
+#[path = "common/s3export.rs"]
+mod s3export;
+
+use common::{forward_to, gdfwd};
+
+const ACCOUNTS: [&str; 3] = ["111100000001", "111100000002", "111100000003"];
+const REGIONS: [&str; 2] = ["us-east-1", "eu-west-1"];
+const DAYS: [&str; 3] = ["2024-03-05", "2024-03-06", "2024-03-07"];
+/// Findings per object, updated at 10:00, 10:01, ... of the object's day.
+const PER_OBJECT: usize = 5;
+
+/// The window the tests read: all of 03-06, and 03-07 before 10:03 (three findings per object).
+const SINCE: &str = "2024-03-06T00:00:00Z";
+const UNTIL: &str = "2024-03-07T10:03:00Z";
+
+/// Writes the export tree into a new bucket under `exports/`; returns the bucket, the keys (in
+/// listing order) and the ids of the findings inside the window.
+async fn export_tree() -> (String, Vec<String>, Vec<String>) {
+    let client = s3export::client(&gdfwd_testkit_moto::endpoint()).await;
+    let bucket = s3export::bucket_name("gdfwd-export");
+    s3export::bucket(&client, &bucket).await;
+    let base = s3export::base_findings();
+    let (mut keys, mut inside) = (Vec::new(), Vec::new());
+    let mut n = 0;
+    for account in ACCOUNTS {
+        for region in REGIONS {
+            for day in DAYS {
+                let mut lines = Vec::new();
+                for i in 0..PER_OBJECT {
+                    let id = format!("s3e{n:06}");
+                    let updated = format!("{day}T10:0{i}:00.000Z");
+                    if day == "2024-03-06" || (day == "2024-03-07" && i < 3) {
+                        inside.push(id.clone());
+                    }
+                    lines.push(s3export::finding(&base, n, &id, account, region, &updated));
+                    n += 1;
+                }
+                let key = s3export::key("exports/", account, region, day, "a1b2c3");
+                s3export::put(&client, &bucket, &key, &lines).await;
+                keys.push(key);
+            }
+        }
+    }
+    // Not an export object: listed, passed over, never fetched.
+    let readme = "exports/AWSLogs/README.txt".to_owned();
+    s3export::put(&client, &bucket, &readme, &["not a finding".to_owned()]).await;
+    keys.sort();
+    inside.sort();
+    (bucket, keys, inside)
+}
+
+/// `cmd` reading S3 through `proxy`, with moto's test credentials.
+fn via(cmd: &mut Command, proxy: &FaultProxy) {
+    s3export::aws_env(cmd, &proxy.endpoint());
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+async fn output(mut cmd: Command) -> Output {
+    tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("join")
+        .expect("run gdfwd")
+}
+
+fn summary(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("summary")).expect("json")
+}
+
+fn n(s: &serde_json::Value, key: &str) -> u64 {
+    s[key].as_u64().unwrap_or_else(|| panic!("no {key}: {s}"))
+}
+
+/// The number in "N finished by an earlier run" of a run's planning line.
+fn finished_earlier(err: &str) -> u64 {
+    err.lines()
+        .find_map(|l| {
+            let (before, _) = l.split_once(" finished by an earlier run")?;
+            before.rsplit(' ').next()?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no planning line: {err}"))
+}
+
+/// GetObject requests the proxy saw for keys under `exports/` containing `part` (a listing is
+/// `GET /bucket/` with the prefix in the query, which the proxy does not count in the operation).
+fn gets(proxy: &FaultProxy, bucket: &str, part: &str) -> u64 {
+    proxy
+        .counts()
+        .iter()
+        .filter(|(op, _)| op.starts_with(&format!("GET /{bucket}/exports/")) && op.contains(part))
+        .map(|(_, c)| c)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_export_import_resumes_and_forwards_each_finding_once() {
+    let (bucket, keys, inside) = export_tree().await;
+    let proxy = FaultProxy::start_moto().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = FakeOpenPipeline::start("tok").await.expect("fake");
+    let ca = fake.write_ca_file(dir.path()).expect("ca");
+    let url = format!("s3://{bucket}/exports/");
+    let sum = dir.path().join("s.json");
+    let options = |extra: &[&str]| -> Vec<String> {
+        let mut o: Vec<String> = [
+            "--since",
+            SINCE,
+            "--until",
+            UNTIL,
+            "--chunk",
+            "5",
+            "--max-in-flight",
+            "1",
+            "--s3-concurrency",
+            "2",
+            "--summary",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        o.push(sum.to_str().expect("utf8").to_owned());
+        o.extend(extra.iter().map(|s| (*s).to_owned()));
+        o
+    };
+    let run = |extra: &[&str]| {
+        let o = options(extra);
+        let o: Vec<&str> = o.iter().map(String::as_str).collect();
+        let mut cmd = forward_to(&fake, &ca, dir.path(), &o, Path::new(&url));
+        via(&mut cmd, &proxy);
+        cmd
+    };
+
+    // Three objects are delivered; the fourth request hangs until the run is interrupted.
+    fake.push_faults(
+        [Fault::Pass, Fault::Pass, Fault::Pass]
+            .into_iter()
+            .chain((0..50).map(|_| Fault::Slow(std::time::Duration::from_secs(2)))),
+    );
+    let child = common::spawn(&mut run(&[]));
+    common::wait_until("the fourth request never came", || {
+        fake.counters().requests >= 4
+    })
+    .await;
+    let out = common::interrupt_and_wait(child).await;
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "s3://{bucket}/exports/: 12 export object(s) selected (6 outside --since/--until, 0 of other accounts or regions, 1 not export objects, passed over); 0 finished by an earlier run"
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        gets(&proxy, &bucket, "/2024/03/05/"),
+        0,
+        "a day outside the window was read"
+    );
+    common::assert_nothing_pending(dir.path());
+
+    // The resumed run fetches only the objects the first did not finish.
+    fake.clear_faults();
+    proxy.reset_counts();
+    let out = output(run(&[])).await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let finished = finished_earlier(&err);
+    assert!((3..12).contains(&finished), "{err}");
+    assert_eq!(gets(&proxy, &bucket, "/"), 12 - finished, "{err}");
+
+    // Every finding of the window arrived, each event once; none outside it.
+    assert_eq!(common::delivered_once(&fake), inside);
+
+    // The second run read the objects after the finished ones, in key order: their findings
+    // inside the window were forwarded, the two per 03-07 object after 10:03 skipped.
+    let selected: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.contains("/2024/03/06/") || k.contains("/2024/03/07/"))
+        .collect();
+    let unread = &selected[usize::try_from(finished).expect("small")..];
+    let late = unread.iter().filter(|k| k.contains("/2024/03/07/")).count() as u64;
+    let s = summary(&sum);
+    assert_eq!(
+        (n(&s, "forwarded"), n(&s, "skipped"), n(&s, "duplicates")),
+        (unread.len() as u64 * 5 - 2 * late, 2 * late, 0),
+        "{s}"
+    );
+
+    // Nothing was ever fetched from the day before the window, nor the non-export object.
+    proxy.reset_counts();
+    let out = output(run(&[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(finished_earlier(&stderr(&out)), 12, "{}", stderr(&out));
+    assert_eq!(
+        gets(&proxy, &bucket, "/"),
+        0,
+        "a finished object was fetched again"
+    );
+    assert_eq!(summary(&sum)["received"].as_u64(), Some(0));
+
+    // --no-resume reads the window again; the store still sends nothing twice.
+    let out = output(run(&["--no-resume"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let s = summary(&sum);
+    assert_eq!(
+        (n(&s, "forwarded"), n(&s, "duplicates")),
+        (0, inside.len() as u64),
+        "{s}"
+    );
+    assert_eq!(gets(&proxy, &bucket, "/2024/03/05/"), 0);
+    assert_eq!(gets(&proxy, &bucket, "README"), 0);
+    assert_eq!(gets(&proxy, &bucket, "/"), 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_and_regions_are_listed_by_prefix() {
+    let (bucket, _, _) = export_tree().await;
+    let proxy = FaultProxy::start_moto().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sum = dir.path().join("s.json");
+    let url = format!("s3://{bucket}/exports/");
+    let mut cmd = gdfwd(
+        &[
+            "forward",
+            "--dry-run",
+            "--no-dedup",
+            "--accounts",
+            ACCOUNTS[1],
+            "--regions",
+            "eu-west-1",
+            "--summary",
+            sum.to_str().expect("utf8"),
+            &url,
+        ],
+        dir.path(),
+    );
+    via(&mut cmd, &proxy);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(n(&summary(&sum), "forwarded"), 3 * PER_OBJECT as u64);
+    // Only the one prefix was listed: no key of another account, region or kind came back.
+    assert!(
+        stderr(&out).contains("3 export object(s) selected (0 outside --since/--until, 0 of other accounts or regions, 0 not export objects"),
+        "{}",
+        stderr(&out)
+    );
+    let expected = format!("/{}/GuardDuty/eu-west-1/", ACCOUNTS[1]);
+    assert_eq!(gets(&proxy, &bucket, &expected), 3);
+    assert_eq!(gets(&proxy, &bucket, "AWSLogs/"), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_object_is_named_and_the_others_are_read() {
+    let (bucket, keys, _) = export_tree().await;
+    let proxy = FaultProxy::start_moto().await;
+    let denied = &keys[4];
+    proxy.fail_always(
+        S3Fault::AccessDenied,
+        Some(&format!("GET /{bucket}/{denied}")),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = FakeOpenPipeline::start("tok").await.expect("fake");
+    let ca = fake.write_ca_file(dir.path()).expect("ca");
+    let sum = dir.path().join("s.json");
+    let url = format!("s3://{bucket}/exports/");
+    let run = || {
+        let options = ["--summary", sum.to_str().expect("utf8")];
+        let mut cmd = forward_to(&fake, &ca, dir.path(), &options, Path::new(&url));
+        via(&mut cmd, &proxy);
+        cmd
+    };
+    let cmd = run();
+    let out = output(cmd).await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "error: s3://{bucket}/{denied}: access denied (reading it needs s3:GetObject on the object and kms:Decrypt"
+        )),
+        "{err}"
+    );
+    assert!(
+        !err.contains("testing"),
+        "a credential in the output: {err}"
+    );
+    let s = summary(&sum);
+    assert_eq!(n(&s, "forwarded"), 17 * PER_OBJECT as u64, "{s}");
+    assert_eq!(n(&s, "invalid"), 1, "{s}");
+
+    // The denied object was not marked finished: a later run reads it (and only it).
+    proxy.clear_faults();
+    proxy.reset_counts();
+    let out = output(run()).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(gets(&proxy, &bucket, "AWSLogs/"), 1);
+    assert_eq!(gets(&proxy, &bucket, denied), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_bucket_is_a_usage_error_naming_it() {
+    let proxy = FaultProxy::start_moto().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bucket = s3export::bucket_name("gdfwd-missing");
+    let url = format!("s3://{bucket}/exports/");
+    let mut cmd = gdfwd(&["forward", "--dry-run", &url], dir.path());
+    via(&mut cmd, &proxy);
+    let out = output(cmd).await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("error: s3://{bucket}: no such bucket")),
+        "{err}"
+    );
+
+    // S3 options without an s3:// input, and s3:// mixed with a file, are usage errors too.
+    let out = gdfwd(
+        &["forward", "--dry-run", "--since", "1d", "--sample"],
+        dir.path(),
+    )
+    .output()
+    .expect("run");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("select from an s3:// input"),
+        "{}",
+        stderr(&out)
+    );
+    let out = gdfwd(&["forward", "--dry-run", &url, "findings.json"], dir.path())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot be mixed"), "{}", stderr(&out));
+}
