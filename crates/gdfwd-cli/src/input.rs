@@ -59,11 +59,7 @@ pub enum Source {
     SampleInvalid,
     /// An object of GuardDuty's S3 export, read by [`crate::s3`]'s reader (its size from the
     /// listing).
-    S3 {
-        bucket: String,
-        key: String,
-        size: u64,
-    },
+    S3(gdfwd_source_s3::ObjectRef),
 }
 
 impl Source {
@@ -73,7 +69,7 @@ impl Source {
             Self::File(p) => p.display().to_string(),
             Self::Sample => "<sample>".to_owned(),
             Self::SampleInvalid => "<sample-invalid>".to_owned(),
-            Self::S3 { bucket, key, .. } => format!("s3://{bucket}/{key}"),
+            Self::S3(object) => object.url(),
         }
     }
 
@@ -84,7 +80,7 @@ impl Source {
             Self::File(p) => std::fs::metadata(p).ok().map(|m| m.len()),
             Self::Sample => Some(SAMPLE.len() as u64),
             Self::SampleInvalid => Some(SAMPLE_INVALID.len() as u64),
-            Self::S3 { size, .. } => Some(*size),
+            Self::S3(object) => Some(object.size),
         }
     }
 }
@@ -182,7 +178,7 @@ pub fn open(src: &Source, from: Position, count: Arc<AtomicU64>) -> io::Result<(
             SAMPLE_INVALID.as_bytes(),
             count,
         ))),
-        Source::S3 { .. } => Err(io::Error::other(
+        Source::S3(_) => Err(io::Error::other(
             "an S3 object is fetched by the S3 reader, not opened",
         )),
         Source::File(p) => {

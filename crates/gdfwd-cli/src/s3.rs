@@ -6,11 +6,12 @@
 //! fall inside `--accounts`/`--regions`/`--since`/`--until`, and drops the ones an earlier run
 //! finished (an [`ObjectCheckpoint`] in the store), all without fetching an object. The reader is
 //! a thread like the file reader's: the bodies arrive in plan order from a bounded concurrent
-//! prefetch, and each goes through the file path's record reader ([`input::read_source`]), so an
+//! prefetch (small objects whole, large ones as streams re-opened where a download breaks), and
+//! each goes through the file path's record reader ([`input::read_source`]), so an
 //! invalid line is reported as `s3://bucket/key:line`. Findings whose `updatedAt` is outside the
 //! window are counted as skipped.
 
-use std::io::{BufReader, Cursor};
+use std::io::BufReader;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 
@@ -50,7 +51,8 @@ pub struct S3Args {
     #[arg(long, value_delimiter = ',', value_name = "REGIONS", help_heading = HEADING)]
     pub regions: Vec<String>,
 
-    /// Export objects fetched at a time (each is held in memory, compressed, until it is read).
+    /// Export objects fetched at a time. Objects up to 1 MiB (compressed) are fetched whole and
+    /// held until read; larger ones are streamed when their turn comes.
     #[arg(long, default_value_t = 8, value_name = "N", help_heading = HEADING, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub s3_concurrency: u64,
 }
@@ -201,11 +203,7 @@ impl S3Input {
                 }
                 bytes += object.size;
                 let plan = Plan {
-                    source: Source::S3 {
-                        bucket: object.bucket,
-                        key: object.key,
-                        size: object.size,
-                    },
+                    source: Source::S3(object.object_ref()),
                     from: Position::default(),
                     resumable: true,
                 };
@@ -243,7 +241,7 @@ impl S3Input {
             .iter()
             .enumerate()
             .filter_map(|(i, p)| match &p.source {
-                Source::S3 { bucket, key, .. } => Some((i, bucket.clone(), key.clone())),
+                Source::S3(object) => Some((i, object.clone())),
                 _ => None,
             })
             .collect();
@@ -263,8 +261,8 @@ impl S3Input {
                         continue;
                     };
                     let name = plan.source.name();
-                    let opened = body.map_err(|e| format!("error: {e}")).and_then(|bytes| {
-                        let raw = Counting::new(Cursor::new(bytes), count.clone());
+                    let opened = body.map_err(|e| format!("error: {e}")).and_then(|body| {
+                        let raw = Counting::new(body, count.clone());
                         input::content(BufReader::with_capacity(input::BUFFER, raw))
                             .map_err(|e| format!("error: reading {name}: {e}"))
                     });

@@ -2,7 +2,9 @@
 //! accounts x 2 regions x 3 days), read through a counting, fault-injecting proxy, forwarded to
 //! the fake OpenPipeline. A date window leaves whole days unread and single findings out; an
 //! interrupted run resumes without fetching the objects it finished and every finding arrives
-//! once; a missing bucket and a denied object are errors naming them.
+//! once; a missing bucket and a denied object are errors naming them; a large object whose
+//! download breaks is re-opened where it broke, and one that keeps breaking is named and read
+//! again by the next run.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -344,4 +346,98 @@ async fn a_missing_bucket_is_a_usage_error_naming_it() {
         .expect("run");
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("cannot be mixed"), "{}", stderr(&out));
+}
+
+/// A bucket holding one export object of `count` findings, too large to be fetched whole (it is
+/// streamed); returns the bucket, the key and the finding ids.
+async fn large_object(count: usize) -> (String, String, Vec<String>) {
+    let client = s3export::client(&gdfwd_testkit_moto::endpoint()).await;
+    let bucket = s3export::bucket_name("gdfwd-large");
+    s3export::bucket(&client, &bucket).await;
+    let base = s3export::base_findings();
+    let mut ids = Vec::new();
+    let lines: Vec<String> = (0..count)
+        .map(|n| {
+            let id = format!("s3l{n:06}");
+            ids.push(id.clone());
+            let updated = format!("2024-03-06T10:{:02}:{:02}.000Z", n / 60 % 60, n % 60);
+            s3export::finding(&base, n, &id, ACCOUNTS[0], REGIONS[0], &updated)
+        })
+        .collect();
+    let key = s3export::key("", ACCOUNTS[0], REGIONS[0], DAYS[1], "large");
+    let size = s3export::put_stored(&client, &bucket, &key, &lines).await;
+    assert!(
+        size > gdfwd_source_s3::PREFETCH_MAX_BYTES,
+        "the object ({size} bytes) would be fetched whole"
+    );
+    ids.sort();
+    (bucket, key, ids)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_download_is_reopened_where_it_broke() {
+    let (bucket, key, ids) = large_object(700).await;
+    let proxy = FaultProxy::start_moto().await;
+    // The first answer and the first re-opened one break after 300 kB each.
+    proxy.cut_next_bodies(2, 300_000, &format!("GET /{bucket}/{key}"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = FakeOpenPipeline::start("tok").await.expect("fake");
+    let ca = fake.write_ca_file(dir.path()).expect("ca");
+    let sum = dir.path().join("s.json");
+    let url = format!("s3://{bucket}/");
+    let options = ["--summary", sum.to_str().expect("utf8")];
+    let mut cmd = forward_to(&fake, &ca, dir.path(), &options, Path::new(&url));
+    via(&mut cmd, &proxy);
+    let out = output(cmd).await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(common::delivered_once(&fake), ids);
+    let s = summary(&sum);
+    assert_eq!((n(&s, "forwarded"), n(&s, "invalid")), (700, 0), "{s}");
+    // The whole object once, then twice from where it broke.
+    assert_eq!(proxy.count(&key), 3, "{:?}", proxy.counts());
+    assert_eq!(proxy.faulted(&key), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_that_keeps_breaking_is_named_and_read_again_next_run() {
+    let (bucket, key, ids) = large_object(700).await;
+    let proxy = FaultProxy::start_moto().await;
+    proxy.cut_next_bodies(100, 150_000, &format!("GET /{bucket}/{key}"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = FakeOpenPipeline::start("tok").await.expect("fake");
+    let ca = fake.write_ca_file(dir.path()).expect("ca");
+    let sum = dir.path().join("s.json");
+    let url = format!("s3://{bucket}/");
+    let run = || {
+        let options = ["--summary", sum.to_str().expect("utf8")];
+        let mut cmd = forward_to(&fake, &ca, dir.path(), &options, Path::new(&url));
+        via(&mut cmd, &proxy);
+        cmd
+    };
+    let out = output(run()).await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("s3://{bucket}/{key}: the download broke at byte")),
+        "{err}"
+    );
+    // The first answer and three re-opened ones, each cut.
+    assert_eq!(proxy.count(&key), 4, "{:?}", proxy.counts());
+    let s = summary(&sum);
+    let first = n(&s, "forwarded");
+    assert!(first > 0 && first < 700, "{s}");
+    assert_eq!(n(&s, "invalid"), 1, "{s}");
+
+    // Not marked finished: the next run reads it again and forwards the rest, nothing twice.
+    proxy.clear_faults();
+    let out = output(run()).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let s = summary(&sum);
+    assert_eq!(
+        (n(&s, "forwarded"), n(&s, "duplicates")),
+        (700 - first, first),
+        "{s}"
+    );
+    assert_eq!(common::delivered_once(&fake), ids);
 }

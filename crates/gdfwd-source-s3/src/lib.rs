@@ -5,21 +5,23 @@
 //! Why shaped so: the export is the only place findings older than GuardDuty's 90 days live, and
 //! it can hold an organization's years of history, so selection happens on the listing (keys
 //! carry everything needed) and the bodies come in plan order through a bounded channel: at most
-//! `concurrency` objects are being fetched and `concurrency` more wait to be parsed, so memory is
-//! bounded by the export's object size (GuardDuty writes one object per export batch, a few MB
-//! compressed at most), never by the export's size. Parsing stays with the caller (the CLI's
-//! reader), so the objects go through exactly the same record reader as files do.
+//! `concurrency` objects are being fetched and `concurrency` more wait to be parsed. Small objects
+//! come whole, large ones as streams ([`body`]), so memory is bounded whatever the size of the
+//! export or of one object. Parsing stays with the caller (the CLI's reader), so the objects go
+//! through exactly the same record reader as files do.
 //!
 //! Every error names the bucket or the object (`s3://bucket/key`) and what permission a denial
 //! needs; none carries a credential.
 
+pub mod body;
 pub mod key;
 
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use bytes::Bytes;
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use futures::StreamExt;
 
+pub use body::{Body, ObjectReader, ObjectRef, PREFETCH_MAX_BYTES};
 pub use key::{ExportKey, Location, Selection, Verdict, listing_prefixes, parse_key};
 
 /// What failed talking to S3, naming the bucket or object.
@@ -37,6 +39,8 @@ pub enum S3Error {
     AccessDenied { url: String, needs: &'static str },
     #[error("{url}: no such object (deleted since it was listed?)")]
     NoSuchKey { url: String },
+    #[error("{url}: the object changed while it was being read (re-run to read the new version)")]
+    Changed { url: String },
     #[error("{what} {url}: {detail}")]
     Request {
         what: &'static str,
@@ -60,6 +64,16 @@ pub struct ExportObject {
 impl ExportObject {
     pub fn url(&self) -> String {
         format!("s3://{}/{}", self.bucket, self.key)
+    }
+
+    /// What reading it needs: where it is and which version was listed.
+    pub fn object_ref(&self) -> ObjectRef {
+        ObjectRef {
+            bucket: self.bucket.clone(),
+            key: self.key.clone(),
+            size: self.size,
+            etag: self.etag.clone(),
+        }
     }
 }
 
@@ -158,65 +172,68 @@ impl Export {
         Ok(listing)
     }
 
-    /// The whole body of one object (compressed, as stored; SSE-KMS is decrypted by S3).
-    pub async fn get(&self, bucket: &str, key: &str) -> Result<Bytes, S3Error> {
+    /// Sends a `GetObject` for `bucket`/`key` from byte `offset` (a `Range` when not 0), with
+    /// `If-Match: etag` when given; errors name the object and what a denial needs.
+    pub(crate) async fn send_get(
+        &self,
+        bucket: &str,
+        key: &str,
+        offset: u64,
+        etag: Option<&str>,
+    ) -> Result<GetObjectOutput, S3Error> {
         let url = format!("s3://{bucket}/{key}");
-        let out = self
-            .client
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| {
-                let (status, code, detail) = describe(&e);
-                match (status, code.as_deref()) {
-                    (_, Some("NoSuchBucket")) => S3Error::NoSuchBucket {
+        let mut request = self.client.get_object().bucket(bucket).key(key);
+        if offset > 0 {
+            request = request.range(format!("bytes={offset}-"));
+        }
+        if let Some(etag) = etag {
+            request = request.if_match(etag);
+        }
+        request.send().await.map_err(|e| {
+            let (status, code, detail) = describe(&e);
+            match (status, code.as_deref()) {
+                (_, Some("NoSuchBucket")) => S3Error::NoSuchBucket {
+                    bucket: bucket.to_owned(),
+                },
+                (_, Some("NoSuchKey")) => S3Error::NoSuchKey { url },
+                (Some(412), _) | (_, Some("PreconditionFailed")) => S3Error::Changed { url },
+                (Some(403), _) | (_, Some("AccessDenied")) => S3Error::AccessDenied {
+                    url,
+                    needs: "reading it needs s3:GetObject on the object and kms:Decrypt on the export's KMS key",
+                },
+                _ => match bucket_region(&e) {
+                    Some(region) if status == Some(301) => S3Error::WrongRegion {
                         bucket: bucket.to_owned(),
+                        region,
                     },
-                    (_, Some("NoSuchKey")) => S3Error::NoSuchKey { url: url.clone() },
-                    (Some(403), _) | (_, Some("AccessDenied")) => S3Error::AccessDenied {
-                        url: url.clone(),
-                        needs: "reading it needs s3:GetObject on the object and kms:Decrypt on the export's KMS key",
+                    _ => S3Error::Request {
+                        what: "GetObject",
+                        url,
+                        detail,
                     },
-                    _ => match bucket_region(&e) {
-                        Some(region) if status == Some(301) => S3Error::WrongRegion {
-                            bucket: bucket.to_owned(),
-                            region,
-                        },
-                        _ => S3Error::Request {
-                            what: "GetObject",
-                            url: url.clone(),
-                            detail,
-                        },
-                    },
-                }
-            })?;
-        let body = out.body.collect().await.map_err(|e| S3Error::Request {
-            what: "reading the body of",
-            url: url.clone(),
-            detail: DisplayErrorContext(&e).to_string(),
-        })?;
-        Ok(body.into_bytes())
+                },
+            }
+        })
     }
 
-    /// Fetches `objects` (each with a tag of the caller's) with at most `concurrency` requests
-    /// at a time, and hands the bodies on in the given order through a channel holding at most
-    /// `concurrency` more: the receiver reads them at its pace, and dropping it stops the fetching.
-    /// Must be called inside a tokio runtime.
+    /// Fetches `objects` (each with a tag of the caller's) in the given order with at most
+    /// `concurrency` requests at a time ([`Export::fetch`]: small objects whole, large ones as
+    /// streams opened when read), and hands them on through a channel holding at most
+    /// `concurrency` more: the receiver reads them at its pace, and dropping it stops the
+    /// fetching. Must be called inside a tokio runtime; the bodies must be read outside it.
     pub fn prefetch<T: Send + 'static>(
         &self,
-        objects: Vec<(T, String, String)>,
+        objects: Vec<(T, ObjectRef)>,
         concurrency: usize,
-    ) -> tokio::sync::mpsc::Receiver<(T, Result<Bytes, S3Error>)> {
+    ) -> tokio::sync::mpsc::Receiver<(T, Result<Body, S3Error>)> {
         let concurrency = concurrency.max(1);
         let (tx, rx) = tokio::sync::mpsc::channel(concurrency);
         let export = self.clone();
         tokio::spawn(async move {
             let mut bodies = futures::stream::iter(objects)
-                .map(|(tag, bucket, key)| {
+                .map(|(tag, object)| {
                     let export = export.clone();
-                    async move { (tag, export.get(&bucket, &key).await) }
+                    async move { (tag, export.fetch(object).await) }
                 })
                 .buffered(concurrency);
             while let Some(body) = bodies.next().await {

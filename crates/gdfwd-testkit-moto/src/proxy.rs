@@ -37,6 +37,9 @@ pub enum Fault {
     /// HTTP 403 `AccessDeniedException` (JSON protocols) or `AccessDenied` (query protocols): a
     /// permission the caller lacks.
     AccessDenied,
+    /// Forwarded and answered with the upstream's status and headers, but the body stops after
+    /// this many bytes and the connection breaks: a download cut mid-body.
+    CutBody(usize),
 }
 
 impl Fault {
@@ -55,6 +58,8 @@ impl Fault {
             Self::ServiceUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
             Self::AccessDenied if json => (StatusCode::FORBIDDEN, "AccessDeniedException"),
             Self::AccessDenied => (StatusCode::FORBIDDEN, "AccessDenied"),
+            // Never answered with an error document (see `cut`); a 500 if it were.
+            Self::CutBody(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure"),
         }
     }
 }
@@ -172,6 +177,12 @@ impl FaultProxy {
             after_forward: true,
             body: None,
         });
+    }
+
+    /// Cuts the bodies of the next `n` answers whose operation contains `only` after `after`
+    /// bytes ([`Fault::CutBody`]); e.g. `only = "GET /bucket/"` for S3 downloads.
+    pub fn cut_next_bodies(&self, n: u64, after: usize, only: &str) {
+        self.lose_next_answers(n, Fault::CutBody(after), Some(only));
     }
 
     /// Answers every request whose operation contains `only` (all when `None`) with `fault`,
@@ -371,17 +382,39 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             );
         }
     };
-    if let Some((fault, true)) = &fault {
-        return fault_response(fault, &parts.headers, &op);
-    }
-    let mut out = Response::new(Body::from(bytes));
+    let (body, length) = match &fault {
+        Some((Fault::CutBody(after), _)) => (cut(&bytes, *after), Some(bytes.len() as u64)),
+        Some((fault, true)) => return fault_response(fault, &parts.headers, &op),
+        _ => (Body::from(bytes), None),
+    };
+    let mut out = Response::new(body);
     *out.status_mut() = status;
     for (name, value) in &headers {
         if !is_hop_by_hop(name) {
             out.headers_mut().append(name, value.clone());
         }
     }
+    if let Some(n) = length {
+        // The full length is announced, so the client sees the cut as a broken body.
+        out.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
     out
+}
+
+/// A body that yields the first `after` bytes of `bytes` and then fails, which makes the server
+/// drop the connection mid-body (the caller announces the full length). The failure comes a
+/// moment after the bytes, so the server has flushed them (and the head) before it drops the
+/// connection; otherwise the client could see no answer at all instead of a broken one.
+fn cut(bytes: &bytes::Bytes, after: usize) -> Body {
+    use futures::StreamExt;
+    let head = bytes.slice(..after.min(bytes.len()));
+    let sent = futures::stream::once(async move { Ok::<_, std::io::Error>(head) });
+    let broken = futures::stream::once(async {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        Err(std::io::Error::other("FaultProxy: body cut"))
+    });
+    Body::from_stream(sent.chain(broken))
 }
 
 fn fault_response(fault: &Fault, headers: &HeaderMap, op: &str) -> Response {

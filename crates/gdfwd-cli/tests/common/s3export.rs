@@ -72,7 +72,28 @@ pub fn key(prefix: &str, account: &str, region: &str, day: &str, name: &str) -> 
 
 /// Gzips `lines` (one finding each) into `bucket/key`; returns the object's size.
 pub async fn put(client: &aws_sdk_s3::Client, bucket: &str, key: &str, lines: &[String]) -> u64 {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    put_gzip(client, bucket, key, lines, flate2::Compression::fast()).await
+}
+
+/// [`put`] with gzip's stored (uncompressed) blocks: a valid `.gz` as large as its content, for
+/// objects too large to be fetched whole.
+pub async fn put_stored(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    lines: &[String],
+) -> u64 {
+    put_gzip(client, bucket, key, lines, flate2::Compression::none()).await
+}
+
+async fn put_gzip(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    lines: &[String],
+    level: flate2::Compression,
+) -> u64 {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), level);
     for line in lines {
         enc.write_all(line.as_bytes()).expect("gzip");
         enc.write_all(b"\n").expect("gzip");
