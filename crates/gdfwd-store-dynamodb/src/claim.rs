@@ -527,3 +527,69 @@ impl DynamoStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use gdfwd_core::store::VersionKey;
+    use gdfwd_model::FindingMeta;
+
+    use super::*;
+
+    #[test]
+    fn a_lost_claim_counts_what_it_was_except_an_answer_in_flight() {
+        let t = Timestamp::from_millis(42);
+        assert!(suppression(ClaimOutcome::New { owner: Owner::NONE }).is_none());
+        let judged = [
+            (
+                ClaimOutcome::Duplicate,
+                Some(item::DUPLICATES),
+                HistoryKind::Duplicate,
+            ),
+            (
+                ClaimOutcome::Stale { newest: t },
+                Some(item::STALE),
+                HistoryKind::Stale { newest: t },
+            ),
+            (
+                ClaimOutcome::InFlight { lease_until: t },
+                None,
+                HistoryKind::InFlight { lease_until: t },
+            ),
+        ];
+        for (outcome, counter, kind) in judged {
+            let (o, c) = suppression(outcome).expect("not New");
+            assert_eq!((&o, c), (&outcome, counter));
+            assert_eq!(suppressed_kind(&o), kind);
+        }
+    }
+
+    #[test]
+    fn a_batch_splits_into_each_findings_first_request_and_the_repeats() {
+        let ids = ["a", "b", "a", "c", "b", "a"];
+        let (firsts, repeats) = firsts_and_repeats(ids.into_iter());
+        assert_eq!(firsts, [0, 1, 3]);
+        assert_eq!(repeats, [2, 4, 5]);
+    }
+
+    #[test]
+    fn the_single_path_groups_by_finding_in_input_order() {
+        let reqs: Vec<ClaimRequest> = ["a", "b", "a", "c", "b", "a"]
+            .into_iter()
+            .map(|id| ClaimRequest {
+                key: VersionKey {
+                    finding_id: id.to_owned(),
+                    version: Timestamp::from_millis(1),
+                },
+                meta: FindingMeta {
+                    account_id: "111122223333".into(),
+                    region: "eu-west-1".into(),
+                    finding_type: None,
+                    severity: None,
+                    title: None,
+                },
+            })
+            .collect();
+        let groups = group_by_finding(&reqs, &[1, 2, 3, 4, 5]);
+        assert_eq!(groups, [vec![1, 4], vec![2, 5], vec![3]]);
+    }
+}

@@ -406,3 +406,367 @@ pub(crate) fn fresh_record(
     }
     it
 }
+
+#[cfg(test)]
+mod tests {
+    use gdfwd_core::store::VersionKey;
+
+    use super::*;
+
+    const NOW: Timestamp = Timestamp::from_millis(1_800_000_000_123);
+    const EXPIRES: Timestamp = Timestamp::from_millis(1_900_000_000_456);
+    const V: Timestamp = Timestamp::from_millis(1_700_000_000_000);
+    const FIRST: Timestamp = Timestamp::from_millis(1_600_000_000_000);
+    const OWNER: &str = "0000000000000000000000000000abcd";
+
+    fn expects() -> [item::Expect; 3] {
+        [
+            item::Expect::Absent,
+            item::Expect::At {
+                first_seen: FIRST,
+                seq: 0,
+            },
+            item::Expect::At {
+                first_seen: FIRST,
+                seq: 7,
+            },
+        ]
+    }
+
+    fn req(meta: FindingMeta) -> ClaimRequest {
+        ClaimRequest {
+            key: VersionKey {
+                finding_id: "f-1".into(),
+                version: V,
+            },
+            meta,
+        }
+    }
+
+    fn full() -> FindingMeta {
+        FindingMeta {
+            account_id: "111122223333".into(),
+            region: "eu-west-1".into(),
+            finding_type: Some("Recon:EC2/Portscan".into()),
+            severity: Some(5.5),
+            title: Some("Portscan".into()),
+        }
+    }
+
+    fn bare(severity: Option<f64>) -> FindingMeta {
+        FindingMeta {
+            finding_type: None,
+            severity,
+            title: None,
+            ..full()
+        }
+    }
+
+    fn owner() -> Owner {
+        OWNER.parse().expect("an owner token")
+    }
+
+    /// The `#name` / `:value` placeholders `text` uses.
+    fn placeholders(text: &str, sigil: char) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        let mut rest = text;
+        while let Some(at) = rest.find(sigil) {
+            let tail = &rest[at + 1..];
+            let len = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            out.insert(format!("{sigil}{}", &tail[..len]));
+            rest = &tail[len..];
+        }
+        out
+    }
+
+    /// DynamoDB rejects an expression with an undefined placeholder, and a request with an
+    /// unused name or value: each placeholder is defined exactly when it is used.
+    fn assert_consistent(w: &RecordUpdate) {
+        let text = format!("{} {}", w.update, w.condition);
+        let names: std::collections::BTreeSet<_> = w.expr.names.keys().cloned().collect();
+        let values: std::collections::BTreeSet<_> = w.expr.values.keys().cloned().collect();
+        assert_eq!(placeholders(&text, '#'), names, "{text}");
+        assert_eq!(placeholders(&text, ':'), values, "{text}");
+        for (k, attr) in &w.expr.names {
+            assert_eq!(k, &format!("#{attr}"));
+        }
+    }
+
+    fn value<'a>(w: &'a RecordUpdate, name: &str) -> &'a AttributeValue {
+        w.expr
+            .values
+            .get(name)
+            .unwrap_or_else(|| panic!("no value {name} in {:?}", w.expr.values))
+    }
+
+    fn all_writes() -> Vec<RecordUpdate> {
+        let mut out = Vec::new();
+        for expect in expects() {
+            for meta in [full(), bare(None), bare(Some(f64::NAN))] {
+                out.push(claim_write(&req(meta), NOW, 300_000, EXPIRES, "tok", expect).0);
+            }
+            for counter in [None, Some(item::DUPLICATES)] {
+                out.push(suppress_write("f-1", NOW, EXPIRES, counter, expect).0);
+            }
+            for reason in [None, Some("boom")] {
+                for latest in [None, Some(owner())] {
+                    out.push(finish_write(V, NOW, EXPIRES, reason, latest, "ftok", expect).0);
+                }
+            }
+        }
+        out.push(sent_version_write(V, NOW));
+        out
+    }
+
+    #[test]
+    fn every_placeholder_is_defined_and_every_definition_used() {
+        for w in all_writes() {
+            assert_consistent(&w);
+        }
+    }
+
+    #[test]
+    fn the_expected_record_state_is_the_condition_and_the_next_count_the_update() {
+        let slot = |e: item::Expect| e.next(NOW);
+        let clause = |expect| {
+            let (mut e, mut sets) = (Expr::default(), Vec::new());
+            let c = expect_clause(&mut e, &mut sets, expect, slot(expect));
+            (e, sets, c)
+        };
+        let (e, sets, c) = clause(item::Expect::Absent);
+        assert_eq!(c, "attribute_not_exists(#pk)");
+        assert_eq!(sets, ["#seq = :nseq"]);
+        assert_eq!(e.values[":nseq"], item::n(1));
+        // A record of an older gdfwd has no count yet: expecting 0 accepts a missing one.
+        let (e, _, c) = clause(expects()[1]);
+        assert_eq!(
+            c,
+            "attribute_exists(#pk) AND #first_seen = :efs AND (attribute_not_exists(#seq) OR #seq = :eseq)"
+        );
+        assert_eq!(e.values[":eseq"], item::n(0));
+        assert_eq!(e.values[":nseq"], item::n(1));
+        assert_eq!(e.values[":efs"], item::ts(FIRST));
+        let (e, _, c) = clause(expects()[2]);
+        assert_eq!(
+            c,
+            "attribute_exists(#pk) AND #first_seen = :efs AND #seq = :eseq"
+        );
+        assert_eq!(e.values[":eseq"], item::n(7));
+        assert_eq!(e.values[":nseq"], item::n(8));
+    }
+
+    #[test]
+    fn expiry_is_set_exactly_and_as_ttl_seconds_rounded_up() {
+        let (mut e, mut sets) = (Expr::default(), Vec::new());
+        set_expiry(&mut e, &mut sets, Timestamp::from_millis(1_500));
+        assert_eq!(sets, ["#expires_at_ms = :exp_ms", "#expires_at = :exp_s"]);
+        assert_eq!(e.values[":exp_ms"], item::n(1_500));
+        assert_eq!(e.values[":exp_s"], item::n(2));
+    }
+
+    #[test]
+    fn a_claim_sets_the_versions_meta_and_removes_what_it_lacks() {
+        let (w, _) = claim_write(&req(full()), NOW, 300_000, EXPIRES, "tok", expects()[0]);
+        assert!(!w.update.contains("REMOVE"), "{}", w.update);
+        assert_eq!(value(&w, ":sev"), &item::n(5.5));
+        assert_eq!(value(&w, ":title"), &item::s("Portscan"));
+        // A version without type, title or a finite severity must not keep an older one's.
+        for meta in [bare(None), bare(Some(f64::NAN)), bare(Some(f64::INFINITY))] {
+            let (w, _) = claim_write(&req(meta), NOW, 300_000, EXPIRES, "tok", expects()[0]);
+            assert!(
+                w.update
+                    .ends_with(" REMOVE #finding_type, #severity, #title"),
+                "{}",
+                w.update
+            );
+            assert!(!w.expr.values.contains_key(":sev"));
+        }
+    }
+
+    #[test]
+    fn a_claim_takes_the_lease_and_keeps_first_seen_and_counters() {
+        let (w, slot) = claim_write(&req(full()), NOW, 300_000, EXPIRES, "tok", expects()[2]);
+        assert_eq!(
+            value(&w, ":lease"),
+            &item::ts(Timestamp::from_millis(1_800_000_300_123))
+        );
+        assert_eq!(value(&w, ":pending"), &item::s("pending"));
+        assert_eq!(value(&w, ":tok"), &item::s("tok"));
+        assert_eq!(value(&w, ":g1pk"), &item::s("A#111122223333"));
+        assert_eq!(value(&w, ":g1sk"), &item::s("001800000000123#f-1"));
+        assert!(
+            w.update
+                .contains("#first_seen = if_not_exists(#first_seen, :now)")
+        );
+        for c in ["#versions_sent", "#duplicates", "#stale", "#failures"] {
+            assert!(
+                w.update
+                    .contains(&format!("{c} = if_not_exists({c}, :zero)")),
+                "{c}"
+            );
+        }
+        assert_eq!(
+            slot,
+            item::Slot {
+                first_seen: FIRST,
+                seq: 8
+            }
+        );
+    }
+
+    #[test]
+    fn a_first_claim_expects_no_record_and_any_other_the_claim_rule() {
+        let (w, slot) = claim_write(&req(full()), NOW, 300_000, EXPIRES, "tok", expects()[0]);
+        assert_eq!(w.condition, "attribute_not_exists(#pk)");
+        assert_eq!(
+            slot,
+            item::Slot {
+                first_seen: NOW,
+                seq: 1
+            }
+        );
+        let (w, _) = claim_write(&req(full()), NOW, 300_000, EXPIRES, "tok", expects()[2]);
+        assert_eq!(
+            w.condition,
+            "attribute_exists(#pk) AND #first_seen = :efs AND #seq = :eseq \
+             AND #expires_at_ms > :now \
+             AND (attribute_not_exists(#sent_version) OR #sent_version < :v) \
+             AND (#latest_version < :v OR #status = :failed OR (#status = :pending AND #lease_until <= :now))"
+        );
+        assert_eq!(value(&w, ":failed"), &item::s("failed"));
+    }
+
+    #[test]
+    fn a_lost_claim_counts_its_suppression_on_a_live_record() {
+        let (w, slot) = suppress_write("f-1", NOW, EXPIRES, Some(item::STALE), expects()[2]);
+        assert!(w.update.ends_with(" ADD #stale :one"), "{}", w.update);
+        assert!(
+            w.condition.ends_with(" AND #expires_at_ms > :now"),
+            "{}",
+            w.condition
+        );
+        assert_eq!(value(&w, ":g1sk"), &item::s("001800000000123#f-1"));
+        assert_eq!(slot.seq, 8);
+        // An answer in flight counts nothing.
+        let (w, _) = suppress_write("f-1", NOW, EXPIRES, None, expects()[2]);
+        assert!(!w.update.contains("ADD"), "{}", w.update);
+    }
+
+    #[test]
+    fn a_commit_of_the_latest_version_marks_it_sent_for_its_owner_only() {
+        let (w, _) = finish_write(V, NOW, EXPIRES, None, Some(owner()), "ftok", expects()[2]);
+        assert!(w.update.contains("#status = :st"), "{}", w.update);
+        assert!(w.update.contains("#sent_version = :v"), "{}", w.update);
+        assert!(
+            w.update
+                .contains(" REMOVE #lease_until ADD #versions_sent :one"),
+            "{}",
+            w.update
+        );
+        assert_eq!(value(&w, ":st"), &item::s("sent"));
+        assert_eq!(value(&w, ":owner"), &item::s(OWNER));
+        assert!(
+            w.condition.ends_with(
+                " AND (attribute_not_exists(#finish_token) OR #finish_token <> :ftok) \
+                 AND #latest_version = :v AND #claim_token = :owner"
+            ),
+            "{}",
+            w.condition
+        );
+    }
+
+    #[test]
+    fn a_release_of_the_latest_version_frees_only_a_pending_claim() {
+        let (w, _) = finish_write(
+            V,
+            NOW,
+            EXPIRES,
+            Some("boom"),
+            Some(owner()),
+            "ftok",
+            expects()[2],
+        );
+        assert_eq!(value(&w, ":st"), &item::s("failed"));
+        assert_eq!(value(&w, ":err"), &item::s("boom"));
+        assert!(!w.update.contains("#sent_version"), "{}", w.update);
+        assert!(
+            w.update
+                .ends_with(" REMOVE #lease_until ADD #failures :one"),
+            "{}",
+            w.update
+        );
+        assert!(
+            w.condition
+                .ends_with(" AND #claim_token = :owner AND #status = :pending"),
+            "{}",
+            w.condition
+        );
+    }
+
+    #[test]
+    fn a_finish_of_an_older_version_only_counts() {
+        let (w, _) = finish_write(V, NOW, EXPIRES, None, None, "ftok", expects()[2]);
+        assert!(
+            !w.update.contains("#status") && !w.update.contains("REMOVE"),
+            "{}",
+            w.update
+        );
+        assert!(
+            w.condition.ends_with(" AND #latest_version > :v"),
+            "{}",
+            w.condition
+        );
+        // A release may also be of the latest version once it was sent.
+        let (w, _) = finish_write(V, NOW, EXPIRES, Some("boom"), None, "ftok", expects()[2]);
+        assert!(w.update.ends_with(" ADD #failures :one"), "{}", w.update);
+        assert!(
+            w.condition.ends_with(" AND #latest_version >= :v"),
+            "{}",
+            w.condition
+        );
+    }
+
+    #[test]
+    fn the_newest_delivered_version_only_rises() {
+        let w = sent_version_write(V, NOW);
+        assert_eq!(w.update, "SET #sent_version = :v");
+        assert_eq!(
+            w.condition,
+            "attribute_exists(#pk) AND #expires_at_ms > :now \
+             AND (attribute_not_exists(#sent_version) OR #sent_version < :v)"
+        );
+    }
+
+    #[test]
+    fn a_fresh_record_is_a_new_incarnation_with_zero_counters() {
+        let it = fresh_record(&req(full()), NOW, 300_000, EXPIRES, "tok");
+        let record = item::record_from(&it).expect("a record");
+        assert_eq!(record.first_seen, NOW);
+        assert_eq!(record.latest_version, V);
+        assert_eq!(record.status, Status::Pending);
+        assert_eq!(
+            record.lease_until,
+            Some(Timestamp::from_millis(1_800_000_300_123))
+        );
+        assert_eq!(record.seq, 1);
+        assert_eq!(record.meta, full());
+        assert_eq!(
+            (
+                record.versions_sent,
+                record.duplicates,
+                record.stale,
+                record.failures
+            ),
+            (0, 0, 0, 0)
+        );
+        assert_eq!(it[PK], item::s("F#f-1"));
+        assert_eq!(it[SK], item::s(item::RECORD_SK));
+        assert_eq!(it[TTL_ATTRIBUTE], item::n(1_900_000_001));
+        let it = fresh_record(&req(bare(Some(f64::NAN))), NOW, 300_000, EXPIRES, "tok");
+        for attr in [item::FINDING_TYPE, item::SEVERITY, item::TITLE] {
+            assert!(!it.contains_key(attr), "{attr}");
+        }
+    }
+}

@@ -28,7 +28,7 @@
 //!   and never sends without dedup.
 
 //!
-//! Where things are: [`expr`](crate::expr) builds every record write's update and condition
+//! Where things are: `expr` builds every record write's update and condition
 //! expressions (pure); `claim` and `finish` decide claims and commits/releases, single and
 //! batched; `transaction` runs `TransactWriteItems` and reads a cancelled one's reasons as
 //! verdicts (pure, unit-tested); `write` holds the plain conditional update and the history

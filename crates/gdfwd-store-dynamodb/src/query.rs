@@ -294,3 +294,173 @@ impl DynamoStore {
         Ok((res.items().to_vec(), res.last_evaluated_key().cloned()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use gdfwd_core::store::HistoryKind;
+    use gdfwd_model::FindingMeta;
+
+    use super::*;
+
+    const NOW: Timestamp = Timestamp::from_millis(1_800_000_000_000);
+
+    fn query(status: Option<StatusFilter>, finding_type: Option<&str>) -> ListQuery {
+        ListQuery {
+            status,
+            finding_type: finding_type.map(str::to_owned),
+            ..ListQuery::default()
+        }
+    }
+
+    fn filter(q: &ListQuery) -> (Expr, String) {
+        let mut e = Expr::default();
+        let f = list_filter(&mut e, q, NOW).join(" AND ");
+        (e, f)
+    }
+
+    #[test]
+    fn the_status_filter_reads_the_counters_and_the_status() {
+        let live = "#expires_at_ms > :now";
+        assert_eq!(filter(&query(None, None)).1, live);
+        for (status, counter) in [
+            (StatusFilter::Sent, "versions_sent"),
+            (StatusFilter::Duplicate, "duplicates"),
+            (StatusFilter::Stale, "stale"),
+        ] {
+            let (e, f) = filter(&query(Some(status), None));
+            assert_eq!(f, format!("{live} AND #{counter} > :zero"));
+            assert_eq!(e.values[":zero"], item::n(0));
+        }
+        let (e, f) = filter(&query(Some(StatusFilter::Failed), None));
+        assert_eq!(f, format!("{live} AND #failures > :zero AND #status = :st"));
+        assert_eq!(e.values[":st"], item::s("failed"));
+        let (e, f) = filter(&query(Some(StatusFilter::Pending), None));
+        assert_eq!(f, format!("{live} AND #status = :st"));
+        assert_eq!(e.values[":st"], item::s("pending"));
+        let (e, f) = filter(&query(None, Some("Recon:EC2")));
+        assert_eq!(f, format!("{live} AND begins_with(#finding_type, :ftp)"));
+        assert_eq!(e.values[":ftp"], item::s("Recon:EC2"));
+    }
+
+    #[test]
+    fn the_account_index_window_is_since_inclusive_until_exclusive() {
+        let kc = |since: Option<i64>, until: Option<i64>| {
+            let mut e = Expr::default();
+            let kc = account_key_condition(
+                &mut e,
+                "111122223333",
+                since.map(Timestamp::from_millis),
+                until.map(Timestamp::from_millis),
+            );
+            (e, kc)
+        };
+        let (e, c) = kc(None, None);
+        assert_eq!(c, "#gsi1pk = :g1pk");
+        assert_eq!(e.values[":g1pk"], item::s("A#111122223333"));
+        let (e, c) = kc(Some(1_000), None);
+        assert_eq!(c, "#gsi1pk = :g1pk AND #gsi1sk >= :lo");
+        assert_eq!(e.values[":lo"], item::s("000000000001000"));
+        let (e, c) = kc(None, Some(2_000));
+        assert_eq!(c, "#gsi1pk = :g1pk AND #gsi1sk < :hi");
+        assert_eq!(e.values[":hi"], item::s("000000000002000"));
+        // BETWEEN is inclusive: its upper end is the last key of the millisecond before `until`.
+        let (e, c) = kc(Some(1_000), Some(2_000));
+        assert_eq!(c, "#gsi1pk = :g1pk AND #gsi1sk BETWEEN :lo AND :hi");
+        assert_eq!(e.values[":hi"], item::s("000000000001999$"));
+        let last_before = item::gsi1_sk(Timestamp::from_millis(1_999), "zzzz");
+        let first_at = item::gsi1_sk(Timestamp::from_millis(2_000), "");
+        assert!(
+            last_before.as_str() < "000000000001999$" && first_at.as_str() > "000000000001999$"
+        );
+    }
+
+    #[test]
+    fn the_scan_keeps_records_in_the_window_only() {
+        let q = ListQuery {
+            since: Some(Timestamp::from_millis(1_000)),
+            until: Some(Timestamp::from_millis(2_000)),
+            ..ListQuery::default()
+        };
+        let (mut e, mut f) = (Expr::default(), Vec::new());
+        scan_filter(&mut e, &mut f, &q);
+        assert_eq!(
+            f,
+            ["#sk = :r", "#last_seen >= :since", "#last_seen < :until"]
+        );
+        assert_eq!(e.values[":r"], item::s(item::RECORD_SK));
+    }
+
+    fn record(first_seen: i64) -> FindingRecord {
+        let it = crate::expr::fresh_record(
+            &gdfwd_core::store::ClaimRequest {
+                key: gdfwd_core::store::VersionKey {
+                    finding_id: "f-1".into(),
+                    version: Timestamp::from_millis(1),
+                },
+                meta: FindingMeta {
+                    account_id: "111122223333".into(),
+                    region: "eu-west-1".into(),
+                    finding_type: None,
+                    severity: None,
+                    title: None,
+                },
+            },
+            Timestamp::from_millis(first_seen),
+            1,
+            NOW,
+            "tok",
+        );
+        item::record_from(&it).expect("a record")
+    }
+
+    fn entry(sk: String, at: i64) -> Item {
+        let slot = item::Slot {
+            first_seen: Timestamp::from_millis(0),
+            seq: 1,
+        };
+        let at = Timestamp::from_millis(at);
+        let mut it = item::history_item("f-1", slot, at, at, &HistoryKind::Claimed, NOW);
+        it.insert(SK.to_owned(), item::s(sk));
+        it
+    }
+
+    #[test]
+    fn history_keeps_this_incarnations_entries_and_older_gdfwds_since_first_seen() {
+        let r = record(5_000);
+        let slot = |first_seen, seq| {
+            item::history_sk(item::Slot {
+                first_seen: Timestamp::from_millis(first_seen),
+                seq,
+            })
+        };
+        let raw = [
+            entry(slot(1_000, 1), 1_000), // an earlier incarnation's
+            entry(slot(5_000, 1), 5_000), // ours
+            entry(slot(5_000, 2), 4_000), // ours, whatever its clock said
+            entry("H#000000000004999#000000000001#p".into(), 4_999), // older gdfwd, before
+            entry("H#000000000005000#000000000001#p".into(), 5_000), // older gdfwd, since
+        ];
+        let kept: Vec<i64> = this_incarnation(&r, &raw)
+            .expect("decodable")
+            .iter()
+            .map(|e| e.at.millis())
+            .collect();
+        assert_eq!(kept, [5_000, 4_000, 5_000]);
+        let mut broken = entry(slot(5_000, 3), 5_000);
+        broken.remove(SK);
+        assert!(this_incarnation(&r, &[broken]).is_err());
+    }
+
+    #[test]
+    fn lists_newest_sighting_first_then_by_id_up_to_the_limit() {
+        let rec = |id: &str, last_seen: i64| FindingRecord {
+            finding_id: id.to_owned(),
+            last_seen: Timestamp::from_millis(last_seen),
+            ..record(0)
+        };
+        let out = vec![rec("b", 1), rec("c", 2), rec("a", 1), rec("d", 3)];
+        let ids = |v: Vec<FindingRecord>| v.into_iter().map(|r| r.finding_id).collect::<Vec<_>>();
+        assert_eq!(ids(newest_first(out.clone(), None)), ["d", "c", "a", "b"]);
+        assert_eq!(ids(newest_first(out, Some(2))), ["d", "c"]);
+    }
+}
