@@ -26,15 +26,14 @@
 //! - Errors after the SDK's retries (configured by [`client`]) become
 //!   [`StoreError::Unavailable`] naming the table, so the pipeline fails the batch as retryable
 //!   and never sends without dedup.
-
 //!
-//! Where things are: `expr` builds every record write's update and condition
-//! expressions (pure); `claim` and `finish` decide claims and commits/releases, single and
-//! batched; `transaction` runs `TransactWriteItems` and reads a cancelled one's reasons as
-//! verdicts (pure, unit-tested); `write` holds the plain conditional update and the history
-//! writes; `query` the audit reads; `kv` the key/value cache; `local` the process's claim
-//! stripes and record guesses; `item` the item layout; `table` the table definition and its
-//! creation; `config` the SDK client. This file keeps the type and the port's implementation.
+//! Where things are: `expr` builds every record write's update and condition expressions (pure);
+//! `claim` and `finish` decide claims and commits/releases, single and batched; `transaction` runs
+//! `TransactWriteItems` and reads a cancelled one's reasons as verdicts (pure, unit-tested);
+//! `write` holds the plain conditional update and the history writes; `query` the audit reads; `kv`
+//! the key/value cache; `local` the process's claim stripes and record guesses; `item` the item
+//! layout; `table` the table definition and its creation; `config` the SDK client. This file keeps
+//! the type and the port's implementation.
 
 mod claim;
 mod config;
