@@ -1,11 +1,17 @@
-//! The DynamoDB store's errors, and how they map onto the port's [`StoreError`].
+//! The DynamoDB store's errors: how SDK errors become them, and how they map onto the port's
+//! [`StoreError`].
 //!
 //! Every variant names the table and the operation; finding-level errors also name the finding
-//! and version, so a log line alone says what failed where.
+//! and version, so a log line alone says what failed where. The store builds them through the
+//! helpers at the end of this file, which fill in its table name.
 
+use aws_sdk_dynamodb::error::{BuildError, ProvideErrorMetadata, SdkError};
 use gdfwd_core::StoreError;
+use gdfwd_core::store::VersionKey;
 use gdfwd_model::Timestamp;
 use thiserror::Error;
+
+use crate::DynamoStore;
 
 /// `Clone`: one failed batch request is every item's error.
 #[derive(Debug, Clone, Error)]
@@ -127,21 +133,21 @@ impl From<DynamoStoreError> for StoreError {
         match e {
             // A refused permission stays retryable for the pipeline, as before: IAM changes
             // propagate, and SQS redelivers once they have.
-            Self_::Call { ref table, .. }
-            | Self_::Denied { ref table, .. }
-            | Self_::Contended { ref table, .. } => StoreError::Unavailable {
+            DynamoStoreError::Call { ref table, .. }
+            | DynamoStoreError::Denied { ref table, .. }
+            | DynamoStoreError::Contended { ref table, .. } => StoreError::Unavailable {
                 backend: format!("dynamodb:{table}"),
                 operation,
                 source: Box::new(e),
             },
-            Self_::Corrupt { ref table, .. }
-            | Self_::NotClaimed { ref table, .. }
-            | Self_::Refused { ref table, .. } => StoreError::Invalid {
+            DynamoStoreError::Corrupt { ref table, .. }
+            | DynamoStoreError::NotClaimed { ref table, .. }
+            | DynamoStoreError::Refused { ref table, .. } => StoreError::Invalid {
                 backend: format!("dynamodb:{table}"),
                 operation,
                 message: e.to_string(),
             },
-            Self_::StaleOwner {
+            DynamoStoreError::StaleOwner {
                 table,
                 finding_id,
                 version,
@@ -152,11 +158,113 @@ impl From<DynamoStoreError> for StoreError {
                 finding_id,
                 version,
             },
-            Self_::NoTable { .. } | Self_::TableName(_) | Self_::Mismatch { .. } => {
-                StoreError::Config(e.to_string())
-            }
+            DynamoStoreError::NoTable { .. }
+            | DynamoStoreError::TableName(_)
+            | DynamoStoreError::Mismatch { .. } => StoreError::Config(e.to_string()),
         }
     }
 }
 
-use DynamoStoreError as Self_;
+impl DynamoStore {
+    /// A failed SDK call as the error it is: no table, refused data, refused caller, or an
+    /// outage (after the SDK's retries).
+    pub(crate) fn call_err<E, R>(
+        &self,
+        operation: &'static str,
+        e: SdkError<E, R>,
+    ) -> DynamoStoreError
+    where
+        E: std::error::Error + ProvideErrorMetadata + 'static,
+        R: std::fmt::Debug + 'static,
+    {
+        if e.as_service_error()
+            .and_then(|s| s.code())
+            .is_some_and(|c| c == "ResourceNotFoundException")
+        {
+            return DynamoStoreError::NoTable {
+                table: self.table.clone(),
+                operation,
+            };
+        }
+        let message = gdfwd_aws_error::describe(&e);
+        let table = self.table.clone();
+        if gdfwd_aws_error::has_code(&e, &["ValidationException"]) {
+            return DynamoStoreError::Refused {
+                table,
+                operation,
+                message,
+            };
+        }
+        if gdfwd_aws_error::has_code(&e, REFUSAL_CODES) {
+            return DynamoStoreError::Denied {
+                table,
+                operation,
+                message,
+            };
+        }
+        DynamoStoreError::Call {
+            table,
+            operation,
+            message,
+        }
+    }
+
+    /// A request the SDK's builder refused (a required field missing).
+    pub(crate) fn build_err(&self, operation: &'static str, err: &BuildError) -> DynamoStoreError {
+        DynamoStoreError::Call {
+            table: self.table.clone(),
+            operation,
+            message: format!("building the request failed: {err}"),
+        }
+    }
+
+    pub(crate) fn corrupt(
+        &self,
+        operation: &'static str,
+        key: &str,
+        message: String,
+    ) -> DynamoStoreError {
+        DynamoStoreError::Corrupt {
+            table: self.table.clone(),
+            operation,
+            key: key.to_owned(),
+            message,
+        }
+    }
+
+    pub(crate) fn not_claimed(
+        &self,
+        operation: &'static str,
+        key: &VersionKey,
+        message: &'static str,
+    ) -> DynamoStoreError {
+        DynamoStoreError::NotClaimed {
+            table: self.table.clone(),
+            operation,
+            finding_id: key.finding_id.clone(),
+            version: key.version,
+            message,
+        }
+    }
+
+    pub(crate) fn stale_owner(
+        &self,
+        operation: &'static str,
+        key: &VersionKey,
+    ) -> DynamoStoreError {
+        DynamoStoreError::StaleOwner {
+            table: self.table.clone(),
+            operation,
+            finding_id: key.finding_id.clone(),
+            version: key.version,
+        }
+    }
+
+    pub(crate) fn contended(&self, operation: &'static str, id: &str) -> DynamoStoreError {
+        DynamoStoreError::Contended {
+            table: self.table.clone(),
+            operation,
+            finding_id: id.to_owned(),
+        }
+    }
+}

@@ -1,4 +1,5 @@
-//! The table's definition, as data and as the `CreateTable` call `gdfwd store init` makes.
+//! The table's definition, as data and as the `CreateTable` call `gdfwd store init` makes, and
+//! the `DescribeTable` check of an existing table ([`DynamoStore::check`]).
 //!
 //! The definition is exposed as a serialisable value shaped like the CloudFormation
 //! `AWS::DynamoDB::Table` properties (`KeySchema`, `AttributeDefinitions`,
@@ -6,12 +7,15 @@
 //! template's table with what `create_table` creates: the two must never drift apart.
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::create_table::builders::CreateTableFluentBuilder;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, TimeToLiveSpecification, TimeToLiveStatus,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, GlobalSecondaryIndexDescription,
+    KeySchemaElement, KeyType, Projection, ProjectionType, ScalarAttributeType,
+    TimeToLiveSpecification, TimeToLiveStatus,
 };
 use serde::Serialize;
 
+use crate::DynamoStore;
 use crate::error::DynamoStoreError;
 
 /// Partition key (string): `F#<finding id>` for findings, `KV#<namespace>` for the key/value space.
@@ -78,7 +82,7 @@ pub struct TableDefinition {
 }
 
 /// A live key schema in [`KeyElement`]'s shape.
-pub(crate) fn key_schema(ks: &[KeySchemaElement]) -> Vec<KeyElement> {
+fn key_schema(ks: &[KeySchemaElement]) -> Vec<KeyElement> {
     ks.iter()
         .map(|k| key(k.attribute_name(), k.key_type().as_str()))
         .collect()
@@ -117,6 +121,31 @@ pub fn table_definition() -> TableDefinition {
             attribute_name: TTL_ATTRIBUTE.to_owned(),
             enabled: true,
         },
+    }
+}
+
+impl DynamoStore {
+    /// Checks that the table exists and has this crate's key schema (one `DescribeTable`). The
+    /// Lambda's readiness check calls it before the first event, so a wrong `DEDUP_TABLE_NAME` or
+    /// a missing permission fails with one clear message instead of inside every batch.
+    pub async fn check(&self) -> Result<(), DynamoStoreError> {
+        let out = self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map_err(|e| self.call_err("describe_table", e))?;
+        let got = key_schema(out.table().map_or(&[], |t| t.key_schema()));
+        let want = table_definition().key_schema;
+        if got == want {
+            Ok(())
+        } else {
+            Err(DynamoStoreError::Mismatch {
+                table: self.table.clone(),
+                message: format!("key schema is {got:?}, expected {want:?}"),
+            })
+        }
     }
 }
 
@@ -161,18 +190,27 @@ fn build_err(table: &str, e: impl std::fmt::Display) -> DynamoStoreError {
 /// enabled on it when off.
 pub async fn create_table(client: &Client, table: &str) -> Result<CreateOutcome, DynamoStoreError> {
     validate_table_name(table)?;
-    let def = table_definition();
-    let ks = |k: &KeyElement| {
-        KeySchemaElement::builder()
-            .attribute_name(&k.attribute_name)
-            .key_type(if k.key_type == "HASH" {
-                KeyType::Hash
-            } else {
-                KeyType::Range
-            })
-            .build()
-            .map_err(|e| build_err(table, e))
+    let outcome = match create_request(client, table)?.send().await {
+        Ok(_) => CreateOutcome::Created,
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_in_use_exception()) =>
+        {
+            CreateOutcome::AlreadyExisted
+        }
+        Err(e) => return Err(call_err(table, "create_table", e)),
     };
+    wait_active(client, table).await?;
+    enable_ttl(client, table).await?;
+    Ok(outcome)
+}
+
+/// The `CreateTable` request for [`table_definition`].
+fn create_request(
+    client: &Client,
+    table: &str,
+) -> Result<CreateTableFluentBuilder, DynamoStoreError> {
+    let def = table_definition();
     let mut req = client
         .create_table()
         .table_name(table)
@@ -187,7 +225,7 @@ pub async fn create_table(client: &Client, table: &str) -> Result<CreateOutcome,
         );
     }
     for k in &def.key_schema {
-        req = req.key_schema(ks(k)?);
+        req = req.key_schema(key_element(table, k)?);
     }
     for g in &def.global_secondary_indexes {
         let mut gb = GlobalSecondaryIndex::builder()
@@ -198,21 +236,28 @@ pub async fn create_table(client: &Client, table: &str) -> Result<CreateOutcome,
                     .build(),
             );
         for k in &g.key_schema {
-            gb = gb.key_schema(ks(k)?);
+            gb = gb.key_schema(key_element(table, k)?);
         }
         req = req.global_secondary_indexes(gb.build().map_err(|e| build_err(table, e))?);
     }
-    let outcome = match req.send().await {
-        Ok(_) => CreateOutcome::Created,
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_resource_in_use_exception()) =>
-        {
-            CreateOutcome::AlreadyExisted
-        }
-        Err(e) => return Err(call_err(table, "create_table", e)),
-    };
-    wait_active(client, table).await?;
+    Ok(req)
+}
+
+/// One key schema element of the definition, as the SDK's type.
+fn key_element(table: &str, k: &KeyElement) -> Result<KeySchemaElement, DynamoStoreError> {
+    KeySchemaElement::builder()
+        .attribute_name(&k.attribute_name)
+        .key_type(if k.key_type == "HASH" {
+            KeyType::Hash
+        } else {
+            KeyType::Range
+        })
+        .build()
+        .map_err(|e| build_err(table, e))
+}
+
+/// Turns TTL on (on [`TTL_ATTRIBUTE`]) unless it is on or being turned on.
+async fn enable_ttl(client: &Client, table: &str) -> Result<(), DynamoStoreError> {
     let ttl = client
         .describe_time_to_live()
         .table_name(table)
@@ -241,7 +286,7 @@ pub async fn create_table(client: &Client, table: &str) -> Result<CreateOutcome,
             .await
             .map_err(|e| call_err(table, "update_time_to_live", e))?;
     }
-    Ok(outcome)
+    Ok(())
 }
 
 /// Polls `DescribeTable` until the table is ACTIVE (a new table takes seconds to minutes).
@@ -292,26 +337,38 @@ pub async fn describe_definition(
         })
         .collect();
     attribute_definitions.sort_by(|a, b| a.attribute_name.cmp(&b.attribute_name));
-    let global_secondary_indexes = t
-        .global_secondary_indexes()
-        .iter()
-        .map(|g| IndexDef {
-            index_name: g.index_name().unwrap_or_default().to_owned(),
-            key_schema: key_schema(g.key_schema()),
-            projection: ProjectionDef {
-                projection_type: g
-                    .projection()
-                    .and_then(|p| p.projection_type())
-                    .map(|p| p.as_str().to_owned())
-                    .unwrap_or_default(),
-            },
-        })
-        .collect();
+    let global_secondary_indexes = t.global_secondary_indexes().iter().map(index_def).collect();
     let billing_mode = t
         .billing_mode_summary()
         .and_then(|b| b.billing_mode())
         .map(|b| b.as_str().to_owned())
         .unwrap_or_else(|| "PROVISIONED".to_owned());
+    Ok(TableDefinition {
+        billing_mode,
+        key_schema: key_schema(t.key_schema()),
+        attribute_definitions,
+        global_secondary_indexes,
+        time_to_live_specification: ttl_def(client, table).await?,
+    })
+}
+
+/// A live index's definition, in [`IndexDef`]'s shape.
+fn index_def(g: &GlobalSecondaryIndexDescription) -> IndexDef {
+    IndexDef {
+        index_name: g.index_name().unwrap_or_default().to_owned(),
+        key_schema: key_schema(g.key_schema()),
+        projection: ProjectionDef {
+            projection_type: g
+                .projection()
+                .and_then(|p| p.projection_type())
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_default(),
+        },
+    }
+}
+
+/// The live table's TTL setting (`DescribeTimeToLive`), in [`TtlDef`]'s shape.
+async fn ttl_def(client: &Client, table: &str) -> Result<TtlDef, DynamoStoreError> {
     let ttl = client
         .describe_time_to_live()
         .table_name(table)
@@ -319,20 +376,14 @@ pub async fn describe_definition(
         .await
         .map_err(|e| call_err(table, "describe_time_to_live", e))?;
     let ttl = ttl.time_to_live_description();
-    Ok(TableDefinition {
-        billing_mode,
-        key_schema: key_schema(t.key_schema()),
-        attribute_definitions,
-        global_secondary_indexes,
-        time_to_live_specification: TtlDef {
-            attribute_name: ttl
-                .and_then(|d| d.attribute_name())
-                .unwrap_or_default()
-                .to_owned(),
-            enabled: matches!(
-                ttl.and_then(|d| d.time_to_live_status()),
-                Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
-            ),
-        },
+    Ok(TtlDef {
+        attribute_name: ttl
+            .and_then(|d| d.attribute_name())
+            .unwrap_or_default()
+            .to_owned(),
+        enabled: matches!(
+            ttl.and_then(|d| d.time_to_live_status()),
+            Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
+        ),
     })
 }
