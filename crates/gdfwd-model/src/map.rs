@@ -516,58 +516,49 @@ fn affected(d: &Map<String, Value>, sel: Selector) -> Affected<'_> {
     };
     let r = Some(r);
     let rt = text(path(r, &["resourceType"]));
-    let eks = path(r, &["eksClusterDetails"]);
-    let ecs = path(r, &["ecsClusterDetails"]);
-    let inst = path(r, &["instanceDetails"]);
     let container_details = path(r, &["containerDetails"]).filter(|c| c.is_object());
+    by_resource_type(&mut a, r, rt, sel);
+    // A runtime finding about a container inside another resource type is about the container.
+    if container_details.is_some() && a.container.is_none() && rt != Some("Container") {
+        a.container(container_details);
+    }
+    kubernetes(&mut a, r);
+    a
+}
 
+/// The resource (and the object, where it is the resource) by GuardDuty's `resourceType`.
+fn by_resource_type<'a>(
+    a: &mut Affected<'a>,
+    r: Option<&'a Value>,
+    rt: Option<&'a str>,
+    sel: Selector,
+) {
+    let named =
+        |details: &str, ty: &str, id: &str, name: &str, object: &str, a: &mut Affected<'a>| {
+            let d = path(r, &[details]);
+            a.resource(ty, text(path(d, &[id])), text(path(d, &[name])));
+            a.object_is_resource(object);
+        };
     match rt {
         Some("Instance") => {
-            a.instance(inst);
+            a.instance(path(r, &["instanceDetails"]));
             a.object_is_resource("EC2_INSTANCE");
         }
-        Some("AccessKey") => {
-            let k = path(r, &["accessKeyDetails"]);
-            a.resource(
-                "AWS::IAM::AccessKey",
-                text(path(k, &["accessKeyId"])),
-                text(path(k, &["userName"])),
-            );
-            a.object_is_resource("IAM_ACCESS_KEY");
-        }
-        Some("S3Bucket") | Some("S3Object") => s3(&mut a, r, sel, rt == Some("S3Object")),
+        Some("AccessKey") => named(
+            "accessKeyDetails",
+            "AWS::IAM::AccessKey",
+            "accessKeyId",
+            "userName",
+            "IAM_ACCESS_KEY",
+            a,
+        ),
+        Some("S3Bucket") | Some("S3Object") => s3(a, r, sel, rt == Some("S3Object")),
         Some("EKSCluster") => {
-            a.eks(eks);
+            a.eks(path(r, &["eksClusterDetails"]));
             a.object_is_resource("KUBERNETES_CLUSTER");
         }
-        Some("ECSCluster") => {
-            a.ecs(ecs);
-            let containers = path(ecs, &["taskDetails", "containers"]);
-            let container = match sel {
-                Selector::EcsContainer(c) => list_item(containers, c),
-                _ => only_item(containers),
-            };
-            if container_details.is_some() {
-                a.container(container_details);
-            } else if container.is_some() {
-                a.container(container);
-            } else {
-                a.object_is_resource("ECS_CLUSTER");
-            }
-        }
-        Some("Container") => {
-            // The resource is the container's host: its cluster, else its instance.
-            if eks.is_some() {
-                a.eks(eks);
-            } else if ecs.is_some() {
-                a.ecs(ecs);
-            } else if inst.is_some() {
-                a.instance(inst);
-            } else {
-                a.resource_type = Some("AWS::GuardDuty::Container".to_owned());
-            }
-            a.container(container_details);
-        }
+        Some("ECSCluster") => ecs_cluster(a, r, sel),
+        Some("Container") => container_host(a, r),
         Some("RDSDBInstance") => {
             let db = path(r, &["rdsDbInstanceDetails"]);
             a.resource(
@@ -577,50 +568,89 @@ fn affected(d: &Map<String, Value>, sel: Selector) -> Affected<'_> {
             );
             a.object_is_resource("RDS_DB_INSTANCE");
         }
-        Some("Lambda") => {
-            let l = path(r, &["lambdaDetails"]);
-            a.resource(
-                "AWS::Lambda::Function",
-                text(path(l, &["functionArn"])),
-                text(path(l, &["functionName"])),
-            );
-            a.object_is_resource("LAMBDA_FUNCTION");
-        }
+        Some("Lambda") => named(
+            "lambdaDetails",
+            "AWS::Lambda::Function",
+            "functionArn",
+            "functionName",
+            "LAMBDA_FUNCTION",
+            a,
+        ),
         Some("EBSVolume") => {
             let v = path(r, &["ebsVolumeDetails"]);
             let first = list_item(path(v, &["scannedVolumeDetails"]), 0)
                 .or_else(|| list_item(path(v, &["skippedVolumeDetails"]), 0));
             a.resource("AWS::EC2::Volume", text(path(first, &["volumeArn"])), None);
             a.object_is_resource("EBS_VOLUME");
-            a.availability_zone = text(path(inst, &["availabilityZone"]));
+            a.availability_zone = text(path(r, &["instanceDetails", "availabilityZone"]));
         }
-        Some(other) => {
-            let (id, name) = match other {
-                "RDSLimitlessDB" => {
-                    let db = path(r, &["rdsLimitlessDbDetails"]);
-                    (
-                        text(path(db, &["dbShardGroupArn"])),
-                        text(path(db, &["dbShardGroupIdentifier"])),
-                    )
-                }
-                "EBSSnapshot" => (text(path(r, &["ebsSnapshotDetails", "snapshotArn"])), None),
-                "EC2Image" => (text(path(r, &["ec2ImageDetails", "imageArn"])), None),
-                "RecoveryPoint" => (
-                    text(path(r, &["recoveryPointDetails", "recoveryPointArn"])),
-                    None,
-                ),
-                _ => (None, None),
-            };
-            a.resource(&format!("AWS::GuardDuty::{other}"), id, name);
-            a.object_is_resource(&upper_snake(other));
-        }
+        Some(other) => other_resource(a, r, other),
         None => {}
     }
-    // A runtime finding about a container inside another resource type is about the container.
-    if container_details.is_some() && a.container.is_none() && rt != Some("Container") {
-        a.container(container_details);
+}
+
+/// An ECS cluster finding: about the selected (or only) task container when there is one.
+fn ecs_cluster<'a>(a: &mut Affected<'a>, r: Option<&'a Value>, sel: Selector) {
+    let ecs = path(r, &["ecsClusterDetails"]);
+    a.ecs(ecs);
+    let containers = path(ecs, &["taskDetails", "containers"]);
+    let container = match sel {
+        Selector::EcsContainer(c) => list_item(containers, c),
+        _ => only_item(containers),
+    };
+    let details = path(r, &["containerDetails"]).filter(|c| c.is_object());
+    if details.is_some() {
+        a.container(details);
+    } else if container.is_some() {
+        a.container(container);
+    } else {
+        a.object_is_resource("ECS_CLUSTER");
     }
-    if let Some(eks_name) = text(path(eks, &["name"])) {
+}
+
+/// A `Container` finding: the resource is the container's host, its cluster, else its instance.
+fn container_host<'a>(a: &mut Affected<'a>, r: Option<&'a Value>) {
+    let eks = path(r, &["eksClusterDetails"]);
+    let ecs = path(r, &["ecsClusterDetails"]);
+    let inst = path(r, &["instanceDetails"]);
+    if eks.is_some() {
+        a.eks(eks);
+    } else if ecs.is_some() {
+        a.ecs(ecs);
+    } else if inst.is_some() {
+        a.instance(inst);
+    } else {
+        a.resource_type = Some("AWS::GuardDuty::Container".to_owned());
+    }
+    a.container(path(r, &["containerDetails"]).filter(|c| c.is_object()));
+}
+
+/// Resource types without a dedicated mapping: `AWS::GuardDuty::<type>`, with the id and name
+/// of the few whose details are known.
+fn other_resource<'a>(a: &mut Affected<'a>, r: Option<&'a Value>, other: &str) {
+    let (id, name) = match other {
+        "RDSLimitlessDB" => {
+            let db = path(r, &["rdsLimitlessDbDetails"]);
+            (
+                text(path(db, &["dbShardGroupArn"])),
+                text(path(db, &["dbShardGroupIdentifier"])),
+            )
+        }
+        "EBSSnapshot" => (text(path(r, &["ebsSnapshotDetails", "snapshotArn"])), None),
+        "EC2Image" => (text(path(r, &["ec2ImageDetails", "imageArn"])), None),
+        "RecoveryPoint" => (
+            text(path(r, &["recoveryPointDetails", "recoveryPointArn"])),
+            None,
+        ),
+        _ => (None, None),
+    };
+    a.resource(&format!("AWS::GuardDuty::{other}"), id, name);
+    a.object_is_resource(&upper_snake(other));
+}
+
+/// The Kubernetes cluster, namespace and pod, whatever the resource type.
+fn kubernetes<'a>(a: &mut Affected<'a>, r: Option<&'a Value>) {
+    if let Some(eks_name) = text(path(r, &["eksClusterDetails", "name"])) {
         a.k8s_cluster = Some(eks_name);
     }
     let workload = path(r, &["kubernetesDetails", "kubernetesWorkloadDetails"]);
@@ -629,7 +659,6 @@ fn affected(d: &Map<String, Value>, sel: Selector) -> Affected<'_> {
     if matches!(kind.as_deref(), Some("pod" | "pods")) {
         a.k8s_pod = text(path(workload, &["name"]));
     }
-    a
 }
 
 fn s3<'a>(a: &mut Affected<'a>, r: Option<&'a Value>, sel: Selector, object_finding: bool) {

@@ -196,7 +196,6 @@ pub(crate) fn claim(
     const OP: &str = "claim";
     let id = req.key.finding_id.as_str();
     let v = req.key.version;
-    let m = &req.meta;
     let expires = now.saturating_add_millis(inner.retention_ms).millis();
     let lease_until = now.saturating_add_millis(lease_ms).millis();
     drop_if_expired(inner, tx, now, id, OP)?;
@@ -210,83 +209,87 @@ pub(crate) fn claim(
     };
 
     // Duplicate and Stale only arise from an existing record, so their UPDATEs always hit a row.
-    match outcome {
+    let (counter, kind) = match outcome {
         ClaimOutcome::New { owner } => {
-            // The claimed version is now the one the record follows (also an older one whose
-            // newer claim was released) and its meta describes the finding; a new row starts
-            // its first_seen now.
-            exec(
-                inner,
-                tx,
-                OP,
-                "INSERT INTO findings (finding_id, account_id, region, finding_type, severity, \
-                 title, latest_version, status, lease_until, first_seen, last_seen, updated_at, \
-                 expires_at, owner) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?9, ?9, ?10, ?11) \
-                 ON CONFLICT (finding_id) DO UPDATE SET account_id = ?2, region = ?3, \
-                 finding_type = ?4, severity = ?5, title = ?6, latest_version = ?7, \
-                 status = 'pending', lease_until = ?8, last_seen = ?9, updated_at = ?9, \
-                 expires_at = ?10, owner = ?11",
-                params![
-                    id,
-                    m.account_id,
-                    m.region,
-                    m.finding_type,
-                    m.severity,
-                    m.title,
-                    v.millis(),
-                    lease_until,
-                    now.millis(),
-                    expires,
-                    owner.to_string()
-                ],
-            )?;
-            add_history(inner, tx, OP, id, now, v, &HistoryKind::Claimed)?;
+            record_claim(inner, tx, req, now, lease_until, expires, owner)?;
+            (None, HistoryKind::Claimed)
         }
         // Not a final answer (the caller tries again later): history only, no counter.
-        ClaimOutcome::InFlight { lease_until } => {
-            exec(
-                inner,
-                tx,
-                OP,
-                "UPDATE findings SET last_seen = ?2, updated_at = ?2, expires_at = ?3 \
-                 WHERE finding_id = ?1",
-                params![id, now.millis(), expires],
-            )?;
-            add_history(
-                inner,
-                tx,
-                OP,
-                id,
-                now,
-                v,
-                &HistoryKind::InFlight { lease_until },
-            )?;
-        }
-        ClaimOutcome::Duplicate => {
-            exec(
-                inner,
-                tx,
-                OP,
-                "UPDATE findings SET duplicates = duplicates + 1, last_seen = ?2, \
-                 updated_at = ?2, expires_at = ?3 WHERE finding_id = ?1",
-                params![id, now.millis(), expires],
-            )?;
-            add_history(inner, tx, OP, id, now, v, &HistoryKind::Duplicate)?;
-        }
-        ClaimOutcome::Stale { newest } => {
-            exec(
-                inner,
-                tx,
-                OP,
-                "UPDATE findings SET stale = stale + 1, last_seen = ?2, \
-                 updated_at = ?2, expires_at = ?3 WHERE finding_id = ?1",
-                params![id, now.millis(), expires],
-            )?;
-            add_history(inner, tx, OP, id, now, v, &HistoryKind::Stale { newest })?;
-        }
+        ClaimOutcome::InFlight { lease_until } => (None, HistoryKind::InFlight { lease_until }),
+        ClaimOutcome::Duplicate => (Some("duplicates"), HistoryKind::Duplicate),
+        ClaimOutcome::Stale { newest } => (Some("stale"), HistoryKind::Stale { newest }),
+    };
+    if !matches!(outcome, ClaimOutcome::New { .. }) {
+        seen_again(inner, tx, id, now, expires, counter)?;
     }
+    add_history(inner, tx, OP, id, now, v, &kind)?;
     Ok(outcome)
+}
+
+/// Writes a won claim: the claimed version is now the one the record follows (also an older
+/// one whose newer claim was released) and its meta describes the finding; a new row starts its
+/// `first_seen` now.
+fn record_claim(
+    inner: &Inner,
+    tx: &Transaction<'_>,
+    req: &ClaimRequest,
+    now: Timestamp,
+    lease_until: i64,
+    expires: i64,
+    owner: Owner,
+) -> Result<()> {
+    let m = &req.meta;
+    exec(
+        inner,
+        tx,
+        "claim",
+        "INSERT INTO findings (finding_id, account_id, region, finding_type, severity, \
+         title, latest_version, status, lease_until, first_seen, last_seen, updated_at, \
+         expires_at, owner) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?9, ?9, ?10, ?11) \
+         ON CONFLICT (finding_id) DO UPDATE SET account_id = ?2, region = ?3, \
+         finding_type = ?4, severity = ?5, title = ?6, latest_version = ?7, \
+         status = 'pending', lease_until = ?8, last_seen = ?9, updated_at = ?9, \
+         expires_at = ?10, owner = ?11",
+        params![
+            req.key.finding_id.as_str(),
+            m.account_id,
+            m.region,
+            m.finding_type,
+            m.severity,
+            m.title,
+            req.key.version.millis(),
+            lease_until,
+            now.millis(),
+            expires,
+            owner.to_string()
+        ],
+    )?;
+    Ok(())
+}
+
+/// A claim that did not win: the record was seen again (and its expiry moves on); `counter`,
+/// when given, is the column of final answers to count it in (`duplicates`, `stale`).
+fn seen_again(
+    inner: &Inner,
+    tx: &Transaction<'_>,
+    id: &str,
+    now: Timestamp,
+    expires: i64,
+    counter: Option<&'static str>,
+) -> Result<()> {
+    let count = counter.map_or(String::new(), |c| format!("{c} = {c} + 1, "));
+    exec(
+        inner,
+        tx,
+        "claim",
+        &format!(
+            "UPDATE findings SET {count}last_seen = ?2, updated_at = ?2, expires_at = ?3 \
+             WHERE finding_id = ?1"
+        ),
+        params![id, now.millis(), expires],
+    )?;
+    Ok(())
 }
 
 /// The record a `commit`/`release` of `key` by `owner` applies to, and whether it is the
