@@ -68,8 +68,9 @@ pub struct ForwardArgs {
     #[arg(long, value_parser = gdfwd_core::timespec::parse_duration, value_name = "DURATION")]
     pub deadline: Option<Duration>,
 
-    /// Findings handed to the pipeline at a time.
-    #[arg(long, default_value_t = 500, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    /// Findings handed to the pipeline at a time. Memory grows with it (at most three chunks are
+    /// alive, roughly 50 KB a finding in all); requests are cut by size, not by chunk.
+    #[arg(long, default_value_t = 250, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub chunk: u64,
 
     /// Longest input record (an NDJSON line, one element of a JSON array, a whole JSON document)
@@ -151,7 +152,7 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
         && !(dry_run && std::io::stdout().is_terminal());
     let progress = Progress::new(show, total, read.clone());
     let config = input::ReadConfig {
-        chunk_findings: usize::try_from(args.chunk).unwrap_or(500),
+        chunk_findings: usize::try_from(args.chunk).unwrap_or(250),
         max_record_bytes: usize::try_from(args.max_record_bytes).unwrap_or(usize::MAX),
     };
     // One chunk waits in the channel while the pipeline works on another: reading, parsing and

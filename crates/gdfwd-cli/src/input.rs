@@ -273,6 +273,74 @@ fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
 
+/// Whether `b`, met before a value starts, is between values (white space, or a top-level
+/// array's brackets and commas); counts lines and tracks whether a top-level array is open.
+fn between_values(b: u8, line: &mut u64, in_array: &mut bool) -> bool {
+    match b {
+        b'\n' => *line += 1,
+        _ if is_space(b) => {}
+        b',' if *in_array => {}
+        b']' if *in_array => *in_array = false,
+        b'[' if !*in_array => *in_array = true,
+        _ => return false,
+    }
+    true
+}
+
+/// Where a value being scanned stands: its bracket depth and whether a string (or an escape in
+/// it) is open. Only structure is tracked; syntax is the parser's business.
+#[derive(Debug, Clone, Copy)]
+struct Nesting {
+    depth: u32,
+    in_str: bool,
+    esc: bool,
+    /// The value is a scalar (a string, number, literal), not an object or array.
+    scalar: bool,
+}
+
+impl Nesting {
+    /// The state after the value's first byte `b`.
+    fn start(b: u8) -> Self {
+        let scalar = b != b'{' && b != b'[';
+        Self {
+            depth: u32::from(!scalar),
+            in_str: b == b'"',
+            esc: false,
+            scalar,
+        }
+    }
+
+    /// Whether `b` ends a bare scalar without being part of it (the delimiter after it).
+    fn ends_before(&self, b: u8) -> bool {
+        self.scalar && !self.in_str && (is_space(b) || b == b',' || b == b']')
+    }
+
+    /// Takes the value's next byte `b`; true when it completes the value.
+    fn take(&mut self, b: u8) -> bool {
+        if self.in_str {
+            if self.esc {
+                self.esc = false;
+            } else if b == b'\\' {
+                self.esc = true;
+            } else if b == b'"' {
+                self.in_str = false;
+                return self.scalar;
+            }
+            return false;
+        }
+        match b {
+            b'"' => self.in_str = true,
+            b'{' | b'[' => self.depth += 1,
+            b'}' | b']' => {
+                self.depth = self.depth.saturating_sub(1);
+                return self.depth == 0;
+            }
+            _ => {}
+        }
+        false
+    }
+}
+
 /// The record without surrounding whitespace (and a leading byte-order mark, which some Windows
 /// tools write and JSON does not allow).
 fn trimmed(mut buf: Vec<u8>) -> Vec<u8> {
@@ -409,64 +477,35 @@ impl Records {
     /// and escapes respected; syntax is left to the parser).
     fn next_value(&mut self) -> Step {
         let mut value = Vec::new();
-        let mut started: Option<u64> = None;
+        let mut started: Option<(u64, Nesting)> = None;
         let mut bytes = 0u64;
-        let (mut depth, mut in_str, mut esc, mut scalar) = (0u32, false, false, false);
         loop {
             let buf = match self.inner.fill_buf() {
                 Ok(b) => b,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => {
                     return Step::Broken {
-                        line: started.unwrap_or(self.pos.line + 1),
+                        line: started.map_or(self.pos.line + 1, |(line, _)| line),
                         error,
                     };
                 }
             };
             if buf.is_empty() {
-                return match started {
-                    // An unfinished value: the parser names what is missing. The array it may
-                    // be in needs no second report.
-                    Some(line) => {
-                        self.scan.in_array = false;
-                        Step::Record {
-                            line,
-                            raw: self.finish_value(value, bytes),
-                        }
-                    }
-                    None if self.scan.in_array => {
-                        self.scan.in_array = false;
-                        Step::Record {
-                            line: self.pos.line,
-                            raw: Raw::Unclosed,
-                        }
-                    }
-                    None => Step::End,
-                };
+                return self.value_at_end(started.map(|(line, _)| line), value, bytes);
             }
             let mut used = 0;
             let mut done = false;
             for &b in buf {
-                if started.is_none() {
+                let Some((_, nesting)) = started.as_mut() else {
                     used += 1;
-                    match b {
-                        b'\n' => self.pos.line += 1,
-                        _ if is_space(b) => {}
-                        b',' if self.scan.in_array => {}
-                        b']' if self.scan.in_array => self.scan.in_array = false,
-                        b'[' if !self.scan.in_array => self.scan.in_array = true,
-                        _ => {
-                            started = Some(self.pos.line + 1);
-                            scalar = b != b'{' && b != b'[';
-                            in_str = b == b'"';
-                            depth = u32::from(!scalar);
-                            bytes = 1;
-                            value.push(b);
-                        }
+                    if !between_values(b, &mut self.pos.line, &mut self.scan.in_array) {
+                        started = Some((self.pos.line + 1, Nesting::start(b)));
+                        bytes = 1;
+                        value.push(b);
                     }
                     continue;
-                }
-                if scalar && !in_str && (is_space(b) || b == b',' || b == b']') {
+                };
+                if nesting.ends_before(b) {
                     done = true;
                     break;
                 }
@@ -478,39 +517,43 @@ impl Records {
                 if b == b'\n' {
                     self.pos.line += 1;
                 }
-                if in_str {
-                    if esc {
-                        esc = false;
-                    } else if b == b'\\' {
-                        esc = true;
-                    } else if b == b'"' {
-                        in_str = false;
-                        done = scalar;
-                    }
-                } else {
-                    match b {
-                        b'"' => in_str = true,
-                        b'{' | b'[' => depth += 1,
-                        b'}' | b']' => {
-                            depth = depth.saturating_sub(1);
-                            done = depth == 0;
-                        }
-                        _ => {}
-                    }
-                }
-                if done {
+                if nesting.take(b) {
+                    done = true;
                     break;
                 }
             }
             self.inner.consume(used);
             self.pos.offset += used as u64;
             if done {
-                let line = started.unwrap_or(self.pos.line);
+                let line = started.map_or(self.pos.line, |(line, _)| line);
                 return Step::Record {
                     line,
                     raw: self.finish_value(value, bytes),
                 };
             }
+        }
+    }
+
+    /// The end of the input while looking for a value (`started`: the line it began on).
+    fn value_at_end(&mut self, started: Option<u64>, value: Vec<u8>, bytes: u64) -> Step {
+        match started {
+            // An unfinished value: the parser names what is missing. The array it may be in
+            // needs no second report.
+            Some(line) => {
+                self.scan.in_array = false;
+                Step::Record {
+                    line,
+                    raw: self.finish_value(value, bytes),
+                }
+            }
+            None if self.scan.in_array => {
+                self.scan.in_array = false;
+                Step::Record {
+                    line: self.pos.line,
+                    raw: Raw::Unclosed,
+                }
+            }
+            None => Step::End,
         }
     }
 
