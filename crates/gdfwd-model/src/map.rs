@@ -249,80 +249,47 @@ fn semantic_body(finding: &Finding, sel: Selector, id: &str, enrichment: &Enrich
         "finding.time.updated",
         finding.updated_at.to_rfc3339().into(),
     );
-    if let Some(sev) = finding.severity() {
-        // The score is GuardDuty's number unchanged (5 stays 5, 8.9 stays 8.9).
-        let score = match d.get("severity") {
-            Some(Value::Number(n)) => Value::Number(n.clone()),
-            _ => Number::from_f64(sev).map_or(Value::Null, Value::Number),
-        };
-        let label = severity_label(sev);
-        put("finding.severity", label.into());
-        put("finding.score", score.clone());
-        put("dt.security.risk.level", label.into());
-        put("dt.security.risk.score", score);
-    }
+    severity_fields(finding, &mut put);
     put("aws.account.id", finding.account_id.as_str().into());
     put("aws.region", finding.region.as_str().into());
     if let Some(p) = text(d.get("partition")) {
         put("aws.partition", p.into());
     }
-
-    let a = affected(d, sel);
-    if let Some(az) = a.availability_zone {
-        put("aws.availability_zone", az.into());
-    }
-    if let Some(t) = a.resource_type {
-        put("aws.resource.type", t.into());
-    }
-    if let Some(v) = a.resource_name {
-        put("aws.resource.name", v.into());
-    }
-    if let Some(v) = a.resource_id {
-        put("aws.resource.id", v.into());
-    }
-    if let Some(t) = a.object_type {
-        put("object.type", t.into());
-    }
-    if let Some(v) = a.object_id {
-        put("object.id", v.into());
-    }
-    if let Some(v) = a.object_name {
-        put("object.name", v.into());
-    }
-    if let Some(c) = a.container {
-        if let Some(v) = text(c.get("id")) {
-            put("container.id", v.into());
-        }
-        if let Some(v) = text(c.get("name")) {
-            put("container.name", v.into());
-        }
-        if let Some(image) = text(c.get("image")) {
-            let img = ImageRef::parse(image);
-            if let Some(v) = img.name {
-                put("container.image.name", v.into());
-            }
-            if let Some(v) = img.version {
-                put("container.image.version", v.into());
-            }
-            if let Some(v) = img.digest {
-                put("container.image.digest", v.into());
-            }
-        }
-    }
-    if let Some(v) = a.k8s_cluster {
-        put("k8s.cluster.name", v.into());
-    }
-    if let Some(v) = a.k8s_namespace {
-        put("k8s.namespace.name", v.into());
-    }
-    if let Some(v) = a.k8s_pod {
-        put("k8s.pod.name", v.into());
-    }
+    affected(d, sel).put_fields(&mut put);
     if let Some(seq) = attack_sequence(d) {
         sequence_fields(seq, &mut put);
     }
     add_enrichment(&mut m, enrichment);
     Value::Object(m)
+}
+
+/// The severity label and GuardDuty's score, as the finding's and as Dynatrace's risk fields.
+fn severity_fields(finding: &Finding, put: &mut impl FnMut(&str, Value)) {
+    let Some(sev) = finding.severity() else {
+        return;
+    };
+    // The score is GuardDuty's number unchanged (5 stays 5, 8.9 stays 8.9).
+    let score = match finding.detail.get("severity") {
+        Some(Value::Number(n)) => Value::Number(n.clone()),
+        _ => Number::from_f64(sev).map_or(Value::Null, Value::Number),
+    };
+    let label = severity_label(sev);
+    put("finding.severity", label.into());
+    put("finding.score", score.clone());
+    put("dt.security.risk.level", label.into());
+    put("dt.security.risk.score", score);
+}
+
+/// The container fields of a semantic record, the image reference split into its parts.
+fn container_fields(c: &Map<String, Value>, opt: &mut impl FnMut(&str, Option<&str>)) {
+    opt("container.id", text(c.get("id")));
+    opt("container.name", text(c.get("name")));
+    if let Some(image) = text(c.get("image")) {
+        let img = ImageRef::parse(image);
+        opt("container.image.name", img.name);
+        opt("container.image.version", img.version);
+        opt("container.image.digest", img.digest);
+    }
 }
 
 /// A non-empty string field (GuardDuty sometimes sends `""` where it has nothing).
@@ -363,6 +330,28 @@ struct Affected<'a> {
 }
 
 impl<'a> Affected<'a> {
+    /// The resource, object, container and Kubernetes fields of a semantic record (those known).
+    fn put_fields(&self, put: &mut impl FnMut(&str, Value)) {
+        let mut opt = |k: &str, v: Option<&str>| {
+            if let Some(v) = v {
+                put(k, v.into());
+            }
+        };
+        opt("aws.availability_zone", self.availability_zone);
+        opt("aws.resource.type", self.resource_type.as_deref());
+        opt("aws.resource.name", self.resource_name);
+        opt("aws.resource.id", self.resource_id);
+        opt("object.type", self.object_type.as_deref());
+        opt("object.id", self.object_id);
+        opt("object.name", self.object_name);
+        if let Some(c) = self.container {
+            container_fields(c, &mut opt);
+        }
+        opt("k8s.cluster.name", self.k8s_cluster);
+        opt("k8s.namespace.name", self.k8s_namespace);
+        opt("k8s.pod.name", self.k8s_pod);
+    }
+
     fn resource(&mut self, ty: &str, id: Option<&'a str>, name: Option<&'a str>) {
         self.resource_type = Some(ty.to_owned());
         self.resource_id = id.or(name);
