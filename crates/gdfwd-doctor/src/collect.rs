@@ -14,8 +14,8 @@ use gdfwd_model::Timestamp;
 
 use crate::observe::{
     AliasRoleProbe, AwsInspector, EndpointProbe, Flow, GuardDutyAdmin, GuardDutyRegion,
-    HomePipeline, Obs, Observations, ObserveError, QueueState, RelayRegion, Scope, Stack,
-    StackResource,
+    HomePipeline, Obs, Observations, ObserveError, OrgAccount, QueueState, RelayRegion, Scope,
+    Stack, StackResource,
 };
 
 /// The relay rule `stacksets/region-relay.yaml` creates in every non-home region.
@@ -64,21 +64,10 @@ pub async fn collect(scope: &Scope, ports: &Ports, progress: Progress) -> Observ
         .cloned()
         .collect();
     let accounts = ports.aws.organization_accounts().await;
-    let account_ids: Vec<String> = match &accounts {
-        Ok(list) => list
-            .iter()
-            .filter(|a| a.active())
-            .map(|a| a.id.clone())
-            .collect(),
-        Err(_) => Vec::new(),
-    };
+    let account_ids = active_ids(&accounts);
     // One step per GuardDuty region, relay region, alias probe, and the home stack, the StackSet
     // instances and the store.
-    let probes = if ports.alias.is_some() {
-        account_ids.len()
-    } else {
-        0
-    };
+    let probes = ports.alias.as_ref().map_or(0, |_| account_ids.len());
     let total = (scope.regions.len() + others.len() + probes + 3) as u64;
     let done = std::sync::atomic::AtomicU64::new(0);
     let tick = || {
@@ -92,27 +81,24 @@ pub async fn collect(scope: &Scope, ports: &Ports, progress: Progress) -> Observ
     let relays = each(others, n, &tick, |region| async move {
         relay_region(ports.aws.as_ref(), &region).await
     });
-    let home = async {
-        let h = home_pipeline(ports.aws.as_ref(), &scope.home_region, &scope.stack_name).await;
-        tick();
-        h
-    };
-    let instances = async {
-        let i = ports
-            .aws
-            .stack_instances(&scope.home_region, &scope.relay_stack_set)
-            .await;
-        tick();
-        i
-    };
-    let flow = async {
-        let f = match &ports.store {
-            Ok(store) => flow(store.as_ref(), scope.since).await,
-            Err(e) => Err(e.clone()),
-        };
-        tick();
-        f
-    };
+    let aws = ports.aws.as_ref();
+    let home = ticked(
+        home_pipeline(aws, &scope.home_region, &scope.stack_name),
+        &tick,
+    );
+    let instances = ticked(
+        aws.stack_instances(&scope.home_region, &scope.relay_stack_set),
+        &tick,
+    );
+    let flow = ticked(
+        async {
+            match &ports.store {
+                Ok(store) => flow(store.as_ref(), scope.since).await,
+                Err(e) => Err(e.clone()),
+            }
+        },
+        &tick,
+    );
     let alias_roles = async {
         match &ports.alias {
             Some(probe) => {
@@ -154,6 +140,26 @@ pub async fn collect(scope: &Scope, ports: &Ports, progress: Progress) -> Observ
         alias_roles,
         endpoint,
     }
+}
+
+/// The ids of the organization's active accounts (none when they could not be listed).
+fn active_ids(accounts: &Obs<Vec<OrgAccount>>) -> Vec<String> {
+    accounts.as_ref().map_or_else(
+        |_| Vec::new(),
+        |list| {
+            list.iter()
+                .filter(|a| a.active())
+                .map(|a| a.id.clone())
+                .collect()
+        },
+    )
+}
+
+/// Awaits `step`, then ticks the progress.
+async fn ticked<T>(step: impl Future<Output = T>, tick: &(dyn Fn() + Sync)) -> T {
+    let out = step.await;
+    tick();
+    out
 }
 
 /// Runs `f` for every key, `n` at a time, ticking the progress after each: the answers by key.
