@@ -61,6 +61,9 @@ pub struct ForwardArgs {
     pub pipeline: PipelineArgs,
 
     #[command(flatten)]
+    pub filter: crate::filter::FilterArgs,
+
+    #[command(flatten)]
     pub s3: crate::s3::S3Args,
 
     /// Stop retrying after this long (e.g. `10m`, `1h`); what is unsent then is released for a
@@ -113,6 +116,7 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
         files.push(PathBuf::from("-"));
     }
     let s3 = crate::s3::S3Input::from_args(&args)?;
+    let filter = args.filter.filter()?;
     let sources = input::sources(&files, args.sample, args.sample_invalid);
     // Checked before sending: a summary that cannot be written would turn a delivered run into
     // a failed one at the very end.
@@ -133,7 +137,8 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
     let pipeline = args
         .pipeline
         .build(!args.no_dedup, clock, Some(&interrupt))
-        .await?;
+        .await?
+        .with_filter(filter);
     let started = Instant::now();
     let run_deadline = args.deadline.map(|d| started + d);
 
@@ -349,13 +354,14 @@ fn print_summary(s: &Summary, dry_run: bool, took: Duration) {
         n => format!(", stale owner {n}"),
     };
     eprintln!(
-        "gdfwd forward: received {}, {verb} {} ({} events), duplicates {}, in flight elsewhere {}, stale {}, skipped {}, invalid {}, failed {}, requests {}{stale_owner} ({:.1}s)",
+        "gdfwd forward: received {}, {verb} {} ({} events), duplicates {}, in flight elsewhere {}, stale {}, filtered {}, skipped {}, invalid {}, failed {}, requests {}{stale_owner} ({:.1}s)",
         s.received,
         s.forwarded,
         s.events,
         s.duplicates,
         s.in_flight,
         s.stale,
+        s.filtered,
         s.skipped,
         s.invalid,
         s.failed,
