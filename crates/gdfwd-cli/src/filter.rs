@@ -15,7 +15,11 @@ const HEADING: &str = "Filters";
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct FilterArgs {
     /// Forward only findings whose type matches one of these globs (`*` matches any characters,
-    /// e.g. `Recon:*`, `*:Kubernetes/*`, `UnauthorizedAccess:EC2/SSHBruteForce`).
+    /// e.g. `Recon:*`, `*:Kubernetes/*`, `UnauthorizedAccess:EC2/SSHBruteForce`). Every filter
+    /// flag takes a comma-separated list and repeats; a finding is forwarded when it matches an
+    /// entry of each include flag given and no exclude entry (exclude wins). Filtered findings
+    /// are counted (`filtered`), never claimed nor sent; `--log-level info` logs each with its
+    /// reason (docs/filters.md).
     #[arg(long, value_name = "GLOBS", help_heading = HEADING)]
     pub include_type: Vec<String>,
 
