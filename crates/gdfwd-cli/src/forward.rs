@@ -144,7 +144,7 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
 
     let planned = match &s3 {
         Some(s3) => s3.plan(&args, pipeline.store()).await?,
-        None => plan_sources(&args, &sources, pipeline.store()).await,
+        None => plan_sources(&args, &sources, pipeline.store(), pipeline.filter()).await,
     };
     let (plans, mut checkpoints): (Vec<input::Plan>, Vec<Option<Checkpoint>>) =
         planned.into_iter().unzip();
@@ -304,12 +304,14 @@ fn report_undone(
 }
 
 /// What the reader reads from where: each source with its checkpoint (files, with a store, and
-/// not with `--no-resume`: the stored position; a new checkpoint otherwise).
+/// not with `--no-resume`: the stored position; a new checkpoint otherwise), for this `filter`.
 async fn plan_sources(
     args: &ForwardArgs,
     sources: &[input::Source],
     store: Option<&Arc<dyn gdfwd_core::store::StateStore>>,
+    filter: &gdfwd_model::FindingFilter,
 ) -> Vec<(input::Plan, Option<Checkpoint>)> {
+    let scope = crate::checkpoint::scope(filter);
     let mut out = Vec::with_capacity(sources.len());
     for source in sources {
         let checkpoint = match (source, store) {
@@ -317,6 +319,7 @@ async fn plan_sources(
                 FileCheckpoint::load(
                     store.clone(),
                     path,
+                    &scope,
                     !args.no_resume,
                     args.pipeline.store.retention(),
                 )

@@ -5,6 +5,8 @@
 //! the fixture's JSON, not with the filter code. Backfill's flags are in `backfill_cli.rs`.
 
 mod common;
+#[path = "common/s3export.rs"]
+mod s3export;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -301,4 +303,58 @@ fn forward_and_backfill_help_show_one_filters_heading() {
             "{command}: {flat}"
         );
     }
+}
+
+/// The S3 export import records an object as finished only for the filter it ran with (a
+/// finding the filter dropped is settled, not sent): a later run with another filter reads the
+/// objects again and delivers what the first one dropped; the same filter again skips them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_object_finished_under_one_filter_is_read_again_under_another() {
+    let client = s3export::client(&gdfwd_testkit_moto::endpoint()).await;
+    let bucket = s3export::bucket_name("gdfwd-filters");
+    s3export::bucket(&client, &bucket).await;
+    let base = s3export::base_findings();
+    let mut all = Vec::new();
+    for (o, account) in ["222200000001", "222200000002"].into_iter().enumerate() {
+        let lines: Vec<String> = (0..10)
+            .map(|i| {
+                let n = o * 10 + i;
+                let updated = format!("2024-03-05T10:{i:02}:00.000Z");
+                s3export::finding(&base, n, &format!("flt{n:03}"), account, "eu-west-1", &updated)
+            })
+            .collect();
+        all.extend(lines.iter().map(|l| serde_json::from_str::<Value>(l).expect("JSON")));
+        let key = s3export::key("exports/", account, "eu-west-1", "2024-03-05", "f1");
+        s3export::put(&client, &bucket, &key, &lines).await;
+    }
+    let excluded = field(&all[0], "type");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = FakeOpenPipeline::start(TOKEN).await.expect("fake");
+    let ca = fake.write_ca_file(dir.path()).expect("ca");
+    let url = format!("s3://{bucket}/exports/");
+    let run = |flags: &[&str]| {
+        let mut cmd = common::forward_to(&fake, &ca, dir.path(), flags, Path::new(&url));
+        s3export::aws_env(&mut cmd, &gdfwd_testkit_moto::endpoint());
+        cmd.env("DT_API_TOKEN", TOKEN);
+        let out = cmd.output().expect("run gdfwd");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{flags:?}: {err}");
+        err
+    };
+    // (`forward_to` forwards archived findings too: only the type filter differs between runs.)
+    let of_type = |f: &&Value| field(f, "type") == excluded;
+    let first = run(&["--exclude-type", &excluded]);
+    assert!(first.contains("0 finished by an earlier run"), "{first}");
+    let kept: Vec<&Value> = all.iter().filter(|f| !of_type(f)).collect();
+    assert_eq!(delivered_once(&fake).into_iter().collect::<BTreeSet<_>>(), ids(&kept));
+
+    let second = run(&[]);
+    assert!(second.contains("0 finished by an earlier run"), "another filter: {second}");
+    let every: Vec<&Value> = all.iter().collect();
+    assert_eq!(delivered_once(&fake).into_iter().collect::<BTreeSet<_>>(), ids(&every));
+
+    let third = run(&[]);
+    assert!(third.contains("2 finished by an earlier run"), "same filter: {third}");
+    let again = run(&["--exclude-type", &excluded]);
+    assert!(again.contains("2 finished by an earlier run"), "the first filter: {again}");
 }
