@@ -292,7 +292,10 @@ mod tests {
         let path = Path::new("/nonexistent/findings.jsonl");
         let old_file = uuid::Uuid::new_v5(&FILE_NS, path.display().to_string().as_bytes());
         let default = scope(&FindingFilter::default());
-        assert_eq!(key(path, &default).0, format!("forward/{}", old_file.simple()));
+        assert_eq!(
+            key(path, &default).0,
+            format!("forward/{}", old_file.simple())
+        );
         let url = "s3://bucket/AWSLogs/1/GuardDuty/eu-west-1/2024/03/05/x.jsonl.gz";
         let old_object = uuid::Uuid::new_v5(&OBJECT_NS, url.as_bytes());
         assert_eq!(scoped_id(OBJECT_NS, url, &default), old_object);

@@ -89,8 +89,14 @@ impl FilterArgs {
             (FilterInput::ExcludeAccount, &self.exclude_account),
             (FilterInput::IncludeRegion, &self.include_region),
             (FilterInput::ExcludeRegion, &self.exclude_region),
-            (FilterInput::IncludeResourceType, &self.include_resource_type),
-            (FilterInput::ExcludeResourceType, &self.exclude_resource_type),
+            (
+                FilterInput::IncludeResourceType,
+                &self.include_resource_type,
+            ),
+            (
+                FilterInput::ExcludeResourceType,
+                &self.exclude_resource_type,
+            ),
         ];
         let singles = [
             (FilterInput::MinSeverity, self.min_severity.as_deref()),
@@ -176,11 +182,17 @@ mod tests {
     #[test]
     fn bad_values_name_the_flag() {
         for (args, starts) in [
-            (&["--include-account", "12"][..], "--include-account: \"12\""),
+            (
+                &["--include-account", "12"][..],
+                "--include-account: \"12\"",
+            ),
             (&["--exclude-type", "a,,b"][..], "--exclude-type: \"\""),
             (&["--min-severity", "11"][..], "--min-severity: \"11\""),
             (&["--archived", "maybe"][..], "--archived: \"maybe\""),
-            (&["--include-region", "Mars"][..], "--include-region: \"Mars\""),
+            (
+                &["--include-region", "Mars"][..],
+                "--include-region: \"Mars\"",
+            ),
         ] {
             let e = parse(args).expect_err("refused");
             assert!(e.starts_with(starts), "{e}");

@@ -251,7 +251,10 @@ async fn sigint_mid_backfill_exits_130_and_the_rerun_completes_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filter_flags_select_what_backfill_sends_and_count_what_they_drop() {
     let (env, findings) = setup_with(240, |spec| spec.archived_every = Some(4)).await;
-    let excluded_account = findings[0]["accountId"].as_str().expect("account").to_owned();
+    let excluded_account = findings[0]["accountId"]
+        .as_str()
+        .expect("account")
+        .to_owned();
     let prefix = findings[1]["type"]
         .as_str()
         .expect("type")
@@ -268,7 +271,12 @@ async fn filter_flags_select_what_backfill_sends_and_count_what_they_drop() {
     let want: std::collections::BTreeSet<String> = findings
         .iter()
         .filter(fetched)
-        .filter(|f| f["type"].as_str().expect("type").starts_with(&format!("{prefix}:")))
+        .filter(|f| {
+            f["type"]
+                .as_str()
+                .expect("type")
+                .starts_with(&format!("{prefix}:"))
+        })
         .map(|f| f["id"].as_str().expect("id").to_owned())
         .collect();
     let listed = findings.iter().filter(fetched).count() as u64;
@@ -295,16 +303,26 @@ async fn filter_flags_select_what_backfill_sends_and_count_what_they_drop() {
         .collect();
     assert_eq!(delivered, want);
     let s = summary(&sum);
-    assert_eq!(s["fetched"], listed, "the criteria narrowed the listing: {s}");
+    assert_eq!(
+        s["fetched"], listed,
+        "the criteria narrowed the listing: {s}"
+    );
     assert_eq!(s["summary"]["forwarded"], want.len() as u64, "{s}");
     let filtered = listed - want.len() as u64;
     assert_eq!(s["summary"]["filtered"], filtered, "{s}");
-    assert!(stderr.contains(&format!(", filtered {filtered},")), "{stderr}");
+    assert!(
+        stderr.contains(&format!(", filtered {filtered},")),
+        "{stderr}"
+    );
 
     let before = env.op.counters().requests;
     let out = run(backfill(&env, &flags)).await;
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(env.op.counters().requests, before, "the re-run sent nothing");
+    assert_eq!(
+        env.op.counters().requests,
+        before,
+        "the re-run sent nothing"
+    );
     let again = summary(&sum);
     // Resumed at the checkpoint: only its own `updatedAt` is listed again (ties), per region.
     assert!(

@@ -31,7 +31,8 @@ fn findings() -> Vec<Value> {
         if i % 5 == 1 {
             f["service"]["additionalInfo"] = json!({"sample": true});
         } else if i % 7 == 3 {
-            f["service"]["additionalInfo"] = json!({"value": "{\"sample\":true}", "type": "default"});
+            f["service"]["additionalInfo"] =
+                json!({"value": "{\"sample\":true}", "type": "default"});
         }
     }
     out
@@ -131,14 +132,22 @@ async fn every_filter_flag_forwards_what_it_keeps_and_counts_what_it_drops() {
             Box::new(move |f| live(f) && !sample(f)),
         ),
         (
-            vec!["--include-type", "Execution:*", "--include-type", "*:Kubernetes/*"],
+            vec![
+                "--include-type",
+                "Execution:*",
+                "--include-type",
+                "*:Kubernetes/*",
+            ],
             Box::new(move |f| {
                 let t = field(f, "type");
                 live(f) && (t.starts_with("Execution:") || t.contains(":Kubernetes/"))
             }),
         ),
         (
-            vec!["--exclude-type", "CredentialAccess:*,Backdoor:EC2/C&CActivity.B"],
+            vec![
+                "--exclude-type",
+                "CredentialAccess:*,Backdoor:EC2/C&CActivity.B",
+            ],
             Box::new(move |f| {
                 let t = field(f, "type");
                 live(f) && !t.starts_with("CredentialAccess:") && t != "Backdoor:EC2/C&CActivity.B"
@@ -201,7 +210,11 @@ async fn every_filter_flag_forwards_what_it_keeps_and_counts_what_it_drops() {
         assert!(!kept.is_empty(), "{flags:?} keeps something");
         let run = forward(&file, flags).await;
         assert_eq!(run.delivered, ids(&kept), "{flags:?}");
-        assert_eq!(run.stored, ids(&kept), "{flags:?}: filtered ones are never claimed");
+        assert_eq!(
+            run.stored,
+            ids(&kept),
+            "{flags:?}: filtered ones are never claimed"
+        );
         let s = &run.summary;
         assert_eq!(s["received"], all.len() as u64, "{flags:?}");
         assert_eq!(s["forwarded"], kept.len() as u64, "{flags:?}");
@@ -225,7 +238,14 @@ async fn each_filtered_finding_is_logged_with_the_reason() {
     std::fs::write(&file, text.join("\n") + "\n").expect("write");
     let run = forward(
         &file,
-        &["--log-level", "info", "--log-format", "json", "--exclude-type", "Execution:*"],
+        &[
+            "--log-level",
+            "info",
+            "--log-format",
+            "json",
+            "--exclude-type",
+            "Execution:*",
+        ],
     )
     .await;
     let logged: Vec<Value> = run
@@ -244,14 +264,26 @@ async fn each_filtered_finding_is_logged_with_the_reason() {
         .map(|l| l["fields"]["reason"].as_str().expect("reason"))
         .collect();
     assert_eq!(
-        reasons.iter().filter(|r| **r == "exclude-type Execution:*").count(),
+        reasons
+            .iter()
+            .filter(|r| **r == "exclude-type Execution:*")
+            .count(),
         by_type,
         "{reasons:?}"
     );
-    assert_eq!(reasons.iter().filter(|r| **r == "archived").count(), archived_count);
-    assert_eq!(logged.len() as u64, run.summary["filtered"].as_u64().expect("n"));
+    assert_eq!(
+        reasons.iter().filter(|r| **r == "archived").count(),
+        archived_count
+    );
+    assert_eq!(
+        logged.len() as u64,
+        run.summary["filtered"].as_u64().expect("n")
+    );
     for l in &logged {
-        assert!(l["fields"]["finding"].is_string() && l["fields"]["version"].is_string(), "{l}");
+        assert!(
+            l["fields"]["finding"].is_string() && l["fields"]["version"].is_string(),
+            "{l}"
+        );
     }
 }
 
@@ -260,10 +292,16 @@ async fn each_filtered_finding_is_logged_with_the_reason() {
 fn a_bad_filter_value_is_a_usage_error_naming_the_flag() {
     let dir = tempfile::tempdir().expect("tempdir");
     for (flags, says) in [
-        (&["--include-account", "1234"][..], "--include-account: \"1234\""),
+        (
+            &["--include-account", "1234"][..],
+            "--include-account: \"1234\"",
+        ),
         (&["--exclude-type", "Recon:*,"][..], "--exclude-type: \"\""),
         (&["--include-region", "EU"][..], "--include-region: \"EU\""),
-        (&["--min-severity", "eleven"][..], "--min-severity: \"eleven\""),
+        (
+            &["--min-severity", "eleven"][..],
+            "--min-severity: \"eleven\"",
+        ),
         (&["--samples", "none"][..], "--samples: \"none\""),
     ] {
         let out = gdfwd(&["forward", "--dry-run", "--sample"], dir.path())
@@ -320,10 +358,21 @@ async fn an_export_object_finished_under_one_filter_is_read_again_under_another(
             .map(|i| {
                 let n = o * 10 + i;
                 let updated = format!("2024-03-05T10:{i:02}:00.000Z");
-                s3export::finding(&base, n, &format!("flt{n:03}"), account, "eu-west-1", &updated)
+                s3export::finding(
+                    &base,
+                    n,
+                    &format!("flt{n:03}"),
+                    account,
+                    "eu-west-1",
+                    &updated,
+                )
             })
             .collect();
-        all.extend(lines.iter().map(|l| serde_json::from_str::<Value>(l).expect("JSON")));
+        all.extend(
+            lines
+                .iter()
+                .map(|l| serde_json::from_str::<Value>(l).expect("JSON")),
+        );
         let key = s3export::key("exports/", account, "eu-west-1", "2024-03-05", "f1");
         s3export::put(&client, &bucket, &key, &lines).await;
     }
@@ -346,15 +395,30 @@ async fn an_export_object_finished_under_one_filter_is_read_again_under_another(
     let first = run(&["--exclude-type", &excluded]);
     assert!(first.contains("0 finished by an earlier run"), "{first}");
     let kept: Vec<&Value> = all.iter().filter(|f| !of_type(f)).collect();
-    assert_eq!(delivered_once(&fake).into_iter().collect::<BTreeSet<_>>(), ids(&kept));
+    assert_eq!(
+        delivered_once(&fake).into_iter().collect::<BTreeSet<_>>(),
+        ids(&kept)
+    );
 
     let second = run(&[]);
-    assert!(second.contains("0 finished by an earlier run"), "another filter: {second}");
+    assert!(
+        second.contains("0 finished by an earlier run"),
+        "another filter: {second}"
+    );
     let every: Vec<&Value> = all.iter().collect();
-    assert_eq!(delivered_once(&fake).into_iter().collect::<BTreeSet<_>>(), ids(&every));
+    assert_eq!(
+        delivered_once(&fake).into_iter().collect::<BTreeSet<_>>(),
+        ids(&every)
+    );
 
     let third = run(&[]);
-    assert!(third.contains("2 finished by an earlier run"), "same filter: {third}");
+    assert!(
+        third.contains("2 finished by an earlier run"),
+        "same filter: {third}"
+    );
     let again = run(&["--exclude-type", &excluded]);
-    assert!(again.contains("2 finished by an earlier run"), "the first filter: {again}");
+    assert!(
+        again.contains("2 finished by an earlier run"),
+        "the first filter: {again}"
+    );
 }

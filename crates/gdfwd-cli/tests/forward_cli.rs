@@ -639,7 +639,9 @@ fn expected_counts(text: &str) -> (u64, u64, u64, u64, u64, u64, u64) {
             stale += 1;
         }
     }
-    (forwarded, events, duplicates, stale, filtered, skipped, invalid)
+    (
+        forwarded, events, duplicates, stale, filtered, skipped, invalid,
+    )
 }
 
 /// README's first command, exactly as written there, on a fresh machine (empty state directory):

@@ -76,9 +76,10 @@ impl Outcome {
     /// a duplicate of a sent version, stale, or filtered out.
     pub fn undone(&self) -> Option<(bool, String)> {
         match self {
-            Self::Forwarded { .. } | Self::Duplicate | Self::Stale { .. } | Self::Filtered { .. } => {
-                None
-            }
+            Self::Forwarded { .. }
+            | Self::Duplicate
+            | Self::Stale { .. }
+            | Self::Filtered { .. } => None,
             Self::Failed { retryable, reason } => Some((*retryable, reason.clone())),
             Self::Invalid { reason } => Some((false, reason.clone())),
             Self::InFlight { lease_until } => Some((

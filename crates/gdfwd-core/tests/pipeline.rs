@@ -572,16 +572,22 @@ async fn filtered_findings_are_counted_and_never_claimed_or_sent() {
         .expect("valid");
     let p = pipeline(store.clone(), sink.clone()).with_filter(filter);
     let keep = finding("keep", "1", "2025-01-01T00:00:01Z");
-    let archived = finding("archived", "1", "2025-01-01T00:00:01Z")
-        .replacen(r#""title":"t""#, r#""title":"t","service":{"archived":true}"#, 1);
+    let archived = finding("archived", "1", "2025-01-01T00:00:01Z").replacen(
+        r#""title":"t""#,
+        r#""title":"t","service":{"archived":true}"#,
+        1,
+    );
     let backdoor = finding("backdoor", "1", "2025-01-01T00:00:01Z").replacen(
         "Recon:EC2/Portscan",
         "Backdoor:EC2/DenialOfService.Tcp",
         1,
     );
     // Far in the future, which alone would make it invalid: filtered first.
-    let future_archived = finding("future", "1", "2999-01-01T00:00:00Z")
-        .replacen(r#""title":"t""#, r#""title":"t","service":{"archived":true}"#, 1);
+    let future_archived = finding("future", "1", "2999-01-01T00:00:00Z").replacen(
+        r#""title":"t""#,
+        r#""title":"t","service":{"archived":true}"#,
+        1,
+    );
     let batch = findings(&[keep, archived, backdoor, future_archived].join("\n"));
     assert_eq!(batch.len(), 4);
     let r = p.process(&batch, None).await;

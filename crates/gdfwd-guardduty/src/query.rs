@@ -109,7 +109,8 @@ impl FindingQuery {
             } else {
                 accounts.join(",")
             },
-            f.min_severity.map_or_else(|| "*".to_owned(), |s| s.to_string()),
+            f.min_severity
+                .map_or_else(|| "*".to_owned(), |s| s.to_string()),
             f.archived == Inclusion::Include,
             if rest.is_empty() { "" } else { ";" },
         )
@@ -189,7 +190,11 @@ mod tests {
     #[test]
     fn checkpoint_key_ignores_time_and_account_order_and_sees_every_filter() {
         let mut a = FindingQuery::new(Timestamp::from_millis(1));
-        apply(&mut a, FilterInput::IncludeAccount, "222222222222,111111111111");
+        apply(
+            &mut a,
+            FilterInput::IncludeAccount,
+            "222222222222,111111111111",
+        );
         let mut b = FindingQuery::new(Timestamp::from_millis(99));
         b.until = Some(Timestamp::from_millis(100));
         apply(&mut b, FilterInput::IncludeAccount, "111111111111");
@@ -204,7 +209,11 @@ mod tests {
         ] {
             let mut c = b.clone();
             apply(&mut c, input, value);
-            assert_ne!(a.checkpoint_key("r", "d"), c.checkpoint_key("r", "d"), "{input:?}");
+            assert_ne!(
+                a.checkpoint_key("r", "d"),
+                c.checkpoint_key("r", "d"),
+                "{input:?}"
+            );
         }
     }
 
@@ -214,7 +223,11 @@ mod tests {
     fn fingerprints_of_the_old_settings_are_unchanged() {
         let mut q = FindingQuery::new(Timestamp::from_millis(1));
         assert_eq!(q.fingerprint(), "accounts=*;min_severity=*;archived=false");
-        apply(&mut q, FilterInput::IncludeAccount, "222222222222,111111111111");
+        apply(
+            &mut q,
+            FilterInput::IncludeAccount,
+            "222222222222,111111111111",
+        );
         apply(&mut q, FilterInput::MinSeverity, "5");
         apply(&mut q, FilterInput::Archived, "include");
         assert_eq!(

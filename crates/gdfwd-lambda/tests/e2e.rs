@@ -727,9 +727,11 @@ async fn filters_from_the_environment_drop_count_and_log_what_they_do_not_forwar
         .filter(|r| r["message"] == "filtered: not claimed, not sent")
         .collect();
     assert_eq!(logged.len(), dropped);
-    assert!(logged.iter().all(|r| r["reason"].is_string()
-        && r["finding"].is_string()
-        && r["version"].is_string()));
+    assert!(
+        logged.iter().all(|r| r["reason"].is_string()
+            && r["finding"].is_string()
+            && r["version"].is_string())
+    );
     let store = w.store();
     for e in &events {
         let id = e["detail"]["id"].as_str().expect("id");

@@ -814,10 +814,7 @@ async fn every_filter_variable_forwards_what_it_keeps_and_counts_what_it_drops()
     let cases: Vec<(Vec<(&str, &str)>, Keep)> = vec![
         // The defaults: archived dropped, samples kept.
         (vec![], Box::new(|e| !archived(e))),
-        (
-            vec![("ARCHIVED_FINDINGS", "include")],
-            Box::new(|_| true),
-        ),
+        (vec![("ARCHIVED_FINDINGS", "include")], Box::new(|_| true)),
         (
             vec![("SAMPLE_FINDINGS", "exclude")],
             Box::new(|e| !archived(e) && d(e)["service"]["additionalInfo"]["sample"] != true),
@@ -843,7 +840,9 @@ async fn every_filter_variable_forwards_what_it_keeps_and_counts_what_it_drops()
         ),
         (
             vec![("INCLUDE_REGIONS", "eu-west-1,us-east-1")],
-            Box::new(|e| !archived(e) && ["eu-west-1", "us-east-1"].contains(&kind(e, "region").as_str())),
+            Box::new(|e| {
+                !archived(e) && ["eu-west-1", "us-east-1"].contains(&kind(e, "region").as_str())
+            }),
         ),
         (
             vec![("EXCLUDE_REGIONS", "us-west-2")],
@@ -851,7 +850,9 @@ async fn every_filter_variable_forwards_what_it_keeps_and_counts_what_it_drops()
         ),
         (
             vec![("INCLUDE_RESOURCE_TYPES", "Instance,Container")],
-            Box::new(|e| !archived(e) && ["Instance", "Container"].contains(&kind(e, "resource").as_str())),
+            Box::new(|e| {
+                !archived(e) && ["Instance", "Container"].contains(&kind(e, "resource").as_str())
+            }),
         ),
         (
             vec![("EXCLUDE_RESOURCE_TYPES", "EKSCluster")],
@@ -886,7 +887,10 @@ async fn every_filter_variable_forwards_what_it_keeps_and_counts_what_it_drops()
         let config = config_with(vars);
         let r = rig_with(Format::Raw, config.filter.clone());
         let h = r.handler.handle(sqs_batch(&records), &inv("f")).await;
-        assert!(failures(&h.response.expect("answer")).is_empty(), "{vars:?}");
+        assert!(
+            failures(&h.response.expect("answer")).is_empty(),
+            "{vars:?}"
+        );
         let kept: Vec<&Value> = events.iter().filter(|e| keep(e)).collect();
         let dropped = events.len() - kept.len();
         assert!(!kept.is_empty(), "{vars:?} keeps something");
@@ -910,9 +914,15 @@ async fn every_filter_variable_forwards_what_it_keeps_and_counts_what_it_drops()
 
     // A direct event the filter drops is a success (nothing to retry), counted.
     let r = rig_with(Format::Raw, config_with(&[]).filter);
-    let archived_event = events.iter().find(|e| archived(e)).expect("an archived finding");
+    let archived_event = events
+        .iter()
+        .find(|e| archived(e))
+        .expect("an archived finding");
     let h = r.handler.handle((*archived_event).clone(), &inv("d")).await;
     let answer = h.response.expect("filtered is not an error");
-    assert_eq!((answer["filtered"].as_u64(), answer["forwarded"].as_u64()), (Some(1), Some(0)));
+    assert_eq!(
+        (answer["filtered"].as_u64(), answer["forwarded"].as_u64()),
+        (Some(1), Some(0))
+    );
     assert!(r.sink.sent().is_empty());
 }

@@ -396,7 +396,10 @@ fn check_entry(input: FilterInput, entry: &str) -> Result<(), String> {
                 return Err("a type pattern with `\\` (only `*` is special; GuardDuty types hold no backslash)".to_owned());
             }
             if entry.contains("**") {
-                return Err("a type pattern with `**` (one `*` already matches any run of characters)".to_owned());
+                return Err(
+                    "a type pattern with `**` (one `*` already matches any run of characters)"
+                        .to_owned(),
+                );
             }
             Ok(())
         }
@@ -437,9 +440,7 @@ fn valid_region(s: &str) -> bool {
         && parts[..parts.len() - 1]
             .iter()
             .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
-        && parts[parts.len() - 1]
-            .bytes()
-            .all(|b| b.is_ascii_digit())
+        && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
         && !parts[parts.len() - 1].is_empty()
 }
 
@@ -515,12 +516,18 @@ mod tests {
         for (glob, text) in [
             ("Recon:*", "Recon:EC2/Portscan"),
             ("Recon:*", "Recon:"),
-            ("*:Kubernetes/*", "PrivilegeEscalation:Kubernetes/PrivilegedContainer"),
+            (
+                "*:Kubernetes/*",
+                "PrivilegeEscalation:Kubernetes/PrivilegedContainer",
+            ),
             ("*Portscan", "Recon:EC2/Portscan"),
             ("Recon:EC2/Portscan", "Recon:EC2/Portscan"),
             ("*", ""),
             ("a*b*c", "a-b-b-c"),
-            ("Backdoor:EC2/C&CActivity.B!DNS", "Backdoor:EC2/C&CActivity.B!DNS"),
+            (
+                "Backdoor:EC2/C&CActivity.B!DNS",
+                "Backdoor:EC2/C&CActivity.B!DNS",
+            ),
         ] {
             assert!(glob_matches(glob, text), "{glob} ~ {text}");
         }
@@ -667,7 +674,10 @@ mod tests {
     fn the_severity_floor_is_inclusive_and_drops_findings_without_one() {
         let filter = with(&[(FilterInput::MinSeverity, "5")]);
         assert_eq!(filtered(&filter, &finding(json!({"severity": 5.0}))), None);
-        assert_eq!(filtered(&filter, &finding(json!({"severity": "8.1"}))), None);
+        assert_eq!(
+            filtered(&filter, &finding(json!({"severity": "8.1"}))),
+            None
+        );
         assert_eq!(
             filtered(&filter, &finding(json!({"severity": 4.9}))).as_deref(),
             Some("min-severity 5: severity 4.9")
@@ -748,9 +758,6 @@ mod tests {
             FilterInput::ALL.iter().map(|i| i.env_var()).collect();
         assert_eq!(names.len(), FilterInput::ALL.len());
         assert_eq!(vars.len(), FilterInput::ALL.len());
-        assert_eq!(
-            FilterInput::ALL.iter().filter(|i| i.is_list()).count(),
-            8
-        );
+        assert_eq!(FilterInput::ALL.iter().filter(|i| i.is_list()).count(), 8);
     }
 }
