@@ -85,7 +85,12 @@ def test_forwarder_sqs_stack_creates_its_resources(new_account) -> None:
     rule_name = out["RuleArn"].rsplit("/", 1)[1]
     rule = events.describe_rule(Name=rule_name)
     assert rule["EventBusName"] == "default" and rule["State"] == "ENABLED"
-    assert json.loads(rule["EventPattern"]) == {"source": ["aws.guardduty"], "detail-type": ["GuardDuty Finding"]}
+    # The default filter is in the pattern: archived findings (`service.archived` true) never reach the queue.
+    assert json.loads(rule["EventPattern"]) == {
+        "source": ["aws.guardduty"],
+        "detail-type": ["GuardDuty Finding"],
+        "detail": {"service": {"archived": [False, {"exists": False}]}},
+    }
     [target] = events.list_targets_by_rule(Rule=rule_name)["Targets"]
     assert target["Arn"] == out["QueueArn"]
     assert target["DeadLetterConfig"] == {"Arn": out["DeadLetterQueueArn"]}
@@ -98,8 +103,9 @@ def test_forwarder_sqs_stack_creates_its_resources(new_account) -> None:
     assert (fn["Runtime"], fn["Handler"], fn["MemorySize"], fn["Timeout"]) == ("provided.al2023", "bootstrap", 128, 60)
     assert fn["Role"] == out["FunctionRoleArn"]
     env = {k: str(v) for k, v in fn["Environment"]["Variables"].items()}
-    # CaFile and AccountFields left empty: their variables are omitted.
-    assert set(env) == LAMBDA_ENV - {"GDFWD_CA_FILE", "ACCOUNT_FIELDS"}
+    # CaFile and AccountFields left empty, MinSeverity 0: their variables are omitted.
+    assert set(env) == LAMBDA_ENV - {"GDFWD_CA_FILE", "ACCOUNT_FIELDS", "MIN_SEVERITY"}
+    assert (env["ARCHIVED_FINDINGS"], env["SAMPLE_FINDINGS"]) == ("exclude", "include")
     assert env["DYNATRACE_OPENPIPELINE_SECURITY_ENDPOINT"] == ENDPOINT
     assert env["AWS_SECRET_ARN"] == SECRET_ARN
     assert env["AWS_SECRET_KEY_NAME"] == "DYNATRACE_OPENPIPELINE_INGEST_API_TOKEN"
@@ -185,7 +191,8 @@ def _by_severity(low: float, high: float, n: int) -> list[dict]:
 
 def test_rule_delivers_only_findings_at_or_above_min_severity(new_account) -> None:
     acct = new_account()
-    out = acct.deploy_forwarder(unique("gdfwd-sev"), MinSeverity="7")
+    # The fixture holds archived findings, which the default filter drops; this test is about severity.
+    out = acct.deploy_forwarder(unique("gdfwd-sev"), MinSeverity="7", ArchivedFindings="include")
     _pause_consumer(acct, out["FunctionName"])
 
     high = _by_severity(7.0, 11.0, 3)
@@ -204,7 +211,8 @@ def test_rule_delivers_only_findings_at_or_above_min_severity(new_account) -> No
 
 def test_region_relay_forwards_findings_to_the_home_region(new_account) -> None:
     acct = new_account()
-    out = acct.deploy_forwarder(unique("gdfwd-home"))
+    # The fixture holds archived findings, which the default filter drops; this test is about relaying.
+    out = acct.deploy_forwarder(unique("gdfwd-home"), ArchivedFindings="include")
     _pause_consumer(acct, out["FunctionName"])
     relay = acct.deploy(unique("gdfwd-relay"), REGION_RELAY, {"HomeRegion": HOME_REGION}, region=RELAY_REGION)
 

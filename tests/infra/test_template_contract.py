@@ -33,6 +33,18 @@ LAMBDA_ENV = {
     "DEDUP_LEASE_SECONDS",
     "GDFWD_CA_FILE",
     "LOG_LEVEL",
+    # The filters (crates/gdfwd-model/src/filter.rs, FilterInput::env_var; test_filters.py).
+    "MIN_SEVERITY",
+    "ARCHIVED_FINDINGS",
+    "SAMPLE_FINDINGS",
+    "INCLUDE_TYPES",
+    "EXCLUDE_TYPES",
+    "INCLUDE_ACCOUNTS",
+    "EXCLUDE_ACCOUNTS",
+    "INCLUDE_REGIONS",
+    "EXCLUDE_REGIONS",
+    "INCLUDE_RESOURCE_TYPES",
+    "EXCLUDE_RESOURCE_TYPES",
 }
 
 
@@ -327,7 +339,12 @@ def test_severity_floor_is_a_json_number(path) -> None:
     rule = next(r["Properties"] for r in t["Resources"].values() if r["Type"] == "AWS::Events::Rule")
     pattern = rule["EventPattern"]
     assert pattern["source"] == ["aws.guardduty"] and pattern["detail-type"] == ["GuardDuty Finding"]
-    floor = pattern["detail"]["Fn::If"][1]["severity"][0]["numeric"]
+    severity = pattern["detail"]["Fn::If"][1]["severity"]
+    if "Fn::If" in severity:
+        # The forwarder's pattern carries the other filters too: the floor is there only when set.
+        cond, severity, absent = severity["Fn::If"]
+        assert (cond, absent) == ("HasMinSeverity", {"Ref": "AWS::NoValue"})
+    floor = severity[0]["numeric"]
     assert floor[0] == ">="
     # Every branch of the nested Fn::If is a literal number (a Ref would become a string).
     values, node = [], floor[1]

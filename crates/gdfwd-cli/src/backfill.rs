@@ -22,7 +22,7 @@ use gdfwd_guardduty::{
     Backfill, BackfillConfig, BackfillReport, ClientConfig, FindingQuery, GuardDutyClient,
     OutputFormat, StopFn, find_gaps, render, send_gaps,
 };
-use gdfwd_model::Timestamp;
+use gdfwd_model::{FilterInput, Timestamp};
 
 use crate::interrupt::{EXIT_INTERRUPTED, Interrupt};
 use crate::store::StoreArgs;
@@ -44,18 +44,9 @@ pub struct SelectArgs {
     #[arg(long, value_delimiter = ',', value_name = "REGIONS")]
     pub regions: Vec<String>,
 
-    /// Only these member accounts (comma-separated ids).
-    #[arg(long, value_delimiter = ',', value_name = "IDS")]
+    /// Only these member accounts (comma-separated ids): the same as --include-account.
+    #[arg(long, value_name = "IDS")]
     pub accounts: Vec<String>,
-
-    /// Only findings with at least this severity (0–10; GuardDuty: Low 1–3.9, Medium 4–6.9, High
-    /// 7–8.9, Critical 9–10).
-    #[arg(long, value_name = "S")]
-    pub min_severity: Option<f64>,
-
-    /// Include archived findings.
-    #[arg(long)]
-    pub include_archived: bool,
 
     /// GuardDuty API calls per second, per region (GuardDuty throttles per account and region);
     /// 0 = unlimited. Throttled calls are retried with backoff either way.
@@ -68,7 +59,8 @@ pub struct SelectArgs {
 }
 
 impl SelectArgs {
-    fn query(&self) -> anyhow::Result<FindingQuery> {
+    /// The time range and `filter`, with `--accounts` added to its include-account list.
+    fn query(&self, filter: &crate::filter::FilterArgs) -> anyhow::Result<FindingQuery> {
         let now = Timestamp::now();
         let since = gdfwd_core::timespec::parse_time(&self.since, now)
             .map_err(|e| Usage(format!("--since: {e}")))?;
@@ -81,31 +73,14 @@ impl SelectArgs {
         if until.is_some_and(|u| u <= since) {
             return Err(Usage("--until must be later than --since".to_owned()).into());
         }
-        if let Some(s) = self.min_severity
-            && !(0.0..=10.0).contains(&s)
-        {
-            return Err(Usage(format!("--min-severity {s}: expected a value from 0 to 10")).into());
-        }
         let mut q = FindingQuery::new(since);
         q.until = until;
-        q.accounts = self
-            .accounts
-            .iter()
-            .map(|a| a.trim().to_owned())
-            .filter(|a| !a.is_empty())
-            .collect();
-        if let Some(bad) = q
-            .accounts
-            .iter()
-            .find(|a| a.len() != 12 || !a.bytes().all(|b| b.is_ascii_digit()))
-        {
-            return Err(Usage(format!(
-                "--accounts: {bad:?} is not a 12-digit AWS account id"
-            ))
-            .into());
+        q.filter = filter.filter()?;
+        for accounts in &self.accounts {
+            q.filter
+                .apply(FilterInput::IncludeAccount, accounts, "--accounts")
+                .map_err(|e| Usage(e.to_string()))?;
         }
-        q.min_severity = self.min_severity;
-        q.include_archived = self.include_archived;
         Ok(q)
     }
 
@@ -173,6 +148,9 @@ pub struct BackfillArgs {
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 
+    #[command(flatten)]
+    pub filter: crate::filter::FilterArgs,
+
     /// Also write the summary (with per-region detail) as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub summary: Option<PathBuf>,
@@ -193,6 +171,11 @@ pub struct GapsArgs {
 
     #[command(flatten)]
     pub store: StoreArgs,
+
+    /// What the filter drops is not sent on purpose, so it is no gap: the same flags as
+    /// `backfill`'s.
+    #[command(flatten)]
+    pub filter: crate::filter::FilterArgs,
 }
 
 fn parse_output(s: &str) -> Result<OutputFormat, String> {
@@ -206,12 +189,17 @@ fn stop_fn(interrupt: &Interrupt) -> StopFn {
 
 pub async fn run_backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let query = args.select.query()?;
+    let query = args.select.query(&args.filter)?;
     let dry_run = args.pipeline.dry_run();
     let client = args.select.client().await?;
     let regions = args.select.regions(&client).await?;
     let interrupt = Interrupt::install();
-    let pipeline = args.pipeline.build(true, clock, Some(&interrupt)).await?;
+    // The query's filter, for --only-gaps too (Backfill::new hands it over itself).
+    let pipeline = args
+        .pipeline
+        .build(true, clock, Some(&interrupt))
+        .await?
+        .with_filter(query.filter.clone());
     let started = Instant::now();
 
     if args.only_gaps {
@@ -318,7 +306,7 @@ fn print_summary(r: &BackfillReport, dry_run: bool, took: Duration) {
         s.duplicates,
         s.in_flight,
         s.stale,
-        r.filtered,
+        s.filtered,
         s.invalid,
         s.failed,
         s.requests,
@@ -342,7 +330,7 @@ fn print_summary(r: &BackfillReport, dry_run: bool, took: Duration) {
 
 pub async fn run_gaps(args: GapsArgs) -> anyhow::Result<ExitCode> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let query = args.select.query()?;
+    let query = args.select.query(&args.filter)?;
     let client = args.select.client().await?;
     let regions = args.select.regions(&client).await?;
     let store = args.store.open_existing(clock).await?;

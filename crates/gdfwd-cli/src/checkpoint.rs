@@ -16,6 +16,11 @@
 //! run skips the object without fetching it. An object interrupted part-way is read again in full
 //! (its settled findings are then duplicates the store suppresses): objects are small, and a
 //! position inside a gzip stream would save little.
+//!
+//! A finding the filter dropped is settled too, so a checkpoint holds for its filter only: a
+//! run with another filter must read what this one dropped. The uuid is therefore taken over the
+//! path or URL and the filter's settings ([`scope`]); the default filter adds nothing, so
+//! checkpoints saved before filters existed (by runs that sent more) still apply.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -66,27 +71,45 @@ fn identity(path: &Path) -> Option<Identity> {
     })
 }
 
-fn key(path: &Path) -> (String, String) {
-    const NS: uuid::Uuid = uuid::Uuid::from_u128(0x6764_6677_642d_666f_7277_6172_642d_6670);
+/// What a checkpoint's key covers besides its source: the filter's settings that differ from the
+/// default (empty for the default filter).
+pub fn scope(filter: &gdfwd_model::FindingFilter) -> String {
+    filter.to_string()
+}
+
+/// The uuid of `source` (a canonical path, an `s3://` URL) within `scope`.
+fn scoped_id(ns: uuid::Uuid, source: &str, scope: &str) -> uuid::Uuid {
+    if scope.is_empty() {
+        uuid::Uuid::new_v5(&ns, source.as_bytes())
+    } else {
+        uuid::Uuid::new_v5(&ns, format!("{source}\n{scope}").as_bytes())
+    }
+}
+
+const FILE_NS: uuid::Uuid = uuid::Uuid::from_u128(0x6764_6677_642d_666f_7277_6172_642d_6670);
+const OBJECT_NS: uuid::Uuid = uuid::Uuid::from_u128(0x6764_6677_642d_7333_2d6f_626a_6563_7473);
+
+fn key(path: &Path, scope: &str) -> (String, String) {
     let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let shown = canonical.display().to_string();
-    let id = uuid::Uuid::new_v5(&NS, shown.as_bytes());
+    let id = scoped_id(FILE_NS, &shown, scope);
     (format!("forward/{}", id.simple()), shown)
 }
 
 impl FileCheckpoint {
-    /// The checkpoint of `path` in `store`, starting where a stored one for the unchanged file
-    /// ends (when `resume`), else at the start. `None` when the file cannot be inspected (reading
-    /// it reports why). A stored checkpoint that cannot be read is a warning, not an error: the
-    /// file is then read in full.
+    /// The checkpoint of `path` in `store` for the filter `scope`, starting where a stored one
+    /// for the unchanged file ends (when `resume`), else at the start. `None` when the file cannot
+    /// be inspected (reading it reports why). A stored checkpoint that cannot be read is a
+    /// warning, not an error: the file is then read in full.
     pub async fn load(
         store: Arc<dyn StateStore>,
         path: &Path,
+        scope: &str,
         resume: bool,
         ttl: Duration,
     ) -> Option<Self> {
         let identity = identity(path)?;
-        let (key, shown) = key(path);
+        let (key, shown) = key(path, scope);
         // What the store holds for this file as it is now (a changed file's is as good as none).
         let mut saved = None;
         match store.kv_get(CHECKPOINT_NAMESPACE, &key).await {
@@ -176,15 +199,16 @@ pub struct ObjectCheckpoint {
 }
 
 impl ObjectCheckpoint {
+    /// The checkpoint of the object at `url` for the filter `scope` ([`scope`]).
     pub fn new(
         store: Arc<dyn StateStore>,
         url: &str,
+        scope: &str,
         etag: &str,
         size: u64,
         ttl: Duration,
     ) -> Self {
-        const NS: uuid::Uuid = uuid::Uuid::from_u128(0x6764_6677_642d_7333_2d6f_626a_6563_7473);
-        let id = uuid::Uuid::new_v5(&NS, url.as_bytes());
+        let id = scoped_id(OBJECT_NS, url, scope);
         Self {
             store,
             key: format!("forward-s3/{}", id.simple()),
@@ -253,5 +277,36 @@ impl Checkpoint {
             (Self::File(_), None) => Ok(()),
             (Self::Object(o), _) => o.advance(settled, complete).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gdfwd_model::{FilterInput, FindingFilter};
+
+    /// The default filter keeps the keys checkpoints had before filters existed; any other
+    /// filter has keys of its own, the same for the same settings.
+    #[test]
+    fn keys_are_per_filter_and_the_default_keeps_the_old_ones() {
+        let path = Path::new("/nonexistent/findings.jsonl");
+        let old_file = uuid::Uuid::new_v5(&FILE_NS, path.display().to_string().as_bytes());
+        let default = scope(&FindingFilter::default());
+        assert_eq!(
+            key(path, &default).0,
+            format!("forward/{}", old_file.simple())
+        );
+        let url = "s3://bucket/AWSLogs/1/GuardDuty/eu-west-1/2024/03/05/x.jsonl.gz";
+        let old_object = uuid::Uuid::new_v5(&OBJECT_NS, url.as_bytes());
+        assert_eq!(scoped_id(OBJECT_NS, url, &default), old_object);
+
+        let mut filter = FindingFilter::default();
+        filter
+            .apply(FilterInput::ExcludeType, "Recon:*", "--exclude-type")
+            .expect("valid");
+        let other = scope(&filter);
+        assert_ne!(key(path, &other).0, key(path, &default).0);
+        assert_ne!(scoped_id(OBJECT_NS, url, &other), old_object);
+        assert_eq!(key(path, &other), key(path, &scope(&filter.clone())));
     }
 }

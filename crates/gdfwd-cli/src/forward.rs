@@ -61,6 +61,9 @@ pub struct ForwardArgs {
     pub pipeline: PipelineArgs,
 
     #[command(flatten)]
+    pub filter: crate::filter::FilterArgs,
+
+    #[command(flatten)]
     pub s3: crate::s3::S3Args,
 
     /// Stop retrying after this long (e.g. `10m`, `1h`); what is unsent then is released for a
@@ -114,6 +117,7 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
         files.push(PathBuf::from("-"));
     }
     let s3 = crate::s3::S3Input::from_args(&args)?;
+    let filter = args.filter.filter()?;
     let sources = input::sources(&files, args.sample, args.sample_invalid);
     // Checked before sending: a summary that cannot be written would turn a delivered run into
     // a failed one at the very end.
@@ -134,13 +138,14 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
     let pipeline = args
         .pipeline
         .build(!args.no_dedup, clock, Some(&interrupt))
-        .await?;
+        .await?
+        .with_filter(filter);
     let started = Instant::now();
     let run_deadline = args.deadline.map(|d| started + d);
 
     let planned = match &s3 {
         Some(s3) => s3.plan(&args, pipeline.store()).await?,
-        None => plan_sources(&args, &sources, pipeline.store()).await,
+        None => plan_sources(&args, &sources, pipeline.store(), pipeline.filter()).await,
     };
     let (plans, mut checkpoints): (Vec<input::Plan>, Vec<Option<Checkpoint>>) =
         planned.into_iter().unzip();
@@ -300,12 +305,14 @@ fn report_undone(
 }
 
 /// What the reader reads from where: each source with its checkpoint (files, with a store, and
-/// not with `--no-resume`: the stored position; a new checkpoint otherwise).
+/// not with `--no-resume`: the stored position; a new checkpoint otherwise), for this `filter`.
 async fn plan_sources(
     args: &ForwardArgs,
     sources: &[input::Source],
     store: Option<&Arc<dyn gdfwd_core::store::StateStore>>,
+    filter: &gdfwd_model::FindingFilter,
 ) -> Vec<(input::Plan, Option<Checkpoint>)> {
+    let scope = crate::checkpoint::scope(filter);
     let mut out = Vec::with_capacity(sources.len());
     for source in sources {
         let checkpoint = match (source, store) {
@@ -313,6 +320,7 @@ async fn plan_sources(
                 FileCheckpoint::load(
                     store.clone(),
                     path,
+                    &scope,
                     !args.no_resume,
                     args.pipeline.store.retention(),
                 )
@@ -350,13 +358,14 @@ fn print_summary(s: &Summary, dry_run: bool, took: Duration) {
         n => format!(", stale owner {n}"),
     };
     eprintln!(
-        "gdfwd forward: received {}, {verb} {} ({} events), duplicates {}, in flight elsewhere {}, stale {}, skipped {}, invalid {}, failed {}, requests {}{stale_owner} ({:.1}s)",
+        "gdfwd forward: received {}, {verb} {} ({} events), duplicates {}, in flight elsewhere {}, stale {}, filtered {}, skipped {}, invalid {}, failed {}, requests {}{stale_owner} ({:.1}s)",
         s.received,
         s.forwarded,
         s.events,
         s.duplicates,
         s.in_flight,
         s.stale,
+        s.filtered,
         s.skipped,
         s.invalid,
         s.failed,

@@ -8,6 +8,7 @@ mod backfill;
 mod checkpoint;
 mod doctor;
 mod endpoint;
+mod filter;
 mod forward;
 mod input;
 mod interrupt;

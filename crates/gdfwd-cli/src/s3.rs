@@ -163,6 +163,9 @@ impl S3Input {
         let sdk = crate::aws::sdk_config().await;
         let export = self.export.get_or_init(|| Export::new(sdk));
         let ttl = args.pipeline.store.retention();
+        // Checkpoints hold for this filter only (a finding it drops is settled).
+        let scope = crate::checkpoint::scope(&args.filter.filter()?);
+        let scope = scope.as_str();
         let mut out = Vec::new();
         for location in &self.locations {
             let listing = export
@@ -180,6 +183,7 @@ impl S3Input {
                             ObjectCheckpoint::new(
                                 s.clone(),
                                 &object.url(),
+                                scope,
                                 &object.etag,
                                 object.size,
                                 ttl,

@@ -111,6 +111,9 @@ async fn forward_through_dynamodb_sends_once_and_records_every_finding() {
         .join("../../tests/fixtures/guardduty/generated/raw-findings-40.ndjson");
     let args = [
         "forward",
+        // The fixture holds archived findings (dropped by default); this test is about the store.
+        "--archived",
+        "include",
         "--store",
         store.as_str(),
         "--endpoint",

@@ -24,21 +24,23 @@ struct Env {
 }
 
 async fn setup(count: usize) -> Env {
+    setup_with(count, |_| {}).await.0
+}
+
+/// A fake GuardDuty holding `count` generated findings (`spec` adjusted by `adjust`), returned too.
+async fn setup_with(count: usize, adjust: impl Fn(&mut GenSpec)) -> (Env, Vec<serde_json::Value>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let gd = FakeGuardDuty::start().await.expect("fake guardduty");
     let start = Timestamp::now().saturating_add_millis(-2 * 86_400_000);
-    gd.put_findings(generate(&GenSpec::new(
-        count,
-        &["us-east-1", "eu-west-1"],
-        accounts(5),
-        start,
-    )))
-    .expect("put findings");
+    let mut spec = GenSpec::new(count, &["us-east-1", "eu-west-1"], accounts(5), start);
+    adjust(&mut spec);
+    let findings = generate(&spec);
+    gd.put_findings(findings.clone()).expect("put findings");
     let op = FakeOpenPipeline::start(TOKEN)
         .await
         .expect("fake openpipeline");
     let ca = op.write_ca_file(dir.path()).expect("ca");
-    Env { dir, gd, op, ca }
+    (Env { dir, gd, op, ca }, findings)
 }
 
 fn backfill(env: &Env, extra: &[&str]) -> Command {
@@ -240,4 +242,92 @@ async fn sigint_mid_backfill_exits_130_and_the_rerun_completes_exactly_once() {
     );
     let expected: usize = by_finding.iter().map(Vec::len).sum();
     assert_eq!(counts.len(), expected, "every event of every finding");
+}
+
+/// The filter flags on backfill: what GuardDuty's criteria can say is asked of it (archived
+/// findings, the severity floor, the excluded account), the rest is dropped by the pipeline and
+/// counted as filtered; either way only what the filter keeps arrives, and a re-run with the
+/// same flags resumes (same checkpoint) and sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filter_flags_select_what_backfill_sends_and_count_what_they_drop() {
+    let (env, findings) = setup_with(240, |spec| spec.archived_every = Some(4)).await;
+    let excluded_account = findings[0]["accountId"]
+        .as_str()
+        .expect("account")
+        .to_owned();
+    let prefix = findings[1]["type"]
+        .as_str()
+        .expect("type")
+        .split(':')
+        .next()
+        .expect("prefix")
+        .to_owned();
+    let glob = format!("{prefix}:*");
+    let fetched = |f: &&serde_json::Value| {
+        f["service"]["archived"] == false
+            && f["severity"].as_f64().expect("severity") >= 4.0
+            && f["accountId"] != excluded_account.as_str()
+    };
+    let want: std::collections::BTreeSet<String> = findings
+        .iter()
+        .filter(fetched)
+        .filter(|f| {
+            f["type"]
+                .as_str()
+                .expect("type")
+                .starts_with(&format!("{prefix}:"))
+        })
+        .map(|f| f["id"].as_str().expect("id").to_owned())
+        .collect();
+    let listed = findings.iter().filter(fetched).count() as u64;
+    assert!(!want.is_empty() && (want.len() as u64) < listed);
+    let sum = env.dir.path().join("s.json");
+    let flags = [
+        "--min-severity",
+        "4",
+        "--exclude-account",
+        excluded_account.as_str(),
+        "--include-type",
+        glob.as_str(),
+        "--summary",
+        sum.to_str().expect("utf8"),
+    ];
+    let out = run(backfill(&env, &flags)).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let delivered: std::collections::BTreeSet<String> = env
+        .op
+        .events()
+        .iter()
+        .filter_map(|e| e.body["detail"]["id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(delivered, want);
+    let s = summary(&sum);
+    assert_eq!(
+        s["fetched"], listed,
+        "the criteria narrowed the listing: {s}"
+    );
+    assert_eq!(s["summary"]["forwarded"], want.len() as u64, "{s}");
+    let filtered = listed - want.len() as u64;
+    assert_eq!(s["summary"]["filtered"], filtered, "{s}");
+    assert!(
+        stderr.contains(&format!(", filtered {filtered},")),
+        "{stderr}"
+    );
+
+    let before = env.op.counters().requests;
+    let out = run(backfill(&env, &flags)).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        env.op.counters().requests,
+        before,
+        "the re-run sent nothing"
+    );
+    let again = summary(&sum);
+    // Resumed at the checkpoint: only its own `updatedAt` is listed again (ties), per region.
+    assert!(
+        again["fetched"].as_u64().expect("fetched") <= 2,
+        "resumed at the checkpoint: {again}"
+    );
+    assert_eq!(again["summary"]["forwarded"], 0, "{again}");
 }

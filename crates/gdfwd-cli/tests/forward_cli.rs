@@ -58,6 +58,9 @@ fn dry_run_prints_one_event_per_object_with_deterministic_ids() {
         "forward",
         "--dry-run",
         "--no-dedup",
+        // The fixture holds archived findings (dropped by default); this test is about mapping.
+        "--archived",
+        "include",
         "--summary",
         sum.to_str().expect("utf8"),
         file.to_str().expect("utf8"),
@@ -94,6 +97,9 @@ fn semantic_format_maps_to_the_semantic_dictionary() {
         &[
             "forward",
             "--no-dedup",
+            // An archived finding (dropped by default); this test is about mapping.
+            "--archived",
+            "include",
             "--format",
             "semantic",
             file.to_str().expect("utf8"),
@@ -199,6 +205,9 @@ fn dry_run_with_the_store_previews_dedup_but_claims_nothing() {
     let args = [
         "forward",
         "--dry-run",
+        // The fixture holds archived findings (dropped by default); this test is about dedup.
+        "--archived",
+        "include",
         "--summary",
         sum.to_str().expect("utf8"),
         file.to_str().expect("utf8"),
@@ -582,6 +591,7 @@ fn summary_counts(line: &str) -> Vec<(&'static str, u64)> {
         "duplicates ",
         "in flight elsewhere ",
         "stale ",
+        "filtered ",
         "skipped ",
         "invalid ",
         "failed ",
@@ -592,10 +602,12 @@ fn summary_counts(line: &str) -> Vec<(&'static str, u64)> {
     .collect()
 }
 
-/// What `forward` must report for `text` read in order into an empty store: each finding version
-/// newer than every version of it seen before is forwarded (its events counted), an equal one is
-/// a duplicate, an older one stale; non-findings are skipped, unusable records invalid.
-fn expected_counts(text: &str) -> (u64, u64, u64, u64, u64, u64) {
+/// What `forward` must report for `text` read in order into an empty store with the default
+/// filter: an archived finding (`service.archived: true`) is filtered before anything else; of
+/// the others, each finding version newer than every version of it seen before is forwarded
+/// (its events counted), an equal one is a duplicate, an older one stale; non-findings are
+/// skipped, unusable records invalid.
+fn expected_counts(text: &str) -> (u64, u64, u64, u64, u64, u64, u64) {
     use gdfwd_model::{Item, Timestamp, parse_document, split};
     // The sample is one chunk (one batch). A version newer than every earlier one of its
     // finding is sent; any other (a copy or an older version) is decided once the batch's
@@ -604,8 +616,10 @@ fn expected_counts(text: &str) -> (u64, u64, u64, u64, u64, u64) {
     let mut followers: Vec<(String, Timestamp)> = Vec::new();
     let (mut forwarded, mut events, mut duplicates, mut stale, mut skipped, mut invalid) =
         (0, 0, 0, 0, 0, 0);
+    let mut filtered = 0;
     for record in parse_document(text) {
         match record {
+            Ok(Item::Finding(f)) if f.detail["service"]["archived"] == true => filtered += 1,
             Ok(Item::Finding(f)) => match newest.get(&f.id) {
                 Some(t) if *t >= f.updated_at => followers.push((f.id.clone(), f.updated_at)),
                 _ => {
@@ -625,7 +639,9 @@ fn expected_counts(text: &str) -> (u64, u64, u64, u64, u64, u64) {
             stale += 1;
         }
     }
-    (forwarded, events, duplicates, stale, skipped, invalid)
+    (
+        forwarded, events, duplicates, stale, filtered, skipped, invalid,
+    )
 }
 
 /// README's first command, exactly as written there, on a fresh machine (empty state directory):
@@ -670,7 +686,8 @@ fn the_readme_sample_command_runs_as_written() {
     )
     .expect("the embedded sample");
     let records = sample.lines().filter(|l| !l.trim().is_empty()).count() as u64;
-    let (forwarded, events, duplicates, stale, skipped, invalid) = expected_counts(&sample);
+    let (forwarded, events, duplicates, stale, filtered, skipped, invalid) =
+        expected_counts(&sample);
     let got = |label: &str| summary_count(line, label);
     assert_eq!(got("received "), records, "{line}");
     assert_eq!(got("forward "), forwarded, "{line}");
@@ -680,6 +697,8 @@ fn the_readme_sample_command_runs_as_written() {
     );
     assert_eq!(got("duplicates "), duplicates, "{line}");
     assert_eq!(got("stale "), stale, "{line}");
+    assert_eq!(got("filtered "), filtered, "{line}");
+    assert!(filtered > 0, "the default filter at work: {line}");
     assert_eq!(got("skipped "), skipped, "{line}");
     assert_eq!(got("invalid "), invalid, "{line}");
     assert_eq!((got("failed "), got("requests ")), (0, 0), "{line}");

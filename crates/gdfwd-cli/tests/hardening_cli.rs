@@ -62,8 +62,10 @@ fn the_readme_sample_run_is_clean_and_prints_the_readme_summary() {
         .expect("a summary line");
     assert_eq!(without_duration(printed), without_duration(shown));
     assert!(
-        printed.contains("duplicates 18") && printed.contains("stale 21"),
-        "dedup at work: {printed}"
+        printed.contains("duplicates 14")
+            && printed.contains("stale 17")
+            && printed.contains("filtered 33"),
+        "dedup and the default filter at work: {printed}"
     );
 
     let out = gdfwd(&["forward", "--sample-invalid"], dir.path())

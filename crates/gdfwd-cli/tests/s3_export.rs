@@ -240,6 +240,10 @@ async fn accounts_and_regions_are_listed_by_prefix() {
             "forward",
             "--dry-run",
             "--no-dedup",
+            // The fixture holds archived findings (dropped by default); this test is about
+            // selecting objects.
+            "--archived",
+            "include",
             "--accounts",
             ACCOUNTS[1],
             "--regions",

@@ -33,7 +33,10 @@ async fn forward(
 ) -> (Output, serde_json::Value) {
     let summary = dir.join(format!("summary-{}.json", rand_suffix()));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gdfwd"));
+    // `--archived include`: the fixtures hold archived findings (dropped by default); these
+    // tests are about delivery.
     cmd.arg("forward")
+        .args(["--archived", "include"])
         .arg("--endpoint")
         .arg(endpoint)
         .arg("--ca-file")

@@ -1,4 +1,4 @@
-//! The forwarding pipeline: claim → enrich → map → send → commit/release, for one batch.
+//! The forwarding pipeline: filter → claim → enrich → map → send → commit/release, for one batch.
 //!
 //! Every caller (the Lambda per invocation, `gdfwd forward` per chunk of input, backfill per page)
 //! hands a batch of parsed findings to [`Pipeline::process`] and gets one [`Outcome`] per finding
@@ -12,13 +12,16 @@
 //!   resend is recognisable downstream);
 //! - a version another sender is sending is [`Outcome::InFlight`], never reported as done: if
 //!   that sender dies, only a caller that tries again after the lease still delivers it;
+//! - a finding the filter ([`FindingFilter`]) drops is [`Outcome::Filtered`]: decided before the
+//!   claim, so it is never claimed, sent or recorded in the store. Its info log line (finding id,
+//!   `updatedAt`, the reason) is its only trail, by design: the store records what was sent;
 //! - enrichment is best-effort and cannot fail a finding.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gdfwd_model::{Enrichment, Finding, Format, Timestamp, map_finding};
+use gdfwd_model::{Enrichment, Finding, FindingFilter, Format, Timestamp, Verdict, map_finding};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, SystemClock};
@@ -61,16 +64,22 @@ pub enum Outcome {
     /// Refused before claiming, alone: an `updatedAt` too far in the future, or values the
     /// state store cannot hold (its [`StateStore::refuses`]). Never sendable as it is.
     Invalid { reason: String },
+    /// Dropped by the filter before claiming (never claimed, sent or recorded); `reason` names
+    /// the filter input that decided, e.g. `exclude-type Recon:*` or `archived`.
+    Filtered { reason: String },
 }
 
 impl Outcome {
     /// Why this finding is not done, for callers that report or retry it: `(retryable, reason)`
     /// for a failure or a version in flight elsewhere (retryable: it must be tried again after
     /// the other sender's lease, or it could be lost with that sender); `None` when delivered,
-    /// a duplicate of a sent version, or stale.
+    /// a duplicate of a sent version, stale, or filtered out.
     pub fn undone(&self) -> Option<(bool, String)> {
         match self {
-            Self::Forwarded { .. } | Self::Duplicate | Self::Stale { .. } => None,
+            Self::Forwarded { .. }
+            | Self::Duplicate
+            | Self::Stale { .. }
+            | Self::Filtered { .. } => None,
             Self::Failed { retryable, reason } => Some((*retryable, reason.clone())),
             Self::Invalid { reason } => Some((false, reason.clone())),
             Self::InFlight { lease_until } => Some((
@@ -101,6 +110,9 @@ pub struct Summary {
     #[serde(default)]
     pub in_flight: u64,
     pub stale: u64,
+    /// Findings the filter dropped (never claimed nor sent; see [`Outcome::Filtered`]).
+    #[serde(default)]
+    pub filtered: u64,
     pub failed: u64,
     /// HTTP requests made, including retries.
     pub requests: u64,
@@ -122,6 +134,7 @@ impl Summary {
         self.duplicates += o.duplicates;
         self.in_flight += o.in_flight;
         self.stale += o.stale;
+        self.filtered += o.filtered;
         self.failed += o.failed;
         self.requests += o.requests;
         self.retries += o.retries;
@@ -140,6 +153,7 @@ impl Summary {
             Outcome::Stale { .. } => self.stale += 1,
             Outcome::Failed { .. } => self.failed += 1,
             Outcome::Invalid { .. } => self.invalid += 1,
+            Outcome::Filtered { .. } => self.filtered += 1,
         }
     }
 
@@ -163,6 +177,8 @@ pub struct Pipeline {
     store: Option<Arc<dyn StateStore>>,
     sink: Arc<dyn Sink>,
     resolver: Option<Arc<dyn AccountResolver>>,
+    /// Applied before the claim (the default filter unless [`Pipeline::with_filter`]).
+    filter: FindingFilter,
     format: Format,
     lease: Duration,
     /// "Now" for judging `updatedAt` (the store has its own clock for leases).
@@ -176,6 +192,7 @@ impl Pipeline {
             store,
             sink,
             resolver: None,
+            filter: FindingFilter::default(),
             format,
             lease: DEFAULT_LEASE,
             clock: Arc::new(SystemClock),
@@ -192,6 +209,17 @@ impl Pipeline {
     pub fn with_resolver(mut self, resolver: Option<Arc<dyn AccountResolver>>) -> Self {
         self.resolver = resolver;
         self
+    }
+
+    /// The filter every finding passes before it is claimed (see [`gdfwd_model::filter`]).
+    #[must_use]
+    pub fn with_filter(mut self, filter: FindingFilter) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    pub fn filter(&self) -> &FindingFilter {
+        &self.filter
     }
 
     #[must_use]
@@ -216,14 +244,21 @@ impl Pipeline {
         // Taken before the claim: the store's lease starts no earlier than this.
         let claimed_at = Instant::now();
 
-        // 0. Refuse, alone, what must never be claimed or sent (issue #16): a version far in the
-        //    future would block every real version; values the store cannot hold would fail
-        //    the claim of the whole batch.
+        // 0. Filter, then refuse, alone, what must never be claimed or sent (issue #16): a
+        //    version far in the future would block every real version; values the store cannot
+        //    hold would fail the claim of the whole batch. A filtered finding is not judged
+        //    further: it is not wanted, whatever its values.
         let now = self.clock.now();
         // The claim requests are built here once, checked, and claimed in step 1.
         let mut valid: Vec<usize> = Vec::with_capacity(findings.len());
         let mut reqs: Vec<ClaimRequest> = Vec::with_capacity(findings.len());
         for (i, f) in findings.iter().enumerate() {
+            if let Verdict::Filtered(reason) = self.filter.verdict(f) {
+                // The audit trail of filtered findings: they never reach the store.
+                tracing::info!(finding = %f.id, version = %f.updated_at, account = %f.account_id, region = %f.region, reason, "filtered: not claimed, not sent");
+                outcomes[i] = Some(Outcome::Filtered { reason });
+                continue;
+            }
             let checked =
                 f.check_version(now)
                     .map_err(|e| e.to_string())
@@ -366,7 +401,8 @@ impl Pipeline {
                     Outcome::Duplicate
                     | Outcome::InFlight { .. }
                     | Outcome::Stale { .. }
-                    | Outcome::Invalid { .. } => None,
+                    | Outcome::Invalid { .. }
+                    | Outcome::Filtered { .. } => None,
                 };
                 if let (Some(finish), Some(owner)) = (finish, owners.get(&i)) {
                     finishes.push((version_key(&findings[i]), *owner, finish));

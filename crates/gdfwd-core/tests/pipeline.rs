@@ -14,7 +14,9 @@ use gdfwd_core::store::{
     ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, Finish, ListQuery, Owner,
     StateStore, VersionKey,
 };
-use gdfwd_model::{Enrichment, Finding, Format, Item, Timestamp, parse_document};
+use gdfwd_model::{
+    Enrichment, FilterInput, Finding, FindingFilter, Format, Item, Timestamp, parse_document,
+};
 
 /// Just enough of the store contract for pipeline tests (the real contract suite runs against the
 /// real backends): older than the newest delivered version is stale, the delivered version a
@@ -556,6 +558,62 @@ async fn without_a_store_everything_is_sent() {
     let r = p.process(&findings(&format!("{line}\n{line}")), None).await;
     assert_eq!(r.summary.forwarded, 2);
     assert_eq!(sink.received.lock().expect("lock").len(), 2);
+}
+
+/// The filter decides before the claim: filtered findings are counted, never claimed (the store
+/// never hears of them), never sent; a filtered finding is not judged invalid either.
+#[tokio::test]
+async fn filtered_findings_are_counted_and_never_claimed_or_sent() {
+    let store = Arc::new(MemStore::default());
+    let sink = Arc::new(FakeSink::default());
+    let mut filter = FindingFilter::default();
+    filter
+        .apply(FilterInput::ExcludeType, "Backdoor:*", "--exclude-type")
+        .expect("valid");
+    let p = pipeline(store.clone(), sink.clone()).with_filter(filter);
+    let keep = finding("keep", "1", "2025-01-01T00:00:01Z");
+    let archived = finding("archived", "1", "2025-01-01T00:00:01Z").replacen(
+        r#""title":"t""#,
+        r#""title":"t","service":{"archived":true}"#,
+        1,
+    );
+    let backdoor = finding("backdoor", "1", "2025-01-01T00:00:01Z").replacen(
+        "Recon:EC2/Portscan",
+        "Backdoor:EC2/DenialOfService.Tcp",
+        1,
+    );
+    // Far in the future, which alone would make it invalid: filtered first.
+    let future_archived = finding("future", "1", "2999-01-01T00:00:00Z").replacen(
+        r#""title":"t""#,
+        r#""title":"t","service":{"archived":true}"#,
+        1,
+    );
+    let batch = findings(&[keep, archived, backdoor, future_archived].join("\n"));
+    assert_eq!(batch.len(), 4);
+    let r = p.process(&batch, None).await;
+    assert_eq!(
+        r.outcomes,
+        vec![
+            Outcome::Forwarded { events: 1 },
+            Outcome::Filtered {
+                reason: "archived".into()
+            },
+            Outcome::Filtered {
+                reason: "exclude-type Backdoor:*".into()
+            },
+            Outcome::Filtered {
+                reason: "archived".into()
+            },
+        ]
+    );
+    assert_eq!((r.summary.received, r.summary.forwarded), (4, 1));
+    assert_eq!((r.summary.filtered, r.summary.invalid), (3, 0));
+    assert!(r.outcomes.iter().all(|o| o.undone().is_none()), "settled");
+    assert_eq!(store.answers.lock().expect("lock").len(), 1, "one claim");
+    let items = store.items.lock().expect("lock");
+    assert_eq!(items.keys().collect::<Vec<_>>(), vec!["keep"]);
+    assert_eq!(sink.received.lock().expect("lock").len(), 1);
+    assert_eq!(p.filter().types.exclude, ["Backdoor:*"]);
 }
 
 #[derive(Debug, Default)]

@@ -7,8 +7,12 @@
 //! `GetFindings` and processed as one batch. Listing and fetching run one page ahead of processing
 //! (a channel of one page), so GuardDuty latency overlaps sending.
 //!
+//! The query's filter is the pipeline's ([`Backfill::new`] hands it over), so a backfill drops
+//! what the Lambda and `gdfwd forward` drop, counted as `filtered` in the summary; the listing
+//! criteria only narrow what is fetched (see [`crate::query`]).
+//!
 //! Checkpoints (see [`crate::query`]) advance only after a page's findings are settled: sent,
-//! already sent, superseded, or definitively rejected. A finding that failed retryably, or whose
+//! already sent, superseded, filtered out, or definitively rejected. A finding that failed retryably, or whose
 //! version is claimed by someone else under a live lease (a killed run, or the Lambda sending it
 //! right now), caps the checkpoint at its `updatedAt`, so the next run lists it again. Two more
 //! rules keep the checkpoint honest:
@@ -112,9 +116,7 @@ pub struct RegionReport {
     pub listed: u64,
     /// Findings returned by `GetFindings`.
     pub fetched: u64,
-    /// Fetched findings outside the query after all (exact severity bound, archived meanwhile).
-    pub filtered: u64,
-    /// Pipeline counts (received, forwarded, duplicates, stale, failed, invalid...).
+    /// Pipeline counts (received, forwarded, duplicates, stale, filtered, failed, invalid...).
     pub summary: Summary,
     pub pending: PendingClaims,
     /// The checkpoint reached (`updatedAt` everything below which is settled).
@@ -143,7 +145,6 @@ pub struct BackfillReport {
     pub summary: Summary,
     pub listed: u64,
     pub fetched: u64,
-    pub filtered: u64,
     pub pending: PendingClaims,
     pub interrupted: bool,
     pub regions: Vec<RegionReport>,
@@ -187,7 +188,10 @@ impl std::fmt::Debug for Backfill {
 }
 
 impl Backfill {
+    /// `pipeline` gets the query's filter: what the listing criteria push down and what the
+    /// pipeline applies are one filter, so they cannot disagree.
     pub fn new(client: Arc<GuardDutyClient>, pipeline: Pipeline, config: BackfillConfig) -> Self {
+        let pipeline = pipeline.with_filter(config.query.filter.clone());
         Self {
             client,
             pipeline,
@@ -231,7 +235,6 @@ impl Backfill {
             report.summary.merge(&r.summary);
             report.listed += r.listed;
             report.fetched += r.fetched;
-            report.filtered += r.filtered;
             report.pending.merge(&r.pending);
         }
         report.regions = regions;
@@ -356,8 +359,8 @@ impl Backfill {
             }
             rep.listed += page.listed as u64;
             rep.fetched += page.findings.len() as u64;
-            let (findings, settled_extra) = self.parse_page(region, page, rep);
-            let mut candidate = settled_extra.filter(|t| *t < settle);
+            let findings = self.parse_page(region, page, rep);
+            let mut candidate: Option<Timestamp> = None;
             if !findings.is_empty() {
                 // The pipeline bounds sending by its claims' lease.
                 let report = self.pipeline.process(&findings, None).await;
@@ -366,6 +369,8 @@ impl Backfill {
                 for (f, o) in findings.iter().zip(&report.outcomes) {
                     let settled = match o {
                         Outcome::Forwarded { .. } | Outcome::Stale { .. } => true,
+                        // Not wanted (the pipeline logged why): settled like a sent one.
+                        Outcome::Filtered { .. } => true,
                         Outcome::Failed { retryable, reason } => {
                             tracing::warn!(region, finding = %f.id, version = %f.updated_at, reason, retryable, "finding not delivered");
                             any_sent_failure |= *retryable;
@@ -419,27 +424,13 @@ impl Backfill {
         Ok(())
     }
 
-    /// Parses a page; findings sorted by `updatedAt`. Also returns the newest `updatedAt` among
-    /// fetched findings that need no sending (filtered out), which may advance the checkpoint.
-    fn parse_page(
-        &self,
-        region: &str,
-        page: Page,
-        rep: &mut RegionReport,
-    ) -> (Vec<Finding>, Option<Timestamp>) {
+    /// Parses a page; findings sorted by `updatedAt` (the pipeline filters them).
+    fn parse_page(&self, region: &str, page: Page, rep: &mut RegionReport) -> Vec<Finding> {
         let mut out = Vec::with_capacity(page.findings.len());
-        let mut settled: Option<Timestamp> = None;
         for m in page.findings {
             for item in parse_value(Value::Object(m)) {
                 match item {
-                    Ok(Item::Finding(f)) => {
-                        if self.config.query.admits(&f) {
-                            out.push(*f);
-                        } else {
-                            rep.filtered += 1;
-                            settled = settled.max(Some(f.updated_at));
-                        }
-                    }
+                    Ok(Item::Finding(f)) => out.push(*f),
                     Ok(Item::Skipped { reason }) => {
                         rep.summary.received += 1;
                         rep.summary.skipped += 1;
@@ -454,7 +445,7 @@ impl Backfill {
             }
         }
         out.sort_by_key(|f| f.updated_at);
-        (out, settled)
+        out
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use gdfwd_core::pipeline::{Pipeline, Summary};
 use gdfwd_core::store::{FindingHistory, HistoryKind, StateStore, Status};
-use gdfwd_model::{Finding, Item, Timestamp, parse_value};
+use gdfwd_model::{Finding, Item, Timestamp, Verdict, parse_value};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -228,7 +228,8 @@ async fn scan_region(
             for m in fetched {
                 for item in parse_value(Value::Object(m)) {
                     let Ok(Item::Finding(f)) = item else { continue };
-                    if !query.admits(&f) {
+                    // What the filter drops is not sent on purpose: not a gap.
+                    if query.filter.verdict(&f) != Verdict::Keep {
                         continue;
                     }
                     checked += 1;

@@ -1,8 +1,17 @@
 //! What a backfill asks GuardDuty for, as `ListFindings` criteria, and where it resumes.
 //!
+//! The filter ([`FindingFilter`], the one every path applies) decides which findings are sent:
+//! the pipeline applies all of it to every fetched finding and counts what it drops. Where
+//! GuardDuty's criteria can say the same, they say it too ([`FindingQuery::criteria`]: accounts,
+//! the severity floor, archived), so fewer findings are listed and fetched; never more narrowly
+//! than the filter, so nothing it would keep goes unlisted.
+//!
 //! Checkpoints: one per (region, detector, query) in the store's `checkpoint` key/value namespace.
-//! The query part of the key is a fingerprint of the filters *other than the time range*
-//! (accounts, severity, archived), so `--since 90d` run twice (a moving instant) still resumes.
+//! The query part of the key is a fingerprint of the filter (every setting, not only those
+//! pushed into the criteria: a finding the filter dropped is settled, and a run with another
+//! filter must list it again), so `--since 90d` run twice (a moving instant) still resumes. The
+//! fingerprint of the settings older versions had (accounts, severity, archived) is spelled as
+//! they spelled it, so their checkpoints still resume.
 //! The value records the covered range `[from, through]`: every finding version of the query
 //! with `from <= updatedAt < through` has been committed (or definitively failed). A run resumes
 //! at `through` only when its own `--since` lies inside that range; an earlier `--since` starts
@@ -12,45 +21,45 @@
 //! may straddle a page boundary, so the tie is listed again and the store recognises the versions
 //! already sent.
 
-use gdfwd_model::Timestamp;
+use gdfwd_model::{FilterInput, FindingFilter, Inclusion, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 /// Store namespace of backfill checkpoints.
 pub const CHECKPOINT_NAMESPACE: &str = "checkpoint";
 
-/// The filters of a backfill or gaps run.
+/// GuardDuty's limit on the values of one `eq`/`neq` condition: longer lists are left to the
+/// pipeline's filter alone.
+const MAX_CRITERION_VALUES: usize = 50;
+
+/// The time range and filter of a backfill or gaps run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FindingQuery {
     /// Lower bound of `updatedAt` (inclusive).
     pub since: Timestamp,
     /// Upper bound of `updatedAt` (exclusive); `None`: up to now and whatever arrives meanwhile.
     pub until: Option<Timestamp>,
-    /// Only these member accounts; empty: all.
-    pub accounts: Vec<String>,
-    /// Only findings with `severity >= min_severity`.
-    pub min_severity: Option<f64>,
-    /// Also archived findings (default: only active ones).
-    pub include_archived: bool,
+    /// Which findings are sent; the backfill engine gives it to the pipeline.
+    pub filter: FindingFilter,
 }
 
 impl FindingQuery {
+    /// From `since` on, with the default filter.
     pub fn new(since: Timestamp) -> Self {
         Self {
             since,
             until: None,
-            accounts: Vec::new(),
-            min_severity: None,
-            include_archived: false,
+            filter: FindingFilter::default(),
         }
     }
 
-    /// `findingCriteria` listing `from <= updatedAt < until` with the other filters.
+    /// `findingCriteria` listing `from <= updatedAt < until`, with what the filter says that
+    /// GuardDuty's criteria can say too.
     ///
     /// Time bounds use the `long` operators (`greaterThanOrEqual`, `lessThan`): GuardDuty's
     /// short `gte`/`lt` are 32-bit integers in the service model, too small for epoch ms. The
-    /// severity bound goes in rounded down (the API compares integers); [`Self::admits`] applies
-    /// the exact bound to the fetched findings.
+    /// severity bound goes in rounded down (the API compares integers); the pipeline's filter
+    /// applies the exact bound to the fetched findings.
     pub fn criteria(&self, from: Timestamp) -> Value {
         let mut criterion = Map::new();
         let mut updated = Map::new();
@@ -59,44 +68,51 @@ impl FindingQuery {
             updated.insert("lessThan".to_owned(), Value::from(u.millis()));
         }
         criterion.insert("updatedAt".to_owned(), Value::Object(updated));
-        if !self.accounts.is_empty() {
-            criterion.insert("accountId".to_owned(), json!({ "eq": self.accounts }));
+        let accounts = &self.filter.accounts;
+        let mut account = Map::new();
+        if !accounts.include.is_empty() && accounts.include.len() <= MAX_CRITERION_VALUES {
+            account.insert("eq".to_owned(), json!(accounts.include));
         }
-        if let Some(s) = self.min_severity {
+        if !accounts.exclude.is_empty() && accounts.exclude.len() <= MAX_CRITERION_VALUES {
+            account.insert("neq".to_owned(), json!(accounts.exclude));
+        }
+        if !account.is_empty() {
+            criterion.insert("accountId".to_owned(), Value::Object(account));
+        }
+        if let Some(s) = self.filter.min_severity {
             criterion.insert(
                 "severity".to_owned(),
                 json!({ "greaterThanOrEqual": s.floor() as i64 }),
             );
         }
-        if !self.include_archived {
+        if self.filter.archived == Inclusion::Exclude {
             criterion.insert("service.archived".to_owned(), json!({ "eq": ["false"] }));
         }
         json!({ "criterion": criterion })
     }
 
-    /// Whether a fetched finding passes the filters the API could only approximate.
-    pub fn admits(&self, f: &gdfwd_model::Finding) -> bool {
-        self.min_severity
-            .is_none_or(|min| f.severity().is_some_and(|s| s >= min))
-            && (self.include_archived || !f.archived())
-            && (self.accounts.is_empty() || self.accounts.contains(&f.account_id))
-    }
-
-    /// The filters other than time, canonically (sorted accounts), for checkpoint keys.
+    /// The filter, canonically, for checkpoint keys: the settings older versions had first, as
+    /// they spelled them (so their checkpoints still resume), then every other setting that
+    /// differs from the default ([`FindingFilter`]'s `Display`).
     pub fn fingerprint(&self) -> String {
-        let mut accounts = self.accounts.clone();
-        accounts.sort();
-        accounts.dedup();
+        let f = &self.filter;
+        let accounts = f.list(FilterInput::IncludeAccount);
+        let mut rest = f.clone();
+        rest.accounts.include.clear();
+        rest.min_severity = None;
+        rest.archived = FindingFilter::default().archived;
+        let rest = rest.to_string();
         format!(
-            "accounts={};min_severity={};archived={}",
+            "accounts={};min_severity={};archived={}{}{rest}",
             if accounts.is_empty() {
                 "*".to_owned()
             } else {
                 accounts.join(",")
             },
-            self.min_severity
+            f.min_severity
                 .map_or_else(|| "*".to_owned(), |s| s.to_string()),
-            self.include_archived
+            f.archived == Inclusion::Include,
+            if rest.is_empty() { "" } else { ";" },
         )
     }
 
@@ -132,12 +148,18 @@ impl Checkpoint {
 mod tests {
     use super::*;
 
+    fn apply(q: &mut FindingQuery, input: FilterInput, value: &str) {
+        q.filter.apply(input, value, input.name()).expect("valid");
+    }
+
     #[test]
-    fn criteria_use_long_time_operators_and_filters() {
+    fn criteria_use_long_time_operators_and_push_down_what_they_can() {
         let mut q = FindingQuery::new(Timestamp::from_millis(1_000));
         q.until = Some(Timestamp::from_millis(5_000));
-        q.accounts = vec!["111122223333".to_owned()];
-        q.min_severity = Some(7.5);
+        apply(&mut q, FilterInput::IncludeAccount, "111122223333");
+        apply(&mut q, FilterInput::MinSeverity, "7.5");
+        // Not expressible in the criteria: left to the pipeline's filter.
+        apply(&mut q, FilterInput::IncludeType, "Recon:*");
         let c = q.criteria(Timestamp::from_millis(2_000));
         assert_eq!(
             c,
@@ -148,25 +170,75 @@ mod tests {
                 "service.archived": {"eq": ["false"]},
             }})
         );
-        q.include_archived = true;
-        assert!(
-            q.criteria(Timestamp::from_millis(0))["criterion"]
-                .get("service.archived")
-                .is_none()
+        apply(&mut q, FilterInput::Archived, "include");
+        apply(&mut q, FilterInput::ExcludeAccount, "444455556666");
+        let c = q.criteria(Timestamp::from_millis(0));
+        assert!(c["criterion"].get("service.archived").is_none());
+        assert_eq!(
+            c["criterion"]["accountId"],
+            json!({"eq": ["111122223333"], "neq": ["444455556666"]})
+        );
+        // More accounts than one condition takes: not pushed down at all.
+        let many: Vec<String> = (0..51).map(|i| format!("{:012}", i)).collect();
+        apply(&mut q, FilterInput::IncludeAccount, &many.join(","));
+        assert_eq!(
+            q.criteria(Timestamp::from_millis(0))["criterion"]["accountId"],
+            json!({"neq": ["444455556666"]})
         );
     }
 
     #[test]
-    fn checkpoint_key_ignores_time_and_account_order() {
+    fn checkpoint_key_ignores_time_and_account_order_and_sees_every_filter() {
         let mut a = FindingQuery::new(Timestamp::from_millis(1));
-        a.accounts = vec!["2".to_owned(), "1".to_owned()];
+        apply(
+            &mut a,
+            FilterInput::IncludeAccount,
+            "222222222222,111111111111",
+        );
         let mut b = FindingQuery::new(Timestamp::from_millis(99));
         b.until = Some(Timestamp::from_millis(100));
-        b.accounts = vec!["1".to_owned(), "2".to_owned()];
+        apply(&mut b, FilterInput::IncludeAccount, "111111111111");
+        apply(&mut b, FilterInput::IncludeAccount, "222222222222");
         assert_eq!(a.checkpoint_key("r", "d"), b.checkpoint_key("r", "d"));
-        b.min_severity = Some(4.0);
-        assert_ne!(a.checkpoint_key("r", "d"), b.checkpoint_key("r", "d"));
         assert_ne!(a.checkpoint_key("r", "d"), a.checkpoint_key("r2", "d"));
+        for (input, value) in [
+            (FilterInput::MinSeverity, "4"),
+            (FilterInput::ExcludeType, "Recon:*"),
+            (FilterInput::Samples, "exclude"),
+            (FilterInput::IncludeRegion, "eu-west-1"),
+        ] {
+            let mut c = b.clone();
+            apply(&mut c, input, value);
+            assert_ne!(
+                a.checkpoint_key("r", "d"),
+                c.checkpoint_key("r", "d"),
+                "{input:?}"
+            );
+        }
+    }
+
+    /// Checkpoints saved before filters existed resume: the settings they had are spelled as
+    /// they were.
+    #[test]
+    fn fingerprints_of_the_old_settings_are_unchanged() {
+        let mut q = FindingQuery::new(Timestamp::from_millis(1));
+        assert_eq!(q.fingerprint(), "accounts=*;min_severity=*;archived=false");
+        apply(
+            &mut q,
+            FilterInput::IncludeAccount,
+            "222222222222,111111111111",
+        );
+        apply(&mut q, FilterInput::MinSeverity, "5");
+        apply(&mut q, FilterInput::Archived, "include");
+        assert_eq!(
+            q.fingerprint(),
+            "accounts=111111111111,222222222222;min_severity=5;archived=true"
+        );
+        apply(&mut q, FilterInput::ExcludeType, "Recon:*");
+        assert_eq!(
+            q.fingerprint(),
+            "accounts=111111111111,222222222222;min_severity=5;archived=true;exclude-type=Recon:*"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use gdfwd_guardduty::{Backfill, BackfillConfig, BackfillReport, FindingQuery};
+use gdfwd_model::FilterInput;
 use gdfwd_model::{Item, parse_value};
 use gdfwd_testkit_guardduty::fixtures::touch;
 use rand::{Rng, SeedableRng};
@@ -311,33 +312,45 @@ async fn filters_select_accounts_severity_and_archived() {
     fake.put_findings(findings.clone()).expect("load");
     let client = client(&fake, 0);
 
+    let account = findings[0]["accountId"].as_str().expect("id").to_owned();
+    // Not expressible in GuardDuty's criteria: fetched, then dropped by the pipeline's filter.
+    let excluded_type = findings[0]["type"].as_str().expect("type").to_owned();
     let mut q = query();
-    q.accounts = vec![findings[0]["accountId"].as_str().expect("id").to_owned()];
-    q.min_severity = Some(5.0);
+    let set = |q: &mut FindingQuery, input: FilterInput, value: &str| {
+        q.filter.apply(input, value, input.name()).expect("valid");
+    };
+    set(&mut q, FilterInput::IncludeAccount, &account);
+    set(&mut q, FilterInput::MinSeverity, "5");
+    set(&mut q, FilterInput::ExcludeType, &excluded_type);
+    let selected = |f: &&serde_json::Value, archived: bool| {
+        f["accountId"] == account.as_str()
+            && f["severity"].as_f64().is_some_and(|s| s >= 5.0)
+            && (archived || f["service"]["archived"] == false)
+    };
     let want: std::collections::HashSet<String> = findings
         .iter()
-        .filter(|f| {
-            f["accountId"] == findings[0]["accountId"]
-                && f["severity"].as_f64().is_some_and(|s| s >= 5.0)
-                && f["service"]["archived"] == false
-        })
+        .filter(|f| selected(f, false) && f["type"] != excluded_type.as_str())
         .filter_map(|f| f["id"].as_str().map(str::to_owned))
         .collect();
-    assert!(!want.is_empty());
+    let of_type = findings
+        .iter()
+        .filter(|f| selected(f, false) && f["type"] == excluded_type.as_str())
+        .count() as u64;
+    assert!(!want.is_empty() && of_type > 0);
     let store = Store::new();
     let sink = Arc::new(RecordingSink::default());
     let report = run(&client, &store, &sink, q.clone()).await;
     assert!(report.errors().is_empty(), "{:?}", report.errors());
     assert_eq!(sink.finding_ids(), want);
+    // The criteria narrowed the listing; the pipeline dropped the type and counted it.
+    assert_eq!(report.fetched, want.len() as u64 + of_type);
+    assert_eq!(report.summary.filtered, of_type);
 
-    // Archived ones too with include_archived.
-    q.include_archived = true;
+    // Archived ones too with archived=include.
+    set(&mut q, FilterInput::Archived, "include");
     let with_archived = findings
         .iter()
-        .filter(|f| {
-            f["accountId"] == findings[0]["accountId"]
-                && f["severity"].as_f64().is_some_and(|s| s >= 5.0)
-        })
+        .filter(|f| selected(f, true) && f["type"] != excluded_type.as_str())
         .count();
     let store = Store::new();
     let sink = Arc::new(RecordingSink::default());

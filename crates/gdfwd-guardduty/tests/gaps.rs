@@ -43,7 +43,13 @@ async fn gaps_name_each_unsent_version_with_its_reason_and_only_gaps_sends_exact
         .expect("lock")
         .insert(failing.clone());
     let mut q = query();
-    q.accounts = vec![account0.clone()];
+    q.filter
+        .apply(
+            gdfwd_model::FilterInput::IncludeAccount,
+            &account0,
+            "--include-account",
+        )
+        .expect("account id");
     let report = Backfill::new(
         client.clone(),
         pipeline(store.open(), sink.clone()),

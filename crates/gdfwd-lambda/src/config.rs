@@ -8,12 +8,16 @@
 //! (`DYNATRACE_OPENPIPELINE_SECURITY_ENDPOINT`, `AWS_SECRET_ARN`, `AWS_SECRET_KEY_NAME`); the rest
 //! are the ones `cloudformation/forwarder.yaml` sets. An empty value counts as unset, because
 //! CloudFormation passes empty strings for optional parameters left blank.
+//!
+//! The filter variables (`INCLUDE_TYPES`, `ARCHIVED_FINDINGS`, ... : [`FilterInput::env_var`])
+//! go through [`FindingFilter::apply`], the parser the CLI's flags use, so a value means the
+//! same in both.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use gdfwd_model::Format;
+use gdfwd_model::{FilterInput, FindingFilter, Format};
 
 pub const ENDPOINT: &str = "DYNATRACE_OPENPIPELINE_SECURITY_ENDPOINT";
 pub const SECRET_ARN: &str = "AWS_SECRET_ARN";
@@ -68,6 +72,8 @@ pub struct Config {
     pub ca_file: Option<PathBuf>,
     /// `error`, `warn`, `info`, `debug` or `trace`.
     pub log_level: String,
+    /// Which findings are forwarded (one variable per filter input; docs/filters.md).
+    pub filter: FindingFilter,
 }
 
 /// A variable is missing or its value is unusable. The message names the variable, the value
@@ -77,6 +83,24 @@ pub struct Config {
 pub struct ConfigError {
     pub var: &'static str,
     pub message: String,
+}
+
+/// The filter from its variables; a blank one is unset (the default applies).
+fn filter_from(get: &impl Fn(&str) -> Option<String>) -> Result<FindingFilter, ConfigError> {
+    let mut filter = FindingFilter::default();
+    for input in FilterInput::ALL {
+        let var = input.env_var();
+        if let Some(value) = get(var) {
+            filter.apply(input, &value, var).map_err(|e| match e {
+                // The model's message starts with the name it was given; ours adds it.
+                gdfwd_model::ModelError::Filter { value, why, .. } => {
+                    err(var, format!("{value:?}: {why}"))
+                }
+                other => err(var, other.to_string()),
+            })?;
+        }
+    }
+    Ok(filter)
 }
 
 fn err(var: &'static str, message: impl Into<String>) -> ConfigError {
@@ -163,6 +187,7 @@ impl Config {
         }
         let ttl_days = number(&get, DEDUP_TTL_DAYS, 90, 1, 3650)?;
         let lease_seconds = number(&get, DEDUP_LEASE_SECONDS, 300, 1, 3600)?;
+        let filter = filter_from(&get)?;
         let ca_file = get(CA_FILE).map(PathBuf::from);
         if let Some(path) = &ca_file {
             // Checked here, not when the HTTP client is built, so the error names the variable.
@@ -210,6 +235,7 @@ impl Config {
             dedup_lease: Duration::from_secs(u64::from(lease_seconds)),
             ca_file,
             log_level,
+            filter,
         })
     }
 
@@ -233,6 +259,8 @@ impl Config {
             "dedup_lease_seconds": self.dedup_lease.as_secs(),
             "ca_file": self.ca_file.as_ref().map(|p| p.display().to_string()),
             "log_level": self.log_level,
+            // Every setting that is not the default (empty: the defaults only).
+            "filter": self.filter.to_string(),
         })
     }
 }
@@ -524,5 +552,68 @@ mod tests {
         let e = Config::from_vars(&vars).expect_err("enrichment off");
         assert_eq!(e.var, ACCOUNT_FIELDS);
         assert!(e.message.contains("ENRICH is false"), "{e}");
+    }
+
+    #[test]
+    fn filter_variables_are_read_with_the_cli_parser_and_blank_is_unset() {
+        let c = Config::from_vars(&minimal()).expect("minimal");
+        assert!(c.filter.is_default(), "archived excluded, samples included");
+        assert_eq!(c.summary()["filter"], "");
+
+        let mut pairs: Vec<(&str, &str)> = vec![
+            ("INCLUDE_TYPES", "Recon:*, *:Kubernetes/*"),
+            ("EXCLUDE_TYPES", "Recon:EC2/Portscan"),
+            ("INCLUDE_ACCOUNTS", "111122223333"),
+            ("EXCLUDE_ACCOUNTS", "444455556666"),
+            ("INCLUDE_REGIONS", "eu-west-1,us-east-1"),
+            ("EXCLUDE_REGIONS", "us-east-1"),
+            ("INCLUDE_RESOURCE_TYPES", "Instance"),
+            ("EXCLUDE_RESOURCE_TYPES", "S3Bucket"),
+            ("MIN_SEVERITY", "7"),
+            ("ARCHIVED_FINDINGS", "include"),
+            ("SAMPLE_FINDINGS", "exclude"),
+        ];
+        let c = Config::from_vars(&with(&pairs)).expect("valid");
+        // The same filter the CLI's flags build from the same strings.
+        let mut expected = FindingFilter::default();
+        for (var, value) in &pairs {
+            let input = FilterInput::ALL
+                .into_iter()
+                .find(|i| i.env_var() == *var)
+                .expect("a filter variable");
+            expected.apply(input, value, var).expect("valid");
+        }
+        assert_eq!(c.filter, expected);
+        assert_eq!(c.filter.types.include, ["*:Kubernetes/*", "Recon:*"]);
+        assert_eq!(c.summary()["filter"], c.filter.to_string().as_str());
+        assert_eq!(pairs.len(), FilterInput::ALL.len(), "every variable");
+
+        // Blank, as CloudFormation passes an empty parameter: the default.
+        for pair in &mut pairs {
+            pair.1 = "";
+        }
+        assert!(
+            Config::from_vars(&with(&pairs))
+                .expect("blank")
+                .filter
+                .is_default()
+        );
+    }
+
+    #[test]
+    fn a_bad_filter_value_fails_init_naming_the_variable() {
+        for (var, value) in [
+            ("INCLUDE_TYPES", "Recon:*,,Backdoor:*"),
+            ("EXCLUDE_ACCOUNTS", "1234"),
+            ("INCLUDE_REGIONS", "Frankfurt"),
+            ("EXCLUDE_RESOURCE_TYPES", "S3 Bucket"),
+            ("MIN_SEVERITY", "high"),
+            ("ARCHIVED_FINDINGS", "yes"),
+            ("SAMPLE_FINDINGS", "no"),
+        ] {
+            let e = error_of(&with(&[(var, value)]));
+            assert_eq!(e.var, var, "{e}");
+            assert!(e.to_string().starts_with(&format!("{var}: \"")), "{e}");
+        }
     }
 }

@@ -160,6 +160,13 @@ impl Handler {
         }
     }
 
+    /// The filter every finding passes before it is claimed (`Config::filter`).
+    #[must_use]
+    pub fn with_filter(mut self, filter: gdfwd_model::FindingFilter) -> Self {
+        self.pipeline = self.pipeline.with_filter(filter);
+        self
+    }
+
     pub fn pipeline(&self) -> &Pipeline {
         &self.pipeline
     }
@@ -375,6 +382,7 @@ impl Handler {
                 "forwarded": summary.forwarded,
                 "duplicates": summary.duplicates,
                 "stale": summary.stale,
+                "filtered": summary.filtered,
                 "skipped": summary.skipped,
             }))
         };

@@ -162,7 +162,8 @@ async fn build(config: &Config) -> Result<(Handler, Readiness), InitError> {
         resolver,
         config.format,
         config.dedup_lease,
-    );
+    )
+    .with_filter(config.filter.clone());
     Ok((handler, ready))
 }
 

@@ -24,8 +24,8 @@ pub const NAMESPACE: &str = "gdfwd";
 /// What one invocation did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InvocationMetrics {
-    /// Outcome counters (received, forwarded, duplicates, in flight elsewhere, stale, skipped,
-    /// invalid, failed, events sent, requests, retries, throttled).
+    /// Outcome counters (received, forwarded, duplicates, in flight elsewhere, stale, filtered,
+    /// skipped, invalid, failed, events sent, requests, retries, throttled).
     pub summary: Summary,
     /// SQS messages reported back as failed (0 for a direct invocation).
     pub batch_item_failures: u64,
@@ -48,12 +48,13 @@ impl InvocationMetrics {
         timestamp_ms: i64,
     ) -> Value {
         let s = &self.summary;
-        let values: [(&str, u64, &str); 19] = [
+        let values: [(&str, u64, &str); 20] = [
             ("Received", s.received, "Count"),
             ("Forwarded", s.forwarded, "Count"),
             ("Duplicates", s.duplicates, "Count"),
             ("InFlightElsewhere", s.in_flight, "Count"),
             ("Stale", s.stale, "Count"),
+            ("Filtered", s.filtered, "Count"),
             ("Skipped", s.skipped, "Count"),
             ("Invalid", s.invalid, "Count"),
             ("Failed", s.failed, "Count"),
@@ -151,6 +152,7 @@ mod tests {
                 duplicates: 1,
                 in_flight: 3,
                 stale: 1,
+                filtered: 4,
                 skipped: 0,
                 invalid: 1,
                 failed: 1,
@@ -175,7 +177,7 @@ mod tests {
         assert_eq!(directive["Dimensions"], json!([["FunctionName"]]));
         assert_eq!(doc["_aws"]["Timestamp"], 1_700_000_000_000_i64);
         let declared = directive["Metrics"].as_array().expect("metrics array");
-        assert_eq!(declared.len(), 19);
+        assert_eq!(declared.len(), 20);
         for d in declared {
             let name = d["Name"].as_str().expect("name");
             assert!(doc[name].is_u64(), "{name} has a numeric value");
@@ -188,5 +190,6 @@ mod tests {
         assert_eq!(doc["BatchItemFailures"], 1);
         assert_eq!(doc["InFlightElsewhere"], 3);
         assert_eq!(doc["StaleOwner"], 2);
+        assert_eq!(doc["Filtered"], 4);
     }
 }

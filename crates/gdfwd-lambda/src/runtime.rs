@@ -82,6 +82,7 @@ fn report(h: &crate::handler::Handled, inv: &Invocation, function_name: &str) {
         duplicates = s.duplicates,
         in_flight = s.in_flight,
         stale = s.stale,
+        filtered = s.filtered,
         skipped = s.skipped,
         invalid = s.invalid,
         failed = s.failed,

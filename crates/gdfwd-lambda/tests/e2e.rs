@@ -173,6 +173,9 @@ impl World {
             ("MAX_REQUESTS_PER_SECOND".into(), "1000".into()),
             ("MAX_CONCURRENCY".into(), "1".into()),
             ("LOG_LEVEL".into(), "info".into()),
+            // The fixture holds archived findings, which the default filter drops; these tests
+            // are about delivery (the filters have their own test, which overrides this).
+            ("ARCHIVED_FINDINGS".into(), "include".into()),
         ];
         for (k, v) in extra {
             env.retain(|(name, _)| name != k);
@@ -658,6 +661,83 @@ async fn missing_or_bad_configuration_fails_init_naming_the_variable() {
     let mut env = base_env();
     env.push(("GDFWD_CA_FILE".into(), "/nonexistent/ca.pem".into()));
     init_failure(env, "GDFWD_CA_FILE").await;
+
+    let mut env = base_env();
+    env.push(("INCLUDE_TYPES".into(), "Recon:*,,Backdoor:*".into()));
+    init_failure(env, "INCLUDE_TYPES").await;
+}
+
+/// The filter variables on the real function, against the fake OpenPipeline: the default drops
+/// archived findings (the variable is blank, as CloudFormation passes an unset parameter), the
+/// others drop what they name. What is kept arrives once; what is dropped is counted in the EMF
+/// line (`Filtered`), logged with its reason, and never reaches Dynatrace or the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_from_the_environment_drop_count_and_log_what_they_do_not_forward() {
+    let w = World::new().await;
+    let api = RuntimeApi::start().await;
+    let b = w
+        .spawn(
+            &api,
+            &[
+                ("ARCHIVED_FINDINGS", ""),
+                ("EXCLUDE_TYPES", "Execution:*"),
+                ("MIN_SEVERITY", "4"),
+                ("SAMPLE_FINDINGS", "exclude"),
+            ],
+        )
+        .await;
+    let mut seen = HashSet::new();
+    let mut events: Vec<Value> = w
+        .events()
+        .into_iter()
+        .filter(|e| seen.insert(e["detail"]["id"].as_str().expect("id").to_owned()))
+        .collect();
+    for e in events.iter_mut().step_by(7) {
+        e["detail"]["service"]["additionalInfo"] = json!({"sample": true});
+    }
+    let keep = |e: &Value| {
+        let d = &e["detail"];
+        d["service"]["archived"] != true
+            && d["service"]["additionalInfo"]["sample"] != true
+            && !d["type"].as_str().expect("type").starts_with("Execution:")
+            && d["severity"].as_f64().expect("severity") >= 4.0
+    };
+    let kept: Vec<Value> = events.iter().filter(|e| keep(e)).cloned().collect();
+    let dropped = events.len() - kept.len();
+    assert!(!kept.is_empty() && dropped > 0);
+    for chunk in events.chunks(10) {
+        let records: Vec<(String, String)> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (format!("m{i}"), e.to_string()))
+            .collect();
+        let r = api.invoke(&sqs_batch(&records), TIMEOUT).await;
+        assert_eq!(item_failures(&r), Vec::<String>::new());
+    }
+    let (want, versions) = expected_ids(&kept, Format::Raw);
+    let got = w.fake.event_ids();
+    assert_no_duplicates(&got);
+    assert_eq!(got.into_iter().collect::<HashSet<_>>(), want);
+    emf_settled(&b, &api).await;
+    assert_eq!(emf_sum(&b, "Forwarded") as usize, versions);
+    assert_eq!(emf_sum(&b, "Filtered") as usize, dropped);
+    let logged: Vec<Value> = b
+        .log_records()
+        .into_iter()
+        .filter(|r| r["message"] == "filtered: not claimed, not sent")
+        .collect();
+    assert_eq!(logged.len(), dropped);
+    assert!(
+        logged.iter().all(|r| r["reason"].is_string()
+            && r["finding"].is_string()
+            && r["version"].is_string())
+    );
+    let store = w.store();
+    for e in &events {
+        let id = e["detail"]["id"].as_str().expect("id");
+        let recorded = store.history(id).await.expect("history").is_some();
+        assert_eq!(recorded, keep(e), "{id}");
+    }
 }
 
 /// The invocation's `Runtime.ConfigError`, or a panic naming what came instead.

@@ -215,7 +215,14 @@ fn arb_mode() -> impl Strategy<Value = SinkMode> {
 }
 
 fn counted(s: &Summary) -> u64 {
-    s.forwarded + s.duplicates + s.in_flight + s.stale + s.skipped + s.invalid + s.failed
+    s.forwarded
+        + s.duplicates
+        + s.in_flight
+        + s.stale
+        + s.filtered
+        + s.skipped
+        + s.invalid
+        + s.failed
 }
 
 /// The message ids of an SQS payload's records (those that have one).

@@ -13,7 +13,7 @@ use gdfwd_core::sink::{EventOutcome, OutEvent, SendReport, SendStats, Sink};
 use gdfwd_core::store::StateStore;
 use gdfwd_lambda::handler::send_margin;
 use gdfwd_lambda::{Handler, HandlerError, Invocation, Shape};
-use gdfwd_model::{Enrichment, Format};
+use gdfwd_model::{Enrichment, FilterInput, FindingFilter, Format};
 use gdfwd_store_sqlite::SqliteStore;
 use serde_json::{Value, json};
 
@@ -185,7 +185,20 @@ struct Rig {
     _dir: tempfile::TempDir,
 }
 
+/// The filter of the tests that are about something else: the fixture has archived findings,
+/// which the default filter drops (see `every_filter_variable_...` for the filters themselves).
+fn archived_included() -> FindingFilter {
+    let mut f = FindingFilter::default();
+    f.apply(FilterInput::Archived, "include", "ARCHIVED_FINDINGS")
+        .expect("valid");
+    f
+}
+
 fn rig(format: Format) -> Rig {
+    rig_with(format, archived_included())
+}
+
+fn rig_with(format: Format, filter: FindingFilter) -> Rig {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(
         SqliteStore::open(
@@ -202,7 +215,8 @@ fn rig(format: Format) -> Rig {
         Some(Arc::new(FakeResolver::default()) as Arc<dyn AccountResolver>),
         format,
         Duration::from_secs(300),
-    );
+    )
+    .with_filter(filter);
     Rig {
         handler,
         sink,
@@ -712,7 +726,8 @@ async fn account_fields_from_the_environment_reach_every_event_of_the_account() 
         Some(Arc::new(resolver) as Arc<dyn AccountResolver>),
         Format::Semantic,
         Duration::from_secs(300),
-    );
+    )
+    .with_filter(archived_included());
     let records: Vec<(String, String)> = events
         .iter()
         .enumerate()
@@ -741,4 +756,173 @@ async fn account_fields_from_the_environment_reach_every_event_of_the_account() 
     assert!(of_tagged > 0);
     let unresolvable = distinct.len() as u64 - 2;
     assert_eq!(h.metrics.enrich.failures, unresolvable);
+}
+
+/// The function's environment for `vars` (the required variables set), as read at init.
+fn config_with(vars: &[(&str, &str)]) -> gdfwd_lambda::config::Config {
+    let mut all: HashMap<String, String> = [
+        (
+            gdfwd_lambda::config::ENDPOINT,
+            "https://abc12345.live.dynatrace.com/platform/ingest/v1/security.events",
+        ),
+        (
+            gdfwd_lambda::config::SECRET_ARN,
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:t-AbCdEf",
+        ),
+        (gdfwd_lambda::config::DEDUP_TABLE_NAME, "gdfwd-dedup"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    for (k, v) in vars {
+        all.insert((*k).to_owned(), (*v).to_owned());
+    }
+    gdfwd_lambda::config::Config::from_vars(&all).expect("config")
+}
+
+/// Every filter variable, as the function reads it at init, through the handler: what the filter
+/// keeps is forwarded; what it drops is counted as filtered (summary and EMF `Filtered`), never
+/// claimed (no store record) nor sent, and its message is not failed (SQS deletes it). The
+/// expectation is computed here from the fixture's JSON, independently of the filter code.
+#[tokio::test]
+async fn every_filter_variable_forwards_what_it_keeps_and_counts_what_it_drops() {
+    let mut events = distinct_events(60);
+    assert_eq!(events.len(), 60);
+    // Every fifth finding a GuardDuty sample finding (the fixture has none).
+    for e in events.iter_mut().step_by(5) {
+        e["detail"]["service"]["additionalInfo"] = json!({"sample": true});
+    }
+    let d = |e: &Value| e["detail"].clone();
+    let first_account = d(&events[0])["accountId"]
+        .as_str()
+        .expect("account")
+        .to_owned();
+    let archived = |e: &Value| d(e)["service"]["archived"] == true;
+    let kind = |e: &Value, k: &str| -> String {
+        let v = d(e);
+        match k {
+            "type" => v["type"].as_str().unwrap_or_default().to_owned(),
+            "account" => v["accountId"].as_str().unwrap_or_default().to_owned(),
+            "region" => v["region"].as_str().unwrap_or_default().to_owned(),
+            _ => v["resource"]["resourceType"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        }
+    };
+    type Keep<'a> = Box<dyn Fn(&Value) -> bool + 'a>;
+    let cases: Vec<(Vec<(&str, &str)>, Keep)> = vec![
+        // The defaults: archived dropped, samples kept.
+        (vec![], Box::new(|e| !archived(e))),
+        (vec![("ARCHIVED_FINDINGS", "include")], Box::new(|_| true)),
+        (
+            vec![("SAMPLE_FINDINGS", "exclude")],
+            Box::new(|e| !archived(e) && d(e)["service"]["additionalInfo"]["sample"] != true),
+        ),
+        (
+            vec![("INCLUDE_TYPES", "Backdoor:*,*:Kubernetes/*")],
+            Box::new(|e| {
+                let t = kind(e, "type");
+                !archived(e) && (t.starts_with("Backdoor:") || t.contains(":Kubernetes/"))
+            }),
+        ),
+        (
+            vec![("EXCLUDE_TYPES", "Execution:*")],
+            Box::new(|e| !archived(e) && !kind(e, "type").starts_with("Execution:")),
+        ),
+        (
+            vec![("INCLUDE_ACCOUNTS", first_account.as_str())],
+            Box::new(|e| !archived(e) && kind(e, "account") == first_account),
+        ),
+        (
+            vec![("EXCLUDE_ACCOUNTS", first_account.as_str())],
+            Box::new(|e| !archived(e) && kind(e, "account") != first_account),
+        ),
+        (
+            vec![("INCLUDE_REGIONS", "eu-west-1,us-east-1")],
+            Box::new(|e| {
+                !archived(e) && ["eu-west-1", "us-east-1"].contains(&kind(e, "region").as_str())
+            }),
+        ),
+        (
+            vec![("EXCLUDE_REGIONS", "us-west-2")],
+            Box::new(|e| !archived(e) && kind(e, "region") != "us-west-2"),
+        ),
+        (
+            vec![("INCLUDE_RESOURCE_TYPES", "Instance,Container")],
+            Box::new(|e| {
+                !archived(e) && ["Instance", "Container"].contains(&kind(e, "resource").as_str())
+            }),
+        ),
+        (
+            vec![("EXCLUDE_RESOURCE_TYPES", "EKSCluster")],
+            Box::new(|e| !archived(e) && kind(e, "resource") != "EKSCluster"),
+        ),
+        (
+            vec![("MIN_SEVERITY", "7")],
+            Box::new(|e| !archived(e) && d(e)["severity"].as_f64().is_some_and(|s| s >= 7.0)),
+        ),
+        // Include within a kind, AND across kinds, exclude winning.
+        (
+            vec![
+                ("ARCHIVED_FINDINGS", "include"),
+                ("INCLUDE_TYPES", "Backdoor:*,Execution:*"),
+                ("EXCLUDE_TYPES", "Execution:Runtime/*"),
+                ("INCLUDE_REGIONS", "us-west-2,us-east-1"),
+            ],
+            Box::new(|e| {
+                let t = kind(e, "type");
+                (t.starts_with("Backdoor:") || t.starts_with("Execution:"))
+                    && !t.starts_with("Execution:Runtime/")
+                    && ["us-west-2", "us-east-1"].contains(&kind(e, "region").as_str())
+            }),
+        ),
+    ];
+    let records: Vec<(String, String)> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (format!("m{i}"), e.to_string()))
+        .collect();
+    for (vars, keep) in &cases {
+        let config = config_with(vars);
+        let r = rig_with(Format::Raw, config.filter.clone());
+        let h = r.handler.handle(sqs_batch(&records), &inv("f")).await;
+        assert!(
+            failures(&h.response.expect("answer")).is_empty(),
+            "{vars:?}"
+        );
+        let kept: Vec<&Value> = events.iter().filter(|e| keep(e)).collect();
+        let dropped = events.len() - kept.len();
+        assert!(!kept.is_empty(), "{vars:?} keeps something");
+        if !vars.contains(&("ARCHIVED_FINDINGS", "include")) || vars.len() > 1 {
+            assert!(dropped > 0, "{vars:?} drops something");
+        }
+        let s = &h.metrics.summary;
+        assert_eq!(s.forwarded as usize, kept.len(), "{vars:?}");
+        assert_eq!(s.filtered as usize, dropped, "{vars:?}");
+        assert_eq!(s.received as usize, events.len(), "{vars:?}");
+        let emf = h.metrics.emf("fn", "f", "sqs", 0);
+        assert_eq!(emf["Filtered"].as_u64(), Some(dropped as u64), "{vars:?}");
+        for e in &events {
+            let id = finding_id(e);
+            let recorded = r.store.history(&id).await.expect("history").is_some();
+            let sent = r.sink.sent_containing(&id) > 0;
+            assert_eq!(recorded, keep(e), "{vars:?}: {id} recorded");
+            assert_eq!(sent, keep(e), "{vars:?}: {id} sent");
+        }
+    }
+
+    // A direct event the filter drops is a success (nothing to retry), counted.
+    let r = rig_with(Format::Raw, config_with(&[]).filter);
+    let archived_event = events
+        .iter()
+        .find(|e| archived(e))
+        .expect("an archived finding");
+    let h = r.handler.handle((*archived_event).clone(), &inv("d")).await;
+    let answer = h.response.expect("filtered is not an error");
+    assert_eq!(
+        (answer["filtered"].as_u64(), answer["forwarded"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert!(r.sink.sent().is_empty());
 }

@@ -2,7 +2,8 @@
 
 use thiserror::Error;
 
-/// Why one record could not be turned into a [`crate::Finding`].
+/// Why one record could not be turned into a [`crate::Finding`], or why one filter input
+/// ([`crate::filter`]) was refused.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum ModelError {
     #[error("not valid JSON: {0}")]
@@ -23,6 +24,14 @@ pub enum ModelError {
     #[error("field `{field}` is implausible: {value} ({why})")]
     Implausible {
         field: &'static str,
+        value: String,
+        why: String,
+    },
+    /// A filter input (a CLI flag, an environment variable) is unusable. `input` is the name the
+    /// caller knows it by (`--include-type`, `INCLUDE_TYPES`), so the message says what to fix.
+    #[error("{input}: {value:?}: {why}")]
+    Filter {
+        input: String,
         value: String,
         why: String,
     },

@@ -102,6 +102,29 @@ impl Finding {
             .unwrap_or(false)
     }
 
+    /// A GuardDuty sample finding (`CreateSampleFindings`): `service.additionalInfo.sample` is
+    /// `true`, as EventBridge delivers it. The GuardDuty API (`GetFindings`) has no such member:
+    /// its `additionalInfo` is `{"value": "<JSON text>", "type": "default"}`, and the text holds
+    /// `{"sample":true}`, so that is read too. Anything else (no flag, `false`, unreadable text)
+    /// is not a sample.
+    pub fn is_sample(&self) -> bool {
+        let Some(info) = self
+            .detail
+            .get("service")
+            .and_then(|s| s.get("additionalInfo"))
+        else {
+            return false;
+        };
+        if info.get("sample").and_then(Value::as_bool) == Some(true) {
+            return true;
+        }
+        info.get("value")
+            .and_then(Value::as_str)
+            .and_then(|text| serde_json::from_str::<Value>(text).ok())
+            .and_then(|v| v.get("sample").and_then(Value::as_bool))
+            == Some(true)
+    }
+
     pub fn meta(&self) -> FindingMeta {
         FindingMeta {
             account_id: self.account_id.clone(),

@@ -10,6 +10,7 @@
 //! only the handful of fields we interpret are extracted.
 
 pub mod error;
+pub mod filter;
 pub mod finding;
 pub mod map;
 pub mod parse;
@@ -17,6 +18,7 @@ pub mod split;
 pub mod time;
 
 pub use error::ModelError;
+pub use filter::{FilterInput, FindingFilter, Inclusion, Verdict};
 pub use finding::{Finding, FindingMeta};
 pub use map::{Enrichment, Event, Format, ImageRef, event_id, map_finding, severity_label};
 pub use parse::{

@@ -75,7 +75,9 @@ pub fn spawn(cmd: &mut Command) -> Child {
         .expect("spawn gdfwd")
 }
 
-/// `gdfwd forward FILE` sending to `fake` (token `tok`, its CA), with `extra` options.
+/// `gdfwd forward FILE` sending to `fake` (token `tok`, its CA), with `extra` options. With
+/// `--archived include`: the tests using it are about delivery, and the fixtures hold archived
+/// findings, which the default filter drops (the filters have tests of their own).
 pub fn forward_to(
     fake: &gdfwd_testkit_openpipeline::FakeOpenPipeline,
     ca: &Path,
@@ -91,6 +93,8 @@ pub fn forward_to(
             "--ca-file",
             ca.to_str().expect("utf8"),
             "--no-enrich",
+            "--archived",
+            "include",
         ],
         state,
     );
