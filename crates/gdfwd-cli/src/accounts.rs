@@ -3,7 +3,9 @@
 
 use std::process::ExitCode;
 
-use gdfwd_enrich_aws::{AccountsFormat, EnrichArgs, build_lookup, render, resolve_all};
+use gdfwd_enrich_aws::{EnrichArgs, build_lookup, resolve_all};
+
+use crate::render::OutputArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct AccountsArgs {
@@ -12,9 +14,8 @@ pub struct AccountsArgs {
     #[arg(value_name = "ACCOUNT_ID")]
     pub accounts: Vec<String>,
 
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = AccountsFormat::Table)]
-    pub output: AccountsFormat,
+    #[command(flatten)]
+    pub output: OutputArgs,
 
     /// Lookups at a time (1..=64).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -55,7 +56,11 @@ pub async fn run(args: AccountsArgs) -> anyhow::Result<ExitCode> {
         usize::from(args.concurrency),
     )
     .await;
-    print!("{}", render(&reports, &config.account_fields, args.output)?);
+    let format = args.output.format();
+    print!(
+        "{}",
+        crate::render::accounts::accounts(&reports, &config.account_fields, format)
+    );
     let unresolved = reports.iter().filter(|r| r.name.is_none()).count();
     if unresolved > 0 {
         eprintln!(

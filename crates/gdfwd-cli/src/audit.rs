@@ -1,19 +1,19 @@
 //! `gdfwd audit`: what the dedup store knows — one finding's history, filtered lists, and stats.
 //! Queries go through the `StateStore` trait, so both backends answer the same way; aggregation
-//! and rendering are `gdfwd_core::audit`'s.
+//! is `gdfwd_core::audit`'s, printing [`crate::render`]'s.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use gdfwd_core::audit::{self, GroupBy, OutputFormat};
+use gdfwd_core::audit::{self, GroupBy};
 use gdfwd_core::audit_check::{self, Violation};
 use gdfwd_core::store::{FindingRecord, ListQuery, StateStore, StatusFilter};
 use gdfwd_core::timespec::parse_time;
 use gdfwd_core::{Clock, SystemClock};
 use gdfwd_model::Timestamp;
 
+use crate::render::{self, OutputArgs};
 use crate::store::StoreArgs;
 
 #[derive(Debug, clap::Args)]
@@ -87,9 +87,8 @@ pub enum AuditCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct Common {
-    /// table (the default on a terminal), json (the default otherwise) or csv.
-    #[arg(long, value_parser = parse_output)]
-    pub output: Option<OutputFormat>,
+    #[command(flatten)]
+    pub output: OutputArgs,
     #[command(flatten)]
     pub store: StoreArgs,
 }
@@ -99,17 +98,6 @@ fn parse_status(s: &str) -> Result<StatusFilter, String> {
 }
 fn parse_group(s: &str) -> Result<GroupBy, String> {
     s.parse()
-}
-fn parse_output(s: &str) -> Result<OutputFormat, String> {
-    s.parse()
-}
-
-fn output(o: Option<OutputFormat>) -> OutputFormat {
-    o.unwrap_or(if std::io::stdout().is_terminal() {
-        OutputFormat::Table
-    } else {
-        OutputFormat::Json
-    })
 }
 
 fn time(s: Option<&str>, now: Timestamp) -> anyhow::Result<Option<Timestamp>> {
@@ -127,7 +115,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
             let store = common.store.open_existing(clock).await?;
             match store.history(&finding_id).await? {
                 Some(h) => {
-                    print!("{}", audit::render_history(&h, output(common.output)));
+                    print!("{}", render::audit::history(&h, common.output.format()));
                     Ok(ExitCode::SUCCESS)
                 }
                 None => {
@@ -158,7 +146,10 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
             };
             let store = common.store.open_existing(clock).await?;
             let records = store.list(&query).await?;
-            print!("{}", audit::render_records(&records, output(common.output)));
+            print!(
+                "{}",
+                render::audit::records(&records, common.output.format())
+            );
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Check {
@@ -174,10 +165,10 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
             let records = store.list(&query).await?;
             let violations =
                 check_all(store.as_ref(), &records, concurrency.max(1), clock.now()).await?;
-            let format = output(common.output);
+            let format = common.output.format();
             print!(
                 "{}",
-                audit_check::render(&violations, records.len(), format)
+                render::audit_check::report(&violations, records.len(), format)
             );
             Ok(if violations.is_empty() {
                 ExitCode::SUCCESS
@@ -193,7 +184,10 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
             let store = common.store.open_existing(clock).await?;
             let records = store.list(&query).await?;
             let rows = audit::stats(&records, by);
-            print!("{}", audit::render_stats(&rows, by, output(common.output)));
+            print!(
+                "{}",
+                render::audit::stats(&rows, by, common.output.format())
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

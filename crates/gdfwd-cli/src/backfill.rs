@@ -14,17 +14,17 @@ use std::time::{Duration, Instant};
 
 use crate::Usage;
 use anyhow::Context;
-use gdfwd_core::audit::printable;
 use gdfwd_core::pipeline::Summary;
 use gdfwd_core::{Clock, SystemClock};
 use gdfwd_guardduty::progress::{BarsProgress, LogProgress, Progress};
 use gdfwd_guardduty::{
-    Backfill, BackfillConfig, BackfillReport, ClientConfig, FindingQuery, GuardDutyClient,
-    OutputFormat, StopFn, find_gaps, render, send_gaps,
+    Backfill, BackfillConfig, BackfillReport, ClientConfig, FindingQuery, GuardDutyClient, StopFn,
+    find_gaps, send_gaps,
 };
 use gdfwd_model::{FilterInput, Timestamp};
 
 use crate::interrupt::{EXIT_INTERRUPTED, Interrupt};
+use crate::render::{OutputArgs, printable};
 use crate::store::StoreArgs;
 use crate::wiring::PipelineArgs;
 
@@ -165,9 +165,8 @@ pub struct GapsArgs {
     #[command(flatten)]
     pub select: SelectArgs,
 
-    /// Output format.
-    #[arg(long, default_value = "table", value_parser = parse_output)]
-    pub output: OutputFormat,
+    #[command(flatten)]
+    pub output: OutputArgs,
 
     #[command(flatten)]
     pub store: StoreArgs,
@@ -176,10 +175,6 @@ pub struct GapsArgs {
     /// `backfill`'s.
     #[command(flatten)]
     pub filter: crate::filter::FilterArgs,
-}
-
-fn parse_output(s: &str) -> Result<OutputFormat, String> {
-    s.parse()
 }
 
 fn stop_fn(interrupt: &Interrupt) -> StopFn {
@@ -344,7 +339,10 @@ pub async fn run_gaps(args: GapsArgs) -> anyhow::Result<ExitCode> {
         stop_fn(&interrupt),
     )
     .await;
-    print!("{}", render(&report.gaps, args.output));
+    print!(
+        "{}",
+        crate::render::gaps::gaps(&report.gaps, args.output.format())
+    );
     for (region, e) in &report.errors {
         eprintln!("error: {region}: {}", printable(&e.to_string()));
     }

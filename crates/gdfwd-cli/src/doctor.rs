@@ -16,14 +16,8 @@ use gdfwd_enrich_aws::{AwsAccountLookup, EnrichArgs, build_lookup};
 use gdfwd_guardduty::{ClientConfig, GuardDutyClient};
 
 use crate::Usage;
+use crate::render::{self, OutputArgs};
 use crate::store::{StoreArgs, StoreSpec};
-
-/// Output formats of `gdfwd doctor`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum DoctorOutput {
-    Table,
-    Json,
-}
 
 #[derive(Debug, clap::Args)]
 pub struct DoctorArgs {
@@ -57,9 +51,8 @@ pub struct DoctorArgs {
     #[arg(long, default_value = "7d", value_name = "TIME")]
     pub since: String,
 
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = DoctorOutput::Table)]
-    pub output: DoctorOutput,
+    #[command(flatten)]
+    pub output: OutputArgs,
 
     /// Also check the Dynatrace endpoint: read the token (as `forward` does) and POST an empty
     /// JSON array `[]` to the endpoint, which ingests nothing; any answer but 401/403/404 passes.
@@ -89,6 +82,9 @@ impl AliasRoleProbe for AliasProbe {
 }
 
 pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
+    let format = args
+        .output
+        .format_among("gdfwd doctor", &render::doctor::FORMATS)?;
     let now = SystemClock.now();
     let since = parse_time(&args.since, now).map_err(|e| Usage(format!("--since: {e}")))?;
     let sdk = crate::aws::sdk_config().await;
@@ -147,10 +143,7 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     let observations = gdfwd_doctor::collect(&scope, &ports, progress).await;
     bar.finish_and_clear();
     let report = gdfwd_doctor::diagnose(&observations);
-    match args.output {
-        DoctorOutput::Table => print!("{}", gdfwd_doctor::render::table(&report)),
-        DoctorOutput::Json => print!("{}", gdfwd_doctor::render::json(&report)),
-    }
+    print!("{}", render::doctor::report(&report, format));
     Ok(if report.healthy() {
         ExitCode::SUCCESS
     } else {

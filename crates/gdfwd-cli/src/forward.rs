@@ -23,7 +23,6 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use gdfwd_core::audit::printable;
 use gdfwd_core::pipeline::{Outcome, Summary};
 use gdfwd_core::{Clock, SystemClock};
 
@@ -31,6 +30,7 @@ use crate::checkpoint::{Checkpoint, FileCheckpoint};
 use crate::input;
 use crate::interrupt::{EXIT_INTERRUPTED, Interrupt};
 use crate::progress::Progress;
+use crate::render::printable;
 use crate::wiring::PipelineArgs;
 
 #[derive(Debug, clap::Args)]

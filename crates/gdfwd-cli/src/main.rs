@@ -13,6 +13,7 @@ mod forward;
 mod input;
 mod interrupt;
 mod progress;
+mod render;
 mod s3;
 mod store;
 mod wiring;
@@ -166,7 +167,7 @@ fn main() -> ExitCode {
             // Errors quote file names and input: escaped, as every line showing input is.
             eprintln!(
                 "error: {}",
-                gdfwd_core::audit::printable(&gdfwd_aws_error::chain(e.as_ref()))
+                render::printable(&gdfwd_aws_error::chain(e.as_ref()))
             );
             if e.downcast_ref::<Usage>().is_some() {
                 ExitCode::from(2)

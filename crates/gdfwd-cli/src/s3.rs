@@ -16,7 +16,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 
 use futures::StreamExt;
-use gdfwd_core::audit::printable;
 use gdfwd_core::store::StateStore;
 use gdfwd_model::Timestamp;
 use gdfwd_source_s3::{Export, ExportObject, Location, S3Error, Selection};
@@ -25,6 +24,7 @@ use crate::Usage;
 use crate::checkpoint::{Checkpoint, ObjectCheckpoint};
 use crate::forward::ForwardArgs;
 use crate::input::{self, Chunk, Counting, Plan, Position, ReadConfig, Source};
+use crate::render::printable;
 
 /// The help heading of the `s3://` input's options (per option: a heading on the flattened
 /// struct would also cover the options `forward` declares after it).

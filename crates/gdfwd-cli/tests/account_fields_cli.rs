@@ -143,9 +143,12 @@ async fn forward_sends_the_account_fields_and_accounts_shows_them() {
         json[1]["fields"],
         serde_json::json!({"aws.organization.unit": "Root"})
     );
-    let out = run(gdfwd(&["accounts", &tagged], &org.credentials)
-        .env("ACCOUNT_FIELDS", FIELDS)
-        .env("ENRICH_TIMEOUT_MS", "30000"));
+    let out = run(gdfwd(
+        &["accounts", "--output", "table", &tagged],
+        &org.credentials,
+    )
+    .env("ACCOUNT_FIELDS", FIELDS)
+    .env("ENRICH_TIMEOUT_MS", "30000"));
     let table = String::from_utf8_lossy(&out.stdout);
     let header = table.lines().next().expect("header");
     assert!(

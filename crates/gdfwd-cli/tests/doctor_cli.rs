@@ -612,6 +612,8 @@ fn usage_errors_exit_2() {
     for args in [
         &["doctor", "--since", "last tuesday"][..],
         &["doctor", "--output", "yaml"][..],
+        // A format doctor's report does not have: refused before any AWS call.
+        &["doctor", "--output", "csv"][..],
         &["doctor", "--table", "t", "--store", "dynamodb:t"][..],
         // --check-endpoint without an endpoint, or without a token.
         &["doctor", "--check-endpoint"][..],

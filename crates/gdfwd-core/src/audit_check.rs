@@ -16,14 +16,15 @@
 //!
 //! Entries written before sequence numbers existed (`seq: None`) take part in the ordering rules
 //! in the order the store returns them, and are skipped by the sequence rule.
+//!
+//! A [`Violation`] is data (finding, version, rule); its sentence, CSV row and JSON object are
+//! the CLI's (`gdfwd-cli/src/render/audit_check.rs`).
 
 use std::collections::HashSet;
-use std::fmt;
 
 use gdfwd_model::Timestamp;
 use serde::Serialize;
 
-use crate::audit::OutputFormat;
 use crate::store::{FindingHistory, HistoryKind, Status};
 
 /// Which invariant a [`Violation`] breaks.
@@ -51,38 +52,6 @@ pub struct Violation {
     pub version: Timestamp,
     #[serde(flatten)]
     pub rule: Rule,
-}
-
-impl fmt::Display for Violation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (id, v) = (crate::audit::printable(&self.finding_id), self.version);
-        match &self.rule {
-            Rule::SentWithoutClaim => write!(
-                f,
-                "finding {id} version {v}: sent with no claimed entry before it"
-            ),
-            Rule::PendingPastLease { lease_until } => write!(
-                f,
-                "finding {id} version {v}: pending, but its lease ended at {lease_until} (its sender died; retry its input)"
-            ),
-            Rule::OlderSentAfterNewer { newer } => write!(
-                f,
-                "finding {id} version {v}: claimed and sent after the newer version {newer} was sent"
-            ),
-            Rule::SequenceGap { seq } => write!(
-                f,
-                "finding {id} version {v}: history sequence number {seq} is missing"
-            ),
-            Rule::SequenceDuplicate { seq } => write!(
-                f,
-                "finding {id} version {v}: history sequence number {seq} is repeated or out of order"
-            ),
-            Rule::SequenceEnd { last, record } => write!(
-                f,
-                "finding {id} version {v}: the last history entry is number {last}, the record counts {record}"
-            ),
-        }
-    }
 }
 
 /// Every violation in `h` at `now`, in history order (the record's own after its entries').
@@ -172,46 +141,6 @@ impl Rule {
     }
 }
 
-/// `audit check`'s output for `violations` among `checked` findings. Table: one sentence per
-/// violation, then a count line; JSON: `{"checked": N, "violations": [{finding_id, version,
-/// rule, ...}]}`; CSV: `finding_id,version,rule,detail`.
-pub fn render(violations: &[Violation], checked: usize, format: OutputFormat) -> String {
-    match format {
-        OutputFormat::Json => {
-            let v = serde_json::json!({ "checked": checked, "violations": violations });
-            let mut s = serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string());
-            s.push('\n');
-            s
-        }
-        OutputFormat::Csv => {
-            let rows: Vec<Vec<String>> = violations
-                .iter()
-                .map(|v| {
-                    vec![
-                        v.finding_id.clone(),
-                        v.version.to_rfc3339(),
-                        v.rule.name().to_owned(),
-                        v.to_string(),
-                    ]
-                })
-                .collect();
-            crate::audit::csv(&["finding_id", "version", "rule", "detail"], &rows)
-        }
-        OutputFormat::Table => {
-            let mut out = String::new();
-            for v in violations {
-                out.push_str(&v.to_string());
-                out.push('\n');
-            }
-            out.push_str(&format!(
-                "checked {checked} finding(s): {} violation(s)\n",
-                violations.len()
-            ));
-            out
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,30 +224,6 @@ mod tests {
             ]
         );
         assert_eq!(rules(&h, 4).len(), 4, "the lease still runs at 4");
-        let shown = check(&h, t(5))[0].to_string();
-        assert!(
-            shown.contains("finding f") && shown.contains("no claimed"),
-            "{shown}"
-        );
-        let all = check(&h, t(5));
-        let json: serde_json::Value =
-            serde_json::from_str(&render(&all, 1, OutputFormat::Json)).expect("json");
-        assert_eq!(json["checked"], 1);
-        assert_eq!(json["violations"][1]["rule"], "sequence_gap");
-        assert_eq!(json["violations"][1]["seq"], 4);
-        assert_eq!(json["violations"][1]["finding_id"], "f");
-        let table = render(&all, 1, OutputFormat::Table);
-        assert_eq!(table.lines().count(), 6, "{table}");
-        assert!(
-            table.ends_with("checked 1 finding(s): 5 violation(s)\n"),
-            "{table}"
-        );
-        let csv = render(&all, 1, OutputFormat::Csv);
-        assert!(csv.starts_with("finding_id,version,rule,detail\n"), "{csv}");
-        assert_eq!(
-            render(&[], 3, OutputFormat::Table),
-            "checked 3 finding(s): 0 violation(s)\n"
-        );
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub mod pipeline;
 pub mod preview;
 pub mod sink;
 pub mod store;
+#[cfg(any(test, feature = "testdata"))]
+pub mod testdata;
 pub mod timespec;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -1,6 +1,6 @@
 //! Errors of this crate. Lookups themselves never fail forwarding (they return
 //! [`gdfwd_core::error::LookupError`] into the caching resolver); these are for the setup paths the
-//! CLI calls directly (`gdfwd accounts`: listing the organization's accounts, rendering).
+//! CLI calls directly (`gdfwd accounts`: listing the organization's accounts).
 
 use thiserror::Error;
 
@@ -19,10 +19,4 @@ pub enum EnrichError {
     /// An account field spec (`--account-field`, `ACCOUNT_FIELDS`) is unusable.
     #[error(transparent)]
     AccountFields(#[from] gdfwd_core::AccountFieldError),
-    /// Rendering the `gdfwd accounts` output failed.
-    #[error("rendering accounts as {format}: {message}")]
-    Render {
-        format: &'static str,
-        message: String,
-    },
 }

@@ -8,7 +8,7 @@
 //!   (the caching rules live in the core, [`gdfwd_core::enrich::CachingResolver`]);
 //! - the account context account fields read (`--account-field`: Organizations tags, the OU path),
 //!   looked up with the name when configured (`LookupOptions::context`);
-//! - [`resolve_all`] and [`render`]: `gdfwd accounts`, to check the role setup;
+//! - [`resolve_all`]: what `gdfwd accounts` shows, to check the role setup;
 //! - `EnrichArgs` (feature `cli`): the flags and environment variables.
 //!
 //! See docs/enrichment.md for the IAM setup.
@@ -29,4 +29,4 @@ pub use error::EnrichError;
 pub use lookup::{
     AwsAccountLookup, DEFAULT_ROLE_NAME, LookupOptions, SESSION_NAME, partition_for_region,
 };
-pub use report::{AccountReport, AccountsFormat, render, resolve_all};
+pub use report::{AccountReport, resolve_all};

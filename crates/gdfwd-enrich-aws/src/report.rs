@@ -3,14 +3,14 @@
 //!
 //! It calls the raw [`AccountLookup`] rather than the caching resolver on purpose: the resolver
 //! swallows errors (it must never fail forwarding), while this command exists to show them.
+//!
+//! The reports are data; the CLI prints them (`gdfwd-cli/src/render/accounts.rs`).
 
 use std::time::Duration;
 
 use futures::StreamExt;
 use gdfwd_core::account_fields::AccountFields;
 use gdfwd_core::enrich::AccountLookup;
-
-use crate::error::EnrichError;
 
 /// What enrichment resolves for one account.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,88 +79,6 @@ pub async fn resolve_all(
         .buffered(concurrency.max(1))
         .collect()
         .await
-}
-
-/// Output formats of `gdfwd accounts`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
-pub enum AccountsFormat {
-    #[default]
-    Table,
-    Json,
-    Csv,
-}
-
-const HEADERS: [&str; 4] = ["account_id", "name", "alias", "source"];
-
-/// The columns: the fixed ones, one per account field (in the order configured), `error` last.
-fn headers(fields: &AccountFields) -> Vec<&str> {
-    let mut h = HEADERS.to_vec();
-    h.extend(fields.iter().map(|f| f.field.as_str()));
-    h.push("error");
-    h
-}
-
-/// One row; `blank` stands for an absent name, alias, source or field value.
-fn cells(r: &AccountReport, fields: &AccountFields, blank: &str) -> Vec<String> {
-    let or_blank = |v: Option<&str>| v.filter(|v| !v.is_empty()).unwrap_or(blank).to_owned();
-    let mut c = vec![
-        r.account_id.clone(),
-        or_blank(r.name.as_deref()),
-        or_blank(r.alias.as_deref()),
-        or_blank(r.source),
-    ];
-    for f in fields.iter() {
-        let value = r.fields.iter().find(|(k, _)| *k == f.field);
-        c.push(or_blank(value.map(|(_, v)| v.as_str())));
-    }
-    c.push(r.error.clone().unwrap_or_default());
-    c
-}
-
-/// Renders the reports, with a column (table, CSV) or key (JSON `fields`) per account field;
-/// every format ends with a newline.
-pub fn render(
-    reports: &[AccountReport],
-    fields: &AccountFields,
-    format: AccountsFormat,
-) -> Result<String, EnrichError> {
-    match format {
-        AccountsFormat::Json => {
-            let json: Vec<serde_json::Value> = reports.iter().map(report_json).collect();
-            serde_json::to_string_pretty(&json)
-                .map(|s| s + "\n")
-                .map_err(|e| EnrichError::Render {
-                    format: "json",
-                    message: e.to_string(),
-                })
-        }
-        AccountsFormat::Csv => {
-            let rows: Vec<Vec<String>> = reports.iter().map(|r| cells(r, fields, "")).collect();
-            Ok(gdfwd_core::audit::csv(&headers(fields), &rows))
-        }
-        AccountsFormat::Table => {
-            let rows: Vec<Vec<String>> = reports.iter().map(|r| cells(r, fields, "-")).collect();
-            Ok(gdfwd_core::audit::table(&headers(fields), &rows, &[]))
-        }
-    }
-}
-
-/// The report as JSON, `fields` as an object in the configured order.
-fn report_json(r: &AccountReport) -> serde_json::Value {
-    let fields: serde_json::Map<String, serde_json::Value> = r
-        .fields
-        .iter()
-        .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
-        .collect();
-    serde_json::json!({
-        "account_id": r.account_id,
-        "name": r.name,
-        "alias": r.alias,
-        "source": r.source,
-        "error": r.error,
-        "fields": fields,
-    })
 }
 
 #[cfg(test)]
@@ -239,51 +157,5 @@ mod tests {
         );
         assert_eq!(r[1].fields, vec![pair("team.x", "sec")], "untagged");
         assert_eq!(r[2].fields, vec![pair("team.x", "sec")], "failed lookup");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn renders_table_json_and_csv() {
-        let r = reports().await;
-        let table = render(&r, &fields(), AccountsFormat::Table).expect("table");
-        let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines.len(), 5);
-        assert!(lines[0].starts_with("account_id    name"), "{table}");
-        assert!(
-            lines[1].starts_with("111111111111  prod-payments"),
-            "{table}"
-        );
-        assert!(lines[3].contains("AccessDenied"), "{table}");
-
-        let json: serde_json::Value =
-            serde_json::from_str(&render(&r, &fields(), AccountsFormat::Json).expect("json"))
-                .expect("parse");
-        assert_eq!(json[0]["account_id"], "111111111111");
-        assert_eq!(json[1]["source"], "organizations");
-        assert_eq!(json[2]["name"], serde_json::Value::Null);
-        assert_eq!(
-            json[0]["fields"],
-            serde_json::json!({"dt.security_context": "payments", "team.x": "sec"})
-        );
-
-        let csv = render(&r, &fields(), AccountsFormat::Csv).expect("csv");
-        let lines: Vec<&str> = csv.lines().collect();
-        assert_eq!(
-            lines[0],
-            "account_id,name,alias,source,dt.security_context,team.x,error"
-        );
-        assert_eq!(
-            lines[1],
-            "111111111111,prod-payments,prod-payments,iam-alias,payments,sec,"
-        );
-        assert_eq!(
-            lines[2],
-            "222222222222,\"Sandbox, Team \"\"A\"\"\",,organizations,,sec,"
-        );
-        assert!(
-            table
-                .lines()
-                .next()
-                .is_some_and(|h| h.contains("dt.security_context"))
-        );
     }
 }

@@ -5,6 +5,8 @@
 //! record for this `updatedAt` or a newer one". The reason comes from the finding's store
 //! history: never seen at all, seen only in older versions, failed (with the last error),
 //! pending under a lease, or suppressed as stale.
+//!
+//! This returns the gaps as data; the CLI prints them (`gdfwd-cli/src/render/gaps.rs`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -55,35 +57,6 @@ pub struct Gap {
     pub reason: GapReason,
     /// The store's detail: last error, lease end, newest version seen.
     pub detail: Option<String>,
-}
-
-/// The output row of a gap (`--output json|csv|table`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct GapRow {
-    pub region: String,
-    pub account_id: String,
-    pub finding_id: String,
-    pub updated_at: String,
-    pub severity: Option<f64>,
-    pub finding_type: Option<String>,
-    pub reason: GapReason,
-    pub detail: Option<String>,
-}
-
-impl Gap {
-    pub fn row(&self) -> GapRow {
-        let f = &self.finding;
-        GapRow {
-            region: f.region.clone(),
-            account_id: f.account_id.clone(),
-            finding_id: f.id.clone(),
-            updated_at: f.updated_at.to_rfc3339(),
-            severity: f.severity(),
-            finding_type: f.finding_type().map(str::to_owned),
-            reason: self.reason,
-            detail: self.detail.clone(),
-        }
-    }
 }
 
 /// What a gaps scan found.
@@ -275,52 +248,4 @@ pub async fn send_gaps(pipeline: &Pipeline, gaps: &[Gap], stop: StopFn) -> (Summ
         summary.merge(&report.summary);
     }
     (summary, false)
-}
-
-/// `--output` of `audit gaps`: the same formats as the other audit commands.
-pub use gdfwd_core::audit::OutputFormat;
-
-const HEADERS: [&str; 8] = [
-    "region",
-    "account_id",
-    "finding_id",
-    "updated_at",
-    "severity",
-    "type",
-    "reason",
-    "detail",
-];
-
-fn cells(r: &GapRow) -> [String; 8] {
-    [
-        r.region.clone(),
-        r.account_id.clone(),
-        r.finding_id.clone(),
-        r.updated_at.clone(),
-        r.severity.map(|s| s.to_string()).unwrap_or_default(),
-        r.finding_type.clone().unwrap_or_default(),
-        r.reason.as_str().to_owned(),
-        r.detail.clone().unwrap_or_default(),
-    ]
-}
-
-/// Renders gaps for the terminal or a file.
-pub fn render(gaps: &[Gap], format: OutputFormat) -> String {
-    let rows: Vec<GapRow> = gaps.iter().map(Gap::row).collect();
-    match format {
-        OutputFormat::Json => {
-            serde_json::to_string_pretty(&rows).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
-                + "\n"
-        }
-        OutputFormat::Csv => gdfwd_core::audit::csv(
-            &HEADERS,
-            &rows.iter().map(|r| cells(r).to_vec()).collect::<Vec<_>>(),
-        ),
-        OutputFormat::Table => {
-            let header: Vec<String> = HEADERS.iter().map(|h| h.to_uppercase()).collect();
-            let header: Vec<&str> = header.iter().map(String::as_str).collect();
-            let rows: Vec<Vec<String>> = rows.iter().map(|r| cells(r).to_vec()).collect();
-            gdfwd_core::audit::table(&header, &rows, &[])
-        }
-    }
 }

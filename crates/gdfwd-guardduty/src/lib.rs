@@ -16,5 +16,5 @@ pub mod query;
 pub use backfill::{Backfill, BackfillConfig, BackfillReport, PendingClaims, RegionReport, StopFn};
 pub use client::{ClientConfig, Endpoint, GuardDutyClient};
 pub use error::GuardDutyError;
-pub use gaps::{Gap, GapReason, GapsReport, OutputFormat, find_gaps, render, send_gaps};
+pub use gaps::{Gap, GapReason, GapsReport, find_gaps, send_gaps};
 pub use query::{Checkpoint, FindingQuery};

@@ -1,29 +1,29 @@
-//! The two outputs of a [`Report`]: a table for people (fits 80 columns for any number of
-//! accounts: healthy accounts are one line, only gaps are expanded) and one JSON object for
-//! machines (`{"accounts", "regions", "checks", "gaps"}`).
+//! `gdfwd doctor`: the two outputs of `gdfwd_doctor`'s [`Report`]: a table for people (fits 80
+//! columns for any number of accounts: healthy accounts are one line, only gaps are expanded) and
+//! one JSON object for machines: the report as it serialises (`{"accounts", "regions", "checks",
+//! "gaps"}`, the keys `gdfwd-doctor`'s tests hold it to). A checklist has no rows to put in CSV,
+//! so doctor offers [`FORMATS`] only.
 
 use std::collections::BTreeMap;
 
-use serde_json::json;
+use gdfwd_doctor::{Report, Status};
 
-use crate::diagnose::{Report, Status};
+use super::OutputFormat;
 
-/// `--output json`.
-pub fn json(report: &Report) -> String {
-    let v = json!({
-        "accounts": report.accounts,
-        "regions": report.regions,
-        "checks": report.checks,
-        "gaps": report.gaps,
-    });
-    format!(
-        "{}\n",
-        serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string())
-    )
+/// The formats doctor's report has.
+pub const FORMATS: [OutputFormat; 2] = [OutputFormat::Table, OutputFormat::Json];
+
+/// The report in `format`, one of [`FORMATS`] (`gdfwd doctor` refuses `--output csv` as a usage
+/// error before it reads anything, so CSV never reaches here; were it to, it gets the JSON).
+pub fn report(report: &Report, format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Table => table(report),
+        OutputFormat::Json | OutputFormat::Csv => super::json(&serde_json::json!(report)),
+    }
 }
 
 /// `--output table`.
-pub fn table(report: &Report) -> String {
+fn table(report: &Report) -> String {
     let mut out = format!(
         "gdfwd doctor: {} accounts x {} regions (home {})\n\n",
         report.accounts,
