@@ -57,14 +57,14 @@ pub struct StoreArgs {
     )]
     pub store: StoreSpec,
 
-    /// Days a finding's dedup record is kept after its last update (GuardDuty keeps findings 90 days);
-    /// 1..3650, as the Lambda's `DEDUP_TTL_DAYS`.
+    /// Days a finding's dedup record is kept after its last update (GuardDuty keeps findings 90
+    /// days); 1 to 3650.
     #[arg(
         long,
         env = "DEDUP_TTL_DAYS",
-        default_value_t = 90,
+        default_value_t = u64::from(gdfwd_core::limits::RETENTION_DAYS.default),
         value_name = "DAYS",
-        value_parser = clap::value_parser!(u64).range(1..=3650)
+        value_parser = clap::value_parser!(u64).range(gdfwd_core::limits::RETENTION_DAYS.clap())
     )]
     pub retention_days: u64,
 }

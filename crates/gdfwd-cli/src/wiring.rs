@@ -31,14 +31,13 @@ pub struct PipelineArgs {
     pub store: StoreArgs,
 
     /// Claim lease in seconds: a claim left by a crashed or killed run is taken over after this
-    /// long.
-    /// 1..3600, as the Lambda's `DEDUP_LEASE_SECONDS`.
+    /// long (1 to 3600).
     #[arg(
         long,
         env = "DEDUP_LEASE_SECONDS",
-        default_value_t = 300,
+        default_value_t = u64::from(gdfwd_core::limits::LEASE_SECONDS.default),
         value_name = "SECONDS",
-        value_parser = clap::value_parser!(u64).range(1..=3600)
+        value_parser = clap::value_parser!(u64).range(gdfwd_core::limits::LEASE_SECONDS.clap())
     )]
     pub lease: u64,
 

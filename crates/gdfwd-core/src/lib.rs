@@ -13,6 +13,7 @@ pub mod clock;
 pub mod contract;
 pub mod enrich;
 pub mod error;
+pub mod limits;
 pub mod logfilter;
 pub mod pipeline;
 pub mod preview;

@@ -32,7 +32,7 @@ pub struct EnrichArgs {
     pub enrich: bool,
 
     /// Role assumed in member accounts to read their IAM account alias.
-    #[arg(long, env = "ALIAS_ROLE_NAME", default_value = DEFAULT_ROLE_NAME)]
+    #[arg(long, env = "ALIAS_ROLE_NAME", default_value = DEFAULT_ROLE_NAME, value_parser = crate::lookup::parse_role_name)]
     pub alias_role_name: String,
 
     /// ExternalId for assuming the alias role, when its trust policy requires one.
@@ -169,6 +169,19 @@ mod tests {
         assert_eq!(c.budget, Duration::from_millis(500));
         assert_eq!(c.ttl, Duration::from_secs(6 * 3600));
         assert!(parse(&["--enrich-timeout-ms", "0"]).is_err());
+    }
+
+    #[test]
+    fn a_role_path_or_arn_is_refused_as_the_lambda_refuses_it() {
+        for bad in [
+            "role/with/slash",
+            "arn:aws:iam::111122223333:role/R",
+            "",
+            &"R".repeat(65),
+        ] {
+            assert!(parse(&["--alias-role-name", bad]).is_err(), "{bad:?}");
+        }
+        assert!(parse(&["--alias-role-name", "a+b=c,d.e@f_g-h"]).is_ok());
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub use cli::EnrichArgs;
 pub use context::ROOT_NAME;
 pub use error::EnrichError;
 pub use lookup::{
-    AwsAccountLookup, DEFAULT_ROLE_NAME, LookupOptions, SESSION_NAME, partition_for_region,
+    AwsAccountLookup, DEFAULT_ROLE_NAME, LookupOptions, SESSION_NAME, parse_role_name,
+    partition_for_region,
 };
 pub use report::{AccountReport, resolve_all};

@@ -27,6 +27,23 @@ use crate::error::EnrichError;
 
 /// Role assumed in each member account unless configured otherwise.
 pub const DEFAULT_ROLE_NAME: &str = "GuardDutyForwarderAliasReader";
+
+/// An IAM role name as IAM allows it (1 to 64 of `A-Z a-z 0-9 + = , . @ _ -`): the one check of
+/// `--alias-role-name` and the Lambda's `ALIAS_ROLE_NAME`, so a path or an ARN is refused before
+/// every `AssumeRole` would fail with it.
+pub fn parse_role_name(name: &str) -> Result<String, String> {
+    let ok = (1..=64).contains(&name.len())
+        && name.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'+' | b'=' | b',' | b'.' | b'@' | b'_' | b'-')
+        });
+    if ok {
+        Ok(name.to_owned())
+    } else {
+        Err(format!(
+            "{name:?} is not an IAM role name (1-64 of A-Z a-z 0-9 +=,.@_-; a name, not a path or an ARN)"
+        ))
+    }
+}
 /// Session name of the assumed role, visible in the member account's CloudTrail.
 pub const SESSION_NAME: &str = "gdfwd-alias";
 /// Shortest session STS allows; the credentials are used for one call.

@@ -17,11 +17,16 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use gdfwd_model::{FilterInput, FindingFilter, Format};
+use std::num::NonZeroU32;
 
-pub const ENDPOINT: &str = "DYNATRACE_OPENPIPELINE_SECURITY_ENDPOINT";
-pub const SECRET_ARN: &str = "AWS_SECRET_ARN";
-pub const SECRET_KEY_NAME: &str = "AWS_SECRET_KEY_NAME";
+use gdfwd_core::limits::{self, Range};
+use gdfwd_model::{FilterInput, FindingFilter, Format};
+use gdfwd_sink_http::HttpSinkConfig;
+
+// The sender's names, shared with the CLI's flags (`gdfwd_sink_http::config::env`).
+pub const ENDPOINT: &str = gdfwd_sink_http::config::env::ENDPOINT;
+pub const SECRET_ARN: &str = gdfwd_sink_http::config::env::SECRET_ARN;
+pub const SECRET_KEY_NAME: &str = gdfwd_sink_http::config::env::SECRET_KEY_NAME;
 pub const DEDUP_TABLE_NAME: &str = "DEDUP_TABLE_NAME";
 pub const PAYLOAD_FORMAT: &str = "PAYLOAD_FORMAT";
 pub const MAX_EVENTS_PER_SECOND: &str = "MAX_EVENTS_PER_SECOND";
@@ -33,11 +38,11 @@ pub const ENRICH: &str = "ENRICH";
 pub const ACCOUNT_FIELDS: &str = "ACCOUNT_FIELDS";
 pub const DEDUP_TTL_DAYS: &str = "DEDUP_TTL_DAYS";
 pub const DEDUP_LEASE_SECONDS: &str = "DEDUP_LEASE_SECONDS";
-pub const CA_FILE: &str = "GDFWD_CA_FILE";
+pub const CA_FILE: &str = gdfwd_sink_http::config::env::CA_FILE;
 pub const LOG_LEVEL: &str = "LOG_LEVEL";
 
 /// Dynatrace's template default for the JSON key inside the secret.
-pub const DEFAULT_SECRET_KEY_NAME: &str = "DYNATRACE_OPENPIPELINE_INGEST_API_TOKEN";
+pub const DEFAULT_SECRET_KEY_NAME: &str = gdfwd_sink_http::token::DEFAULT_SECRET_KEY_NAME;
 /// The role the member-alias-role StackSet creates (one name for the CLI, the Lambda and the
 /// templates' `AliasRoleName` default; a unit test below pins it).
 pub const DEFAULT_ALIAS_ROLE_NAME: &str = gdfwd_enrich_aws::DEFAULT_ROLE_NAME;
@@ -142,21 +147,15 @@ impl Config {
         let secret_key_name =
             get(SECRET_KEY_NAME).unwrap_or_else(|| DEFAULT_SECRET_KEY_NAME.to_owned());
         let dedup_table = required(DEDUP_TABLE_NAME, "the DynamoDB dedup table name")?;
-        if !valid_table_name(&dedup_table) {
-            return Err(err(
-                DEDUP_TABLE_NAME,
-                format!(
-                    "{dedup_table:?} is not a DynamoDB table name (3-255 of A-Z a-z 0-9 _ - .)"
-                ),
-            ));
-        }
+        gdfwd_store_dynamodb::validate_table_name(&dedup_table)
+            .map_err(|e| err(DEDUP_TABLE_NAME, e.to_string()))?;
         let format = match get(PAYLOAD_FORMAT) {
             None => Format::Raw,
             Some(v) => v.parse().map_err(|e: String| err(PAYLOAD_FORMAT, e))?,
         };
-        let max_events_per_second = number(&get, MAX_EVENTS_PER_SECOND, 100, 1, 1_000_000)?;
-        let max_requests_per_second = number(&get, MAX_REQUESTS_PER_SECOND, 10, 1, 100_000)?;
-        let max_concurrency = number(&get, MAX_CONCURRENCY, 2, 1, 1000)?;
+        let max_events_per_second = number(&get, MAX_EVENTS_PER_SECOND, EVENTS_PER_SECOND)?;
+        let max_requests_per_second = number(&get, MAX_REQUESTS_PER_SECOND, REQUESTS_PER_SECOND)?;
+        let max_concurrency = number(&get, MAX_CONCURRENCY, limits::MAX_CONCURRENCY)?;
         let enrich = match get(ENRICH) {
             None => true,
             Some(v) => match v.to_ascii_lowercase().as_str() {
@@ -165,16 +164,12 @@ impl Config {
                 _ => return Err(err(ENRICH, format!("expected true or false, got {v:?}"))),
             },
         };
-        let alias_role_name =
-            get(ALIAS_ROLE_NAME).unwrap_or_else(|| DEFAULT_ALIAS_ROLE_NAME.to_owned());
-        if !valid_role_name(&alias_role_name) {
-            return Err(err(
-                ALIAS_ROLE_NAME,
-                format!(
-                    "{alias_role_name:?} is not an IAM role name (1-64 of A-Z a-z 0-9 +=,.@_-)"
-                ),
-            ));
-        }
+        let alias_role_name = match get(ALIAS_ROLE_NAME) {
+            Some(name) => {
+                gdfwd_enrich_aws::parse_role_name(&name).map_err(|e| err(ALIAS_ROLE_NAME, e))?
+            }
+            None => DEFAULT_ALIAS_ROLE_NAME.to_owned(),
+        };
         let alias_external_id = get(ALIAS_EXTERNAL_ID);
         let account_fields =
             gdfwd_core::account_fields::AccountFields::parse(get(ACCOUNT_FIELDS).as_slice())
@@ -185,8 +180,8 @@ impl Config {
                 format!("{ENRICH} is false, but the account fields are set by account enrichment"),
             ));
         }
-        let ttl_days = number(&get, DEDUP_TTL_DAYS, 90, 1, 3650)?;
-        let lease_seconds = number(&get, DEDUP_LEASE_SECONDS, 300, 1, 3600)?;
+        let ttl_days = number(&get, DEDUP_TTL_DAYS, limits::RETENTION_DAYS)?;
+        let lease_seconds = number(&get, DEDUP_LEASE_SECONDS, limits::LEASE_SECONDS)?;
         let filter = filter_from(&get)?;
         let ca_file = get(CA_FILE).map(PathBuf::from);
         if let Some(path) = &ca_file {
@@ -239,6 +234,20 @@ impl Config {
         })
     }
 
+    /// The sender's configuration, built and checked by the sender's own rules (an endpoint
+    /// error names [`ENDPOINT`]).
+    pub fn sink_config(&self) -> Result<HttpSinkConfig, ConfigError> {
+        let mut c =
+            HttpSinkConfig::new(&self.endpoint, true).map_err(|e| err(ENDPOINT, e.to_string()))?;
+        c.ca_file = self.ca_file.clone();
+        c.token.secret_arn = Some(self.secret_arn.clone());
+        c.token.secret_key_name = self.secret_key_name.clone();
+        c.max_events_per_second = NonZeroU32::new(self.max_events_per_second);
+        c.max_requests_per_second = NonZeroU32::new(self.max_requests_per_second);
+        c.max_concurrency = NonZeroU32::new(self.max_concurrency).unwrap_or(NonZeroU32::MIN);
+        Ok(c)
+    }
+
     /// The settings as a JSON object for the init log line (the external id is only said to be
     /// set, not shown).
     pub fn summary(&self) -> serde_json::Value {
@@ -265,21 +274,35 @@ impl Config {
     }
 }
 
+/// The function's own rate-limit defaults (the template's): a conservative share of a tenant's
+/// ingest limits.
+const EVENTS_PER_SECOND: Range = Range {
+    min: 1,
+    max: 1_000_000,
+    default: 100,
+};
+const REQUESTS_PER_SECOND: Range = Range {
+    min: 1,
+    max: 100_000,
+    default: 10,
+};
+
 fn number(
     get: &impl Fn(&str) -> Option<String>,
     var: &'static str,
-    default: u32,
-    min: u32,
-    max: u32,
+    range: Range,
 ) -> Result<u32, ConfigError> {
     let Some(v) = get(var) else {
-        return Ok(default);
+        return Ok(range.default);
     };
     match v.parse::<u32>() {
-        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        Ok(n) if range.contains(n) => Ok(n),
         _ => Err(err(
             var,
-            format!("expected a whole number from {min} to {max}, got {v:?}"),
+            format!(
+                "expected a whole number from {} to {}, got {v:?}",
+                range.min, range.max
+            ),
         )),
     }
 }
@@ -291,19 +314,6 @@ fn check_endpoint(url: &str) -> Result<(), ConfigError> {
     gdfwd_sink_http::config::validate_endpoint(url, true)
         .map(drop)
         .map_err(|e| err(ENDPOINT, e.to_string()))
-}
-
-fn valid_table_name(s: &str) -> bool {
-    (3..=255).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-}
-
-fn valid_role_name(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'+' | b'=' | b',' | b'.' | b'@' | b'_' | b'-')
-        })
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@
 //! (`gdfwd_lambda::ready`), so init itself waits for no such round trip.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +19,7 @@ use gdfwd_enrich_aws::{EnrichConfig, build_resolver};
 use gdfwd_lambda::{
     Check, Checked, Config, Handler, NotReady, Readiness, init_logging, report_init_error, serve,
 };
-use gdfwd_sink_http::{HttpSink, HttpSinkConfig, SinkHttpError, TokenSource, build_token_source};
+use gdfwd_sink_http::{HttpSink, SinkHttpError, TokenSource, build_token_source};
 use gdfwd_store_dynamodb::{DynamoStore, DynamoStoreError};
 
 /// Per-finding CPU is dominated by small allocations (SDK requests, JSON): mimalloc is markedly
@@ -120,15 +119,9 @@ async fn build(config: &Config) -> Result<(Handler, Readiness), InitError> {
         clock.clone(),
         config.dedup_retention,
     ));
-    let mut sink_config = HttpSinkConfig::new(&config.endpoint, true)
-        .map_err(|e| init_error(gdfwd_lambda::config::ENDPOINT, e))?;
-    sink_config.ca_file = config.ca_file.clone();
-    sink_config.token.secret_arn = Some(config.secret_arn.clone());
-    sink_config.token.secret_key_name = config.secret_key_name.clone();
-    sink_config.max_events_per_second = NonZeroU32::new(config.max_events_per_second);
-    sink_config.max_requests_per_second = NonZeroU32::new(config.max_requests_per_second);
-    sink_config.max_concurrency =
-        NonZeroU32::new(config.max_concurrency).unwrap_or(NonZeroU32::MIN);
+    let sink_config = config
+        .sink_config()
+        .map_err(|e| ("Runtime.ConfigError", e.to_string()))?;
     let tokens = build_token_source(&sink_config.token, Some(&sdk))
         .await
         .map_err(|e| init_error(gdfwd_lambda::config::SECRET_ARN, e))?;

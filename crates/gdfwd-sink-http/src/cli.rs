@@ -126,10 +126,16 @@ fn rate(s: &str) -> Result<NonZeroU32, String> {
 }
 
 fn processes(s: &str) -> Result<NonZeroU32, String> {
-    nonzero_u32(
+    let range = gdfwd_core::limits::MAX_CONCURRENCY;
+    let n = nonzero_u32(
         s,
         "must be at least 1 (the number of processes sharing the limits)",
-    )
+    )?;
+    if range.contains(n.get()) {
+        Ok(n)
+    } else {
+        Err(format!("must be from {} to {}", range.min, range.max))
+    }
 }
 
 impl SenderArgs {

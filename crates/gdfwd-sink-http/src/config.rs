@@ -1,5 +1,5 @@
 //! The sender's configuration as a plain struct, shared by the CLI (built from [`crate::SenderArgs`])
-//! and the Lambda (built from its environment with [`HttpSinkConfig::from_env`]).
+//! and the Lambda (built from its environment by `gdfwd_lambda::config::Config::sink_config`).
 //!
 //! Validation lives here, not in the CLI layer, so both entry points refuse the same things: an
 //! `http://` endpoint that is not loopback, limits of zero, a CA file without certificates.
@@ -156,71 +156,6 @@ impl HttpSinkConfig {
             retry: RetryConfig::default(),
             token: TokenConfig::default(),
         })
-    }
-
-    /// Builds the configuration from environment variables (the Lambda): the issue's names
-    /// ([`env`]) plus `GDFWD_AUTH`, `GDFWD_COMPRESS`, `GDFWD_MAX_BATCH_BYTES`,
-    /// `GDFWD_MAX_BATCH_EVENTS`, `GDFWD_TIMEOUT`, `GDFWD_MAX_EVENTS_PER_SECOND`,
-    /// `GDFWD_MAX_REQUESTS_PER_SECOND`, `GDFWD_MAX_CONCURRENCY`, `GDFWD_MAX_IN_FLIGHT`.
-    /// `lookup` is `|k| std::env::var(k).ok()` in production.
-    pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SinkHttpError> {
-        let get = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
-        let endpoint = get(env::ENDPOINT).ok_or_else(|| SinkHttpError::Endpoint {
-            endpoint: String::new(),
-            reason: format!("{} is not set", env::ENDPOINT),
-        })?;
-        let mut c = Self::new(&endpoint, false)?;
-        c.ca_file = get(env::CA_FILE).map(PathBuf::from);
-        c.token.secret_arn = get(env::SECRET_ARN);
-        if let Some(k) = get(env::SECRET_KEY_NAME) {
-            c.token.secret_key_name = k;
-        }
-        c.token.static_token = get(env::API_TOKEN).map(Secret::new);
-        if let Some(v) = get("GDFWD_AUTH") {
-            c.auth = v.parse().map_err(SinkHttpError::Config)?;
-        }
-        if let Some(v) = get("GDFWD_COMPRESS") {
-            c.compress = matches!(
-                v.trim().to_ascii_lowercase().as_str(),
-                "1" | "true" | "yes" | "on"
-            );
-        }
-        fn num<T: std::str::FromStr>(
-            k: &str,
-            v: Option<String>,
-        ) -> Result<Option<T>, SinkHttpError> {
-            v.map(|v| {
-                v.trim()
-                    .parse::<T>()
-                    .map_err(|_| SinkHttpError::Config(format!("{k}={v:?} is not a valid number")))
-            })
-            .transpose()
-        }
-        if let Some(v) = num("GDFWD_MAX_BATCH_BYTES", get("GDFWD_MAX_BATCH_BYTES"))? {
-            c.max_batch_bytes = v;
-        }
-        if let Some(v) = num("GDFWD_MAX_BATCH_EVENTS", get("GDFWD_MAX_BATCH_EVENTS"))? {
-            c.max_batch_events = v;
-        }
-        if let Some(v) = get("GDFWD_TIMEOUT") {
-            c.timeout = parse_duration(&v).map_err(SinkHttpError::Config)?;
-        }
-        c.max_events_per_second = num(
-            "GDFWD_MAX_EVENTS_PER_SECOND",
-            get("GDFWD_MAX_EVENTS_PER_SECOND"),
-        )?;
-        c.max_requests_per_second = num(
-            "GDFWD_MAX_REQUESTS_PER_SECOND",
-            get("GDFWD_MAX_REQUESTS_PER_SECOND"),
-        )?;
-        if let Some(v) = num("GDFWD_MAX_CONCURRENCY", get("GDFWD_MAX_CONCURRENCY"))? {
-            c.max_concurrency = v;
-        }
-        if let Some(v) = num("GDFWD_MAX_IN_FLIGHT", get("GDFWD_MAX_IN_FLIGHT"))? {
-            c.max_in_flight = v;
-        }
-        c.validate()?;
-        Ok(c)
     }
 
     /// Checks the numeric options.
@@ -382,38 +317,5 @@ mod tests {
         );
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5y").is_err());
-    }
-
-    #[test]
-    fn from_env_reads_the_issue_names() {
-        let vars = [
-            (
-                env::ENDPOINT,
-                "https://x.live.dynatrace.com/platform/ingest/v1/security.events",
-            ),
-            (
-                env::SECRET_ARN,
-                "arn:aws:secretsmanager:eu-west-1:1:secret:s",
-            ),
-            (env::SECRET_KEY_NAME, "K"),
-            (env::API_TOKEN, "dt0c01.T"),
-            ("GDFWD_MAX_EVENTS_PER_SECOND", "200"),
-            ("GDFWD_AUTH", "bearer"),
-        ];
-        let c = HttpSinkConfig::from_env(|k| {
-            vars.iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| (*v).to_owned())
-        })
-        .expect("config");
-        assert_eq!(c.token.secret_key_name, "K");
-        assert_eq!(c.auth, AuthScheme::Bearer);
-        assert_eq!(c.max_events_per_second.map(NonZeroU32::get), Some(200));
-        assert_eq!(
-            c.token.static_token.as_ref().map(Secret::expose),
-            Some("dt0c01.T")
-        );
-        assert!(!format!("{c:?}").contains("dt0c01.T"));
-        assert!(HttpSinkConfig::from_env(|_| None).is_err());
     }
 }
