@@ -1,7 +1,7 @@
 //! Numeric settings that both entry points take: the CLI as flags, the Lambda as environment
 //! variables. One definition of each range and default, so `--lease` and `DEDUP_LEASE_SECONDS`
-//! (and the others) cannot drift apart; the CloudFormation parameters carry the same numbers
-//! (checked by the template tests).
+//! (and the others) cannot drift apart. The CloudFormation parameters may narrow a range for the
+//! deployment (the lease to 90..300 s, to fit the queue's visibility timeout), never widen it.
 
 /// An inclusive range of whole numbers with its default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
