@@ -135,15 +135,10 @@ impl Config {
 
         let endpoint = required(ENDPOINT, "the Dynatrace OpenPipeline security events URL")?;
         check_endpoint(&endpoint)?;
-        let secret_arn = required(SECRET_ARN, "the ARN of the secret holding the ingest token")?;
-        if !secret_arn.starts_with("arn:") {
-            return Err(err(
-                SECRET_ARN,
-                format!(
-                    "expected a Secrets Manager secret ARN (arn:aws:secretsmanager:...), got {secret_arn:?}"
-                ),
-            ));
-        }
+        let secret_arn = secret_arn(required(
+            SECRET_ARN,
+            "the ARN of the secret holding the ingest token",
+        )?)?;
         let secret_key_name =
             get(SECRET_KEY_NAME).unwrap_or_else(|| DEFAULT_SECRET_KEY_NAME.to_owned());
         let dedup_table = required(DEDUP_TABLE_NAME, "the DynamoDB dedup table name")?;
@@ -156,14 +151,7 @@ impl Config {
         let max_events_per_second = number(&get, MAX_EVENTS_PER_SECOND, EVENTS_PER_SECOND)?;
         let max_requests_per_second = number(&get, MAX_REQUESTS_PER_SECOND, REQUESTS_PER_SECOND)?;
         let max_concurrency = number(&get, MAX_CONCURRENCY, limits::MAX_CONCURRENCY)?;
-        let enrich = match get(ENRICH) {
-            None => true,
-            Some(v) => match v.to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" | "on" => true,
-                "false" | "0" | "no" | "off" => false,
-                _ => return Err(err(ENRICH, format!("expected true or false, got {v:?}"))),
-            },
-        };
+        let enrich = get(ENRICH).map_or(Ok(true), |v| switch(ENRICH, &v))?;
         let alias_role_name = match get(ALIAS_ROLE_NAME) {
             Some(name) => {
                 gdfwd_enrich_aws::parse_role_name(&name).map_err(|e| err(ALIAS_ROLE_NAME, e))?
@@ -171,47 +159,12 @@ impl Config {
             None => DEFAULT_ALIAS_ROLE_NAME.to_owned(),
         };
         let alias_external_id = get(ALIAS_EXTERNAL_ID);
-        let account_fields =
-            gdfwd_core::account_fields::AccountFields::parse(get(ACCOUNT_FIELDS).as_slice())
-                .map_err(|e| err(ACCOUNT_FIELDS, e.to_string()))?;
-        if !enrich && !account_fields.is_empty() {
-            return Err(err(
-                ACCOUNT_FIELDS,
-                format!("{ENRICH} is false, but the account fields are set by account enrichment"),
-            ));
-        }
+        let account_fields = account_fields(get(ACCOUNT_FIELDS), enrich)?;
         let ttl_days = number(&get, DEDUP_TTL_DAYS, limits::RETENTION_DAYS)?;
         let lease_seconds = number(&get, DEDUP_LEASE_SECONDS, limits::LEASE_SECONDS)?;
         let filter = filter_from(&get)?;
-        let ca_file = get(CA_FILE).map(PathBuf::from);
-        if let Some(path) = &ca_file {
-            // Checked here, not when the HTTP client is built, so the error names the variable.
-            if !path.is_file() {
-                return Err(err(
-                    CA_FILE,
-                    format!("{} is not a readable file", path.display()),
-                ));
-            }
-        }
-        let log_level = get(LOG_LEVEL)
-            .unwrap_or_else(|| "info".to_owned())
-            .to_ascii_lowercase();
-        // The same syntax as the CLI's LOG_LEVEL: a level, or a tracing filter
-        // (`info,gdfwd_core=debug`) without bare words (gdfwd_core::logfilter).
-        let problem = match gdfwd_core::logfilter::bare_word(&log_level) {
-            Some(word) => Some(format!("{word:?} is neither a level nor target=level")),
-            None => tracing_subscriber::EnvFilter::try_new(&log_level)
-                .err()
-                .map(|e| e.to_string()),
-        };
-        if let Some(e) = problem {
-            return Err(err(
-                LOG_LEVEL,
-                format!(
-                    "expected error, warn, info, debug, trace or a filter such as info,gdfwd_core=debug, got {log_level:?} ({e})"
-                ),
-            ));
-        }
+        let ca_file = get(CA_FILE).map(ca_file).transpose()?;
+        let log_level = log_level(get(LOG_LEVEL))?;
 
         Ok(Self {
             endpoint,
@@ -271,6 +224,82 @@ impl Config {
             // Every setting that is not the default (empty: the defaults only).
             "filter": self.filter.to_string(),
         })
+    }
+}
+
+/// A Secrets Manager secret ARN (its form only; whether it exists is a readiness check).
+fn secret_arn(arn: String) -> Result<String, ConfigError> {
+    if arn.starts_with("arn:") {
+        Ok(arn)
+    } else {
+        Err(err(
+            SECRET_ARN,
+            format!(
+                "expected a Secrets Manager secret ARN (arn:aws:secretsmanager:...), got {arn:?}"
+            ),
+        ))
+    }
+}
+
+/// `true`/`false` (or 1/0, yes/no, on/off) of variable `var`.
+fn switch(var: &'static str, v: &str) -> Result<bool, ConfigError> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(err(var, format!("expected true or false, got {v:?}"))),
+    }
+}
+
+/// `ACCOUNT_FIELDS` (`FIELD=SOURCE,...`); refused with enrichment off, which resolves them.
+fn account_fields(
+    spec: Option<String>,
+    enrich: bool,
+) -> Result<gdfwd_core::account_fields::AccountFields, ConfigError> {
+    let fields = gdfwd_core::account_fields::AccountFields::parse(spec.as_slice())
+        .map_err(|e| err(ACCOUNT_FIELDS, e.to_string()))?;
+    if !enrich && !fields.is_empty() {
+        return Err(err(
+            ACCOUNT_FIELDS,
+            format!("{ENRICH} is false, but the account fields are set by account enrichment"),
+        ));
+    }
+    Ok(fields)
+}
+
+/// `GDFWD_CA_FILE`: checked here, not when the HTTP client is built, so the error names the
+/// variable.
+fn ca_file(path: String) -> Result<PathBuf, ConfigError> {
+    let path = PathBuf::from(path);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(err(
+            CA_FILE,
+            format!("{} is not a readable file", path.display()),
+        ))
+    }
+}
+
+/// `LOG_LEVEL` (default `info`), in the CLI's syntax: a level, or a tracing filter
+/// (`info,gdfwd_core=debug`) without bare words (gdfwd_core::logfilter).
+fn log_level(value: Option<String>) -> Result<String, ConfigError> {
+    let level = value
+        .unwrap_or_else(|| "info".to_owned())
+        .to_ascii_lowercase();
+    let problem = match gdfwd_core::logfilter::bare_word(&level) {
+        Some(word) => Some(format!("{word:?} is neither a level nor target=level")),
+        None => tracing_subscriber::EnvFilter::try_new(&level)
+            .err()
+            .map(|e| e.to_string()),
+    };
+    match problem {
+        None => Ok(level),
+        Some(e) => Err(err(
+            LOG_LEVEL,
+            format!(
+                "expected error, warn, info, debug, trace or a filter such as info,gdfwd_core=debug, got {level:?} ({e})"
+            ),
+        )),
     }
 }
 
