@@ -105,33 +105,11 @@ const SAME_REASON_SHOWN: u64 = 3;
 
 pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let mut files = args.files.clone();
-    if files.is_empty() && !args.sample && !args.sample_invalid {
-        if std::io::stdin().is_terminal() {
-            return Err(crate::Usage(
-                "no input: give FILES, `-` for stdin, or --sample for the embedded sample findings"
-                    .to_owned(),
-            )
-            .into());
-        }
-        files.push(PathBuf::from("-"));
-    }
+    let files = input_files(&args)?;
     let s3 = crate::s3::S3Input::from_args(&args)?;
     let filter = args.filter.filter()?;
     let sources = input::sources(&files, args.sample, args.sample_invalid);
-    // Checked before sending: a summary that cannot be written would turn a delivered run into
-    // a failed one at the very end.
-    if let Some(path) = &args.summary {
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-        if dir.is_some_and(|d| !d.is_dir()) {
-            return Err(crate::Usage(format!(
-                "--summary {}: directory {} does not exist",
-                path.display(),
-                dir.map(|d| d.display().to_string()).unwrap_or_default()
-            ))
-            .into());
-        }
-    }
+    check_summary_dir(args.summary.as_deref())?;
 
     let dry_run = args.pipeline.dry_run();
     let interrupt = Interrupt::install();
@@ -169,11 +147,7 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
     }
     .context("starting the reader")?;
 
-    let mut summary = Summary::default();
-    let mut handled = 0u64;
-    // A whole-run problem (a refused token, an unreachable endpoint) fails every finding with the
-    // same reason: name the first few findings, then count the rest.
-    let mut reasons: HashMap<String, u64> = HashMap::new();
+    let mut totals = Totals::default();
     loop {
         let chunk = tokio::select! {
             c = rx.recv() => c,
@@ -183,27 +157,16 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
         for p in &chunk.problems {
             progress.println(&printable(p));
         }
-        summary.invalid += chunk.invalid;
-        summary.skipped += chunk.skipped;
-        summary.received += chunk.invalid + chunk.skipped;
+        totals.summary.invalid += chunk.invalid;
+        totals.summary.skipped += chunk.skipped;
+        totals.summary.received += chunk.invalid + chunk.skipped;
         if interrupt.is_set() {
             break;
         }
         let name = sources[chunk.source].name();
-        let mut settled = true;
-        if !chunk.findings.is_empty() {
-            // The pipeline also stops each chunk's sending before its claims' lease ends.
-            let report = pipeline.process(&chunk.findings, run_deadline).await;
-            settled = report_undone(
-                &name,
-                &chunk.findings,
-                &report.outcomes,
-                &mut reasons,
-                &progress,
-            );
-            summary.merge(&report.summary);
-            handled += chunk.findings.len() as u64;
-        }
+        let settled = totals
+            .process(&pipeline, &chunk, &name, run_deadline, &progress)
+            .await;
         if let Some(cp) = &mut checkpoints[chunk.source]
             && let Err(e) = cp
                 .advance(chunk.resume_at, settled, chunk.last && chunk.complete)
@@ -211,7 +174,7 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
         {
             progress.println(&printable(&format!("warning: {e:#}")));
         }
-        progress.update(handled);
+        progress.update(totals.handled);
     }
     progress.finish();
     drop(rx);
@@ -221,6 +184,91 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("the input reader failed (a bug): some input may not have been read");
     }
     let interrupted = interrupt.is_set();
+    print_repeated(totals.reasons);
+    print_summary(&totals.summary, dry_run, started.elapsed());
+    if let Some(path) = &args.summary {
+        let json =
+            serde_json::to_string_pretty(&totals.summary).context("serialising the summary")?;
+        std::fs::write(path, json + "\n")
+            .with_context(|| format!("writing the summary to {}", path.display()))?;
+    }
+    Ok(ExitCode::from(exit_status(&totals.summary, interrupted)))
+}
+
+/// The inputs: FILES, else stdin when it is not a terminal (`-`); none is a usage error.
+fn input_files(args: &ForwardArgs) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = args.files.clone();
+    if files.is_empty() && !args.sample && !args.sample_invalid {
+        if std::io::stdin().is_terminal() {
+            return Err(crate::Usage(
+                "no input: give FILES, `-` for stdin, or --sample for the embedded sample findings"
+                    .to_owned(),
+            )
+            .into());
+        }
+        files.push(PathBuf::from("-"));
+    }
+    Ok(files)
+}
+
+/// Checked before sending: a summary that cannot be written would turn a delivered run into a
+/// failed one at the very end.
+fn check_summary_dir(path: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(d) = dir.filter(|d| !d.is_dir()) {
+        return Err(crate::Usage(format!(
+            "--summary {}: directory {} does not exist",
+            path.display(),
+            d.display()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// What the run has done so far.
+#[derive(Debug, Default)]
+struct Totals {
+    summary: Summary,
+    /// Findings handed to the pipeline (the progress bar's count).
+    handled: u64,
+    /// Undelivered findings per reason. A whole-run problem (a refused token, an unreachable
+    /// endpoint) fails every finding with the same reason: the first few are named, the rest
+    /// counted ([`print_repeated`]).
+    reasons: HashMap<String, u64>,
+}
+
+impl Totals {
+    /// Sends one chunk's findings through the pipeline (which also stops before the claims'
+    /// lease ends); whether every one of them is settled.
+    async fn process(
+        &mut self,
+        pipeline: &gdfwd_core::pipeline::Pipeline,
+        chunk: &input::Chunk,
+        name: &str,
+        deadline: Option<Instant>,
+        progress: &Progress,
+    ) -> bool {
+        if chunk.findings.is_empty() {
+            return true;
+        }
+        let report = pipeline.process(&chunk.findings, deadline).await;
+        let settled = report_undone(
+            name,
+            &chunk.findings,
+            &report.outcomes,
+            &mut self.reasons,
+            progress,
+        );
+        self.summary.merge(&report.summary);
+        self.handled += chunk.findings.len() as u64;
+        settled
+    }
+}
+
+/// The count of undelivered findings beyond the few named, per reason.
+fn print_repeated(reasons: HashMap<String, u64>) {
     let mut repeated: Vec<(String, u64)> = reasons
         .into_iter()
         .filter(|(_, n)| *n > SAME_REASON_SHOWN)
@@ -233,14 +281,6 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
             printable(&reason)
         );
     }
-
-    print_summary(&summary, dry_run, started.elapsed());
-    if let Some(path) = &args.summary {
-        let json = serde_json::to_string_pretty(&summary).context("serialising the summary")?;
-        std::fs::write(path, json + "\n")
-            .with_context(|| format!("writing the summary to {}", path.display()))?;
-    }
-    Ok(ExitCode::from(exit_status(&summary, interrupted)))
 }
 
 /// [`EXIT_STATUS`]: undelivered findings win over invalid input, so a run that both met bad
