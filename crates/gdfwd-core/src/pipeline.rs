@@ -460,11 +460,11 @@ impl Pipeline {
         finishes
     }
 
-    /// Settles the batch's copies of versions it claimed itself (`(copy, holder)` pairs) once
-    /// their holders' outcomes are recorded. A copy of a version that was not delivered fails
-    /// retryably without a claim (its retry decides). Every other copy is claimed now, so the
-    /// store records what it finally is (a duplicate of the delivered version, or stale behind
-    /// it) instead of an answer given while the holder was still sending.
+    /// Step 6: settles the batch's copies of versions it claimed itself (`(copy, holder)` pairs)
+    /// once their holders' outcomes are recorded. A copy of a version that was not delivered
+    /// fails retryably without a claim (its retry decides). Every other copy is claimed now, so
+    /// the store records what it finally is (a duplicate of the delivered version, or stale
+    /// behind it) instead of an answer given while the holder was still sending.
     async fn settle_copies(
         &self,
         store: &dyn StateStore,
@@ -472,37 +472,7 @@ impl Pipeline {
         copies: &[(usize, usize)],
         outcomes: &mut [Option<Outcome>],
     ) {
-        let mut to_claim: Vec<(usize, Outcome)> = Vec::new();
-        for &(copy, holder) in copies {
-            let newer = findings[holder].updated_at;
-            let older = findings[copy].updated_at < newer;
-            let Some(held) = outcomes[holder].clone() else {
-                continue;
-            };
-            let settled = match held {
-                // Behind a newer version delivered now: stale, as the store will say.
-                Outcome::Forwarded { .. } if older => Outcome::Stale { newest: newer },
-                Outcome::Forwarded { .. } => Outcome::Duplicate,
-                // The newer version was not delivered, so the older one may be sent after all:
-                // a retry (its claim is free now) decides, whatever stopped the newer one.
-                Outcome::Failed { reason, .. } if older => {
-                    outcomes[copy] = Some(Outcome::Failed {
-                        retryable: true,
-                        reason: format!(
-                            "not sent: waited for the newer version {newer}, which failed: {reason}"
-                        ),
-                    });
-                    continue;
-                }
-                other @ (Outcome::Failed { .. } | Outcome::Invalid { .. }) => {
-                    outcomes[copy] = Some(other);
-                    continue;
-                }
-                other => other,
-            };
-            // The fallback if the claim below fails: what the holder's outcome implies.
-            to_claim.push((copy, settled));
-        }
+        let to_claim = follow_holders(findings, copies, outcomes);
         if to_claim.is_empty() {
             return;
         }
@@ -514,20 +484,8 @@ impl Pipeline {
             Ok(claims) if claims.len() == reqs.len() => {
                 for ((i, _), c) in to_claim.into_iter().zip(claims) {
                     outcomes[i] = Some(match c {
-                        // The holder's claim was given up meanwhile (released, or its commit
-                        // refused): this copy holds a claim it did not send with; free it.
                         ClaimOutcome::New { owner } => {
-                            let reason = "claimed after its batch had sent; left for a retry";
-                            if let Err(e) = store
-                                .release(&version_key(&findings[i]), owner, reason)
-                                .await
-                            {
-                                tracing::warn!(finding = %findings[i].id, error = %e, "releasing a copy's claim failed; it frees itself when the lease ends");
-                            }
-                            Outcome::Failed {
-                                retryable: true,
-                                reason: reason.to_owned(),
-                            }
+                            release_copy(store, &findings[i], owner).await
                         }
                         other => claim_answer(other),
                     });
@@ -690,6 +648,61 @@ fn conclude(mut summary: Summary, decided: Vec<Option<Outcome>>, missing: &str) 
         summary.count(o);
     }
     BatchReport { outcomes, summary }
+}
+
+/// Step 6, first half: what each copy is by its holder's outcome. A copy whose holder was not
+/// delivered gets its outcome here; the others are returned with the outcome the holder's
+/// implies (the fallback if their claim fails) to be claimed.
+fn follow_holders(
+    findings: &[Finding],
+    copies: &[(usize, usize)],
+    outcomes: &mut [Option<Outcome>],
+) -> Vec<(usize, Outcome)> {
+    let mut to_claim: Vec<(usize, Outcome)> = Vec::new();
+    for &(copy, holder) in copies {
+        let newer = findings[holder].updated_at;
+        let older = findings[copy].updated_at < newer;
+        let Some(held) = outcomes[holder].clone() else {
+            continue;
+        };
+        let settled = match held {
+            // Behind a newer version delivered now: stale, as the store will say.
+            Outcome::Forwarded { .. } if older => Outcome::Stale { newest: newer },
+            Outcome::Forwarded { .. } => Outcome::Duplicate,
+            // The newer version was not delivered, so the older one may be sent after all: a
+            // retry (its claim is free now) decides, whatever stopped the newer one.
+            Outcome::Failed { reason, .. } if older => {
+                outcomes[copy] = Some(Outcome::Failed {
+                    retryable: true,
+                    reason: format!(
+                        "not sent: waited for the newer version {newer}, which failed: {reason}"
+                    ),
+                });
+                continue;
+            }
+            other @ (Outcome::Failed { .. } | Outcome::Invalid { .. }) => {
+                outcomes[copy] = Some(other);
+                continue;
+            }
+            other => other,
+        };
+        to_claim.push((copy, settled));
+    }
+    to_claim
+}
+
+/// A copy won its late claim: the holder's claim was given up meanwhile (released, or its
+/// commit refused), so this copy holds a claim it did not send with. Frees it and leaves the
+/// copy for a retry.
+async fn release_copy(store: &dyn StateStore, f: &Finding, owner: Owner) -> Outcome {
+    let reason = "claimed after its batch had sent; left for a retry";
+    if let Err(e) = store.release(&version_key(f), owner, reason).await {
+        tracing::warn!(finding = %f.id, error = %e, "releasing a copy's claim failed; it frees itself when the lease ends");
+    }
+    Outcome::Failed {
+        retryable: true,
+        reason: reason.to_owned(),
+    }
 }
 
 /// The outcome of a claim that was not won.
