@@ -18,6 +18,7 @@
 //! - enrichment is best-effort and cannot fail a finding.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::{Clock, SystemClock};
 use crate::enrich::AccountResolver;
 use crate::error::StoreError;
-use crate::sink::{EventOutcome, OutEvent, SendStats, Sink};
+use crate::sink::{EventOutcome, OutEvent, SendReport, SendStats, Sink};
 use crate::store::{ClaimOutcome, ClaimRequest, Delivery, Finish, Owner, StateStore, VersionKey};
 
 /// Default claim lease: long enough for a slow send with retries, short enough that a crashed
@@ -239,17 +240,69 @@ impl Pipeline {
     /// Processes one batch. `deadline` bounds sending and retries; what is not sent by then is
     /// released and reported as retryable. With a store, sending also stops before the claims'
     /// lease ends (see [`lease_send_budget`]).
+    ///
+    /// The steps below are the batch's whole story; each is a method of its own so this reads
+    /// as the order of events, and each step only fills in the outcomes it decides.
     pub async fn process(&self, findings: &[Finding], deadline: Option<Instant>) -> BatchReport {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; findings.len()];
         // Taken before the claim: the store's lease starts no earlier than this.
         let claimed_at = Instant::now();
+        let mut summary = Summary {
+            received: findings.len() as u64,
+            ..Summary::default()
+        };
 
-        // 0. Filter, then refuse, alone, what must never be claimed or sent (issue #16): a
-        //    version far in the future would block every real version; values the store cannot
-        //    hold would fail the claim of the whole batch. A filtered finding is not judged
-        //    further: it is not wanted, whatever its values.
+        // 0. Filter, then refuse, alone, what must never be claimed or sent.
+        let (valid, reqs) = self.admit(findings, &mut outcomes);
+
+        // 1. Claim. A later copy of a version the batch already asks for (a redelivery, or an
+        //    older version behind a newer one) follows its holder's outcome and is claimed in
+        //    step 6, so the store counts what it finally was. Without a store all are sent.
+        let (copies, valid, reqs) = match &self.store {
+            Some(_) => split_copies(findings, valid, reqs),
+            None => (Vec::new(), valid, reqs),
+        };
+        let claims = match self.claim(&valid, &reqs, &mut outcomes).await {
+            Ok(claims) => claims,
+            Err(reason) => return conclude(summary, outcomes, &reason),
+        };
+        let (to_send, owners) = claims_won(claims, &mut outcomes);
+
+        // 2. Enrich, once per distinct account, concurrently.
+        let enrichments = self.enrich(findings, &to_send).await;
+
+        // 3. Map and serialise; remember which events belong to which finding.
+        let (events, ranges) = self.map(findings, &to_send, &enrichments, &mut outcomes);
+
+        // 4. Send.
+        let report = self.send(&events, deadline, claimed_at).await;
+        summary.add_send(&report.stats);
+
+        // 5. Commit or release every sent finding's claim, in one store call (one request per
+        //    batch on DynamoDB, instead of one per finding).
+        let finishes = self.judge_sent(findings, &events, ranges, &report, &owners, &mut outcomes);
+        if let Some(store) = &self.store {
+            summary.stale_owner += finish(store.as_ref(), &finishes).await;
+            // 6. Copies follow their holder's outcome.
+            self.settle_copies(store.as_ref(), findings, &copies, &mut outcomes)
+                .await;
+        }
+
+        // 7. Count.
+        conclude(summary, outcomes, "internal: no outcome")
+    }
+
+    /// Step 0: filters, then refuses, alone, what must never be claimed or sent (issue #16): a
+    /// version far in the future would block every real version; values the store cannot hold
+    /// would fail the claim of the whole batch. A filtered finding is not judged further: it is
+    /// not wanted, whatever its values. Returns the admitted findings and, with a store, their
+    /// claim requests (built here once, checked, and claimed in step 1).
+    fn admit(
+        &self,
+        findings: &[Finding],
+        outcomes: &mut [Option<Outcome>],
+    ) -> (Vec<usize>, Vec<ClaimRequest>) {
         let now = self.clock.now();
-        // The claim requests are built here once, checked, and claimed in step 1.
         let mut valid: Vec<usize> = Vec::with_capacity(findings.len());
         let mut reqs: Vec<ClaimRequest> = Vec::with_capacity(findings.len());
         for (i, f) in findings.iter().enumerate() {
@@ -259,17 +312,7 @@ impl Pipeline {
                 outcomes[i] = Some(Outcome::Filtered { reason });
                 continue;
             }
-            let checked =
-                f.check_version(now)
-                    .map_err(|e| e.to_string())
-                    .and_then(|()| match &self.store {
-                        None => Ok(None),
-                        Some(s) => {
-                            let req = claim_request(f);
-                            s.refuses(&req).map_or(Ok(Some(req)), Err)
-                        }
-                    });
-            match checked {
+            match self.validate(f, now) {
                 Err(reason) => outcomes[i] = Some(Outcome::Invalid { reason }),
                 Ok(req) => {
                     valid.push(i);
@@ -277,69 +320,72 @@ impl Pipeline {
                 }
             }
         }
+        (valid, reqs)
+    }
 
-        // 1. Claim. Without a store every finding is "new". A later copy of a version this
-        //    batch already asks for (a redelivered copy, or an older version behind a newer
-        //    one) is not claimed now: it follows its holder's outcome, and is claimed once that
-        //    is recorded (step 6), so the store counts what it finally was.
-        //    Without a store (no dedup) every copy is sent.
-        let (copies, valid, reqs) = match &self.store {
-            Some(_) => split_copies(findings, valid, reqs),
-            None => (Vec::new(), valid, reqs),
-        };
-        let claims: Vec<(usize, ClaimOutcome)> = match &self.store {
-            None => valid
-                .iter()
-                .map(|&i| (i, ClaimOutcome::New { owner: Owner::NONE }))
-                .collect(),
-            Some(store) => {
-                let failure = match store.claim_many(&reqs, self.lease).await {
-                    Ok(c) if c.len() == reqs.len() => Ok(valid.iter().copied().zip(c).collect()),
-                    Ok(c) => Err(format!(
-                        "state store returned {} claim results for {} findings",
-                        c.len(),
-                        reqs.len()
-                    )),
-                    // The store refused the batch's data (a value it cannot hold that
-                    // `refuses` did not foresee) and wrote nothing: claim one by one, so only
-                    // the offending finding is refused.
-                    Err(e @ StoreError::Invalid { .. }) if reqs.len() > 1 => {
-                        tracing::warn!(store = %store.describe(), error = %e, "the store refused a batch's claims; claiming one by one");
-                        Ok(self
-                            .claim_one_by_one(store.as_ref(), &valid, &reqs, &mut outcomes)
-                            .await)
-                    }
-                    Err(e) => {
-                        tracing::error!(store = %store.describe(), error = %e, "claiming failed; batch will be retried");
-                        Err(format!("claiming in the state store failed: {e}"))
-                    }
-                };
-                match failure {
-                    Ok(c) => c,
-                    Err(reason) => return self.fail_all(findings, outcomes, reason),
-                }
-            }
-        };
-        let mut to_send = Vec::new();
-        // The owner token of each claim won, for its commit or release.
-        let mut owners: HashMap<usize, Owner> = HashMap::new();
-        for (i, c) in claims {
-            match c {
-                ClaimOutcome::New { owner } => {
-                    owners.insert(i, owner);
-                    to_send.push(i);
-                }
-                other => outcomes[i] = Some(claim_answer(other)),
+    /// A finding's `updatedAt` judged against `now`, then, with a store, its claim request
+    /// checked against what the store can hold.
+    fn validate(&self, f: &Finding, now: Timestamp) -> Result<Option<ClaimRequest>, String> {
+        f.check_version(now).map_err(|e| e.to_string())?;
+        match &self.store {
+            None => Ok(None),
+            Some(s) => {
+                let req = claim_request(f);
+                s.refuses(&req).map_or(Ok(Some(req)), Err)
             }
         }
+    }
 
-        // 2. Enrich, once per distinct account, concurrently.
-        let enrichments = self.enrich(findings, &to_send).await;
+    /// Step 1: claims `reqs` (of findings `valid`). Without a store every finding is "new". An
+    /// `Err` is a reason that fails every finding not decided yet, retryably.
+    async fn claim(
+        &self,
+        valid: &[usize],
+        reqs: &[ClaimRequest],
+        outcomes: &mut [Option<Outcome>],
+    ) -> Result<Vec<(usize, ClaimOutcome)>, String> {
+        let Some(store) = &self.store else {
+            return Ok(valid
+                .iter()
+                .map(|&i| (i, ClaimOutcome::New { owner: Owner::NONE }))
+                .collect());
+        };
+        match store.claim_many(reqs, self.lease).await {
+            Ok(c) if c.len() == reqs.len() => Ok(valid.iter().copied().zip(c).collect()),
+            Ok(c) => Err(format!(
+                "state store returned {} claim results for {} findings",
+                c.len(),
+                reqs.len()
+            )),
+            // The store refused the batch's data (a value it cannot hold that `refuses` did
+            // not foresee) and wrote nothing: claim one by one, so only the offending finding
+            // is refused.
+            Err(e @ StoreError::Invalid { .. }) if reqs.len() > 1 => {
+                tracing::warn!(store = %store.describe(), error = %e, "the store refused a batch's claims; claiming one by one");
+                Ok(self
+                    .claim_one_by_one(store.as_ref(), valid, reqs, outcomes)
+                    .await)
+            }
+            Err(e) => {
+                tracing::error!(store = %store.describe(), error = %e, "claiming failed; batch will be retried");
+                Err(format!("claiming in the state store failed: {e}"))
+            }
+        }
+    }
 
-        // 3. Map and serialise; remember which events belong to which finding.
+    /// Step 3: maps and serialises the findings `to_send`. Returns the events and, per finding,
+    /// the range of its events. A finding with an event that cannot be serialised fails
+    /// definitively and contributes no events.
+    fn map(
+        &self,
+        findings: &[Finding],
+        to_send: &[usize],
+        enrichments: &HashMap<String, Enrichment>,
+        outcomes: &mut [Option<Outcome>],
+    ) -> (Vec<OutEvent>, Vec<(usize, Range<usize>)>) {
         let mut events: Vec<OutEvent> = Vec::new();
-        let mut ranges: Vec<(usize, std::ops::Range<usize>)> = Vec::with_capacity(to_send.len());
-        for &i in &to_send {
+        let mut ranges: Vec<(usize, Range<usize>)> = Vec::with_capacity(to_send.len());
+        for &i in to_send {
             let f = &findings[i];
             let enrichment = enrichments
                 .get(f.account_id.as_str())
@@ -363,112 +409,62 @@ impl Pipeline {
             }
             ranges.push((i, start..events.len()));
         }
+        (events, ranges)
+    }
 
-        // 4. Send.
-        let mut summary = Summary {
-            received: findings.len() as u64,
-            ..Summary::default()
-        };
+    /// Step 4: sends `events`, stopping at `deadline` and, with a store, before the lease of
+    /// claims taken at `claimed_at` ends.
+    async fn send(
+        &self,
+        events: &[OutEvent],
+        deadline: Option<Instant>,
+        claimed_at: Instant,
+    ) -> SendReport {
         // `checked_add`: a lease too long for the clock (a huge `--lease`) bounds nothing.
         let lease_end = self
             .store
             .as_ref()
             .and_then(|_| claimed_at.checked_add(lease_send_budget(self.lease)));
         let deadline = deadline.into_iter().chain(lease_end).min();
-        let report = if events.is_empty() {
-            Default::default()
-        } else {
-            self.sink.send(&events, deadline).await
-        };
-        summary.add_send(&report.stats);
+        if events.is_empty() {
+            return SendReport::default();
+        }
+        self.sink.send(events, deadline).await
+    }
 
-        // 5. Commit or release every sent finding's claim, in one store call (one request per
-        //    batch on DynamoDB, instead of one per finding).
+    /// Step 5, first half: each sent finding's outcome from its events' outcomes and, with a
+    /// store, the commit (delivered) or release (not delivered) of the claim it won.
+    fn judge_sent(
+        &self,
+        findings: &[Finding],
+        events: &[OutEvent],
+        ranges: Vec<(usize, Range<usize>)>,
+        report: &SendReport,
+        owners: &HashMap<usize, Owner>,
+        outcomes: &mut [Option<Outcome>],
+    ) -> Vec<(VersionKey, Owner, Finish)> {
         let mut finishes: Vec<(VersionKey, Owner, Finish)> = Vec::new();
         for (i, range) in ranges {
             let results = report.outcomes.get(range.clone()).unwrap_or(&[]);
             let outcome = event_outcome(results, range.len());
-            if self.store.is_some() {
-                let finish = match &outcome {
-                    Outcome::Forwarded { .. } => Some(Finish::Commit(Delivery {
-                        event_ids: events[range].iter().map(|e| e.id.clone()).collect(),
-                        request_id: results.iter().find_map(|o| match o {
-                            EventOutcome::Sent { request_id } => request_id.clone(),
-                            _ => None,
-                        }),
-                    })),
-                    Outcome::Failed { reason, .. } => Some(Finish::Release(reason.clone())),
-                    Outcome::Duplicate
-                    | Outcome::InFlight { .. }
-                    | Outcome::Stale { .. }
-                    | Outcome::Invalid { .. }
-                    | Outcome::Filtered { .. } => None,
-                };
-                if let (Some(finish), Some(owner)) = (finish, owners.get(&i)) {
-                    finishes.push((version_key(&findings[i]), *owner, finish));
-                }
+            if self.store.is_some()
+                && let (Some(finish), Some(owner)) = (
+                    finish_for(&outcome, &events[range], results),
+                    owners.get(&i),
+                )
+            {
+                finishes.push((version_key(&findings[i]), *owner, finish));
             }
             outcomes[i] = Some(outcome);
         }
-        if let Some(store) = &self.store
-            && !finishes.is_empty()
-        {
-            let results = store.finish_many(&finishes).await;
-            for (k, (key, _, finish)) in finishes.iter().enumerate() {
-                let error = match results.get(k) {
-                    Some(Ok(())) => continue,
-                    // Our lease ran out and another sender claimed the version: the store
-                    // refused to apply our commit or release over its claim (issue #20).
-                    Some(Err(e @ StoreError::StaleOwner { .. })) => {
-                        summary.stale_owner += 1;
-                        tracing::warn!(finding = %key.finding_id, version = %key.version, error = %e, "the claim was no longer ours; the store refused the finish");
-                        continue;
-                    }
-                    Some(Err(e)) => e.to_string(),
-                    None => format!(
-                        "the state store returned {} results for {} items",
-                        results.len(),
-                        finishes.len()
-                    ),
-                };
-                match finish {
-                    // Delivered but not recorded: after the lease a retry may resend it, with
-                    // the same event ids. Losing it would be worse.
-                    Finish::Commit(_) => {
-                        tracing::warn!(finding = %key.finding_id, version = %key.version, error, "delivered, but committing to the state store failed");
-                    }
-                    Finish::Release(_) => {
-                        tracing::warn!(finding = %key.finding_id, version = %key.version, error, "releasing the claim failed; it frees itself when the lease ends");
-                    }
-                }
-            }
-        }
-
-        // 6. Copies follow their holder's outcome.
-        if let Some(store) = &self.store {
-            self.settle_copies(store.as_ref(), findings, &copies, &mut outcomes)
-                .await;
-        }
-        let outcomes: Vec<Outcome> = outcomes
-            .into_iter()
-            .map(|o| {
-                o.unwrap_or(Outcome::Failed {
-                    retryable: true,
-                    reason: "internal: no outcome".to_owned(),
-                })
-            })
-            .collect();
-        for o in &outcomes {
-            summary.count(o);
-        }
-        BatchReport { outcomes, summary }
+        finishes
     }
 
-    /// Settles the batch's copies of versions it claimed itself (`(copy, holder)` pairs) once
-    /// their holders' outcomes are recorded. A copy of a version that was not delivered fails
-    /// retryably without a claim (its retry decides). Every other copy is claimed now, so the
-    /// store records what it finally is (a duplicate of the delivered version, or stale behind
-    /// it) instead of an answer given while the holder was still sending.
+    /// Step 6: settles the batch's copies of versions it claimed itself (`(copy, holder)` pairs)
+    /// once their holders' outcomes are recorded. A copy of a version that was not delivered
+    /// fails retryably without a claim (its retry decides). Every other copy is claimed now, so
+    /// the store records what it finally is (a duplicate of the delivered version, or stale
+    /// behind it) instead of an answer given while the holder was still sending.
     async fn settle_copies(
         &self,
         store: &dyn StateStore,
@@ -476,37 +472,7 @@ impl Pipeline {
         copies: &[(usize, usize)],
         outcomes: &mut [Option<Outcome>],
     ) {
-        let mut to_claim: Vec<(usize, Outcome)> = Vec::new();
-        for &(copy, holder) in copies {
-            let newer = findings[holder].updated_at;
-            let older = findings[copy].updated_at < newer;
-            let Some(held) = outcomes[holder].clone() else {
-                continue;
-            };
-            let settled = match held {
-                // Behind a newer version delivered now: stale, as the store will say.
-                Outcome::Forwarded { .. } if older => Outcome::Stale { newest: newer },
-                Outcome::Forwarded { .. } => Outcome::Duplicate,
-                // The newer version was not delivered, so the older one may be sent after all:
-                // a retry (its claim is free now) decides, whatever stopped the newer one.
-                Outcome::Failed { reason, .. } if older => {
-                    outcomes[copy] = Some(Outcome::Failed {
-                        retryable: true,
-                        reason: format!(
-                            "not sent: waited for the newer version {newer}, which failed: {reason}"
-                        ),
-                    });
-                    continue;
-                }
-                other @ (Outcome::Failed { .. } | Outcome::Invalid { .. }) => {
-                    outcomes[copy] = Some(other);
-                    continue;
-                }
-                other => other,
-            };
-            // The fallback if the claim below fails: what the holder's outcome implies.
-            to_claim.push((copy, settled));
-        }
+        let to_claim = follow_holders(findings, copies, outcomes);
         if to_claim.is_empty() {
             return;
         }
@@ -518,20 +484,8 @@ impl Pipeline {
             Ok(claims) if claims.len() == reqs.len() => {
                 for ((i, _), c) in to_claim.into_iter().zip(claims) {
                     outcomes[i] = Some(match c {
-                        // The holder's claim was given up meanwhile (released, or its commit
-                        // refused): this copy holds a claim it did not send with; free it.
                         ClaimOutcome::New { owner } => {
-                            let reason = "claimed after its batch had sent; left for a retry";
-                            if let Err(e) = store
-                                .release(&version_key(&findings[i]), owner, reason)
-                                .await
-                            {
-                                tracing::warn!(finding = %findings[i].id, error = %e, "releasing a copy's claim failed; it frees itself when the lease ends");
-                            }
-                            Outcome::Failed {
-                                retryable: true,
-                                reason: reason.to_owned(),
-                            }
+                            release_copy(store, &findings[i], owner).await
                         }
                         other => claim_answer(other),
                     });
@@ -594,31 +548,160 @@ impl Pipeline {
             .into_iter()
             .collect()
     }
+}
 
-    /// Every finding without an outcome yet fails retryably for `reason`.
-    fn fail_all(
-        &self,
-        findings: &[Finding],
-        decided: Vec<Option<Outcome>>,
-        reason: String,
-    ) -> BatchReport {
-        let outcomes: Vec<Outcome> = decided
-            .into_iter()
-            .map(|o| {
-                o.unwrap_or_else(|| Outcome::Failed {
-                    retryable: true,
-                    reason: reason.clone(),
-                })
-            })
-            .collect();
-        let mut summary = Summary {
-            received: findings.len() as u64,
-            ..Summary::default()
-        };
-        for o in &outcomes {
-            summary.count(o);
+/// Splits won claims from the rest: returns the findings to send and the owner token of each
+/// claim won (for its commit or release); every other claim decides its finding's outcome.
+fn claims_won(
+    claims: Vec<(usize, ClaimOutcome)>,
+    outcomes: &mut [Option<Outcome>],
+) -> (Vec<usize>, HashMap<usize, Owner>) {
+    let mut to_send = Vec::new();
+    let mut owners: HashMap<usize, Owner> = HashMap::new();
+    for (i, c) in claims {
+        match c {
+            ClaimOutcome::New { owner } => {
+                owners.insert(i, owner);
+                to_send.push(i);
+            }
+            other => outcomes[i] = Some(claim_answer(other)),
         }
-        BatchReport { outcomes, summary }
+    }
+    (to_send, owners)
+}
+
+/// What to record for a sent finding with `outcome`, whose events are `events` with send
+/// results `results`: a commit of what was delivered, or the release of a claim not delivered.
+fn finish_for(outcome: &Outcome, events: &[OutEvent], results: &[EventOutcome]) -> Option<Finish> {
+    match outcome {
+        Outcome::Forwarded { .. } => Some(Finish::Commit(Delivery {
+            event_ids: events.iter().map(|e| e.id.clone()).collect(),
+            request_id: results.iter().find_map(|o| match o {
+                EventOutcome::Sent { request_id } => request_id.clone(),
+                _ => None,
+            }),
+        })),
+        Outcome::Failed { reason, .. } => Some(Finish::Release(reason.clone())),
+        Outcome::Duplicate
+        | Outcome::InFlight { .. }
+        | Outcome::Stale { .. }
+        | Outcome::Invalid { .. }
+        | Outcome::Filtered { .. } => None,
+    }
+}
+
+/// Step 5, second half: applies `finishes` in one store call. A failure is logged, never
+/// fatal: a commit that failed leaves a delivered version for a possible resend after the lease
+/// (with the same event ids), which is better than losing it. Returns how many the store
+/// refused because the claim was no longer ours ([`Summary::stale_owner`]).
+async fn finish(store: &dyn StateStore, finishes: &[(VersionKey, Owner, Finish)]) -> u64 {
+    if finishes.is_empty() {
+        return 0;
+    }
+    let mut stale_owner = 0;
+    let results = store.finish_many(finishes).await;
+    for (k, (key, _, finish)) in finishes.iter().enumerate() {
+        let error = match results.get(k) {
+            Some(Ok(())) => continue,
+            // Our lease ran out and another sender claimed the version: the store refused to
+            // apply our commit or release over its claim (issue #20).
+            Some(Err(e @ StoreError::StaleOwner { .. })) => {
+                stale_owner += 1;
+                tracing::warn!(finding = %key.finding_id, version = %key.version, error = %e, "the claim was no longer ours; the store refused the finish");
+                continue;
+            }
+            Some(Err(e)) => e.to_string(),
+            None => format!(
+                "the state store returned {} results for {} items",
+                results.len(),
+                finishes.len()
+            ),
+        };
+        match finish {
+            // Delivered but not recorded: after the lease a retry may resend it, with the same
+            // event ids. Losing it would be worse.
+            Finish::Commit(_) => {
+                tracing::warn!(finding = %key.finding_id, version = %key.version, error, "delivered, but committing to the state store failed");
+            }
+            Finish::Release(_) => {
+                tracing::warn!(finding = %key.finding_id, version = %key.version, error, "releasing the claim failed; it frees itself when the lease ends");
+            }
+        }
+    }
+    stale_owner
+}
+
+/// Step 7: the batch's report. Every finding without an outcome yet fails retryably for
+/// `missing` (the reason a failed claim gives to all, or an internal error that cannot happen);
+/// every outcome is counted into `summary`.
+fn conclude(mut summary: Summary, decided: Vec<Option<Outcome>>, missing: &str) -> BatchReport {
+    let outcomes: Vec<Outcome> = decided
+        .into_iter()
+        .map(|o| {
+            o.unwrap_or_else(|| Outcome::Failed {
+                retryable: true,
+                reason: missing.to_owned(),
+            })
+        })
+        .collect();
+    for o in &outcomes {
+        summary.count(o);
+    }
+    BatchReport { outcomes, summary }
+}
+
+/// Step 6, first half: what each copy is by its holder's outcome. A copy whose holder was not
+/// delivered gets its outcome here; the others are returned with the outcome the holder's
+/// implies (the fallback if their claim fails) to be claimed.
+fn follow_holders(
+    findings: &[Finding],
+    copies: &[(usize, usize)],
+    outcomes: &mut [Option<Outcome>],
+) -> Vec<(usize, Outcome)> {
+    let mut to_claim: Vec<(usize, Outcome)> = Vec::new();
+    for &(copy, holder) in copies {
+        let newer = findings[holder].updated_at;
+        let older = findings[copy].updated_at < newer;
+        let Some(held) = outcomes[holder].clone() else {
+            continue;
+        };
+        let settled = match held {
+            // Behind a newer version delivered now: stale, as the store will say.
+            Outcome::Forwarded { .. } if older => Outcome::Stale { newest: newer },
+            Outcome::Forwarded { .. } => Outcome::Duplicate,
+            // The newer version was not delivered, so the older one may be sent after all: a
+            // retry (its claim is free now) decides, whatever stopped the newer one.
+            Outcome::Failed { reason, .. } if older => {
+                outcomes[copy] = Some(Outcome::Failed {
+                    retryable: true,
+                    reason: format!(
+                        "not sent: waited for the newer version {newer}, which failed: {reason}"
+                    ),
+                });
+                continue;
+            }
+            other @ (Outcome::Failed { .. } | Outcome::Invalid { .. }) => {
+                outcomes[copy] = Some(other);
+                continue;
+            }
+            other => other,
+        };
+        to_claim.push((copy, settled));
+    }
+    to_claim
+}
+
+/// A copy won its late claim: the holder's claim was given up meanwhile (released, or its
+/// commit refused), so this copy holds a claim it did not send with. Frees it and leaves the
+/// copy for a retry.
+async fn release_copy(store: &dyn StateStore, f: &Finding, owner: Owner) -> Outcome {
+    let reason = "claimed after its batch had sent; left for a retry";
+    if let Err(e) = store.release(&version_key(f), owner, reason).await {
+        tracing::warn!(finding = %f.id, error = %e, "releasing a copy's claim failed; it frees itself when the lease ends");
+    }
+    Outcome::Failed {
+        retryable: true,
+        reason: reason.to_owned(),
     }
 }
 

@@ -11,6 +11,10 @@
 //!
 //! The payload is taken as a `serde_json::Value` and parsed here, never by the runtime's
 //! deserialiser: malformed input must be counted and reported per message, not fail the batch.
+//! The answer is typed ([`Answer`]) and serialised by the runtime: there is no JSON built by hand
+//! and so no fallback that could ever tell SQS that every message was done. Both triggers judge a
+//! message's findings with one function ([`judge`]); they differ only in what the judgement
+//! becomes (a failed batch item, or the invocation's error).
 //!
 //! The handler knows nothing of the runtime or AWS: it is built from the core ports, so it is
 //! tested with in-process fakes; `main` wires the real adapters.
@@ -24,7 +28,7 @@ use gdfwd_core::sink::Sink;
 use gdfwd_core::store::StateStore;
 use gdfwd_model::{Finding, Format, Item, parse_value};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::metrics::{InvocationMetrics, MeteredSink};
 
@@ -50,6 +54,41 @@ impl Shape {
         match self {
             Self::Direct => "direct",
             Self::SqsBatch => "sqs",
+        }
+    }
+}
+
+/// A successful invocation's answer, serialised by the runtime as the JSON the trigger expects.
+/// Untagged: each variant is exactly its own JSON object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Answer {
+    /// `{"batchItemFailures":[{"itemIdentifier":"…"}]}`: the messages SQS must redeliver.
+    Sqs(SqsBatchResponse),
+    /// `{"forwarded":1,"duplicates":0,"stale":0,"filtered":0,"skipped":0}`: a direct event that
+    /// needs no retry.
+    Direct(DirectAnswer),
+}
+
+/// What a direct invocation that needs no retry did (informational: Lambda only records it).
+/// Field order is the JSON's key order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DirectAnswer {
+    pub forwarded: u64,
+    pub duplicates: u64,
+    pub stale: u64,
+    pub filtered: u64,
+    pub skipped: u64,
+}
+
+impl DirectAnswer {
+    fn new(s: &Summary) -> Self {
+        Self {
+            forwarded: s.forwarded,
+            duplicates: s.duplicates,
+            stale: s.stale,
+            filtered: s.filtered,
+            skipped: s.skipped,
         }
     }
 }
@@ -111,8 +150,9 @@ impl From<HandlerError> for lambda_runtime::Diagnostic {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Handled {
     pub shape: Shape,
-    /// For SQS: the batch response; for direct: a small summary object.
-    pub response: Result<Value, HandlerError>,
+    /// The runtime's answer: for SQS always `Ok` (the batch response); for direct, `Ok` with a
+    /// small summary, or the error that makes Lambda retry or dead-letter the event.
+    pub response: Result<Answer, HandlerError>,
     pub metrics: InvocationMetrics,
 }
 
@@ -182,9 +222,7 @@ impl Handler {
         let (shape, response, summary, item_failures) = if is_sqs_batch(&payload) {
             let (resp, summary) = self.handle_batch(payload, inv, deadline).await;
             let n = resp.batch_item_failures.len() as u64;
-            let value =
-                serde_json::to_value(&resp).unwrap_or_else(|_| json!({"batchItemFailures": []}));
-            (Shape::SqsBatch, Ok(value), summary, n)
+            (Shape::SqsBatch, Ok(Answer::Sqs(resp)), summary, n)
         } else {
             let (resp, summary) = self.handle_direct(payload, inv, deadline).await;
             (Shape::Direct, resp, summary, 0)
@@ -224,90 +262,45 @@ impl Handler {
             .unwrap_or_default()
     }
 
+    /// Runs the batch's findings through the pipeline; the summary includes `extra` (the
+    /// records that never became findings).
+    async fn process(
+        &self,
+        findings: &[Finding],
+        extra: &Summary,
+        deadline: Option<Instant>,
+    ) -> (Vec<Outcome>, Summary) {
+        let report = if findings.is_empty() {
+            Default::default()
+        } else {
+            self.pipeline.process(findings, deadline).await
+        };
+        let mut summary = report.summary;
+        summary.merge(extra);
+        summary.received += extra.skipped + extra.invalid;
+        (report.outcomes, summary)
+    }
+
     async fn handle_batch(
         &self,
         payload: Value,
         inv: &Invocation,
         deadline: Option<Instant>,
     ) -> (SqsBatchResponse, Summary) {
-        let records = match payload {
-            Value::Object(mut o) => match o.remove("Records") {
-                Some(Value::Array(r)) => r,
-                _ => Vec::new(),
-            },
-            _ => Vec::new(),
-        };
         let mut extra = Summary::default();
         let mut findings: Vec<Finding> = Vec::new();
-        let mut messages: Vec<Message> = Vec::with_capacity(records.len());
-
-        for (n, record) in records.into_iter().enumerate() {
-            let Value::Object(mut record) = record else {
-                extra.invalid += 1;
-                tracing::error!(request_id = %inv.request_id, record = n + 1, "SQS record is not an object; it cannot be reported as failed");
-                continue;
-            };
-            let Some(id) = record
-                .get("messageId")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-            else {
-                extra.invalid += 1;
-                tracing::error!(request_id = %inv.request_id, record = n + 1, "SQS record has no messageId; it cannot be reported as failed");
-                continue;
-            };
-            let mut msg = Message {
-                id,
-                findings: Vec::new(),
-                rejected: None,
-            };
-            match record.remove("body") {
-                Some(Value::String(body)) => match serde_json::from_str::<Value>(&body) {
-                    Ok(value) => {
-                        collect_items(value, &mut findings, &mut msg, &mut extra);
-                    }
-                    Err(e) => {
-                        extra.invalid += 1;
-                        msg.rejected = Some(format!("message body is not JSON: {e}"));
-                    }
-                },
-                _ => {
-                    extra.invalid += 1;
-                    msg.rejected = Some("message has no string body".to_owned());
-                }
-            }
-            messages.push(msg);
-        }
-
-        let report = if findings.is_empty() {
-            Default::default()
-        } else {
-            self.pipeline.process(&findings, deadline).await
-        };
-        let mut summary = report.summary;
-        summary.merge(&extra);
-        summary.received += extra.skipped + extra.invalid;
+        let messages = read_records(payload, inv, &mut findings, &mut extra);
+        let (outcomes, summary) = self.process(&findings, &extra, deadline).await;
 
         let mut failures = Vec::new();
         let mut reported = std::collections::HashSet::new();
         for msg in &messages {
-            let mut retry_reason = None;
-            let mut rejected = msg.rejected.clone();
-            for &i in &msg.findings {
-                if let Some((retryable, reason)) = report.outcomes.get(i).and_then(Outcome::undone)
-                {
-                    let f = &findings[i];
-                    let why = format!("finding {} ({}): {reason}", f.id, f.updated_at);
-                    if retryable {
-                        retry_reason.get_or_insert(why);
-                    } else {
-                        rejected.get_or_insert(why);
-                    }
-                }
-            }
-            if let Some(reason) = rejected {
+            let judged = judge(msg, &findings, &outcomes);
+            // Either way the message is reported; a rejected one is logged as such, so the
+            // dead-lettered message's reason is on record.
+            if let Some(reason) = judged.rejected {
                 tracing::error!(request_id = %inv.request_id, message_id = %msg.id, %reason, "message can never be delivered; reported as failed until SQS dead-letters it");
-            } else if let Some(reason) = retry_reason {
+            } else if let Some(reason) = judged.retry {
                 tracing::warn!(request_id = %inv.request_id, message_id = %msg.id, %reason, "message not delivered; SQS will redeliver it");
             } else {
                 continue;
@@ -334,7 +327,7 @@ impl Handler {
         payload: Value,
         inv: &Invocation,
         deadline: Option<Instant>,
-    ) -> (Result<Value, HandlerError>, Summary) {
+    ) -> (Result<Answer, HandlerError>, Summary) {
         let mut extra = Summary::default();
         let mut findings = Vec::new();
         let mut msg = Message {
@@ -343,51 +336,125 @@ impl Handler {
             rejected: None,
         };
         collect_items(payload, &mut findings, &mut msg, &mut extra);
-        let report = if findings.is_empty() {
-            Default::default()
-        } else {
-            self.pipeline.process(&findings, deadline).await
-        };
-        let mut summary = report.summary;
-        summary.merge(&extra);
-        summary.received += extra.skipped + extra.invalid;
+        let (outcomes, summary) = self.process(&findings, &extra, deadline).await;
 
-        let mut retry: Option<String> = None;
-        let mut retry_count = 0;
-        for (f, o) in findings.iter().zip(&report.outcomes) {
-            if let Some((retryable, reason)) = o.undone() {
-                let why = format!("finding {} ({}): {reason}", f.id, f.updated_at);
-                if retryable {
-                    retry_count += 1;
-                    retry.get_or_insert(why);
-                } else {
-                    msg.rejected.get_or_insert(why);
-                }
-            }
-        }
-        let response = if let Some(reason) = retry {
+        let judged = judge(&msg, &findings, &outcomes);
+        let response = if let Some(reason) = judged.retry {
             // Retryable wins over rejected: a retry may still deliver the retryable findings, and
             // the rejected ones are re-rejected without being sent twice (their claims are free).
             tracing::warn!(request_id = %inv.request_id, %reason, "event not delivered; Lambda will retry it");
             Err(HandlerError::Retryable {
-                failed: retry_count,
+                failed: judged.retryable,
                 total: findings.len() as u64,
                 reason,
             })
-        } else if let Some(reason) = msg.rejected {
+        } else if let Some(reason) = judged.rejected {
             tracing::error!(request_id = %inv.request_id, %reason, "event can never be delivered; failing so Lambda dead-letters it");
             Err(HandlerError::Rejected { reason })
         } else {
-            Ok(json!({
-                "forwarded": summary.forwarded,
-                "duplicates": summary.duplicates,
-                "stale": summary.stale,
-                "filtered": summary.filtered,
-                "skipped": summary.skipped,
-            }))
+            Ok(Answer::Direct(DirectAnswer::new(&summary)))
         };
         (response, summary)
     }
+}
+
+/// Why a message (or a direct event) is not done: the first reason a finding may succeed on a
+/// retry, how many such findings there are, and the first reason it never can (its own, such
+/// as an invalid body, first). Both `None`: done.
+#[derive(Debug, Default)]
+struct Judgement {
+    retry: Option<String>,
+    retryable: u64,
+    rejected: Option<String>,
+}
+
+/// Judges `msg` by its findings' `outcomes` (indexed like `findings`; a missing outcome counts
+/// as done, as it always has). The one rule both triggers share.
+fn judge(msg: &Message, findings: &[Finding], outcomes: &[Outcome]) -> Judgement {
+    let mut judged = Judgement {
+        rejected: msg.rejected.clone(),
+        ..Judgement::default()
+    };
+    for &i in &msg.findings {
+        let Some((retryable, reason)) = outcomes.get(i).and_then(Outcome::undone) else {
+            continue;
+        };
+        let f = &findings[i];
+        let why = format!("finding {} ({}): {reason}", f.id, f.updated_at);
+        if retryable {
+            judged.retryable += 1;
+            judged.retry.get_or_insert(why);
+        } else {
+            judged.rejected.get_or_insert(why);
+        }
+    }
+    judged
+}
+
+/// The messages of an SQS batch payload, their findings appended to `findings`.
+fn read_records(
+    payload: Value,
+    inv: &Invocation,
+    findings: &mut Vec<Finding>,
+    extra: &mut Summary,
+) -> Vec<Message> {
+    let records = match payload {
+        Value::Object(mut o) => match o.remove("Records") {
+            Some(Value::Array(r)) => r,
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    };
+    records
+        .into_iter()
+        .enumerate()
+        .filter_map(|(n, record)| read_record(record, n + 1, inv, findings, extra))
+        .collect()
+}
+
+/// Record `number` (1-based) of an SQS batch as a message. A record that cannot be named in the
+/// answer (not an object, no `messageId`) is counted invalid, logged, and is `None`; a message
+/// whose body is not a JSON string is rejected.
+fn read_record(
+    record: Value,
+    number: usize,
+    inv: &Invocation,
+    findings: &mut Vec<Finding>,
+    extra: &mut Summary,
+) -> Option<Message> {
+    let Value::Object(mut record) = record else {
+        extra.invalid += 1;
+        tracing::error!(request_id = %inv.request_id, record = number, "SQS record is not an object; it cannot be reported as failed");
+        return None;
+    };
+    let Some(id) = record
+        .get("messageId")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+    else {
+        extra.invalid += 1;
+        tracing::error!(request_id = %inv.request_id, record = number, "SQS record has no messageId; it cannot be reported as failed");
+        return None;
+    };
+    let mut msg = Message {
+        id,
+        findings: Vec::new(),
+        rejected: None,
+    };
+    match record.remove("body") {
+        Some(Value::String(body)) => match serde_json::from_str::<Value>(&body) {
+            Ok(value) => collect_items(value, findings, &mut msg, extra),
+            Err(e) => {
+                extra.invalid += 1;
+                msg.rejected = Some(format!("message body is not JSON: {e}"));
+            }
+        },
+        _ => {
+            extra.invalid += 1;
+            msg.rejected = Some("message has no string body".to_owned());
+        }
+    }
+    Some(msg)
 }
 
 /// An SQS batch is an object whose `Records` are SQS messages (`eventSource: aws:sqs`). Anything

@@ -13,7 +13,9 @@ pub mod ready;
 pub mod runtime;
 
 pub use config::{Config, ConfigError};
-pub use handler::{Handled, Handler, HandlerError, Invocation, Shape, SqsBatchResponse};
+pub use handler::{
+    Answer, DirectAnswer, Handled, Handler, HandlerError, Invocation, Shape, SqsBatchResponse,
+};
 pub use metrics::InvocationMetrics;
 pub use ready::{Check, Checked, NotReady, Readiness};
 pub use runtime::{init_logging, report_init_error, serve};

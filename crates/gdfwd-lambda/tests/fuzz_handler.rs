@@ -249,7 +249,10 @@ fn check(payload: &Value, handled: &gdfwd_lambda::Handled) -> Result<(), TestCas
             let response = handled
                 .response
                 .as_ref()
-                .map_err(|e| TestCaseError::fail(format!("an SQS batch never fails: {e}")))?;
+                .map_err(|e| TestCaseError::fail(format!("an SQS batch never fails: {e}")))
+                .and_then(|a| {
+                    serde_json::to_value(a).map_err(|e| TestCaseError::fail(e.to_string()))
+                })?;
             let failed: Vec<String> = response["batchItemFailures"]
                 .as_array()
                 .ok_or_else(|| TestCaseError::fail("no batchItemFailures"))?
@@ -272,7 +275,9 @@ fn check(payload: &Value, handled: &gdfwd_lambda::Handled) -> Result<(), TestCas
         Shape::Direct => {
             prop_assert!(s.received >= 1, "a direct event is counted: {:?}", s);
             let shown = match &handled.response {
-                Ok(v) => v.to_string(),
+                Ok(a) => {
+                    serde_json::to_string(a).map_err(|e| TestCaseError::fail(e.to_string()))?
+                }
                 Err(e) => e.to_string(),
             };
             prop_assert!(

@@ -12,7 +12,9 @@ use gdfwd_core::enrich::{AccountResolver, EnrichStats};
 use gdfwd_core::sink::{EventOutcome, OutEvent, SendReport, SendStats, Sink};
 use gdfwd_core::store::StateStore;
 use gdfwd_lambda::handler::send_margin;
-use gdfwd_lambda::{Handler, HandlerError, Invocation, Shape};
+use gdfwd_lambda::{
+    Answer, DirectAnswer, Handled, Handler, HandlerError, Invocation, Shape, SqsBatchResponse,
+};
 use gdfwd_model::{Enrichment, FilterInput, FindingFilter, Format};
 use gdfwd_store_sqlite::SqliteStore;
 use serde_json::{Value, json};
@@ -77,6 +79,13 @@ fn sqs_record(id: &str, body: &str) -> Value {
 
 fn sqs_batch(records: &[(String, String)]) -> Value {
     json!({"Records": records.iter().map(|(id, body)| sqs_record(id, body)).collect::<Vec<_>>()})
+}
+
+/// The handler's answer as the runtime puts it on the wire (it serialises the typed answer).
+fn wire(h: &Handled) -> Result<Value, HandlerError> {
+    h.response
+        .clone()
+        .map(|a| serde_json::to_value(a).expect("an answer always serialises"))
 }
 
 fn failures(resp: &Value) -> Vec<String> {
@@ -256,7 +265,7 @@ async fn sqs_batch_forwards_good_messages_and_fails_exactly_the_bad_ones() {
 
     let h = r.handler.handle(sqs_batch(&records), &inv("r1")).await;
     assert_eq!(h.shape, Shape::SqsBatch);
-    let resp = h.response.expect("SQS batches always answer");
+    let resp = wire(&h).expect("SQS batches always answer");
     assert_eq!(failures(&resp), vec!["bad-finding", "bad-json"]);
     for e in &events {
         assert!(
@@ -296,16 +305,10 @@ async fn redelivered_batches_are_not_resent_and_bad_messages_fail_every_time() {
     records.push(("bad".to_owned(), "42".to_owned()));
     let first = r.handler.handle(sqs_batch(&records), &inv("r1")).await;
     let sent_once = r.sink.sent().len();
-    assert_eq!(
-        failures(first.response.as_ref().expect("answer")),
-        vec!["bad"]
-    );
+    assert_eq!(failures(&wire(&first).expect("answer")), vec!["bad"]);
 
     let again = r.handler.handle(sqs_batch(&records), &inv("r2")).await;
-    assert_eq!(
-        failures(again.response.as_ref().expect("answer")),
-        vec!["bad"]
-    );
+    assert_eq!(failures(&wire(&again).expect("answer")), vec!["bad"]);
     assert_eq!(r.sink.sent().len(), sent_once, "nothing resent");
     assert_eq!(again.metrics.summary.duplicates, 4);
     assert_eq!(again.metrics.summary.forwarded, 0);
@@ -340,7 +343,7 @@ async fn retryable_sink_failures_name_exactly_the_unsent_messages_and_replay_del
         );
     }
     let h = r.handler.handle(sqs_batch(&records), &inv("r1")).await;
-    let failed = failures(h.response.as_ref().expect("answer"));
+    let failed = failures(&wire(&h).expect("answer"));
     assert_eq!(failed, vec!["m1", "m4", "m7"]);
     assert_eq!(h.metrics.summary.failed, 3);
     assert_eq!(h.metrics.summary.forwarded, 5);
@@ -353,10 +356,7 @@ async fn retryable_sink_failures_name_exactly_the_unsent_messages_and_replay_del
         .cloned()
         .collect();
     let h = r.handler.handle(sqs_batch(&replay), &inv("r2")).await;
-    assert_eq!(
-        failures(h.response.as_ref().expect("answer")),
-        Vec::<String>::new()
-    );
+    assert_eq!(failures(&wire(&h).expect("answer")), Vec::<String>::new());
     assert_eq!(h.metrics.summary.forwarded, 3);
     for e in &events {
         assert!(
@@ -391,7 +391,7 @@ async fn definitive_rejections_fail_the_message_on_every_receive_without_resendi
             .handle(sqs_batch(&records), &inv(&format!("r{n}")))
             .await;
         assert_eq!(
-            failures(h.response.as_ref().expect("answer")),
+            failures(&wire(&h).expect("answer")),
             vec!["m2"],
             "receive {n}"
         );
@@ -428,11 +428,11 @@ async fn direct_events_succeed_skip_or_fail_so_lambda_retries_them() {
 
     let h = r.handler.handle(events[0].clone(), &inv("d1")).await;
     assert_eq!(h.shape, Shape::Direct);
-    let ok = h.response.expect("delivered");
+    let ok = wire(&h).expect("delivered");
     assert_eq!(ok["forwarded"], 1);
     // Redelivered by EventBridge: a duplicate, still a success.
     let h = r.handler.handle(events[0].clone(), &inv("d2")).await;
-    assert_eq!(h.response.expect("duplicate is fine")["duplicates"], 1);
+    assert_eq!(wire(&h).expect("duplicate is fine")["duplicates"], 1);
 
     let negative: Value = serde_json::from_str(
         &std::fs::read_to_string(
@@ -443,7 +443,7 @@ async fn direct_events_succeed_skip_or_fail_so_lambda_retries_them() {
     )
     .expect("json");
     let h = r.handler.handle(negative, &inv("d3")).await;
-    assert_eq!(h.response.expect("skipping is a success")["skipped"], 1);
+    assert_eq!(wire(&h).expect("skipping is a success")["skipped"], 1);
     assert_eq!(h.metrics.summary.skipped, 1);
 
     let h = r.handler.handle(json!({"detail-type": "GuardDuty Finding", "source": "aws.guardduty", "detail": {"id": "x"}}), &inv("d4")).await;
@@ -473,7 +473,7 @@ async fn direct_events_succeed_skip_or_fail_so_lambda_retries_them() {
     }
     r.sink.heal();
     let h = r.handler.handle(events[1].clone(), &inv("d6")).await;
-    assert_eq!(h.response.expect("retry delivers")["forwarded"], 1);
+    assert_eq!(wire(&h).expect("retry delivers")["forwarded"], 1);
 
     r.sink.fail(
         &finding_id(&events[2]),
@@ -504,7 +504,7 @@ async fn sending_stops_before_the_deadline_and_unsent_findings_are_released_for_
         deadline: Some(SystemTime::now() + Duration::from_millis(200)),
     };
     let h = r.handler.handle(sqs_batch(&records), &nearly_over).await;
-    assert_eq!(failures(h.response.as_ref().expect("answer")).len(), 5);
+    assert_eq!(failures(&wire(&h).expect("answer")).len(), 5);
     assert!(r.sink.sent().is_empty());
     let handed = r.sink.deadlines.lock().expect("lock").clone();
     assert!(
@@ -514,10 +514,7 @@ async fn sending_stops_before_the_deadline_and_unsent_findings_are_released_for_
 
     // Released, not left under a lease: the redelivery sends them at once.
     let h = r.handler.handle(sqs_batch(&records), &inv("again")).await;
-    assert_eq!(
-        failures(h.response.as_ref().expect("answer")),
-        Vec::<String>::new()
-    );
+    assert_eq!(failures(&wire(&h).expect("answer")), Vec::<String>::new());
     assert_eq!(h.metrics.summary.forwarded, 5);
 }
 
@@ -556,10 +553,7 @@ async fn payloads_that_are_neither_shape_are_rejected_not_crashed_on() {
         sqs_record("good", &events[0].to_string()),
     ]});
     let h = r.handler.handle(batch, &inv("mixed")).await;
-    assert_eq!(
-        failures(h.response.as_ref().expect("answer")),
-        vec!["nobody"]
-    );
+    assert_eq!(failures(&wire(&h).expect("answer")), vec!["nobody"]);
     assert_eq!(h.metrics.summary.forwarded, 1);
     assert_eq!(h.metrics.summary.invalid, 2);
 }
@@ -592,7 +586,7 @@ async fn a_finding_in_flight_elsewhere_is_retried_not_dropped() {
         .collect();
     records.push(("m1-copy".to_owned(), events[1].to_string()));
     let h = r.handler.handle(sqs_batch(&records), &inv("f1")).await;
-    assert_eq!(failures(h.response.as_ref().expect("answer")), vec!["m0"]);
+    assert_eq!(failures(&wire(&h).expect("answer")), vec!["m0"]);
     assert_eq!(h.metrics.summary.in_flight, 1);
     assert_eq!(h.metrics.summary.forwarded, 2);
     assert_eq!(r.sink.sent_containing(&id0), 0, "held elsewhere: not sent");
@@ -616,7 +610,7 @@ async fn a_finding_in_flight_elsewhere_is_retried_not_dropped() {
         .await
         .expect("release");
     let h = r.handler.handle(sqs_batch(&records[..1]), &inv("f3")).await;
-    assert!(failures(h.response.as_ref().expect("answer")).is_empty());
+    assert!(failures(&wire(&h).expect("answer")).is_empty());
     assert_eq!(r.sink.sent_containing(&id0), 1);
 }
 
@@ -734,7 +728,7 @@ async fn account_fields_from_the_environment_reach_every_event_of_the_account() 
         .map(|(i, e)| (format!("m{i}"), e.to_string()))
         .collect();
     let h = handler.handle(sqs_batch(&records), &inv("af")).await;
-    assert!(failures(&h.response.expect("answer")).is_empty());
+    assert!(failures(&wire(&h).expect("answer")).is_empty());
     assert_eq!(h.metrics.summary.forwarded, 9);
 
     let sent: Vec<Value> = sink
@@ -887,10 +881,7 @@ async fn every_filter_variable_forwards_what_it_keeps_and_counts_what_it_drops()
         let config = config_with(vars);
         let r = rig_with(Format::Raw, config.filter.clone());
         let h = r.handler.handle(sqs_batch(&records), &inv("f")).await;
-        assert!(
-            failures(&h.response.expect("answer")).is_empty(),
-            "{vars:?}"
-        );
+        assert!(failures(&wire(&h).expect("answer")).is_empty(), "{vars:?}");
         let kept: Vec<&Value> = events.iter().filter(|e| keep(e)).collect();
         let dropped = events.len() - kept.len();
         assert!(!kept.is_empty(), "{vars:?} keeps something");
@@ -919,10 +910,41 @@ async fn every_filter_variable_forwards_what_it_keeps_and_counts_what_it_drops()
         .find(|e| archived(e))
         .expect("an archived finding");
     let h = r.handler.handle((*archived_event).clone(), &inv("d")).await;
-    let answer = h.response.expect("filtered is not an error");
+    let answer = wire(&h).expect("filtered is not an error");
     assert_eq!(
         (answer["filtered"].as_u64(), answer["forwarded"].as_u64()),
         (Some(1), Some(0))
     );
     assert!(r.sink.sent().is_empty());
+}
+
+/// The answers are typed now; the bytes the runtime sends must stay what the hand-built JSON
+/// values were: `{"batchItemFailures":[{"itemIdentifier":…}]}` and the direct summary with its
+/// keys in this order.
+#[test]
+fn answers_serialise_to_the_json_the_triggers_expect() {
+    let sqs = Answer::Sqs(SqsBatchResponse {
+        batch_item_failures: vec![gdfwd_lambda::handler::BatchItemFailure {
+            item_identifier: "m1".to_owned(),
+        }],
+    });
+    assert_eq!(
+        serde_json::to_string(&sqs).expect("serialises"),
+        r#"{"batchItemFailures":[{"itemIdentifier":"m1"}]}"#
+    );
+    assert_eq!(
+        serde_json::to_string(&Answer::Sqs(SqsBatchResponse::default())).expect("serialises"),
+        r#"{"batchItemFailures":[]}"#
+    );
+    let direct = Answer::Direct(DirectAnswer {
+        forwarded: 1,
+        duplicates: 2,
+        stale: 3,
+        filtered: 4,
+        skipped: 5,
+    });
+    assert_eq!(
+        serde_json::to_string(&direct).expect("serialises"),
+        r#"{"forwarded":1,"duplicates":2,"stale":3,"filtered":4,"skipped":5}"#
+    );
 }
