@@ -26,9 +26,28 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use gdfwd_core::store::StateStore;
+use gdfwd_core::store::{KvStore, StateStore};
 use gdfwd_guardduty::query::CHECKPOINT_NAMESPACE;
 use serde::{Deserialize, Serialize};
+
+/// Where checkpoints are kept: the state store's key/value space, and the store's name for
+/// messages.
+#[derive(Debug, Clone)]
+pub struct Checkpoints {
+    kv: Arc<dyn KvStore>,
+    name: String,
+}
+
+impl Checkpoints {
+    /// The checkpoint space of `store`; `None` when the store has no key/value space (then
+    /// nothing resumes, as without a store).
+    pub fn of(store: &Arc<dyn StateStore>) -> Option<Self> {
+        Some(Self {
+            kv: Arc::clone(store).kv()?,
+            name: store.describe(),
+        })
+    }
+}
 
 use crate::input::Position;
 
@@ -49,7 +68,7 @@ struct Stored {
 /// One file's checkpoint: where to start, and where to save progress.
 #[derive(Debug)]
 pub struct FileCheckpoint {
-    store: Arc<dyn StateStore>,
+    store: Checkpoints,
     key: String,
     path: String,
     identity: Identity,
@@ -102,7 +121,7 @@ impl FileCheckpoint {
     /// be inspected (reading it reports why). A stored checkpoint that cannot be read is a
     /// warning, not an error: the file is then read in full.
     pub async fn load(
-        store: Arc<dyn StateStore>,
+        store: Checkpoints,
         path: &Path,
         scope: &str,
         resume: bool,
@@ -112,7 +131,7 @@ impl FileCheckpoint {
         let (key, shown) = key(path, scope);
         // What the store holds for this file as it is now (a changed file's is as good as none).
         let mut saved = None;
-        match store.kv_get(CHECKPOINT_NAMESPACE, &key).await {
+        match store.kv.kv_get(CHECKPOINT_NAMESPACE, &key).await {
             Ok(Some(text)) => match serde_json::from_str::<Stored>(&text) {
                 Ok(s) if s.identity == identity => saved = Some(s.position),
                 Ok(_) => {
@@ -167,13 +186,14 @@ impl FileCheckpoint {
         };
         let text = serde_json::to_string(&stored)?;
         self.store
+            .kv
             .kv_put(CHECKPOINT_NAMESPACE, &self.key, &text, self.ttl)
             .await
             .map_err(|e| {
                 anyhow::anyhow!(
                     "saving the forward checkpoint of {} in {}: {e}",
                     self.path,
-                    self.store.describe()
+                    self.store.name
                 )
             })
     }
@@ -190,7 +210,7 @@ struct StoredObject {
 /// One S3 export object's checkpoint (see the module documentation).
 #[derive(Debug)]
 pub struct ObjectCheckpoint {
-    store: Arc<dyn StateStore>,
+    store: Checkpoints,
     key: String,
     stored: StoredObject,
     /// Set once a chunk of this object was not settled: it is not marked finished.
@@ -201,7 +221,7 @@ pub struct ObjectCheckpoint {
 impl ObjectCheckpoint {
     /// The checkpoint of the object at `url` for the filter `scope` ([`scope`]).
     pub fn new(
-        store: Arc<dyn StateStore>,
+        store: Checkpoints,
         url: &str,
         scope: &str,
         etag: &str,
@@ -225,7 +245,7 @@ impl ObjectCheckpoint {
     /// Whether an earlier run settled this very object (same entity tag and size). A checkpoint
     /// that cannot be read counts as none (the object is read; the store sends nothing twice).
     pub async fn finished(&self) -> bool {
-        match self.store.kv_get(CHECKPOINT_NAMESPACE, &self.key).await {
+        match self.store.kv.kv_get(CHECKPOINT_NAMESPACE, &self.key).await {
             Ok(Some(text)) => serde_json::from_str::<StoredObject>(&text)
                 .is_ok_and(|s| s.etag == self.stored.etag && s.size == self.stored.size),
             Ok(None) => false,
@@ -244,13 +264,14 @@ impl ObjectCheckpoint {
         }
         let text = serde_json::to_string(&self.stored)?;
         self.store
+            .kv
             .kv_put(CHECKPOINT_NAMESPACE, &self.key, &text, self.ttl)
             .await
             .map_err(|e| {
                 anyhow::anyhow!(
                     "saving the checkpoint of {} in {}: {e}",
                     self.stored.url,
-                    self.store.describe()
+                    self.store.name
                 )
             })
     }

@@ -26,7 +26,7 @@ use anyhow::Context;
 use gdfwd_core::pipeline::{Outcome, Summary};
 use gdfwd_core::{Clock, SystemClock};
 
-use crate::checkpoint::{Checkpoint, FileCheckpoint};
+use crate::checkpoint::{Checkpoint, Checkpoints, FileCheckpoint};
 use crate::input;
 use crate::interrupt::{EXIT_INTERRUPTED, Interrupt};
 use crate::progress::Progress;
@@ -121,9 +121,10 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let run_deadline = args.deadline.map(|d| started + d);
 
+    let checkpoints = pipeline.store().and_then(Checkpoints::of);
     let planned = match &s3 {
-        Some(s3) => s3.plan(&args, pipeline.store()).await?,
-        None => plan_sources(&args, &sources, pipeline.store(), pipeline.filter()).await,
+        Some(s3) => s3.plan(&args, checkpoints.as_ref()).await?,
+        None => plan_sources(&args, &sources, checkpoints.as_ref(), pipeline.filter()).await,
     };
     let (plans, mut checkpoints): (Vec<input::Plan>, Vec<Option<Checkpoint>>) =
         planned.into_iter().unzip();
@@ -349,7 +350,7 @@ fn report_undone(
 async fn plan_sources(
     args: &ForwardArgs,
     sources: &[input::Source],
-    store: Option<&Arc<dyn gdfwd_core::store::StateStore>>,
+    store: Option<&Checkpoints>,
     filter: &gdfwd_model::FindingFilter,
 ) -> Vec<(input::Plan, Option<Checkpoint>)> {
     let scope = crate::checkpoint::scope(filter);

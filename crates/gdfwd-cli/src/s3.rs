@@ -16,12 +16,11 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 
 use futures::StreamExt;
-use gdfwd_core::store::StateStore;
 use gdfwd_model::Timestamp;
 use gdfwd_source_s3::{Export, ExportObject, Location, S3Error, Selection};
 
 use crate::Usage;
-use crate::checkpoint::{Checkpoint, ObjectCheckpoint};
+use crate::checkpoint::{Checkpoint, Checkpoints, ObjectCheckpoint};
 use crate::forward::ForwardArgs;
 use crate::input::{self, Chunk, Counting, Plan, Position, ReadConfig, Source};
 use crate::render::printable;
@@ -158,7 +157,7 @@ impl S3Input {
     pub async fn plan(
         &self,
         args: &ForwardArgs,
-        store: Option<&Arc<dyn StateStore>>,
+        store: Option<&Checkpoints>,
     ) -> anyhow::Result<Vec<(Plan, Option<Checkpoint>)>> {
         let sdk = crate::aws::sdk_config().await;
         let export = self.export.get_or_init(|| Export::new(sdk));

@@ -114,7 +114,8 @@ impl PipelineArgs {
         let sink: Arc<dyn Sink> = Arc::new(http);
         let resolver = match sdk {
             Some(sdk) => {
-                gdfwd_enrich_aws::build_resolver(&enrich, sdk, real_store.clone(), clock).await
+                let cache = real_store.clone().and_then(StateStore::kv);
+                gdfwd_enrich_aws::build_resolver(&enrich, sdk, cache, clock).await
             }
             None => None,
         };

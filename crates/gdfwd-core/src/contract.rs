@@ -42,7 +42,7 @@ use crate::clock::{Clock, ManualClock};
 use crate::error::StoreError;
 use crate::store::{
     ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, Finish, HistoryKind,
-    ListQuery, Owner, StateStore, Status, StatusFilter, VersionKey,
+    KvStore, ListQuery, Owner, StateStore, Status, StatusFilter, VersionKey,
 };
 
 /// The retention every contract store must be created with.
@@ -163,17 +163,8 @@ impl StateStore for Guarded {
     async fn list(&self, query: &ListQuery) -> Result<Vec<FindingRecord>, StoreError> {
         self.store.list(query).await
     }
-    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<String>, StoreError> {
-        self.store.kv_get(namespace, key).await
-    }
-    async fn kv_put(
-        &self,
-        namespace: &str,
-        key: &str,
-        value: &str,
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
-        self.store.kv_put(namespace, key, value, ttl).await
+    fn kv(self: Arc<Self>) -> Option<Arc<dyn KvStore>> {
+        Arc::clone(&self.store).kv()
     }
 }
 
@@ -1069,8 +1060,11 @@ where
 {
     let st = setup("kv_ttl", start_time());
     let clock = st.clock.clone();
-    let s = make(st).await;
-    let s = s.as_ref();
+    let store = make(st).await;
+    let kv = Arc::clone(&store)
+        .kv()
+        .expect("the backend offers the key/value space");
+    let s = kv.as_ref();
     let get =
         |ns: &'static str, k: &'static str| async move { s.kv_get(ns, k).await.expect("kv_get") };
     assert_eq!(get("alias", "111122223333").await, None);
@@ -1104,7 +1098,8 @@ where
     assert_eq!(get("alias", "111122223333").await.as_deref(), Some("back"));
     // kv entries do not show up as findings.
     assert!(
-        s.list(&ListQuery::default())
+        store
+            .list(&ListQuery::default())
             .await
             .expect("list")
             .is_empty()

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::account_fields::{AccountFields, ContextNeeds};
 use crate::clock::Clock;
 use crate::error::LookupError;
-use crate::store::StateStore;
+use crate::store::KvStore;
 
 /// What a lookup found for one account.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -137,7 +137,7 @@ type Slot = Arc<tokio::sync::Mutex<Option<CacheEntry>>>;
 /// lookup, store write); concurrent callers for the same account wait for the call in flight.
 pub struct CachingResolver {
     lookup: Arc<dyn AccountLookup>,
-    store: Option<Arc<dyn StateStore>>,
+    store: Option<Arc<dyn KvStore>>,
     clock: Arc<dyn Clock>,
     config: CacheConfig,
     fields: AccountFields,
@@ -152,7 +152,7 @@ impl std::fmt::Debug for CachingResolver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CachingResolver")
             .field("lookup", &self.lookup)
-            .field("store", &self.store.as_ref().map(|s| s.describe()))
+            .field("store_cache", &self.store.is_some())
             .field("config", &self.config)
             .field("stats", &self.stats())
             .finish_non_exhaustive()
@@ -162,7 +162,7 @@ impl std::fmt::Debug for CachingResolver {
 impl CachingResolver {
     pub fn new(
         lookup: Arc<dyn AccountLookup>,
-        store: Option<Arc<dyn StateStore>>,
+        store: Option<Arc<dyn KvStore>>,
         clock: Arc<dyn Clock>,
         config: CacheConfig,
     ) -> Self {
@@ -373,9 +373,6 @@ mod tests {
     use super::*;
     use crate::ManualClock;
     use crate::error::StoreError;
-    use crate::store::{
-        ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, ListQuery, VersionKey,
-    };
 
     const T0: Timestamp = Timestamp::from_millis(1_700_000_000_000);
 
@@ -466,55 +463,27 @@ mod tests {
         }
     }
 
-    /// Only the key/value space is implemented (no expiry: the resolver checks its own); the
-    /// findings methods are not used by the resolver. `broken` makes every kv call fail.
+    /// A key/value space only (no expiry: the resolver checks its own), which is all the
+    /// resolver needs. `broken` makes every call fail.
     #[derive(Debug, Default)]
-    struct KvStore {
+    struct TestKv {
         kv: Mutex<HashMap<(String, String), String>>,
         broken: bool,
     }
 
-    fn unused(operation: &'static str) -> StoreError {
+    fn broken(operation: &'static str) -> StoreError {
         StoreError::Invalid {
             backend: "test-kv".to_owned(),
             operation,
-            message: "not implemented by the test store".to_owned(),
+            message: "broken on purpose".to_owned(),
         }
     }
 
     #[async_trait]
-    impl StateStore for KvStore {
-        fn describe(&self) -> String {
-            "test-kv".to_owned()
-        }
-        async fn claim(&self, _: &ClaimRequest, _: Duration) -> Result<ClaimOutcome, StoreError> {
-            Err(unused("claim"))
-        }
-        async fn commit(
-            &self,
-            _: &VersionKey,
-            _: crate::store::Owner,
-            _: &Delivery,
-        ) -> Result<(), StoreError> {
-            Err(unused("commit"))
-        }
-        async fn release(
-            &self,
-            _: &VersionKey,
-            _: crate::store::Owner,
-            _: &str,
-        ) -> Result<(), StoreError> {
-            Err(unused("release"))
-        }
-        async fn history(&self, _: &str) -> Result<Option<FindingHistory>, StoreError> {
-            Err(unused("history"))
-        }
-        async fn list(&self, _: &ListQuery) -> Result<Vec<FindingRecord>, StoreError> {
-            Err(unused("list"))
-        }
+    impl KvStore for TestKv {
         async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<String>, StoreError> {
             if self.broken {
-                return Err(unused("kv_get"));
+                return Err(broken("kv_get"));
             }
             let kv = self.kv.lock().expect("kv lock");
             Ok(kv.get(&(namespace.to_owned(), key.to_owned())).cloned())
@@ -527,7 +496,7 @@ mod tests {
             _ttl: Duration,
         ) -> Result<(), StoreError> {
             if self.broken {
-                return Err(unused("kv_put"));
+                return Err(broken("kv_put"));
             }
             let mut kv = self.kv.lock().expect("kv lock");
             kv.insert((namespace.to_owned(), key.to_owned()), value.to_owned());
@@ -537,12 +506,12 @@ mod tests {
 
     fn resolver(
         lookup: &Arc<FakeLookup>,
-        store: Option<Arc<KvStore>>,
+        store: Option<Arc<TestKv>>,
         clock: &ManualClock,
     ) -> CachingResolver {
         CachingResolver::new(
             Arc::clone(lookup) as Arc<dyn AccountLookup>,
-            store.map(|s| s as Arc<dyn StateStore>),
+            store.map(|s| s as Arc<dyn KvStore>),
             Arc::new(clock.clone()),
             CacheConfig::default(),
         )
@@ -633,7 +602,7 @@ mod tests {
     async fn a_fresh_resolver_reads_the_store_cache_instead_of_looking_up() {
         let _serial = SERIAL.lock().await;
         let clock = ManualClock::new(T0);
-        let store = Arc::new(KvStore::default());
+        let store = Arc::new(TestKv::default());
         let first = FakeLookup::new(Answer::Alias("prod-payments"));
         let failing = FakeLookup::new(Answer::Fail);
         {
@@ -684,9 +653,9 @@ mod tests {
     async fn store_errors_are_ignored() {
         let _serial = SERIAL.lock().await;
         let clock = ManualClock::new(T0);
-        let store = Arc::new(KvStore {
+        let store = Arc::new(TestKv {
             broken: true,
-            ..KvStore::default()
+            ..TestKv::default()
         });
         let lookup = FakeLookup::new(Answer::Alias("prod-payments"));
         let r = resolver(&lookup, Some(store), &clock);
@@ -700,7 +669,7 @@ mod tests {
     async fn garbage_in_the_store_cache_reads_as_a_miss() {
         let _serial = SERIAL.lock().await;
         let clock = ManualClock::new(T0);
-        let store = Arc::new(KvStore::default());
+        let store = Arc::new(TestKv::default());
         store
             .kv_put(
                 KV_NAMESPACE,
@@ -838,7 +807,7 @@ mod tests {
 
     fn with_fields(
         lookup: &Arc<FakeLookup>,
-        store: Option<Arc<KvStore>>,
+        store: Option<Arc<TestKv>>,
         clock: &ManualClock,
         fields: &AccountFields,
     ) -> CachingResolver {
@@ -875,7 +844,7 @@ mod tests {
     async fn entries_cached_before_a_field_was_configured_are_looked_up_again() {
         let _serial = SERIAL.lock().await;
         let clock = ManualClock::new(T0);
-        let store = Arc::new(KvStore::default());
+        let store = Arc::new(TestKv::default());
         let plain = FakeLookup::new(Answer::Alias("prod"));
         resolver(&plain, Some(Arc::clone(&store)), &clock)
             .resolve("111111111111")

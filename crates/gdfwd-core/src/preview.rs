@@ -14,7 +14,7 @@ use gdfwd_model::Timestamp;
 
 use crate::error::StoreError;
 use crate::store::{
-    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, ListQuery, Owner,
+    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, KvStore, ListQuery, Owner,
     StateStore, VersionKey, judge_claim,
 };
 
@@ -107,6 +107,21 @@ impl StateStore for PreviewStore {
         self.inner.list(query).await
     }
 
+    /// Reads through to the real store's key/value space, when it has one; writes nothing.
+    fn kv(self: Arc<Self>) -> Option<Arc<dyn KvStore>> {
+        let inner = Arc::clone(&self.inner).kv()?;
+        Some(Arc::new(PreviewKv { inner }))
+    }
+}
+
+/// The preview's key/value space: reads the real one, writes nothing.
+#[derive(Debug)]
+struct PreviewKv {
+    inner: Arc<dyn KvStore>,
+}
+
+#[async_trait]
+impl KvStore for PreviewKv {
     async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<String>, StoreError> {
         self.inner.kv_get(namespace, key).await
     }

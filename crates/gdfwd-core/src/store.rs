@@ -20,6 +20,7 @@
 //! - records expire `retention` after their last update; expired records read as absent;
 //! - a small key/value space (alias cache, backfill checkpoints) lives beside the findings.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -349,6 +350,24 @@ impl ListQuery {
     }
 }
 
+/// An auxiliary key/value space whose values expire: the enrichment cache (namespace `alias`)
+/// and run checkpoints (`checkpoint`). Apart from [`StateStore`] because nothing in it is about
+/// dedup: both backends offer it (through [`StateStore::kv`]), a future one may not.
+#[async_trait]
+pub trait KvStore: Send + Sync + std::fmt::Debug {
+    /// Reads `namespace`/`key`; expired values read as `None`.
+    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<String>, StoreError>;
+
+    /// Writes `namespace`/`key`, expiring after `ttl`.
+    async fn kv_put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
+}
+
 #[async_trait]
 pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// Human-readable description for logs and errors, e.g. `sqlite:/path/state.db`.
@@ -419,16 +438,10 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// Records passing `query`, most recently seen first.
     async fn list(&self, query: &ListQuery) -> Result<Vec<FindingRecord>, StoreError>;
 
-    /// Reads a key of the auxiliary key/value space (`namespace` e.g. `alias`, `checkpoint`);
-    /// expired values read as `None`.
-    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<String>, StoreError>;
-
-    /// Writes a key of the auxiliary space, expiring after `ttl`.
-    async fn kv_put(
-        &self,
-        namespace: &str,
-        key: &str,
-        value: &str,
-        ttl: Duration,
-    ) -> Result<(), StoreError>;
+    /// The store's key/value space ([`KvStore`]: enrichment's cache, run checkpoints), when it
+    /// has one. Default: none, so a dedup-only backend need not implement it; enrichment then
+    /// caches in memory only and runs keep no checkpoints.
+    fn kv(self: Arc<Self>) -> Option<Arc<dyn KvStore>> {
+        None
+    }
 }

@@ -157,12 +157,6 @@ impl StateStore for MemStore {
     async fn list(&self, _: &ListQuery) -> Result<Vec<FindingRecord>, StoreError> {
         Ok(vec![])
     }
-    async fn kv_get(&self, _: &str, _: &str) -> Result<Option<String>, StoreError> {
-        Ok(None)
-    }
-    async fn kv_put(&self, _: &str, _: &str, _: &str, _: Duration) -> Result<(), StoreError> {
-        Ok(())
-    }
 }
 
 /// The lease end [`MemStore`] reports for a pending version.
@@ -821,12 +815,6 @@ impl StateStore for LimitedStore {
     }
     async fn list(&self, q: &ListQuery) -> Result<Vec<FindingRecord>, StoreError> {
         self.0.list(q).await
-    }
-    async fn kv_get(&self, ns: &str, k: &str) -> Result<Option<String>, StoreError> {
-        self.0.kv_get(ns, k).await
-    }
-    async fn kv_put(&self, ns: &str, k: &str, v: &str, t: Duration) -> Result<(), StoreError> {
-        self.0.kv_put(ns, k, v, t).await
     }
 }
 

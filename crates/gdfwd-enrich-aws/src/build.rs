@@ -8,6 +8,8 @@ use aws_config::SdkConfig;
 use gdfwd_core::Clock;
 use gdfwd_core::account_fields::AccountFields;
 use gdfwd_core::enrich::{AccountResolver, CacheConfig, CachingResolver};
+use gdfwd_core::store::KvStore;
+#[cfg(doc)]
 use gdfwd_core::store::StateStore;
 
 use crate::lookup::{AwsAccountLookup, DEFAULT_ROLE_NAME, LookupOptions};
@@ -100,13 +102,14 @@ pub fn build_lookup(config: &EnrichConfig, sdk_config: &SdkConfig) -> AwsAccount
     AwsAccountLookup::new(sdk_config, config.lookup_options())
 }
 
-/// The pipeline's resolver: `None` when enrichment is off. Asks for the caller's account id once
+/// The pipeline's resolver: `None` when enrichment is off. `cache`: the store's key/value space
+/// for names across runs and instances ([`StateStore::kv`]). Asks for the caller's account id once
 /// here; when that fails it only warns (enrichment must not stop the forwarder) and the lookup
 /// asks again on first use.
 pub async fn build_resolver(
     config: &EnrichConfig,
     sdk_config: &SdkConfig,
-    store: Option<Arc<dyn StateStore>>,
+    cache: Option<Arc<dyn KvStore>>,
     clock: Arc<dyn Clock>,
 ) -> Option<Arc<dyn AccountResolver>> {
     if !config.enabled {
@@ -125,7 +128,7 @@ pub async fn build_resolver(
         tracing::warn!(error = %e, "cannot tell which account the forwarder runs in yet; will retry on first lookup");
     }
     Some(Arc::new(
-        CachingResolver::new(Arc::new(lookup), store, clock, config.cache_config())
+        CachingResolver::new(Arc::new(lookup), cache, clock, config.cache_config())
             .with_account_fields(config.account_fields.clone()),
     ))
 }

@@ -283,7 +283,7 @@ async fn the_store_cache_survives_the_process_and_expires() {
     set_alias(member, &a).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new(gdfwd_core::model::Timestamp::now());
-    let store: Arc<dyn gdfwd_core::store::StateStore> = Arc::new(
+    let store: Arc<dyn gdfwd_core::store::KvStore> = Arc::new(
         gdfwd_store_sqlite::SqliteStore::open(
             &dir.path().join("state.db"),
             Arc::new(clock.clone()),

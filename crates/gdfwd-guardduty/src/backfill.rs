@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use gdfwd_core::pipeline::{Outcome, Pipeline, Summary};
-use gdfwd_core::store::StateStore;
+use gdfwd_core::store::KvStore;
 use gdfwd_model::{Finding, Item, Timestamp, parse_value};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -280,12 +280,14 @@ impl Backfill {
         rep
     }
 
-    fn store(&self) -> Option<&Arc<dyn StateStore>> {
-        self.pipeline.store()
+    /// Where checkpoints live: the store's key/value space (none without a store, or with a
+    /// store that has none: then nothing resumes).
+    fn checkpoints(&self) -> Option<Arc<dyn KvStore>> {
+        self.pipeline.store().and_then(|s| Arc::clone(s).kv())
     }
 
     async fn load_checkpoint(&self, key: &str) -> Result<Option<Checkpoint>, GuardDutyError> {
-        let Some(store) = self.store() else {
+        let Some(store) = self.checkpoints() else {
             return Ok(None);
         };
         let Some(text) = store.kv_get(CHECKPOINT_NAMESPACE, key).await? else {
@@ -300,7 +302,7 @@ impl Backfill {
     }
 
     async fn save_checkpoint(&self, key: &str, cp: Checkpoint) -> Result<(), GuardDutyError> {
-        let Some(store) = self.store() else {
+        let Some(store) = self.checkpoints() else {
             return Ok(());
         };
         if !self.config.save_checkpoints {

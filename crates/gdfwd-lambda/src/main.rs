@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use gdfwd_core::SystemClock;
 use gdfwd_core::sink::Sink;
-use gdfwd_core::store::StateStore;
+use gdfwd_core::store::{KvStore, StateStore};
 use gdfwd_enrich_aws::{EnrichConfig, build_resolver};
 use gdfwd_lambda::{
     Check, Checked, Config, Handler, NotReady, Readiness, init_logging, report_init_error, serve,
@@ -146,8 +146,9 @@ async fn build(config: &Config) -> Result<(Handler, Readiness), InitError> {
         ..EnrichConfig::default()
     };
     let ready = Readiness::start(aws_checks(dynamo.clone(), Arc::clone(&tokens)));
+    let cache: Arc<dyn KvStore> = dynamo.clone();
     let store: Arc<dyn StateStore> = dynamo;
-    let resolver = build_resolver(&enrich, &sdk, Some(Arc::clone(&store)), clock).await;
+    let resolver = build_resolver(&enrich, &sdk, Some(cache), clock).await;
 
     let handler = Handler::new(
         Some(store),

@@ -55,8 +55,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use gdfwd_core::store::{
-    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, Finish, ListQuery, Owner,
-    StateStore, VersionKey,
+    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, Finish, KvStore,
+    ListQuery, Owner, StateStore, VersionKey,
 };
 use gdfwd_core::{Clock, StoreError};
 use gdfwd_model::Timestamp;
@@ -195,6 +195,13 @@ impl StateStore for DynamoStore {
         Ok(self.list_records(query).await?)
     }
 
+    fn kv(self: Arc<Self>) -> Option<Arc<dyn KvStore>> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl KvStore for DynamoStore {
     async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self.read_kv(namespace, key).await?)
     }

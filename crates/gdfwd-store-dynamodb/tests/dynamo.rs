@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gdfwd_core::store::{
-    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, Finish, HistoryKind, Owner, StateStore,
-    Status, VersionKey,
+    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, Finish, HistoryKind, KvStore, Owner,
+    StateStore, Status, VersionKey,
 };
 use gdfwd_core::{Clock, ManualClock, StoreError};
 use gdfwd_model::{FindingMeta, Timestamp};

@@ -27,8 +27,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use gdfwd_core::store::{
-    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, Finish, ListQuery, Owner,
-    StateStore, VersionKey,
+    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, Finish, KvStore,
+    ListQuery, Owner, StateStore, VersionKey,
 };
 use gdfwd_core::{Clock, StoreError};
 use gdfwd_model::Timestamp;
@@ -439,6 +439,13 @@ impl StateStore for SqliteStore {
         .await
     }
 
+    fn kv(self: Arc<Self>) -> Option<Arc<dyn KvStore>> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl KvStore for SqliteStore {
     async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<String>, StoreError> {
         let (ns, key) = (namespace.to_owned(), key.to_owned());
         self.run("kv_get", move |inner, conn| {

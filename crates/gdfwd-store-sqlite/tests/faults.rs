@@ -6,7 +6,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gdfwd_core::store::{ClaimOutcome, ClaimRequest, Delivery, Owner, StateStore, VersionKey};
+use gdfwd_core::store::{
+    ClaimOutcome, ClaimRequest, Delivery, KvStore, Owner, StateStore, VersionKey,
+};
 use gdfwd_core::{Clock, StoreError, SystemClock};
 use gdfwd_model::{FindingMeta, Timestamp};
 use gdfwd_store_sqlite::{SqliteOptions, SqliteStore, SqliteStoreError};
