@@ -112,11 +112,9 @@ impl PipelineArgs {
             http = http.with_stop(interrupt.subscribe());
         }
         let sink: Arc<dyn Sink> = Arc::new(http);
+        let cache = real_store.clone().and_then(StateStore::kv);
         let resolver = match sdk {
-            Some(sdk) => {
-                let cache = real_store.clone().and_then(StateStore::kv);
-                gdfwd_enrich_aws::build_resolver(&enrich, sdk, cache, clock).await
-            }
+            Some(sdk) => gdfwd_enrich_aws::build_resolver(&enrich, sdk, cache, clock).await,
             None => None,
         };
         Ok(Pipeline::new(real_store, sink, self.format)
