@@ -202,3 +202,16 @@ def guardduty_events() -> list[dict]:
     """The generated EventBridge GuardDuty events (one per line) shipped with the repository's fixtures."""
     path = GUARDDUTY_FIXTURES / "generated" / "eventbridge-60-findings-with-updates.ndjson"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def drain_queue(acct, queue_url: str) -> list[dict]:
+    """Receives and deletes every message on `queue_url` now (no waiting); their bodies, parsed."""
+    sqs = acct.client("sqs")
+    bodies = []
+    while True:
+        msgs = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+        if not msgs:
+            return bodies
+        for m in msgs:
+            bodies.append(json.loads(m["Body"]))
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])

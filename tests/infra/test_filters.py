@@ -19,7 +19,7 @@ from typing import Any, Callable
 import pytest
 from moto.events.models import EventPattern
 
-from gdfwd_infra import FORWARDER, guardduty_events, load_template, unique
+from gdfwd_infra import FORWARDER, drain_queue, guardduty_events, load_template, unique
 
 FILTER_ENV = {
     "MinSeverity": "MIN_SEVERITY",
@@ -263,18 +263,6 @@ def test_the_packaged_forwarder_fits_a_direct_deploy(fwd: dict) -> None:
     assert size < 51_200 - 4_096, f"{size} bytes packaged: keep a margin below 51,200"
 
 
-def _drain(acct, queue_url: str) -> list[dict]:
-    sqs = acct.client("sqs")
-    bodies = []
-    while True:
-        msgs = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
-        if not msgs:
-            return bodies
-        for m in msgs:
-            bodies.append(json.loads(m["Body"]))
-            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
-
-
 def test_the_deployed_rule_delivers_what_the_pattern_says(new_account) -> None:
     """Deployed into moto with filters set: findings put on the default bus reach the queue exactly when the
     function would keep them (every filter set here is one the pattern expresses)."""
@@ -302,7 +290,7 @@ def test_the_deployed_rule_delivers_what_the_pattern_says(new_account) -> None:
     client = acct.client("events")
     for i in range(0, len(entries), 10):
         assert client.put_events(Entries=entries[i : i + 10])["FailedEntryCount"] == 0
-    delivered = sorted(b["detail"]["id"] for b in _drain(acct, out["QueueUrl"]))
+    delivered = sorted(b["detail"]["id"] for b in drain_queue(acct, out["QueueUrl"]))
     want = sorted(e["detail"]["id"] for e in events if function_keeps(params, e["detail"]))
     assert want and len(want) < len(events)
     assert delivered == want

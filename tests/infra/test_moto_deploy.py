@@ -21,6 +21,7 @@ from gdfwd_infra import (
     REGION_RELAY,
     SECRET_ARN,
     TABLE_DEFINITION,
+    drain_queue,
     guardduty_events,
     load_template,
     unique,
@@ -154,18 +155,6 @@ def _pause_consumer(acct, function_name: str) -> None:
     lam.update_event_source_mapping(UUID=esm["UUID"], Enabled=False)
 
 
-def _drain(acct, queue_url: str) -> list[dict]:
-    sqs = acct.client("sqs")
-    bodies = []
-    while True:
-        msgs = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
-        if not msgs:
-            return bodies
-        for m in msgs:
-            bodies.append(json.loads(m["Body"]))
-            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
-
-
 def _put_findings(events_client, findings: list[dict]) -> None:
     entries = [
         {"Source": e["source"], "DetailType": e["detail-type"], "Detail": json.dumps(e["detail"]), "EventBusName": "default"}
@@ -204,7 +193,7 @@ def test_rule_delivers_only_findings_at_or_above_min_severity(new_account) -> No
     }
     _put_findings(acct.client("events"), [*low, *high, not_a_finding])
 
-    delivered = _drain(acct, out["QueueUrl"])
+    delivered = drain_queue(acct, out["QueueUrl"])
     assert sorted(b["detail"]["id"] for b in delivered) == sorted(e["detail"]["id"] for e in high)
     assert all(b["detail-type"] == "GuardDuty Finding" and b["source"] == "aws.guardduty" for b in delivered)
 
@@ -243,15 +232,15 @@ def test_region_relay_forwards_findings_to_the_home_region(new_account) -> None:
     # Put in the relay region only: what reaches the home queue came through the relay.
     findings = _by_severity(0.0, 11.0, 4)
     _put_findings(events, findings)
-    delivered = _drain(acct, out["QueueUrl"])
+    delivered = drain_queue(acct, out["QueueUrl"])
     assert sorted(b["detail"]["id"] for b in delivered) == sorted(e["detail"]["id"] for e in findings)
-    assert _drain(acct, probe_url) == [], "relayed findings reached the home region's default bus"
+    assert drain_queue(acct, probe_url) == [], "relayed findings reached the home region's default bus"
 
     # The home region's own findings still reach both: the probe proves it is listening.
     home = _by_severity(0.0, 11.0, 5)[4:]
     _put_findings(home_events, home)
-    assert [b["detail"]["id"] for b in _drain(acct, out["QueueUrl"])] == [home[0]["detail"]["id"]]
-    assert [b["detail"]["id"] for b in _drain(acct, probe_url)] == [home[0]["detail"]["id"]]
+    assert [b["detail"]["id"] for b in drain_queue(acct, out["QueueUrl"])] == [home[0]["detail"]["id"]]
+    assert [b["detail"]["id"] for b in drain_queue(acct, probe_url)] == [home[0]["detail"]["id"]]
 
 
 def test_batch_size_and_window_reach_the_event_source_mapping(new_account) -> None:

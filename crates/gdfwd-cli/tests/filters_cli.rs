@@ -11,7 +11,7 @@ mod s3export;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use common::{delivered_once, fixtures, gdfwd};
+use common::{delivered_once, fixtures, forward_with_default_filter, gdfwd};
 use gdfwd_testkit_openpipeline::FakeOpenPipeline;
 use serde_json::{Value, json};
 
@@ -72,20 +72,11 @@ async fn forward(file: &Path, flags: &[&str]) -> Run {
     let fake = FakeOpenPipeline::start(TOKEN).await.expect("fake");
     let ca = fake.write_ca_file(dir.path()).expect("ca");
     let sum = dir.path().join("summary.json");
-    let mut cmd = gdfwd(
-        &[
-            "forward",
-            "--endpoint",
-            &fake.endpoint(),
-            "--ca-file",
-            ca.to_str().expect("utf8"),
-            "--no-enrich",
-            "--summary",
-            sum.to_str().expect("utf8"),
-        ],
-        dir.path(),
-    );
-    cmd.args(flags).arg(file).env("DT_API_TOKEN", TOKEN);
+    let options: Vec<&str> = ["--summary", sum.to_str().expect("utf8")]
+        .into_iter()
+        .chain(flags.iter().copied())
+        .collect();
+    let mut cmd = forward_with_default_filter(&fake, &ca, dir.path(), &options, file);
     let out = tokio::task::spawn_blocking(move || cmd.output())
         .await
         .expect("join")

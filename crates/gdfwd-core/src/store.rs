@@ -228,6 +228,20 @@ pub enum HistoryKind {
     },
 }
 
+impl HistoryKind {
+    /// The kind's name, as serialised in `kind` (`claimed`, `sent`, `in_flight`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Claimed => "claimed",
+            Self::Sent { .. } => "sent",
+            Self::Duplicate => "duplicate",
+            Self::InFlight { .. } => "in_flight",
+            Self::Stale { .. } => "stale",
+            Self::Failed { .. } => "failed",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryEntry {
     /// The entry's place in the finding's history, counted by the store in the write that
@@ -443,5 +457,31 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// caches in memory only and runs keep no checkpoints.
     fn kv(self: Arc<Self>) -> Option<Arc<dyn KvStore>> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_history_kind_is_named_as_it_is_serialised() {
+        let t = Timestamp::from_millis(1);
+        for kind in [
+            HistoryKind::Claimed,
+            HistoryKind::Sent {
+                event_ids: vec![],
+                request_id: None,
+            },
+            HistoryKind::Duplicate,
+            HistoryKind::InFlight { lease_until: t },
+            HistoryKind::Stale { newest: t },
+            HistoryKind::Failed {
+                reason: "x".to_owned(),
+            },
+        ] {
+            let json = serde_json::to_value(&kind).expect("serialise");
+            assert_eq!(json["kind"], kind.name(), "{kind:?}");
+        }
     }
 }

@@ -530,9 +530,6 @@ impl DynamoStore {
 
 #[cfg(test)]
 mod tests {
-    use gdfwd_core::store::VersionKey;
-    use gdfwd_model::FindingMeta;
-
     use super::*;
 
     #[test]
@@ -575,19 +572,7 @@ mod tests {
     fn the_single_path_groups_by_finding_in_input_order() {
         let reqs: Vec<ClaimRequest> = ["a", "b", "a", "c", "b", "a"]
             .into_iter()
-            .map(|id| ClaimRequest {
-                key: VersionKey {
-                    finding_id: id.to_owned(),
-                    version: Timestamp::from_millis(1),
-                },
-                meta: FindingMeta {
-                    account_id: "111122223333".into(),
-                    region: "eu-west-1".into(),
-                    finding_type: None,
-                    severity: None,
-                    title: None,
-                },
-            })
+            .map(|id| crate::test_request(id, Timestamp::from_millis(1)))
             .collect();
         let groups = group_by_finding(&reqs, &[1, 2, 3, 4, 5]);
         assert_eq!(groups, [vec![1, 4], vec![2, 5], vec![3]]);

@@ -403,23 +403,13 @@ pub(crate) fn refusal(req: &gdfwd_core::store::ClaimRequest) -> Option<String> {
 
 #[cfg(test)]
 mod limit_tests {
-    use gdfwd_core::store::{ClaimRequest, VersionKey};
-    use gdfwd_model::{FindingMeta, Timestamp};
+    use gdfwd_core::store::ClaimRequest;
+    use gdfwd_model::Timestamp;
 
     fn req(id: &str, title: &str) -> ClaimRequest {
-        ClaimRequest {
-            key: VersionKey {
-                finding_id: id.to_owned(),
-                version: Timestamp::from_millis(1),
-            },
-            meta: FindingMeta {
-                account_id: "111122223333".into(),
-                region: "eu-west-1".into(),
-                finding_type: None,
-                severity: None,
-                title: Some(title.to_owned()),
-            },
-        }
+        let mut req = crate::test_request(id, Timestamp::from_millis(1));
+        req.meta.title = Some(title.to_owned());
+        req
     }
 
     /// Issue #16, defect 3: what DynamoDB would refuse is refused before claiming, naming the

@@ -216,3 +216,21 @@ impl KvStore for DynamoStore {
         Ok(self.write_kv(namespace, key, value, ttl).await?)
     }
 }
+
+/// What the unit tests of several modules claim: a bare finding `id` at `version`.
+#[cfg(test)]
+pub(crate) fn test_request(id: &str, version: gdfwd_model::Timestamp) -> ClaimRequest {
+    ClaimRequest {
+        key: VersionKey {
+            finding_id: id.to_owned(),
+            version,
+        },
+        meta: gdfwd_model::FindingMeta {
+            account_id: "111122223333".into(),
+            region: "eu-west-1".into(),
+            finding_type: None,
+            severity: None,
+            title: None,
+        },
+    }
+}

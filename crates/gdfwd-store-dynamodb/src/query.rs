@@ -298,7 +298,6 @@ impl DynamoStore {
 #[cfg(test)]
 mod tests {
     use gdfwd_core::store::HistoryKind;
-    use gdfwd_model::FindingMeta;
 
     use super::*;
 
@@ -392,19 +391,7 @@ mod tests {
 
     fn record(first_seen: i64) -> FindingRecord {
         let it = crate::expr::fresh_record(
-            &gdfwd_core::store::ClaimRequest {
-                key: gdfwd_core::store::VersionKey {
-                    finding_id: "f-1".into(),
-                    version: Timestamp::from_millis(1),
-                },
-                meta: FindingMeta {
-                    account_id: "111122223333".into(),
-                    region: "eu-west-1".into(),
-                    finding_type: None,
-                    severity: None,
-                    title: None,
-                },
-            },
+            &crate::test_request("f-1", Timestamp::from_millis(1)),
             Timestamp::from_millis(first_seen),
             1,
             NOW,

@@ -308,8 +308,7 @@ impl DynamoStore {
 
 #[cfg(test)]
 mod tests {
-    use gdfwd_core::store::{ClaimRequest, VersionKey};
-    use gdfwd_model::{FindingMeta, Timestamp};
+    use gdfwd_model::Timestamp;
 
     use super::*;
 
@@ -330,19 +329,7 @@ mod tests {
 
     /// A record as a claim of version `v` with claim `token` writes it (pending, leased).
     fn claimed(v: Timestamp, token: &str) -> Item {
-        let req = ClaimRequest {
-            key: VersionKey {
-                finding_id: "f-1".into(),
-                version: v,
-            },
-            meta: FindingMeta {
-                account_id: "111122223333".into(),
-                region: "eu-west-1".into(),
-                finding_type: None,
-                severity: None,
-                title: None,
-            },
-        };
+        let req = crate::test_request("f-1", v);
         crate::expr::fresh_record(&req, NOW, 60_000, NOW.saturating_add_millis(1), token)
     }
 

@@ -160,14 +160,7 @@ fn add_history(
 ) -> Result<()> {
     let data = serde_json::to_string(kind)
         .map_err(|e| corrupt(inner, operation, format!("encoding history: {e}")))?;
-    let tag = match kind {
-        HistoryKind::Claimed => "claimed",
-        HistoryKind::Sent { .. } => "sent",
-        HistoryKind::Duplicate => "duplicate",
-        HistoryKind::InFlight { .. } => "in_flight",
-        HistoryKind::Stale { .. } => "stale",
-        HistoryKind::Failed { .. } => "failed",
-    };
+    let tag = kind.name();
     // The entry's sequence number is counted on the record in this same transaction, so the
     // history is in the order the store applied its events, whatever the writers' clocks say.
     let seq: i64 = tx

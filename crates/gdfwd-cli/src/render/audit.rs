@@ -162,17 +162,6 @@ const HISTORY_FIELDS: [&str; 10] = [
     "reason",
 ];
 
-fn event_name(k: &HistoryKind) -> &'static str {
-    match k {
-        HistoryKind::Claimed => "claimed",
-        HistoryKind::Sent { .. } => "sent",
-        HistoryKind::Duplicate => "duplicate",
-        HistoryKind::InFlight { .. } => "in_flight",
-        HistoryKind::Stale { .. } => "stale",
-        HistoryKind::Failed { .. } => "failed",
-    }
-}
-
 /// An entry as JSON values in [`HISTORY_FIELDS`] order (without `finding_id`).
 fn entry_values(e: &HistoryEntry) -> Vec<Value> {
     let time = |t: &Timestamp| Value::String(t.to_rfc3339());
@@ -200,7 +189,7 @@ fn entry_values(e: &HistoryEntry) -> Vec<Value> {
         e.seq.map_or(Value::Null, |n| json!(n)),
         Value::String(e.at.to_rfc3339()),
         Value::String(e.version.to_rfc3339()),
-        Value::String(event_name(&e.kind).to_owned()),
+        Value::String(e.kind.name().to_owned()),
         ids,
         request,
         newest,
@@ -289,7 +278,7 @@ fn history_table(h: &FindingHistory) -> String {
                 e.seq.map_or_else(|| "-".to_owned(), |n| n.to_string()),
                 e.at.to_rfc3339(),
                 e.version.to_rfc3339(),
-                event_name(&e.kind).to_owned(),
+                e.kind.name().to_owned(),
                 entry_detail(&e.kind),
             ]
         })

@@ -85,6 +85,21 @@ pub fn forward_to(
     extra: &[&str],
     file: &Path,
 ) -> Command {
+    let options: Vec<&str> = ["--archived", "include"]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    forward_with_default_filter(fake, ca, state, &options, file)
+}
+
+/// [`forward_to`] with the default filter (archived findings dropped): for the filter tests.
+pub fn forward_with_default_filter(
+    fake: &gdfwd_testkit_openpipeline::FakeOpenPipeline,
+    ca: &Path,
+    state: &Path,
+    extra: &[&str],
+    file: &Path,
+) -> Command {
     let mut c = gdfwd(
         &[
             "forward",
@@ -93,8 +108,6 @@ pub fn forward_to(
             "--ca-file",
             ca.to_str().expect("utf8"),
             "--no-enrich",
-            "--archived",
-            "include",
         ],
         state,
     );
