@@ -18,6 +18,7 @@
 
 use std::future::Future;
 use std::num::NonZeroU32;
+use std::ops::ControlFlow;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,7 +36,7 @@ use crate::halving::{Halving, Step};
 use crate::request::{gzip, json_array, plan_batches};
 use crate::retry::{Attempt, BatchState, Decision, RetryPolicy, SplitCause};
 use crate::secret::Secret;
-use crate::service::Service;
+use crate::service::{Answer, Service};
 use crate::token::{Refresh, TokenSource};
 
 pub struct HttpSink {
@@ -268,69 +269,117 @@ impl HttpSink {
                 Err(done) => return done,
             };
             state.attempts += 1;
-            stats.requests.fetch_add(1, Ordering::Relaxed);
-            if state.attempts > 1 {
-                stats.retries.fetch_add(1, Ordering::Relaxed);
-            }
-            let answer = self
-                .service
-                .post(payload.clone(), gz, &token, timeout)
+            let (answer, decision) = self
+                .attempt(&payload, gz, &token, timeout, state, stats)
                 .await;
-            if matches!(answer.attempt, Attempt::Status { status: 429, .. }) {
-                stats.throttled.fetch_add(1, Ordering::Relaxed);
+            let attempt = AttemptCtx {
+                events: n,
+                bytes: payload.len(),
+                attempts: state.attempts,
+                token: &token,
+                deadline,
+            };
+            if matches!(decision, Decision::RefreshToken { .. }) {
+                state.token_refreshed = true;
             }
-            let decision = self.policy.decide(
-                &answer.attempt,
-                state,
-                SystemTime::now(),
-                rand::random::<f64>(),
-            );
-            let attempts = state.attempts;
-            match decision {
-                Decision::Sent => {
-                    stats.events_sent.fetch_add(n as u64, Ordering::Relaxed);
-                    tracing::debug!(events = n, bytes = payload.len(), attempts, request_id = ?answer.request_id, "batch accepted");
-                    return Batch::Done(EventOutcome::Sent {
-                        request_id: answer.request_id,
-                    });
-                }
-                Decision::Retry { wait, reason } => {
-                    if deadline.is_some_and(|d| Instant::now() + wait >= d) {
-                        tracing::warn!(events = n, attempts, %reason, "not retrying: the deadline comes first");
-                        return self.cut(Some(&reason));
-                    }
-                    tracing::warn!(events = n, attempts, wait_ms = wait.as_millis() as u64, %reason, "retrying batch");
-                    let stopped = self
-                        .until_cut(None, tokio::time::sleep(wait))
-                        .await
-                        .is_none();
-                    if stopped {
-                        tracing::warn!(events = n, attempts, "not retrying: stopped");
-                        return self.cut(Some(&reason));
-                    }
-                    last = Some(reason);
-                }
-                Decision::RefreshToken { reason } => {
-                    state.token_refreshed = true;
-                    if let Err(done) = self.refresh_token(&reason, &token, n, deadline).await {
-                        return done;
-                    }
-                    last = Some(reason);
-                }
-                Decision::Split { reason, cause } => {
-                    tracing::info!(events = n, "{reason}: splitting the batch");
-                    return Batch::Split(cause);
-                }
-                Decision::GiveUp { retryable, reason } => {
-                    tracing::warn!(events = n, attempts, retryable, %reason, "giving up on batch");
-                    return Batch::Done(if retryable {
-                        EventOutcome::Retryable { reason }
-                    } else {
-                        EventOutcome::Definitive { reason }
-                    });
-                }
+            match self.follow(decision, answer, &attempt, stats).await {
+                ControlFlow::Break(done) => return done,
+                ControlFlow::Continue(reason) => last = Some(reason),
             }
         }
+    }
+
+    /// One POST of the encoded batch, counted, and the [`RetryPolicy`]'s verdict on its answer.
+    async fn attempt(
+        &self,
+        payload: &Bytes,
+        gz: bool,
+        token: &Secret,
+        timeout: Duration,
+        state: BatchState,
+        stats: &Counters,
+    ) -> (Answer, Decision) {
+        stats.requests.fetch_add(1, Ordering::Relaxed);
+        if state.attempts > 1 {
+            stats.retries.fetch_add(1, Ordering::Relaxed);
+        }
+        let answer = self.service.post(payload.clone(), gz, token, timeout).await;
+        if matches!(answer.attempt, Attempt::Status { status: 429, .. }) {
+            stats.throttled.fetch_add(1, Ordering::Relaxed);
+        }
+        let decision = self.policy.decide(
+            &answer.attempt,
+            state,
+            SystemTime::now(),
+            rand::random::<f64>(),
+        );
+        (answer, decision)
+    }
+
+    /// Carries out a verdict: the batch's end (`Break`), or another attempt after the wait or
+    /// the token re-read the verdict asks for (`Continue` with the reason, for the outcome if
+    /// the deadline or a stop ends the next wait).
+    async fn follow(
+        &self,
+        decision: Decision,
+        answer: Answer,
+        at: &AttemptCtx<'_>,
+        stats: &Counters,
+    ) -> ControlFlow<Batch, String> {
+        let (n, attempts) = (at.events, at.attempts);
+        match decision {
+            Decision::Sent => {
+                stats.events_sent.fetch_add(n as u64, Ordering::Relaxed);
+                tracing::debug!(events = n, bytes = at.bytes, attempts, request_id = ?answer.request_id, "batch accepted");
+                ControlFlow::Break(Batch::Done(EventOutcome::Sent {
+                    request_id: answer.request_id,
+                }))
+            }
+            Decision::Retry { wait, reason } => self.back_off(wait, reason, at).await,
+            Decision::RefreshToken { reason } => {
+                match self.refresh_token(&reason, at.token, n, at.deadline).await {
+                    Ok(()) => ControlFlow::Continue(reason),
+                    Err(done) => ControlFlow::Break(done),
+                }
+            }
+            Decision::Split { reason, cause } => {
+                tracing::info!(events = n, "{reason}: splitting the batch");
+                ControlFlow::Break(Batch::Split(cause))
+            }
+            Decision::GiveUp { retryable, reason } => {
+                tracing::warn!(events = n, attempts, retryable, %reason, "giving up on batch");
+                ControlFlow::Break(Batch::Done(if retryable {
+                    EventOutcome::Retryable { reason }
+                } else {
+                    EventOutcome::Definitive { reason }
+                }))
+            }
+        }
+    }
+
+    /// Waits `wait` before the next attempt, unless the deadline comes first (then not at all)
+    /// or a stop ends the wait: then the batch ends retryable with `reason`.
+    async fn back_off(
+        &self,
+        wait: Duration,
+        reason: String,
+        at: &AttemptCtx<'_>,
+    ) -> ControlFlow<Batch, String> {
+        let (n, attempts) = (at.events, at.attempts);
+        if at.deadline.is_some_and(|d| Instant::now() + wait >= d) {
+            tracing::warn!(events = n, attempts, %reason, "not retrying: the deadline comes first");
+            return ControlFlow::Break(self.cut(Some(&reason)));
+        }
+        tracing::warn!(events = n, attempts, wait_ms = wait.as_millis() as u64, %reason, "retrying batch");
+        if self
+            .until_cut(None, tokio::time::sleep(wait))
+            .await
+            .is_none()
+        {
+            tracing::warn!(events = n, attempts, "not retrying: stopped");
+            return ControlFlow::Break(self.cut(Some(&reason)));
+        }
+        ControlFlow::Continue(reason)
     }
 
     /// The request body: a JSON array, gzipped when configured (uncompressed if gzip fails, which
@@ -449,6 +498,16 @@ impl HttpSink {
         };
         Err(Batch::Done(outcome))
     }
+}
+
+/// What one attempt of a batch needs to carry out its verdict.
+struct AttemptCtx<'a> {
+    events: usize,
+    bytes: usize,
+    attempts: u32,
+    /// The token the attempt used (a re-read must differ from it).
+    token: &'a Secret,
+    deadline: Option<Instant>,
 }
 
 /// What [`HttpSink::send_batch`] made of a batch.
