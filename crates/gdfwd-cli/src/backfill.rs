@@ -1,9 +1,9 @@
 //! `gdfwd backfill` and `gdfwd audit gaps`: bulk ingest of the findings GuardDuty already holds,
 //! and the list of versions it holds that the store never sent.
 //!
-//! Thin by design: arguments become a `gdfwd_guardduty::FindingQuery` and a wired
-//! `Pipeline` (the same store, sink and enrichment as `forward`), and the engines in
-//! `gdfwd-guardduty` do the work. Exit status: 0 all good, 1 some findings not delivered (or in
+//! Thin by design: arguments become a `FindingQuery`, a GuardDuty client (the finding source) and
+//! a wired `Pipeline` (the same store, sink and enrichment as `forward`); the engines do the work
+//! (`gdfwd_core::backfill` over the client, `gdfwd_guardduty::find_gaps`). Exit status: 0 all good, 1 some findings not delivered (or in
 //! flight in another run) or a region failed, 130 interrupted (the checkpoint is saved; re-run to continue).
 
 use std::io::IsTerminal;
@@ -14,16 +14,17 @@ use std::time::{Duration, Instant};
 
 use crate::Usage;
 use anyhow::Context;
-use gdfwd_core::pipeline::Summary;
-use gdfwd_core::{Clock, SystemClock};
-use gdfwd_guardduty::progress::{BarsProgress, LogProgress, Progress};
-use gdfwd_guardduty::{
-    Backfill, BackfillConfig, BackfillReport, ClientConfig, FindingQuery, GuardDutyClient, StopFn,
-    find_gaps, send_gaps,
+use gdfwd_core::backfill::{
+    Backfill, BackfillConfig, BackfillReport, NoProgress, PendingClaims, Progress, StopFn,
 };
+use gdfwd_core::pipeline::Summary;
+use gdfwd_core::source::FindingQuery;
+use gdfwd_core::{Clock, SystemClock};
+use gdfwd_guardduty::{ClientConfig, GuardDutyClient, find_gaps, send_gaps};
 use gdfwd_model::{FilterInput, Timestamp};
 
 use crate::interrupt::{EXIT_INTERRUPTED, Interrupt};
+use crate::render::progress::{BarsProgress, LogProgress};
 use crate::render::{OutputArgs, printable};
 use crate::store::StoreArgs;
 use crate::wiring::PipelineArgs;
@@ -216,7 +217,7 @@ pub async fn run_backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
         }
         let (summary, interrupted) = send_gaps(&pipeline, &gaps.gaps, stop_fn(&interrupt)).await;
         // Versions another run is sending are reported like the listing's pending claims.
-        let pending = gdfwd_guardduty::PendingClaims {
+        let pending = PendingClaims {
             count: summary.in_flight,
             until: None,
         };
@@ -237,7 +238,7 @@ pub async fn run_backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     config.region_concurrency = usize::try_from(args.select.region_concurrency).unwrap_or(4);
     config.save_checkpoints = !dry_run;
     let progress: Arc<dyn Progress> = if args.quiet {
-        Arc::new(gdfwd_guardduty::progress::NoProgress)
+        Arc::new(NoProgress)
     } else if std::io::stderr().is_terminal() && !dry_run {
         Arc::new(BarsProgress::new())
     } else {

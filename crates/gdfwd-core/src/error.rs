@@ -51,6 +51,32 @@ pub enum SinkError {
     Io(#[from] std::io::Error),
 }
 
+/// A finding source failed (listing its partitions, or listing or fetching a page). It carries
+/// the adapter's error as it is: that names the call, region and input, and the engine reports it
+/// per region as text, so nothing here needs to tell one failure from another.
+#[derive(Debug)]
+pub struct SourceError(Source);
+
+impl SourceError {
+    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Box::new(e))
+    }
+}
+
+impl std::fmt::Display for SourceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Transparent: the adapter's error is this error, so its chain continues below it (a wrapper
+/// level repeating the same message would print it twice in a chain).
+impl std::error::Error for SourceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
 /// An account lookup failed (role missing, access denied, timeout). Never fails forwarding.
 #[derive(Debug, Error)]
 #[error("account {account_id}: {message}")]

@@ -1,249 +1,25 @@
 //! Pipeline behaviour with in-test fakes: what is claimed, sent, committed and released.
 
-use std::collections::HashMap;
+mod common;
+
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use gdfwd_core::StoreError;
 use gdfwd_core::enrich::{AccountResolver, EnrichStats};
 use gdfwd_core::pipeline::{Outcome, Pipeline};
-use gdfwd_core::sink::{EventOutcome, OutEvent, SendReport, SendStats, Sink};
+use gdfwd_core::sink::EventOutcome;
 use gdfwd_core::store::{
-    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, Finish, ListQuery, Owner,
+    ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, ListQuery, Owner,
     StateStore, VersionKey,
 };
 use gdfwd_model::{
     Enrichment, FilterInput, Finding, FindingFilter, Format, Item, Timestamp, parse_document,
 };
 
-/// Just enough of the store contract for pipeline tests (the real contract suite runs against the
-/// real backends): older than the newest delivered version is stale, the delivered version a
-/// duplicate, this or an older version behind a pending claim in flight (under a lease ending
-/// at [`LEASE_END`]), anything else new.
-#[derive(Debug, Default)]
-struct MemStore {
-    /// finding id → (version claimed last, its state)
-    items: Mutex<HashMap<String, (Timestamp, &'static str)>>,
-    /// finding id → newest version delivered
-    sent: Mutex<HashMap<String, Timestamp>>,
-    committed: Mutex<Vec<(VersionKey, Delivery)>>,
-    released: Mutex<Vec<(VersionKey, String)>>,
-    fail_claims: bool,
-    /// `finish_many` calls, and how many items each had.
-    finish_calls: Mutex<Vec<usize>>,
-    /// Commits of this finding fail (after Dynatrace accepted it).
-    fail_commit_of: Option<String>,
-    /// Commits of this finding are refused: another sender claimed it after our lease.
-    stale_owner_of: Option<String>,
-    /// Every claim's answer, in order.
-    answers: Mutex<Vec<ClaimOutcome>>,
-}
-
-#[async_trait]
-impl StateStore for MemStore {
-    fn describe(&self) -> String {
-        "memory".into()
-    }
-    async fn claim(
-        &self,
-        req: &ClaimRequest,
-        _lease: Duration,
-    ) -> Result<ClaimOutcome, StoreError> {
-        if self.fail_claims {
-            return Err(StoreError::Unavailable {
-                backend: "memory".into(),
-                operation: "claim",
-                source: "injected outage".into(),
-            });
-        }
-        let mut items = self.items.lock().expect("lock");
-        let v = req.key.version;
-        let sent = self
-            .sent
-            .lock()
-            .expect("lock")
-            .get(&req.key.finding_id)
-            .copied();
-        let answer = match (sent, items.get(&req.key.finding_id)) {
-            (Some(newest), _) if v < newest => Ok(ClaimOutcome::Stale { newest }),
-            (Some(newest), _) if v == newest => Ok(ClaimOutcome::Duplicate),
-            (_, Some((cur, "pending"))) if v <= *cur => Ok(ClaimOutcome::InFlight {
-                lease_until: LEASE_END,
-            }),
-            _ => {
-                items.insert(req.key.finding_id.clone(), (v, "pending"));
-                Ok(ClaimOutcome::New {
-                    owner: Owner(u128::from(v.millis().unsigned_abs())),
-                })
-            }
-        };
-        if let Ok(a) = &answer {
-            self.answers.lock().expect("lock").push(*a);
-        }
-        answer
-    }
-    async fn commit(
-        &self,
-        key: &VersionKey,
-        _owner: Owner,
-        d: &Delivery,
-    ) -> Result<(), StoreError> {
-        if self.stale_owner_of.as_ref() == Some(&key.finding_id) {
-            return Err(StoreError::StaleOwner {
-                backend: "memory".into(),
-                operation: "commit",
-                finding_id: key.finding_id.clone(),
-                version: key.version,
-            });
-        }
-        if self.fail_commit_of.as_ref() == Some(&key.finding_id) {
-            return Err(StoreError::Unavailable {
-                backend: "memory".into(),
-                operation: "commit",
-                source: "injected outage".into(),
-            });
-        }
-        let mut items = self.items.lock().expect("lock");
-        if items
-            .get(&key.finding_id)
-            .is_some_and(|(v, _)| *v == key.version)
-        {
-            items.insert(key.finding_id.clone(), (key.version, "sent"));
-        }
-        let mut sent = self.sent.lock().expect("lock");
-        let newest = sent.entry(key.finding_id.clone()).or_insert(key.version);
-        *newest = (*newest).max(key.version);
-        self.committed
-            .lock()
-            .expect("lock")
-            .push((key.clone(), d.clone()));
-        Ok(())
-    }
-    async fn release(
-        &self,
-        key: &VersionKey,
-        _owner: Owner,
-        reason: &str,
-    ) -> Result<(), StoreError> {
-        let mut items = self.items.lock().expect("lock");
-        if items.get(&key.finding_id) == Some(&(key.version, "pending")) {
-            items.insert(key.finding_id.clone(), (key.version, "failed"));
-        }
-        self.released
-            .lock()
-            .expect("lock")
-            .push((key.clone(), reason.to_owned()));
-        Ok(())
-    }
-    async fn finish_many(
-        &self,
-        items: &[(VersionKey, Owner, Finish)],
-    ) -> Vec<Result<(), StoreError>> {
-        self.finish_calls.lock().expect("lock").push(items.len());
-        let mut out = Vec::new();
-        for (key, owner, finish) in items {
-            out.push(match finish {
-                Finish::Commit(d) => self.commit(key, *owner, d).await,
-                Finish::Release(r) => self.release(key, *owner, r).await,
-            });
-        }
-        out
-    }
-    async fn history(&self, _: &str) -> Result<Option<FindingHistory>, StoreError> {
-        Ok(None)
-    }
-    async fn list(&self, _: &ListQuery) -> Result<Vec<FindingRecord>, StoreError> {
-        Ok(vec![])
-    }
-}
-
-/// The lease end [`MemStore`] reports for a pending version.
-const LEASE_END: Timestamp = Timestamp::from_millis(1_800_000_000_000);
-
-/// Records what it was given; answers with `script` (one entry per call, then all sent).
-type Rule = Box<dyn Fn(usize) -> EventOutcome + Send>;
-
-#[derive(Default)]
-struct FakeSink {
-    received: Mutex<Vec<OutEvent>>,
-    script: Mutex<Vec<Rule>>,
-    /// The deadline of every `send` call.
-    deadlines: Mutex<Vec<Option<Instant>>>,
-}
-
-impl std::fmt::Debug for FakeSink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("FakeSink")
-    }
-}
-
-#[async_trait]
-impl Sink for FakeSink {
-    async fn send(&self, events: &[OutEvent], deadline: Option<Instant>) -> SendReport {
-        self.deadlines.lock().expect("lock").push(deadline);
-        let rule = {
-            let mut s = self.script.lock().expect("lock");
-            if s.is_empty() {
-                None
-            } else {
-                Some(s.remove(0))
-            }
-        };
-        let outcomes: Vec<EventOutcome> = (0..events.len())
-            .map(|i| {
-                rule.as_ref().map_or(
-                    EventOutcome::Sent {
-                        request_id: Some("req-1".into()),
-                    },
-                    |r| r(i),
-                )
-            })
-            .collect();
-        let sent = outcomes.iter().filter(|o| o.is_sent()).count() as u64;
-        self.received.lock().expect("lock").extend(
-            outcomes
-                .iter()
-                .zip(events)
-                .filter(|(o, _)| o.is_sent())
-                .map(|(_, e)| e.clone()),
-        );
-        SendReport {
-            outcomes,
-            stats: SendStats {
-                requests: 1,
-                events_sent: sent,
-                ..SendStats::default()
-            },
-        }
-    }
-}
-
-impl FakeSink {
-    /// The next `send` refuses every event for good (HTTP 400).
-    fn refuse_all(&self) {
-        self.script
-            .lock()
-            .expect("lock")
-            .push(Box::new(|_| EventOutcome::Definitive {
-                reason: "HTTP 400".into(),
-            }));
-    }
-
-    /// The next `send` fails event `i` with a retryable HTTP 503 and delivers the rest.
-    fn fail_503_at(&self, i: usize) {
-        self.script.lock().expect("lock").push(Box::new(move |j| {
-            if j == i {
-                EventOutcome::Retryable {
-                    reason: "HTTP 503".into(),
-                }
-            } else {
-                EventOutcome::Sent { request_id: None }
-            }
-        }));
-    }
-}
+use common::{FakeSink, LEASE_END, MemStore, finding};
 
 /// One finding per id, all of account `1` at the same `updatedAt`.
 fn same_version(ids: &[&str]) -> Vec<Finding> {
@@ -262,12 +38,6 @@ fn findings(text: &str) -> Vec<Finding> {
             _ => None,
         })
         .collect()
-}
-
-fn finding(id: &str, account: &str, updated: &str) -> String {
-    format!(
-        r#"{{"id":"{id}","accountId":"{account}","region":"eu-west-1","updatedAt":"{updated}","createdAt":"2025-01-01T00:00:00Z","type":"Recon:EC2/Portscan","severity":5,"title":"t","resource":{{"resourceType":"Instance","instanceDetails":{{"instanceId":"i-1"}}}}}}"#
-    )
 }
 
 fn s3_two_buckets(id: &str) -> String {

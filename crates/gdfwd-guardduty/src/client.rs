@@ -101,13 +101,8 @@ pub struct FindingIdsPage {
     pub next_token: Option<String>,
 }
 
-/// Call counters (cumulative over the client's life).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct ApiStats {
-    pub calls: u64,
-    pub retries: u64,
-    pub throttled: u64,
-}
+/// Call counters (cumulative over the client's life), as the backfill report carries them.
+pub use gdfwd_core::source::ApiStats;
 
 /// The GuardDuty client. Cheap to share behind an `Arc`.
 pub struct GuardDutyClient {

@@ -1,7 +1,6 @@
-//! Errors of the GuardDuty adapter and the backfill engine: each names the region, operation and
-//! input that failed, so a summary line is actionable without a debug log.
+//! Errors of the GuardDuty adapter: each names the region, operation and input that failed, so a
+//! summary line is actionable without a debug log.
 
-use gdfwd_core::StoreError;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -49,8 +48,10 @@ pub enum GuardDutyError {
         message: String,
     },
 
-    /// `ListFindings` handed back a pagination token it had already given: following it would
-    /// loop forever, so the listing stops with this error (the checkpoint keeps what was done).
+    /// A paged listing of the client (detectors, regions, doctor's lists) handed back a
+    /// pagination token it had already given: following it would loop forever, so the call stops
+    /// with this error. (The engines catch the same of `ListFindings` pages themselves, in
+    /// `gdfwd_core::backfill`, with the same message.)
     #[error(
         "ListFindings in {region} (detector {detector}) returned the page token {token:?} a second time; stopped listing to avoid a loop"
     )]
@@ -59,13 +60,6 @@ pub enum GuardDutyError {
         detector: String,
         token: String,
     },
-
-    #[error("state store: {0}")]
-    Store(#[from] StoreError),
-
-    /// A checkpoint in the store could not be read.
-    #[error("checkpoint {key} in the state store is not valid: {message}")]
-    Checkpoint { key: String, message: String },
 
     #[error("{0}")]
     Config(String),

@@ -1,20 +1,19 @@
-//! GuardDuty as a source: the API client (REST JSON + SigV4, see [`client`]) and the engines of
-//! `gdfwd backfill` ([`backfill`]) and `gdfwd audit gaps` ([`gaps`]); the administrator's
-//! read-only calls of `gdfwd doctor` ([`admin`]).
-//!
-//! Both engines hand findings to `gdfwd_core::pipeline::Pipeline::process`, the path the Lambda
-//! uses, so dedup, enrichment, the rate-limited send and commit are shared, not re-implemented.
+//! GuardDuty as a source: the API client (REST JSON + SigV4, see [`client`]), the finding source
+//! `gdfwd backfill` and `gdfwd audit gaps` read through ([`source`]: the client implements core's
+//! `FindingPages`, whose engines in `gdfwd_core::backfill` do the rest), what GuardDuty makes of
+//! their query ([`query`]), and the administrator's read-only calls of `gdfwd doctor` ([`admin`]).
 
 pub mod admin;
-pub mod backfill;
 pub mod client;
 pub mod error;
-pub mod gaps;
-pub mod progress;
 pub mod query;
+pub mod source;
 
-pub use backfill::{Backfill, BackfillConfig, BackfillReport, PendingClaims, RegionReport, StopFn};
 pub use client::{ClientConfig, Endpoint, GuardDutyClient};
 pub use error::GuardDutyError;
-pub use gaps::{Gap, GapReason, GapsReport, find_gaps, send_gaps};
-pub use query::{Checkpoint, FindingQuery};
+// The engines are core's; re-exported so callers wiring them to this client need one import.
+pub use gdfwd_core::backfill::{
+    Backfill, BackfillConfig, BackfillReport, Gap, GapReason, GapsReport, PendingClaims,
+    RegionReport, StopFn, find_gaps, send_gaps,
+};
+pub use query::{Checkpoint, FindingQuery, GuardDutyQuery};

@@ -1,58 +1,29 @@
-//! What a backfill asks GuardDuty for, as `ListFindings` criteria, and where it resumes.
+//! What a backfill asks GuardDuty for, as `ListFindings` criteria, and under which key it
+//! resumes: GuardDuty's reading of the engine's [`FindingQuery`] ([`GuardDutyQuery`]).
 //!
-//! The filter ([`FindingFilter`], the one every path applies) decides which findings are sent:
-//! the pipeline applies all of it to every fetched finding and counts what it drops. Where
-//! GuardDuty's criteria can say the same, they say it too ([`FindingQuery::criteria`]: accounts,
-//! the severity floor, archived), so fewer findings are listed and fetched; never more narrowly
-//! than the filter, so nothing it would keep goes unlisted.
+//! The filter ([`FindingFilter`](gdfwd_model::FindingFilter), the one every path applies)
+//! decides which findings are sent: the pipeline applies all of it to every fetched finding and
+//! counts what it drops. Where GuardDuty's criteria can say the same, they say it too
+//! ([`GuardDutyQuery::criteria`]: accounts, the severity floor, archived), so fewer findings are
+//! listed and fetched; never more narrowly than the filter, so nothing it would keep goes
+//! unlisted.
 //!
-//! Checkpoints: one per (region, detector, query) in the store's `checkpoint` key/value namespace.
-//! The query part of the key is a fingerprint of the filter (every setting, not only those
-//! pushed into the criteria: a finding the filter dropped is settled, and a run with another
-//! filter must list it again), so `--since 90d` run twice (a moving instant) still resumes. The
-//! fingerprint of the settings older versions had (accounts, severity, archived) is spelled as
-//! they spelled it, so their checkpoints still resume.
-//! The value records the covered range `[from, through]`: every finding version of the query
-//! with `from <= updatedAt < through` has been committed (or definitively failed). A run resumes
-//! at `through` only when its own `--since` lies inside that range; an earlier `--since` starts
-//! afresh from there, because the older part was never covered.
-//!
-//! Resuming lists `updatedAt >= through` (not `>`): findings sharing the checkpoint's `updatedAt`
-//! may straddle a page boundary, so the tie is listed again and the store recognises the versions
-//! already sent.
+//! Checkpoints (their rules: `gdfwd_core::backfill::checkpoint`): one per (region, detector,
+//! query). The query part of the key is a uuid of [`FindingQuery::fingerprint`] (every filter
+//! setting, not the time range), so `--since 90d` run twice (a moving instant) still resumes; the
+//! keys are spelled as before the engine moved to core, so stored checkpoints still resume.
 
-use gdfwd_model::{FilterInput, FindingFilter, Inclusion, Timestamp};
-use serde::{Deserialize, Serialize};
+pub use gdfwd_core::backfill::{CHECKPOINT_NAMESPACE, Checkpoint};
+pub use gdfwd_core::source::FindingQuery;
+use gdfwd_model::{Inclusion, Timestamp};
 use serde_json::{Map, Value, json};
-
-/// Store namespace of backfill checkpoints.
-pub const CHECKPOINT_NAMESPACE: &str = "checkpoint";
 
 /// GuardDuty's limit on the values of one `eq`/`neq` condition: longer lists are left to the
 /// pipeline's filter alone.
 const MAX_CRITERION_VALUES: usize = 50;
 
-/// The time range and filter of a backfill or gaps run.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FindingQuery {
-    /// Lower bound of `updatedAt` (inclusive).
-    pub since: Timestamp,
-    /// Upper bound of `updatedAt` (exclusive); `None`: up to now and whatever arrives meanwhile.
-    pub until: Option<Timestamp>,
-    /// Which findings are sent; the backfill engine gives it to the pipeline.
-    pub filter: FindingFilter,
-}
-
-impl FindingQuery {
-    /// From `since` on, with the default filter.
-    pub fn new(since: Timestamp) -> Self {
-        Self {
-            since,
-            until: None,
-            filter: FindingFilter::default(),
-        }
-    }
-
+/// GuardDuty's reading of a [`FindingQuery`]: the `ListFindings` criteria and the checkpoint key.
+pub trait GuardDutyQuery {
     /// `findingCriteria` listing `from <= updatedAt < until`, with what the filter says that
     /// GuardDuty's criteria can say too.
     ///
@@ -60,7 +31,14 @@ impl FindingQuery {
     /// short `gte`/`lt` are 32-bit integers in the service model, too small for epoch ms. The
     /// severity bound goes in rounded down (the API compares integers); the pipeline's filter
     /// applies the exact bound to the fetched findings.
-    pub fn criteria(&self, from: Timestamp) -> Value {
+    fn criteria(&self, from: Timestamp) -> Value;
+
+    /// The checkpoint key of this query in `region` for `detector`.
+    fn checkpoint_key(&self, region: &str, detector: &str) -> String;
+}
+
+impl GuardDutyQuery for FindingQuery {
+    fn criteria(&self, from: Timestamp) -> Value {
         let mut criterion = Map::new();
         let mut updated = Map::new();
         updated.insert("greaterThanOrEqual".to_owned(), Value::from(from.millis()));
@@ -91,62 +69,17 @@ impl FindingQuery {
         json!({ "criterion": criterion })
     }
 
-    /// The filter, canonically, for checkpoint keys: the settings older versions had first, as
-    /// they spelled them (so their checkpoints still resume), then every other setting that
-    /// differs from the default ([`FindingFilter`]'s `Display`).
-    pub fn fingerprint(&self) -> String {
-        let f = &self.filter;
-        let accounts = f.list(FilterInput::IncludeAccount);
-        let mut rest = f.clone();
-        rest.accounts.include.clear();
-        rest.min_severity = None;
-        rest.archived = FindingFilter::default().archived;
-        let rest = rest.to_string();
-        format!(
-            "accounts={};min_severity={};archived={}{}{rest}",
-            if accounts.is_empty() {
-                "*".to_owned()
-            } else {
-                accounts.join(",")
-            },
-            f.min_severity
-                .map_or_else(|| "*".to_owned(), |s| s.to_string()),
-            f.archived == Inclusion::Include,
-            if rest.is_empty() { "" } else { ";" },
-        )
-    }
-
-    /// The checkpoint key of this query in `region` for `detector`.
-    pub fn checkpoint_key(&self, region: &str, detector: &str) -> String {
+    fn checkpoint_key(&self, region: &str, detector: &str) -> String {
         const NS: uuid::Uuid = uuid::Uuid::from_u128(0x6764_6677_642d_6266_696c_6c2d_7175_6572);
         let q = uuid::Uuid::new_v5(&NS, self.fingerprint().as_bytes());
         format!("backfill/{region}/{detector}/{}", q.simple())
     }
 }
 
-/// A stored checkpoint: `[from, through)` is done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Checkpoint {
-    pub from: Timestamp,
-    pub through: Timestamp,
-}
-
-impl Checkpoint {
-    /// Where a run with lower bound `since` starts, and the checkpoint it then extends.
-    pub fn resume_from(stored: Option<Checkpoint>, since: Timestamp) -> Checkpoint {
-        match stored {
-            Some(cp) if cp.from <= since && since <= cp.through => cp,
-            _ => Checkpoint {
-                from: since,
-                through: since,
-            },
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gdfwd_model::FilterInput;
 
     fn apply(q: &mut FindingQuery, input: FilterInput, value: &str) {
         q.filter.apply(input, value, input.name()).expect("valid");
@@ -215,51 +148,5 @@ mod tests {
                 "{input:?}"
             );
         }
-    }
-
-    /// Checkpoints saved before filters existed resume: the settings they had are spelled as
-    /// they were.
-    #[test]
-    fn fingerprints_of_the_old_settings_are_unchanged() {
-        let mut q = FindingQuery::new(Timestamp::from_millis(1));
-        assert_eq!(q.fingerprint(), "accounts=*;min_severity=*;archived=false");
-        apply(
-            &mut q,
-            FilterInput::IncludeAccount,
-            "222222222222,111111111111",
-        );
-        apply(&mut q, FilterInput::MinSeverity, "5");
-        apply(&mut q, FilterInput::Archived, "include");
-        assert_eq!(
-            q.fingerprint(),
-            "accounts=111111111111,222222222222;min_severity=5;archived=true"
-        );
-        apply(&mut q, FilterInput::ExcludeType, "Recon:*");
-        assert_eq!(
-            q.fingerprint(),
-            "accounts=111111111111,222222222222;min_severity=5;archived=true;exclude-type=Recon:*"
-        );
-    }
-
-    #[test]
-    fn resume_only_inside_the_covered_range() {
-        let t = Timestamp::from_millis;
-        let cp = Some(Checkpoint {
-            from: t(100),
-            through: t(500),
-        });
-        assert_eq!(Checkpoint::resume_from(cp, t(200)).through, t(500));
-        assert_eq!(Checkpoint::resume_from(cp, t(100)).through, t(500));
-        // Earlier since: that part was never covered.
-        assert_eq!(
-            Checkpoint::resume_from(cp, t(50)),
-            Checkpoint {
-                from: t(50),
-                through: t(50)
-            }
-        );
-        // Later than the checkpoint: start at since.
-        assert_eq!(Checkpoint::resume_from(cp, t(900)).through, t(900));
-        assert_eq!(Checkpoint::resume_from(None, t(7)).from, t(7));
     }
 }

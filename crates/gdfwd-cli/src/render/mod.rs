@@ -7,7 +7,8 @@
 //! reads the same everywhere) with its one default rule ([`default_format`]: a table on a
 //! terminal, JSON otherwise), and the generic [`table`], [`csv`] and [`json`] writers. Each file
 //! beside it renders one thing in every format. A new format is a variant here and an arm in each
-//! of those files; a new report is one file.
+//! of those files; a new report is one file. One file is live output rather than a report:
+//! [`progress`], the backfill engine's progress on stderr.
 //!
 //! Output conventions, shared by the three formats:
 //! - times are RFC 3339 UTC with milliseconds (`2025-02-25T20:40:06.721Z`), never epoch numbers;
@@ -25,6 +26,7 @@ pub mod audit;
 pub mod audit_check;
 pub mod doctor;
 pub mod gaps;
+pub mod progress;
 
 use std::io::IsTerminal;
 

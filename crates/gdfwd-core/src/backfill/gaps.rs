@@ -1,5 +1,6 @@
-//! `gdfwd audit gaps`: the finding versions GuardDuty holds that the store never recorded as sent,
-//! with the reason when the store knows one, and `backfill --only-gaps` to send exactly those.
+//! `gdfwd audit gaps`: the finding versions a source holds (GuardDuty's API, through the same
+//! [`FindingPages`] port as the backfill) that the store never recorded as sent, with the reason
+//! when the store knows one, and `backfill --only-gaps` to send exactly those.
 //!
 //! GuardDuty keeps only the latest version of each finding, so a gap is "the store has no `sent`
 //! record for this `updatedAt` or a newer one". The reason comes from the finding's store
@@ -12,16 +13,18 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use gdfwd_core::pipeline::{Pipeline, Summary};
-use gdfwd_core::store::{FindingHistory, HistoryKind, StateStore, Status};
 use gdfwd_model::{Finding, Item, Timestamp, Verdict, parse_value};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::backfill::StopFn;
-use crate::client::GuardDutyClient;
-use crate::error::GuardDutyError;
-use crate::query::FindingQuery;
+use super::listing::follow;
+use super::{BackfillError, StopFn};
+use crate::pipeline::{Pipeline, Summary};
+use crate::source::{FindingPages, FindingQuery};
+use crate::store::{FindingHistory, HistoryKind, StateStore, Status};
+
+/// Findings `--only-gaps` sends per batch: a backfill page's worth (GuardDuty's 50).
+const SEND_BATCH: usize = 50;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -133,21 +136,21 @@ type RegionScan = (Vec<Gap>, u64, u64);
 
 /// Lists the query's findings in `regions` and classifies each against the store.
 pub async fn find_gaps(
-    client: Arc<GuardDutyClient>,
+    source: Arc<dyn FindingPages>,
     store: Arc<dyn StateStore>,
     query: &FindingQuery,
     regions: &[String],
     concurrency: usize,
     stop: StopFn,
 ) -> GapsReport {
-    let per_region: Vec<(String, Result<RegionScan, GuardDutyError>)> =
+    let per_region: Vec<(String, Result<RegionScan, BackfillError>)> =
         futures::stream::iter(regions.to_vec())
             .map(|region| {
-                let client = client.clone();
+                let source = source.clone();
                 let store = store.clone();
                 let stop = stop.clone();
                 async move {
-                    let r = scan_region(&client, &store, query, &region, stop).await;
+                    let r = scan_region(&*source, &store, query, &region, stop).await;
                     (region, r)
                 }
             })
@@ -174,64 +177,62 @@ pub async fn find_gaps(
 }
 
 async fn scan_region(
-    client: &Arc<GuardDutyClient>,
+    source: &dyn FindingPages,
     store: &Arc<dyn StateStore>,
     query: &FindingQuery,
     region: &str,
     stop: StopFn,
-) -> Result<RegionScan, GuardDutyError> {
-    let mut gaps = Vec::new();
-    let (mut checked, mut covered) = (0u64, 0u64);
-    for detector in client.list_detectors(region).await? {
+) -> Result<RegionScan, BackfillError> {
+    let mut scan: RegionScan = (Vec::new(), 0, 0);
+    for partition in source.partitions(region).await? {
         let mut token: Option<String> = None;
         let mut seen = HashSet::new();
-        let criteria = query.criteria(query.since);
         loop {
             if stop() {
-                return Ok((gaps, checked, covered));
+                return Ok(scan);
             }
-            let page = client
-                .list_findings(region, &detector, &criteria, true, token.as_deref())
+            let page = source
+                .page(region, &partition, query, query.since, token.as_deref())
                 .await?;
-            let fetched = if page.ids.is_empty() {
-                Vec::new()
-            } else {
-                client.get_findings(region, &detector, &page.ids).await?
-            };
-            for m in fetched {
-                for item in parse_value(Value::Object(m)) {
-                    let Ok(Item::Finding(f)) = item else { continue };
-                    // What the filter drops is not sent on purpose: not a gap.
-                    if query.filter.verdict(&f) != Verdict::Keep {
-                        continue;
-                    }
-                    checked += 1;
-                    let history = store.history(&f.id).await?;
-                    match classify(history.as_ref(), f.updated_at) {
-                        None => covered += 1,
-                        Some((reason, detail)) => gaps.push(Gap {
-                            finding: *f,
-                            reason,
-                            detail,
-                        }),
-                    }
-                }
+            for m in page.findings {
+                check(store, query, Value::Object(m), &mut scan).await?;
             }
-            match page.next_token {
-                None => break,
-                Some(t) if !seen.insert(t.clone()) => {
-                    return Err(GuardDutyError::RepeatedPageToken {
-                        region: region.to_owned(),
-                        detector,
-                        token: t,
-                    });
-                }
-                Some(t) => token = Some(t),
+            let names = source.names();
+            token = follow(&mut seen, page.next_token, names, region, &partition)?;
+            if token.is_none() {
+                break;
             }
         }
     }
-    gaps.sort_by_key(|g| g.finding.updated_at);
-    Ok((gaps, checked, covered))
+    scan.0.sort_by_key(|g| g.finding.updated_at);
+    Ok(scan)
+}
+
+/// Classifies one fetched finding the filter keeps against the store: covered, or a gap.
+async fn check(
+    store: &Arc<dyn StateStore>,
+    query: &FindingQuery,
+    json: Value,
+    (gaps, checked, covered): &mut RegionScan,
+) -> Result<(), BackfillError> {
+    for item in parse_value(json) {
+        let Ok(Item::Finding(f)) = item else { continue };
+        // What the filter drops is not sent on purpose: not a gap.
+        if query.filter.verdict(&f) != Verdict::Keep {
+            continue;
+        }
+        *checked += 1;
+        let history = store.history(&f.id).await?;
+        match classify(history.as_ref(), f.updated_at) {
+            None => *covered += 1,
+            Some((reason, detail)) => gaps.push(Gap {
+                finding: *f,
+                reason,
+                detail,
+            }),
+        }
+    }
+    Ok(())
 }
 
 /// Sends the gaps' findings through the pipeline (claims still decide: a gap another process
@@ -240,7 +241,7 @@ async fn scan_region(
 pub async fn send_gaps(pipeline: &Pipeline, gaps: &[Gap], stop: StopFn) -> (Summary, bool) {
     let mut summary = Summary::default();
     let findings: Vec<Finding> = gaps.iter().map(|g| g.finding.clone()).collect();
-    for chunk in findings.chunks(crate::client::PAGE_SIZE) {
+    for chunk in findings.chunks(SEND_BATCH) {
         if stop() {
             return (summary, true);
         }

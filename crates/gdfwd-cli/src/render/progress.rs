@@ -1,46 +1,17 @@
-//! Progress reporting for backfill and gaps: one observer interface, three renderings.
-//!
-//! The engine only calls [`Progress`]; the CLI picks [`BarsProgress`] (an `indicatif` bar per
-//! region) on a terminal and [`LogProgress`] (a plain line per region every interval) otherwise.
-//! ListFindings gives no totals, so a bar measures how far through the requested `updatedAt`
-//! range the region's listing is (findings are listed oldest first): that yields an honest ETA
-//! without counting findings up front.
+//! The backfill's progress on stderr, the two renderings of `gdfwd_core::backfill::Progress`:
+//! [`BarsProgress`] (an `indicatif` bar per region) on a terminal, [`LogProgress`] (a plain line
+//! per region every interval) otherwise; `--quiet` takes the engine's `NoProgress`.
+//! A listing gives no totals, so a bar measures how far through the requested `updatedAt` range
+//! the region's listing is (findings are listed oldest first): that yields an honest ETA without
+//! counting findings up front.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use gdfwd_core::backfill::{Progress, RegionCounts};
 use gdfwd_model::Timestamp;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-
-/// Counters of one region, as the engine reports them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RegionCounts {
-    pub listed: u64,
-    pub fetched: u64,
-    pub sent: u64,
-    pub duplicates: u64,
-    pub failed: u64,
-}
-
-pub trait Progress: Send + Sync + std::fmt::Debug {
-    /// A region starts; its listing covers `updatedAt` in `[from, to)`.
-    fn start(&self, region: &str, from: Timestamp, to: Timestamp);
-    /// The region's counters and the `updatedAt` reached so far.
-    fn update(&self, region: &str, counts: RegionCounts, reached: Option<Timestamp>);
-    /// The region is done (`error` when it stopped on one).
-    fn finish(&self, region: &str, counts: RegionCounts, error: Option<&str>);
-}
-
-/// Reports nothing (tests, `--quiet`).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoProgress;
-
-impl Progress for NoProgress {
-    fn start(&self, _: &str, _: Timestamp, _: Timestamp) {}
-    fn update(&self, _: &str, _: RegionCounts, _: Option<Timestamp>) {}
-    fn finish(&self, _: &str, _: RegionCounts, _: Option<&str>) {}
-}
 
 fn line(region: &str, c: RegionCounts) -> String {
     format!(
