@@ -2,7 +2,7 @@
 //! events and 40 bare findings), in both payload formats. Throughput is in findings per second
 //! on one core. Run: `cargo bench -p gdfwd-model --bench map`.
 
-/// The allocator the binaries use (mimalloc), so the numbers are the shipped ones.
+/// The Lambda's allocator (mimalloc), so the numbers are its shipped ones.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
