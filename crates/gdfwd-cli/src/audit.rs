@@ -108,25 +108,9 @@ fn time(s: Option<&str>, now: Timestamp) -> anyhow::Result<Option<Timestamp>> {
 
 pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let now = clock.now();
     match args.command {
         AuditCommand::Gaps(args) => crate::backfill::run_gaps(*args).await,
-        AuditCommand::Show { finding_id, common } => {
-            let store = common.store.open_existing(clock).await?;
-            match store.history(&finding_id).await? {
-                Some(h) => {
-                    print!("{}", render::audit::history(&h, common.output.format()));
-                    Ok(ExitCode::SUCCESS)
-                }
-                None => {
-                    eprintln!(
-                        "not found: finding {finding_id} is not in {} (never seen, or expired)",
-                        store.describe()
-                    );
-                    Ok(ExitCode::from(3))
-                }
-            }
-        }
+        AuditCommand::Show { finding_id, common } => show(&finding_id, &common, clock).await,
         AuditCommand::List {
             account,
             since,
@@ -136,6 +120,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
             limit,
             common,
         } => {
+            let now = clock.now();
             let query = ListQuery {
                 account,
                 since: time(since.as_deref(), now)?,
@@ -156,33 +141,9 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
             since,
             concurrency,
             common,
-        } => {
-            let query = ListQuery {
-                since: time(since.as_deref(), now)?,
-                ..ListQuery::default()
-            };
-            let store = common.store.open_existing(clock.clone()).await?;
-            let records = store.list(&query).await?;
-            let violations =
-                check_all(store.as_ref(), &records, concurrency.max(1), clock.now()).await?;
-            let format = common.output.format();
-            print!(
-                "{}",
-                render::audit_check::report(&violations, records.len(), format)
-            );
-            Ok(if violations.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
+        } => check(since.as_deref(), concurrency, &common, clock).await,
         AuditCommand::Stats { since, by, common } => {
-            let query = ListQuery {
-                since: time(since.as_deref(), now)?,
-                ..ListQuery::default()
-            };
-            let store = common.store.open_existing(clock).await?;
-            let records = store.list(&query).await?;
+            let (_, records) = list_since(since.as_deref(), &common, clock).await?;
             let rows = audit::stats(&records, by);
             print!(
                 "{}",
@@ -191,6 +152,64 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `audit show`: exit status 3 when the store does not know the finding.
+async fn show(
+    finding_id: &str,
+    common: &Common,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<ExitCode> {
+    let store = common.store.open_existing(clock).await?;
+    match store.history(finding_id).await? {
+        Some(h) => {
+            print!("{}", render::audit::history(&h, common.output.format()));
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            eprintln!(
+                "not found: finding {finding_id} is not in {} (never seen, or expired)",
+                store.describe()
+            );
+            Ok(ExitCode::from(3))
+        }
+    }
+}
+
+/// `audit check`: exit status 1 when any invariant is violated.
+async fn check(
+    since: Option<&str>,
+    concurrency: usize,
+    common: &Common,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<ExitCode> {
+    let (store, records) = list_since(since, common, clock.clone()).await?;
+    let violations = check_all(store.as_ref(), &records, concurrency.max(1), clock.now()).await?;
+    let format = common.output.format();
+    print!(
+        "{}",
+        render::audit_check::report(&violations, records.len(), format)
+    );
+    Ok(if violations.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The store and its records last seen at or after `since` (all of them without it).
+async fn list_since(
+    since: Option<&str>,
+    common: &Common,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<(Arc<dyn StateStore>, Vec<FindingRecord>)> {
+    let query = ListQuery {
+        since: time(since, clock.now())?,
+        ..ListQuery::default()
+    };
+    let store = common.store.open_existing(clock).await?;
+    let records = store.list(&query).await?;
+    Ok((store, records))
 }
 
 /// Reads each record's history (`concurrency` at a time) and checks it. A finding that expired

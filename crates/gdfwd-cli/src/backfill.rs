@@ -199,23 +199,76 @@ pub async fn run_backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
 
     if args.only_gaps {
+        let gaps = OnlyGaps {
+            client,
+            query: &query,
+            regions: &regions,
+            interrupt: &interrupt,
+        };
+        return gaps.run(&args, &pipeline, dry_run, started).await;
+    }
+
+    let mut config = BackfillConfig::new(query, regions);
+    config.resume = !args.no_resume;
+    config.region_concurrency = usize::try_from(args.select.region_concurrency).unwrap_or(4);
+    config.save_checkpoints = !dry_run;
+    let report = Backfill::new(client, pipeline, config)
+        .with_progress(progress_for(&args, dry_run))
+        .with_stop(stop_fn(&interrupt))
+        .run()
+        .await;
+    for (region, e) in report.errors() {
+        eprintln!("error: {region}: {}", printable(&e.to_string()));
+    }
+    let region_failed = !report.errors().is_empty();
+    finish(&args, &report, dry_run, started, region_failed)
+}
+
+/// Bars on a terminal (not in a dry run, whose events go to stdout), a line every 30 s
+/// otherwise, nothing with `--quiet`.
+fn progress_for(args: &BackfillArgs, dry_run: bool) -> Arc<dyn Progress> {
+    if args.quiet {
+        Arc::new(NoProgress)
+    } else if std::io::stderr().is_terminal() && !dry_run {
+        Arc::new(BarsProgress::new())
+    } else {
+        Arc::new(LogProgress::new(Duration::from_secs(30)))
+    }
+}
+
+/// `backfill --only-gaps`: sends only the versions GuardDuty holds that the store never sent.
+struct OnlyGaps<'a> {
+    client: Arc<GuardDutyClient>,
+    query: &'a FindingQuery,
+    regions: &'a [String],
+    interrupt: &'a Interrupt,
+}
+
+impl OnlyGaps<'_> {
+    async fn run(
+        self,
+        args: &BackfillArgs,
+        pipeline: &gdfwd_core::pipeline::Pipeline,
+        dry_run: bool,
+        started: Instant,
+    ) -> anyhow::Result<ExitCode> {
         let store = pipeline
             .store()
             .cloned()
             .context("--only-gaps needs the store")?;
         let gaps = find_gaps(
-            client.clone(),
+            self.client.clone(),
             store,
-            &query,
-            &regions,
+            self.query,
+            self.regions,
             usize::try_from(args.select.region_concurrency).unwrap_or(4),
-            stop_fn(&interrupt),
+            stop_fn(self.interrupt),
         )
         .await;
         for (region, e) in &gaps.errors {
             eprintln!("error: {region}: {}", printable(&e.to_string()));
         }
-        let (summary, interrupted) = send_gaps(&pipeline, &gaps.gaps, stop_fn(&interrupt)).await;
+        let (summary, interrupted) = send_gaps(pipeline, &gaps.gaps, stop_fn(self.interrupt)).await;
         // Versions another run is sending are reported like the listing's pending claims.
         let pending = PendingClaims {
             count: summary.in_flight,
@@ -227,33 +280,11 @@ pub async fn run_backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
             listed: gaps.checked,
             fetched: gaps.checked,
             interrupted: interrupted || gaps.interrupted,
-            api: client.stats(),
+            api: self.client.stats(),
             ..BackfillReport::default()
         };
-        return finish(&args, &report, dry_run, started, !gaps.errors.is_empty());
+        finish(args, &report, dry_run, started, !gaps.errors.is_empty())
     }
-
-    let mut config = BackfillConfig::new(query, regions);
-    config.resume = !args.no_resume;
-    config.region_concurrency = usize::try_from(args.select.region_concurrency).unwrap_or(4);
-    config.save_checkpoints = !dry_run;
-    let progress: Arc<dyn Progress> = if args.quiet {
-        Arc::new(NoProgress)
-    } else if std::io::stderr().is_terminal() && !dry_run {
-        Arc::new(BarsProgress::new())
-    } else {
-        Arc::new(LogProgress::new(Duration::from_secs(30)))
-    };
-    let report = Backfill::new(client, pipeline, config)
-        .with_progress(progress)
-        .with_stop(stop_fn(&interrupt))
-        .run()
-        .await;
-    for (region, e) in report.errors() {
-        eprintln!("error: {region}: {}", printable(&e.to_string()));
-    }
-    let region_failed = !report.errors().is_empty();
-    finish(&args, &report, dry_run, started, region_failed)
 }
 
 fn finish(

@@ -88,15 +88,7 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     let now = SystemClock.now();
     let since = parse_time(&args.since, now).map_err(|e| Usage(format!("--since: {e}")))?;
     let sdk = crate::aws::sdk_config().await;
-    let home_region = match (&args.home_region, sdk.region()) {
-        (Some(r), _) => r.clone(),
-        (None, Some(r)) => r.to_string(),
-        (None, None) => {
-            return Err(
-                Usage("no home region: give --home-region or set AWS_REGION".to_owned()).into(),
-            );
-        }
-    };
+    let home_region = home_region(&args, sdk)?;
     // Configuration errors first, before any AWS call.
     let endpoint = if args.check_endpoint {
         Some(crate::endpoint::probe(args.sender.clone()).await?)
@@ -104,22 +96,11 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         None
     };
     let guardduty = Arc::new(GuardDutyClient::from_sdk(sdk, ClientConfig::default())?);
-    let mut regions = crate::backfill::resolve_regions(&args.regions, &guardduty).await?;
-    if !regions.contains(&home_region) {
-        regions.push(home_region.clone());
-        regions.sort();
-    }
+    let regions = regions_with_home(&args, &guardduty, &home_region).await?;
     let enrich = args.enrich.config().map_err(|e| Usage(e.to_string()))?;
     let lookup = Arc::new(build_lookup(&enrich, sdk));
-    let own_account = match lookup.own_account_id().await {
-        Ok(id) => Some(id.to_owned()),
-        Err(e) => {
-            tracing::warn!(error = %e, "own account unknown; checks that compare with it say ADMIN_ACCOUNT_ID");
-            None
-        }
-    };
     let scope = Scope {
-        own_account,
+        own_account: own_account(&lookup).await,
         home_region,
         regions,
         stack_name: args.stack.clone(),
@@ -149,6 +130,42 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `--home-region`, else the SDK's configured region; neither is a usage error.
+fn home_region(args: &DoctorArgs, sdk: &aws_config::SdkConfig) -> anyhow::Result<String> {
+    match (&args.home_region, sdk.region()) {
+        (Some(r), _) => Ok(r.clone()),
+        (None, Some(r)) => Ok(r.to_string()),
+        (None, None) => {
+            Err(Usage("no home region: give --home-region or set AWS_REGION".to_owned()).into())
+        }
+    }
+}
+
+/// `--regions` (as `backfill` reads them) and the home region, sorted.
+async fn regions_with_home(
+    args: &DoctorArgs,
+    guardduty: &GuardDutyClient,
+    home_region: &str,
+) -> anyhow::Result<Vec<String>> {
+    let mut regions = crate::backfill::resolve_regions(&args.regions, guardduty).await?;
+    if !regions.iter().any(|r| r == home_region) {
+        regions.push(home_region.to_owned());
+        regions.sort();
+    }
+    Ok(regions)
+}
+
+/// This account's id, or `None` (with a warning) when STS cannot say.
+async fn own_account(lookup: &AwsAccountLookup) -> Option<String> {
+    match lookup.own_account_id().await {
+        Ok(id) => Some(id.to_owned()),
+        Err(e) => {
+            tracing::warn!(error = %e, "own account unknown; checks that compare with it say ADMIN_ACCOUNT_ID");
+            None
+        }
+    }
 }
 
 /// The store the flow checks read: `--table`, else an explicit `--store` (or `GDFWD_STORE`), else

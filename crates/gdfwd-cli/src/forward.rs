@@ -121,33 +121,100 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let run_deadline = args.deadline.map(|d| started + d);
 
-    let checkpoints = pipeline.store().and_then(Checkpoints::of);
-    let planned = match &s3 {
-        Some(s3) => s3.plan(&args, checkpoints.as_ref()).await?,
-        None => plan_sources(&args, &sources, checkpoints.as_ref(), pipeline.filter()).await,
-    };
-    let (plans, mut checkpoints): (Vec<input::Plan>, Vec<Option<Checkpoint>>) =
-        planned.into_iter().unzip();
+    let (plans, mut checkpoints) = plan(&args, s3.as_ref(), &sources, &pipeline).await?;
     let sources: Vec<input::Source> = plans.iter().map(|p| p.source.clone()).collect();
     let read = Arc::new(AtomicU64::new(0));
+    let progress = progress_for(&args, &sources, read.clone());
+    let (reader, mut rx) = start_reader(&args, s3.as_ref(), plans, read)?;
+
+    let totals = drain(
+        &mut rx,
+        &interrupt,
+        &pipeline,
+        &sources,
+        &mut checkpoints,
+        run_deadline,
+        &progress,
+    )
+    .await;
+    progress.finish();
+    drop(rx);
+    // Not interrupted: the channel closed because the reader is done. (Interrupted, it may be
+    // blocked on stdin: leave it.)
+    if !interrupt.is_set() && reader.join().is_err() {
+        anyhow::bail!("the input reader failed (a bug): some input may not have been read");
+    }
+    let interrupted = interrupt.is_set();
+    print_repeated(totals.reasons);
+    print_summary(&totals.summary, dry_run, started.elapsed());
+    if let Some(path) = &args.summary {
+        write_summary(path, &totals.summary)?;
+    }
+    Ok(ExitCode::from(exit_status(&totals.summary, interrupted)))
+}
+
+/// What to read, each with its checkpoint: the S3 export's objects ([`crate::s3::S3Input::plan`])
+/// or the files and stdin ([`plan_sources`]); the checkpoints live in the pipeline's store.
+async fn plan(
+    args: &ForwardArgs,
+    s3: Option<&crate::s3::S3Input>,
+    sources: &[input::Source],
+    pipeline: &gdfwd_core::pipeline::Pipeline,
+) -> anyhow::Result<(Vec<input::Plan>, Vec<Option<Checkpoint>>)> {
+    let checkpoints = pipeline.store().and_then(Checkpoints::of);
+    let planned = match s3 {
+        Some(s3) => s3.plan(args, checkpoints.as_ref()).await?,
+        None => plan_sources(args, sources, checkpoints.as_ref(), pipeline.filter()).await,
+    };
+    Ok(planned.into_iter().unzip())
+}
+
+/// A bar on stderr when it is a terminal, unless `--quiet` or a dry run writes events to the same
+/// terminal; its total is the inputs' size when every size is known.
+fn progress_for(args: &ForwardArgs, sources: &[input::Source], read: Arc<AtomicU64>) -> Progress {
     let total = sources.iter().map(input::Source::size).sum::<Option<u64>>();
     let show = !args.quiet
         && std::io::stderr().is_terminal()
-        && !(dry_run && std::io::stdout().is_terminal());
-    let progress = Progress::new(show, total, read.clone());
+        && !(args.pipeline.dry_run() && std::io::stdout().is_terminal());
+    Progress::new(show, total, read)
+}
+
+/// The reader thread, cutting the planned sources into chunks of `--chunk` findings. One chunk
+/// waits in the channel while the pipeline works on another: reading, parsing and sending
+/// overlap, and the reader waits when the pipeline is slow.
+fn start_reader(
+    args: &ForwardArgs,
+    s3: Option<&crate::s3::S3Input>,
+    plans: Vec<input::Plan>,
+    read: Arc<AtomicU64>,
+) -> anyhow::Result<(
+    std::thread::JoinHandle<()>,
+    tokio::sync::mpsc::Receiver<input::Chunk>,
+)> {
     let config = input::ReadConfig {
         chunk_findings: usize::try_from(args.chunk).unwrap_or(250),
         max_record_bytes: usize::try_from(args.max_record_bytes).unwrap_or(usize::MAX),
     };
-    // One chunk waits in the channel while the pipeline works on another: reading, parsing and
-    // sending overlap, and the reader waits when the pipeline is slow.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<input::Chunk>(1);
-    let reader = match &s3 {
+    let (tx, rx) = tokio::sync::mpsc::channel::<input::Chunk>(1);
+    let reader = match s3 {
         Some(s3) => s3.spawn_reader(plans, config, read, tx),
         None => input::spawn_reader(plans, config, read, tx),
     }
     .context("starting the reader")?;
+    Ok((reader, rx))
+}
 
+/// Hands every chunk the reader sends to the pipeline until the input ends or the run is
+/// interrupted, advancing each file's checkpoint after its chunk is settled.
+async fn drain(
+    rx: &mut tokio::sync::mpsc::Receiver<input::Chunk>,
+    interrupt: &Interrupt,
+    pipeline: &gdfwd_core::pipeline::Pipeline,
+    sources: &[input::Source],
+    checkpoints: &mut [Option<Checkpoint>],
+    run_deadline: Option<Instant>,
+    progress: &Progress,
+) -> Totals {
     let mut totals = Totals::default();
     loop {
         let chunk = tokio::select! {
@@ -166,7 +233,7 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
         }
         let name = sources[chunk.source].name();
         let settled = totals
-            .process(&pipeline, &chunk, &name, run_deadline, &progress)
+            .process(pipeline, &chunk, &name, run_deadline, progress)
             .await;
         if let Some(cp) = &mut checkpoints[chunk.source]
             && let Err(e) = cp
@@ -177,23 +244,14 @@ pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
         }
         progress.update(totals.handled);
     }
-    progress.finish();
-    drop(rx);
-    // Not interrupted: the channel closed because the reader is done. (Interrupted, it may be
-    // blocked on stdin: leave it.)
-    if !interrupt.is_set() && reader.join().is_err() {
-        anyhow::bail!("the input reader failed (a bug): some input may not have been read");
-    }
-    let interrupted = interrupt.is_set();
-    print_repeated(totals.reasons);
-    print_summary(&totals.summary, dry_run, started.elapsed());
-    if let Some(path) = &args.summary {
-        let json =
-            serde_json::to_string_pretty(&totals.summary).context("serialising the summary")?;
-        std::fs::write(path, json + "\n")
-            .with_context(|| format!("writing the summary to {}", path.display()))?;
-    }
-    Ok(ExitCode::from(exit_status(&totals.summary, interrupted)))
+    totals
+}
+
+/// `--summary FILE`: the run's counters as pretty JSON.
+fn write_summary(path: &std::path::Path, summary: &Summary) -> anyhow::Result<()> {
+    let json = serde_json::to_string_pretty(summary).context("serialising the summary")?;
+    std::fs::write(path, json + "\n")
+        .with_context(|| format!("writing the summary to {}", path.display()))
 }
 
 /// The inputs: FILES, else stdin when it is not a terminal (`-`); none is a usage error.

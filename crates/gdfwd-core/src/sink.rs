@@ -54,6 +54,22 @@ pub struct SendReport {
     pub stats: SendStats,
 }
 
+impl SendReport {
+    /// The report of a sink that made one request for all of `outcomes` (no retries): what the
+    /// test sinks of several crates answer.
+    pub fn one_request(outcomes: Vec<EventOutcome>) -> Self {
+        let events_sent = outcomes.iter().filter(|o| o.is_sent()).count() as u64;
+        Self {
+            outcomes,
+            stats: SendStats {
+                requests: 1,
+                events_sent,
+                ..SendStats::default()
+            },
+        }
+    }
+}
+
 #[async_trait]
 pub trait Sink: Send + Sync + std::fmt::Debug {
     /// Delivers `events`, retrying as its policy allows but not past `deadline`.

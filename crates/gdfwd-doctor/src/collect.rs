@@ -15,7 +15,7 @@ use gdfwd_model::Timestamp;
 use crate::observe::{
     AliasRoleProbe, AwsInspector, EndpointProbe, Flow, GuardDutyAdmin, GuardDutyRegion,
     HomePipeline, Obs, Observations, ObserveError, OrgAccount, QueueState, RelayRegion, Scope,
-    Stack, StackResource,
+    Stack, StackInstance, StackResource,
 };
 
 /// The relay rule `stacksets/region-relay.yaml` creates in every non-home region.
@@ -57,23 +57,14 @@ pub type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
 /// Observes everything in `scope`.
 pub async fn collect(scope: &Scope, ports: &Ports, progress: Progress) -> Observations {
     let n = scope.concurrency.max(1);
-    let others: Vec<String> = scope
-        .regions
-        .iter()
-        .filter(|r| **r != scope.home_region)
-        .cloned()
-        .collect();
+    let others = scope.relay_regions();
     let accounts = ports.aws.organization_accounts().await;
     let account_ids = active_ids(&accounts);
     // One step per GuardDuty region, relay region, alias probe, and the home stack, the StackSet
     // instances and the store.
     let probes = ports.alias.as_ref().map_or(0, |_| account_ids.len());
     let total = (scope.regions.len() + others.len() + probes + 3) as u64;
-    let done = std::sync::atomic::AtomicU64::new(0);
-    let tick = || {
-        let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        progress(d, total);
-    };
+    let tick = ticker(progress, total);
 
     let guardduty = each(scope.regions.clone(), n, &tick, |region| async move {
         guardduty_region(ports.guardduty.as_ref(), &region).await
@@ -81,51 +72,15 @@ pub async fn collect(scope: &Scope, ports: &Ports, progress: Progress) -> Observ
     let relays = each(others, n, &tick, |region| async move {
         relay_region(ports.aws.as_ref(), &region).await
     });
-    let aws = ports.aws.as_ref();
-    let home = ticked(
-        home_pipeline(aws, &scope.home_region, &scope.stack_name),
-        &tick,
-    );
-    let instances = ticked(
-        aws.stack_instances(&scope.home_region, &scope.relay_stack_set),
-        &tick,
-    );
-    let flow = ticked(
-        async {
-            match &ports.store {
-                Ok(store) => flow(store.as_ref(), scope.since).await,
-                Err(e) => Err(e.clone()),
-            }
-        },
-        &tick,
-    );
-    let alias_roles = async {
-        match &ports.alias {
-            Some(probe) => {
-                let probe = probe.as_ref();
-                each(account_ids.clone(), n, &tick, |account| async move {
-                    probe.probe(&account).await
-                })
-                .await
-            }
-            None => BTreeMap::new(),
-        }
-    };
+    let home = home_and_instances(ports.aws.as_ref(), scope, &tick);
+    let flow = ticked(store_flow(ports, scope.since), &tick);
+    let alias_roles = alias_roles(ports, &account_ids, n, &tick);
     let endpoint = async {
-        match &ports.endpoint {
-            Some(p) => Some((p.describe(), p.probe().await)),
-            None => None,
-        }
+        let p = ports.endpoint.as_ref()?;
+        Some((p.describe(), p.probe().await))
     };
-    let (guardduty, relays, home, relay_instances, flow, alias_roles, endpoint) = futures::join!(
-        guardduty,
-        relays,
-        home,
-        instances,
-        flow,
-        alias_roles,
-        endpoint
-    );
+    let (guardduty, relays, (home, relay_instances), flow, alias_roles, endpoint) =
+        futures::join!(guardduty, relays, home, flow, alias_roles, endpoint);
 
     let findings = silent_findings(scope, ports, &account_ids, &guardduty, &flow).await;
     Observations {
@@ -139,6 +94,66 @@ pub async fn collect(scope: &Scope, ports: &Ports, progress: Progress) -> Observ
         findings,
         alias_roles,
         endpoint,
+    }
+}
+
+/// The home region's stack and the relay StackSet's instances, both at once.
+async fn home_and_instances(
+    aws: &dyn AwsInspector,
+    scope: &Scope,
+    tick: &(dyn Fn() + Sync),
+) -> (HomePipeline, Obs<Option<Vec<StackInstance>>>) {
+    futures::join!(
+        ticked(
+            home_pipeline(aws, &scope.home_region, &scope.stack_name),
+            tick
+        ),
+        ticked(
+            aws.stack_instances(&scope.home_region, &scope.relay_stack_set),
+            tick
+        ),
+    )
+}
+
+/// Counts finished steps, reporting (done, `total`) after each.
+fn ticker(progress: Progress, total: u64) -> impl Fn() + Sync {
+    let done = std::sync::atomic::AtomicU64::new(0);
+    move || {
+        let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        progress(d, total);
+    }
+}
+
+/// What the store shows forwarded since `since` (unknown when the store could not be opened).
+async fn store_flow(ports: &Ports, since: Timestamp) -> Obs<BTreeMap<(String, String), Flow>> {
+    match &ports.store {
+        Ok(store) => flow(store.as_ref(), since).await,
+        Err(e) => Err(e.clone()),
+    }
+}
+
+/// Each account's alias role probe, `n` at a time; none when enrichment is off.
+async fn alias_roles(
+    ports: &Ports,
+    account_ids: &[String],
+    n: usize,
+    tick: &(dyn Fn() + Sync),
+) -> BTreeMap<String, Result<(), String>> {
+    let Some(probe) = &ports.alias else {
+        return BTreeMap::new();
+    };
+    let probe = probe.as_ref();
+    each(account_ids.to_vec(), n, tick, |account| async move {
+        probe.probe(&account).await
+    })
+    .await
+}
+
+impl Scope {
+    /// The regions a relay should forward from: every one but home.
+    fn relay_regions(&self) -> Vec<String> {
+        let others = self.regions.iter().filter(|r| **r != self.home_region);
+        others.cloned().collect()
     }
 }
 

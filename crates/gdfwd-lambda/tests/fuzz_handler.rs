@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use gdfwd_core::SystemClock;
 use gdfwd_core::pipeline::Summary;
-use gdfwd_core::sink::{EventOutcome, OutEvent, SendReport, SendStats, Sink};
+use gdfwd_core::sink::{EventOutcome, OutEvent, SendReport, Sink};
 use gdfwd_core::store::StateStore;
 use gdfwd_lambda::{Handler, Invocation, Shape};
 use gdfwd_model::Format;
@@ -57,15 +57,7 @@ impl Sink for ModeSink {
                 SinkMode::Alternate => EventOutcome::Sent { request_id: None },
             })
             .collect();
-        let sent = outcomes.iter().filter(|o| o.is_sent()).count() as u64;
-        SendReport {
-            outcomes,
-            stats: SendStats {
-                requests: 1,
-                events_sent: sent,
-                ..SendStats::default()
-            },
-        }
+        SendReport::one_request(outcomes)
     }
 }
 

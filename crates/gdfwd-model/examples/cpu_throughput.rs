@@ -5,7 +5,8 @@
 //! CPU time (Linux `/proc/thread-self/schedstat`), which is what "findings per second per core"
 //! means. Run: `cargo run --release -p gdfwd-model --example cpu_throughput`.
 
-/// The allocator the binaries use (mimalloc), so the numbers are the shipped ones.
+/// The Lambda's allocator (mimalloc), so the numbers are its shipped ones (`gdfwd` uses glibc
+/// malloc: docs/performance.md, "Allocator").
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

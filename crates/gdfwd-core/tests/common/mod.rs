@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use gdfwd_core::StoreError;
-use gdfwd_core::sink::{EventOutcome, OutEvent, SendReport, SendStats, Sink};
+use gdfwd_core::sink::{EventOutcome, OutEvent, SendReport, Sink};
 use gdfwd_core::store::{
     ClaimOutcome, ClaimRequest, Delivery, FindingHistory, FindingRecord, Finish, KvStore,
     ListQuery, Owner, StateStore, VersionKey,
@@ -228,7 +228,6 @@ impl Sink for FakeSink {
                 )
             })
             .collect();
-        let sent = outcomes.iter().filter(|o| o.is_sent()).count() as u64;
         self.received.lock().expect("lock").extend(
             outcomes
                 .iter()
@@ -236,14 +235,7 @@ impl Sink for FakeSink {
                 .filter(|(o, _)| o.is_sent())
                 .map(|(_, e)| e.clone()),
         );
-        SendReport {
-            outcomes,
-            stats: SendStats {
-                requests: 1,
-                events_sent: sent,
-                ..SendStats::default()
-            },
-        }
+        SendReport::one_request(outcomes)
     }
 }
 

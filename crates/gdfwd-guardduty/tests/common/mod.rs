@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use gdfwd_core::pipeline::Pipeline;
-use gdfwd_core::sink::{EventOutcome, OutEvent, SendReport, SendStats, Sink};
+use gdfwd_core::sink::{EventOutcome, OutEvent, SendReport, Sink};
 use gdfwd_core::store::StateStore;
 use gdfwd_core::{Clock, ManualClock};
 use gdfwd_guardduty::{ClientConfig, Endpoint, FindingQuery, GuardDutyClient};
@@ -163,7 +163,6 @@ impl Sink for RecordingSink {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         let fail = self.fail_findings.lock().expect("lock").clone();
         let mut outcomes = Vec::new();
-        let mut sent = 0;
         for e in events {
             let body: Value = serde_json::from_str(&e.json).expect("event is JSON");
             let fid = body["detail"]["id"].as_str().unwrap_or_default().to_owned();
@@ -175,7 +174,6 @@ impl Sink for RecordingSink {
             }
             self.events.lock().expect("lock").push((e.id.clone(), body));
             self.accepted_at.lock().expect("lock").push(Instant::now());
-            sent += 1;
             outcomes.push(EventOutcome::Sent { request_id: None });
         }
         let cue = *self.cue.lock().expect("lock");
@@ -184,14 +182,7 @@ impl Sink for RecordingSink {
             Some(Cue::Die(k)) if k == n => std::future::pending::<()>().await,
             _ => {}
         }
-        SendReport {
-            outcomes,
-            stats: SendStats {
-                requests: 1,
-                events_sent: sent,
-                ..SendStats::default()
-            },
-        }
+        SendReport::one_request(outcomes)
     }
 }
 
