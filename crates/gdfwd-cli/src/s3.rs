@@ -3,13 +3,14 @@
 //! filters) and the same pipeline, chunking and backpressure.
 //!
 //! Planning lists the export ([`gdfwd_source_s3::Export::list`]), keeps the objects whose keys
-//! fall inside `--accounts`/`--regions`/`--since`/`--until`, and drops the ones an earlier run
+//! fall inside `--accounts`/`--regions`/`--since`/`--until` (warning about `--accounts` with no
+//! folder: an organization's export is all in the administrator's), and drops the ones an earlier run
 //! finished (an [`ObjectCheckpoint`] in the store), all without fetching an object. The reader is
 //! a thread like the file reader's: the bodies arrive in plan order from a bounded concurrent
 //! prefetch (small objects whole, large ones as streams re-opened where a download breaks), and
 //! each goes through the file path's record reader ([`input::read_source`]), so an
 //! invalid line is reported as `s3://bucket/key:line`. Findings whose `updatedAt` is outside the
-//! window are counted as skipped.
+//! window, or whose account is not in `--accounts`, are counted as skipped.
 
 use std::io::BufReader;
 use std::sync::atomic::AtomicU64;
@@ -42,7 +43,10 @@ pub struct S3Args {
     #[arg(long, value_name = "TIME", help_heading = HEADING)]
     pub until: Option<String>,
 
-    /// Only these accounts (comma-separated 12-digit ids): only their prefixes are listed.
+    /// Only findings of these accounts (comma-separated 12-digit ids), read from their own
+    /// export folders (only those prefixes are listed). An organization's export keeps every
+    /// member's findings in the delegated administrator's folder: select members there with
+    /// --include-account instead.
     #[arg(long, value_delimiter = ',', value_name = "ACCOUNTS", help_heading = HEADING)]
     pub accounts: Vec<String>,
 
@@ -175,6 +179,12 @@ impl S3Input {
                     _ => Usage(e.to_string()).into(),
                 })?;
             let listed = listing.objects.len();
+            let missing = self
+                .selection
+                .accounts_without(listing.objects.iter().map(|o| &o.export));
+            if !missing.is_empty() {
+                eprintln!("{}", missing_accounts(location, &missing));
+            }
             let checked: Vec<(ExportObject, Option<ObjectCheckpoint>, bool)> =
                 futures::stream::iter(listing.objects)
                     .map(|object| async move {
@@ -255,7 +265,10 @@ impl S3Input {
             .spawn(move || {
                 let mut emit = |mut c: Chunk| {
                     let before = c.findings.len();
-                    c.findings.retain(|f| selection.keeps_updated(f.updated_at));
+                    c.findings.retain(|f| {
+                        selection.keeps_updated(f.updated_at)
+                            && selection.keeps_account(&f.account_id)
+                    });
                     c.skipped += (before - c.findings.len()) as u64;
                     tx.blocking_send(c).is_ok()
                 };
@@ -285,4 +298,16 @@ impl S3Input {
                 }
             })
     }
+}
+
+/// The warning for `--accounts` that have no export folder in the selection. An organization's
+/// export is written by the delegated administrator, under its own account, with every member's
+/// findings inside: a member's id selects no folder there, and `--include-account` (which looks
+/// at each finding's `accountId`) is what selects its findings.
+fn missing_accounts(location: &Location, missing: &[&str]) -> String {
+    let list = missing.join(",");
+    format!(
+        "warning: {}: no export object of --accounts {list} in the selection (no AWSLogs/<account>/GuardDuty/ folder of theirs, or nothing in it inside --since/--until). An organization's export holds every member's findings in the delegated administrator's folder: to select member accounts there, give --include-account {list} instead of --accounts",
+        printable(&location.to_string())
+    )
 }

@@ -445,3 +445,90 @@ async fn a_download_that_keeps_breaking_is_named_and_read_again_next_run() {
     );
     assert_eq!(common::delivered_once(&fake), ids);
 }
+
+const ADMIN: &str = "222200000000";
+const MEMBERS: [&str; 2] = ["222200000001", "222200000002"];
+
+/// An organization's export: every object is in the delegated administrator's folder and holds
+/// the administrator's and both members' findings (2 of each per object, 2 regions x 2 days).
+/// Returns the bucket.
+async fn org_export_tree() -> String {
+    let client = s3export::client(&gdfwd_testkit_moto::endpoint()).await;
+    let bucket = s3export::bucket_name("gdfwd-org-export");
+    s3export::bucket(&client, &bucket).await;
+    let base = s3export::base_findings();
+    let mut n = 0;
+    for region in REGIONS {
+        for day in &DAYS[..2] {
+            let mut lines = Vec::new();
+            for account in [ADMIN, MEMBERS[0], MEMBERS[1]] {
+                for i in 0..2 {
+                    let id = format!("org{n:06}");
+                    let updated = format!("{day}T11:0{i}:00.000Z");
+                    lines.push(s3export::finding(&base, n, &id, account, region, &updated));
+                    n += 1;
+                }
+            }
+            let key = s3export::key("", ADMIN, region, day, "0rg0");
+            s3export::put(&client, &bucket, &key, &lines).await;
+        }
+    }
+    bucket
+}
+
+/// A dry run over the organization's export with `selection`: its exit code, summary, stderr.
+async fn org_run(bucket: &str, selection: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+    let proxy = FaultProxy::start_moto().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sum = dir.path().join("s.json");
+    let url = format!("s3://{bucket}/");
+    let mut args = vec![
+        "forward",
+        "--dry-run",
+        "--no-dedup",
+        "--archived",
+        "include",
+        "--summary",
+        sum.to_str().expect("utf8"),
+    ];
+    args.extend_from_slice(selection);
+    args.push(&url);
+    let mut cmd = gdfwd(&args, dir.path());
+    via(&mut cmd, &proxy);
+    let out = output(cmd).await;
+    (out.status.code(), summary(&sum), stderr(&out))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_organization_export_selects_members_by_include_account_and_says_so() {
+    let bucket = org_export_tree().await;
+    // 4 objects x 2 findings of each account.
+    let per_account = 4 * 2;
+
+    // A member's id selects no folder: nothing is read, and the run says what to give instead.
+    let (code, s, err) = org_run(&bucket, &["--accounts", MEMBERS[0]]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(n(&s, "forwarded"), 0, "{s}");
+    let warning = err
+        .lines()
+        .find(|l| l.starts_with("warning:") && l.contains(&format!("--accounts {}", MEMBERS[0])))
+        .unwrap_or_else(|| panic!("no warning naming the member: {err}"));
+    assert!(
+        warning.contains(&format!("--include-account {}", MEMBERS[0])),
+        "{warning}"
+    );
+
+    // --include-account reads the administrator's folder and keeps the member's findings.
+    let (code, s, err) = org_run(&bucket, &["--include-account", MEMBERS[0]]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(n(&s, "forwarded"), per_account, "{s}");
+    assert_eq!(n(&s, "filtered"), 2 * per_account, "{s}");
+    assert!(!err.contains("warning:"), "{err}");
+
+    // The administrator's id reads its folder and keeps only its own findings.
+    let (code, s, err) = org_run(&bucket, &["--accounts", ADMIN]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(n(&s, "forwarded"), per_account, "{s}");
+    assert_eq!(n(&s, "skipped"), 2 * per_account, "{s}");
+    assert!(!err.contains("warning:"), "{err}");
+}

@@ -176,6 +176,28 @@ impl Selection {
     pub fn keeps_updated(&self, updated: Timestamp) -> bool {
         self.since.is_none_or(|s| updated >= s) && self.until.is_none_or(|u| updated < u)
     }
+
+    /// Whether a finding of `account` is selected. The key's account is the account that
+    /// exported the object, which for an organization's export is the delegated administrator
+    /// with every member's findings inside: selecting the folder is not selecting its findings.
+    pub fn keeps_account(&self, account: &str) -> bool {
+        self.accounts.is_empty() || self.accounts.iter().any(|a| a == account)
+    }
+
+    /// The `accounts` that none of the `selected` objects was exported under: an
+    /// organization's members when the export is the delegated administrator's (or accounts
+    /// with nothing inside the window).
+    pub fn accounts_without<'a, 'k>(
+        &'a self,
+        selected: impl Iterator<Item = &'k ExportKey> + Clone,
+    ) -> Vec<&'a str> {
+        let present = |a: &String| selected.clone().any(|k| &k.account == a);
+        self.accounts
+            .iter()
+            .filter(|a| !present(a))
+            .map(String::as_str)
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -293,6 +315,31 @@ mod tests {
         assert!(s.keeps_updated(ts("2024-03-08T23:59:59Z")));
         assert!(!s.keeps_updated(ts("2024-03-09T00:00:00Z")));
         assert!(Selection::default().keeps_updated(ts("1999-01-01T00:00:00Z")));
+    }
+
+    #[test]
+    fn accounts_select_findings_too_and_name_the_folders_that_were_missing() {
+        // An organization's export: the administrator's folder holds every member's findings.
+        let s = Selection {
+            accounts: vec!["111122223333".to_owned(), "444455556666".to_owned()],
+            ..Selection::default()
+        };
+        assert!(s.keeps_account("444455556666"));
+        assert!(!s.keeps_account("999999999999"));
+        assert!(Selection::default().keeps_account("999999999999"));
+
+        let admin = parse_key(KEY).expect("key");
+        assert_eq!(admin.account, "111122223333");
+        assert_eq!(s.accounts_without([&admin].into_iter()), ["444455556666"]);
+        assert_eq!(
+            s.accounts_without(std::iter::empty()),
+            ["111122223333", "444455556666"]
+        );
+        assert!(
+            Selection::default()
+                .accounts_without(std::iter::empty())
+                .is_empty()
+        );
     }
 
     #[test]
