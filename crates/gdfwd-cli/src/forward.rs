@@ -30,7 +30,7 @@ use crate::checkpoint::{Checkpoint, Checkpoints, FileCheckpoint};
 use crate::input;
 use crate::interrupt::{EXIT_INTERRUPTED, Interrupt};
 use crate::progress::Progress;
-use crate::render::printable;
+use crate::render::{printable, shorten};
 use crate::wiring::PipelineArgs;
 
 #[derive(Debug, clap::Args)]
@@ -102,6 +102,8 @@ pub const EXIT_STATUS: &str = "Exit status: 130 interrupted; else 1 when some fi
 
 /// Findings named per distinct failure reason before the rest are only counted.
 const SAME_REASON_SHOWN: u64 = 3;
+/// Longest finding id an invalid or failed line prints (characters); the rest is cut with `…`.
+const MAX_ID_SHOWN: usize = 200;
 
 pub async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -395,7 +397,7 @@ fn report_undone(
         progress.println(&format!(
             "{what}: {} finding {} version {}: {} ({kind})",
             printable(name),
-            printable(&f.id),
+            printable(&shorten(&f.id, MAX_ID_SHOWN)),
             f.updated_at,
             printable(&reason)
         ));

@@ -126,7 +126,7 @@ fn init_logging(cli: &Cli) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match cli.log_format {
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder.fmt_fields(render::log_fields()).init(),
         LogFormat::Json => builder.json().init(),
     }
 }

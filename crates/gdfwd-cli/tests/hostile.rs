@@ -363,3 +363,111 @@ fn a_10_mb_single_line_is_invalid_by_default_and_forwarded_under_a_raised_limit(
         Some(10 * 1024 * 1024)
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Session 10's probe
+
+/// A finding's id, account and region in a log line (`filtered` at info) are escaped: they
+/// cannot forge a log line or send terminal escapes. So is a bidi override in an invalid line,
+/// and a long id there is cut.
+#[test]
+fn finding_text_in_log_and_invalid_lines_is_escaped() {
+    let forged = "evil\u{1b}[31mRED\u{7}\r\nFAKE: gdfwd forward: received 0";
+    let filtered = line_with(forged, |m| {
+        m.insert("region".into(), json!("eu-central-1\n\u{1b}[2J\u{202e}"));
+    });
+    let r = dry_run_between_with(
+        filtered.as_bytes(),
+        &["--log-level", "info", "--include-region", "eu-west-1"],
+    );
+    assert_eq!(
+        (
+            r.count("received"),
+            r.count("forwarded"),
+            r.count("filtered")
+        ),
+        (3, 2, 1),
+        "{}",
+        r.summary
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("filtered: not claimed"))
+        .unwrap_or_else(|| panic!("no filtered line: {}", r.stderr));
+    assert!(line.contains(r"evil\u{1b}[31mRED\u{7}\r\nFAKE"), "{line}");
+    assert!(line.contains(r"eu-central-1\n\u{1b}[2J\u{202e}"), "{line}");
+    for c in ['\u{1b}', '\u{7}', '\r', '\u{202e}'] {
+        assert!(!r.stderr.contains(c), "{c:?} printed raw: {}", r.stderr);
+    }
+    assert!(
+        !r.stderr.lines().any(|l| l.starts_with("FAKE")),
+        "{}",
+        r.stderr
+    );
+
+    let long = format!("\u{202e}{}", "x".repeat(10_000));
+    let future = line_with(&long, |m| {
+        m.insert("updatedAt".into(), json!("9999-12-31T00:00:00Z"));
+    });
+    let r = dry_run_between(future.as_bytes());
+    r.assert_counts(2, 1, 0);
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("invalid:"))
+        .unwrap_or_else(|| panic!("no invalid line: {}", r.stderr));
+    assert!(line.contains(r"finding \u{202e}xxx"), "{line}");
+    assert!(line.len() < 1000, "the id is cut: {} bytes", line.len());
+}
+
+/// A record under 1 MiB whose bulk every narrowed copy would carry (101 buckets, 200,000
+/// numbers in one field) is forwarded as the events that fit the copy budget, the last one
+/// saying how many buckets got no event; it once took 3.4 GB as 100 copies.
+#[test]
+fn a_heavy_split_finding_is_forwarded_within_the_copy_budget() {
+    let heavy = line_with("heavy", |m| {
+        let buckets: Vec<Value> = (0..101).map(|i| json!({"name": format!("b{i}")})).collect();
+        m.insert(
+            "resource".into(),
+            json!({"resourceType": "S3Bucket", "s3BucketDetails": buckets}),
+        );
+        m.insert(
+            "service".into(),
+            json!({"additionalInfo": {"x": vec![0; 200_000]}}),
+        );
+    });
+    assert!(heavy.len() < 1024 * 1024);
+    let r = dry_run_between(heavy.as_bytes());
+    r.assert_counts(3, 0, 0);
+    r.assert_neighbours_forwarded();
+    let evs = r.events_of("heavy");
+    assert!(!evs.is_empty() && evs.len() < 100, "{} events", evs.len());
+    let last = evs.last().expect("an event");
+    assert_eq!(last["gdfwd.objects.total"], 101);
+    assert_eq!(last["gdfwd.objects.omitted"], 101 - evs.len());
+}
+
+/// Thousands of resource-level S3 objects among thousands of same-named buckets: each object is
+/// an event up to the cap, none narrowed to a bucket (the name is not one bucket's).
+#[test]
+fn many_s3_objects_among_many_buckets_map_in_one_pass() {
+    let wide = line_with("objects", |m| {
+        m.insert(
+            "resource".into(),
+            json!({"resourceType": "S3Object",
+                "s3BucketDetails": vec![json!({"name": "b"}); 18_000],
+                "s3ObjectDetails": vec![json!({"objectArn": "arn:aws:s3:::b/k", "key": "k"}); 18_000]}),
+        );
+    });
+    let r = dry_run_between_with(wide.as_bytes(), &["--format", "semantic"]);
+    r.assert_counts(3, 0, 0);
+    let evs: Vec<&Value> = r
+        .events
+        .iter()
+        .filter(|e| e["finding.id"] == "objects")
+        .collect();
+    assert_eq!(evs.len(), 100);
+    assert_eq!(evs[99]["gdfwd.objects.total"], 18_000);
+}

@@ -24,5 +24,7 @@ pub use map::{Enrichment, Event, Format, ImageRef, event_id, map_finding, severi
 pub use parse::{
     EVENT_DETAIL_TYPE, EVENT_SOURCE, Item, RecordError, parse_document, parse_record, parse_value,
 };
-pub use split::{AffectedObject, MAX_EVENTS_PER_FINDING, Overflow, split};
+pub use split::{
+    AffectedObject, MAX_COPY_BYTES_PER_FINDING, MAX_EVENTS_PER_FINDING, Overflow, split,
+};
 pub use time::Timestamp;

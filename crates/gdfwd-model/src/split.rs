@@ -14,8 +14,11 @@
 //!
 //! A finding becomes at most [`MAX_EVENTS_PER_FINDING`] events (issue #16: one ECS finding with
 //! 2,000 containers became 2,000 events, 135 MB, more than the Lambda's memory): objects beyond
-//! are summarised in the last event ([`Overflow`]: how many, and the first names), so the
-//! output of one finding is bounded by that cap times the finding's size.
+//! are summarised in the last event ([`Overflow`]: how many, and the first names). The narrowed
+//! copies [`split`] makes are also bounded in memory, by [`MAX_COPY_BYTES_PER_FINDING`]: a
+//! finding of 1 MB whose weight is outside the split list (480,000 numbers in one field, 101
+//! buckets) once took 3.4 GB as 100 copies; it now gets as many events as fit, and the last one
+//! summarises the rest the same way.
 
 use serde_json::{Map, Value};
 
@@ -27,6 +30,9 @@ pub const MAX_EVENTS_PER_FINDING: usize = 100;
 pub const MAX_OVERFLOW_NAMES: usize = 20;
 /// Longest name listed (characters); longer ones are cut.
 const MAX_NAME_CHARS: usize = 200;
+/// Most memory (estimated by [`weight`]) the narrowed copies of one finding may take together;
+/// the first copy is always made. An ordinary finding's 100 copies take 1–3 MB.
+pub const MAX_COPY_BYTES_PER_FINDING: usize = 8 << 20;
 
 /// One affected object of a finding: the finding's `detail` with the object's list narrowed to it.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,37 +77,52 @@ pub(crate) enum Selector {
 }
 
 /// Splits a finding into its affected objects; always at least one, at most
-/// [`MAX_EVENTS_PER_FINDING`] (the last then carries the [`Overflow`]).
+/// [`MAX_EVENTS_PER_FINDING`] and as many as fit in [`MAX_COPY_BYTES_PER_FINDING`] (the last
+/// then carries the [`Overflow`]).
 pub fn split(finding: &Finding) -> Vec<AffectedObject> {
-    let (selectors, overflow) = capped_selectors(&finding.detail);
-    if let [Selector::Whole] = selectors.as_slice() {
+    let all = selectors(&finding.detail);
+    if let [Selector::Whole] = all.as_slice() {
         return vec![AffectedObject {
             index: 0,
             detail: finding.detail.clone(),
             overflow: None,
         }];
     }
-    let last = selectors.len().saturating_sub(1);
-    let mut overflow = overflow;
-    selectors
-        .iter()
-        .enumerate()
-        .map(|(i, sel)| AffectedObject {
+    let mut objects: Vec<AffectedObject> = Vec::new();
+    let mut spent = 0;
+    for (i, sel) in all.iter().take(MAX_EVENTS_PER_FINDING).enumerate() {
+        let detail = narrow(&finding.detail, *sel);
+        spent += weight_of_map(&detail);
+        if i > 0 && spent > MAX_COPY_BYTES_PER_FINDING {
+            break;
+        }
+        objects.push(AffectedObject {
             index: u32::try_from(i).unwrap_or(u32::MAX),
-            detail: narrow(&finding.detail, *sel),
-            overflow: if i == last { overflow.take() } else { None },
-        })
-        .collect()
+            detail,
+            overflow: None,
+        });
+    }
+    let kept = objects.len();
+    if let Some(last) = objects.last_mut() {
+        last.overflow = overflow(&finding.detail, &all[kept..], all.len());
+    }
+    objects
 }
 
 /// [`selectors`] cut to [`MAX_EVENTS_PER_FINDING`], with the summary of the rest.
 pub(crate) fn capped_selectors(detail: &Map<String, Value>) -> (Vec<Selector>, Option<Overflow>) {
     let mut all = selectors(detail);
-    if all.len() <= MAX_EVENTS_PER_FINDING {
-        return (all, None);
-    }
     let total = all.len();
-    let rest = all.split_off(MAX_EVENTS_PER_FINDING);
+    let rest = all.split_off(MAX_EVENTS_PER_FINDING.min(total));
+    let overflow = overflow(detail, &rest, total);
+    (all, overflow)
+}
+
+/// The summary of the `rest` of a finding's `total` objects, which get no event of their own.
+fn overflow(detail: &Map<String, Value>, rest: &[Selector], total: usize) -> Option<Overflow> {
+    if rest.is_empty() {
+        return None;
+    }
     let names = rest
         .iter()
         .filter_map(|sel| object_name(detail, *sel))
@@ -111,12 +132,29 @@ pub(crate) fn capped_selectors(detail: &Map<String, Value>) -> (Vec<Selector>, O
             None => n.to_owned(),
         })
         .collect();
-    let overflow = Overflow {
+    Some(Overflow {
         total,
         omitted: rest.len(),
         names,
-    };
-    (all, Some(overflow))
+    })
+}
+
+/// Roughly the heap a JSON value takes (a node per value, its strings' bytes, a map entry's
+/// key): an estimate to bound copies by, not an allocator's count.
+fn weight(v: &Value) -> usize {
+    const NODE: usize = std::mem::size_of::<Value>();
+    NODE + match v {
+        Value::String(s) => s.len(),
+        Value::Array(a) => a.iter().map(weight).sum(),
+        Value::Object(m) => weight_of_map(m),
+        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+    }
+}
+
+fn weight_of_map(m: &Map<String, Value>) -> usize {
+    m.iter()
+        .map(|(k, v)| std::mem::size_of::<String>() + k.len() + weight(v))
+        .sum()
 }
 
 fn item(list: &Value, i: usize) -> Option<&Value> {
@@ -195,10 +233,11 @@ pub(crate) fn selectors(detail: &Map<String, Value>) -> Vec<Selector> {
     match resource_type {
         Some("S3Object") => {
             if let Some(objects) = non_empty_array(resource.get("s3ObjectDetails")) {
+                let by_name = BucketsByName::new(buckets);
                 return objects
                     .iter()
                     .enumerate()
-                    .map(|(o, obj)| Selector::ResourceObject(o, bucket_of(obj, buckets)))
+                    .map(|(o, obj)| Selector::ResourceObject(o, by_name.bucket_of(obj)))
                     .collect();
             }
             if let Some(buckets) = buckets {
@@ -244,19 +283,35 @@ pub(crate) fn selectors(detail: &Map<String, Value>) -> Vec<Selector> {
     }
 }
 
-/// For a resource-level S3 object among several buckets: the bucket its ARN names, if any.
-fn bucket_of(object: &Value, buckets: Option<&Vec<Value>>) -> Option<usize> {
-    let buckets = buckets.filter(|b| b.len() > 1)?;
-    let arn = object.get("objectArn")?.as_str()?;
-    // arn:aws:s3:::bucket/key
-    let bucket_name = arn.split(":::").nth(1)?.split('/').next()?;
-    let mut matches = buckets
-        .iter()
-        .enumerate()
-        .filter(|(_, b)| b.get("name").and_then(Value::as_str) == Some(bucket_name));
-    match (matches.next(), matches.next()) {
-        (Some((i, _)), None) => Some(i),
-        _ => None,
+/// Several buckets by name, to find the one a resource-level S3 object's ARN names: a map built
+/// once, since a finding can list thousands of objects and thousands of buckets.
+struct BucketsByName<'a>(std::collections::HashMap<&'a str, Option<usize>>);
+
+impl<'a> BucketsByName<'a> {
+    fn new(buckets: Option<&'a Vec<Value>>) -> Self {
+        let mut by_name = std::collections::HashMap::new();
+        for (i, b) in buckets
+            .filter(|b| b.len() > 1)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            if let Some(name) = b.get("name").and_then(Value::as_str) {
+                // A name listed twice names no one bucket.
+                by_name
+                    .entry(name)
+                    .and_modify(|seen: &mut Option<usize>| *seen = None)
+                    .or_insert(Some(i));
+            }
+        }
+        Self(by_name)
+    }
+
+    /// The index of the bucket `object`'s ARN (`arn:aws:s3:::bucket/key`) names, if exactly one.
+    fn bucket_of(&self, object: &Value) -> Option<usize> {
+        let arn = object.get("objectArn")?.as_str()?;
+        let bucket_name = arn.split(":::").nth(1)?.split('/').next()?;
+        self.0.get(bucket_name).copied().flatten()
     }
 }
 
@@ -382,6 +437,29 @@ mod tests {
             .into_iter()
             .map(|o| Value::Object(o.detail))
             .collect()
+    }
+
+    #[test]
+    fn an_object_arn_names_a_bucket_only_when_one_bucket_has_that_name() {
+        let buckets = vec![
+            json!({"name": "a"}),
+            json!({"name": "dup"}),
+            json!({"name": "dup"}),
+            json!({}),
+        ];
+        let by_name = BucketsByName::new(Some(&buckets));
+        let of = |arn: &str| by_name.bucket_of(&json!({"objectArn": arn}));
+        assert_eq!(of("arn:aws:s3:::a/k"), Some(0));
+        assert_eq!(of("arn:aws:s3:::dup/k"), None);
+        assert_eq!(of("arn:aws:s3:::other/k"), None);
+        assert_eq!(of("not an arn"), None);
+        assert_eq!(by_name.bucket_of(&json!({"key": "k"})), None);
+        // One bucket: nothing to tell apart.
+        let one = vec![json!({"name": "a"})];
+        assert_eq!(
+            BucketsByName::new(Some(&one)).bucket_of(&json!({"objectArn": "arn:aws:s3:::a/k"})),
+            None
+        );
     }
 
     #[test]

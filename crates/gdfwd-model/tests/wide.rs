@@ -59,3 +59,55 @@ fn a_wide_finding_is_capped_and_the_last_event_summarises_the_rest() {
             .all(|e| e.body.get("gdfwd.objects.total").is_none())
     );
 }
+
+/// A finding whose weight is outside the split list: 101 buckets, and 200,000 numbers in one
+/// field every narrowed copy carries (a hostile record under 1 MiB once took 3.4 GB as 100 raw
+/// copies).
+fn heavy_s3_finding() -> gdfwd_model::Finding {
+    let buckets: Vec<Value> = (0..101).map(|i| json!({"name": format!("b{i}")})).collect();
+    let v = json!({
+        "id": "heavy", "accountId": "111122223333", "region": "eu-west-1",
+        "updatedAt": "2025-01-01T00:00:00Z", "type": "Policy:S3/BucketBlockPublicAccessDisabled",
+        "severity": 2,
+        "resource": {"resourceType": "S3Bucket", "s3BucketDetails": buckets},
+        "service": {"additionalInfo": {"x": vec![0; 200_000]}}
+    });
+    match parse_document(&v.to_string()).remove(0) {
+        Ok(Item::Finding(f)) => *f,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn raw_copies_of_a_heavy_finding_are_bounded_and_the_last_event_says_what_was_left_out() {
+    let f = heavy_s3_finding();
+    let objects = gdfwd_model::split(&f);
+    // Each copy holds the 200,000 numbers (about 6.4 MB by the estimate): one copy fits.
+    assert_eq!(objects.len(), 1, "copies made");
+    let events = map_finding(&f, Format::Raw, &Enrichment::default());
+    assert_eq!(events.len(), objects.len());
+    let last = &events.last().expect("an event").body;
+    assert_eq!(last["gdfwd.objects.total"], 101);
+    assert_eq!(last["gdfwd.objects.omitted"], 100);
+    assert_eq!(last["gdfwd.objects.omitted_names"][0], "b1");
+    assert_eq!(
+        last["detail"]["resource"]["s3BucketDetails"][0]["name"],
+        "b0"
+    );
+    // The semantic format copies nothing and still gets one event per bucket, up to the cap.
+    let semantic = map_finding(&f, Format::Semantic, &Enrichment::default());
+    assert_eq!(semantic.len(), MAX_EVENTS_PER_FINDING);
+}
+
+#[test]
+fn a_light_split_finding_still_gets_an_event_per_object_in_raw() {
+    // The same shape without the heavy field: 101 small copies fit the budget; the cap is 100.
+    let mut f = heavy_s3_finding();
+    f.detail.remove("service");
+    let events = map_finding(&f, Format::Raw, &Enrichment::default());
+    assert_eq!(events.len(), MAX_EVENTS_PER_FINDING);
+    assert_eq!(
+        events[MAX_EVENTS_PER_FINDING - 1].body["gdfwd.objects.omitted"],
+        1
+    );
+}

@@ -211,11 +211,13 @@ pub fn printable(s: &str) -> String {
     escape_controls(s, &[])
 }
 
-/// Writes control characters except those in `keep` as Rust escapes (`\u{1b}`, `\n`).
+/// Writes control characters except those in `keep`, and the invisible characters that reorder
+/// or hide text (bidirectional overrides and isolates, zero-width characters, the byte order
+/// mark), as Rust escapes (`\u{1b}`, `\n`, `\u{202e}`).
 fn escape_controls(s: &str, keep: &[char]) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        if c.is_control() && !keep.contains(&c) {
+        if (c.is_control() || is_invisible(c)) && !keep.contains(&c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -224,10 +226,45 @@ fn escape_controls(s: &str, keep: &[char]) -> String {
     out
 }
 
+/// How the text log format writes an event's fields: each value through [`printable`], so a
+/// finding id, account or region that a log line carries (`filtered: ...` at info) cannot forge
+/// a line or drive the terminal. The JSON log format escapes by itself.
+pub fn log_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        let text = printable(&format!("{value:?}"));
+        if field.name() == "message" {
+            write!(w, "{text}")
+        } else {
+            write!(w, "{field}={text}")
+        }
+    })
+    .delimited(" ")
+}
+
+/// Unicode format characters that change how the text around them reads: a finding id holding
+/// U+202E prints the rest of the line backwards.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use clap::{Args, FromArgMatches};
+
+    #[test]
+    fn printable_escapes_controls_and_text_reordering_characters() {
+        assert_eq!(printable("a\u{1b}[2J\r\nb"), r"a\u{1b}[2J\r\nb");
+        assert_eq!(printable("x\u{9b}31m"), r"x\u{9b}31m");
+        assert_eq!(printable("id\u{202e}cba"), r"id\u{202e}cba");
+        assert_eq!(
+            printable("\u{feff}\u{200b}\u{2066}"),
+            r"\u{feff}\u{200b}\u{2066}"
+        );
+        // Letters of any script stay as they are.
+        assert_eq!(printable("région 東京 ☃"), "région 東京 ☃");
+    }
 
     /// `args` parsed as a command whose only flag is the flattened `--output`.
     fn parse(args: &[&str]) -> Result<OutputArgs, String> {
