@@ -25,6 +25,10 @@ pub fn redact_url(url: &str) -> String {
         Some((s, r)) => (Some(s), r),
         None => (None, url),
     };
+    if scheme.is_none() && holds_dynatrace_token(rest) {
+        // A token pasted where the endpoint goes (they sit side by side in Dynatrace's setup).
+        return HIDDEN.to_owned();
+    }
     let mut out = String::with_capacity(url.len() + 8);
     if let Some(s) = scheme {
         out.push_str(s);
@@ -57,6 +61,18 @@ pub fn redact_url(url: &str) -> String {
         out.push_str(HIDDEN);
     }
     out
+}
+
+/// Whether `text` holds something shaped like a Dynatrace access token (`dt0c01.`, `dt0s16.`:
+/// `dt0`, a letter, two digits, a dot).
+fn holds_dynatrace_token(text: &str) -> bool {
+    text.as_bytes().windows(7).any(|w| {
+        w.starts_with(b"dt0")
+            && w[3].is_ascii_alphabetic()
+            && w[4].is_ascii_digit()
+            && w[5].is_ascii_digit()
+            && w[6] == b'.'
+    })
 }
 
 /// `text` with every URL in it (`scheme://...` up to whitespace, a quote, `<`, `>` or `)`)
@@ -98,6 +114,13 @@ mod tests {
         assert_eq!(redact_url("https://u:a/SECRET@h/p"), "https://***@h/p");
         // Not a URL at all: still nothing after a '@' or in a query survives.
         assert_eq!(redact_url("u:SECRET@h"), "***@h");
+        // A token given as the endpoint is not echoed; a host without a scheme is.
+        assert_eq!(redact_url("dt0c01.ABCDEFGH.SECRETPART"), "***");
+        assert_eq!(redact_url(" dt0s16.X.SECRET"), "***");
+        assert_eq!(
+            redact_url("abc.live.dynatrace.com/p"),
+            "abc.live.dynatrace.com/p"
+        );
     }
 
     #[test]

@@ -81,8 +81,12 @@ pub struct FileCheckpoint {
     ttl: Duration,
 }
 
+/// A regular file's size and modification time; none for anything else (a named pipe, a
+/// device, `/dev/stdin`), which is read as a stream once and never resumed.
 fn identity(path: &Path) -> Option<Identity> {
-    let meta = std::fs::metadata(path).ok()?;
+    let meta = std::fs::metadata(path)
+        .ok()
+        .filter(std::fs::Metadata::is_file)?;
     let modified = meta.modified().ok()?.duration_since(UNIX_EPOCH).ok()?;
     Some(Identity {
         len: meta.len(),

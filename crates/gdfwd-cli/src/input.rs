@@ -77,7 +77,10 @@ impl Source {
     pub fn size(&self) -> Option<u64> {
         match self {
             Self::Stdin => None,
-            Self::File(p) => std::fs::metadata(p).ok().map(|m| m.len()),
+            Self::File(p) => std::fs::metadata(p)
+                .ok()
+                .filter(std::fs::Metadata::is_file)
+                .map(|m| m.len()),
             Self::Sample => Some(SAMPLE.len() as u64),
             Self::SampleInvalid => Some(SAMPLE_INVALID.len() as u64),
             Self::S3(object) => Some(object.size),
@@ -183,6 +186,12 @@ pub fn open(src: &Source, from: Position, count: Arc<AtomicU64>) -> io::Result<(
         )),
         Source::File(p) => {
             let mut file = File::open(p)?;
+            if !file.metadata()?.is_file() {
+                // A named pipe, `<(...)`, `/dev/stdin`: a stream like stdin, read from its start
+                // (it has no checkpoint), which cannot seek back over the gzip magic.
+                let raw = BufReader::with_capacity(BUFFER, Counting::new(file, count));
+                return content(raw);
+            }
             // The magic is read apart, so the counter (the bar's position) counts each byte once.
             let mut magic = [0u8; 2];
             let gzip = file.read(&mut magic)? == 2 && magic == GZIP_MAGIC;
@@ -761,7 +770,11 @@ fn add_record(chunk: &mut Chunk, name: &str, line: u64, raw: Raw, max: usize) ->
     for item in parse_record(text) {
         match item {
             Ok(Item::Finding(f)) => chunk.findings.push(*f),
-            Ok(Item::Skipped { .. }) => chunk.skipped += 1,
+            Ok(Item::Skipped { reason }) => {
+                // Counted, and findable: `--log-level info` names each one.
+                tracing::info!(input = %name, line, reason, "skipped: not a GuardDuty finding");
+                chunk.skipped += 1;
+            }
             Err(e) => {
                 chunk.invalid += 1;
                 chunk.problems.push(format!("invalid: {name}:{line}: {e}"));

@@ -23,7 +23,7 @@ pub struct PipelineArgs {
 
     /// Print the events that would be sent (NDJSON on stdout) instead of sending. Consults the
     /// store to show what would be suppressed, but claims nothing (and saves no checkpoint). The
-    /// default while no endpoint is configured.
+    /// default while no endpoint is configured; an endpoint given is checked as a real run would.
     #[arg(long)]
     pub dry_run: bool,
 
@@ -67,6 +67,26 @@ impl PipelineArgs {
         Duration::from_secs(self.lease)
     }
 
+    /// The dry run's pipeline: the store read through a [`PreviewStore`], events printed on
+    /// stdout. A dry run is how a deployer tries a configuration: an endpoint given is checked as
+    /// a real run would check it, though nothing is sent to it.
+    fn preview(&self, real_store: Option<Arc<dyn StateStore>>) -> anyhow::Result<Pipeline> {
+        let given = self
+            .sender
+            .endpoint
+            .as_deref()
+            .filter(|e| !e.trim().is_empty());
+        if let Some(endpoint) = given {
+            gdfwd_sink_http::config::validate_endpoint(
+                endpoint,
+                self.sender.allow_insecure_loopback,
+            )?;
+        }
+        let store = real_store.map(|s| Arc::new(PreviewStore::new(s)) as Arc<dyn StateStore>);
+        let sink: Arc<dyn Sink> = Arc::new(WriterSink::new(std::io::stdout()));
+        Ok(Pipeline::new(store, sink, self.format).with_lease(self.lease()))
+    }
+
     /// Wires store, sink and enrichment. `dedup: false` bypasses the store (`--no-dedup`). A dry
     /// run reads the store but writes nothing, prints instead of sending, and makes no AWS calls
     /// for enrichment (`gdfwd accounts` checks names).
@@ -88,9 +108,7 @@ impl PipelineArgs {
             None
         };
         if self.dry_run() {
-            let store = real_store.map(|s| Arc::new(PreviewStore::new(s)) as Arc<dyn StateStore>);
-            let sink: Arc<dyn Sink> = Arc::new(WriterSink::new(std::io::stdout()));
-            return Ok(Pipeline::new(store, sink, self.format).with_lease(self.lease()));
+            return self.preview(real_store);
         }
         let config = self.sender.clone().into_config()?;
         let sdk = if config.token.secret_arn.is_some() || self.enrich.enabled() {

@@ -133,30 +133,34 @@ async fn control_characters_from_findings_and_file_names_are_escaped() {
     assert!(!err.contains('\u{1b}'), "{err:?}");
 }
 
-/// A token in the endpoint's query string or credentials in it: refused before anything is read
-/// or claimed, exit 1, and neither stderr nor the store ever holds the secret.
+/// A token in the endpoint's query string, credentials in it, or a token given as the endpoint:
+/// refused before anything is read or claimed, exit 1, in a dry run too, and neither stderr nor
+/// the store ever holds the secret.
 #[test]
 fn secrets_in_the_endpoint_are_refused_and_never_shown_or_stored() {
     let dir = tempfile::tempdir().expect("tempdir");
-    for endpoint in [
+    let endpoints = [
         "https://127.0.0.1:9/platform/ingest/v1/security.events?api-token=dt0c01.URLSECRET",
         "https://gdfwd:URLSECRET@127.0.0.1:9/platform/ingest/v1/security.events",
-    ] {
-        let out = gdfwd(
-            &[
-                "forward",
-                "--endpoint",
-                endpoint,
-                "--no-enrich",
-                "--deadline",
-                "3s",
-                "--sample",
-            ],
-            dir.path(),
-        )
-        .env("DT_API_TOKEN", "dt0c01.T")
-        .output()
-        .expect("run");
+        "dt0c01.ABCDEFGHIJKLMNOPQRSTUVWX.URLSECRET",
+    ];
+    for (endpoint, dry_run) in endpoints.iter().flat_map(|e| [(*e, false), (*e, true)]) {
+        let mut args = vec![
+            "forward",
+            "--endpoint",
+            endpoint,
+            "--no-enrich",
+            "--deadline",
+            "3s",
+            "--sample",
+        ];
+        if dry_run {
+            args.push("--dry-run");
+        }
+        let out = gdfwd(&args, dir.path())
+            .env("DT_API_TOKEN", "dt0c01.T")
+            .output()
+            .expect("run");
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(err.contains("endpoint"), "{err}");

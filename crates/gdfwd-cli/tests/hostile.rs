@@ -471,3 +471,79 @@ fn many_s3_objects_among_many_buckets_map_in_one_pass() {
     assert_eq!(evs.len(), 100);
     assert_eq!(evs[99]["gdfwd.objects.total"], 18_000);
 }
+
+/// `bytes` fed through a pipe to a dry run that names the pipe as its input: a named pipe made
+/// in a temp dir when `fifo`, else `/dev/stdin`.
+fn dry_run_through_pipe(bytes: &[u8], fifo: bool) -> Run {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sum = dir.path().join("summary.json");
+    let input = if fifo {
+        let p = dir.path().join("in.fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&p)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        p
+    } else {
+        std::path::PathBuf::from("/dev/stdin")
+    };
+    let mut cmd = gdfwd(&["forward", "--dry-run", "--summary"], dir.path());
+    cmd.arg(&sum)
+        .arg(&input)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("run gdfwd");
+    let mut writer: Box<dyn Write> = if fifo {
+        Box::new(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&input)
+                .expect("open fifo"),
+        )
+    } else {
+        Box::new(child.stdin.take().expect("stdin"))
+    };
+    writer.write_all(bytes).expect("write");
+    drop(writer);
+    let out = child.wait_with_output().expect("wait");
+    parse_run(&out, &sum)
+}
+
+/// A named pipe, `<(...)` or `/dev/stdin` cannot seek: it is read as a stream, plain or gzip.
+#[test]
+fn named_pipes_and_dev_stdin_are_read_as_streams() {
+    let text = format!("{}\n{}\n", good("good-before"), good("good-after"));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, text.as_bytes()).expect("gzip");
+    let gz = gz.finish().expect("gzip");
+    for (bytes, fifo) in [(text.as_bytes(), true), (&gz[..], true), (&gz[..], false)] {
+        let r = dry_run_through_pipe(bytes, fifo);
+        r.assert_counts(2, 0, 0);
+        r.assert_neighbours_forwarded();
+    }
+}
+
+/// A skipped record (another event type, or a near miss of GuardDuty's spelling) is counted and,
+/// at `--log-level info`, named with its input and line.
+#[test]
+fn skipped_records_are_named_at_info() {
+    let near_miss = json!({"source": "aws.guardduty", "detail-type": "GuardDuty finding",
+        "account": "111122223333", "region": "eu-west-1", "detail": good("near-miss")});
+    let r = dry_run_between_with(near_miss.to_string().as_bytes(), &["--log-level", "info"]);
+    r.assert_counts(2, 0, 1);
+    r.assert_neighbours_forwarded();
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("skipped: not a GuardDuty finding"))
+        .unwrap_or_else(|| panic!("no skipped line: {}", r.stderr));
+    assert!(
+        line.contains("input.ndjson")
+            && line.contains("line=2")
+            && line.contains("GuardDuty finding"),
+        "{line}"
+    );
+}
