@@ -102,6 +102,9 @@ pub const EXIT_STATUS: &str = "Exit status: 130 interrupted; else 1 when some fi
 
 /// Findings named per distinct failure reason before the rest are only counted.
 const SAME_REASON_SHOWN: u64 = 3;
+/// Reader problem lines (invalid records) named per source; the rest are counted in one line at
+/// the source's end, so an input that is all garbage cannot flood the terminal or a log.
+const PROBLEMS_SHOWN_PER_SOURCE: u64 = 100;
 /// Longest finding id an invalid or failed line prints (characters); the rest is cut with `…`.
 const MAX_ID_SHOWN: usize = 200;
 
@@ -224,9 +227,7 @@ async fn drain(
             () = interrupt.wait() => None,
         };
         let Some(chunk) = chunk else { break };
-        for p in &chunk.problems {
-            progress.println(&printable(p));
-        }
+        totals.report_problems(&chunk, sources, progress);
         totals.summary.invalid += chunk.invalid;
         totals.summary.skipped += chunk.skipped;
         totals.summary.received += chunk.invalid + chunk.skipped;
@@ -298,9 +299,36 @@ struct Totals {
     /// endpoint) fails every finding with the same reason: the first few are named, the rest
     /// counted ([`print_repeated`]).
     reasons: HashMap<String, u64>,
+    /// Reader problem lines per source: (printed, not printed).
+    problems: HashMap<usize, (u64, u64)>,
 }
 
 impl Totals {
+    /// Prints a chunk's reader problems, the first [`PROBLEMS_SHOWN_PER_SOURCE`] of its source,
+    /// and at the source's end how many more there were.
+    fn report_problems(
+        &mut self,
+        chunk: &input::Chunk,
+        sources: &[input::Source],
+        progress: &Progress,
+    ) {
+        let (shown, hidden) = self.problems.entry(chunk.source).or_default();
+        for p in &chunk.problems {
+            if *shown < PROBLEMS_SHOWN_PER_SOURCE {
+                progress.println(&printable(p));
+                *shown += 1;
+            } else {
+                *hidden += 1;
+            }
+        }
+        if chunk.last && *hidden > 0 {
+            progress.println(&format!(
+                "invalid: {}: {hidden} more problem line(s) not shown (the first {PROBLEMS_SHOWN_PER_SOURCE} are above; the summary counts every invalid record)",
+                printable(&sources[chunk.source].name())
+            ));
+        }
+    }
+
     /// Sends one chunk's findings through the pipeline (which also stops before the claims'
     /// lease ends); whether every one of them is settled.
     async fn process(

@@ -392,6 +392,23 @@ impl Records {
     /// with `[` or the line is the unfinished start of a JSON value; lines otherwise. A document's
     /// first line is put back in front of the stream for the scanner.
     fn decide(&mut self) -> Step {
+        // An array is a document however long its first line: a whole array on one line (`jq
+        // -c`, `json.dumps`) is read element by element, each held to the record limit, instead
+        // of being one line over it.
+        match self.skip_to_content() {
+            Err(error) => {
+                return Step::Broken {
+                    line: self.pos.line + 1,
+                    error,
+                };
+            }
+            Ok(None) => return Step::End,
+            Ok(Some(b'[')) => {
+                self.mode = Mode::Document;
+                return self.next_value();
+            }
+            Ok(Some(_)) => {}
+        }
         let mut start = self.pos;
         let mut line = Vec::new();
         loop {
@@ -442,6 +459,32 @@ impl Records {
                     return self.next_value();
                 }
             }
+        }
+    }
+
+    /// Consumes white space and a byte-order mark before the content, counting lines; returns
+    /// the content's first byte (not consumed), or none at the end.
+    fn skip_to_content(&mut self) -> io::Result<Option<u8>> {
+        loop {
+            let buf = match self.inner.fill_buf() {
+                Ok(b) => b,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            let skip = if buf.starts_with(b"\xef\xbb\xbf") {
+                3
+            } else {
+                match buf.first() {
+                    None => return Ok(None),
+                    Some(&b) if is_space(b) => {
+                        self.pos.line += u64::from(b == b'\n');
+                        1
+                    }
+                    Some(&b) => return Ok(Some(b)),
+                }
+            };
+            self.inner.consume(skip);
+            self.pos.offset += skip as u64;
         }
     }
 
@@ -616,7 +659,9 @@ fn read_line(input: &mut Input, max: usize, out: &mut Vec<u8>) -> io::Result<Lin
             Some(i) => (i + 1, true),
             None => (buf.len(), false),
         };
-        let content = take - usize::from(newline);
+        // A CRLF line's `\r` is part of its ending, not of the record the limit is about.
+        let crlf = newline && take >= 2 && buf[take - 2] == b'\r';
+        let content = take - usize::from(newline) - usize::from(crlf);
         if !read.too_long && out.len() + content > max {
             read.too_long = true;
             out.clear();
@@ -920,6 +965,23 @@ mod tests {
     }
 
     #[test]
+    fn the_limit_is_the_same_for_lf_and_crlf_lines() {
+        let pad = |n: usize| format!("{{\"pad\":\"{}\"}}", "x".repeat(n - 10));
+        let exact = pad(4096);
+        assert_eq!(exact.len(), 4096);
+        for end in ["\n", "\r\n"] {
+            let text = format!("{exact}{end}{}{end}", pad(4097));
+            let p = problems(&read_all(text.into_bytes(), config(10)));
+            assert_eq!(p.len(), 2, "{end:?}: {p:?}");
+            assert!(
+                p[0].contains("in:1: ") && !p[0].contains("record of"),
+                "{p:?}"
+            );
+            assert!(p[1].contains("in:2: record of"), "{p:?}");
+        }
+    }
+
+    #[test]
     fn one_bad_byte_spoils_one_line() {
         let mut bytes = format!("{}\n", finding(1)).into_bytes();
         let mut bad = finding(2).into_bytes();
@@ -965,6 +1027,21 @@ mod tests {
         );
         let chunks = read_all(text.into_bytes(), config(10));
         assert_eq!(ids(&chunks), ["f00000001", "f00000002", "f00000003"]);
+    }
+
+    #[test]
+    fn an_array_on_one_line_longer_than_the_limit_is_read_element_by_element() {
+        let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(5000));
+        let items: Vec<String> = (0..20).map(finding).collect();
+        let text = format!("\u{feff}\n  [{},{big},{}]\n", items.join(","), finding(20));
+        assert!(text.len() > 4096 * 2);
+        let chunks = read_all(text.into_bytes(), config(100));
+        assert_eq!(ids(&chunks).len(), 21);
+        let p = problems(&chunks);
+        assert!(
+            p.len() == 1 && p[0].contains("in:2: record of") && p[0].contains("--max-record-bytes"),
+            "{p:?}"
+        );
     }
 
     #[test]

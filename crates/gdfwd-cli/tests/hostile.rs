@@ -33,6 +33,14 @@ impl Run {
             .collect()
     }
 
+    /// The first line of stderr holding `text`.
+    fn stderr_line(&self, text: &str) -> &str {
+        self.stderr
+            .lines()
+            .find(|l| l.contains(text))
+            .unwrap_or_else(|| panic!("no line with {text:?}: {}", self.stderr))
+    }
+
     /// The two good neighbours each went through as one unchanged event.
     fn assert_neighbours_forwarded(&self) {
         for id in ["good-before", "good-after"] {
@@ -391,11 +399,7 @@ fn finding_text_in_log_and_invalid_lines_is_escaped() {
         r.summary
     );
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    let line = r
-        .stderr
-        .lines()
-        .find(|l| l.contains("filtered: not claimed"))
-        .unwrap_or_else(|| panic!("no filtered line: {}", r.stderr));
+    let line = r.stderr_line("filtered: not claimed");
     assert!(line.contains(r"evil\u{1b}[31mRED\u{7}\r\nFAKE"), "{line}");
     assert!(line.contains(r"eu-central-1\n\u{1b}[2J\u{202e}"), "{line}");
     for c in ['\u{1b}', '\u{7}', '\r', '\u{202e}'] {
@@ -413,11 +417,7 @@ fn finding_text_in_log_and_invalid_lines_is_escaped() {
     });
     let r = dry_run_between(future.as_bytes());
     r.assert_counts(2, 1, 0);
-    let line = r
-        .stderr
-        .lines()
-        .find(|l| l.starts_with("invalid:"))
-        .unwrap_or_else(|| panic!("no invalid line: {}", r.stderr));
+    let line = r.stderr_line("invalid:");
     assert!(line.contains(r"finding \u{202e}xxx"), "{line}");
     assert!(line.len() < 1000, "the id is cut: {} bytes", line.len());
 }
@@ -535,15 +535,37 @@ fn skipped_records_are_named_at_info() {
     let r = dry_run_between_with(near_miss.to_string().as_bytes(), &["--log-level", "info"]);
     r.assert_counts(2, 0, 1);
     r.assert_neighbours_forwarded();
-    let line = r
-        .stderr
-        .lines()
-        .find(|l| l.contains("skipped: not a GuardDuty finding"))
-        .unwrap_or_else(|| panic!("no skipped line: {}", r.stderr));
+    let line = r.stderr_line("skipped: not a GuardDuty finding");
     assert!(
         line.contains("input.ndjson")
             && line.contains("line=2")
             && line.contains("GuardDuty finding"),
         "{line}"
+    );
+}
+
+/// An input of garbage lines names the first 100 and counts the rest in one line; the summary
+/// counts every one, and the good records around them go through.
+#[test]
+fn a_flood_of_invalid_lines_names_the_first_hundred_and_counts_the_rest() {
+    let garbage = "x\n".repeat(250);
+    let r = dry_run_between(garbage.trim_end().as_bytes());
+    r.assert_counts(2, 250, 0);
+    r.assert_neighbours_forwarded();
+    let named = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("invalid: "))
+        .count();
+    assert_eq!(named, 101, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("input.ndjson:101: ") && !r.stderr.contains("input.ndjson:102: "),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("150 more problem line(s) not shown"),
+        "{}",
+        r.stderr
     );
 }
