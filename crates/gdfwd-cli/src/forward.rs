@@ -71,8 +71,9 @@ pub struct ForwardArgs {
     #[arg(long, value_parser = gdfwd_core::timespec::parse_duration, value_name = "DURATION")]
     pub deadline: Option<Duration>,
 
-    /// Findings handed to the pipeline at a time. Memory grows with it (at most three chunks are
-    /// alive, roughly 50 KB a finding in all); requests are cut by size, not by chunk.
+    /// Findings handed to the pipeline at a time, or fewer when they reach 4 MiB of records.
+    /// Memory grows with it (at most three chunks are alive, roughly 50 KB a finding in all);
+    /// requests are cut by size, not by chunk.
     #[arg(long, default_value_t = 250, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub chunk: u64,
 

@@ -43,8 +43,10 @@ pub const SAMPLE_INVALID: &str = include_str!("sample-invalid.ndjson");
 pub const BUFFER: usize = 64 * 1024;
 
 /// A chunk is handed on at this many bytes of records even when it holds fewer findings than
-/// `--chunk`, so large records cannot make a chunk large.
-const CHUNK_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// `--chunk`, so large records cannot make a chunk large. Parsed, a record takes up to about 15
+/// times its bytes (many small numbers): 80 hostile records of 1 MB peaked at 270 MB with
+/// 16 MiB here, 100 MB with 4 MiB. Ordinary findings (2–50 KB) fill `--chunk` first.
+const CHUNK_MAX_BYTES: usize = 4 * 1024 * 1024;
 
 /// A chunk is handed on at this many problem lines, so an input that is all bad stays bounded.
 const CHUNK_MAX_PROBLEMS: usize = 1000;
@@ -962,6 +964,32 @@ mod tests {
             p[0].contains("in:2:") && p[0].contains("--max-record-bytes"),
             "{p:?}"
         );
+    }
+
+    #[test]
+    fn large_records_make_chunks_of_a_few_mebibytes_not_of_chunk_findings() {
+        // 60 findings of about 200 KB: a chunk is handed on at CHUNK_MAX_BYTES, long before
+        // `--chunk 250`, so a chunk of large records stays a few MiB once parsed.
+        let pad = "x".repeat(200 * 1024);
+        let text: String = (0..60)
+            .map(|i| finding(i).replace("\"title\":\"t\"", &format!("\"title\":\"{pad}\"")) + "\n")
+            .collect();
+        let chunks = read_all(
+            text.into_bytes(),
+            ReadConfig {
+                chunk_findings: 250,
+                max_record_bytes: 1024 * 1024,
+            },
+        );
+        assert_eq!(ids(&chunks).len(), 60);
+        let per_chunk = CHUNK_MAX_BYTES / (200 * 1024) + 1;
+        assert!(
+            chunks.iter().all(|c| c.findings.len() <= per_chunk),
+            "{:?}",
+            chunks.iter().map(|c| c.findings.len()).collect::<Vec<_>>()
+        );
+        // 12 MB of records: three chunks at least (one, with 16 MiB).
+        assert!(chunks.len() >= 3, "{}", chunks.len());
     }
 
     #[test]
