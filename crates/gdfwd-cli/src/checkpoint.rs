@@ -15,7 +15,10 @@
 //! checkpoint only says "every finding of this object (this entity tag) is settled", and a later
 //! run skips the object without fetching it. An object interrupted part-way is read again in full
 //! (its settled findings are then duplicates the store suppresses): objects are small, and a
-//! position inside a gzip stream would save little.
+//! position inside a gzip stream would save little. A run whose `--since/--until` or
+//! `--accounts` left some of an object's findings out stores that selection with it
+//! ([`Narrowing`]): the object is then finished only for runs whose selection it covers, so a
+//! wider run later reads it again and sends what the first left out.
 //!
 //! A finding the filter dropped is settled too, so a checkpoint holds for its filter only: a
 //! run with another filter must read what this one dropped. The uuid is therefore taken over the
@@ -49,7 +52,7 @@ impl Checkpoints {
     }
 }
 
-use crate::input::Position;
+use crate::input::{Chunk, Position};
 
 /// What identifies the file a position belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -209,6 +212,41 @@ struct StoredObject {
     url: String,
     etag: String,
     size: u64,
+    /// Set when that run left some of the object's findings out (outside its `--since/--until`,
+    /// or of accounts not in its `--accounts`): the object is finished only for a run whose
+    /// selection that one covers. Absent: every finding was taken, finished for any run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    narrowed_by: Option<Narrowing>,
+}
+
+/// The part of an S3 run's selection that leaves findings out inside an object it reads:
+/// `--since/--until` on `updatedAt` (milliseconds) and `--accounts` on `accountId`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Narrowing {
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub accounts: Vec<String>,
+}
+
+impl Narrowing {
+    /// Whether every finding `other` selects, this selects too (so what a run under this one
+    /// settled is all `other` would send).
+    fn covers(&self, other: &Self) -> bool {
+        let since = match (self.since_ms, other.since_ms) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(mine), Some(theirs)) => mine <= theirs,
+        };
+        let until = match (self.until_ms, other.until_ms) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(mine), Some(theirs)) => mine >= theirs,
+        };
+        let accounts = self.accounts.is_empty()
+            || (!other.accounts.is_empty()
+                && other.accounts.iter().all(|a| self.accounts.contains(a)));
+        since && until && accounts
+    }
 }
 
 /// One S3 export object's checkpoint (see the module documentation).
@@ -217,41 +255,49 @@ pub struct ObjectCheckpoint {
     store: Checkpoints,
     key: String,
     stored: StoredObject,
+    /// This run's selection, stored with the object if it left some of its findings out.
+    narrowing: Narrowing,
     /// Set once a chunk of this object was not settled: it is not marked finished.
     capped: bool,
     ttl: Duration,
 }
 
 impl ObjectCheckpoint {
-    /// The checkpoint of the object at `url` for the filter `scope` ([`scope`]).
+    /// The checkpoint of the object at `url` for the filter `scope` ([`scope`]), read under
+    /// `narrowing`.
     pub fn new(
         store: Checkpoints,
-        url: &str,
+        object: ObjectId<'_>,
         scope: &str,
-        etag: &str,
-        size: u64,
+        narrowing: Narrowing,
         ttl: Duration,
     ) -> Self {
-        let id = scoped_id(OBJECT_NS, url, scope);
+        let id = scoped_id(OBJECT_NS, object.url, scope);
         Self {
             store,
             key: format!("forward-s3/{}", id.simple()),
             stored: StoredObject {
-                url: url.to_owned(),
-                etag: etag.to_owned(),
-                size,
+                url: object.url.to_owned(),
+                etag: object.etag.to_owned(),
+                size: object.size,
+                narrowed_by: None,
             },
+            narrowing,
             capped: false,
             ttl,
         }
     }
 
-    /// Whether an earlier run settled this very object (same entity tag and size). A checkpoint
-    /// that cannot be read counts as none (the object is read; the store sends nothing twice).
+    /// Whether an earlier run settled this very object (same entity tag and size) for every
+    /// finding this run selects. A checkpoint that cannot be read counts as none (the object is
+    /// read; the store sends nothing twice).
     pub async fn finished(&self) -> bool {
         match self.store.kv.kv_get(CHECKPOINT_NAMESPACE, &self.key).await {
-            Ok(Some(text)) => serde_json::from_str::<StoredObject>(&text)
-                .is_ok_and(|s| s.etag == self.stored.etag && s.size == self.stored.size),
+            Ok(Some(text)) => serde_json::from_str::<StoredObject>(&text).is_ok_and(|s| {
+                s.etag == self.stored.etag
+                    && s.size == self.stored.size
+                    && s.narrowed_by.is_none_or(|n| n.covers(&self.narrowing))
+            }),
             Ok(None) => false,
             Err(e) => {
                 tracing::warn!(object = %self.stored.url, error = %e, "reading the object's checkpoint failed; reading the object");
@@ -261,7 +307,16 @@ impl ObjectCheckpoint {
     }
 
     /// Marks the object finished once it was read to its end with every chunk settled.
-    pub async fn advance(&mut self, settled: bool, complete: bool) -> anyhow::Result<()> {
+    /// After a chunk: `narrowed` whether the selection left some of its findings out.
+    pub async fn advance(
+        &mut self,
+        settled: bool,
+        narrowed: bool,
+        complete: bool,
+    ) -> anyhow::Result<()> {
+        if narrowed {
+            self.stored.narrowed_by = Some(self.narrowing.clone());
+        }
         self.capped |= !settled;
         if self.capped || !complete {
             return Ok(());
@@ -289,26 +344,62 @@ pub enum Checkpoint {
 }
 
 impl Checkpoint {
-    /// After a chunk: `at` its resume position (files in line mode only), `settled` whether
-    /// every finding in it is settled, `complete` whether the source was read to its end.
-    pub async fn advance(
-        &mut self,
-        at: Option<Position>,
-        settled: bool,
-        complete: bool,
-    ) -> anyhow::Result<()> {
-        match (self, at) {
+    /// After `chunk` of the source: `settled` whether every finding in it is settled.
+    pub async fn advance(&mut self, chunk: &Chunk, settled: bool) -> anyhow::Result<()> {
+        let complete = chunk.last && chunk.complete;
+        match (self, chunk.resume_at) {
             (Self::File(f), Some(at)) => f.advance(at, settled, complete).await,
             (Self::File(_), None) => Ok(()),
-            (Self::Object(o), _) => o.advance(settled, complete).await,
+            (Self::Object(o), _) => o.advance(settled, chunk.narrowed, complete).await,
         }
     }
+}
+
+/// What identifies an export object's version: its URL, entity tag and size.
+#[derive(Debug, Clone, Copy)]
+pub struct ObjectId<'a> {
+    pub url: &'a str,
+    pub etag: &'a str,
+    pub size: u64,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use gdfwd_model::{FilterInput, FindingFilter};
+
+    /// A narrower selection's checkpoint holds for a run selecting no more; a wider run (an
+    /// earlier since, a later until, other or all accounts) reads the object again.
+    #[test]
+    fn a_narrowing_covers_only_runs_selecting_no_more() {
+        let n = |since: Option<i64>, until: Option<i64>, accounts: &[&str]| Narrowing {
+            since_ms: since,
+            until_ms: until,
+            accounts: accounts.iter().map(|a| (*a).to_owned()).collect(),
+        };
+        let first = n(Some(100), Some(200), &["a", "b"]);
+        assert!(first.covers(&first));
+        assert!(first.covers(&n(Some(150), Some(200), &["a"])));
+        assert!(
+            !first.covers(&n(Some(50), Some(200), &["a"])),
+            "earlier since"
+        );
+        assert!(
+            !first.covers(&n(Some(100), Some(300), &["a"])),
+            "later until"
+        );
+        assert!(!first.covers(&n(None, Some(200), &["a"])), "no since");
+        assert!(!first.covers(&n(Some(100), None, &["a"])), "no until");
+        assert!(
+            !first.covers(&n(Some(100), Some(200), &["c"])),
+            "another account"
+        );
+        assert!(!first.covers(&n(Some(100), Some(200), &[])), "all accounts");
+        assert!(
+            n(None, None, &[]).covers(&first),
+            "a run that selected everything"
+        );
+    }
 
     /// The default filter keeps the keys checkpoints had before filters existed; any other
     /// filter has keys of its own, the same for the same settings.

@@ -240,9 +240,7 @@ async fn drain(
             .process(pipeline, &chunk, &name, run_deadline, progress)
             .await;
         if let Some(cp) = &mut checkpoints[chunk.source]
-            && let Err(e) = cp
-                .advance(chunk.resume_at, settled, chunk.last && chunk.complete)
-                .await
+            && let Err(e) = cp.advance(&chunk, settled).await
         {
             progress.println(&printable(&format!("warning: {e:#}")));
         }
@@ -306,15 +304,21 @@ struct Totals {
 
 impl Totals {
     /// Prints a chunk's reader problems, the first [`PROBLEMS_SHOWN_PER_SOURCE`] of its source,
-    /// and at the source's end how many more there were.
+    /// and at the source's end how many more there were. The line saying why a source stopped
+    /// early (broken, unreadable), the last problem of its last chunk, is always printed.
     fn report_problems(
         &mut self,
         chunk: &input::Chunk,
         sources: &[input::Source],
         progress: &Progress,
     ) {
+        let stop = chunk
+            .problems
+            .last()
+            .filter(|_| chunk.last && !chunk.complete);
+        let per_record = &chunk.problems[..chunk.problems.len() - usize::from(stop.is_some())];
         let (shown, hidden) = self.problems.entry(chunk.source).or_default();
-        for p in &chunk.problems {
+        for p in per_record {
             if *shown < PROBLEMS_SHOWN_PER_SOURCE {
                 progress.println(&printable(p));
                 *shown += 1;
@@ -327,6 +331,9 @@ impl Totals {
                 "invalid: {}: {hidden} more problem line(s) not shown (the first {PROBLEMS_SHOWN_PER_SOURCE} are above; the summary counts every invalid record)",
                 printable(&sources[chunk.source].name())
             ));
+        }
+        if let Some(p) = stop {
+            progress.println(&printable(p));
         }
     }
 

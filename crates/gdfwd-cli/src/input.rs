@@ -142,6 +142,9 @@ pub struct Chunk {
     pub last: bool,
     /// The source was read to its end without a read error (with `last`).
     pub complete: bool,
+    /// The S3 selection left some of this chunk's findings out (`--since/--until`,
+    /// `--accounts`): the object's checkpoint says under which selection it was finished.
+    pub narrowed: bool,
 }
 
 /// Adds the bytes pulled from the underlying source (compressed bytes for gzip) to a shared

@@ -21,7 +21,7 @@ use gdfwd_model::Timestamp;
 use gdfwd_source_s3::{Export, ExportObject, Location, S3Error, Selection};
 
 use crate::Usage;
-use crate::checkpoint::{Checkpoint, Checkpoints, ObjectCheckpoint};
+use crate::checkpoint::{Checkpoint, Checkpoints, Narrowing, ObjectCheckpoint, ObjectId};
 use crate::forward::ForwardArgs;
 use crate::input::{self, Chunk, Counting, Plan, Position, ReadConfig, Source};
 use crate::render::printable;
@@ -169,7 +169,14 @@ impl S3Input {
         // Checkpoints hold for this filter only (a finding it drops is settled).
         let scope = crate::checkpoint::scope(&args.filter.filter()?);
         let scope = scope.as_str();
+        let narrowing = &Narrowing {
+            since_ms: self.selection.since.map(Timestamp::millis),
+            until_ms: self.selection.until.map(Timestamp::millis),
+            accounts: self.selection.accounts.clone(),
+        };
         let mut out = Vec::new();
+        // The accounts whose folders hold a selected object, over every location.
+        let mut present = std::collections::HashSet::new();
         for location in &self.locations {
             let listing = export
                 .list(location, &self.selection)
@@ -179,24 +186,17 @@ impl S3Input {
                     _ => Usage(e.to_string()).into(),
                 })?;
             let listed = listing.objects.len();
-            let missing = self
-                .selection
-                .accounts_without(listing.objects.iter().map(|o| &o.export));
-            if !missing.is_empty() {
-                eprintln!("{}", missing_accounts(location, &missing));
-            }
+            present.extend(listing.objects.iter().map(|o| o.export.account.clone()));
             let checked: Vec<(ExportObject, Option<ObjectCheckpoint>, bool)> =
                 futures::stream::iter(listing.objects)
                     .map(|object| async move {
                         let checkpoint = store.map(|s| {
-                            ObjectCheckpoint::new(
-                                s.clone(),
-                                &object.url(),
-                                scope,
-                                &object.etag,
-                                object.size,
-                                ttl,
-                            )
+                            let id = ObjectId {
+                                url: &object.url(),
+                                etag: &object.etag,
+                                size: object.size,
+                            };
+                            ObjectCheckpoint::new(s.clone(), id, scope, narrowing.clone(), ttl)
                         });
                         let finished = match &checkpoint {
                             Some(c) if !args.no_resume => c.finished().await,
@@ -231,6 +231,12 @@ impl S3Input {
                 listed as u64 - finished,
                 bytes as f64 / 1e6,
             );
+        }
+        let missing = self
+            .selection
+            .accounts_without(present.iter().map(String::as_str));
+        if !missing.is_empty() {
+            eprintln!("{}", missing_accounts(&missing));
         }
         Ok(out)
     }
@@ -269,7 +275,9 @@ impl S3Input {
                         selection.keeps_updated(f.updated_at)
                             && selection.keeps_account(&f.account_id)
                     });
-                    c.skipped += (before - c.findings.len()) as u64;
+                    let left_out = (before - c.findings.len()) as u64;
+                    c.skipped += left_out;
+                    c.narrowed = left_out > 0;
                     tx.blocking_send(c).is_ok()
                 };
                 while let Some((index, body)) = bodies.blocking_recv() {
@@ -304,10 +312,9 @@ impl S3Input {
 /// export is written by the delegated administrator, under its own account, with every member's
 /// findings inside: a member's id selects no folder there, and `--include-account` (which looks
 /// at each finding's `accountId`) is what selects its findings.
-fn missing_accounts(location: &Location, missing: &[&str]) -> String {
+fn missing_accounts(missing: &[&str]) -> String {
     let list = missing.join(",");
     format!(
-        "warning: {}: no export object of --accounts {list} in the selection (no AWSLogs/<account>/GuardDuty/ folder of theirs, or nothing in it inside --since/--until). An organization's export holds every member's findings in the delegated administrator's folder: to select member accounts there, give --include-account {list} instead of --accounts",
-        printable(&location.to_string())
+        "warning: gdfwd forward: no export object of --accounts {list} in the selection (no AWSLogs/<account>/GuardDuty/ folder of theirs, or nothing in it inside --since/--until). An organization's export holds every member's findings in the delegated administrator's folder: to select member accounts there, give --include-account {list} instead of --accounts"
     )
 }

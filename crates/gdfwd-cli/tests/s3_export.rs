@@ -532,3 +532,58 @@ async fn an_organization_export_selects_members_by_include_account_and_says_so()
     assert_eq!(n(&s, "skipped"), 2 * per_account, "{s}");
     assert!(!err.contains("warning:"), "{err}");
 }
+
+/// A run that left findings out of the objects it finished (`--accounts ADMIN` on an
+/// organization's export) does not make a wider run skip them: the wider run reads the objects
+/// again and sends the members' findings; a run selecting no more than the first skips them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_finished_under_a_narrower_selection_are_read_again_by_a_wider_one() {
+    let bucket = org_export_tree().await;
+    let proxy = FaultProxy::start_moto().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = FakeOpenPipeline::start("tok").await.expect("fake");
+    let ca = fake.write_ca_file(dir.path()).expect("ca");
+    let url = format!("s3://{bucket}/");
+    let sum = dir.path().join("s.json");
+    let run = |extra: &[&str]| {
+        let mut o = vec!["--summary", sum.to_str().expect("utf8")];
+        o.extend_from_slice(extra);
+        let mut cmd = forward_to(&fake, &ca, dir.path(), &o, Path::new(&url));
+        via(&mut cmd, &proxy);
+        output(cmd)
+    };
+    let per_account = 4 * 2;
+
+    let out = run(&["--accounts", ADMIN]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let s = summary(&sum);
+    assert_eq!(
+        (n(&s, "forwarded"), n(&s, "skipped")),
+        (per_account, 2 * per_account),
+        "{s}"
+    );
+
+    // The same selection again: every object finished, none fetched.
+    proxy.reset_counts();
+    let out = run(&["--accounts", ADMIN]).await;
+    assert_eq!(finished_earlier(&stderr(&out)), 4, "{}", stderr(&out));
+    assert_eq!(gets(&proxy, &bucket, "AWSLogs/"), 0);
+
+    // No --accounts selects more: every object is read again and the members' findings sent.
+    let out = run(&[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(finished_earlier(&stderr(&out)), 0, "{}", stderr(&out));
+    let s = summary(&sum);
+    assert_eq!(
+        (n(&s, "forwarded"), n(&s, "duplicates")),
+        (2 * per_account, per_account),
+        "{s}"
+    );
+    assert_eq!(common::delivered_once(&fake).len() as u64, 3 * per_account);
+
+    // That run took every finding: its objects are finished for any selection.
+    let out = run(&["--accounts", MEMBERS[0]]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = run(&[]).await;
+    assert_eq!(finished_earlier(&stderr(&out)), 4, "{}", stderr(&out));
+}

@@ -88,11 +88,18 @@ pub fn split(finding: &Finding) -> Vec<AffectedObject> {
             overflow: None,
         }];
     }
+    // A raw event also copies the envelope's other fields (which may be anything): each copy
+    // weighs that much more.
+    let envelope = finding.envelope.as_ref().map_or(0, |e| {
+        weight_of_map(e)
+            - e.get("detail")
+                .map_or(0, |d| ENTRY + "detail".len() + weight(d))
+    });
     let mut objects: Vec<AffectedObject> = Vec::new();
     let mut spent = 0;
     for (i, sel) in all.iter().take(MAX_EVENTS_PER_FINDING).enumerate() {
         let detail = narrow(&finding.detail, *sel);
-        spent += weight_of_map(&detail);
+        spent += envelope + weight_of_map(&detail);
         if i > 0 && spent > MAX_COPY_BYTES_PER_FINDING {
             break;
         }
@@ -151,10 +158,11 @@ fn weight(v: &Value) -> usize {
     }
 }
 
+/// A map entry's own weight besides its key's bytes and its value.
+const ENTRY: usize = std::mem::size_of::<String>();
+
 fn weight_of_map(m: &Map<String, Value>) -> usize {
-    m.iter()
-        .map(|(k, v)| std::mem::size_of::<String>() + k.len() + weight(v))
-        .sum()
+    m.iter().map(|(k, v)| ENTRY + k.len() + weight(v)).sum()
 }
 
 fn item(list: &Value, i: usize) -> Option<&Value> {

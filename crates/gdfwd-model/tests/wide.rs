@@ -111,3 +111,31 @@ fn a_light_split_finding_still_gets_an_event_per_object_in_raw() {
         1
     );
 }
+
+#[test]
+fn the_envelope_counts_toward_the_copy_budget() {
+    // Every raw event copies the EventBridge envelope's other fields: 200,000 numbers there
+    // weigh on each copy as much as in the finding.
+    let buckets: Vec<Value> = (0..101).map(|i| json!({"name": format!("b{i}")})).collect();
+    let v = json!({
+        "source": "aws.guardduty", "detail-type": "GuardDuty Finding",
+        "resources": vec![0; 200_000],
+        "detail": {
+            "id": "env", "accountId": "111122223333", "region": "eu-west-1",
+            "updatedAt": "2025-01-01T00:00:00Z", "type": "Policy:S3/BucketBlockPublicAccessDisabled",
+            "severity": 2,
+            "resource": {"resourceType": "S3Bucket", "s3BucketDetails": buckets}
+        }
+    });
+    let f = match parse_document(&v.to_string()).remove(0) {
+        Ok(Item::Finding(f)) => *f,
+        other => panic!("{other:?}"),
+    };
+    let events = map_finding(&f, Format::Raw, &Enrichment::default());
+    assert_eq!(events.len(), 1, "copies made");
+    assert_eq!(events[0].body["gdfwd.objects.omitted"], 100);
+    assert_eq!(
+        events[0].body["resources"].as_array().map(Vec::len),
+        Some(200_000)
+    );
+}

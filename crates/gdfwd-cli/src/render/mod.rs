@@ -228,7 +228,8 @@ fn escape_controls(s: &str, keep: &[char]) -> String {
 
 /// How the text log format writes an event's fields: each value through [`printable`], so a
 /// finding id, account or region that a log line carries (`filtered: ...` at info) cannot forge
-/// a line or drive the terminal. The JSON log format escapes by itself.
+/// a line or drive the terminal. The JSON log format (`--log-format json`, for machines) escapes
+/// only what JSON requires (C0 controls): C1 controls and bidi characters stay as they are.
 pub fn log_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static {
     use tracing_subscriber::field::MakeExt;
     tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
@@ -242,10 +243,22 @@ pub fn log_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 
     .delimited(" ")
 }
 
-/// Unicode format characters that change how the text around them reads: a finding id holding
-/// U+202E prints the rest of the line backwards.
+/// Unicode format and separator characters that change how the text around them reads or
+/// hide text: a finding id holding U+202E prints the rest of the line backwards, U+2028 breaks
+/// it in some viewers, tag characters carry invisible text.
 fn is_invisible(c: char) -> bool {
-    matches!(c, '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+    matches!(
+        c,
+        '\u{00ad}'
+            | '\u{061c}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}'
+            | '\u{e0000}'..='\u{e007f}'
+    )
 }
 
 #[cfg(test)]
@@ -262,6 +275,7 @@ pub(crate) mod tests {
             printable("\u{feff}\u{200b}\u{2066}"),
             r"\u{feff}\u{200b}\u{2066}"
         );
+        assert_eq!(printable("a\u{2028}b\u{e0041}"), r"a\u{2028}b\u{e0041}");
         // Letters of any script stay as they are.
         assert_eq!(printable("région 東京 ☃"), "région 東京 ☃");
     }
