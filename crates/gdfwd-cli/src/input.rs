@@ -658,16 +658,20 @@ fn read_line(input: &mut Input, max: usize, out: &mut Vec<u8>) -> io::Result<Lin
             Err(e) => return Err(e),
         };
         if buf.is_empty() {
+            if !read.too_long && out.len() > max {
+                read.too_long = true;
+                out.clear();
+            }
             return Ok(read);
         }
         let (take, newline) = match memchr::memchr(b'\n', buf) {
             Some(i) => (i + 1, true),
             None => (buf.len(), false),
         };
-        // A CRLF line's `\r` is part of its ending, not of the record the limit is about.
-        let crlf = newline && take >= 2 && buf[take - 2] == b'\r';
-        let content = take - usize::from(newline) - usize::from(crlf);
-        if !read.too_long && out.len() + content > max {
+        // One byte of slack while the line is read: a CRLF line's `\r` is part of its ending,
+        // not of the record the limit is about, and may come at the end of one buffer with the
+        // `\n` at the start of the next. The exact check is made once the line has ended.
+        if !read.too_long && out.len() + take - usize::from(newline) > max + 1 {
             read.too_long = true;
             out.clear();
             out.shrink_to(BUFFER);
@@ -679,6 +683,11 @@ fn read_line(input: &mut Input, max: usize, out: &mut Vec<u8>) -> io::Result<Lin
         read.bytes += take as u64;
         if newline {
             read.newline = true;
+            let crlf = out.ends_with(b"\r\n");
+            if !read.too_long && out.len() - 1 - usize::from(crlf) > max {
+                read.too_long = true;
+                out.clear();
+            }
             return Ok(read);
         }
     }
@@ -1009,6 +1018,32 @@ mod tests {
                 "{p:?}"
             );
             assert!(p[1].contains("in:2: record of"), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn a_crlf_split_across_two_reads_is_still_the_line_ending() {
+        let exact = "x".repeat(64);
+        for capacity in [64, 65, 66, 8192] {
+            let text = format!("{exact}\r\n{exact}y\r\n{exact}\n{exact}z");
+            let mut input: Input = Box::new(BufReader::with_capacity(
+                capacity,
+                io::Cursor::new(text.into_bytes()),
+            ));
+            let mut lines = Vec::new();
+            loop {
+                let mut out = Vec::new();
+                let read = read_line(&mut input, 64, &mut out).expect("read");
+                if read.bytes == 0 {
+                    break;
+                }
+                lines.push((read.too_long, read.bytes));
+            }
+            assert_eq!(
+                lines,
+                [(false, 66), (true, 67), (false, 65), (true, 65)],
+                "buffer of {capacity}"
+            );
         }
     }
 
