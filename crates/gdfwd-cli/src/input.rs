@@ -393,9 +393,10 @@ impl Records {
         }
     }
 
-    /// Reads the first non-blank line and picks the mode: a document when the content starts
-    /// with `[` or the line is the unfinished start of a JSON value; lines otherwise. A document's
-    /// first line is put back in front of the stream for the scanner.
+    /// Picks the mode from the content's start (after white space and a byte-order mark): a
+    /// document when it is `[`, or when the first line is the unfinished start of a JSON value;
+    /// lines otherwise. A document's first line is put back in front of the stream for the
+    /// scanner.
     fn decide(&mut self) -> Step {
         // An array is a document however long its first line: a whole array on one line (`jq
         // -c`, `json.dumps`) is read element by element, each held to the record limit, instead
@@ -414,56 +415,34 @@ impl Records {
             }
             Ok(Some(_)) => {}
         }
-        let mut start = self.pos;
+        let start = self.pos;
         let mut line = Vec::new();
-        loop {
-            match read_line(&mut self.inner, self.max, &mut line) {
-                Err(error) => {
-                    return Step::Broken {
-                        line: self.pos.line + 1,
-                        error,
-                    };
-                }
-                Ok(read) if read.bytes == 0 => return Step::End,
-                Ok(read) => {
-                    self.advance(&read);
-                    let text = if read.too_long {
-                        None
-                    } else {
-                        Some(trimmed(line.clone()))
-                    };
-                    if text.as_ref().is_some_and(Vec::is_empty) {
-                        line.clear();
-                        start = self.pos;
-                        continue;
-                    }
-                    let document = text.as_deref().is_some_and(starts_a_document);
-                    if !document {
-                        self.mode = Mode::Lines;
-                        let raw = match text {
-                            Some(t) => Raw::Text(t),
-                            None => Raw::TooLong(read.bytes - u64::from(read.newline)),
-                        };
-                        return Step::Record {
-                            line: self.pos.line - u64::from(read.newline) + 1,
-                            raw,
-                        };
-                    }
-                    self.mode = Mode::Document;
-                    let bom = line
-                        .iter()
-                        .position(|&b| !is_space(b))
-                        .filter(|&i| line[i..].starts_with(b"\xef\xbb\xbf"));
-                    if let Some(i) = bom {
-                        line.drain(i..i + 3);
-                        start.offset += 3;
-                    }
-                    let rest = std::mem::replace(&mut self.inner, Box::new(io::empty()));
-                    self.inner = Box::new(io::Cursor::new(line).chain(rest));
-                    self.pos = start;
-                    return self.next_value();
-                }
+        let read = match read_line(&mut self.inner, self.max, &mut line) {
+            Ok(read) => read,
+            Err(error) => {
+                return Step::Broken {
+                    line: self.pos.line + 1,
+                    error,
+                };
             }
+        };
+        self.advance(&read);
+        if !read.too_long && starts_a_document(line.trim_ascii_end()) {
+            self.mode = Mode::Document;
+            let rest = std::mem::replace(&mut self.inner, Box::new(io::empty()));
+            self.inner = Box::new(io::Cursor::new(line).chain(rest));
+            self.pos = start;
+            return self.next_value();
+        }
+        self.mode = Mode::Lines;
+        let raw = if read.too_long {
+            Raw::TooLong(read.bytes - u64::from(read.newline))
+        } else {
+            Raw::Text(trimmed(line))
+        };
+        Step::Record {
+            line: self.pos.line - u64::from(read.newline) + 1,
+            raw,
         }
     }
 
@@ -623,15 +602,12 @@ impl Records {
     }
 }
 
-/// Whether a source's first line is the unfinished start of a longer JSON value (pretty-printed
-/// JSON), or an array, rather than one NDJSON record.
+/// Whether a source's first line (an object's start; an array is decided before) is the
+/// unfinished start of a longer JSON value (pretty-printed JSON) rather than one NDJSON record.
 fn starts_a_document(line: &[u8]) -> bool {
-    match line.first() {
-        Some(b'[') => true,
-        Some(b'{') => serde_json::from_slice::<serde::de::IgnoredAny>(line)
-            .is_err_and(|e| e.classify() == serde_json::error::Category::Eof),
-        _ => false,
-    }
+    line.first() == Some(&b'{')
+        && serde_json::from_slice::<serde::de::IgnoredAny>(line)
+            .is_err_and(|e| e.classify() == serde_json::error::Category::Eof)
 }
 
 /// What [`read_line`] consumed.

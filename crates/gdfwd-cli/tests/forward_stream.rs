@@ -11,7 +11,7 @@ use std::process::{Output, Stdio};
 use gdfwd_testkit_openpipeline::{FakeOpenPipeline, Fault};
 
 mod common;
-use common::{fixtures, forward_to, gdfwd};
+use common::{fixtures, forward_to};
 
 fn fixture() -> PathBuf {
     fixtures().join("generated/raw-findings-40.ndjson")
@@ -29,20 +29,9 @@ fn lines() -> Vec<String> {
 /// A dry run without the store over `file`: (output, summary JSON).
 fn dry_run(file: &Path, extra: &[&str], dir: &Path) -> (Output, serde_json::Value) {
     let sum = dir.join("summary.json");
-    // `--archived include`: the fixtures hold archived findings (dropped by default); these
-    // tests are about reading.
-    let mut args = vec![
-        "forward",
-        "--dry-run",
-        "--no-dedup",
-        "--archived",
-        "include",
-        "--summary",
-    ];
-    args.push(sum.to_str().expect("utf8"));
-    args.extend_from_slice(extra);
-    args.push(file.to_str().expect("utf8"));
-    let out = gdfwd(&args, dir).output().expect("run gdfwd");
+    let out = common::dry_run_command(dir, &sum, extra, file.to_str().expect("utf8"))
+        .output()
+        .expect("run gdfwd");
     let summary = std::fs::read_to_string(&sum)
         .ok()
         .and_then(|s| serde_json::from_str(&s).ok())

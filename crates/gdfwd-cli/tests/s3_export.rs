@@ -235,25 +235,8 @@ async fn accounts_and_regions_are_listed_by_prefix() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sum = dir.path().join("s.json");
     let url = format!("s3://{bucket}/exports/");
-    let mut cmd = gdfwd(
-        &[
-            "forward",
-            "--dry-run",
-            "--no-dedup",
-            // The fixture holds archived findings (dropped by default); this test is about
-            // selecting objects.
-            "--archived",
-            "include",
-            "--accounts",
-            ACCOUNTS[1],
-            "--regions",
-            "eu-west-1",
-            "--summary",
-            sum.to_str().expect("utf8"),
-            &url,
-        ],
-        dir.path(),
-    );
+    let selection = ["--accounts", ACCOUNTS[1], "--regions", "eu-west-1"];
+    let mut cmd = common::dry_run_command(dir.path(), &sum, &selection, &url);
     via(&mut cmd, &proxy);
     let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -482,18 +465,7 @@ async fn org_run(bucket: &str, selection: &[&str]) -> (Option<i32>, serde_json::
     let dir = tempfile::tempdir().expect("tempdir");
     let sum = dir.path().join("s.json");
     let url = format!("s3://{bucket}/");
-    let mut args = vec![
-        "forward",
-        "--dry-run",
-        "--no-dedup",
-        "--archived",
-        "include",
-        "--summary",
-        sum.to_str().expect("utf8"),
-    ];
-    args.extend_from_slice(selection);
-    args.push(&url);
-    let mut cmd = gdfwd(&args, dir.path());
+    let mut cmd = common::dry_run_command(dir.path(), &sum, selection, &url);
     via(&mut cmd, &proxy);
     let out = output(cmd).await;
     (out.status.code(), summary(&sum), stderr(&out))

@@ -13,6 +13,24 @@ pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/guardduty")
 }
 
+/// `gdfwd` reading `input` in a dry run without the store, archived findings included (the
+/// fixtures hold some; these runs are about reading), with `extra` options and the JSON summary
+/// written to `summary`.
+pub fn dry_run_command(state: &Path, summary: &Path, extra: &[&str], input: &str) -> Command {
+    let mut args = vec![
+        "forward",
+        "--dry-run",
+        "--no-dedup",
+        "--archived",
+        "include",
+        "--summary",
+        summary.to_str().expect("utf8"),
+    ];
+    args.extend_from_slice(extra);
+    args.push(input);
+    gdfwd(&args, state)
+}
+
 /// The built `gdfwd` with `args`, its default store under `state`, and none of the environment
 /// variables that would point it elsewhere (store, endpoint, secret, token, format, log filter).
 pub fn gdfwd(args: &[&str], state: &Path) -> Command {
