@@ -54,18 +54,12 @@ fn dry_run_prints_one_event_per_object_with_deterministic_ids() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = fixtures().join("generated/raw-findings-40.ndjson");
     let sum = dir.path().join("s.json");
-    let args = [
-        "forward",
-        "--dry-run",
-        "--no-dedup",
-        // The fixture holds archived findings (dropped by default); this test is about mapping.
-        "--archived",
-        "include",
-        "--summary",
-        sum.to_str().expect("utf8"),
-        file.to_str().expect("utf8"),
-    ];
-    let out = run(&args, dir.path());
+    let dry_run = || {
+        common::dry_run_command(dir.path(), &sum, &[], file.to_str().expect("utf8"))
+            .output()
+            .expect("run gdfwd")
+    };
+    let out = dry_run();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let events = stdout_events(&out);
     let s = summary(&sum);
@@ -85,7 +79,7 @@ fn dry_run_prints_one_event_per_object_with_deterministic_ids() {
     );
 
     // Same input, same ids: redeliveries are recognisable downstream.
-    let again = run(&args, dir.path());
+    let again = dry_run();
     assert_eq!(stdout_events(&again), events);
 }
 
