@@ -165,14 +165,17 @@ impl S3Input {
     ) -> anyhow::Result<Vec<(Plan, Option<Checkpoint>)>> {
         let sdk = crate::aws::sdk_config().await;
         let export = self.export.get_or_init(|| Export::new(sdk));
-        let ttl = args.pipeline.store.retention();
         // Checkpoints hold for this filter only (a finding it drops is settled).
-        let scope = crate::checkpoint::scope(&args.filter.filter()?);
-        let scope = scope.as_str();
-        let narrowing = &Narrowing {
-            since_ms: self.selection.since.map(Timestamp::millis),
-            until_ms: self.selection.until.map(Timestamp::millis),
-            accounts: self.selection.accounts.clone(),
+        let resume = Resume {
+            store,
+            scope: crate::checkpoint::scope(&args.filter.filter()?),
+            narrowing: Narrowing {
+                since_ms: self.selection.since.map(Timestamp::millis),
+                until_ms: self.selection.until.map(Timestamp::millis),
+                accounts: self.selection.accounts.clone(),
+            },
+            ttl: args.pipeline.store.retention(),
+            no_resume: args.no_resume,
         };
         let mut out = Vec::new();
         // The accounts whose folders hold a selected object, over every location.
@@ -187,26 +190,7 @@ impl S3Input {
                 })?;
             let listed = listing.objects.len();
             present.extend(listing.objects.iter().map(|o| o.export.account.clone()));
-            let checked: Vec<(ExportObject, Option<ObjectCheckpoint>, bool)> =
-                futures::stream::iter(listing.objects)
-                    .map(|object| async move {
-                        let checkpoint = store.map(|s| {
-                            let id = ObjectId {
-                                url: &object.url(),
-                                etag: &object.etag,
-                                size: object.size,
-                            };
-                            ObjectCheckpoint::new(s.clone(), id, scope, narrowing.clone(), ttl)
-                        });
-                        let finished = match &checkpoint {
-                            Some(c) if !args.no_resume => c.finished().await,
-                            _ => false,
-                        };
-                        (object, checkpoint, finished)
-                    })
-                    .buffered(LOOKUPS)
-                    .collect()
-                    .await;
+            let checked = resume.check(listing.objects).await;
             let (mut finished, mut bytes) = (0u64, 0u64);
             for (object, checkpoint, done) in checked {
                 if done {
@@ -305,6 +289,45 @@ impl S3Input {
                     }
                 }
             })
+    }
+}
+
+/// How planning finds the objects an earlier run finished: each object's checkpoint under this
+/// run's filter `scope` and selection (`narrowing`), looked up [`LOOKUPS`] at a time.
+struct Resume<'a> {
+    store: Option<&'a Checkpoints>,
+    scope: String,
+    narrowing: Narrowing,
+    ttl: std::time::Duration,
+    no_resume: bool,
+}
+
+impl Resume<'_> {
+    /// Each object with its checkpoint (with a store) and whether an earlier run finished it.
+    async fn check(
+        &self,
+        objects: Vec<ExportObject>,
+    ) -> Vec<(ExportObject, Option<ObjectCheckpoint>, bool)> {
+        futures::stream::iter(objects)
+            .map(|object| async move {
+                let checkpoint = self.store.map(|s| {
+                    let id = ObjectId {
+                        url: &object.url(),
+                        etag: &object.etag,
+                        size: object.size,
+                    };
+                    let narrowing = self.narrowing.clone();
+                    ObjectCheckpoint::new(s.clone(), id, &self.scope, narrowing, self.ttl)
+                });
+                let finished = match &checkpoint {
+                    Some(c) if !self.no_resume => c.finished().await,
+                    _ => false,
+                };
+                (object, checkpoint, finished)
+            })
+            .buffered(LOOKUPS)
+            .collect()
+            .await
     }
 }
 
